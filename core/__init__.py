@@ -1,0 +1,39 @@
+"""Jointscope core library: encoders, workspaces, ingestion, indexes, projections, concepts, quality.
+
+Heavy imports (torch, open_clip, umap) happen inside the functions that need them, so ``import core``
+is fast. Public names are re-exported here lazily.
+"""
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "list_models": "encoders",
+    "load_encoder": "encoders",
+    "ModelInfo": "encoders",
+    "ModelLoadError": "encoders",
+    "Encoder": "encoders",
+    "Workspace": "workspace",
+    "IngestReport": "workspace",
+    "EmbedReport": "workspace",
+    "workspace_path": "workspace",
+    "list_workspaces": "workspace",
+    "scan": "ingest",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    mod = _EXPORTS.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'core' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{mod}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

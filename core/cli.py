@@ -1,0 +1,316 @@
+"""Command line: ``jointscope`` == ``python -m core``.
+
+Every subcommand accepts ``--json`` and then prints exactly one JSON document on stdout; logs go to
+stderr. Exit 0 on success (per-item errors are reported, not fatal), 2 on a usage error, 1 on failure
+with one line on stderr saying what failed and what to do.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+log = logging.getLogger("jointscope")
+
+COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], Any], str]] = {}
+
+
+class CLIError(Exception):
+    """Failure reported as one line on stderr with exit code 1."""
+
+
+def command(name: str, help: str):
+    """Register a subcommand: decorate ``run(args) -> dict``; ``run.configure(parser)`` adds arguments."""
+
+    def deco(fn):
+        COMMANDS[name] = (getattr(fn, "configure", lambda p: None), fn, help)
+        return fn
+
+    return deco
+
+
+def _open_ws(path: str, *, create: bool = False):
+    from .workspace import Workspace
+
+    try:
+        return Workspace(path, create=create)
+    except FileNotFoundError as e:
+        raise CLIError(f"{e}; create it with `jointscope ingest {path} FILES...` or `jointscope demo {path}`")
+
+
+def _parse_roles(pairs: list[str] | None) -> dict[str, str] | None:
+    if not pairs:
+        return None
+    roles = {}
+    for p in pairs:
+        col, sep, role = p.rpartition("=")
+        if not sep or not col:
+            raise argparse.ArgumentTypeError(f"--role expects COLUMN=ROLE; got {p!r}")
+        roles[col] = role
+    return roles
+
+
+def _progress_printer(label: str):
+    state = {"t0": time.perf_counter(), "last": 0.0}
+
+    def cb(done: int, total: int) -> None:
+        now = time.perf_counter()
+        if done < total and now - state["last"] < 1.0:
+            return
+        state["last"] = now
+        el = now - state["t0"]
+        rate = done / el if el > 0 else 0.0
+        eta = (total - done) / rate if rate > 0 else float("nan")
+        print(f"{label}: {done}/{total} ({rate:.1f} items/s, ETA {eta:.0f}s)", file=sys.stderr, flush=True)
+
+    return cb
+
+
+# ---- models -------------------------------------------------------------------------------------
+def _models(args):
+    from .encoders import list_models
+
+    infos = list_models(include_hub=not args.local)
+    return [m.to_dict() for m in infos]
+
+
+_models.configure = lambda p: p.add_argument("--local", action="store_true",
+                                             help="list only bundled models, not every open_clip pair")
+command("models", "list models and whether each is usable offline")(_models)
+
+
+# ---- ingest -------------------------------------------------------------------------------------
+def _ingest_configure(p):
+    p.add_argument("workspace", help="workspace folder (created if missing)")
+    p.add_argument("paths", nargs="*", help="files, folders, ZIPs, tables (csv, tsv, parquet, json, jsonl, xlsx), .txt")
+    p.add_argument("--text", action="append", default=[], help="add a text item (repeatable)")
+    p.add_argument("--role", action="append", metavar="COLUMN=ROLE",
+                   help="override a table column's role: text, image, vector, numeric, metadata, ignore")
+
+
+def _ingest(args):
+    from .ingest import IngestError
+
+    if not args.paths and not args.text:
+        raise argparse.ArgumentTypeError("give at least one PATH or --text")
+    ws = _open_ws(args.workspace, create=True)
+    try:
+        report = ws.ingest(args.paths, texts=args.text, roles=_parse_roles(args.role))
+    except (IngestError, ValueError) as e:
+        raise CLIError(str(e))
+    out = report.to_dict()
+    out["workspace"] = str(ws.path)
+    out["items"] = len(ws.items)
+    return out
+
+
+_ingest.configure = _ingest_configure
+command("ingest", "add files, folders, ZIPs and tables to a workspace")(_ingest)
+
+
+# ---- embed --------------------------------------------------------------------------------------
+def _embed_configure(p):
+    p.add_argument("workspace")
+    p.add_argument("--model", required=True, help="model id, see `jointscope models`")
+    p.add_argument("--engine", choices=["local", "ray"], default="local")
+    p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, mps")
+    p.add_argument("--batch-size", type=int, default=None)
+
+
+def _embed(args):
+    from .encoders import ModelLoadError
+
+    if args.engine == "ray":
+        raise CLIError("--engine ray is not built yet (issue 8); use --engine local")
+    ws = _open_ws(args.workspace)
+    try:
+        report = ws.embed(args.model, device=args.device, batch_size=args.batch_size,
+                          progress=_progress_printer(f"embed {args.model}"))
+    except (ModelLoadError, ValueError) as e:
+        raise CLIError(str(e))
+    return report.to_dict()
+
+
+_embed.configure = _embed_configure
+command("embed", "encode items without vectors for a model (incremental)")(_embed)
+
+
+# ---- info ---------------------------------------------------------------------------------------
+def _info(args):
+    return _open_ws(args.workspace).info()
+
+
+_info.configure = lambda p: p.add_argument("workspace")
+command("info", "summarise a workspace")(_info)
+
+
+# ---- export -------------------------------------------------------------------------------------
+def _export_configure(p):
+    p.add_argument("workspace")
+    p.add_argument("--model", required=True)
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--format", choices=["parquet", "tsv"], default="parquet",
+                   help="parquet: items + vector column; tsv: vectors.tsv + metadata.tsv for TensorFlow Projector")
+
+
+def _export(args):
+    from .export import export
+
+    ws = _open_ws(args.workspace)
+    try:
+        return export(ws, args.model, args.out, fmt=args.format)
+    except ValueError as e:
+        raise CLIError(str(e))
+
+
+_export.configure = _export_configure
+command("export", "write vectors + metadata (Parquet, or TSV for TensorFlow Projector)")(_export)
+
+
+# ---- demo ---------------------------------------------------------------------------------------
+def _demo_configure(p):
+    p.add_argument("workspace", help="folder of the demo workspace (created or completed)")
+    p.add_argument("--n", type=int, default=2000, help="number of world images (each with its caption)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--model", default="demo", help="model to embed with ('' to skip embedding)")
+
+
+def _demo(args):
+    from .demo import DEMO_SEED, create_demo_workspace
+    from .encoders import ModelLoadError
+
+    if args.n < 1:
+        raise argparse.ArgumentTypeError(f"--n must be >= 1; got {args.n}")
+    cb = _progress_printer("demo")
+    try:
+        ws = create_demo_workspace(args.workspace, n=args.n, seed=DEMO_SEED if args.seed is None else args.seed,
+                                   model=args.model or None, progress=lambda stage, d, t: cb(d, t))
+    except ModelLoadError as e:
+        raise CLIError(str(e))
+    info = ws.info()
+    return {"path": str(ws.path), "items": info["items"], "by_modality": info["by_modality"],
+            "models": info["models"]}
+
+
+_demo.configure = _demo_configure
+command("demo", "create the demo workspace (world images + captions, embedded with 'demo')")(_demo)
+
+
+# ---- train --------------------------------------------------------------------------------------
+def _train_configure(p):
+    from .train import TrainConfig
+
+    d = TrainConfig()
+    p.add_argument("--out", required=True, help="output folder (an openclip-local model folder)")
+    p.add_argument("--data", default=d.data, help="'world' (procedural generator) or a workspace folder with pairs")
+    p.add_argument("--model-config", default=d.model_config, help="open_clip config JSON (model_cfg + preprocess_cfg)")
+    for name in ("n_train", "steps", "batch_size", "seed", "warmup", "ckpt_every", "eval_every", "threads", "workers"):
+        p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
+    for name in ("lr", "min_lr", "weight_decay", "p_two"):
+        p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name))
+    p.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
+
+
+def _train(args):
+    from .train import TrainConfig, train
+
+    cfg = TrainConfig(**{k: getattr(args, k) for k in TrainConfig.__dataclass_fields__ if hasattr(args, k)})
+
+    def prog(info):
+        if info["step"] % 50 == 0 or "eval" in info or info["step"] == info["steps"]:
+            msg = (f"train: step {info['step']}/{info['steps']} loss {info['loss']:.3f} "
+                   f"{info['steps_per_s']:.2f} steps/s ETA {info['eta_s'] / 60:.1f} min")
+            if "eval" in info:
+                msg += " eval " + json.dumps(info["eval"])
+            print(msg, file=sys.stderr, flush=True)
+
+    try:
+        return train(cfg, args.out, resume=not args.no_resume, progress=prog)
+    except (ValueError, FileNotFoundError) as e:
+        raise CLIError(str(e))
+
+
+_train.configure = _train_configure
+command("train", "train a small CLIP with open_clip (default recipe = the bundled demo model)")(_train)
+
+
+# ---- plumbing -----------------------------------------------------------------------------------
+def _load_plugins() -> None:
+    """Subcommands of later modules register themselves on import (none yet)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    _load_plugins()
+    parser = argparse.ArgumentParser(prog="jointscope", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (configure, _, help_) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.add_argument("--json", action="store_true", help="print exactly one JSON document on stdout")
+        p.add_argument("-v", "--verbose", action="store_true", help="log more to stderr")
+        configure(p)
+    return parser
+
+
+def _version() -> str:
+    from . import __version__
+
+    return f"jointscope {__version__}"
+
+
+def _human(obj: Any) -> str:
+    if isinstance(obj, list):
+        return "\n".join(_human(x) if not isinstance(x, dict) else
+                         "  ".join(f"{k}={v}" for k, v in x.items() if k != "description") for x in obj)
+    if isinstance(obj, dict):
+        lines = []
+        for k, v in obj.items():
+            if isinstance(v, list) and v and isinstance(v[0], dict):
+                lines.append(f"{k}:")
+                lines += ["  " + "  ".join(f"{a}={b}" for a, b in x.items()) for x in v]
+            else:
+                lines.append(f"{k}: {json.dumps(v, default=str) if isinstance(v, (dict, list)) else v}")
+        return "\n".join(lines)
+    return str(obj)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse: 2 on usage errors, 0 on --help
+        return int(e.code or 0)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    _, run, _ = COMMANDS[args.command]
+    try:
+        out = run(args)
+    except argparse.ArgumentTypeError as e:
+        print(f"jointscope {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except CLIError as e:
+        print(f"jointscope {args.command}: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"jointscope {args.command}: interrupted; finished work is kept, run it again to resume",
+              file=sys.stderr)
+        return 1
+    except Exception as e:  # noqa: BLE001 - one line, not a traceback
+        log.info("failure", exc_info=True)
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"jointscope {args.command}: failed: {type(e).__name__}: {msg} (rerun with -v for details)",
+              file=sys.stderr)
+        return 1
+    if args.json:
+        sys.stdout.write(json.dumps(out, default=str) + "\n")
+    else:
+        print(_human(out))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

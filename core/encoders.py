@@ -1,0 +1,461 @@
+"""Model registry and encoders.
+
+A model id names a family and a target (see DESIGN.md):
+
+- ``openclip:<arch>/<pretrained>`` any pair of ``open_clip.list_pretrained()`` (hub download, or cache)
+- ``openclip-local:<dir>``          a folder with ``open_clip_config.json`` + weights (safetensors preferred)
+- ``st:<name or dir>``              a sentence-transformers text model
+- ``minilm`` / ``demo``             named aliases, listed in ``core/models.json``
+- ``precomputed:<name>``            vectors that came with an uploaded table (no encoder)
+
+Every encoder returns ``(n, d)`` float32 arrays with L2-normalised rows. Encoders are loaded once per
+process (per id and device) and are always in ``eval()`` + inference mode.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, int], None]
+"""progress(done, total) — called after each batch."""
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+ASSETS_DIR = Path(os.environ.get("JOINTSCOPE_ASSETS", PROJECT_ROOT / "assets"))
+_REGISTRY_FILE = Path(__file__).with_name("models.json")
+
+FAMILIES = ("openclip", "openclip-local", "st", "precomputed")
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be loaded; the message names the model and what to do."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    id: str
+    family: str
+    modalities: tuple[str, ...]
+    available: bool
+    dim: int | None = None
+    description: str = ""
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.id,
+            "family": self.family,
+            "modalities": list(self.modalities),
+            "available": self.available,
+            "dim": self.dim,
+            "description": self.description,
+        }
+
+
+def _aliases() -> dict[str, dict]:
+    with open(_REGISTRY_FILE, encoding="utf-8") as f:
+        return json.load(f)["aliases"]
+
+
+def _resolve_target(target: str) -> str:
+    if target.startswith("package:"):
+        module = target.split(":", 1)[1]
+        try:
+            mod = importlib.import_module(module)
+        except ImportError as e:
+            raise ModelLoadError(
+                f"package {module!r} is not installed; run `pip install {module.replace('_', '-')}`"
+            ) from e
+        return str(mod.get_model_path())
+    if target.startswith("assets:"):
+        return str(ASSETS_DIR / target.split(":", 1)[1])
+    return target
+
+
+def parse_model_id(model_id: str) -> tuple[str, str]:
+    """Split a model id into (family, target); aliases resolve to their family and target.
+
+    Raises ValueError listing the valid forms for an unknown id.
+    """
+    if not isinstance(model_id, str) or not model_id.strip():
+        raise ValueError(f"model id must be a non-empty string; got {model_id!r}")
+    aliases = _aliases()
+    if model_id in aliases:
+        a = aliases[model_id]
+        return a["family"], _resolve_target(a["target"])
+    family, sep, target = model_id.partition(":")
+    if sep and family in FAMILIES and target:
+        return family, target
+    raise ValueError(
+        f"unknown model id {model_id!r}; valid: {', '.join(sorted(aliases))}, "
+        "openclip:<arch>/<pretrained>, openclip-local:<dir>, st:<name or dir>, precomputed:<name>"
+    )
+
+
+def _openclip_hub_cached(arch: str, tag: str) -> bool:
+    """True when the weights of an open_clip pretrained pair are in the local Hugging Face cache."""
+    import open_clip
+
+    cfg = open_clip.get_pretrained_cfg(arch, tag)
+    if not cfg:
+        return False
+    hub = (cfg.get("hf_hub") or "").strip("/")
+    if not hub:
+        return False
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - open_clip depends on it
+        return False
+    repo = "/".join(hub.split("/")[:2])
+    for name in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin", "open_clip_pytorch_model.safetensors"):
+        hit = try_to_load_from_cache(repo, name)
+        if isinstance(hit, str):
+            return True
+    return False
+
+
+def _local_openclip_ok(path: str) -> bool:
+    p = Path(path)
+    return (p / "open_clip_config.json").is_file() and any(
+        (p / n).is_file() for n in _OPENCLIP_WEIGHT_NAMES
+    )
+
+
+_OPENCLIP_WEIGHT_NAMES = (
+    "open_clip_model.safetensors",
+    "open_clip_pytorch_model.safetensors",
+    "open_clip_pytorch_model.bin",
+    "open_clip_pytorch_model.pth",
+    "model.safetensors",
+)
+
+
+def list_models(*, include_hub: bool = True) -> list[ModelInfo]:
+    """All known models: named aliases first, then every open_clip pretrained pair.
+
+    ``available`` means usable offline right now (bundled, or weights in the local cache).
+    """
+    infos: list[ModelInfo] = []
+    for name, a in _aliases().items():
+        family = a["family"]
+        try:
+            target = _resolve_target(a["target"])
+            if family == "openclip-local":
+                ok = _local_openclip_ok(target)
+            else:
+                ok = Path(target).is_dir()
+        except ModelLoadError:
+            ok = False
+        mods = ("image", "text") if family.startswith("openclip") else ("text",)
+        infos.append(ModelInfo(name, family, mods, ok, a.get("dim"), a.get("description", "")))
+    if include_hub:
+        try:
+            import open_clip
+        except ImportError:
+            log.warning("open_clip is not installed; hub models are not listed")
+            return infos
+        for arch, tag in open_clip.list_pretrained():
+            try:
+                cached = _openclip_hub_cached(arch, tag)
+            except Exception:  # noqa: BLE001 - a broken cache entry must not hide the list
+                cached = False
+            infos.append(
+                ModelInfo(f"openclip:{arch}/{tag}", "openclip", ("image", "text"), cached,
+                          None, f"open_clip {arch} pretrained on {tag} (hub download on first use)")
+            )
+    return infos
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``auto`` -> cuda > mps > cpu; anything else is passed through."""
+    if device != "auto":
+        return device
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def _batches(seq: Sequence, size: int) -> Iterable[Sequence]:
+    for i in range(0, len(seq), size):
+        yield seq[i : i + size]
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(n, 1e-12)
+
+
+def load_image(image) -> "PIL.Image.Image":  # noqa: F821
+    """Open a path or PIL image as an upright RGB image (EXIF orientation applied, GIF first frame)."""
+    from PIL import Image, ImageOps
+
+    if isinstance(image, (str, os.PathLike)):
+        with Image.open(image) as im:
+            im.seek(0)
+            im = ImageOps.exif_transpose(im)
+            return _to_rgb(im)
+    return _to_rgb(ImageOps.exif_transpose(image))
+
+
+def _to_rgb(im):
+    from PIL import Image
+
+    if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
+        im = im.convert("RGBA")
+        bg = Image.new("RGB", im.size, (255, 255, 255))
+        bg.paste(im, mask=im.getchannel("A"))
+        return bg
+    if im.mode == "I;16" or im.mode.startswith("I"):
+        arr = np.asarray(im, dtype=np.float64)
+        hi = arr.max() or 1.0
+        return Image.fromarray((arr / hi * 255).astype(np.uint8)).convert("RGB")
+    return im.convert("RGB")
+
+
+class Encoder:
+    """Common interface: ``id``, ``dim``, ``modalities``, ``encode_texts``, ``encode_images``."""
+
+    id: str
+    dim: int
+    modalities: tuple[str, ...]
+    device: str = "cpu"
+    text_batch_size: int = 128
+    image_batch_size: int = 64
+
+    def encode_texts(self, texts: Sequence[str], *, batch_size: int | None = None,
+                     progress: ProgressFn | None = None) -> np.ndarray:
+        """Texts -> (n, dim) float32, unit rows."""
+        self._require("text")
+        texts = [str(t) for t in texts]
+        return self._run(texts, self._encode_text_batch, batch_size or self.text_batch_size, progress)
+
+    def encode_images(self, images: Sequence, *, batch_size: int | None = None,
+                      progress: ProgressFn | None = None) -> np.ndarray:
+        """PIL images or paths -> (n, dim) float32, unit rows."""
+        self._require("image")
+        return self._run(list(images), self._encode_image_batch, batch_size or self.image_batch_size, progress)
+
+    def _require(self, modality: str) -> None:
+        if modality not in self.modalities:
+            have = ", ".join(self.modalities) or "none"
+            raise ValueError(f"model {self.id!r} cannot encode {modality}s (it encodes: {have})")
+
+    def _run(self, seq, fn, batch_size: int, progress: ProgressFn | None) -> np.ndarray:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+        out = [np.zeros((0, self.dim), np.float32)]
+        done = 0
+        for batch in _batches(seq, batch_size):
+            out.append(_unit_rows(fn(batch)))
+            done += len(batch)
+            if progress is not None:
+                progress(done, len(seq))
+        return np.concatenate(out, axis=0)
+
+    def _encode_text_batch(self, texts):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _encode_image_batch(self, images):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(id={self.id!r}, dim={self.dim}, device={self.device!r})"
+
+
+class OpenCLIPEncoder(Encoder):
+    """An open_clip model with its own preprocessing and tokenizer.
+
+    Exposes ``model``, ``preprocess`` and ``tokenizer`` for patch-level work (concepts).
+    """
+
+    modalities = ("image", "text")
+
+    def __init__(self, model_id: str, model, preprocess, tokenizer, device: str):
+        self.id = model_id
+        self.model = model.eval().to(device)
+        self.preprocess = preprocess
+        self.tokenizer = tokenizer
+        self.device = device
+        self.dim = int(self._output_dim(model))
+
+    @staticmethod
+    def _output_dim(model) -> int:
+        proj = getattr(model, "text_projection", None)
+        if proj is not None and hasattr(proj, "shape"):
+            return proj.shape[1]
+        if hasattr(model, "visual") and hasattr(model.visual, "output_dim"):
+            return model.visual.output_dim
+        import torch
+
+        with torch.inference_mode():
+            return model.encode_text(self.tokenizer(["x"])).shape[1]  # pragma: no cover
+
+    def _encode_text_batch(self, texts):
+        import torch
+
+        with torch.inference_mode():
+            tokens = self.tokenizer(list(texts)).to(self.device)
+            return self.model.encode_text(tokens).float().cpu().numpy()
+
+    def _encode_image_batch(self, images):
+        import torch
+
+        with torch.inference_mode():
+            x = torch.stack([self.preprocess(load_image(im)) for im in images]).to(self.device)
+            return self.model.encode_image(x).float().cpu().numpy()
+
+
+class SentenceTransformerEncoder(Encoder):
+    modalities = ("text",)
+
+    def __init__(self, model_id: str, st_model, device: str):
+        self.id = model_id
+        self.model = st_model.eval()
+        self.device = device
+        getdim = getattr(st_model, "get_embedding_dimension", None) or st_model.get_sentence_embedding_dimension
+        self.dim = int(getdim())
+
+    def _encode_text_batch(self, texts):
+        import torch
+
+        with torch.inference_mode():
+            return self.model.encode(list(texts), batch_size=len(texts), convert_to_numpy=True,
+                                     normalize_embeddings=True, show_progress_bar=False)
+
+
+class PrecomputedEncoder(Encoder):
+    """Vectors that came with an uploaded table: nothing can be encoded, only looked up."""
+
+    modalities = ()
+
+    def __init__(self, model_id: str, dim: int | None = None):
+        self.id = model_id
+        self.dim = int(dim or 0)
+
+
+def _load_openclip_hub(model_id: str, target: str, device: str) -> Encoder:
+    import open_clip
+
+    arch, sep, tag = target.partition("/")
+    pairs = open_clip.list_pretrained()
+    if not sep or (arch, tag) not in pairs:
+        some = ", ".join(f"{a}/{t}" for a, t in pairs[:8])
+        raise ModelLoadError(
+            f"{model_id}: not an open_clip pretrained pair (<arch>/<pretrained>); "
+            f"see `jointscope models` for all {len(pairs)}, e.g. {some}"
+        )
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=tag, device=device)
+        tokenizer = open_clip.get_tokenizer(arch)
+    except Exception as e:  # network, cache or config problems all end here
+        raise ModelLoadError(
+            f"{model_id}: could not load ({type(e).__name__}: {str(e).splitlines()[0][:200]}). "
+            "Weights download from the Hugging Face hub on first use: connect to the network once, "
+            "or download them elsewhere and use openclip-local:<dir>."
+        ) from e
+    return OpenCLIPEncoder(model_id, model, preprocess, tokenizer, device)
+
+
+def _load_openclip_local(model_id: str, target: str, device: str) -> Encoder:
+    import open_clip
+
+    path = Path(target).expanduser()
+    if not path.is_dir():
+        raise ModelLoadError(f"{model_id}: folder {str(path)!r} does not exist; "
+                             "openclip-local needs a folder with open_clip_config.json and the weights")
+    if not (path / "open_clip_config.json").is_file():
+        raise ModelLoadError(f"{model_id}: {str(path / 'open_clip_config.json')!r} is missing; "
+                             "write the model config there as {\"model_cfg\": {...}, \"preprocess_cfg\": {...}}")
+    if not any((path / n).is_file() for n in _OPENCLIP_WEIGHT_NAMES):
+        raise ModelLoadError(f"{model_id}: no weights in {str(path)!r}; expected one of "
+                             f"{', '.join(_OPENCLIP_WEIGHT_NAMES)} (safetensors preferred)")
+    try:
+        # weights_only=True: a pickle checkpoint can hold tensors only, never code
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            f"local-dir:{path}", device=device, weights_only=True)
+        tokenizer = open_clip.get_tokenizer(f"local-dir:{path}")
+    except Exception as e:
+        raise ModelLoadError(f"{model_id}: could not load the checkpoint in {str(path)!r} "
+                             f"({type(e).__name__}: {str(e).splitlines()[0][:300]})") from e
+    return OpenCLIPEncoder(model_id, model, preprocess, tokenizer, device)
+
+
+def _load_st(model_id: str, target: str, device: str) -> Encoder:
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError as e:
+        raise ModelLoadError(f"{model_id}: sentence-transformers is missing; run `pip install sentence-transformers`") from e
+    local = Path(target).expanduser()
+    try:
+        if local.is_dir():
+            model = SentenceTransformer(str(local), device=device, local_files_only=True)
+        else:
+            model = SentenceTransformer(target, device=device)
+    except Exception as e:
+        raise ModelLoadError(
+            f"{model_id}: could not load sentence-transformers model {target!r} "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); give a local folder or connect to the network once"
+        ) from e
+    return SentenceTransformerEncoder(model_id, model, device)
+
+
+def _load_precomputed(model_id: str, target: str, device: str) -> Encoder:
+    return PrecomputedEncoder(model_id)
+
+
+_LOADERS: dict[str, Callable[[str, str, str], Encoder]] = {
+    "openclip": _load_openclip_hub,
+    "openclip-local": _load_openclip_local,
+    "st": _load_st,
+    "precomputed": _load_precomputed,
+}
+
+_CACHE: dict[tuple[str, str], Encoder] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def load_encoder(model_id: str, device: str = "auto") -> Encoder:
+    """Load (once per process) the encoder for a model id.
+
+    Raises ValueError for an unknown id, ModelLoadError when a known model cannot be loaded.
+    """
+    family, target = parse_model_id(model_id)
+    dev = resolve_device(device)
+    key = (model_id, dev)
+    with _CACHE_LOCK:
+        enc = _CACHE.get(key)
+        if enc is None:
+            log.info("loading %s on %s", model_id, dev)
+            enc = _LOADERS[family](model_id, target, dev)
+            _CACHE[key] = enc
+        return enc
+
+
+def clear_encoder_cache() -> None:
+    """Forget loaded encoders (tests, or after replacing a local checkpoint)."""
+    with _CACHE_LOCK:
+        _CACHE.clear()
+
+
+def modalities_of(model_id: str) -> tuple[str, ...]:
+    """Modalities a model encodes, without loading it."""
+    family, _ = parse_model_id(model_id)
+    if family in ("openclip", "openclip-local"):
+        return ("image", "text")
+    if family == "st":
+        return ("text",)
+    return ()

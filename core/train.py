@@ -1,0 +1,294 @@
+"""Train a small open_clip ``CLIP`` on image-caption pairs with open_clip's contrastive loss.
+
+Pairs come from the procedural world (``core.demo``) or from any workspace with paired items. The run is
+seeded, checkpoints every ``ckpt_every`` steps into ``<out>/train_state/`` and resumes from there; the
+result is an ``openclip-local`` folder (``open_clip_config.json`` + ``open_clip_model.safetensors``).
+
+The bundled ``demo`` model is exactly::
+
+    jointscope train --out assets/demo
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .encoders import ASSETS_DIR
+from .storage import atomic_write, atomic_write_json, read_json
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL_CONFIG = ASSETS_DIR / "demo_model_config.json"
+
+
+@dataclass
+class TrainConfig:
+    """Recipe of a training run; the defaults reproduce the bundled ``demo`` model."""
+
+    model_config: str = str(DEFAULT_MODEL_CONFIG)
+    data: str = "world"              # "world" or a workspace folder with image-caption pairs
+    n_train: int = 60_000            # world images generated for training (combos never held out)
+    p_two: float = 0.35              # share of world images with two objects
+    seed: int = 0
+    steps: int = 4000
+    batch_size: int = 128
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    weight_decay: float = 0.1
+    warmup: int = 250
+    ckpt_every: int = 250
+    eval_every: int = 500
+    threads: int = 0                 # 0 = torch default
+    workers: int = 2                 # processes generating the world
+    extra: dict = field(default_factory=dict)
+
+
+ProgressFn = Callable[[dict], None]
+
+
+def _lr_at(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def _gen_shard(args) -> tuple[np.ndarray, list]:
+    from .demo import iter_generate
+
+    seed, start, n, size, p_two = args
+    imgs = np.empty((n, size, size, 3), np.uint8)
+    objs = []
+    for i, it in enumerate(iter_generate(n, seed=seed, start=start, image_size=size, p_two=p_two, combos="train")):
+        imgs[i] = np.asarray(it.image, np.uint8)
+        objs.append(it.objects)
+    return imgs, objs
+
+
+class WorldPairs:
+    """World images held in memory as uint8; a fresh caption is sampled each time an image is drawn."""
+
+    def __init__(self, n: int, *, seed: int, image_size: int, p_two: float, workers: int = 2):
+        t0 = time.perf_counter()
+        shard = max(1, math.ceil(n / max(1, workers * 4)))
+        jobs = [(seed, s, min(shard, n - s), image_size, p_two) for s in range(0, n, shard)]
+        if workers > 1:
+            with ProcessPoolExecutor(workers) as ex:
+                parts = list(ex.map(_gen_shard, jobs))
+        else:
+            parts = [_gen_shard(j) for j in jobs]
+        self.images = np.concatenate([p[0] for p in parts])
+        self.objects = [o for p in parts for o in p[1]]
+        self.rng = np.random.default_rng(seed + 1)
+        log.info("generated %d world images in %.1fs", n, time.perf_counter() - t0)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def batch(self, idx: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        from .demo import caption_for
+
+        return self.images[idx], [caption_for(self.objects[i], self.rng) for i in idx]
+
+
+class WorkspacePairs:
+    """Image-caption pairs of a workspace (image items whose ``pair`` links caption items)."""
+
+    def __init__(self, path: str, *, image_size: int):
+        from .encoders import load_image
+        from .workspace import Workspace
+
+        ws = Workspace(path, create=False)
+        items = ws.items
+        imgs = items[items["modality"] == "image"].set_index("id")
+        caps = items[(items["modality"] == "text") & items["pair"].notna()]
+        caps = caps[caps["pair"].isin(imgs.index)]
+        if caps.empty:
+            raise ValueError(f"workspace {path!r} has no image-caption pairs to train on")
+        self.captions = caps["text"].tolist()
+        ids = caps["pair"].tolist()
+        uniq = sorted(set(ids))
+        pos = {u: i for i, u in enumerate(uniq)}
+        self.images = np.stack([
+            np.asarray(load_image(ws.abspath(imgs.loc[u, "image"])).resize((image_size, image_size)), np.uint8)
+            for u in uniq])
+        self.index = np.array([pos[u] for u in ids])
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+    def batch(self, idx: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        return self.images[self.index[idx]], [self.captions[i] for i in idx]
+
+
+def _build_model(model_cfg: dict):
+    import open_clip
+
+    return open_clip.CLIP(**model_cfg)
+
+
+def _save_weights(model, path: Path, *, half: bool) -> None:
+    from safetensors.torch import save
+
+    sd = {k: (v.half() if half and v.is_floating_point() else v).contiguous().cpu()
+          for k, v in model.state_dict().items()}
+    atomic_write(path, lambda f: f.write(save(sd)))
+
+
+def _load_weights(model, path: Path) -> None:
+    from safetensors.torch import load_file
+
+    model.load_state_dict(load_file(str(path)))
+
+
+def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,
+          progress: ProgressFn | None = None, evaluate: bool = True) -> dict:
+    """Run (or resume) training; writes an openclip-local folder to ``out_dir``.
+
+    Returns ``{checkpoint, steps, seconds, metrics}``.
+    """
+    import open_clip
+    import torch
+
+    out = Path(out_dir)
+    state_dir = out / "train_state"
+    state_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    full_cfg = read_json(cfg.model_config)
+    if full_cfg is None:
+        raise FileNotFoundError(f"model config {cfg.model_config!r} not found")
+    model_cfg = full_cfg.get("model_cfg", full_cfg)
+    size = int(model_cfg["vision_cfg"]["image_size"])
+    ctx = int(model_cfg["text_cfg"].get("context_length", 77))
+    pre = full_cfg.get("preprocess_cfg", {})
+    mean = torch.tensor(pre.get("mean", open_clip.OPENAI_DATASET_MEAN)).view(1, 3, 1, 1)
+    std = torch.tensor(pre.get("std", open_clip.OPENAI_DATASET_STD)).view(1, 3, 1, 1)
+
+    torch.manual_seed(cfg.seed)
+    model = _build_model(model_cfg)
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+    loss_fn = open_clip.ClipLoss()
+    tokenizer = open_clip.get_tokenizer("ViT-B-32", context_length=ctx)  # the default CLIP BPE tokenizer
+
+    step = 0
+    saved = read_json(state_dir / "state.json")
+    if resume and saved is not None:
+        if saved.get("config") != asdict(cfg):
+            raise ValueError(f"{state_dir} holds a run with a different recipe; use another --out or --no-resume")
+        _load_weights(model, state_dir / "model.safetensors")
+        opt.load_state_dict(torch.load(state_dir / "optim.pt", weights_only=True))
+        step = int(saved["step"])
+        log.info("resuming at step %d", step)
+
+    if cfg.data == "world":
+        data = WorldPairs(cfg.n_train, seed=cfg.seed, image_size=size, p_two=cfg.p_two, workers=cfg.workers)
+    else:
+        data = WorkspacePairs(cfg.data, image_size=size)
+    order_rng = np.random.default_rng(cfg.seed + 2)
+    # the order of batches depends only on the seed and the step, so a resumed run sees the same data
+    n = len(data)
+    per_epoch = max(1, n // cfg.batch_size)
+
+    def batch_indices(s: int) -> np.ndarray:
+        perm = np.random.default_rng((cfg.seed, s // per_epoch)).permutation(n)
+        j = s % per_epoch
+        return perm[j * cfg.batch_size:(j + 1) * cfg.batch_size]
+
+    del order_rng
+    if hasattr(data, "rng"):
+        data.rng = np.random.default_rng((cfg.seed, 7, step))
+
+    def save_state() -> None:
+        _save_weights(model, state_dir / "model.safetensors", half=False)
+        atomic_write(state_dir / "optim.pt", lambda f: torch.save(opt.state_dict(), f))
+        atomic_write_json(state_dir / "state.json", {"step": step, "config": asdict(cfg)})
+
+    t0 = time.perf_counter()
+    start_step = step
+    losses: list[float] = []
+    metrics: dict = {}
+    model.train()
+    while step < cfg.steps:
+        for g in opt.param_groups:
+            g["lr"] = _lr_at(step, cfg)
+        imgs, caps = data.batch(batch_indices(step))
+        x = torch.from_numpy(np.ascontiguousarray(imgs)).permute(0, 3, 1, 2).float().div_(255)
+        x = (x - mean) / std
+        tok = tokenizer(caps)
+        img_f, txt_f, scale = model(x, tok)
+        loss = loss_fn(img_f, txt_f, scale)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        step += 1
+        losses.append(loss.item())
+        el = time.perf_counter() - t0
+        rate = (step - start_step) / el
+        info = {"step": step, "steps": cfg.steps, "loss": float(np.mean(losses[-50:])),
+                "lr": _lr_at(step, cfg), "steps_per_s": rate, "eta_s": (cfg.steps - step) / max(rate, 1e-9)}
+        if progress is not None and (step % 10 == 0 or step == cfg.steps):
+            progress(info)
+        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+            save_state()
+        if evaluate and cfg.data == "world" and (step % cfg.eval_every == 0 or step == cfg.steps):
+            metrics = _quick_eval(model, full_cfg, tokenizer, mean, std)
+            log.info("step %d eval %s", step, metrics)
+            if progress is not None:
+                progress({**info, "eval": metrics})
+            model.train()
+    model.eval()
+    # the shipped checkpoint: fp16 safetensors + config, loadable as openclip-local:<out>
+    _save_weights(model, out / "open_clip_model.safetensors", half=True)
+    atomic_write_json(out / "open_clip_config.json", full_cfg)
+    atomic_write_json(out / "train_config.json", asdict(cfg))
+    result = {"checkpoint": str(out / "open_clip_model.safetensors"), "steps": step,
+              "seconds": round(time.perf_counter() - t0, 1),
+              "metrics": {"final_loss": float(np.mean(losses[-50:])) if losses else None, **metrics}}
+    atomic_write_json(out / "train_metrics.json", result)
+    return result
+
+
+def _quick_eval(model, full_cfg: dict, tokenizer, mean, std) -> dict:
+    """Held-out zero-shot colour/shape accuracy on a small fresh set (fast; the bench does the full one)."""
+    import torch
+
+    from .demo import evaluate as ev
+
+    model.eval()
+
+    def enc_img(images):
+        x = torch.from_numpy(np.stack([np.asarray(im, np.uint8) for im in images])).permute(0, 3, 1, 2).float() / 255
+        with torch.inference_mode():
+            f = model.encode_image((x - mean) / std)
+        return torch.nn.functional.normalize(f, dim=-1).numpy()
+
+    def enc_txt(texts):
+        with torch.inference_mode():
+            f = model.encode_text(tokenizer(list(texts)))
+        return torch.nn.functional.normalize(f, dim=-1).numpy()
+
+    return ev.zero_shot(enc_img, enc_txt, n=400, seed=999)
+
+
+def copy_model_folder(src: Path, dst: Path) -> None:
+    """Copy the shippable files of a trained folder (not its train_state/)."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in ("open_clip_config.json", "open_clip_model.safetensors", "train_config.json", "train_metrics.json"):
+        if (src / name).exists():
+            shutil.copy2(src / name, dst / name)

@@ -1,0 +1,451 @@
+"""Workspaces: a folder holding items, stored images, thumbnails and per-model vectors.
+
+Layout::
+
+    workspace.json          format version, creation time
+    items.parquet           one row per item (see ITEM_COLUMNS), then the user's metadata columns
+    images/ab/<id>.<ext>    image files, copied in, content-addressed
+    thumbs/ab/<id>.webp     thumbnails (longest side THUMB_SIZE px)
+    vectors/<model-slug>/   per model, see core.vectorstore
+    derived/                indexes, projections, concept fits (later issues)
+    .lock                   inter-process write lock
+
+Item ids are derived from content (sha256 of the image bytes, of the text, or of a row's values), so
+re-adding the same file or text adds nothing. Every write is atomic; writers take a file lock, readers
+never need one.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from filelock import FileLock
+
+from .storage import atomic_write_bytes, atomic_write_json, atomic_write_parquet, read_json
+from .vectorstore import VectorStore
+
+log = logging.getLogger(__name__)
+
+ITEM_COLUMNS = ["id", "modality", "text", "image", "thumb", "source", "pair", "width", "height", "added"]
+MODALITIES = ("image", "text", "row")
+THUMB_SIZE = 192
+FORMAT_VERSION = 1
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def default_home() -> Path:
+    """Root folder of named workspaces: ``$JOINTSCOPE_HOME`` or ``./workspaces``."""
+    return Path(os.environ.get("JOINTSCOPE_HOME", "workspaces")).expanduser()
+
+
+def workspace_path(name: str, home: str | os.PathLike | None = None) -> Path:
+    """Path of a named workspace under the root; names cannot escape the root."""
+    if not isinstance(name, str) or not _NAME_RE.match(name) or ".." in name:
+        raise ValueError(f"workspace name must be 1-64 letters, digits, '.', '_' or '-' "
+                         f"(not starting with '.' and without '..'); got {name!r}")
+    return Path(home or default_home()) / name
+
+
+def list_workspaces(home: str | os.PathLike | None = None) -> list[str]:
+    root = Path(home or default_home())
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / "workspace.json").is_file())
+
+
+def content_id(kind: str, payload: bytes) -> str:
+    """Stable 16-hex-digit id of a piece of content."""
+    return hashlib.sha256(kind.encode() + b"\0" + payload).hexdigest()[:16]
+
+
+@dataclass
+class IngestReport:
+    added: int = 0
+    skipped: int = 0
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)  # ids of added items, in order
+
+    def to_dict(self) -> dict:
+        return {"added": self.added, "skipped": self.skipped,
+                "errors": [{"source": s, "reason": r} for s, r in self.errors]}
+
+
+@dataclass
+class EmbedReport:
+    model: str
+    embedded: int = 0
+    cached: int = 0
+    unsupported: int = 0  # items of a modality this model does not encode
+    seconds: float = 0.0
+    errors: list[tuple[str, str]] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "embedded": self.embedded, "cached": self.cached,
+                "unsupported": self.unsupported, "seconds": round(self.seconds, 3),
+                "errors": [{"source": s, "reason": r} for s, r in self.errors]}
+
+
+EmbedProgress = Callable[[int, int], None]
+
+
+class Workspace:
+    """Open (or create) the workspace folder at ``path``."""
+
+    def __init__(self, path: str | os.PathLike, *, create: bool = True):
+        self.path = Path(path).expanduser()
+        meta = self.path / "workspace.json"
+        if not meta.is_file():
+            if not create:
+                raise FileNotFoundError(f"no workspace at {str(self.path)!r} (workspace.json missing)")
+            if self.path.exists() and any(self.path.iterdir()) and not (self.path / "items.parquet").exists():
+                raise ValueError(f"{str(self.path)!r} exists, is not empty and is not a workspace; "
+                                 "choose another folder")
+            self.path.mkdir(parents=True, exist_ok=True)
+            with self._lock():
+                if not meta.is_file():
+                    atomic_write_json(meta, {"format": FORMAT_VERSION, "created": time.time()})
+        fmt = (read_json(meta) or {}).get("format", FORMAT_VERSION)
+        if fmt > FORMAT_VERSION:
+            raise ValueError(f"{str(self.path)!r} was written by a newer Jointscope (format {fmt}); upgrade")
+        self._items_key = None
+        self._items: pd.DataFrame | None = None
+        self._stores: dict[str, VectorStore] = {}
+        self._mutex = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Workspace({str(self.path)!r})"
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    # ---- locking ---------------------------------------------------------------------------
+    def _lock(self, timeout: float = 600) -> FileLock:
+        return FileLock(str(self.path / ".lock"), timeout=timeout)
+
+    # ---- items -----------------------------------------------------------------------------
+    @property
+    def items_path(self) -> Path:
+        return self.path / "items.parquet"
+
+    @property
+    def items(self) -> pd.DataFrame:
+        """All items (read-only view; re-read when another process changed the file)."""
+        try:
+            st = self.items_path.stat()
+            key = (st.st_mtime_ns, st.st_size, st.st_ino)
+        except FileNotFoundError:
+            return _empty_items()
+        with self._mutex:
+            if self._items is None or self._items_key != key:
+                self._items = pd.read_parquet(self.items_path)
+                self._items_key = key
+            return self._items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def abspath(self, rel: str | None) -> Path | None:
+        """Absolute path of a stored file (``image`` / ``thumb`` column)."""
+        if rel is None or (isinstance(rel, float) and np.isnan(rel)):
+            return None
+        return self.path / rel
+
+    def item(self, item_id: str) -> dict:
+        df = self.items
+        hit = df[df["id"] == item_id]
+        if hit.empty:
+            raise KeyError(f"no item with id {item_id!r} in workspace {self.name!r}")
+        return hit.iloc[0].to_dict()
+
+    # ---- ingest ----------------------------------------------------------------------------
+    def ingest(self, paths: Sequence[str | os.PathLike] | str | os.PathLike = (), *,
+               texts: Sequence[str] = (), roles: Mapping[str, str] | None = None,
+               limits=None) -> IngestReport:
+        """Add files, folders, ZIPs, tables and pasted texts. Bad items are reported, good ones kept."""
+        from .ingest import scan
+
+        if isinstance(paths, (str, os.PathLike)):
+            paths = [paths]
+        res = scan(list(paths), texts=list(texts), roles=roles, limits=limits)
+        return self.add_candidates(res.candidates, errors=res.errors)
+
+    def add_candidates(self, candidates: Iterable, *, errors: Sequence[tuple[str, str]] = ()) -> IngestReport:
+        """Commit scanned candidates (see core.ingest.Candidate): ids, dedup, files, rows, vectors."""
+        report = IngestReport(errors=list(errors))
+        candidates = list(candidates)
+        ids = [self._candidate_id(c) for c in candidates]
+        # one pair value per table row: the id of the row's image (else its first item)
+        pair_of: dict[str, str] = {}
+        for c, cid in zip(candidates, ids):
+            if c.pair_key is not None and (c.modality == "image" or c.pair_key not in pair_of):
+                pair_of[c.pair_key] = cid
+        with self._lock():
+            items = self.items
+            existing = dict(zip(items["id"], items["pair"]))
+            pair_updates: dict[str, str] = {}
+            new_rows: list[dict] = []
+            vecs: dict[str, list[tuple[str, str, np.ndarray]]] = {}
+            now = pd.Timestamp.now(tz="UTC")
+            for c, cid in zip(candidates, ids):
+                pair = pair_of.get(c.pair_key) if c.pair_key is not None else None
+                for model, v in (c.vectors or {}).items():
+                    vecs.setdefault(model, []).append((cid, c.source, v))
+                if cid in existing:
+                    report.skipped += 1
+                    if pair is not None and existing[cid] is None and pair != cid:
+                        pair_updates[cid] = pair
+                    continue
+                row = {"id": cid, "modality": c.modality, "text": c.text, "image": None, "thumb": None,
+                       "source": c.source, "pair": pair, "width": None, "height": None, "added": now}
+                if c.modality == "image":
+                    try:
+                        row.update(self._store_image(cid, c.image_bytes, c.image_ext))
+                    except Exception as e:  # noqa: BLE001 - one bad image must not stop the upload
+                        report.errors.append((c.source, f"could not store image ({e})"))
+                        continue
+                for k, v in (c.meta or {}).items():
+                    key = f"meta_{k}" if k in ITEM_COLUMNS else str(k)
+                    row[key] = v
+                existing[cid] = pair
+                new_rows.append(row)
+                report.ids.append(cid)
+            report.added = len(new_rows)
+            stored_ids = set(existing)
+            for model, entries in vecs.items():
+                self._store_vectors(model, entries, stored_ids, report)
+            if new_rows or pair_updates:
+                df = items.copy()
+                if pair_updates:
+                    m = df["id"].isin(list(pair_updates))
+                    df.loc[m, "pair"] = df.loc[m, "id"].map(pair_updates)
+                if new_rows:
+                    df = _append_rows(df, new_rows)
+                self._write_items(df)
+        log.info("ingest into %s: %d added, %d skipped, %d errors", self.name, report.added,
+                 report.skipped, len(report.errors))
+        return report
+
+    @staticmethod
+    def _candidate_id(c) -> str:
+        if c.modality == "image":
+            return content_id("image", c.image_bytes)
+        if c.modality == "text":
+            return content_id("text", (c.text or "").encode("utf-8"))
+        payload = json.dumps({"meta": c.meta, "vectors": {k: np.asarray(v, np.float32).round(6).tolist()
+                                                         for k, v in sorted((c.vectors or {}).items())}},
+                             sort_keys=True, default=str)
+        return content_id("row", payload.encode("utf-8"))
+
+    def _store_image(self, cid: str, data: bytes, ext: str | None) -> dict:
+        from PIL import Image
+
+        from .encoders import load_image
+
+        ext = (ext or "bin").lower().lstrip(".")
+        rel = f"images/{cid[:2]}/{cid}.{ext}"
+        target = self.path / rel
+        if not target.exists():
+            atomic_write_bytes(target, data)
+        im = load_image(Image.open(io.BytesIO(data)))
+        w, h = im.size
+        im.thumbnail((THUMB_SIZE, THUMB_SIZE))
+        buf = io.BytesIO()
+        im.save(buf, format="WEBP", quality=82)
+        trel = f"thumbs/{cid[:2]}/{cid}.webp"
+        atomic_write_bytes(self.path / trel, buf.getvalue())
+        return {"image": rel, "thumb": trel, "width": int(w), "height": int(h)}
+
+    def _store_vectors(self, model: str, entries, stored_ids: set[str], report: IngestReport) -> None:
+        store = self.store(model)
+        have = store.ids()
+        dim = store.dim
+        keep_ids, keep_x, seen = [], [], set()
+        for cid, source, v in entries:
+            v = np.asarray(v, dtype=np.float32).ravel()
+            if cid not in stored_ids or cid in have or cid in seen:
+                continue
+            if dim is None:
+                dim = v.size
+            if v.size != dim:
+                report.errors.append((source, f"vector for {model!r} has {v.size} values, "
+                                              f"expected {dim} (the dimension already in this workspace)"))
+                continue
+            if not np.isfinite(v).all():
+                report.errors.append((source, f"vector for {model!r} has NaN/inf values"))
+                continue
+            keep_ids.append(cid)
+            keep_x.append(v)  # stored as uploaded: scale may carry meaning (numeric features)
+            seen.add(cid)
+        if keep_ids:
+            store.append(np.stack(keep_x), keep_ids)
+
+    def _write_items(self, df: pd.DataFrame) -> None:
+        df = _normalise_columns(df)
+        atomic_write_parquet(self.items_path, df)
+        with self._mutex:
+            self._items, self._items_key = None, None
+
+    # ---- vectors ---------------------------------------------------------------------------
+    def store(self, model: str) -> VectorStore:
+        if model not in self._stores:
+            self._stores[model] = VectorStore(self.path / "vectors", model)
+        return self._stores[model]
+
+    def models(self) -> dict[str, dict]:
+        """Models with vectors here: ``{model_id: {"dim": d, "n": count}}``."""
+        out = {}
+        root = self.path / "vectors"
+        if not root.is_dir():
+            return out
+        for d in sorted(root.iterdir()):
+            m = read_json(d / "manifest.json")
+            if m:
+                out[m["model"]] = {"dim": int(m["dim"]), "n": len(self.store(m["model"]).ids())}
+        return out
+
+    def vectors(self, model: str, *, modality: str | Sequence[str] | None = None,
+                ids: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Vectors of one model: ``(X (n, d) float32, ids (n,) str)``.
+
+        Encoder models give unit rows; ``precomputed:*`` vectors are returned as uploaded.
+
+        Rows follow the order of ``ws.items`` (or of ``ids`` when given); items without a vector for
+        this model are left out. ``modality`` keeps only items of that modality (or modalities).
+        """
+        X, vid = self.store(model).load()
+        if len(vid) == 0:
+            dim = self.store(model).dim or 0
+            return np.zeros((0, dim), np.float32), np.zeros((0,), dtype=object)
+        pos = pd.Series(np.arange(len(vid)), index=vid)
+        if ids is None:
+            items = self.items
+            if modality is not None:
+                mods = [modality] if isinstance(modality, str) else list(modality)
+                items = items[items["modality"].isin(mods)]
+            order = items["id"].to_numpy()
+        else:
+            order = np.asarray(list(ids), dtype=object)
+        found = pos.reindex(order)
+        mask = found.notna().to_numpy()
+        rows = found[mask].to_numpy().astype(np.int64)
+        return np.asarray(X[rows], dtype=np.float32), order[mask].astype(object)
+
+    def embed(self, model: str, *, progress: EmbedProgress | None = None, device: str = "auto",
+              batch_size: int | None = None, chunk_size: int = 1024) -> EmbedReport:
+        """Encode every item that has no vector for ``model`` yet (incremental).
+
+        Vectors are committed every ``chunk_size`` items, so an interrupted run keeps its progress.
+        ``progress(done, total)`` is called after each batch.
+        """
+        from .encoders import load_encoder, load_image
+
+        t0 = time.perf_counter()
+        enc = load_encoder(model, device=device)
+        report = EmbedReport(model=model)
+        items = self.items
+        store = self.store(model)
+        have = store.ids()
+        if store.dim is not None and enc.dim and store.dim != enc.dim:
+            raise ValueError(f"workspace {self.name!r} holds {store.dim}-d vectors for {model!r} but the model "
+                             f"now gives {enc.dim}-d; delete {store.path} to re-embed")
+        report.cached = int(items["id"].isin(have).sum())
+        todo = items[~items["id"].isin(have)]
+        can = todo["modality"].isin(enc.modalities) & ~((todo["modality"] == "text") & todo["text"].isna())
+        report.unsupported = int((~can).sum())
+        todo = todo[can]
+        total, done = len(todo), 0
+        if progress is not None:
+            progress(0, total)
+        for start in range(0, total, chunk_size):
+            chunk = todo.iloc[start : start + chunk_size]
+            out_ids: list[str] = []
+            out_x: list[np.ndarray] = []
+            for mod, part in chunk.groupby("modality", sort=False):
+                base = done
+
+                def cb(d, _t, base=base):
+                    if progress is not None:
+                        progress(base + d, total)
+
+                if mod == "text":
+                    X = enc.encode_texts(part["text"].tolist(), batch_size=batch_size, progress=cb)
+                    out_ids += part["id"].tolist()
+                    out_x.append(X)
+                else:
+                    imgs, ok_ids = [], []
+                    for _, r in part.iterrows():
+                        try:
+                            imgs.append(load_image(self.abspath(r["image"])))
+                            ok_ids.append(r["id"])
+                        except Exception as e:  # noqa: BLE001
+                            report.errors.append((str(r["source"]), f"cannot read stored image ({e})"))
+                    if imgs:
+                        out_x.append(enc.encode_images(imgs, batch_size=batch_size, progress=cb))
+                        out_ids += ok_ids
+                done += len(part)
+            if out_ids:
+                with self._lock():
+                    store.append(np.concatenate(out_x, axis=0), out_ids)
+                report.embedded += len(out_ids)
+        report.seconds = time.perf_counter() - t0
+        log.info("embed %s with %s: %d new, %d cached in %.1fs", self.name, model, report.embedded,
+                 report.cached, report.seconds)
+        return report
+
+    # ---- summary ---------------------------------------------------------------------------
+    def info(self) -> dict:
+        items = self.items
+        return {
+            "path": str(self.path),
+            "items": int(len(items)),
+            "by_modality": {k: int(v) for k, v in items["modality"].value_counts().items()},
+            "pairs": int(items["pair"].notna().sum()),
+            "models": self.models(),
+            "metadata_columns": [c for c in items.columns if c not in ITEM_COLUMNS],
+        }
+
+
+def _append_rows(df: pd.DataFrame, rows: list[dict]) -> pd.DataFrame:
+    new = pd.DataFrame(rows)
+    if not len(df):
+        return new
+    with warnings.catch_warnings():  # all-NA columns in one part are expected (e.g. text of images)
+        warnings.simplefilter("ignore", FutureWarning)
+        return pd.concat([df, new], ignore_index=True)
+
+
+def _empty_items() -> pd.DataFrame:
+    df = pd.DataFrame({c: pd.Series(dtype="object") for c in ITEM_COLUMNS})
+    df["width"] = df["width"].astype("Int64")
+    df["height"] = df["height"].astype("Int64")
+    df["added"] = pd.Series(dtype="datetime64[ns, UTC]")
+    return df
+
+
+def _normalise_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """Make the frame writable as Parquet: fixed types for core columns, mixed metadata as text."""
+    df = df.copy()
+    for c in ("id", "modality", "text", "image", "thumb", "source", "pair"):
+        df[c] = df[c].astype("object").where(df[c].notna(), None)
+    for c in ("width", "height"):
+        df[c] = pd.to_numeric(df[c], errors="coerce").astype("Int64")
+    for c in df.columns:
+        if c in ITEM_COLUMNS or df[c].dtype != object:
+            continue
+        kinds = {type(v) for v in df[c] if v is not None and not (isinstance(v, float) and np.isnan(v))}
+        if len(kinds) > 1 or (kinds and not kinds <= {str, int, float, bool}):
+            df[c] = df[c].map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
+    return df

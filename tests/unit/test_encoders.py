@@ -1,0 +1,145 @@
+"""Model registry and encoders: open_clip path with tiny local checkpoints, MiniLM semantics, errors."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import core
+from core.encoders import ModelLoadError, clear_encoder_cache, parse_model_id
+
+from helpers import TINY_CFG, make_png, write_tiny_clip
+
+
+def test_list_models_has_bundled_and_every_openclip_pair():
+    import open_clip
+
+    infos = core.list_models()
+    ids = {m.id for m in infos}
+    assert {"demo", "minilm"} <= ids
+    for arch, tag in open_clip.list_pretrained():
+        assert f"openclip:{arch}/{tag}" in ids
+    minilm = next(m for m in infos if m.id == "minilm")
+    assert minilm.available and minilm.modalities == ("text",)
+
+
+def test_unknown_model_id_lists_valid_forms():
+    with pytest.raises(ValueError, match="openclip-local:<dir>"):
+        parse_model_id("nonsense-model")
+
+
+def test_local_openclip_encodes_unit_float32_and_reloads_same_weights(tiny_clip_id, tiny_clip_dir, tmp_path):
+    enc = core.load_encoder(tiny_clip_id)
+    assert enc is core.load_encoder(tiny_clip_id), "encoders are loaded once per process"
+    assert enc.dim == 32 and set(enc.modalities) == {"image", "text"}
+    assert not enc.model.training
+    T = enc.encode_texts(["a red square", "a blue circle", "x"], batch_size=2)
+    assert T.shape == (3, 32) and T.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(T, axis=1), 1, atol=1e-5)
+    imgs = [make_png(tmp_path / f"{i}.png", (i * 80, 10, 200)) for i in range(3)]
+    seen = []
+    X = enc.encode_images(imgs, batch_size=2, progress=lambda d, t: seen.append((d, t)))
+    assert X.shape == (3, 32) and seen == [(2, 3), (3, 3)]
+    # the weights really come from the file: the same folder loaded afresh gives the same vectors,
+    # a different random init gives different ones
+    clear_encoder_cache()
+    again = core.load_encoder(tiny_clip_id).encode_texts(["a red square"])
+    np.testing.assert_allclose(again[0], T[0], atol=1e-5)
+    other = write_tiny_clip(tmp_path / "other", seed=1)
+    diff = core.load_encoder(f"openclip-local:{other}").encode_texts(["a red square"])
+    assert not np.allclose(diff[0], T[0], atol=1e-3)
+
+
+def test_open_clip_preprocessing_and_tokenizer_come_from_open_clip(tiny_clip_id):
+    import open_clip
+
+    enc = core.load_encoder(tiny_clip_id)
+    assert isinstance(enc.tokenizer, open_clip.tokenizer.SimpleTokenizer)
+    assert enc.tokenizer(["hello"]).shape == (1, TINY_CFG["model_cfg"]["text_cfg"]["context_length"])
+    from PIL import Image
+
+    x = enc.preprocess(Image.new("RGB", (100, 50)))
+    assert tuple(x.shape) == (3, 32, 32)
+
+
+def test_text_only_model_refuses_images_clearly():
+    enc = core.load_encoder("minilm")
+    with pytest.raises(ValueError, match="cannot encode images"):
+        enc.encode_images([])
+
+
+def test_minilm_analogy_king_man_woman_is_queen():
+    enc = core.load_encoder("minilm")
+    words = ["king", "man", "woman", "queen", "prince", "princess", "boy", "girl", "apple", "car", "table",
+             "dog", "emperor", "monarch", "lady"]
+    X = enc.encode_texts(words)
+    q = X[0] - X[1] + X[2]
+    s = X @ q
+    s[[0, 1, 2]] = -np.inf  # exclude the inputs
+    assert words[int(np.argmax(s))] == "queen"
+
+
+def test_minilm_similarity_is_semantic():
+    enc = core.load_encoder("minilm")
+    a, b, c = enc.encode_texts(["a photo of a cat", "a picture of a kitten", "quarterly tax report"])
+    assert a @ b > a @ c + 0.2
+
+
+@pytest.mark.parametrize("case", ["missing_dir", "missing_config", "missing_weights", "bad_config"])
+def test_local_checkpoint_problems_give_one_clear_error(tmp_path, case):
+    d = tmp_path / "m"
+    if case != "missing_dir":
+        d.mkdir()
+    if case in ("missing_weights", "bad_config"):
+        (d / "open_clip_config.json").write_text(json.dumps(TINY_CFG) if case == "missing_weights" else "{not json")
+    if case == "bad_config":
+        (d / "open_clip_model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(ModelLoadError) as ei:
+        core.load_encoder(f"openclip-local:{d}")
+    msg = str(ei.value)
+    assert f"openclip-local:{d}" in msg
+    assert {"missing_dir": "does not exist", "missing_config": "open_clip_config.json",
+            "missing_weights": "no weights", "bad_config": "could not load"}[case] in msg
+
+
+class Evil:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo pwned > /tmp/jointscope_pwned",))
+
+
+def test_pickle_checkpoint_with_code_is_refused(tmp_path):
+    import os
+
+    d = tmp_path / "evil"
+    d.mkdir()
+    (d / "open_clip_config.json").write_text(json.dumps(TINY_CFG))
+    torch.save({"state_dict": {"x": torch.zeros(1)}, "payload": Evil()}, d / "open_clip_pytorch_model.bin")
+    if os.path.exists("/tmp/jointscope_pwned"):
+        os.unlink("/tmp/jointscope_pwned")
+    with pytest.raises(ModelLoadError, match="could not load"):
+        core.load_encoder(f"openclip-local:{d}")
+    assert not os.path.exists("/tmp/jointscope_pwned")
+
+
+def test_hub_model_offline_and_uncached_fails_with_what_to_do(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(ModelLoadError) as ei:
+        core.load_encoder("openclip:RN50/openai")
+    assert "openclip:RN50/openai" in str(ei.value) and "network" in str(ei.value)
+
+
+def test_hub_id_that_is_not_a_pretrained_pair():
+    with pytest.raises(ModelLoadError, match="not an open_clip pretrained pair"):
+        core.load_encoder("openclip:ViT-B-32/no-such-tag")
+
+
+def test_precomputed_encoder_encodes_nothing():
+    enc = core.load_encoder("precomputed:embedding")
+    assert enc.modalities == ()
+    with pytest.raises(ValueError, match="cannot encode texts"):
+        enc.encode_texts(["x"])

@@ -1,0 +1,184 @@
+"""Workspaces: content ids, dedup, stored files, vectors, incremental embedding, atomic writes, locking."""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import core
+from core import storage
+from core.workspace import Workspace, workspace_path
+
+from helpers import make_png
+
+
+def test_new_workspace_is_empty_and_reopens(tmp_path):
+    ws = Workspace(tmp_path / "w")
+    assert len(ws) == 0 and ws.models() == {}
+    assert Workspace(tmp_path / "w", create=False).info()["items"] == 0
+    with pytest.raises(FileNotFoundError, match="no workspace"):
+        Workspace(tmp_path / "nope", create=False)
+
+
+def test_refuses_to_take_over_a_non_empty_folder(tmp_path):
+    (tmp_path / "stuff").mkdir()
+    (tmp_path / "stuff" / "thesis.docx").write_text("important")
+    with pytest.raises(ValueError, match="not a workspace"):
+        Workspace(tmp_path / "stuff")
+
+
+def test_workspace_names_cannot_escape_root(tmp_path):
+    assert workspace_path("cats_2024", home=tmp_path) == tmp_path / "cats_2024"
+    for bad in ["../x", "/etc", "a/b", ".hidden", "", "a" * 65, "x\x00"]:
+        with pytest.raises(ValueError, match="workspace name"):
+            workspace_path(bad, home=tmp_path)
+
+
+def test_content_ids_dedup_images_and_texts(tmp_path, image_files):
+    ws = Workspace(tmp_path / "w")
+    r1 = ws.ingest(image_files, texts=["a cat", "a dog"])
+    assert (r1.added, r1.skipped, r1.errors) == (5, 0, [])
+    # same bytes under another name, same texts again: nothing new
+    copy = tmp_path / "copy.png"
+    copy.write_bytes(image_files[0].read_bytes())
+    r2 = ws.ingest([copy, *image_files], texts=["a cat", "a dog", "a bird"])
+    assert (r2.added, r2.skipped) == (1, 6)
+    assert len(ws.items) == 6
+    assert ws.items["id"].is_unique
+
+
+def test_stored_images_and_thumbnails_exist(tmp_path):
+    src = make_png(tmp_path / "big.png", size=(640, 320))
+    ws = Workspace(tmp_path / "w")
+    ws.ingest([src])
+    row = ws.items.iloc[0]
+    assert row["modality"] == "image" and (row["width"], row["height"]) == (640, 320)
+    assert ws.abspath(row["image"]).read_bytes() == src.read_bytes()
+    from PIL import Image
+
+    with Image.open(ws.abspath(row["thumb"])) as th:
+        assert max(th.size) <= 192 and th.format == "WEBP"
+
+
+def test_pairs_from_a_caption_table(tmp_path, image_files):
+    csv = tmp_path / "captions.csv"
+    csv.write_text("filepath,title,split\n" + "\n".join(f"imgs/{p.name},caption {i},train"
+                                                          for i, p in enumerate(image_files)) + "\n")
+    ws = Workspace(tmp_path / "w")
+    r = ws.ingest([tmp_path / "imgs", csv])
+    assert r.added == 6 and not r.errors
+    items = ws.items
+    imgs, txts = items[items.modality == "image"], items[items.modality == "text"]
+    assert set(txts["pair"]) == set(imgs["id"]) and (imgs["pair"] == imgs["id"]).all()
+    assert (items["split"] == "train").all()
+
+
+def test_precomputed_vectors_are_stored_per_model(tmp_path):
+    df = pd.DataFrame({"text": ["one thing", "two things", "three things"],
+                       "embedding": [[1.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 3.0]]})
+    df.to_parquet(tmp_path / "t.parquet")
+    ws = Workspace(tmp_path / "w")
+    r = ws.ingest([tmp_path / "t.parquet"])
+    assert r.added == 3, r.errors
+    X, ids = ws.vectors("precomputed:embedding")
+    assert X.shape == (3, 3) and list(ids) == list(ws.items["id"])
+    assert ws.models()["precomputed:embedding"] == {"dim": 3, "n": 3}
+    # a later upload with another dimension for the same name is refused per row, the text kept
+    pd.DataFrame({"text": ["four things"], "embedding": [[1.0, 2.0]]}).to_parquet(tmp_path / "u.parquet")
+    r2 = ws.ingest([tmp_path / "u.parquet"])
+    assert r2.added == 1
+    assert any("expected 3" in reason for _, reason in r2.errors)
+    assert ws.models()["precomputed:embedding"]["n"] == 3
+
+
+def test_embed_is_incremental_and_aligned(tmp_path, image_files, tiny_clip_id):
+    ws = Workspace(tmp_path / "w")
+    ws.ingest(image_files[:2], texts=["red", "green"])
+    r1 = ws.embed(tiny_clip_id)
+    assert (r1.embedded, r1.cached) == (4, 0)
+    r2 = ws.embed(tiny_clip_id)
+    assert (r2.embedded, r2.cached) == (0, 4), "second run computes nothing"
+    ws.ingest(image_files[2:], texts=["blue"])
+    calls = []
+    r3 = ws.embed(tiny_clip_id, progress=lambda d, t: calls.append((d, t)))
+    assert (r3.embedded, r3.cached) == (2, 4)
+    assert calls[-1] == (2, 2)
+    X, ids = ws.vectors(tiny_clip_id)
+    assert X.shape == (6, 32) and list(ids) == list(ws.items["id"])
+    enc = core.load_encoder(tiny_clip_id)
+    i = list(ids).index(ws.items[ws.items.text == "blue"]["id"].iloc[0])
+    np.testing.assert_allclose(X[i], enc.encode_texts(["blue"])[0], atol=1e-5)
+    Xi, ids_i = ws.vectors(tiny_clip_id, modality="image")
+    assert len(ids_i) == 3
+
+
+def test_text_model_skips_images_and_models_never_mix(tmp_path, image_files, tiny_clip_id):
+    ws = Workspace(tmp_path / "w")
+    ws.ingest(image_files[:1], texts=["hello world"])
+    r = ws.embed("minilm")
+    assert (r.embedded, r.unsupported) == (1, 1)
+    ws.embed(tiny_clip_id)
+    assert ws.models()["minilm"]["dim"] == 384 and ws.models()[tiny_clip_id]["dim"] == 32
+
+
+def test_interrupted_write_leaves_previous_state_readable(tmp_path, monkeypatch):
+    ws = Workspace(tmp_path / "w")
+    ws.ingest(texts=["first"])
+    before = ws.items.copy()
+
+    real_replace = os.replace
+
+    def crash(src, dst):  # the temp file is fully written, then the process "dies" before rename
+        raise KeyboardInterrupt("simulated crash")
+
+    monkeypatch.setattr(storage.os, "replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        ws.ingest(texts=["second"])
+    monkeypatch.setattr(storage.os, "replace", real_replace)
+    again = Workspace(tmp_path / "w")
+    pd.testing.assert_frame_equal(again.items, before)
+    assert not list((tmp_path / "w").glob(".*.tmp")), "no temp files left behind"
+    assert again.ingest(texts=["second"]).added == 1
+
+
+def test_half_written_shard_is_ignored(tmp_path, tiny_clip_id):
+    ws = Workspace(tmp_path / "w")
+    ws.ingest(texts=["a", "b"])
+    ws.embed(tiny_clip_id)
+    store = ws.store(tiny_clip_id)
+    (store.path / "000099.npy").write_bytes(b"\x93NUMPY garbage")  # a crash before the manifest commit
+    X, ids = Workspace(tmp_path / "w").vectors(tiny_clip_id)
+    assert X.shape == (2, 32)
+    ws.ingest(texts=["c"])
+    ws.embed(tiny_clip_id)
+    assert not (store.path / "000099.npy").exists()
+    assert ws.vectors(tiny_clip_id)[0].shape == (3, 32)
+
+
+def _ingest_worker(path, start):
+    ws = Workspace(path)
+    for i in range(start, start + 8):
+        ws.ingest(texts=[f"text {i}"])
+
+
+def test_two_processes_writing_lose_nothing(tmp_path):
+    Workspace(tmp_path / "w")
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_ingest_worker, args=(str(tmp_path / "w"), s)) for s in (0, 100)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    assert len(Workspace(tmp_path / "w").items) == 16
+
+
+def test_reader_sees_other_process_changes(tmp_path):
+    a = Workspace(tmp_path / "w")
+    b = Workspace(tmp_path / "w")
+    assert len(b.items) == 0
+    a.ingest(texts=["x"])
+    assert len(b.items) == 1
