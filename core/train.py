@@ -54,6 +54,13 @@ class TrainConfig:
 
 ProgressFn = Callable[[dict], None]
 
+# settings that do not change what is learned up to a step: a run may resume with other values
+_NOT_RECIPE = ("steps", "ckpt_every", "eval_every", "threads", "workers")
+
+
+def _recipe(cfg: dict) -> dict:
+    return {k: v for k, v in cfg.items() if k not in _NOT_RECIPE}
+
 
 def _lr_at(step: int, cfg: TrainConfig) -> float:
     if step < cfg.warmup:
@@ -186,12 +193,13 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,
     step = 0
     saved = read_json(state_dir / "state.json")
     if resume and saved is not None:
-        if saved.get("config") != asdict(cfg):
+        if _recipe(saved.get("config", {})) != _recipe(asdict(cfg)):
             raise ValueError(f"{state_dir} holds a run with a different recipe; use another --out or --no-resume")
         _load_weights(model, state_dir / "model.safetensors")
         opt.load_state_dict(torch.load(state_dir / "optim.pt", weights_only=True))
         step = int(saved["step"])
         log.info("resuming at step %d", step)
+    resumed_from = step
 
     if cfg.data == "world":
         data = WorldPairs(cfg.n_train, seed=cfg.seed, image_size=size, p_two=cfg.p_two, workers=cfg.workers)
@@ -257,7 +265,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,
     _save_weights(model, out / "open_clip_model.safetensors", half=True)
     atomic_write_json(out / "open_clip_config.json", full_cfg)
     atomic_write_json(out / "train_config.json", asdict(cfg))
-    result = {"checkpoint": str(out / "open_clip_model.safetensors"), "steps": step,
+    result = {"checkpoint": str(out / "open_clip_model.safetensors"), "steps": step, "resumed_from": resumed_from,
               "seconds": round(time.perf_counter() - t0, 1),
               "metrics": {"final_loss": float(np.mean(losses[-50:])) if losses else None, **metrics}}
     atomic_write_json(out / "train_metrics.json", result)

@@ -1,0 +1,308 @@
+"""The one UI module with Streamlit state and caching; pages stay thin.
+
+Session state holds small values and ids only (workspace name, model id, last reports as plain dicts).
+Heavy objects (workspaces, encoders) live in ``st.cache_resource``; frames and thumbnails in
+``st.cache_data``. Every page calls :func:`init_state` first so it also runs on its own.
+
+User text is never rendered as HTML or Markdown here: tables go through ``st.dataframe``, single
+values through :func:`plain` (Markdown-escaped) or ``st.text`` / ``st.code``.
+"""
+from __future__ import annotations
+
+import base64
+import contextlib
+import logging
+import re
+from pathlib import Path
+from typing import Iterator
+
+import pandas as pd
+import streamlit as st
+
+import core
+
+log = logging.getLogger("jointscope.app")
+
+# Session-state keys (canonical values; widgets use their own keys and are synced from these).
+WS = "workspace"        # str | None — name of the open workspace under JOINTSCOPE_HOME
+MODEL = "model"         # str | None — chosen model id
+SHOW_HUB = "show_hub"   # bool — list every open_clip hub model in the sidebar
+LAST_INGEST = "last_ingest"  # dict | None — IngestReport.to_dict() of the last import
+LAST_EMBED = "last_embed"    # dict | None — EmbedReport.to_dict() of the last embedding run
+UPLOAD_ROUND = "upload_round"  # int — bumped after an import to clear the uploader and text area
+
+DEMO_NAME = "demo"
+DEMO_MODEL = "demo"
+
+
+# ---- text safety --------------------------------------------------------------------------------
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:&=\"'%^])")
+
+
+def plain(text: object, limit: int = 300) -> str:
+    """One line of user-derived text, safe to pass to st.caption / st.error / st.info.
+
+    Streamlit renders those as Markdown (links, images, colour directives); escaping every
+    punctuation character makes the text show literally.
+    """
+    s = " ".join(str(text).split())
+    if len(s) > limit:
+        s = s[: limit - 1] + "…"
+    return _MD_SPECIAL.sub(r"\\\1", s)
+
+
+def one_line(e: BaseException) -> str:
+    """The first line of an exception's message (never a traceback)."""
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if isinstance(e, (FileNotFoundError, KeyError)) and msg.startswith(("'", '"')):
+        msg = msg.strip("'\"")
+    return msg
+
+
+def show_error(e: BaseException | str, *, where=None) -> None:
+    """st.error with a one-line reason; the full traceback goes to the server log only."""
+    if isinstance(e, BaseException):
+        expected = isinstance(e, (ValueError, OSError, KeyError, core.ModelLoadError))
+        log.log(logging.INFO if expected else logging.WARNING, "page error: %s", e,
+                exc_info=None if expected else e)
+        text = one_line(e)
+    else:
+        text = str(e)
+    (where or st).error(plain(text, limit=500), icon=":material/error:")
+
+
+@contextlib.contextmanager
+def guard(where=None) -> Iterator[None]:
+    """Run a block; any failure becomes one st.error line. st.rerun/st.stop pass through
+    (they are BaseExceptions, not Exceptions)."""
+    try:
+        yield
+    except Exception as e:  # noqa: BLE001 - a page never shows a traceback
+        show_error(e, where=where)
+
+
+# ---- workspaces ---------------------------------------------------------------------------------
+def list_workspaces() -> list[str]:
+    try:
+        return core.list_workspaces()
+    except OSError:
+        return []
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def _open_workspace(path: str) -> "core.Workspace":
+    return core.Workspace(path, create=False)
+
+
+def get_workspace(name: str | None = None) -> "core.Workspace | None":
+    """The open workspace (default: the chosen one); one cached object per folder.
+
+    Raises ValueError for a bad name and FileNotFoundError when the folder is not a workspace.
+    """
+    name = st.session_state.get(WS) if name is None else name
+    if not name:
+        return None
+    path = core.workspace_path(name).resolve()
+    if not (path / "workspace.json").is_file():
+        _open_workspace.clear()
+        raise FileNotFoundError(f"workspace {name!r} does not exist (any more) under {path.parent}")
+    return _open_workspace(str(path))
+
+
+def create_workspace(name: str) -> "core.Workspace":
+    """Create (or open) the named workspace and select it. ValueError names what is wrong."""
+    name = (name or "").strip()
+    path = core.workspace_path(name)
+    ws = core.Workspace(path, create=True)
+    select(workspace=name)
+    return ws
+
+
+_KEEP = object()
+
+
+def select(*, workspace: object = _KEEP, model: object = _KEEP) -> None:
+    """Change the chosen workspace and/or model (the sidebar follows on the next run)."""
+    if workspace is not _KEEP:
+        st.session_state[WS] = workspace
+    if model is not _KEEP:
+        st.session_state[MODEL] = model
+
+
+# ---- models -------------------------------------------------------------------------------------
+@st.cache_data(show_spinner=False, ttl=600)
+def model_catalogue(include_hub: bool) -> list[dict]:
+    """Known models as plain dicts, bundled first: id, family, available, description, bundled."""
+    bundled = core.list_models(include_hub=False)
+    names = {m.id for m in bundled}
+    infos = core.list_models(include_hub=True) if include_hub else bundled
+    out = [dict(m.to_dict(), bundled=m.id in names) for m in infos if m.id in names]
+    out += [dict(m.to_dict(), bundled=False) for m in infos if m.id not in names]
+    return out
+
+
+def model_label(info: dict | None, model_id: str) -> str:
+    if info is None:
+        return f"{model_id} (vectors in workspace)"
+    if info["available"]:
+        return f"{model_id} (offline)"
+    return f"{model_id} (download)" if not info["bundled"] else f"{model_id} (not installed)"
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def get_encoder(model_id: str):
+    """The encoder for a model id, loaded once per process (read-only, shared)."""
+    return core.load_encoder(model_id)
+
+
+def default_model(ws_models: dict | None = None) -> str | None:
+    """First start: ``demo`` when it is usable, else a model with vectors here, else any offline one."""
+    try:
+        bundled = core.list_models(include_hub=False)
+    except Exception:  # noqa: BLE001 - a broken registry must not stop the app from opening
+        bundled = []
+    ok = [m.id for m in bundled if m.available]
+    if DEMO_MODEL in ok:
+        return DEMO_MODEL
+    if ws_models:
+        return next(iter(ws_models))
+    return ok[0] if ok else None
+
+
+# ---- state --------------------------------------------------------------------------------------
+def _leave_legacy_pages_mode() -> None:
+    """Hand a page that Streamlit ran alone (legacy pages/ folder mode) back to app.py's router.
+
+    Streamlit decides per process: until app.py has called st.navigation once, a ``pages/`` folder
+    beside it makes the server run ``pages/<name>.py`` directly when the very first request is a deep
+    link (e.g. /map), with no sidebar and a page list that even includes common.py. Clearing the flag
+    and rerunning executes app.py, which routes to the same page (same url path).
+    """
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:  # pragma: no cover - internal module moved; nothing to fix then
+        return
+    if getattr(PagesManager, "uses_pages_directory", None):
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+def init_state() -> None:
+    """Defaults for every session key (idempotent); the first start opens the demo if it exists."""
+    _leave_legacy_pages_mode()
+    ss = st.session_state
+    if WS not in ss:
+        names = list_workspaces()
+        if DEMO_NAME in names:
+            ss[WS] = DEMO_NAME
+            ss.setdefault(MODEL, DEMO_MODEL)
+        else:
+            ss[WS] = names[0] if names else None
+    if ss.get(MODEL) is None and ss[WS]:  # a workspace is open: offer a usable model at once
+        ss.pop(MODEL, None)
+    if MODEL not in ss:
+        models = None
+        if ss[WS]:
+            try:
+                models = get_workspace(ss[WS]).models()
+            except Exception:  # noqa: BLE001
+                models = None
+        ss[MODEL] = default_model(models) if ss[WS] else None
+    ss.setdefault(SHOW_HUB, False)
+    ss.setdefault(LAST_INGEST, None)
+    ss.setdefault(LAST_EMBED, None)
+    ss.setdefault(UPLOAD_ROUND, 0)
+
+
+def current() -> tuple["core.Workspace | None", str | None]:
+    """(open workspace or None, chosen model id or None); a vanished workspace shows one error."""
+    name = st.session_state.get(WS)
+    if not name:
+        return None, st.session_state.get(MODEL)
+    try:
+        return get_workspace(name), st.session_state.get(MODEL)
+    except Exception as e:  # noqa: BLE001
+        show_error(e)
+        return None, st.session_state.get(MODEL)
+
+
+def workspace_summary(ws: "core.Workspace", model: str | None) -> dict:
+    """Cheap real numbers for a page header: items, by modality, vectors for the chosen model."""
+    items = ws.items
+    models = ws.models()
+    return {
+        "items": int(len(items)),
+        "by_modality": {k: int(v) for k, v in items["modality"].value_counts().items()},
+        "vectors": int(models.get(model, {}).get("n", 0)) if model else 0,
+        "dim": models.get(model, {}).get("dim") if model else None,
+    }
+
+
+def summary_line(ws: "core.Workspace | None", model: str | None) -> None:
+    """One caption with the workspace, item counts and vectors of the chosen model."""
+    if ws is None:
+        st.caption("No workspace open — create one or load the demo on the Data page.")
+        return
+    s = workspace_summary(ws, model)
+    mods = ", ".join(f"{v} {k}{'' if v == 1 else 's'}" for k, v in sorted(s["by_modality"].items())) or "empty"
+    vec = (f"{s['vectors']} vectors for {model} ({s['dim']}-d)" if s["vectors"]
+           else f"no vectors for {model} yet" if model else "no model chosen")
+    st.caption(plain(f"Workspace {ws.name}: {s['items']} items ({mods}) · {vec}"))
+
+
+# ---- items --------------------------------------------------------------------------------------
+def _items_key(ws: "core.Workspace") -> tuple:
+    try:
+        stt = ws.items_path.stat()
+        return (stt.st_mtime_ns, stt.st_size)
+    except FileNotFoundError:
+        return (0, 0)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _filtered_items(path: str, key: tuple, modality: str | None, query: str) -> pd.DataFrame:
+    ws = _open_workspace(path)
+    df = ws.items
+    if modality:
+        df = df[df["modality"] == modality]
+    q = query.strip()
+    if q:
+        hit = pd.Series(False, index=df.index)
+        for col in ("text", "source", "id"):
+            hit |= df[col].astype("string").str.contains(q, case=False, regex=False, na=False)
+        df = df[hit]
+    return df.reset_index(drop=True)
+
+
+def items_frame(ws: "core.Workspace", *, modality: str | None = None, query: str = "") -> pd.DataFrame:
+    """The workspace's items, filtered by modality and a case-insensitive substring of
+    text / source / id; cached per workspace + items-file version + filter."""
+    return _filtered_items(str(ws.path.resolve()), _items_key(ws), modality or None, query or "")
+
+
+@st.cache_data(show_spinner=False, max_entries=5000)
+def thumb_data_uri(path: str) -> str | None:
+    """A stored thumbnail as a base64 ``data:`` URI for st.column_config.ImageColumn."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return None
+    ext = Path(path).suffix.lower().lstrip(".")
+    mime = {"jpg": "jpeg", "jpeg": "jpeg", "png": "png", "gif": "gif"}.get(ext, "webp")
+    return f"data:image/{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def errors_frame(errors) -> pd.DataFrame:
+    """Per-item errors (list of (source, reason) or {source, reason}) as a two-column table."""
+    rows = [e if isinstance(e, dict) else {"source": e[0], "reason": e[1]} for e in (errors or [])]
+    return pd.DataFrame(rows, columns=["source", "reason"])
+
+
+def placeholder_page(title: str, what: str) -> None:
+    """Header, one st.info saying what the page will do, and a real workspace summary."""
+    init_state()
+    st.title(title)
+    st.info(what, icon=":material/construction:")
+    with guard():
+        ws, model = current()
+        summary_line(ws, model)

@@ -1,0 +1,317 @@
+"""Data: upload files and texts (with column roles for tables), browse items, embed with a model."""
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from core.encoders import modalities_of
+from core.ingest import ROLES, TABLE_EXTS, inspect_table
+from core.workspace import ITEM_COLUMNS
+from pages import common as c
+
+IMAGE_TYPES = ["png", "jpg", "jpeg", "webp", "gif", "bmp", "tif", "tiff"]
+TABLE_TYPES = ["csv", "tsv", "parquet", "json", "jsonl", "xlsx"]
+OTHER_TYPES = ["zip", "txt"]
+PAGE_SIZE = 200
+
+
+# ---- helpers (pure or cached; no widgets) -------------------------------------------------------
+def safe_name(name: str) -> str:
+    """An uploaded file's own name without any folder part (uploads never choose where they land)."""
+    base = Path(str(name).replace("\\", "/")).name.strip()
+    return base if base not in ("", ".", "..") else "upload"
+
+
+def _write_uploads(files, folder: Path) -> list[Path]:
+    """Write uploads into ``folder`` keeping their names; repeated names go to numbered subfolders."""
+    out = []
+    for f in files:
+        name = safe_name(f.name)
+        target, n = folder / name, 1
+        while target.exists():
+            target, n = folder / f"dup{n}" / name, n + 1
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(f.getvalue())
+        out.append(target)
+    return out
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def inspect_upload(file_id: str, name: str, _data: bytes) -> tuple[pd.DataFrame, dict]:
+    """inspect_table on an uploaded table (written to a temp file under its own name)."""
+    with tempfile.TemporaryDirectory(prefix="jointscope-inspect-") as tmp:
+        path = Path(tmp) / safe_name(name)
+        path.write_bytes(_data)
+        preview, roles = inspect_table(path, n_preview=20)
+    return preview, dict(roles)
+
+
+def _sample(values: pd.Series) -> str:
+    for v in values:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            continue
+        s = " ".join(str(v).split())
+        return s if len(s) <= 80 else s[:79] + "…"
+    return ""
+
+
+def merge_role_overrides(detected: dict[str, dict], edited: dict[str, dict]) -> dict[str, str]:
+    """Role changes the user made, as one ``{column: role}`` map for the whole import.
+
+    core applies roles to every table of an ingest call (tables and images must be ingested
+    together so image references resolve), so two tables may not ask different roles for one name.
+    """
+    out: dict[str, str] = {}
+    for fid, roles in edited.items():
+        for col, role in roles.items():
+            if detected.get(fid, {}).get(col) == role:
+                continue
+            if out.get(col, role) != role:
+                raise ValueError(f"column {col!r} was given two different roles ({out[col]!r} and {role!r}) "
+                                 "in two tables; import those tables separately")
+            out[col] = role
+    return out
+
+
+def import_uploads(ws, files, texts: list[str], roles: dict[str, str] | None) -> dict:
+    """Write uploads to a fresh temp folder (keeping their names) and ingest everything in one call."""
+    with tempfile.TemporaryDirectory(prefix="jointscope-upload-") as tmp:
+        paths = _write_uploads(files or [], Path(tmp))
+        rep = ws.ingest(paths, texts=texts, roles=roles or None)
+    return {"workspace": ws.name, "added": rep.added, "skipped": rep.skipped,
+            "errors": [{"source": s, "reason": r} for s, r in rep.errors]}
+
+
+def make_progress(bar, label: str = ""):
+    """progress(done, total) for st.progress: 'done/total · items/s · ETA', at most 5 updates/s."""
+    state = {"t0": None, "last": 0.0}
+
+    def cb(done: int, total: int) -> None:
+        now = time.perf_counter()
+        if state["t0"] is None:
+            state["t0"] = now
+        if 0 < done < total and now - state["last"] < 0.2:
+            return
+        state["last"] = now
+        el = now - state["t0"]
+        rate = done / el if el > 0 and done else 0.0
+        eta = f"{(total - done) / rate:.0f}s" if rate > 0 else "…"
+        frac = min(done / total, 1.0) if total else 1.0
+        bar.progress(frac, text=f"{label}{done}/{total} · {rate:.1f} items/s · ETA {eta}")
+
+    return cb
+
+
+def display_table(ws, df: pd.DataFrame) -> pd.DataFrame:
+    """Items for st.dataframe: thumbnail data URI first, then caption, source, pair, metadata, id."""
+    core_cols = ["modality", "text", "source", "pair", "width", "height"]
+    meta = [col for col in df.columns if col not in ITEM_COLUMNS]
+    out = pd.DataFrame({"thumb": [c.thumb_data_uri(str(ws.abspath(t))) if isinstance(t, str) else None
+                                  for t in df["thumb"]]}, index=df.index)
+    return pd.concat([out, df[core_cols + meta + ["id"]]], axis=1)
+
+
+# ---- sections -----------------------------------------------------------------------------------
+def demo_section(*, prominent: bool) -> None:
+    try:
+        from core.demo import DEMO_WORKSPACE, create_demo_workspace
+    except ImportError:
+        st.info("The bundled demo workspace (procedural shapes with captions, embedded with the "
+                "'demo' model) is not available in this build yet.", icon=":material/info:")
+        return
+    exists = DEMO_WORKSPACE in c.list_workspaces()
+    label = "Open demo" if exists else "Load demo"
+    demo_ok = any(m.id == c.DEMO_MODEL and m.available for m in c.core.list_models(include_hub=False))
+    if not demo_ok and not exists:
+        st.caption("The 'demo' model is not installed yet, so the demo loads without vectors.")
+    if not st.button(label, type="primary" if prominent else "secondary", icon=":material/auto_awesome:",
+                     help="A generated world of coloured shapes with captions, embedded with the bundled "
+                          "'demo' model (about a minute on a CPU the first time)."):
+        return
+    with c.guard():
+        if not exists:
+            bar = st.progress(0.0, text="Building the demo workspace…")
+            per_stage: dict = {}
+
+            def progress(stage: str, done: int, total: int) -> None:
+                if stage not in per_stage:
+                    per_stage[stage] = make_progress(bar, f"{stage}: ")
+                per_stage[stage](done, total)
+
+            create_demo_workspace(c.core.workspace_path(DEMO_WORKSPACE), progress=progress,
+                                  **({} if demo_ok else {"model": None}))
+        c.select(workspace=DEMO_WORKSPACE, model=c.DEMO_MODEL)
+        st.session_state[c.LAST_INGEST] = st.session_state[c.LAST_EMBED] = None
+        st.rerun()
+
+
+def add_section(ws) -> None:
+    ss = st.session_state
+    st.subheader("Add items")
+    rnd = ss[c.UPLOAD_ROUND]
+    files = st.file_uploader(
+        "Files: images, ZIPs of images, tables (CSV, TSV, Parquet, JSON, JSONL, XLSX), .txt (one text per line)",
+        type=IMAGE_TYPES + TABLE_TYPES + OTHER_TYPES, accept_multiple_files=True, key=f"upload_{rnd}")
+    pasted = st.text_area("Or paste texts, one item per line", key=f"paste_{rnd}", height=100)
+
+    detected_roles: dict[str, dict] = {}
+    edited_roles: dict[str, dict] = {}
+    tables = [f for f in files or [] if Path(safe_name(f.name)).suffix.lower().lstrip(".") in TABLE_EXTS]
+    for f in tables:
+        with st.expander(c.plain(f"Columns of {safe_name(f.name)}"), expanded=True):
+            try:
+                preview, roles = inspect_upload(f.file_id, f.name, f.getvalue())
+            except Exception as e:  # noqa: BLE001 - the import will report the same file as an error
+                c.show_error(e)
+                continue
+            editor = pd.DataFrame({
+                "column": [str(k) for k in roles],
+                "role": list(roles.values()),
+                "sample": [_sample(preview[k]) if k in preview.columns else "" for k in roles],
+            })
+            edited = st.data_editor(
+                editor, key=f"roles_{rnd}_{f.file_id}", hide_index=True, disabled=["column", "sample"],
+                column_config={
+                    "column": st.column_config.TextColumn("column"),
+                    "role": st.column_config.SelectboxColumn("role", options=list(ROLES), required=True,
+                                                             help="How this column becomes items"),
+                    "sample": st.column_config.TextColumn("sample value"),
+                })
+            by_name = {str(k): k for k in roles}
+            detected_roles[f.file_id] = dict(roles)
+            edited_roles[f.file_id] = {by_name[col]: role for col, role in zip(edited["column"], edited["role"])}
+    if len(edited_roles) > 1:
+        st.caption("A role change applies to every uploaded table that has a column of that name.")
+
+    texts = [line.strip() for line in (pasted or "").splitlines() if line.strip()]
+    if st.button("Import", type="primary", icon=":material/upload:", disabled=not (files or texts)):
+        try:
+            roles = merge_role_overrides(detected_roles, edited_roles)
+            with st.spinner("Importing…"):
+                report = import_uploads(ws, files, texts, roles)
+        except Exception as e:  # noqa: BLE001
+            c.show_error(e)
+        else:
+            ss[c.LAST_INGEST] = report
+            ss[c.UPLOAD_ROUND] = rnd + 1  # fresh (empty) uploader and text area
+            st.rerun()
+
+    rep = ss.get(c.LAST_INGEST)
+    if rep and rep.get("workspace") == ws.name:
+        msg = f"Import: {rep['added']} added, {rep['skipped']} skipped (already in the workspace)"
+        (st.success if not rep["errors"] else st.warning)(
+            msg + (f", {len(rep['errors'])} could not be read" if rep["errors"] else ""))
+        if rep["errors"]:
+            st.dataframe(c.errors_frame(rep["errors"]), hide_index=True, key="ingest_errors",
+                         column_config={"source": st.column_config.TextColumn("source"),
+                                        "reason": st.column_config.TextColumn("reason", width="large")})
+
+
+def items_section(ws) -> None:
+    st.subheader("Items")
+    items = ws.items
+    counts = items["modality"].value_counts()
+    cols = st.columns(4)
+    cols[0].metric("items", len(items))
+    for col, mod in zip(cols[1:], ("image", "text", "row")):
+        col.metric(mod + "s", int(counts.get(mod, 0)))
+    if items.empty:
+        st.caption("No items yet — upload files or paste texts above.")
+        return
+    f1, f2 = st.columns([1, 3])
+    mod = f1.selectbox("Modality", ["all", "image", "text", "row"], key="items_modality")
+    query = f2.text_input("Filter by text, source or id", key="items_query")
+    df = c.items_frame(ws, modality=None if mod == "all" else mod, query=query)
+    n = len(df)
+    if n == 0:
+        st.caption("No item matches the filter.")
+        return
+    pages = max(1, math.ceil(n / PAGE_SIZE))
+    page = 1
+    if pages > 1:
+        if st.session_state.get("items_page", 1) > pages:  # the filter shrank the list
+            st.session_state["items_page"] = pages
+        page = int(st.number_input(f"Page (of {pages})", min_value=1, max_value=pages, step=1,
+                                   key="items_page"))
+    start = (page - 1) * PAGE_SIZE
+    view = df.iloc[start:start + PAGE_SIZE]
+    st.dataframe(
+        display_table(ws, view), hide_index=True, key="items_table", row_height=64, placeholder="",
+        column_config={
+            "thumb": st.column_config.ImageColumn("thumb", width="small"),
+            "text": st.column_config.TextColumn("caption / text", width="large"),
+            "width": st.column_config.NumberColumn("w", format="%d"),
+            "height": st.column_config.NumberColumn("h", format="%d"),
+        })
+    shown = f"rows {start + 1}–{start + len(view)} of {n}" if n > PAGE_SIZE else f"all {n} rows"
+    st.caption(f"Showing {shown}" + ("" if n == len(items) else f" ({len(items)} items in the workspace)")
+               + (f"; at most {PAGE_SIZE} rows per page" if n > PAGE_SIZE else ""))
+
+
+def embed_section(ws, model: str | None) -> None:
+    ss = st.session_state
+    st.subheader("Vectors")
+    if model is None:
+        st.info("Choose a model in the sidebar to embed the items.", icon=":material/info:")
+    else:
+        try:
+            can = modalities_of(model)
+        except ValueError:
+            can = None  # an unknown id: the button reports it in one line
+        if can is not None:
+            left = {k: v for k, v in ws.items["modality"].value_counts().items() if k not in can}
+            if left:
+                st.caption(c.plain(f"{model} encodes {' and '.join(can) or 'nothing (stored vectors only)'}; "
+                                   + ", ".join(f"{v} {k} item{'' if v == 1 else 's'}" for k, v in left.items())
+                                   + " will be left out."))
+        if model.startswith("openclip:"):
+            st.caption("Hub models download their weights on first use (the network is needed once).")
+        if st.button(c.plain(f"Embed with {model}"), type="primary", icon=":material/bolt:", disabled=ws.items.empty,
+                     key="embed"):
+            bar = st.progress(0.0, text=c.plain(f"Loading {model}…"))
+            try:
+                rep = ws.embed(model, progress=make_progress(bar))
+            except Exception as e:  # noqa: BLE001 - unknown id, missing weights, dimension clash
+                bar.empty()
+                c.show_error(e)
+            else:
+                bar.progress(1.0, text="done")
+                ss[c.LAST_EMBED] = dict(rep.to_dict(), workspace=ws.name)
+        rep = ss.get(c.LAST_EMBED)
+        if rep and rep.get("workspace") == ws.name:
+            msg = (f"{rep['model']}: {rep['embedded']} embedded, {rep['cached']} already had vectors, "
+                   f"{rep['unsupported']} of a modality this model does not encode · {rep['seconds']:.1f} s")
+            (st.success if not rep["errors"] else st.warning)(c.plain(msg))
+            if rep["errors"]:
+                st.dataframe(c.errors_frame(rep["errors"]), hide_index=True, key="embed_errors")
+    models = ws.models()
+    if models:
+        n = len(ws.items)
+        st.dataframe(pd.DataFrame([{"model": m, "dim": v["dim"], "vectors": v["n"],
+                                    "coverage": f"{v['n']}/{n}"} for m, v in models.items()]),
+                     hide_index=True, key="models_table")
+    else:
+        st.caption("No vectors yet in this workspace.")
+
+
+# ---- page ---------------------------------------------------------------------------------------
+c.init_state()
+st.title("Data")
+with c.guard():
+    ws, model = c.current()
+    if ws is None:
+        st.info("No workspace is open. Create one in the sidebar (Workspace → New workspace), "
+                "or load the bundled demo.", icon=":material/folder_open:")
+        demo_section(prominent=True)
+    else:
+        c.summary_line(ws, model)
+        add_section(ws)
+        items_section(ws)
+        embed_section(ws, model)
+        with st.expander("Demo workspace"):
+            demo_section(prominent=False)

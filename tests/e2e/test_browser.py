@@ -1,0 +1,144 @@
+"""The whole app once in a real browser: streamlit server + Playwright + Debian chromium.
+
+Creates a workspace through the sidebar, uploads three PNGs and a two-line .txt on the Data page,
+imports them, and checks the listing. Leaves a screenshot at /tmp/jointscope_data_page.png.
+"""
+from __future__ import annotations
+
+import io
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOT = Path("/tmp/jointscope_data_page.png")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed at /usr/bin/chromium "
+                                                     "(run `make chromium`)"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A streamlit server on a free loopback port with its own JOINTSCOPE_HOME; yields the base URL."""
+    home = tmp_path_factory.mktemp("home")
+    port = _free_port()
+    log = open(tmp_path_factory.mktemp("log") / "server.log", "w+b")
+    env = dict(os.environ, JOINTSCOPE_HOME=str(home), PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--server.headless", "true",
+         "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log.seek(0)
+                pytest.fail(f"streamlit did not start (exit {proc.poll()}):\n{log.read().decode()[-3000:]}")
+            time.sleep(0.3)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def _png(path: Path, colour) -> Path:
+    from PIL import Image, ImageDraw
+
+    im = Image.new("RGB", (96, 72), (245, 245, 240))
+    ImageDraw.Draw(im).ellipse((20, 10, 76, 62), fill=colour)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    path.write_bytes(buf.getvalue())
+    return path
+
+
+def test_create_workspace_upload_and_list(server, browser, tmp_path):
+    from playwright.sync_api import expect
+
+    files = [_png(tmp_path / "red.png", (220, 30, 30)), _png(tmp_path / "green.png", (30, 180, 60)),
+             _png(tmp_path / "blue.png", (40, 60, 220))]
+    notes = tmp_path / "notes.txt"
+    notes.write_text("a red circle on a light background\na small blue circle\n", encoding="utf-8")
+
+    page = browser.new_page(viewport={"width": 1440, "height": 1900})
+    page.set_default_timeout(30_000)
+    expect.set_options(timeout=30_000)  # the first run lists the models (imports open_clip/torch)
+    try:
+        # the server's very first request is a deep link: it must still go through app.py's router
+        page.goto(f"{server}/map")
+        sidebar = page.get_by_test_id("stSidebar")
+        expect(page.get_by_text("is not built yet")).to_be_visible()
+        expect(sidebar.get_by_role("link")).to_have_text(  # text follows the icon's ligature name
+            [re.compile(f"{n}$") for n in ("Data", "Map", "Search", "Analogies", "Concepts", "Quality")])
+        sidebar.get_by_label("New workspace").fill("e2e-shapes")
+        sidebar.get_by_role("button", name="Create workspace").click()
+        expect(page.get_by_text("Workspace e2e-shapes: 0 items")).to_be_visible()
+
+        sidebar.get_by_role("link", name="Data").click()
+        expect(page.get_by_role("heading", name="Add items")).to_be_visible()
+
+        page.get_by_test_id("stFileUploader").locator("input[type=file]").set_input_files(
+            [str(p) for p in files + [notes]])
+        for p in files + [notes]:
+            expect(page.get_by_role("button", name=f"Remove {p.name}")).to_be_visible()  # upload done
+        page.get_by_role("button", name="Import", exact=True).click()
+
+        expect(page.get_by_text("Import: 5 added, 0 skipped")).to_be_visible()
+        metrics = page.get_by_test_id("stMetricValue")
+        expect(metrics).to_have_text(["5", "3", "2", "0"])
+        expect(page.get_by_text("Showing all 5 rows")).to_be_visible()
+        grid = page.get_by_test_id("stDataFrame").first
+        expect(grid).to_be_visible()
+        page.wait_for_timeout(800)  # let the grid paint its thumbnails before the screenshot
+        page.screenshot(path=str(SCREENSHOT), full_page=True)
+        # the other pages open from the sidebar and say what they will do
+        sidebar.get_by_role("link", name="Map").click()
+        expect(page.get_by_text("is not built yet")).to_be_visible()
+        expect(page.get_by_text("Workspace e2e-shapes: 5 items (3 images, 2 texts)")).to_be_visible()
+        assert not page.get_by_test_id("stException").count()
+    finally:
+        page.close()

@@ -1,0 +1,109 @@
+"""The bundled `demo` model, its held-out quality floors, the demo workspace, and the training command."""
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+import core
+from core.cli import main
+from core.demo import evaluate
+from core.encoders import parse_model_id
+
+from helpers import TINY_CFG, make_png
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return core.load_encoder("demo")
+
+
+def test_demo_is_bundled_and_loads_through_the_local_openclip_path(demo):
+    family, target = parse_model_id("demo")
+    assert family == "openclip-local"
+    info = next(m for m in core.list_models(include_hub=False) if m.id == "demo")
+    assert info.available
+    assert demo.dim == 128 and set(demo.modalities) == {"image", "text"}
+    from pathlib import Path
+
+    ckpt = Path(target) / "open_clip_model.safetensors"
+    assert ckpt.stat().st_size <= 25 * 2**20
+
+
+def test_demo_held_out_quality_floors(demo):
+    """Looser floors of the issue's targets on small fresh held-out sets, so a regression fails CI."""
+    m = evaluate.evaluate_all(demo.encode_images, demo.encode_texts, scale=0.2, seed=77)
+    assert m["zero_shot_colour"] >= 0.9, m
+    assert m["zero_shot_shape"] >= 0.85, m
+    assert m["t2i_recall@10"] >= 0.75, m
+    assert m["analogy_top5"] >= 0.7, m
+    assert m["analogy_top5"] > m["analogy_baseline_top5"] + 0.3, "the arithmetic, not the image alone, does it"
+
+
+def test_demo_workspace_is_paired_embedded_and_idempotent(tmp_path):
+    from core.demo import create_demo_workspace, load_world_masks
+
+    stages = []
+    ws = create_demo_workspace(tmp_path / "demo", n=30, progress=lambda s, d, t: stages.append(s))
+    items = ws.items
+    assert len(items) == 60 and (items["modality"] == "image").sum() == 30
+    imgs = items[items.modality == "image"]
+    txts = items[items.modality == "text"]
+    assert set(txts["pair"]) == set(imgs["id"])
+    assert {"shape", "colour", "size", "position", "background"} <= set(items.columns)
+    assert ws.models()["demo"]["n"] == 60 and "embed" in stages
+    masks = load_world_masks(ws)
+    assert set(masks) == set(imgs["id"]) and next(iter(masks.values())).shape == (64, 64)
+    # captions are retrievable from their own images in the shared space
+    X, ids = ws.vectors("demo")
+    pos = {i: k for k, i in enumerate(ids)}
+    I = X[[pos[i] for i in imgs["id"]]]
+    T = X[[pos[i] for i in txts.set_index("pair").loc[imgs["id"], "id"]]]
+    top5 = np.argsort(-(I @ T.T), axis=1)[:, :5]
+    assert np.mean([i in top5[i] for i in range(len(I))]) >= 0.5
+    again = create_demo_workspace(tmp_path / "demo", n=30)
+    assert len(again.items) == 60
+
+
+def test_demo_cli(capsys, tmp_path):
+    assert main(["demo", str(tmp_path / "d"), "--n", "10", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["items"] == 20 and doc["path"].endswith("d") and doc["models"]["demo"]["n"] == 20
+
+
+def test_train_checkpoints_resumes_and_ships_a_loadable_model(capsys, tmp_path):
+    cfg = tmp_path / "tiny.json"
+    tiny = json.loads(json.dumps(TINY_CFG))
+    tiny["model_cfg"]["vision_cfg"]["image_size"] = 64
+    tiny["preprocess_cfg"]["size"] = 64
+    cfg.write_text(json.dumps(tiny))
+    out = tmp_path / "run"
+    common = ["--out", str(out), "--model-config", str(cfg), "--n-train", "64", "--batch-size", "16",
+              "--eval-every", "1000", "--ckpt-every", "2", "--workers", "1", "--warmup", "1", "--json"]
+    assert main(["train", "--steps", "3", *common]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["steps"] == 3 and first["resumed_from"] == 0
+    assert main(["train", "--steps", "5", *common]) == 0
+    second = json.loads(capsys.readouterr().out)
+    assert second["steps"] == 5 and second["resumed_from"] == 3, "resumes from the checkpoint"
+    assert {"checkpoint", "steps", "seconds", "metrics"} <= set(second)
+    enc = core.load_encoder(f"openclip-local:{out}")
+    assert enc.encode_texts(["a red circle"]).shape == (1, 32)
+    # a different recipe in the same folder is refused rather than silently mixed
+    assert main(["train", "--steps", "5", "--lr", "0.5", *common]) == 1
+
+
+def test_train_from_workspace_pairs(capsys, tmp_path):
+    from core import Workspace
+
+    imgs = [make_png(tmp_path / "p" / f"{i}.png", (i * 40, 100, 50)) for i in range(4)]
+    (tmp_path / "p" / "caps.csv").write_text("filepath,title\n" + "".join(f"{p.name},colour {i}\n"
+                                                                         for i, p in enumerate(imgs)))
+    Workspace(tmp_path / "ws").ingest([tmp_path / "p"])
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(json.dumps(TINY_CFG))
+    assert main(["train", "--out", str(tmp_path / "r"), "--data", str(tmp_path / "ws"), "--model-config", str(cfg),
+                 "--steps", "2", "--batch-size", "4", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["steps"] == 2
