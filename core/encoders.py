@@ -107,6 +107,8 @@ def _openclip_hub_cached(arch: str, tag: str) -> bool:
     cfg = open_clip.get_pretrained_cfg(arch, tag)
     if not cfg:
         return False
+    if cfg.get("file"):  # a pretrained entry that points at a local file
+        return Path(cfg["file"]).is_file()
     hub = (cfg.get("hf_hub") or "").strip("/")
     if not hub:
         return False
@@ -297,12 +299,7 @@ class OpenCLIPEncoder(Encoder):
         proj = getattr(model, "text_projection", None)
         if proj is not None and hasattr(proj, "shape"):
             return proj.shape[1]
-        if hasattr(model, "visual") and hasattr(model.visual, "output_dim"):
-            return model.visual.output_dim
-        import torch
-
-        with torch.inference_mode():
-            return model.encode_text(self.tokenizer(["x"])).shape[1]  # pragma: no cover
+        return model.visual.output_dim
 
     def _encode_text_batch(self, texts):
         import torch

@@ -10,7 +10,6 @@ The bundled ``demo`` model is exactly::
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import shutil
@@ -49,6 +48,7 @@ class TrainConfig:
     eval_every: int = 500
     threads: int = 0                 # 0 = torch default
     workers: int = 2                 # processes generating the world
+    attr_loss: float = 0.5           # weight of the attribute loss (world data only, see _attribute_loss)
     extra: dict = field(default_factory=dict)
 
 
@@ -105,6 +105,11 @@ class WorldPairs:
         from .demo import caption_for
 
         return self.images[idx], [caption_for(self.objects[i], self.rng) for i in idx]
+
+    def attributes(self, idx: np.ndarray, attr: str, names: list[str]) -> np.ndarray:
+        """Index of the attribute value of single-object images; -1 for two-object images."""
+        return np.array([names.index(getattr(self.objects[i][0], attr)) if len(self.objects[i]) == 1 else -1
+                         for i in idx])
 
 
 class WorkspacePairs:
@@ -232,12 +237,15 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,
     while step < cfg.steps:
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, cfg)
-        imgs, caps = data.batch(batch_indices(step))
+        idx = batch_indices(step)
+        imgs, caps = data.batch(idx)
         x = torch.from_numpy(np.ascontiguousarray(imgs)).permute(0, 3, 1, 2).float().div_(255)
         x = (x - mean) / std
         tok = tokenizer(caps)
         img_f, txt_f, scale = model(x, tok)
         loss = loss_fn(img_f, txt_f, scale)
+        if cfg.attr_loss and hasattr(data, "attributes"):
+            loss = loss + cfg.attr_loss * _attribute_loss(model, tokenizer, data, idx, img_f, scale)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -270,6 +278,32 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,
               "metrics": {"final_loss": float(np.mean(losses[-50:])) if losses else None, **metrics}}
     atomic_write_json(out / "train_metrics.json", result)
     return result
+
+
+def _attribute_loss(model, tokenizer, data, idx, img_f, scale):
+    """Cross-entropy of single-object images against every colour prompt and every shape prompt.
+
+    The contrastive loss alone only contrasts an image with the captions that happen to be in its batch;
+    this term contrasts it with all values of each attribute at once ("a red object" vs the 7 other
+    colours, "a circle" vs the 5 other shapes), which makes the model rely on the attribute itself rather
+    than on which colours and shapes co-occur in training. Held-out (colour, shape) pairs are never used.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from .demo import COLOURS, SHAPES, prompts_for
+
+    total = img_f.new_zeros(())
+    for attr, names in (("colour", list(COLOURS)), ("shape", list(SHAPES))):
+        target = torch.from_numpy(data.attributes(idx, attr, names))
+        keep = target >= 0
+        if not bool(keep.any()):
+            continue
+        prompts = prompts_for(attr)
+        t = F.normalize(model.encode_text(tokenizer([prompts[k] for k in names])), dim=-1)
+        logits = scale * img_f[keep] @ t.T
+        total = total + F.cross_entropy(logits, target[keep])
+    return total
 
 
 def _quick_eval(model, full_cfg: dict, tokenizer, mean, std) -> dict:

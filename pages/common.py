@@ -12,7 +12,9 @@ from __future__ import annotations
 import base64
 import contextlib
 import logging
+import os
 import re
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -187,12 +189,70 @@ def _leave_legacy_pages_mode() -> None:
         st.rerun()
 
 
+def make_progress(bar, label: str = ""):
+    """progress(done, total) for st.progress: 'done/total · items/s · ETA', at most 5 updates/s."""
+    state = {"t0": None, "last": 0.0}
+
+    def cb(done: int, total: int) -> None:
+        now = time.perf_counter()
+        if state["t0"] is None:
+            state["t0"] = now
+        if 0 < done < total and now - state["last"] < 0.2:
+            return
+        state["last"] = now
+        el = now - state["t0"]
+        rate = done / el if el > 0 and done else 0.0
+        eta = f"{(total - done) / rate:.0f}s" if rate > 0 else "…"
+        frac = min(done / total, 1.0) if total else 1.0
+        bar.progress(frac, text=f"{label}{done}/{total} · {rate:.1f} items/s · ETA {eta}")
+
+    return cb
+
+
+def build_demo(*, with_vectors: bool = True) -> None:
+    """Build the bundled demo workspace with a progress bar per stage (generate, embed)."""
+    from core.demo import DEMO_WORKSPACE, create_demo_workspace
+
+    bar = st.progress(0.0, text="Building the demo workspace…")
+    per_stage: dict = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage not in per_stage:
+            per_stage[stage] = make_progress(bar, f"{stage}: ")
+        per_stage[stage](done, total)
+
+    create_demo_workspace(core.workspace_path(DEMO_WORKSPACE), progress=progress,
+                          **({} if with_vectors else {"model": None}))
+    bar.empty()
+
+
+def _first_start_demo() -> str | None:
+    """On a first start (no workspace at all), build the demo so the app opens on something real.
+
+    Off with JOINTSCOPE_AUTODEMO=0 (tests), or when the demo model is not installed.
+    """
+    if os.environ.get("JOINTSCOPE_AUTODEMO", "1") == "0":
+        return None
+    if not any(m.id == DEMO_MODEL and m.available for m in core.list_models(include_hub=False)):
+        return None
+    try:
+        with st.spinner("First start: building the demo workspace (world images with captions, "
+                        "embedded with the bundled 'demo' model)…"):
+            build_demo()
+    except Exception as e:  # noqa: BLE001 - the app must still open
+        show_error(e)
+        return None
+    return DEMO_NAME
+
+
 def init_state() -> None:
     """Defaults for every session key (idempotent); the first start opens the demo if it exists."""
     _leave_legacy_pages_mode()
     ss = st.session_state
     if WS not in ss:
         names = list_workspaces()
+        if not names and _first_start_demo():
+            names = list_workspaces()
         if DEMO_NAME in names:
             ss[WS] = DEMO_NAME
             ss.setdefault(MODEL, DEMO_MODEL)

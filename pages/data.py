@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import math
 import tempfile
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -87,26 +86,6 @@ def import_uploads(ws, files, texts: list[str], roles: dict[str, str] | None) ->
             "errors": [{"source": s, "reason": r} for s, r in rep.errors]}
 
 
-def make_progress(bar, label: str = ""):
-    """progress(done, total) for st.progress: 'done/total · items/s · ETA', at most 5 updates/s."""
-    state = {"t0": None, "last": 0.0}
-
-    def cb(done: int, total: int) -> None:
-        now = time.perf_counter()
-        if state["t0"] is None:
-            state["t0"] = now
-        if 0 < done < total and now - state["last"] < 0.2:
-            return
-        state["last"] = now
-        el = now - state["t0"]
-        rate = done / el if el > 0 and done else 0.0
-        eta = f"{(total - done) / rate:.0f}s" if rate > 0 else "…"
-        frac = min(done / total, 1.0) if total else 1.0
-        bar.progress(frac, text=f"{label}{done}/{total} · {rate:.1f} items/s · ETA {eta}")
-
-    return cb
-
-
 def display_table(ws, df: pd.DataFrame) -> pd.DataFrame:
     """Items for st.dataframe: thumbnail data URI first, then caption, source, pair, metadata, id."""
     core_cols = ["modality", "text", "source", "pair", "width", "height"]
@@ -118,12 +97,8 @@ def display_table(ws, df: pd.DataFrame) -> pd.DataFrame:
 
 # ---- sections -----------------------------------------------------------------------------------
 def demo_section(*, prominent: bool) -> None:
-    try:
-        from core.demo import DEMO_WORKSPACE, create_demo_workspace
-    except ImportError:
-        st.info("The bundled demo workspace (procedural shapes with captions, embedded with the "
-                "'demo' model) is not available in this build yet.", icon=":material/info:")
-        return
+    from core.demo import DEMO_WORKSPACE
+
     exists = DEMO_WORKSPACE in c.list_workspaces()
     label = "Open demo" if exists else "Load demo"
     demo_ok = any(m.id == c.DEMO_MODEL and m.available for m in c.core.list_models(include_hub=False))
@@ -135,16 +110,7 @@ def demo_section(*, prominent: bool) -> None:
         return
     with c.guard():
         if not exists:
-            bar = st.progress(0.0, text="Building the demo workspace…")
-            per_stage: dict = {}
-
-            def progress(stage: str, done: int, total: int) -> None:
-                if stage not in per_stage:
-                    per_stage[stage] = make_progress(bar, f"{stage}: ")
-                per_stage[stage](done, total)
-
-            create_demo_workspace(c.core.workspace_path(DEMO_WORKSPACE), progress=progress,
-                                  **({} if demo_ok else {"model": None}))
+            c.build_demo(with_vectors=demo_ok)
         c.select(workspace=DEMO_WORKSPACE, model=c.DEMO_MODEL)
         st.session_state[c.LAST_INGEST] = st.session_state[c.LAST_EMBED] = None
         st.rerun()
@@ -275,7 +241,7 @@ def embed_section(ws, model: str | None) -> None:
                      key="embed"):
             bar = st.progress(0.0, text=c.plain(f"Loading {model}…"))
             try:
-                rep = ws.embed(model, progress=make_progress(bar))
+                rep = ws.embed(model, progress=c.make_progress(bar))
             except Exception as e:  # noqa: BLE001 - unknown id, missing weights, dimension clash
                 bar.empty()
                 c.show_error(e)

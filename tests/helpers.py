@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 # A tiny CLIP: random weights, real open_clip classes, default tokenizer (vocab 49408).

@@ -22,6 +22,7 @@ from core.demo.workspace import DEMO_MODEL, DEMO_SEED, DEMO_WORKSPACE, create_de
 
 __all__ = [
     "DEMO_MODEL",
+    "DEMO_SEED",
     "DEMO_WORKSPACE",
     "create_demo_workspace",
     "load_world_masks",

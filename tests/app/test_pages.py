@@ -325,3 +325,18 @@ def test_data_page_paginates_long_lists(home):
     at.text_input(key="items_query").input("number 1").run()  # 111 matches: one page, clamped
     assert not at.exception
     assert len(frame(at, "items_table")) == 111
+
+
+def test_first_start_builds_and_opens_the_demo_workspace(home, monkeypatch):
+    """Nothing chosen and no workspace at all: the app builds the demo (embedded with `demo`) and opens it."""
+    import core.demo
+
+    real = core.demo.create_demo_workspace
+    monkeypatch.setattr(core.demo, "create_demo_workspace",
+                        lambda path, *, progress=None, **kw: real(path, n=12, progress=progress, **kw))
+    monkeypatch.setenv("JOINTSCOPE_AUTODEMO", "1")
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
+    assert not at.exception, at.exception
+    assert at.session_state["workspace"] == "demo" and at.session_state["model"] == "demo"
+    ws = core.Workspace(home / "demo", create=False)
+    assert len(ws.items) == 24 and ws.models()["demo"]["n"] == 24

@@ -143,3 +143,21 @@ def test_precomputed_encoder_encodes_nothing():
     assert enc.modalities == ()
     with pytest.raises(ValueError, match="cannot encode texts"):
         enc.encode_texts(["x"])
+
+
+def test_hub_code_path_with_a_registered_tiny_config(monkeypatch, tiny_clip_dir):
+    """`openclip:<arch>/<tag>` goes through open_clip's own factory: register a tiny arch whose
+    pretrained tag points at a local safetensors file (what a hub download would produce)."""
+    import open_clip
+    from open_clip import factory, pretrained
+
+    monkeypatch.setitem(factory._MODEL_CONFIGS, "JSTiny", TINY_CFG["model_cfg"])
+    monkeypatch.setitem(pretrained._PRETRAINED, "JSTiny", {
+        "local": {"file": str(tiny_clip_dir / "open_clip_model.safetensors"), "mean": (0.5,) * 3, "std": (0.5,) * 3}})
+    assert ("JSTiny", "local") in open_clip.list_pretrained()
+    info = next(m for m in core.list_models() if m.id == "openclip:JSTiny/local")
+    assert info.available
+    enc = core.load_encoder("openclip:JSTiny/local")
+    local = core.load_encoder(f"openclip-local:{tiny_clip_dir}")
+    np.testing.assert_allclose(enc.encode_texts(["a red square"]), local.encode_texts(["a red square"]), atol=1e-5)
+    clear_encoder_cache()
