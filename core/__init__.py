@@ -21,6 +21,7 @@ _EXPORTS = {
     "workspace_path": "workspace",
     "list_workspaces": "workspace",
     "scan": "ingest",
+    "NeighborIndex": "index",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -619,6 +619,17 @@ def _noun_phrase(rng: np.random.Generator, o: WorldObject, p_size: float = 0.6) 
     return f"a {o.colour} {o.shape}"
 
 
+def _one_object_caption(rng: np.random.Generator, templates, o: WorldObject) -> str:
+    tpl = _weighted(rng, templates)
+    text = tpl.format(
+        c=o.colour,
+        s=o.shape,
+        sz=_weighted(rng, _SIZE_WORDS[o.size]),
+        p=_weighted(rng, _POS_PHRASES[o.position]),
+    )
+    return _fix_articles(text)
+
+
 def caption_for(objects: Sequence[WorldObject], rng: np.random.Generator) -> str:
     """Sample a caption for a scene.
 
@@ -632,24 +643,9 @@ def caption_for(objects: Sequence[WorldObject], rng: np.random.Generator) -> str
         raise ValueError("need at least one object")
     if rng.random() < _P_PARTIAL:
         o = objects[0] if len(objects) == 1 or rng.random() < 0.6 else objects[1]
-        tpl = _weighted(rng, _PARTIAL)
-        text = tpl.format(
-            c=o.colour,
-            s=o.shape,
-            sz=_weighted(rng, _SIZE_WORDS[o.size]),
-            p=_weighted(rng, _POS_PHRASES[o.position]),
-        )
-        return _fix_articles(text)
+        return _one_object_caption(rng, _PARTIAL, o)
     if len(objects) == 1:
-        o = objects[0]
-        tpl = _weighted(rng, _FULL_ONE)
-        text = tpl.format(
-            c=o.colour,
-            s=o.shape,
-            sz=_weighted(rng, _SIZE_WORDS[o.size]),
-            p=_weighted(rng, _POS_PHRASES[o.position]),
-        )
-        return _fix_articles(text)
+        return _one_object_caption(rng, _FULL_ONE, objects[0])
     o1, o2 = objects[0], objects[1]
     if rng.random() < 0.5:  # mention either object first
         o1, o2 = o2, o1

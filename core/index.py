@@ -1,0 +1,270 @@
+"""Nearest-neighbour index over one model's vectors: exact below a size threshold, hnswlib above.
+
+Hides hnswlib's traps (two-step init, ``ef`` not saved with the index, ``k`` larger than the count,
+growing capacity) behind a small estimator-style API::
+
+    idx = NeighborIndex(space="cosine").fit(X, ids)
+    ids, scores = idx.query(Q, k=10)          # (m, k) arrays; scores: higher is more similar
+
+Scores are cosine similarity (``cosine``), inner product (``ip``) or negative squared L2 distance
+(``l2``), so that higher is always better.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from .storage import atomic_save_npy, atomic_write, atomic_write_json
+
+log = logging.getLogger(__name__)
+
+SPACES = ("cosine", "ip", "l2")
+_EF_LADDER = (16, 32, 64, 128, 256, 512, 1024)
+
+Filter = "np.ndarray | Callable[[np.ndarray], np.ndarray] | Iterable[str] | None"
+
+
+class NotFittedError(RuntimeError):
+    pass
+
+
+class NeighborIndex:
+    """k-nearest-neighbour search over (n, d) float32 vectors with string ids.
+
+    Parameters
+    ----------
+    space : "cosine" | "ip" | "l2"
+    exact_threshold : collections with fewer items use exact (matrix) search; above it, hnswlib.
+    recall_target : ``ef`` is the smallest value whose recall@10 against exact search on a sample of
+        the data reaches this target (measured at fit time).
+    M, ef_construction : hnswlib graph parameters.
+    """
+
+    def __init__(self, space: str = "cosine", *, exact_threshold: int = 20_000, recall_target: float = 0.95,
+                 M: int = 16, ef_construction: int = 200, seed: int = 0):
+        self.space = space
+        self.exact_threshold = exact_threshold
+        self.recall_target = recall_target
+        self.M = M
+        self.ef_construction = ef_construction
+        self.seed = seed
+
+    # ---- fitting ---------------------------------------------------------------------------
+    def fit(self, X: np.ndarray, ids) -> "NeighborIndex":
+        """Index vectors ``X`` (n, d) with their ids (n,). Returns self."""
+        if self.space not in SPACES:
+            raise ValueError(f"space must be one of {SPACES}; got {self.space!r}")
+        if not 0 < self.recall_target <= 1:
+            raise ValueError(f"recall_target must be in (0, 1]; got {self.recall_target}")
+        X, ids = self._check(X, ids, dim=None)
+        self.dim_ = X.shape[1]
+        self.ids_ = ids
+        self._pos = {k: i for i, k in enumerate(ids.tolist())}
+        if len(self._pos) != len(ids):
+            raise ValueError("ids must be unique")
+        self._X = self._prep(X)
+        self.backend_ = "exact" if len(ids) < self.exact_threshold else "hnsw"
+        self._hnsw = None
+        self.ef_ = None
+        if self.backend_ == "hnsw":
+            self._build_hnsw()
+            self.ef_ = self._tune_ef()
+        return self
+
+    def add(self, X: np.ndarray, ids) -> "NeighborIndex":
+        """Add new items (ids already present are ignored). Switches to hnswlib past the threshold."""
+        self._require_fitted()
+        X, ids = self._check(X, ids, dim=self.dim_)
+        new = np.array([k not in self._pos for k in ids.tolist()], dtype=bool)
+        X, ids = X[new], ids[new]
+        if not len(ids):
+            return self
+        start = len(self.ids_)
+        self.ids_ = np.concatenate([self.ids_, ids])
+        self._pos.update({k: start + i for i, k in enumerate(ids.tolist())})
+        P = self._prep(X)
+        self._X = np.concatenate([self._X, P])
+        if self._hnsw is not None:
+            if len(self.ids_) > self._hnsw.get_max_elements():
+                self._hnsw.resize_index(max(len(self.ids_), 2 * self._hnsw.get_max_elements()))
+            self._hnsw.add_items(P, np.arange(start, len(self.ids_)))
+        elif len(self.ids_) >= self.exact_threshold:
+            self.backend_ = "hnsw"
+            self._build_hnsw()
+            self.ef_ = self._tune_ef()
+        return self
+
+    # ---- querying --------------------------------------------------------------------------
+    def query(self, Q: np.ndarray, k: int = 10, *, filter=None, exclude=None) -> tuple[np.ndarray, np.ndarray]:
+        """The k nearest items of each query row.
+
+        ``filter``: a boolean mask over the indexed items (in ``ids_`` order), a callable taking the
+        ids array and returning such a mask, or an iterable of allowed ids. ``exclude``: ids never
+        returned (e.g. the query items themselves). Returns ``(ids (m, k) object, scores (m, k)
+        float32)``; k shrinks to the number of items that pass when fewer do.
+        """
+        self._require_fitted()
+        Q = np.atleast_2d(np.asarray(Q, dtype=np.float32))
+        if Q.shape[1] != self.dim_:
+            raise ValueError(f"queries must have dim {self.dim_} (the index's); got {Q.shape[1]}")
+        n = len(self.ids_)
+        if not isinstance(k, (int, np.integer)) or not 1 <= k <= n:
+            raise ValueError(f"k must be in [1, n_items={n}]; got {k}")
+        mask = self._mask(filter, exclude)
+        allowed = n if mask is None else int(mask.sum())
+        k_eff = min(k, allowed)
+        if k_eff == 0:
+            return np.empty((len(Q), 0), dtype=object), np.empty((len(Q), 0), dtype=np.float32)
+        P = self._prep(Q)
+        if self.backend_ == "exact" or (mask is not None and allowed <= 4 * k_eff):
+            idx, score = self._exact(P, k_eff, mask)
+        else:
+            idx, score = self._approx(P, k_eff, mask)
+        return self.ids_[idx].astype(object), score.astype(np.float32)
+
+    # ---- persistence -----------------------------------------------------------------------
+    def save(self, folder: str | Path, *, extra: dict | None = None) -> Path:
+        """Write the index to a folder (atomic per file; meta.json is written last)."""
+        self._require_fitted()
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_save_npy(folder / "vectors.npy", self._X)
+        atomic_save_npy(folder / "ids.npy", self.ids_.astype(str))
+        if self._hnsw is not None:
+            tmp = folder / ".hnsw.bin.tmp"
+            self._hnsw.save_index(str(tmp))
+            atomic_write(folder / "hnsw.bin", lambda f: f.write(tmp.read_bytes()))
+            tmp.unlink(missing_ok=True)
+        meta = {"format": 1, "space": self.space, "dim": self.dim_, "n": int(len(self.ids_)),
+                "backend": self.backend_, "ef": self.ef_, "M": self.M, "ef_construction": self.ef_construction,
+                "exact_threshold": self.exact_threshold, "recall_target": self.recall_target, **(extra or {})}
+        atomic_write_json(folder / "meta.json", meta)
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "NeighborIndex":
+        folder = Path(folder)
+        meta = json.loads((folder / "meta.json").read_text())
+        self = cls(meta["space"], exact_threshold=meta["exact_threshold"], recall_target=meta["recall_target"],
+                   M=meta["M"], ef_construction=meta["ef_construction"])
+        self._X = np.load(folder / "vectors.npy")
+        self.ids_ = np.load(folder / "ids.npy").astype(object)
+        if len(self.ids_) != meta["n"] or len(self._X) != meta["n"]:
+            raise ValueError(f"index in {str(folder)!r} is inconsistent (meta says {meta['n']} items)")
+        self.dim_ = int(meta["dim"])
+        self._pos = {k: i for i, k in enumerate(self.ids_.tolist())}
+        self.backend_ = meta["backend"]
+        self.ef_ = meta["ef"]
+        self._hnsw = None
+        if self.backend_ == "hnsw":
+            import hnswlib
+
+            self._hnsw = hnswlib.Index(space=self._hnsw_space, dim=self.dim_)
+            self._hnsw.load_index(str(folder / "hnsw.bin"), max_elements=len(self.ids_))
+            self._hnsw.set_ef(self.ef_)  # hnswlib does not store ef
+        return self
+
+    # ---- internals -------------------------------------------------------------------------
+    @property
+    def _hnsw_space(self) -> str:
+        return {"cosine": "ip", "ip": "ip", "l2": "l2"}[self.space]  # cosine: rows are normalised first
+
+    def _require_fitted(self) -> None:
+        if not hasattr(self, "ids_"):
+            raise NotFittedError("this NeighborIndex is not fitted yet; call fit(X, ids) first")
+
+    @staticmethod
+    def _check(X, ids, dim: int | None) -> tuple[np.ndarray, np.ndarray]:
+        X = np.asarray(X, dtype=np.float32)
+        ids = np.asarray(list(ids), dtype=object)
+        if X.ndim != 2 or len(X) != len(ids):
+            raise ValueError(f"X must be (n, d) aligned with n ids; got {X.shape} and {len(ids)} ids")
+        if dim is not None and X.shape[1] != dim:
+            raise ValueError(f"vectors must have dim {dim} (the index's); got {X.shape[1]}")
+        if not np.isfinite(X).all():
+            bad = int(np.flatnonzero(~np.isfinite(X).all(1))[0])
+            raise ValueError(f"vector of item {ids[bad]!r} has NaN/inf values")
+        return X, ids
+
+    def _prep(self, X: np.ndarray) -> np.ndarray:
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        if self.space == "cosine":
+            X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+        return X
+
+    def _build_hnsw(self) -> None:
+        import hnswlib
+
+        n = len(self.ids_)
+        self._hnsw = hnswlib.Index(space=self._hnsw_space, dim=self.dim_)
+        self._hnsw.init_index(max_elements=max(n, 16), ef_construction=self.ef_construction, M=self.M,
+                              random_seed=self.seed)
+        self._hnsw.add_items(self._X, np.arange(n))
+
+    def _tune_ef(self, k: int = 10, n_queries: int = 200) -> int:
+        rng = np.random.default_rng(self.seed)
+        n = len(self.ids_)
+        q = self._X[rng.choice(n, size=min(n_queries, n), replace=False)]
+        kk = min(k, n)
+        truth, _ = self._exact(q, kk, None)
+        for ef in _EF_LADDER:
+            self._hnsw.set_ef(max(ef, kk))
+            got, _ = self._hnsw.knn_query(q, k=kk)
+            recall = np.mean([len(set(a) & set(b)) / kk for a, b in zip(got, truth)])
+            if recall >= self.recall_target:
+                log.info("hnsw ef=%d reaches recall@%d=%.3f", ef, kk, recall)
+                return max(ef, kk)
+        return _EF_LADDER[-1]
+
+    def _scores_exact(self, P: np.ndarray) -> np.ndarray:
+        if self.space == "l2":
+            return -(np.sum(P**2, 1)[:, None] - 2 * P @ self._X.T + np.sum(self._X**2, 1)[None, :])
+        return P @ self._X.T
+
+    def _exact(self, P: np.ndarray, k: int, mask) -> tuple[np.ndarray, np.ndarray]:
+        S = self._scores_exact(P)
+        if mask is not None:
+            S = np.where(mask[None, :], S, -np.inf)
+        part = np.argpartition(-S, k - 1, axis=1)[:, :k]
+        top = np.take_along_axis(S, part, 1)
+        order = np.argsort(-top, axis=1, kind="stable")
+        idx = np.take_along_axis(part, order, 1)
+        return idx, np.take_along_axis(S, idx, 1)
+
+    def _approx(self, P: np.ndarray, k: int, mask) -> tuple[np.ndarray, np.ndarray]:
+        self._hnsw.set_ef(max(self.ef_ or 64, k))
+        if mask is None:
+            labels, dist = self._hnsw.knn_query(P, k=k)
+        else:
+            labels, dist = self._hnsw.knn_query(P, k=k, filter=lambda i: bool(mask[i]))
+        labels = labels.astype(np.int64)
+        score = -dist if self.space == "l2" else 1.0 - dist
+        return labels, score
+
+    def _mask(self, filter, exclude) -> np.ndarray | None:
+        n = len(self.ids_)
+        mask = None
+        if filter is not None:
+            if callable(filter):
+                mask = np.asarray(filter(self.ids_), dtype=bool)
+            elif isinstance(filter, np.ndarray) and filter.dtype == bool:
+                mask = filter
+            else:
+                mask = np.zeros(n, bool)
+                for k in filter:
+                    i = self._pos.get(k)
+                    if i is not None:
+                        mask[i] = True
+            if mask.shape != (n,):
+                raise ValueError(f"filter mask must have shape ({n},); got {mask.shape}")
+        if exclude is not None:
+            mask = np.ones(n, bool) if mask is None else mask.copy()
+            for k in ([exclude] if isinstance(exclude, str) else exclude):
+                i = self._pos.get(k)
+                if i is not None:
+                    mask[i] = False
+        return mask
