@@ -113,6 +113,21 @@ class WorldPairs:
                          for i in idx])
 
 
+def image_caption_pairs(items) -> list[tuple[str, str]]:
+    """(image id, caption id) for every link in a workspace: images point at a caption, captions at an
+    image (an image may have several captions, a caption may be shared by several images)."""
+    kind = dict(zip(items["id"], items["modality"]))
+    out = set()
+    for i, m, p in zip(items["id"], items["modality"], items["pair"]):
+        if p is None or kind.get(p) is None:
+            continue
+        if m == "image" and kind[p] == "text":
+            out.add((i, p))
+        elif m == "text" and kind[p] == "image":
+            out.add((p, i))
+    return sorted(out)
+
+
 class WorkspacePairs:
     """Image-caption pairs of a workspace (image items whose ``pair`` links caption items)."""
 
@@ -121,14 +136,12 @@ class WorkspacePairs:
         from .workspace import Workspace
 
         ws = Workspace(path, create=False)
-        items = ws.items
-        imgs = items[items["modality"] == "image"].set_index("id")
-        caps = items[(items["modality"] == "text") & items["pair"].notna()]
-        caps = caps[caps["pair"].isin(imgs.index)]
-        if caps.empty:
+        pairs = image_caption_pairs(ws.items)
+        if not pairs:
             raise ValueError(f"workspace {path!r} has no image-caption pairs to train on")
-        self.captions = caps["text"].tolist()
-        ids = caps["pair"].tolist()
+        imgs = ws.items.set_index("id")
+        self.captions = [imgs.loc[t, "text"] for _, t in pairs]
+        ids = [i for i, _ in pairs]
         uniq = sorted(set(ids))
         pos = {u: i for i, u in enumerate(uniq)}
         self.images = np.stack([

@@ -187,11 +187,16 @@ class Workspace:
         report = IngestReport(errors=list(errors))
         candidates = list(candidates)
         ids = [self._candidate_id(c) for c in candidates]
-        # one pair value per table row: the id of the row's image (else its first item)
-        pair_of: dict[str, str] = {}
+        # pairs link across modalities: an image points at its (first) caption, a caption at its image
+        first_of: dict[tuple[str, str], str] = {}
         for c, cid in zip(candidates, ids):
-            if c.pair_key is not None and (c.modality == "image" or c.pair_key not in pair_of):
-                pair_of[c.pair_key] = cid
+            if c.pair_key is not None:
+                first_of.setdefault((c.pair_key, c.modality), cid)
+
+        def partner(c) -> str | None:
+            if c.pair_key is None or c.modality not in ("image", "text"):
+                return None
+            return first_of.get((c.pair_key, "text" if c.modality == "image" else "image"))
         with self._lock():
             items = self.items
             existing = dict(zip(items["id"], items["pair"]))
@@ -200,7 +205,7 @@ class Workspace:
             vecs: dict[str, list[tuple[str, str, np.ndarray]]] = {}
             now = pd.Timestamp.now(tz="UTC")
             for c, cid in zip(candidates, ids):
-                pair = pair_of.get(c.pair_key) if c.pair_key is not None else None
+                pair = partner(c)
                 for model, v in (c.vectors or {}).items():
                     vecs.setdefault(model, []).append((cid, c.source, v))
                 if cid in existing:

@@ -72,8 +72,22 @@ def test_pairs_from_a_caption_table(tmp_path, image_files):
     assert r.added == 6 and not r.errors
     items = ws.items
     imgs, txts = items[items.modality == "image"], items[items.modality == "text"]
-    assert set(txts["pair"]) == set(imgs["id"]) and (imgs["pair"] == imgs["id"]).all()
+    # an image points at its caption, the caption at its image
+    assert set(txts["pair"]) == set(imgs["id"]) and set(imgs["pair"]) == set(txts["id"])
+    for _, t in txts.iterrows():
+        assert imgs.set_index("id").loc[t["pair"], "pair"] == t["id"]
     assert (items["split"] == "train").all()
+
+
+def test_a_caption_shared_by_two_images_links_both(tmp_path, image_files):
+    csv = tmp_path / "captions.csv"
+    csv.write_text("filepath,title\n" + "".join(f"imgs/{p.name},the same words\n" for p in image_files[:2]))
+    ws = Workspace(tmp_path / "w")
+    assert ws.ingest([tmp_path / "imgs", csv]).added == 4  # 3 images + 1 deduplicated text
+    items = ws.items
+    [text_id] = items[items.modality == "text"]["id"]
+    paired = items[(items.modality == "image") & (items["pair"] == text_id)]
+    assert len(paired) == 2
 
 
 def test_precomputed_vectors_are_stored_per_model(tmp_path):
