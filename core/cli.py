@@ -58,13 +58,15 @@ def _progress_printer(label: str):
 
     def cb(done: int, total: int) -> None:
         now = time.perf_counter()
+        if done == 0:  # the rate counts from the first call, not from model loading
+            state["t0"] = now
         if done < total and now - state["last"] < 1.0:
             return
         state["last"] = now
         el = now - state["t0"]
         rate = done / el if el > 0 else 0.0
-        eta = (total - done) / rate if rate > 0 else float("nan")
-        print(f"{label}: {done}/{total} ({rate:.1f} items/s, ETA {eta:.0f}s)", file=sys.stderr, flush=True)
+        eta = f"{(total - done) / rate:.0f}s" if rate > 0 else "?"
+        print(f"{label}: {done}/{total} ({rate:.1f} items/s, ETA {eta})", file=sys.stderr, flush=True)
 
     return cb
 
@@ -209,7 +211,7 @@ def _train_configure(p):
     p.add_argument("--model-config", default=d.model_config, help="open_clip config JSON (model_cfg + preprocess_cfg)")
     for name in ("n_train", "steps", "batch_size", "seed", "warmup", "ckpt_every", "eval_every", "threads", "workers"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
-    for name in ("lr", "min_lr", "weight_decay", "p_two"):
+    for name in ("lr", "min_lr", "weight_decay", "p_two", "attr_loss", "orth_loss"):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name))
     p.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
 

@@ -396,6 +396,12 @@ def _load_st(model_id: str, target: str, device: str) -> Encoder:
         from sentence_transformers import SentenceTransformer
     except ImportError as e:
         raise ModelLoadError(f"{model_id}: sentence-transformers is missing; run `pip install sentence-transformers`") from e
+    try:  # no per-tensor progress bar on stderr for every load
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass
     local = Path(target).expanduser()
     try:
         if local.is_dir():

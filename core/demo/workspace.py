@@ -36,7 +36,7 @@ def create_demo_workspace(path: str | os.PathLike, *, n: int = 2000, seed: int =
         buf = io.BytesIO()
         it.image.save(buf, format="PNG", optimize=False)
         key = f"world#{i}"
-        meta = {"split": "demo", **it.attrs()}
+        meta = it.attrs()
         cands.append(Candidate(modality="image", source=f"world image {i}", image_bytes=buf.getvalue(),
                                image_ext="png", pair_key=key, meta=meta))
         cands.append(Candidate(modality="text", source=f"world caption {i}", text=it.caption, pair_key=key,
