@@ -202,6 +202,7 @@ class Workspace:
             existing = dict(zip(items["id"], items["pair"]))
             pair_updates: dict[str, str] = {}
             new_rows: list[dict] = []
+            added_rows: dict[str, dict] = {}
             vecs: dict[str, list[tuple[str, str, np.ndarray]]] = {}
             now = pd.Timestamp.now(tz="UTC")
             for c, cid in zip(candidates, ids):
@@ -211,7 +212,11 @@ class Workspace:
                 if cid in existing:
                     report.skipped += 1
                     if pair is not None and existing[cid] is None and pair != cid:
-                        pair_updates[cid] = pair
+                        existing[cid] = pair
+                        if cid in added_rows:  # added earlier in this same call
+                            added_rows[cid]["pair"] = pair
+                        else:
+                            pair_updates[cid] = pair
                     continue
                 row = {"id": cid, "modality": c.modality, "text": c.text, "image": None, "thumb": None,
                        "source": c.source, "pair": pair, "width": None, "height": None, "added": now}
@@ -226,6 +231,7 @@ class Workspace:
                     row[key] = v
                 existing[cid] = pair
                 new_rows.append(row)
+                added_rows[cid] = row
                 report.ids.append(cid)
             report.added = len(new_rows)
             stored_ids = set(existing)

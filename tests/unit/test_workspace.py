@@ -90,6 +90,22 @@ def test_a_caption_shared_by_two_images_links_both(tmp_path, image_files):
     assert len(paired) == 2
 
 
+def test_unpaired_text_gets_linked_when_it_reappears_paired(tmp_path, image_files):
+    csv = tmp_path / "captions.csv"
+    csv.write_text(f"filepath,title\nimgs/{image_files[0].name},hello there\n")
+    (tmp_path / "notes.txt").write_text("hello there\n")
+    ws = Workspace(tmp_path / "w")
+    ws.ingest([tmp_path / "notes.txt", csv, tmp_path / "imgs"])  # unpaired copy first, same call
+    ws2 = Workspace(tmp_path / "w2")
+    ws2.ingest(texts=["hello there"])
+    ws2.ingest([tmp_path / "imgs", csv])  # an earlier unpaired copy
+    for w in (ws, ws2):
+        items = w.items
+        text = items[items.modality == "text"].iloc[0]
+        img = items[items.source.str.endswith(image_files[0].name)].iloc[0]
+        assert text["pair"] == img["id"] and img["pair"] == text["id"]
+
+
 def test_precomputed_vectors_are_stored_per_model(tmp_path):
     df = pd.DataFrame({"text": ["one thing", "two things", "three things"],
                        "embedding": [[1.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 3.0]]})
