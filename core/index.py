@@ -14,8 +14,6 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Callable, Iterable
-
 import numpy as np
 
 from .storage import atomic_save_npy, atomic_write, atomic_write_json
@@ -24,9 +22,6 @@ log = logging.getLogger(__name__)
 
 SPACES = ("cosine", "ip", "l2")
 _EF_LADDER = (16, 32, 64, 128, 256, 512, 1024)
-
-Filter = "np.ndarray | Callable[[np.ndarray], np.ndarray] | Iterable[str] | None"
-
 
 class NotFittedError(RuntimeError):
     pass
