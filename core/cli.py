@@ -240,12 +240,7 @@ command("train", "train a small CLIP with open_clip (default recipe = the bundle
 
 
 # ---- plumbing -----------------------------------------------------------------------------------
-def _load_plugins() -> None:
-    """Subcommands of later modules register themselves on import (none yet)."""
-
-
 def build_parser() -> argparse.ArgumentParser:
-    _load_plugins()
     parser = argparse.ArgumentParser(prog="jointscope", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

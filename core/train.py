@@ -224,7 +224,6 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,
         data = WorldPairs(cfg.n_train, seed=cfg.seed, image_size=size, p_two=cfg.p_two, workers=cfg.workers)
     else:
         data = WorkspacePairs(cfg.data, image_size=size)
-    order_rng = np.random.default_rng(cfg.seed + 2)
     # the order of batches depends only on the seed and the step, so a resumed run sees the same data
     n = len(data)
     per_epoch = max(1, n // cfg.batch_size)
@@ -234,7 +233,6 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,
         j = s % per_epoch
         return perm[j * cfg.batch_size:(j + 1) * cfg.batch_size]
 
-    del order_rng
     if hasattr(data, "rng"):
         data.rng = np.random.default_rng((cfg.seed, 7, step))
 
