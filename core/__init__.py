@@ -22,6 +22,11 @@ _EXPORTS = {
     "list_workspaces": "workspace",
     "scan": "ingest",
     "NeighborIndex": "index",
+    "workspace_index": "index",
+    "Projector": "projection",
+    "MapResult": "projection",
+    "compute_map": "projection",
+    "modality_gap": "quality",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -172,6 +172,56 @@ _export.configure = _export_configure
 command("export", "write vectors + metadata (Parquet, or TSV for TensorFlow Projector)")(_export)
 
 
+# ---- map ----------------------------------------------------------------------------------------
+def _map_configure(p):
+    p.add_argument("workspace")
+    p.add_argument("--model", required=True)
+    p.add_argument("--method", choices=["umap", "pca"], default="umap")
+    p.add_argument("--dim", type=int, choices=[2, 3], default=2)
+    p.add_argument("--gap-corrected", action="store_true",
+                   help="mean-centre each modality before projecting (removes the modality gap)")
+    p.add_argument("--modality", action="append", choices=["image", "text", "row"],
+                   help="map only this modality (repeatable; default: all)")
+    p.add_argument("--neighbors", type=int, default=15, help="UMAP n_neighbors")
+    p.add_argument("--min-dist", type=float, default=0.1, help="UMAP min_dist")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--refit", action="store_true", help="ignore the cached map and fit again")
+
+
+def _map(args):
+    from .projection import compute_map, map_to_json
+    from .quality import modality_gap, pair_positions
+
+    ws = _open_ws(args.workspace)
+    if args.neighbors < 2:
+        raise argparse.ArgumentTypeError(f"--neighbors must be >= 2; got {args.neighbors}")
+    if not 0 <= args.min_dist <= 1:
+        raise argparse.ArgumentTypeError(f"--min-dist must be in [0, 1]; got {args.min_dist}")
+    state = {"stage": None}
+    printer = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage != state["stage"]:
+            state["stage"] = stage
+            printer[stage] = _progress_printer(f"map {stage}")
+        printer[stage](done, total)
+
+    try:
+        res = compute_map(ws, args.model, method=args.method, dim=args.dim, modalities=args.modality,
+                          gap_corrected=args.gap_corrected, n_neighbors=args.neighbors, min_dist=args.min_dist,
+                          random_state=args.seed, progress=progress, use_cache=not args.refit)
+    except ValueError as e:
+        raise CLIError(str(e))
+    out = map_to_json(res)
+    X, _ = ws.vectors(args.model, ids=res.ids)
+    out["modality_gap"] = modality_gap(X, res.modality, pair_positions(ws.items, res.ids))
+    return out
+
+
+_map.configure = _map_configure
+command("map", "project a model's vectors to a 2-D/3-D map (UMAP or PCA), cached in the workspace")(_map)
+
+
 # ---- demo ---------------------------------------------------------------------------------------
 def _demo_configure(p):
     p.add_argument("workspace", help="folder of the demo workspace (created or completed)")

@@ -121,6 +121,39 @@ class NeighborIndex:
             idx, score = self._approx(P, k_eff, mask)
         return self.ids_[idx].astype(object), score.astype(np.float32)
 
+    def kneighbors(self, k: int = 15, *, batch: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+        """The k nearest indexed items of every indexed item, the item itself first.
+
+        Returns ``(positions (n, k) int64, scores (n, k) float32)``; positions index ``ids_``. Items
+        with exact duplicates still get themselves in column 0 (what UMAP's precomputed kNN expects).
+        """
+        self._require_fitted()
+        n = len(self.ids_)
+        if not isinstance(k, (int, np.integer)) or not 1 <= k <= n:
+            raise ValueError(f"k must be in [1, n_items={n}]; got {k}")
+        kq = min(k + 1, n)
+        pos = np.empty((n, k), dtype=np.int64)
+        score = np.empty((n, k), dtype=np.float32)
+        for start in range(0, n, batch):
+            P = self._X[start : start + batch]
+            if self.backend_ == "exact":
+                idx, s = self._exact(P, kq, None)
+            else:
+                idx, s = self._approx(P, kq, None)
+            for r in range(len(P)):
+                i = start + r
+                keep = idx[r] != i
+                pos[i, 0], score[i, 0] = i, self._self_score(i)
+                pos[i, 1:] = idx[r][keep][: k - 1]
+                score[i, 1:] = s[r][keep][: k - 1]
+        return pos, score
+
+    def _self_score(self, i: int) -> float:
+        if self.space == "l2":
+            return 0.0
+        x = self._X[i]
+        return float(x @ x)
+
     # ---- persistence -----------------------------------------------------------------------
     def save(self, folder: str | Path, *, extra: dict | None = None) -> Path:
         """Write the index to a folder (atomic per file; meta.json is written last)."""
@@ -263,3 +296,47 @@ class NeighborIndex:
                 if i is not None:
                     mask[i] = False
         return mask
+
+
+# ---- the persistent index of a workspace ------------------------------------------------------
+def index_dir(ws, model: str) -> Path:
+    """Folder of the saved neighbour index of ``model`` in workspace ``ws``."""
+    from .vectorstore import model_slug
+
+    return Path(ws.path) / "derived" / "index" / model_slug(model)
+
+
+def workspace_index(ws, model: str, *, space: str = "cosine") -> NeighborIndex:
+    """The neighbour index over every vector of ``model`` in ``ws``, kept on disk and brought up to date.
+
+    Loads the saved index when there is one; items embedded since are added (and the index saved
+    again); an index that holds items the workspace no longer has, or was built for another space, is
+    rebuilt. Raises ``ValueError`` when the workspace has no vectors for the model.
+    """
+    X, ids = ws.vectors(model)
+    if not len(ids):
+        raise ValueError(f"workspace {ws.name!r} has no vectors for model {model!r}; embed it first")
+    folder = index_dir(ws, model)
+    idx = None
+    if (folder / "meta.json").is_file():
+        try:
+            idx = NeighborIndex.load(folder)
+        except (OSError, ValueError, KeyError, RuntimeError) as e:
+            log.warning("rebuilding the neighbour index in %s: %s", folder, e)
+            idx = None
+    have = set(ids.tolist())
+    if idx is not None and (idx.space != space or idx.dim_ != X.shape[1] or not set(idx.ids_.tolist()) <= have):
+        idx = None
+    changed = False
+    if idx is None:
+        idx = NeighborIndex(space).fit(X, ids)
+        changed = True
+    else:
+        new = np.array([k not in idx._pos for k in ids.tolist()], dtype=bool)
+        if new.any():
+            idx.add(X[new], ids[new])
+            changed = True
+    if changed:
+        with ws._lock():
+            idx.save(folder, extra={"model": model})
+    return idx

@@ -38,7 +38,7 @@ class TrainConfig:
     n_train: int = 60_000            # world images generated for training (combos never held out)
     p_two: float = 0.35              # share of world images with two objects
     seed: int = 0
-    steps: int = 4000
+    steps: int = 5000
     batch_size: int = 128
     lr: float = 1e-3
     min_lr: float = 1e-5

@@ -105,7 +105,7 @@ Combos = Literal["train", "heldout", "all"]
 _COMBO_CHOICES = ("train", "heldout", "all")
 
 # Size ranges as fractions of the image side (extent of the unrotated shape).
-_SIZE_RANGE: dict[str, tuple[float, float]] = {"small": (0.22, 0.30), "large": (0.42, 0.55)}
+_SIZE_RANGE: dict[str, tuple[float, float]] = {"small": (0.26, 0.34), "large": (0.42, 0.55)}
 # Nominal centres (x, y) as fractions of the image side.
 _POS_CENTRE: dict[str, tuple[float, float]] = {
     "left": (0.26, 0.5),

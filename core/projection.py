@@ -1,0 +1,688 @@
+"""Maps of a joint space: UMAP and PCA projections to 2-D or 3-D, gap correction, trust, caching.
+
+Two layers:
+
+* :class:`Projector` — an estimator (parameters in ``__init__``, ``fit`` returns self, ``embedding_``,
+  ``transform`` for new items) over an (n, d) array. UMAP runs on a precomputed k-nearest-neighbour
+  graph (from :class:`core.index.NeighborIndex`, so the neighbour index of a workspace is reused), and
+  ``transform`` places new items next to their neighbours among the fitted ones with umap-learn's own
+  placement routine, so adding items never refits the map.
+* :func:`compute_map` — one model's vectors of a workspace (any subset of modalities) to a
+  :class:`MapResult` with per-point trust and the sampled trustworthiness. Coordinates are cached in
+  the workspace keyed by model + parameters + item set; reopening is a cache hit, and after new items
+  were embedded only those are placed (``cache="incremental"``).
+
+Gap correction: every modality is mean-centred (its centroid subtracted) before projecting, so the
+map shows the same data without the offset between images and texts (the "modality gap").
+
+umap-learn compiles its numba kernels on first use (tens of seconds). :func:`warm_up` compiles the
+kernels this module uses — with numba's on-disk cache switched on for them, so later processes load
+them instead of compiling — and is meant to run in a background thread when a server starts.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import re
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .storage import atomic_write, atomic_write_json, read_json
+
+log = logging.getLogger(__name__)
+
+METHODS = ("umap", "pca")
+TRUST_K = 10  # neighbours compared for per-point trust and trustworthiness
+TRUST_SAMPLE = 2000  # points used for sklearn's trustworthiness (it is quadratic in n)
+REFIT_SHARE = 0.5  # refit instead of placing new items when they exceed this share of the fitted ones
+_FORMAT = 1
+
+ProgressFn = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+class NotFittedError(RuntimeError):
+    pass
+
+
+# ---- numba warm-up -----------------------------------------------------------------------------
+# Kernels of umap-learn that a fit/transform on a precomputed kNN graph compiles; umap-learn does not
+# mark them cache=True, so every new process would compile them again.
+_JIT_KERNELS = (
+    ("umap.umap_", "smooth_knn_dist"),
+    ("umap.umap_", "compute_membership_strengths"),
+    ("umap.umap_", "init_graph_transform"),
+    ("umap.layouts", "_nb_optimize_layout_euclidean_single_epoch"),
+    ("umap.layouts", "_nb_optimize_layout_euclidean_single_epoch_parallel"),
+    ("umap.utils", "tau_rand_int"),
+    ("umap.utils", "tau_rand"),
+    ("umap.layouts", "clip"),
+)
+_jit_lock = threading.Lock()
+_jit_cached = False
+_warm = threading.Event()
+
+
+def _enable_jit_cache() -> None:
+    """Switch on numba's on-disk cache for the umap kernels we use (before they are first compiled)."""
+    global _jit_cached
+    with _jit_lock:
+        if _jit_cached:
+            return
+        import importlib
+
+        for mod, name in _JIT_KERNELS:
+            try:
+                disp = getattr(importlib.import_module(mod), name)
+            except (ImportError, AttributeError):  # another umap-learn version: nothing to cache
+                continue
+            if hasattr(disp, "enable_caching") and not disp.signatures:
+                try:
+                    disp.enable_caching()
+                except Exception as e:  # noqa: BLE001 - e.g. a read-only install: compile per process
+                    log.info("numba cache not enabled for %s.%s: %s", mod, name, e)
+        _jit_cached = True
+
+
+def warm_up() -> float:
+    """Compile (or load from numba's cache) the UMAP kernels used here; returns the seconds it took.
+
+    Safe to call from a background thread and more than once. Uses a tiny random data set.
+    """
+    t0 = time.perf_counter()
+    if _warm.is_set():
+        return 0.0
+    _enable_jit_cache()
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(64, 8)).astype(np.float32)
+    p = Projector("umap", n_neighbors=5, n_epochs=5).fit(X)
+    p.transform(X[:4] + 0.01)
+    _warm.set()
+    dt = time.perf_counter() - t0
+    log.info("umap warm-up took %.1fs", dt)
+    return dt
+
+
+def start_warm_up() -> threading.Thread:
+    """Run :func:`warm_up` in a daemon thread (call once when a server starts)."""
+    t = threading.Thread(target=_warm_up_quietly, name="jointscope-umap-warmup", daemon=True)
+    t.start()
+    return t
+
+
+def _warm_up_quietly() -> None:
+    try:
+        warm_up()
+    except Exception as e:  # noqa: BLE001 - a failed warm-up only means the first map compiles
+        log.warning("umap warm-up failed: %s", e)
+
+
+# ---- helpers -----------------------------------------------------------------------------------
+def _unit(X: np.ndarray) -> np.ndarray:
+    X = np.asarray(X, dtype=np.float32)
+    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+
+
+def knn_graph(X: np.ndarray, k: int, *, index=None) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine kNN graph of the rows of X, self first: ``(indices (n, k) int32, distances (n, k) float32)``.
+
+    ``index``: a fitted :class:`core.index.NeighborIndex` over exactly these rows in this order, to
+    reuse instead of building one.
+    """
+    from .index import NeighborIndex
+
+    if index is None:
+        index = NeighborIndex("cosine").fit(X, np.arange(len(X)))
+    pos, sim = index.kneighbors(k)
+    return pos.astype(np.int32), np.clip(1.0 - sim, 0.0, 2.0).astype(np.float32)
+
+
+class _TqdmProgress(io.StringIO):
+    """A file for tqdm (umap-learn's epoch loop reports through it) that forwards ``n/total``."""
+
+    def __init__(self, progress: ProgressFn, stage: str):
+        super().__init__()
+        self._progress, self._stage = progress, stage
+
+    def write(self, s: str) -> int:
+        m = re.findall(r"(\d+)/(\d+)", s)
+        if m:
+            done, total = m[-1]
+            self._progress(self._stage, int(done), int(total))
+        return len(s)
+
+
+def _umap_place(knn_idx: np.ndarray, knn_dist: np.ndarray, fitted: np.ndarray, *, a: float, b: float,
+                n_epochs: int, seed: int, negative_sample_rate: int = 5) -> np.ndarray:
+    """Place new points in a fitted UMAP layout from their kNN among the fitted points.
+
+    The same steps as ``umap.UMAP.transform`` (fuzzy membership of each new point to its neighbours,
+    start at the weighted mean of their positions, a short optimisation with the fitted points held
+    fixed), but fed by our neighbour index instead of an NNDescent object.
+    """
+    import scipy.sparse
+    from umap.layouts import optimize_layout_euclidean
+    from umap.umap_ import (compute_membership_strengths, init_graph_transform, make_epochs_per_sample,
+                            smooth_knn_dist)
+
+    n_new, k = knn_idx.shape
+    dists = np.ascontiguousarray(knn_dist, dtype=np.float32)
+    idx = np.ascontiguousarray(knn_idx, dtype=np.int32)
+    sigmas, rhos = smooth_knn_dist(dists, float(k), local_connectivity=0.0)
+    rows, cols, vals, _ = compute_membership_strengths(idx, dists, sigmas, rhos, bipartite=True)
+    graph = scipy.sparse.coo_matrix((vals, (rows, cols)), shape=(n_new, len(fitted)))
+    csr = graph.tocsr()
+    csr.eliminate_zeros()
+    emb = init_graph_transform(csr, fitted.astype(np.float32))
+    missing = ~np.isfinite(emb).all(1)
+    if missing.any():  # no neighbour with positive weight: put it on its nearest neighbour
+        emb[missing] = fitted[idx[missing, 0]]
+    graph.data[graph.data < (graph.data.max() / float(n_epochs))] = 0.0
+    graph.eliminate_zeros()
+    if graph.nnz == 0:
+        return emb.astype(np.float32)
+    eps = make_epochs_per_sample(graph.data, n_epochs)
+    rng_state = np.random.RandomState(seed).randint(np.iinfo(np.int32).min + 1, np.iinfo(np.int32).max - 1,
+                                                    3).astype(np.int64)
+    emb = optimize_layout_euclidean(emb, fitted.astype(np.float32, copy=True), graph.row, graph.col, n_epochs,
+                                    len(fitted), eps, a, b, rng_state, 1.0, 0.25, negative_sample_rate,
+                                    parallel=False)
+    return np.asarray(emb, dtype=np.float32)
+
+
+# ---- the estimator -----------------------------------------------------------------------------
+class Projector:
+    """Project (n, d) vectors to ``n_components`` dimensions with UMAP or PCA.
+
+    Parameters
+    ----------
+    method : "umap" | "pca"
+    n_components : 2 or 3
+    n_neighbors, min_dist, n_epochs : UMAP parameters (``n_epochs=None``: umap-learn's default).
+    init : UMAP initialisation; "pca" (default) starts from the PCA map, so the UMAP map keeps its
+        global orientation and the PCA preview morphs into it.
+    gap_corrected : mean-centre every modality before projecting (needs ``modalities`` in fit).
+    random_state : seed; the same data and seed give the same coordinates.
+
+    Vectors are compared by cosine (rows are L2-normalised after the optional centring).
+    """
+
+    def __init__(self, method: str = "umap", *, n_components: int = 2, n_neighbors: int = 15,
+                 min_dist: float = 0.1, n_epochs: int | None = None, init: str = "pca",
+                 gap_corrected: bool = False, random_state: int = 0):
+        self.method = method
+        self.n_components = n_components
+        self.n_neighbors = n_neighbors
+        self.min_dist = min_dist
+        self.n_epochs = n_epochs
+        self.init = init
+        self.gap_corrected = gap_corrected
+        self.random_state = random_state
+
+    # -- public --
+    def fit(self, X: np.ndarray, *, modalities: Sequence[str] | None = None,
+            knn: tuple[np.ndarray, np.ndarray] | None = None, progress: ProgressFn | None = None) -> "Projector":
+        """Fit on ``X`` (n, d). ``modalities`` (n,) is required for gap correction. ``knn``: a
+        precomputed cosine kNN graph of the rows (``(indices, distances)``, self first, at least
+        ``n_neighbors`` columns) — e.g. :func:`knn_graph` over the workspace's neighbour index.
+        Stores ``embedding_`` (n, n_components) float32."""
+        self._validate()
+        X = self._check_X(X)
+        self.modality_means_ = {}
+        if self.gap_corrected:
+            mods = self._check_modalities(modalities, len(X))
+            U = _unit(X)
+            self.modality_means_ = {m: U[mods == m].mean(0) for m in np.unique(mods)}
+        Z = self._prepare(X, modalities)
+        n = len(Z)
+        self.n_features_in_ = X.shape[1]
+        if self.method == "pca":
+            if n < 2:
+                raise ValueError(f"a PCA map needs at least 2 items; got {n}")
+            from sklearn.decomposition import PCA
+
+            c = min(self.n_components, n, Z.shape[1])
+            self.pca_ = PCA(n_components=c, random_state=self.random_state).fit(Z)
+            emb = self.pca_.transform(Z)
+            if c < self.n_components:
+                emb = np.hstack([emb, np.zeros((n, self.n_components - c))])
+            self.embedding_ = emb.astype(np.float32)
+        else:
+            if n < 4:
+                raise ValueError(f"a UMAP map needs at least 4 items; got {n} (use method='pca')")
+            k = min(self.n_neighbors, n - 1)
+            if knn is None:
+                if progress:
+                    progress("neighbours", 0, 1)
+                knn = knn_graph(Z, k)
+            idx, dist = self._check_knn(knn, n, k)
+            self._fit_umap(Z, idx, dist, k, progress)
+        self._Z = Z
+        return self
+
+    def fit_transform(self, X, **kw) -> np.ndarray:
+        return self.fit(X, **kw).embedding_
+
+    def transform(self, X: np.ndarray, *, modalities: Sequence[str] | None = None) -> np.ndarray:
+        """Coordinates for new rows ``X`` (m, d) in the fitted map (the fitted ones do not move)."""
+        self._require_fitted()
+        X = self._check_X(X)
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(f"X must have {self.n_features_in_} columns (as in fit); got {X.shape[1]}")
+        if self.gap_corrected:
+            mods = self._check_modalities(modalities, len(X))
+            unknown = sorted(set(mods.tolist()) - set(self.modality_means_))
+            if unknown:
+                raise ValueError(f"modalities {unknown} were not in the fitted data {sorted(self.modality_means_)}")
+        Z = self._prepare(X, modalities)
+        if not len(Z):
+            return np.zeros((0, self.n_components), np.float32)
+        if self.method == "pca":
+            emb = self.pca_.transform(Z)
+            if emb.shape[1] < self.n_components:
+                emb = np.hstack([emb, np.zeros((len(Z), self.n_components - emb.shape[1]))])
+            return emb.astype(np.float32)
+        from .index import NeighborIndex
+
+        k = min(self.n_neighbors_, len(self._Z))
+        index = NeighborIndex("cosine").fit(self._Z, np.arange(len(self._Z)))
+        pos, sim = index.query(Z, k=k)
+        dist = np.clip(1.0 - sim, 0.0, 2.0)
+        epochs = self.n_epochs // 3 if self.n_epochs else (100 if len(self._Z) <= 10_000 else 30)
+        return _umap_place(pos.astype(np.int32), dist, self.embedding_, a=self.a_, b=self.b_,
+                           n_epochs=max(epochs, 1), seed=self.random_state or 0)
+
+    # -- state for the workspace cache (no pickle) --
+    def state(self) -> dict:
+        """Arrays and parameters that :meth:`from_state` needs, besides the fitted vectors."""
+        self._require_fitted()
+        out = {"embedding": self.embedding_}
+        if self.method == "pca":
+            out["pca_components"] = self.pca_.components_
+            out["pca_mean"] = self.pca_.mean_
+        if self.gap_corrected:
+            names = sorted(self.modality_means_)
+            out["gap_modalities"] = np.array(names, dtype=str)
+            out["gap_means"] = np.stack([self.modality_means_[m] for m in names])
+        return out
+
+    @classmethod
+    def from_state(cls, params: dict, state: dict, X: np.ndarray) -> "Projector":
+        """Rebuild a fitted projector from :meth:`state`, its parameters and the fitted rows ``X``."""
+        self = cls(**params)
+        self._validate()
+        X = self._check_X(X)
+        self.n_features_in_ = X.shape[1]
+        self.embedding_ = np.asarray(state["embedding"], np.float32)
+        self.modality_means_ = {}
+        if self.gap_corrected:
+            self.modality_means_ = {str(m): np.asarray(v, np.float32)
+                                    for m, v in zip(state["gap_modalities"], state["gap_means"])}
+        if self.method == "pca":
+            from sklearn.decomposition import PCA
+
+            pca = PCA(n_components=state["pca_components"].shape[0])
+            pca.components_ = np.asarray(state["pca_components"])
+            pca.mean_ = np.asarray(state["pca_mean"])
+            pca.n_components_ = pca.components_.shape[0]
+            pca.whiten = False
+            self.pca_ = pca
+            self._Z = None
+        else:
+            from umap.umap_ import find_ab_params
+
+            self.a_, self.b_ = (float(v) for v in find_ab_params(1.0, self.min_dist))
+            self.n_neighbors_ = min(self.n_neighbors, len(X) - 1)
+        return self._attach_fitted_rows(X, state.get("modalities"))
+
+    def _attach_fitted_rows(self, X: np.ndarray, modalities) -> "Projector":
+        if self.method == "umap":
+            self._Z = self._prepare(X, modalities)
+        if len(X) != len(self.embedding_):
+            raise ValueError(f"{len(X)} fitted rows but {len(self.embedding_)} coordinates")
+        return self
+
+    # -- internals --
+    def _fit_umap(self, Z, idx, dist, k, progress) -> None:
+        _enable_jit_cache()
+        import umap
+
+        kw = {}
+        if progress is not None:
+            kw["tqdm_kwds"] = {"disable": False, "file": _TqdmProgress(progress, "layout"),
+                               "bar_format": "{n}/{total}", "mininterval": 0.25}
+        init = self.init
+        if init == "pca" and len(Z) <= self.n_components + 1:
+            init = "random"
+        model = umap.UMAP(n_neighbors=k, n_components=self.n_components, min_dist=self.min_dist,
+                          metric="cosine", init=init, n_epochs=self.n_epochs, random_state=self.random_state,
+                          precomputed_knn=(idx, dist), force_approximation_algorithm=True, **kw)
+        with warnings.catch_warnings():
+            # no NNDescent index (we place new points ourselves); n_jobs=1 because of the seed
+            warnings.filterwarnings("ignore", message=r".*knn_search_index.*")
+            warnings.filterwarnings("ignore", message=r".*n_jobs value 1 overridden.*")
+            warnings.filterwarnings("ignore", message=r".*overridden to 1 by setting random_state.*")
+            emb = model.fit_transform(Z)
+        self.embedding_ = np.asarray(emb, dtype=np.float32)
+        self.a_, self.b_ = float(model._a), float(model._b)
+        self.n_neighbors_ = k
+
+    def _validate(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}; got {self.method!r}")
+        if self.n_components not in (2, 3):
+            raise ValueError(f"n_components must be 2 or 3; got {self.n_components!r}")
+        if not (isinstance(self.n_neighbors, (int, np.integer)) and self.n_neighbors >= 2):
+            raise ValueError(f"n_neighbors must be an integer >= 2; got {self.n_neighbors!r}")
+        if not 0 <= self.min_dist <= 1:
+            raise ValueError(f"min_dist must be in [0, 1]; got {self.min_dist!r}")
+
+    @staticmethod
+    def _check_X(X) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float32)
+        if X.ndim != 2:
+            raise ValueError(f"X must be a 2-D array (n, d); got shape {X.shape}")
+        bad = ~np.isfinite(X).all(1)
+        if bad.any():
+            raise ValueError(f"row {int(np.flatnonzero(bad)[0])} of X has NaN/inf values")
+        return X
+
+    @staticmethod
+    def _check_modalities(modalities, n: int) -> np.ndarray:
+        if modalities is None:
+            raise ValueError("gap_corrected=True needs the modality of every row (modalities=...)")
+        mods = np.asarray(list(modalities), dtype=object).astype(str)
+        if len(mods) != n:
+            raise ValueError(f"modalities must have one entry per row ({n}); got {len(mods)}")
+        return mods
+
+    def _prepare(self, X: np.ndarray, modalities) -> np.ndarray:
+        X = _unit(X)
+        if self.gap_corrected and len(X):
+            mods = self._check_modalities(modalities, len(X))
+            X = X.copy()
+            for m, mu in self.modality_means_.items():
+                X[mods == m] -= mu
+            X = _unit(X)
+        return X
+
+    @staticmethod
+    def _check_knn(knn, n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        idx, dist = (np.asarray(a) for a in knn)
+        if idx.shape != dist.shape or idx.ndim != 2 or idx.shape[0] != n or idx.shape[1] < k:
+            raise ValueError(f"knn must be two (n={n}, >= {k}) arrays; got {idx.shape} and {dist.shape}")
+        return (np.ascontiguousarray(idx[:, :k], dtype=np.int32),
+                np.ascontiguousarray(dist[:, :k], dtype=np.float32))
+
+    def _require_fitted(self) -> None:
+        if not hasattr(self, "embedding_"):
+            raise NotFittedError("this Projector is not fitted yet; call fit(X) first")
+
+
+# ---- trust ---------------------------------------------------------------------------------------
+def neighbour_overlap(high_knn: np.ndarray, Y: np.ndarray, k: int = TRUST_K) -> np.ndarray:
+    """Per point, the share of its k nearest high-dimensional neighbours that are also among its k
+    nearest neighbours on the map. ``high_knn``: (n, >= k+1) indices, self first. Returns (n,) float32."""
+    from sklearn.neighbors import NearestNeighbors
+
+    n = len(Y)
+    k = min(k, n - 1)
+    if k < 1:
+        return np.ones(n, np.float32)
+    low = NearestNeighbors(n_neighbors=k + 1).fit(Y).kneighbors(Y, return_distance=False)
+    is_self = low == np.arange(n)[:, None]
+    low = np.where(is_self, -1, low)
+    low[~is_self.any(1), -1] = -1  # self not found (duplicate points): keep the first k others
+    hi = np.asarray(high_knn)[:, 1 : k + 1]
+    hits = (hi[:, :, None] == low[:, None, :]).any(2).sum(1)
+    return (hits / max(hi.shape[1], 1)).astype(np.float32)
+
+
+def sampled_trustworthiness(X: np.ndarray, Y: np.ndarray, *, n_sample: int = TRUST_SAMPLE, k: int = TRUST_K,
+                            seed: int = 0) -> float:
+    """scikit-learn's trustworthiness (cosine in the input space) on a seeded sample of the points."""
+    from sklearn.manifold import trustworthiness
+
+    n = len(X)
+    k = min(k, max(1, n // 2 - 1))
+    if n < 4:
+        return 1.0
+    sel = np.sort(np.random.default_rng(seed).choice(n, size=min(n_sample, n), replace=False))
+    return float(trustworthiness(X[sel], Y[sel], n_neighbors=k, metric="cosine"))
+
+
+# ---- workspace maps --------------------------------------------------------------------------------
+@dataclass
+class MapResult:
+    """A map of one model's vectors in a workspace.
+
+    ``ids`` (n,) item ids, sorted; ``coords`` (n, dim) float32; ``modality`` (n,) str; ``trust`` (n,)
+    float32 share of each point's 10 nearest neighbours kept on the map; ``trustworthiness`` on a sample.
+    ``cache``: "hit" (read from the workspace), "incremental" (new items placed) or "fit".
+    """
+
+    ids: np.ndarray
+    coords: np.ndarray
+    modality: np.ndarray
+    trust: np.ndarray
+    trustworthiness: float
+    method: str
+    dim: int
+    gap_corrected: bool
+    params: dict
+    seconds: float
+    path: Path
+    cache: str
+    n_new: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return len(self.ids)
+
+
+def _params(method, dim, gap_corrected, n_neighbors, min_dist, random_state) -> dict:
+    p = {"method": method, "n_components": int(dim), "gap_corrected": bool(gap_corrected),
+         "random_state": int(random_state)}
+    if method == "umap":
+        p.update(n_neighbors=int(n_neighbors), min_dist=float(min_dist))
+    return p
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def maps_dir(ws, model: str, params: dict, modalities: Sequence[str] | None) -> Path:
+    from .vectorstore import model_slug
+
+    key = _digest({"model": model, "params": params, "modalities": sorted(modalities) if modalities else None})
+    return Path(ws.path) / "derived" / "maps" / model_slug(model) / key
+
+
+def _load_npz(path: Path) -> dict | None:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, KeyError) as e:
+        log.warning("ignoring unreadable map cache %s: %s", path, e)
+        return None
+
+
+def _save_npz(path: Path, arrays: dict) -> None:
+    atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def _workspace_vectors(ws, model: str, modalities: Sequence[str] | None):
+    X, ids = ws.vectors(model, modality=list(modalities) if modalities else None)
+    if not len(ids):
+        what = f" of modality {sorted(modalities)}" if modalities else ""
+        raise ValueError(f"workspace {ws.name!r} has no vectors{what} for model {model!r}; embed it first")
+    order = np.argsort(ids.astype(str), kind="stable")
+    ids = ids[order].astype(str)
+    X = X[order]
+    mod = ws.items.set_index("id")["modality"].reindex(ids).fillna("row").to_numpy().astype(str)
+    return X, ids, mod
+
+
+def cached_map(ws, model: str, *, method: str = "umap", dim: int = 2, modalities: Sequence[str] | None = None,
+               gap_corrected: bool = False, n_neighbors: int = 15, min_dist: float = 0.1,
+               random_state: int = 0) -> MapResult | None:
+    """The cached map for exactly the current items, or None (never computes)."""
+    params = _params(method, dim, gap_corrected, n_neighbors, min_dist, random_state)
+    folder = maps_dir(ws, model, params, modalities)
+    _, ids, mod = _workspace_vectors(ws, model, modalities)
+    path = folder / f"{_digest(ids.tolist())}.npz"
+    if not path.is_file():
+        return None
+    t0 = time.perf_counter()
+    z = _load_npz(path)
+    if z is None or not np.array_equal(z["ids"].astype(str), ids):
+        return None
+    meta = json.loads(str(z["meta"]))
+    return MapResult(ids=ids, coords=z["embedding"], modality=mod, trust=z["trust"],
+                     trustworthiness=float(meta["trustworthiness"]), method=method, dim=dim,
+                     gap_corrected=gap_corrected, params=params, seconds=time.perf_counter() - t0, path=path,
+                     cache="hit", n_new=0, extra=meta.get("extra", {}))
+
+
+def compute_map(ws, model: str, *, method: str = "umap", dim: int = 2, modalities: Sequence[str] | None = None,
+                gap_corrected: bool = False, n_neighbors: int = 15, min_dist: float = 0.1, random_state: int = 0,
+                progress: ProgressFn | None = None, use_cache: bool = True) -> MapResult:
+    """A map of ``model``'s vectors in workspace ``ws`` (all items, or only ``modalities``).
+
+    Reads the cached map when the item set and parameters match; places items embedded since the last
+    map with ``Projector.transform`` (when they are at most half as many as the mapped ones); else fits.
+    UMAP fits reuse the workspace's neighbour index. ``progress(stage, done, total)`` reports the
+    stages "neighbours", "layout" (epochs) and "trust".
+    """
+    t0 = time.perf_counter()
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}; got {method!r}")
+    if use_cache:
+        hit = cached_map(ws, model, method=method, dim=dim, modalities=modalities, gap_corrected=gap_corrected,
+                         n_neighbors=n_neighbors, min_dist=min_dist, random_state=random_state)
+        if hit is not None:
+            return hit
+    params = _params(method, dim, gap_corrected, n_neighbors, min_dist, random_state)
+    folder = maps_dir(ws, model, params, modalities)
+    X, ids, mod = _workspace_vectors(ws, model, modalities)
+    kw = {k: v for k, v in params.items() if k != "n_components"}
+    proj_params = {**kw, "n_components": dim}
+
+    coords = None
+    n_new = 0
+    cache = "fit"
+    latest = read_json(folder / "latest.json") if use_cache else None
+    if latest:
+        old = _load_npz(folder / latest["file"])
+        if old is not None:
+            old_ids = old["ids"].astype(str)
+            pos = {k: i for i, k in enumerate(ids.tolist())}
+            inside = [pos.get(k) for k in old_ids.tolist()]
+            n_new = len(ids) - len(old_ids)
+            if None not in inside and 0 < n_new <= REFIT_SHARE * len(old_ids):
+                inside = np.asarray(inside)
+                state = {k: v for k, v in old.items() if k not in ("ids", "trust", "meta")}
+                state["modalities"] = mod[inside]
+                proj = Projector.from_state(proj_params, state, X[inside])
+                is_new = np.ones(len(ids), bool)
+                is_new[inside] = False
+                if progress:
+                    progress("placing", 0, int(is_new.sum()))
+                coords = np.empty((len(ids), dim), np.float32)
+                coords[inside] = proj.embedding_
+                coords[is_new] = proj.transform(X[is_new], modalities=mod[is_new])
+                proj.embedding_ = coords
+                cache = "incremental"
+            else:
+                n_new = 0
+
+    Z = Projector(**proj_params)._prepare(X, None) if not gap_corrected else None
+    knn = None
+    if coords is None:
+        proj = Projector(**proj_params)
+        if method == "umap" and not gap_corrected:
+            knn = _workspace_knn(ws, model, ids, X, max(n_neighbors, TRUST_K + 1), progress)
+        proj.fit(X, modalities=mod, knn=knn, progress=progress)
+        coords = proj.embedding_
+    if gap_corrected:
+        Z = proj._prepare(X, mod)
+    if knn is None:
+        if progress:
+            progress("neighbours", 0, 1)
+        if not gap_corrected:
+            knn = _workspace_knn(ws, model, ids, X, TRUST_K + 1, None)
+        else:
+            knn = knn_graph(Z, min(TRUST_K + 1, len(Z)))
+    if progress:
+        progress("trust", 0, 1)
+    trust = neighbour_overlap(knn[0], coords)
+    tw = sampled_trustworthiness(Z, coords, seed=random_state)
+    if progress:
+        progress("trust", 1, 1)
+
+    digest = _digest(ids.tolist())
+    path = folder / f"{digest}.npz"
+    meta = {"format": _FORMAT, "model": model, "params": params, "modalities": sorted(modalities) if modalities
+            else None, "n": int(len(ids)), "trustworthiness": tw, "cache": cache, "n_new": int(n_new),
+            "seconds": time.perf_counter() - t0, "extra": {}}
+    state = proj.state()
+    state["embedding"] = coords
+    with ws._lock():
+        _save_npz(path, {"ids": ids, "trust": trust, "meta": np.array(json.dumps(meta)), **state})
+        atomic_write_json(folder / "latest.json", {"file": path.name, "n": int(len(ids))})
+        for old_file in folder.glob("*.npz"):  # keep the latest map per parameter set
+            if old_file.name != path.name:
+                old_file.unlink(missing_ok=True)
+    return MapResult(ids=ids, coords=coords, modality=mod, trust=trust, trustworthiness=tw, method=method, dim=dim,
+                     gap_corrected=gap_corrected, params=params, seconds=time.perf_counter() - t0, path=path,
+                     cache=cache, n_new=int(n_new))
+
+
+def _workspace_knn(ws, model: str, ids: np.ndarray, X: np.ndarray, k: int, progress) -> tuple[np.ndarray, np.ndarray]:
+    """kNN graph of the given items (sorted ids) from the workspace's persistent neighbour index.
+
+    When the map covers every item of the model, the saved index is queried (built or updated first);
+    for a subset of modalities a temporary index over the subset is used.
+    """
+    from .index import NeighborIndex, workspace_index
+
+    k = min(k, len(ids))
+    if progress:
+        progress("neighbours", 0, 1)
+    all_ids = ws.store(model).ids()
+    if len(all_ids) == len(ids):
+        index = workspace_index(ws, model)
+        if len(index.ids_) == len(ids):
+            pos_of = {k_: i for i, k_ in enumerate(ids.tolist())}
+            perm = np.array([pos_of[str(k_)] for k_ in index.ids_.tolist()])  # index row -> our row
+            p, sim = index.kneighbors(k)
+            out = np.empty_like(p)
+            out[perm] = perm[p]
+            s = np.empty_like(sim)
+            s[perm] = sim
+            if progress:
+                progress("neighbours", 1, 1)
+            return out.astype(np.int32), np.clip(1.0 - s, 0.0, 2.0).astype(np.float32)
+    index = NeighborIndex("cosine").fit(X, np.arange(len(X)))
+    res = knn_graph(X, k, index=index)
+    if progress:
+        progress("neighbours", 1, 1)
+    return res
+
+
+def map_to_json(result: MapResult) -> dict:
+    """The CLI/JSON summary of a map (DESIGN.md keys first)."""
+    return {"n": result.n, "method": result.method, "dim": result.dim, "seconds": round(result.seconds, 3),
+            "trustworthiness": round(result.trustworthiness, 4), "path": str(result.path),
+            "gap_corrected": result.gap_corrected, "cache": result.cache, "n_new": result.n_new,
+            "mean_trust": round(float(np.mean(result.trust)), 4) if result.n else None,
+            "by_modality": {str(m): int(c) for m, c in zip(*np.unique(result.modality, return_counts=True))}}

@@ -1,0 +1,208 @@
+"""core.projection: the Projector estimator, workspace maps (cache, incremental placement), gap
+correction and trust; the `map` CLI. UMAP work shares the session's warmed-up numba kernels."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import core
+from core.cli import main
+from core.index import NeighborIndex, index_dir
+from core.projection import (NotFittedError, Projector, cached_map, compute_map, knn_graph, neighbour_overlap,
+                             sampled_trustworthiness)
+from core.quality import modality_gap, pair_positions
+
+
+def blobs(n_per=60, centres=4, d=16, seed=0):
+    rng = np.random.default_rng(seed)
+    C = rng.normal(size=(centres, d)) * 4
+    X = np.concatenate([C[i] + rng.normal(size=(n_per, d)) for i in range(centres)]).astype(np.float32)
+    return X, np.repeat(np.arange(centres), n_per)
+
+
+# ---- estimator ---------------------------------------------------------------------------------
+def test_umap_is_deterministic_with_a_seed_and_keeps_clusters(umap_warm):
+    X, y = blobs()
+    a = Projector("umap", random_state=3).fit(X).embedding_
+    b = Projector("umap", random_state=3).fit(X).embedding_
+    assert a.shape == (len(X), 2) and a.dtype == np.float32
+    np.testing.assert_array_equal(a, b)
+    # clusters stay apart on the map: each point's nearest map neighbour is from its own blob
+    d = ((a[:, None] - a[None]) ** 2).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    assert (y[d.argmin(1)] == y).mean() > 0.97
+    assert sampled_trustworthiness(X, a) > 0.9
+
+
+def test_umap_3d_and_pca(umap_warm):
+    X, _ = blobs(n_per=30)
+    assert Projector("umap", n_components=3).fit(X).embedding_.shape == (120, 3)
+    p = Projector("pca", n_components=3).fit(X)
+    assert p.embedding_.shape == (120, 3)
+    np.testing.assert_allclose(p.transform(X[:5]), p.embedding_[:5], atol=1e-4)
+
+
+def test_transform_places_new_points_beside_their_neighbours(umap_warm):
+    X, y = blobs(n_per=80)
+    rng = np.random.default_rng(1)
+    fit_idx = rng.permutation(len(X))[:280]
+    new_idx = np.setdiff1d(np.arange(len(X)), fit_idx)
+    p = Projector("umap").fit(X[fit_idx])
+    before = p.embedding_.copy()
+    Y_new = p.transform(X[new_idx])
+    np.testing.assert_array_equal(p.embedding_, before)  # fitted points do not move
+    d = ((Y_new[:, None] - p.embedding_[None]) ** 2).sum(-1)
+    assert (y[fit_idx][d.argmin(1)] == y[new_idx]).mean() > 0.95
+
+
+def test_precomputed_knn_is_used(umap_warm):
+    X, y = blobs(n_per=40)
+    knn = knn_graph(X / np.linalg.norm(X, axis=1, keepdims=True), 15)
+    assert (knn[0][:, 0] == np.arange(len(X))).all()
+    a = Projector("umap").fit(X, knn=knn).embedding_
+    np.testing.assert_array_equal(a, Projector("umap").fit(X).embedding_)  # the graph fit builds itself
+    # a graph that links random points gives a map without the blobs: the given graph is what counts
+    rng = np.random.default_rng(0)
+    wrong = np.concatenate([np.arange(len(X))[:, None], rng.integers(0, len(X), (len(X), 14))], 1)
+    b = Projector("umap").fit(X, knn=(wrong, np.sort(rng.random((len(X), 15)), 1))).embedding_
+    d = ((b[:, None] - b[None]) ** 2).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    assert (y[d.argmin(1)] == y).mean() < 0.6
+    with pytest.raises(ValueError, match="knn must be"):
+        Projector("umap").fit(X, knn=(knn[0][:, :3], knn[1][:, :3]))
+
+
+def test_kneighbors_puts_self_first_even_with_duplicates():
+    X = np.repeat(np.eye(4, dtype=np.float32), 3, axis=0)  # every vector three times
+    pos, sim = NeighborIndex().fit(X, [str(i) for i in range(len(X))]).kneighbors(4)
+    assert (pos[:, 0] == np.arange(len(X))).all()
+    assert np.allclose(sim[:, :3], 1.0)
+    assert len({tuple(sorted(r)) for r in pos[:, :3].tolist()}) == 4
+
+
+def test_gap_correction_removes_the_centroid_offset(umap_warm):
+    rng = np.random.default_rng(0)
+    base = 0.3 * rng.normal(size=(150, 16)).astype(np.float32)  # shared content, norm about 1.2
+    g = np.zeros(16, np.float32)
+    g[0] = 2.0  # a constant offset between the modalities, as in CLIP spaces
+    X = np.concatenate([base + g + 0.02 * rng.normal(size=base.shape), base - g]).astype(np.float32)
+    mods = np.array(["image"] * 150 + ["text"] * 150)
+    p = Projector("umap", gap_corrected=True).fit(X, modalities=mods)
+    Z = p._prepare(X, mods)
+    assert np.linalg.norm(Z[:150].mean(0) - Z[150:].mean(0)) < 0.05
+    raw = Projector("umap").fit(X).embedding_
+    from sklearn.neighbors import NearestNeighbors
+
+    def mixed(E):  # share of points with a point of the other modality among their 10 map neighbours
+        nb = NearestNeighbors(n_neighbors=11).fit(E).kneighbors(E, return_distance=False)[:, 1:]
+        return float(((mods[nb] != mods[:, None]).any(1)).mean())
+
+    assert mixed(raw) < 0.1  # two islands, one per modality...
+    assert mixed(p.embedding_) > 0.8  # ...overlaid once each modality is centred
+    with pytest.raises(ValueError, match="modalities"):
+        Projector(gap_corrected=True).fit(X)
+    with pytest.raises(ValueError, match="were not in the fitted data"):
+        p.transform(X[:2], modalities=["row", "row"])
+
+
+@pytest.mark.parametrize("kw,match", [
+    ({"method": "tsne"}, "method must be one of"),
+    ({"n_components": 4}, "n_components must be 2 or 3"),
+    ({"n_neighbors": 1}, "n_neighbors must be"),
+    ({"min_dist": 2.0}, "min_dist must be in"),
+])
+def test_bad_parameters_name_the_parameter(kw, match):
+    with pytest.raises(ValueError, match=match):
+        Projector(**kw).fit(np.ones((10, 4), np.float32))
+
+
+def test_bad_input_is_refused_clearly():
+    X = np.random.default_rng(0).normal(size=(10, 4)).astype(np.float32)
+    X[7, 2] = np.nan
+    with pytest.raises(ValueError, match="row 7"):
+        Projector("pca").fit(X)
+    with pytest.raises(ValueError, match="at least 4 items"):
+        Projector("umap").fit(np.ones((3, 4), np.float32))
+    with pytest.raises(NotFittedError, match="call fit"):
+        Projector().transform(np.ones((2, 4), np.float32))
+
+
+def test_neighbour_overlap_is_one_for_a_perfect_map_and_low_for_noise():
+    X, _ = blobs(n_per=50, d=2)
+    # the map "X itself" (2-D blobs) keeps every euclidean neighbour; a random map keeps almost none
+    from sklearn.neighbors import NearestNeighbors
+
+    truth = NearestNeighbors(n_neighbors=11).fit(X).kneighbors(X, return_distance=False)
+    assert neighbour_overlap(truth, X).mean() > 0.99
+    noise = np.random.default_rng(0).normal(size=X.shape)
+    assert neighbour_overlap(truth, noise).mean() < 0.2
+
+
+# ---- workspace maps ----------------------------------------------------------------------------
+def test_demo_map_is_trustworthy_cached_and_reopened(demo_ws, umap_warm):
+    assert cached_map(demo_ws, "demo") is None
+    res = compute_map(demo_ws, "demo")
+    assert res.cache == "fit" and res.n == len(demo_ws.items)
+    assert res.trustworthiness >= 0.9
+    assert res.trust.shape == (res.n,) and 0 <= res.trust.min() and res.trust.max() <= 1
+    assert (index_dir(demo_ws, "demo") / "meta.json").is_file()  # the neighbour index was built and kept
+    again = compute_map(core.Workspace(demo_ws.path, create=False), "demo")  # reopen: a new object
+    assert again.cache == "hit"
+    np.testing.assert_array_equal(again.coords, res.coords)
+    np.testing.assert_array_equal(again.ids, res.ids)
+    assert again.seconds < res.seconds
+    other = compute_map(demo_ws, "demo", method="pca")  # other parameters: another cache entry
+    assert other.cache == "fit" and not np.allclose(other.coords, res.coords)
+    assert compute_map(demo_ws, "demo").cache == "hit"
+
+
+def test_new_items_are_placed_without_refitting(demo_ws, umap_warm):
+    first = compute_map(demo_ws, "demo")
+    from core.demo.workspace import create_demo_workspace
+
+    create_demo_workspace(demo_ws.path, n=460)  # 60 more world images + captions, embedded
+    items = core.Workspace(demo_ws.path, create=False)
+    res = compute_map(items, "demo")
+    assert res.cache == "incremental" and res.n_new == res.n - first.n > 0
+    pos = {k: i for i, k in enumerate(res.ids.tolist())}
+    old = np.array([pos[k] for k in first.ids.tolist()])
+    np.testing.assert_array_equal(res.coords[old], first.coords)  # mapped points stay where they were
+    assert res.trustworthiness >= 0.85
+    assert compute_map(items, "demo").cache == "hit"
+
+
+def test_gap_corrected_workspace_map_and_gap_report(demo_ws, umap_warm):
+    X, ids = demo_ws.vectors("demo")
+    mods = demo_ws.items.set_index("id").loc[ids, "modality"].to_numpy()
+    gap = modality_gap(X, mods, pair_positions(demo_ws.items, ids))
+    assert gap["n_pairs"] == (mods == "image").sum()
+    assert gap["pair_cosine"] > gap["random_pair_cosine"] + 0.2  # true pairs are much closer
+    assert gap["centroid_distance"] > 0.1  # the demo model has a modality gap, as CLIP does
+    raw = compute_map(demo_ws, "demo")
+    fixed = compute_map(demo_ws, "demo", gap_corrected=True)
+    assert fixed.gap_corrected and fixed.cache == "fit"
+
+    def centroid_gap(r):
+        E = r.coords
+        return np.linalg.norm(E[r.modality == "image"].mean(0) - E[r.modality == "text"].mean(0)) / E.std()
+
+    assert centroid_gap(fixed) < centroid_gap(raw)
+
+
+def test_map_of_one_modality(demo_ws, umap_warm):
+    res = compute_map(demo_ws, "demo", modalities=["image"], method="pca", dim=3)
+    assert set(res.modality) == {"image"} and res.coords.shape[1] == 3
+
+
+def test_map_cli_json(demo_ws, umap_warm, capsys):
+    assert main(["map", str(demo_ws.path), "--model", "demo", "--method", "pca", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    for key in ("n", "method", "seconds", "trustworthiness", "path", "modality_gap"):
+        assert key in out
+    assert out["method"] == "pca" and os.path.isfile(out["path"])
+    assert main(["map", str(demo_ws.path), "--model", "minilm", "--json"]) == 1
+    assert "no vectors" in capsys.readouterr().err
+    assert main(["map", str(demo_ws.path), "--model", "demo", "--dim", "4"]) == 2
