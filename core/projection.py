@@ -168,6 +168,8 @@ def _umap_place(knn_idx: np.ndarray, knn_dist: np.ndarray, fitted: np.ndarray, *
     fixed), but fed by our neighbour index instead of an NNDescent object.
     """
     import scipy.sparse
+
+    _enable_jit_cache()
     from umap.layouts import optimize_layout_euclidean
     from umap.umap_ import (compute_membership_strengths, init_graph_transform, make_epochs_per_sample,
                             smooth_knn_dist)
