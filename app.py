@@ -93,6 +93,7 @@ def model_picker() -> None:
 
 
 pg = st.navigation(PAGES)
+c.start_umap_warm_up()  # once per server process: the first UMAP map then skips numba's compile
 c.init_state()
 with st.sidebar:
     st.subheader("Jointscope")

@@ -15,9 +15,10 @@ import logging
 import os
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -92,11 +93,11 @@ def list_workspaces() -> list[str]:
 
 
 @st.cache_resource(show_spinner=False, max_entries=64)
-def _open_workspace(path: str) -> "core.Workspace":
+def _open_workspace(path: str) -> core.Workspace:
     return core.Workspace(path, create=False)
 
 
-def get_workspace(name: str | None = None) -> "core.Workspace | None":
+def get_workspace(name: str | None = None) -> core.Workspace | None:
     """The open workspace (default: the chosen one); one cached object per folder.
 
     Raises ValueError for a bad name and FileNotFoundError when the folder is not a workspace.
@@ -111,7 +112,7 @@ def get_workspace(name: str | None = None) -> "core.Workspace | None":
     return _open_workspace(str(path))
 
 
-def create_workspace(name: str) -> "core.Workspace":
+def create_workspace(name: str) -> core.Workspace:
     """Create (or open) the named workspace and select it. ValueError names what is wrong."""
     name = (name or "").strip()
     path = core.workspace_path(name)
@@ -274,7 +275,7 @@ def init_state() -> None:
     ss.setdefault(UPLOAD_ROUND, 0)
 
 
-def current() -> tuple["core.Workspace | None", str | None]:
+def current() -> tuple[core.Workspace | None, str | None]:
     """(open workspace or None, chosen model id or None); a vanished workspace shows one error."""
     name = st.session_state.get(WS)
     if not name:
@@ -286,19 +287,19 @@ def current() -> tuple["core.Workspace | None", str | None]:
         return None, st.session_state.get(MODEL)
 
 
-def workspace_summary(ws: "core.Workspace", model: str | None) -> dict:
+def workspace_summary(ws: core.Workspace, model: str | None) -> dict:
     """Cheap real numbers for a page header: items, by modality, vectors for the chosen model."""
     items = ws.items
     models = ws.models()
     return {
-        "items": int(len(items)),
+        "items": len(items),
         "by_modality": {k: int(v) for k, v in items["modality"].value_counts().items()},
         "vectors": int(models.get(model, {}).get("n", 0)) if model else 0,
         "dim": models.get(model, {}).get("dim") if model else None,
     }
 
 
-def summary_line(ws: "core.Workspace | None", model: str | None) -> None:
+def summary_line(ws: core.Workspace | None, model: str | None) -> None:
     """One caption with the workspace, item counts and vectors of the chosen model."""
     if ws is None:
         st.caption("No workspace open — create one or load the demo on the Data page.")
@@ -311,7 +312,7 @@ def summary_line(ws: "core.Workspace | None", model: str | None) -> None:
 
 
 # ---- items --------------------------------------------------------------------------------------
-def _items_key(ws: "core.Workspace") -> tuple:
+def _items_key(ws: core.Workspace) -> tuple:
     try:
         stt = ws.items_path.stat()
         return (stt.st_mtime_ns, stt.st_size)
@@ -334,7 +335,7 @@ def _filtered_items(path: str, key: tuple, modality: str | None, query: str) -> 
     return df.reset_index(drop=True)
 
 
-def items_frame(ws: "core.Workspace", *, modality: str | None = None, query: str = "") -> pd.DataFrame:
+def items_frame(ws: core.Workspace, *, modality: str | None = None, query: str = "") -> pd.DataFrame:
     """The workspace's items, filtered by modality and a case-insensitive substring of
     text / source / id; cached per workspace + items-file version + filter."""
     return _filtered_items(str(ws.path.resolve()), _items_key(ws), modality or None, query or "")
@@ -366,3 +367,174 @@ def placeholder_page(title: str, what: str) -> None:
     with guard():
         ws, model = current()
         summary_line(ws, model)
+
+
+# ---- maps ---------------------------------------------------------------------------------------
+@st.cache_resource(show_spinner=False)
+def start_umap_warm_up():
+    """Compile umap's numba kernels in a background thread, once per server process."""
+    from core.projection import start_warm_up
+
+    return start_warm_up()
+
+
+def vectors_key(ws: core.Workspace, model: str) -> tuple:
+    """Changes whenever the model's vectors in the workspace change (the manifest is the commit point)."""
+    try:
+        stt = ws.store(model).manifest_path.stat()
+        return (stt.st_mtime_ns, stt.st_size)
+    except FileNotFoundError:
+        return (0, 0)
+
+
+def data_key(ws: core.Workspace, model: str) -> tuple:
+    """(workspace folder, items version, vectors version): the cache key of everything derived."""
+    return (str(ws.path.resolve()), _items_key(ws), vectors_key(ws, model))
+
+
+class _NotCached(Exception):
+    """Raised inside a cached function so that 'no map yet' is never memoised."""
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _stored_map(key: tuple, model: str, params: tuple):
+    from core.projection import cached_map
+
+    res = cached_map(_open_workspace(key[0]), model, **dict(params))
+    if res is None:
+        raise _NotCached
+    return res
+
+
+def _map_params(params: dict) -> tuple:
+    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in params.items()))
+
+
+def stored_map(ws: core.Workspace, model: str, params: dict):
+    """The map saved in the workspace for these parameters and the current items, or None (never computes).
+
+    ``params``: keyword arguments of :func:`core.projection.compute_map` (method, dim, modalities, ...).
+    """
+    try:
+        return _stored_map(data_key(ws, model), model, _map_params(params))
+    except _NotCached:
+        return None
+
+
+def compute_map(ws: core.Workspace, model: str, params: dict, progress=None):
+    """Compute (or place new items in) the map and save it in the workspace; not memoised here —
+    :func:`stored_map` reads it back on the next run."""
+    from core.projection import compute_map as _compute
+
+    p = dict(params)
+    if p.get("modalities") is not None:
+        p["modalities"] = list(p["modalities"])
+    return _compute(ws, model, progress=progress, **p)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def pca_preview(key: tuple, model: str, modalities: tuple | None, dim: int, gap_corrected: bool):
+    """A quick PCA map of the same items: ``(coords (n, dim) float32, ids (n,) str, modality (n,) str)``."""
+    from core.projection import Projector
+
+    ws = _open_workspace(key[0])
+    X, ids = ws.vectors(model, modality=list(modalities) if modalities else None)
+    ids = ids.astype(str)
+    mods = ws.items.set_index("id")["modality"].reindex(ids).fillna("row").to_numpy().astype(str)
+    coords = Projector("pca", n_components=dim, gap_corrected=gap_corrected).fit(X, modalities=mods).embedding_
+    return coords, ids, mods
+
+
+def _map_vectors(ws: core.Workspace, model: str, ids) -> np.ndarray:
+    X, got = ws.vectors(model, ids=list(ids))
+    if len(got) != len(ids):
+        raise ValueError(f"{len(ids) - len(got)} mapped items have no vector for {model} any more; "
+                         "reload the page")
+    return X
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def map_items(key: tuple, map_path: str, _ids) -> pd.DataFrame:
+    """The items of a map, one row per point in map order (``map_path`` names the id set)."""
+    ws = _open_workspace(key[0])
+    items = ws.items.drop_duplicates("id").set_index("id")
+    return items.reindex(list(_ids)).reset_index()
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def kmeans_labels(key: tuple, model: str, map_path: str, k: int, _ids) -> list[str]:
+    """KMeans clusters of the mapped items' vectors (cosine: unit rows), as "cluster 1".."cluster k"."""
+    from sklearn.cluster import KMeans, MiniBatchKMeans
+
+    X = _map_vectors(_open_workspace(key[0]), model, _ids)
+    X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+    k = max(1, min(int(k), len(X)))
+    algo = (KMeans(n_clusters=k, n_init=3, random_state=0) if len(X) <= 20_000
+            else MiniBatchKMeans(n_clusters=k, n_init=3, random_state=0, batch_size=4096))
+    labels = algo.fit_predict(X)
+    return [f"cluster {int(v) + 1}" for v in labels]
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def text_similarity(key: tuple, model: str, map_path: str, query: str, _ids) -> np.ndarray:
+    """Cosine of every mapped item with the text ``query`` encoded by ``model``: (n,) float32."""
+    X = _map_vectors(_open_workspace(key[0]), model, _ids)
+    q = get_encoder(model).encode_texts([query])[0]
+    X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+    return (X @ q).astype(np.float32)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def modality_gap(key: tuple, model: str) -> dict:
+    """:func:`core.quality.modality_gap` of all the model's vectors (uncorrected), true pairs included."""
+    from core.quality import modality_gap as _gap
+    from core.quality import pair_positions
+
+    ws = _open_workspace(key[0])
+    X, ids = ws.vectors(model)
+    ids = ids.astype(str)
+    items = ws.items
+    mods = items.drop_duplicates("id").set_index("id")["modality"].reindex(ids).fillna("row").to_numpy()
+    return _gap(X, mods, pair_positions(items, ids))
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def cached_figure(key: str, _build):
+    """A plotly figure built once per ``key`` (which must name every input of ``_build``).
+
+    Kept as one shared object (no copy per run: pickling a 100k-point figure costs as much as
+    building it); pages treat it as read-only.
+    """
+    return _build()
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def vector_modalities(key: tuple, model: str) -> dict[str, int]:
+    """``{modality: count}`` of the items that have a vector for ``model`` (image, text, row order)."""
+    ws = _open_workspace(key[0])
+    have = ws.store(model).ids()
+    items = ws.items.drop_duplicates("id")
+    counts = items.loc[items["id"].isin(have), "modality"].value_counts()
+    order = ["image", "text", "row"]
+    return {str(m): int(counts[m]) for m in sorted(counts.index, key=lambda m: (order.index(m) if m in order
+                                                                                  else len(order), m))}
+
+
+def selected_ids(event) -> list[str]:
+    """Item ids of the points selected in a map chart (``st.plotly_chart(..., on_select="rerun")``).
+
+    Points carry their item id as ``customdata`` (a list when plotly sends one per dimension); points
+    without one (the pair lines) are ignored. First occurrence order, no duplicates.
+    """
+    try:
+        points = event["selection"]["points"]
+    except (KeyError, TypeError):
+        return []
+    out: dict[str, None] = {}
+    for p in points or []:
+        cd = p.get("customdata") if isinstance(p, dict) else None
+        if isinstance(cd, (list, tuple)):
+            cd = cd[0] if cd else None
+        if cd is not None:
+            out.setdefault(str(cd), None)
+    return list(out)

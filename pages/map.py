@@ -1,10 +1,379 @@
-"""Map — placeholder until its issue lands; shows a real summary of the open workspace."""
+"""Map: UMAP/PCA projection of the chosen model's vectors — colour, pairs, thumbnails, selection."""
+from __future__ import annotations
+
+import io
+import time
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from core.encoders import modalities_of
+from core.export import safe_cell
+from core.plots import gap_figure, map_figure
+from core.quality import pair_positions
+from core.workspace import ITEM_COLUMNS
 from pages import common as c
 
-c.placeholder_page(
-    "Map",
-    (
-        "The Map (UMAP/PCA projection of the chosen model's vectors with thumbnails, colouring by "
-        "metadata, lasso selection and a modality-gap view) is not built yet — coming in issue #4."
-    ),
-)
+MIN_ITEMS = 4
+MAX_THUMBS_ON_MAP = 60
+MAX_PAIR_LINES = 5000
+MAX_GALLERY = 40
+SAMPLE_GALLERY = 10
+MAX_TABLE_ROWS = 1000
+COLOUR_MODALITY, COLOUR_CLUSTER, COLOUR_QUERY, COLOUR_TRUST = (
+    "modality", "cluster (KMeans)", "similarity to a text", "trust (neighbours kept)")
+PLOT_CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["toImage"]}
+
+
+# ---- helpers (no widgets) -----------------------------------------------------------------------
+def metadata_columns(items: pd.DataFrame) -> list[str]:
+    """The user's metadata columns that have a value for at least one mapped item."""
+    return [col for col in items.columns if col not in ITEM_COLUMNS and items[col].notna().any()]
+
+
+def hover_lines(items: pd.DataFrame, meta: list[str]) -> list[str]:
+    """One hover text per item: caption or file, then modality and a few metadata values."""
+    first = items["text"].where(items["modality"] != "image", items["source"]).fillna(items["source"]).fillna("")
+    shown = meta[:4]
+    out = []
+    for row, head in zip(items.itertuples(index=False), first.tolist()):
+        vals = ", ".join(f"{k}={getattr(row, k)}" for k in shown
+                         if k.isidentifier() and pd.notna(getattr(row, k, None)))
+        out.append(f"{str(head)[:120]}\n{row.modality}" + (f" · {vals}" if vals else ""))
+    return out
+
+
+def sample_rows(mask: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
+    """Up to k row positions where ``mask`` is true, a seeded sample in ascending order."""
+    rows = np.flatnonzero(mask)
+    if len(rows) > k:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, size=k, replace=False))
+    return rows
+
+
+def map_progress(bar, method: str):
+    """progress(stage, done, total) from core.projection -> one bar over the stages (5 updates/s)."""
+    spans = {"neighbours": (0.0, 0.1), "layout": (0.1, 0.85), "placing": (0.1, 0.85), "trust": (0.85, 1.0)}
+    words = {"neighbours": "finding neighbours", "layout": "laying out", "placing": "placing new items",
+             "trust": "measuring trust"}
+    last = {"t": 0.0}
+
+    def cb(stage: str, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if 0 < done < total and now - last["t"] < 0.2:
+            return
+        last["t"] = now
+        lo, hi = spans.get(stage, (0.0, 1.0))
+        frac = lo + (hi - lo) * (min(done / total, 1.0) if total else 0.0)
+        count = f" {done}/{total}" if stage in ("layout", "placing") and total > 1 else ""
+        bar.progress(frac, text=f"{method.upper()}: {words.get(stage, stage)}{count}…")
+
+    return cb
+
+
+def selection_frame(items: pd.DataFrame, coords: np.ndarray) -> pd.DataFrame:
+    """Selected items for download: item columns, metadata, map coordinates (no blobs)."""
+    df = items.drop(columns=[col for col in ("thumb",) if col in items.columns]).copy()
+    for j, axis in enumerate("xyz"[: coords.shape[1]]):
+        df[f"map_{axis}"] = coords[:, j]
+    return df
+
+
+def csv_bytes(df: pd.DataFrame) -> bytes:
+    """CSV with text cells made safe for spreadsheets (no leading = + - @)."""
+    out = df.copy()
+    for col in out.columns:
+        if out[col].dtype == object:
+            out[col] = out[col].map(safe_cell)
+    return out.to_csv(index=False).encode("utf-8")
+
+
+def parquet_bytes(df: pd.DataFrame) -> bytes:
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
+# ---- sections -----------------------------------------------------------------------------------
+def controls(present: dict[str, int], meta: list[str], can_text: bool) -> dict:
+    """The map's widgets in two compact rows; returns the chosen options."""
+    ss = st.session_state
+    r1 = st.columns([1.1, 0.9, 2.2, 1.2, 1.0], vertical_alignment="bottom")
+    method = r1[0].radio("Method", ["UMAP", "PCA"], horizontal=True, key="map_method",
+                         help="UMAP keeps local neighbourhoods; PCA is linear, fast and keeps global directions.")
+    dim = r1[1].radio("View", ["2-D", "3-D"], horizontal=True, key="map_dim")
+    mods = list(present)
+    kept = [m for m in ss.get("map_modalities", mods) if m in mods]
+    if not kept and ss.get("map_modalities"):  # another workspace or model: start from all of them
+        kept = mods
+    ss["map_modalities"] = kept
+    chosen = r1[2].multiselect("Modalities", mods, key="map_modalities",
+                               format_func=lambda m: f"{m} ({present[m]})")
+    gap = r1[3].toggle("gap-corrected", key="map_gap",
+                       help="Subtract each modality's mean vector before projecting, so images and texts "
+                            "are not drawn as two separate islands (the modality gap). The gap numbers "
+                            "above the map always describe the uncorrected space.")
+    with r1[4].popover("UMAP settings", disabled=method != "UMAP", width="stretch"):
+        n_neighbors = st.slider("neighbours", 5, 100, 15, key="map_neighbors",
+                                help="More neighbours: more global structure, slower.")
+        min_dist = st.slider("minimum distance", 0.0, 0.99, 0.1, step=0.01, key="map_min_dist",
+                             help="Smaller: tighter clusters.")
+    options = [COLOUR_MODALITY] + meta + [COLOUR_CLUSTER] + ([COLOUR_QUERY] if can_text else []) + [COLOUR_TRUST]
+    r2 = st.columns([1.6, 1.6, 1.0, 1.0], vertical_alignment="bottom")
+    colour = r2[0].selectbox("Colour by", options, key="map_colour")
+    k, query = 8, ""
+    if colour == COLOUR_CLUSTER:
+        k = r2[1].slider("clusters (k)", 2, 30, 8, key="map_k")
+    elif colour == COLOUR_QUERY:
+        query = r2[1].text_input("Text", key="map_query", placeholder="e.g. a red circle")
+    pairs = r2[2].toggle("lines between pairs", key="map_pairs", help="Join each image to its caption.")
+    thumbs = r2[3].toggle("thumbnails on map", key="map_thumbs", disabled=dim == "3-D",
+                          help=f"Draw a sample of up to {MAX_THUMBS_ON_MAP} images on the map (2-D).")
+    return {"method": method.lower(), "dim": 3 if dim == "3-D" else 2,
+            "modalities": None if set(chosen) == set(mods) else sorted(chosen), "gap_corrected": gap,
+            "n_neighbors": int(n_neighbors), "min_dist": float(min_dist), "colour": colour, "k": int(k),
+            "query": query.strip(), "pairs": pairs, "thumbs": thumbs}
+
+
+def colour_values(ws, model, res, items, opt) -> tuple[object, str, dict]:
+    """(values or None, title, extra map_figure kwargs) for the chosen 'colour by'."""
+    key, path = c.data_key(ws, model), str(res.path)
+    colour = opt["colour"]
+    if colour == COLOUR_MODALITY:
+        return res.modality, "modality", {}
+    if colour == COLOUR_TRUST:
+        return res.trust, "trust", {"colorscale": "RdYlGn", "color_range": (0.0, 1.0)}
+    if colour == COLOUR_CLUSTER:
+        with st.spinner("Clustering…"):
+            return c.kmeans_labels(key, model, path, opt["k"], res.ids), f"cluster (k={opt['k']})", {}
+    if colour == COLOUR_QUERY:
+        if not opt["query"]:
+            st.caption("Type a text to colour every point by its cosine similarity to it.")
+            return None, "", {}
+        with st.spinner(c.plain(f"Encoding the text with {model}…")):
+            sim = c.text_similarity(key, model, path, opt["query"], res.ids)
+        return sim, "similarity", {"categorical": False}
+    return items[colour].to_numpy(), colour, {}
+
+
+def metrics_row(ws, model, res, last: dict | None) -> None:
+    gap = c.modality_gap(c.data_key(ws, model), model)
+    cols = st.columns(5)
+    cols[0].metric("points", f"{res.n:,}", help="Items of the chosen modalities with a vector for this model.")
+    cols[1].metric("trustworthiness", f"{res.trustworthiness:.3f}",
+                   help="scikit-learn's trustworthiness (10 neighbours, on a sample of up to 2,000 points): "
+                        "1.0 means no point has map neighbours that are far away in the space.")
+    cols[2].metric("mean trust", f"{float(np.mean(res.trust)):.2f}",
+                   help="Average share of each point's 10 nearest neighbours in the space that are also "
+                        "its neighbours on the map. Colour by trust to see where the map misleads.")
+    if gap["centroid_distance"] is not None:
+        cols[3].metric("modality gap", f"{gap['centroid_distance']:.3f}",
+                       help="Distance between the image centroid and the text centroid (unit vectors, "
+                            "uncorrected space). 0 = no gap.")
+    else:
+        cols[3].metric("modality gap", "—", help="Needs both images and texts with vectors.")
+    if gap["pair_cosine"] is not None:
+        cols[4].metric("true-pair cosine", f"{gap['pair_cosine']:.3f}",
+                       delta=f"{gap['pair_cosine'] - gap['random_pair_cosine']:+.2f} vs random",
+                       help=f"Mean cosine of {gap['n_pairs']} image–caption pairs; random image–text pairs: "
+                            f"{gap['random_pair_cosine']:.3f} (uncorrected space).")
+    else:
+        cols[4].metric("true-pair cosine", "—", help="Needs images paired with captions.")
+    what = (f"{res.method.upper()} {res.dim}-D map of {res.n:,} points"
+            + (", gap-corrected" if res.gap_corrected else ""))
+    if last and last.get("path") == str(res.path):
+        how = {"fit": "computed", "incremental": f"{last['n_new']} new items placed"}.get(last["cache"], "read")
+        st.caption(f"{what} · {how} in {last['seconds']:.1f} s and saved in the workspace")
+    else:
+        st.caption(f"{what} · read from the workspace's cache in {res.seconds:.2f} s")
+    if gap["random_pair_cosine"] is not None:
+        with st.expander("Modality gap"):
+            st.plotly_chart(gap_figure(gap), key="gap_chart", config=PLOT_CONFIG)
+            st.caption(f"{gap['n_a']} images, {gap['n_b']} texts, {gap['n_pairs']} true pairs. True pairs well "
+                       "above random ones mean the model aligns images with their captions; a large centroid "
+                       "distance means the two modalities sit apart (try the gap-corrected map).")
+
+
+def draw_map(ws, model, res, items, opt, where) -> list[str]:
+    """The map figure into ``where``; returns the selected item ids (2-D)."""
+    values, title, extra = colour_values(ws, model, res, items, opt)
+    meta = metadata_columns(items)
+    pairs = np.zeros((0, 2), np.int64)
+    if opt["pairs"]:
+        pairs = pair_positions(items, res.ids)
+        if not len(pairs):
+            st.caption("No image–caption pairs among the mapped items.")
+        elif len(pairs) > MAX_PAIR_LINES:
+            st.caption(f"Lines for a sample of {MAX_PAIR_LINES:,} of {len(pairs):,} pairs.")
+            pairs = pairs[sample_rows(np.ones(len(pairs), bool), MAX_PAIR_LINES)]
+    thumbs = []
+    if opt["thumbs"] and res.dim == 2:
+        rows = sample_rows((items["modality"] == "image").to_numpy() & items["thumb"].notna().to_numpy(),
+                           MAX_THUMBS_ON_MAP)
+        thumbs = [(float(res.coords[i, 0]), float(res.coords[i, 1]),
+                   c.thumb_data_uri(str(ws.abspath(items["thumb"].iloc[i])))) for i in rows]
+        thumbs = [t for t in thumbs if t[2]]
+    fig_key = "|".join(map(str, (c.data_key(ws, model), res.path, opt["colour"], opt["k"] if opt["colour"] ==
+                                 COLOUR_CLUSTER else "", opt["query"] if opt["colour"] == COLOUR_QUERY else "",
+                                 len(pairs), len(thumbs))))
+
+    def build():
+        return map_figure(res.coords, color=values, color_title=title, hover_text=hover_lines(items, meta),
+                          customdata=res.ids, dim=res.dim, pair_segments=pairs, thumbs=thumbs,
+                          uirevision=f"{res.method}-{res.dim}-{res.gap_corrected}", **extra)
+
+    fig = c.cached_figure(fig_key, build)
+    with where.container():
+        if res.dim == 2:
+            event = st.plotly_chart(fig, key="map_chart", on_select="rerun",
+                                    selection_mode=("points", "box", "lasso"), config=PLOT_CONFIG)
+            st.caption("Drag to lasso points (box select and zoom are in the chart's toolbar); double-click "
+                       "to clear the selection.")
+            return c.selected_ids(event)
+        st.plotly_chart(fig, key="map_chart_3d", config=PLOT_CONFIG)
+        st.caption("Drag to rotate. Selecting points works on the 2-D map only.")
+    return []
+
+
+def gallery(ws, items: pd.DataFrame, rows, *, width: int, captions: bool) -> None:
+    rows = [i for i in rows if isinstance(items["thumb"].iloc[i], str)]
+    if not rows:
+        return
+    caps = None
+    if captions:
+        text_of = items.set_index("id")["text"].to_dict()
+        caps = [c.plain(text_of.get(items["pair"].iloc[i]) or items["source"].iloc[i] or "", limit=28)
+                for i in rows]
+    st.image([str(ws.abspath(items["thumb"].iloc[i])) for i in rows], caption=caps, width=width)
+
+
+def side_panel(ws, res, items, selected_rows) -> None:
+    """Beside the map: a sample of its images, or what is selected with the actions on it."""
+    is_image = (items["modality"] == "image").to_numpy()
+    if not selected_rows:
+        if not is_image.any():
+            st.caption("No images on this map. Select points to list them below the map.")
+            return
+        st.markdown("**Images on this map**")
+        st.caption("A sample. Select points on the map to list them instead.")
+        gallery(ws, items, sample_rows(is_image, SAMPLE_GALLERY).tolist(), width=88, captions=True)
+        return
+    sel = items.iloc[selected_rows]
+    st.markdown(f"**{len(sel):,} selected**")
+    st.caption("Listed below the map; double-click the map to clear the selection.")
+    if st.button("Search from here", icon=":material/search:", key="search_from_here", type="primary",
+                 help="Open Search with the selected items as the query."):
+        st.session_state["search_ids"] = [str(i) for i in sel["id"]]
+        st.switch_page("pages/search.py")
+    out = selection_frame(sel, res.coords[selected_rows])
+    st.download_button("CSV", csv_bytes(out), file_name="selection.csv", mime="text/csv",
+                       icon=":material/download:", key="dl_csv", on_click="ignore",
+                       help="The selected items with their metadata and map coordinates.")
+    st.download_button("Parquet", parquet_bytes(out), file_name="selection.parquet",
+                       mime="application/vnd.apache.parquet", icon=":material/download:", key="dl_parquet",
+                       on_click="ignore", help="The selected items with their metadata and map coordinates.")
+
+
+def selection_section(ws, items, selected_rows) -> None:
+    sel = items.iloc[selected_rows]
+    st.subheader("Selection")
+    by_mod = sel["modality"].value_counts()
+    st.caption(f"{len(sel)} selected: " + ", ".join(f"{v} {k}{'' if v == 1 else 's'}" for k, v in by_mod.items()))
+    imgs = [i for i in selected_rows if items["modality"].iloc[i] == "image"]
+    if imgs:
+        if len(imgs) > MAX_GALLERY:
+            st.caption(f"The first {MAX_GALLERY} of {len(imgs)} images:")
+        gallery(ws, items, imgs[:MAX_GALLERY], width=80, captions=False)
+    show = sel.head(MAX_TABLE_ROWS)
+    meta = metadata_columns(sel)
+    table = pd.DataFrame({"thumb": [c.thumb_data_uri(str(ws.abspath(t))) if isinstance(t, str) else None
+                                    for t in show["thumb"]]}, index=show.index)
+    text_of = items.drop_duplicates("id").set_index("id")["text"]
+    caption = show["text"].fillna(show["pair"].map(text_of))  # an image shows its caption
+    table = pd.concat([table, show[["modality"]], caption.rename("text"), show[["source"] + meta + ["id"]]], axis=1)
+    st.dataframe(table, hide_index=True, key="selection_table", row_height=56,
+                 column_config={"thumb": st.column_config.ImageColumn("thumb", width="small"),
+                                "text": st.column_config.TextColumn("caption / text", width="large")})
+    if len(sel) > MAX_TABLE_ROWS:
+        st.caption(f"Showing the first {MAX_TABLE_ROWS:,} of {len(sel):,}; the downloads hold all.")
+
+
+def map_section(ws, model: str, present: dict[str, int]) -> None:
+    try:
+        can_text = "text" in modalities_of(model)
+    except ValueError:
+        can_text = False
+    all_items = ws.items
+    has_vec = all_items["modality"].isin(list(present))
+    opt = controls(present, metadata_columns(all_items[has_vec]), can_text)
+    if opt["modalities"] is not None and not opt["modalities"]:
+        st.info("Choose at least one modality to map.", icon=":material/info:")
+        return
+    n_chosen = sum(present[m] for m in (opt["modalities"] or present))
+    if n_chosen < MIN_ITEMS:
+        st.warning(f"A map needs at least {MIN_ITEMS} items with vectors; the chosen modalities have "
+                   f"{n_chosen}. Add items on the Data page and embed them, or choose more modalities.",
+                   icon=":material/warning:")
+        return
+    params = {"method": opt["method"], "dim": opt["dim"],
+              "modalities": tuple(opt["modalities"]) if opt["modalities"] else None,
+              "gap_corrected": opt["gap_corrected"], "n_neighbors": opt["n_neighbors"], "min_dist": opt["min_dist"]}
+    metrics_box = st.container()
+    map_col, side_col = st.columns([3, 1])
+    chart = map_col.empty()
+    res = c.stored_map(ws, model, params)
+    if res is None:
+        key = c.data_key(ws, model)
+        status = map_col.empty()
+        if opt["method"] == "umap":
+            coords, ids, mods = c.pca_preview(key, model, params["modalities"], opt["dim"], opt["gap_corrected"])
+            with chart.container():
+                st.caption("Preview (PCA) — the UMAP map is being computed and replaces it when done.")
+                st.plotly_chart(map_figure(coords, color=mods, color_title="modality", dim=opt["dim"],
+                                           customdata=ids, uirevision="preview"),
+                                key="map_preview", config=PLOT_CONFIG)
+        bar = status.progress(0.0, text=f"{opt['method'].upper()}: starting…")
+        t0 = time.perf_counter()
+        try:
+            res = c.compute_map(ws, model, params, progress=map_progress(bar, opt["method"]))
+        finally:
+            status.empty()
+        st.session_state["map_last"] = {"path": str(res.path), "seconds": time.perf_counter() - t0,
+                                        "cache": res.cache, "n_new": res.n_new}
+    items = c.map_items(c.data_key(ws, model), str(res.path), res.ids)
+    with metrics_box:
+        metrics_row(ws, model, res, st.session_state.get("map_last"))
+    selected = draw_map(ws, model, res, items, opt, chart)
+    pos = {k: i for i, k in enumerate(res.ids.tolist())}
+    selected_rows = [pos[s] for s in selected if s in pos]
+    with side_col:
+        side_panel(ws, res, items, selected_rows)
+    if selected_rows:
+        selection_section(ws, items, selected_rows)
+
+
+# ---- page ---------------------------------------------------------------------------------------
+c.init_state()
+st.title("Map")
+with c.guard():
+    ws, model = c.current()
+    if ws is None:
+        if not st.session_state.get(c.WS):
+            st.info("No workspace is open. Create one in the sidebar, or load the demo on the Data page.",
+                    icon=":material/folder_open:")
+    elif model is None:
+        st.info("Choose a model in the sidebar to map its vectors.", icon=":material/info:")
+    else:
+        c.summary_line(ws, model)
+        present = c.vector_modalities(c.data_key(ws, model), model)
+        n = sum(present.values())
+        if n == 0:
+            st.info(c.plain(f"No vectors for {model} in workspace {ws.name} yet. Open the Data page and "
+                            f"embed the items with {model} (Vectors → Embed), then come back."),
+                    icon=":material/bolt:")
+        elif n < MIN_ITEMS:
+            st.warning(f"A map needs at least {MIN_ITEMS} items with vectors; this workspace has {n}. "
+                       "Add more items on the Data page and embed them.", icon=":material/warning:")
+        else:
+            map_section(ws, model, present)

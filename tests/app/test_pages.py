@@ -18,7 +18,7 @@ import core
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = ROOT / "app.py"
-PLACEHOLDERS = ["map", "search", "analogies", "concepts", "quality"]
+PLACEHOLDERS = ["search", "analogies", "concepts", "quality"]
 TIMEOUT = 60  # the first run imports open_clip/torch to list the models (~5 s on 2 cores)
 
 
@@ -106,6 +106,9 @@ def test_app_first_start_without_workspaces(home):
         assert not at.exception, name
         assert any("not built yet" in s for s in texts(at.info)), name
         assert [s.label for s in at.sidebar.selectbox] == ["Workspace", "Model"]
+    at.switch_page("pages/map.py").run()
+    assert not at.exception
+    assert any("No workspace is open" in s for s in texts(at.info))
 
 
 def test_app_opens_demo_workspace_first(home):

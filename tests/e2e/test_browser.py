@@ -111,7 +111,8 @@ def test_create_workspace_upload_and_list(server, browser, tmp_path):
         # the server's very first request is a deep link: it must still go through app.py's router
         page.goto(f"{server}/map")
         sidebar = page.get_by_test_id("stSidebar")
-        expect(page.get_by_text("is not built yet")).to_be_visible()
+        expect(page.get_by_role("heading", name="Map")).to_be_visible()
+        expect(page.get_by_text("No workspace is open")).to_be_visible()
         expect(sidebar.get_by_role("link")).to_have_text(  # text follows the icon's ligature name
             [re.compile(f"{n}$") for n in ("Data", "Map", "Search", "Analogies", "Concepts", "Quality")])
         sidebar.get_by_label("New workspace").fill("e2e-shapes")
@@ -137,7 +138,7 @@ def test_create_workspace_upload_and_list(server, browser, tmp_path):
         page.screenshot(path=str(SCREENSHOT), full_page=True)
         # the other pages open from the sidebar and say what they will do
         sidebar.get_by_role("link", name="Map").click()
-        expect(page.get_by_text("is not built yet")).to_be_visible()
+        expect(page.get_by_text("No vectors for demo in workspace")).to_be_visible()  # the map asks to embed
         expect(page.get_by_text("Workspace e2e-shapes: 5 items (3 images, 2 texts)")).to_be_visible()
         assert not page.get_by_test_id("stException").count()
     finally:

@@ -1,0 +1,238 @@
+"""Pure functions that turn arrays into plotly figures (no Streamlit here; pages render them).
+
+Every function is deterministic: the same inputs give a byte-identical ``fig.to_json()`` (no random or
+time-dependent values), so a Streamlit rerun with unchanged inputs resends nothing new.
+
+User text (captions, file names, metadata values, column names) reaches plotly only through
+:func:`plot_text`: plotly renders a small HTML subset (``<b>``, ``<a href>``, ``<br>``) in hover labels,
+legends and titles, so ``& < >`` are escaped and the text shows literally.
+"""
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+MAX_CATEGORIES = 20  # above this, the 19 most common values keep a colour and the rest become "other"
+MISSING = "(missing)"
+OTHER_COLOUR = "#b0b0b0"
+PAIR_COLOUR = "rgba(90, 90, 90, 0.35)"
+# 20 distinct colours (plotly's default 10, then the lighter D3 companions), fixed order
+PALETTE = ("#636EFA", "#EF553B", "#00CC96", "#AB63FA", "#FFA15A", "#19D3F3", "#FF6692", "#B6E880",
+           "#FF97FF", "#FECB52", "#1F77B4", "#FF7F0E", "#2CA02C", "#D62728", "#9467BD", "#8C564B",
+           "#E377C2", "#7F7F7F", "#BCBD22", "#17BECF")
+UIREVISION = "jointscope-map"
+
+
+def plot_text(text: object, limit: int = 200) -> str:
+    """User text for a plotly label: ``& < >`` escaped (shown literally), newlines become ``<br>``.
+
+    Only ``&``, ``<`` and ``>`` are escaped because plotly decodes just a few named entities
+    (``&amp; &lt; &gt;``); without ``<`` no tag can start.
+    """
+    lines = []
+    for line in str(text).split("\n"):
+        s = " ".join(line.split())
+        if len(s) > limit:
+            s = s[: limit - 1] + "…"
+        lines.append(s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"))
+    return "<br>".join(lines)
+
+
+def _natural_key(s: str):
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t.lower()) for t in re.split(r"(\d+)", s) if t]
+
+
+def is_categorical(values) -> bool:
+    """Whether colour values are categories (strings, booleans, few distinct integers) or numbers."""
+    s = pd.Series(values)
+    if isinstance(s.dtype, pd.CategoricalDtype) or pd.api.types.is_bool_dtype(s):
+        return True
+    if pd.api.types.is_integer_dtype(s):
+        return s.nunique(dropna=True) <= MAX_CATEGORIES
+    return not pd.api.types.is_numeric_dtype(s)
+
+
+def categories(values, max_categories: int = MAX_CATEGORIES) -> tuple[np.ndarray, list[str]]:
+    """Category labels of every point and their legend order: ``(labels (n,) object, order)``.
+
+    Missing values become "(missing)" (last); when there are more than ``max_categories`` values, the
+    ``max_categories - 1`` most common keep their own colour and the rest are "other (N values)".
+    Order: natural sort ("cluster 2" before "cluster 10"), or the categorical dtype's own order.
+    """
+    s = pd.Series(values).reset_index(drop=True)
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        order = [str(c) for c in s.cat.categories]
+        s = s.astype(object)
+    else:
+        order = None
+    missing = s.isna().to_numpy()
+    labels = np.array([MISSING if m else str(v) for v, m in zip(s.tolist(), missing)], dtype=object)
+    present = pd.Series(labels[~missing]).value_counts()
+    if order is None:
+        order = sorted(present.index.tolist(), key=_natural_key)
+    else:
+        order = [c for c in order if c in present.index]
+    if len(order) > max_categories:
+        # most common first; ties by name so the choice is deterministic
+        ranked = sorted(present.items(), key=lambda kv: (-kv[1], _natural_key(kv[0])))
+        keep = {k for k, _ in ranked[: max_categories - 1]}
+        rest = len(order) - len(keep)
+        other = f"other ({rest} values)"
+        labels = np.array([v if v in keep or v == MISSING else other for v in labels], dtype=object)
+        order = [c for c in order if c in keep] + [other]
+    if missing.any():
+        order.append(MISSING)
+    return labels, order
+
+
+def marker_size(n: int, dim: int = 2) -> float:
+    """Point size that keeps 100 points readable and 100k points from becoming one blob."""
+    base = 9.0 - 1.5 * math.log10(max(n, 1))  # 100 -> 6, 10k -> 3, 100k -> 1.5
+    return round(max(base, 2.0) * (0.7 if dim == 3 else 1.0), 2)
+
+
+def _axis(dim: int = 2) -> dict:
+    if dim == 3:  # plotly names empty 3-D axis titles x/y/z; the axes have no units to show anyway
+        return {"visible": False}
+    return {"showticklabels": False, "showgrid": False, "zeroline": False, "title": {"text": ""}, "showline": False}
+
+
+def map_figure(coords: np.ndarray, *, color=None, color_title: str = "", hover_text: Sequence[str] | None = None,
+               customdata: Sequence[str] | None = None, dim: int = 2, pair_segments: np.ndarray | None = None,
+               thumbs: Sequence[tuple[float, float, str]] | None = None, height: int = 640,
+               colorscale: str = "Viridis", color_range: tuple[float, float] | None = None,
+               categorical: bool | None = None, max_categories: int = MAX_CATEGORIES,
+               uirevision: str = UIREVISION, thumb_size: float = 0.05):
+    """A scatter map of ``coords`` (n, dim) float: WebGL ``Scattergl`` in 2-D, ``Scatter3d`` in 3-D.
+
+    color: (n,) categories (one trace and legend entry per category, see :func:`categories`) or
+        numbers (one trace with a continuous ``colorscale`` and colour bar; NaN is drawn grey);
+        None: one colour.
+    hover_text: (n,) plain strings shown on hover ("\\n" breaks lines; escaped, never HTML).
+    customdata: (n,) item ids, carried by every point (selection events report them).
+    pair_segments: (p, 2) row positions of pairs joined by thin lines (one trace, drawn below points).
+    thumbs: (x, y, data URI) of images drawn on the map (2-D only), each ``thumb_size`` of the span.
+    uirevision: keep the user's zoom and drag mode while this string stays the same.
+    """
+    import plotly.graph_objects as go
+
+    coords = np.asarray(coords, dtype=np.float32)
+    if dim not in (2, 3):
+        raise ValueError(f"dim must be 2 or 3; got {dim!r}")
+    if coords.ndim != 2 or coords.shape[1] < dim:
+        raise ValueError(f"coords must be (n, {dim}); got shape {coords.shape}")
+    n = len(coords)
+    for name, arr in (("color", color), ("hover_text", hover_text), ("customdata", customdata)):
+        if arr is not None and len(arr) != n:
+            raise ValueError(f"{name} must have one entry per point ({n}); got {len(arr)}")
+    text = np.array([plot_text(t) for t in hover_text], dtype=object) if hover_text is not None else None
+    ids = np.asarray(list(customdata), dtype=object) if customdata is not None else None
+    size = marker_size(n, dim)
+    opacity = 0.85 if n < 5000 else 0.7
+    trace = go.Scattergl if dim == 2 else go.Scatter3d
+
+    def xyz(rows) -> dict:
+        out = {"x": coords[rows, 0], "y": coords[rows, 1]}
+        if dim == 3:
+            out["z"] = coords[rows, 2]
+        return out
+
+    def extra(rows) -> dict:
+        out = {}
+        if text is not None:
+            out["text"] = text[rows]
+        if ids is not None:
+            out["customdata"] = ids[rows]
+        return out
+
+    traces = []
+    if pair_segments is not None and len(pair_segments):
+        seg = np.asarray(pair_segments, dtype=np.int64)
+        pts = np.full((len(seg) * 3, dim), np.nan, dtype=np.float32)
+        pts[0::3] = coords[seg[:, 0], :dim]
+        pts[1::3] = coords[seg[:, 1], :dim]
+        line = {"x": pts[:, 0], "y": pts[:, 1]} | ({"z": pts[:, 2]} if dim == 3 else {})
+        traces.append(trace(**line, mode="lines", name=f"pairs ({len(seg)})", hoverinfo="skip",
+                            line={"color": PAIR_COLOUR, "width": 1}, connectgaps=False))
+
+    base_hover = "%{text}" if text is not None else ("%{x:.2f}, %{y:.2f}" + (", %{z:.2f}" if dim == 3 else ""))
+    all_rows = np.arange(n)
+    if color is None:
+        traces.append(trace(**xyz(all_rows), **extra(all_rows), mode="markers", name="items", showlegend=False,
+                            marker={"size": size, "color": PALETTE[0], "opacity": opacity},
+                            hovertemplate=base_hover + "<extra></extra>"))
+    elif (is_categorical(color) if categorical is None else categorical):
+        labels, order = categories(color, max_categories)
+        n_coloured = len(order) - 1 - (MISSING in order)  # position of "other (N values)" when present
+        has_other = pd.Series(color).nunique(dropna=True) > max_categories
+        for i, cat in enumerate(order):
+            rows = np.flatnonzero(labels == cat)
+            grey = cat == MISSING or (has_other and i == n_coloured)
+            colour = OTHER_COLOUR if grey else PALETTE[i % len(PALETTE)]
+            name = plot_text(cat, limit=60)
+            traces.append(trace(**xyz(rows), **extra(rows), mode="markers", name=f"{name} ({len(rows)})",
+                                legendgroup=name, marker={"size": size, "color": colour, "opacity": opacity},
+                                hovertemplate=base_hover + f"<extra>{name}</extra>"))
+    else:
+        values = pd.to_numeric(pd.Series(color), errors="coerce").to_numpy(dtype=np.float64)
+        ok = np.isfinite(values)
+        lo, hi = color_range if color_range else ((float(values[ok].min()), float(values[ok].max()))
+                                                  if ok.any() else (0.0, 1.0))
+        title = plot_text(color_title, limit=40)
+        rows = np.flatnonzero(ok)
+        traces.append(trace(**xyz(rows), **extra(rows), mode="markers", name=title or "value", showlegend=False,
+                            marker={"size": size, "color": values[rows].astype(np.float32),
+                                    "colorscale": colorscale, "cmin": lo, "cmax": hi, "opacity": opacity,
+                                    "colorbar": {"title": {"text": title}, "thickness": 12, "len": 0.6}},
+                            hovertemplate=base_hover + f"<br>{title}: %{{marker.color:.3f}}<extra></extra>"))
+        if (~ok).any():
+            rows = np.flatnonzero(~ok)
+            traces.append(trace(**xyz(rows), **extra(rows), mode="markers", name=f"{MISSING} ({len(rows)})",
+                                marker={"size": size, "color": OTHER_COLOUR, "opacity": opacity},
+                                hovertemplate=base_hover + f"<extra>{MISSING}</extra>"))
+
+    fig = go.Figure(traces)
+    legend_title = plot_text(color_title, limit=40) if color is not None else ""
+    fig.update_layout(
+        height=height, uirevision=uirevision,
+        margin={"l": 8, "r": 8, "t": 36, "b": 8},  # the top margin keeps the toolbar off the legend
+        legend={"title": {"text": legend_title}, "itemsizing": "constant", "orientation": "v",
+                "bgcolor": "rgba(255,255,255,0.6)"},
+        hoverlabel={"align": "left"}, plot_bgcolor="white",
+    )
+    if dim == 2:
+        fig.update_layout(xaxis=_axis(), yaxis=_axis(), dragmode="lasso")  # map axes have no units: fill the box
+        if thumbs and n:
+            span = float(max(np.ptp(coords[:, 0]), np.ptp(coords[:, 1]), 1e-6))
+            s = thumb_size * span
+            fig.update_layout(images=[{"source": uri, "x": float(x), "y": float(y), "xref": "x", "yref": "y",
+                                       "sizex": s, "sizey": s, "xanchor": "center", "yanchor": "middle",
+                                       "layer": "above", "sizing": "contain"} for x, y, uri in thumbs])
+    else:
+        fig.update_layout(scene={"xaxis": _axis(3), "yaxis": _axis(3), "zaxis": _axis(3), "aspectmode": "data",
+                                 "uirevision": uirevision})
+    return fig
+
+
+def gap_figure(gap: dict, *, height: int = 180):
+    """Horizontal bars of a :func:`core.quality.modality_gap` result: mean cosine of true pairs, of
+    random pairs and of the two modality centroids (None values are left out)."""
+    import plotly.graph_objects as go
+
+    a, b = gap.get("a", "image"), gap.get("b", "text")
+    rows = [(f"true {a}–{b} pairs", gap.get("pair_cosine"), "#00CC96"),
+            (f"random {a}–{b} pairs", gap.get("random_pair_cosine"), "#B0B0B0"),
+            (f"{a} centroid vs {b} centroid", gap.get("centroid_cosine"), "#636EFA")]
+    rows = [r for r in rows if r[1] is not None]
+    fig = go.Figure(go.Bar(x=[r[1] for r in rows], y=[plot_text(r[0]) for r in rows], orientation="h",
+                           marker_color=[r[2] for r in rows], text=[f"{r[1]:.3f}" for r in rows],
+                           textposition="outside", hovertemplate="%{y}: %{x:.3f}<extra></extra>", cliponaxis=False))
+    fig.update_layout(height=height, margin={"l": 8, "r": 40, "t": 24, "b": 8},
+                      title={"text": "mean cosine", "x": 0, "font": {"size": 13}},
+                      xaxis={"range": [min([0.0] + [r[1] for r in rows]), 1.0], "zeroline": True},
+                      yaxis={"autorange": "reversed"}, plot_bgcolor="white", showlegend=False)
+    return fig

@@ -1,0 +1,215 @@
+"""AppTest checks of the Map page on a real demo-world workspace (400 images + captions, model `demo`).
+
+Selection by box/lasso needs a browser (tests/e2e/test_map_browser.py); here the page is driven through
+its widgets and the plotly spec it sends is read back.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from streamlit.runtime.pages_manager import PagesManager
+from streamlit.testing.v1 import AppTest
+
+import core
+
+ROOT = Path(__file__).resolve().parents[2]
+TIMEOUT = 120  # a first UMAP in this process, on 2 busy cores
+
+
+@pytest.fixture(autouse=True)
+def navigation_mode(monkeypatch):
+    """Run pages the way the server does once st.navigation has been called (see test_pages.py)."""
+    orig = PagesManager.__init__
+
+    def init(self, *args, **kwargs):
+        orig(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", init)
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    h = tmp_path / "home"
+    h.mkdir()
+    monkeypatch.setenv("JOINTSCOPE_HOME", str(h))
+    return h
+
+
+@pytest.fixture
+def demo_home(home, demo_ws_template, umap_warm) -> Path:
+    """JOINTSCOPE_HOME holding a private copy of the demo workspace under the name 'demo'."""
+    shutil.copytree(demo_ws_template.path, home / "demo")
+    return home
+
+
+def map_page(**state) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "pages" / "map.py"), default_timeout=TIMEOUT)
+    for k, v in state.items():
+        at.session_state[k] = v
+    return at.run()
+
+
+def texts(elements) -> list[str]:
+    return [e.value for e in elements]
+
+
+def metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def map_spec(at: AppTest) -> dict:
+    """The plotly figure of the map chart (the 2-D one has key map_chart)."""
+    charts = [json.loads(e.proto.spec) for e in at.get("plotly_chart")]
+    maps = [c for c in charts if any(t.get("type") in ("scattergl", "scatter3d") for t in c["data"])]
+    assert maps, f"no map chart among {len(charts)} plotly charts"
+    return maps[-1]
+
+
+def marker_traces(spec: dict) -> list[dict]:
+    return [t for t in spec["data"] if t.get("mode") == "markers"]
+
+
+def n_points(spec: dict) -> int:
+    return sum(len(t["customdata"]) for t in marker_traces(spec))
+
+
+def n_vectors(home: Path) -> int:
+    return core.Workspace(home / "demo", create=False).models()["demo"]["n"]
+
+
+def test_umap_map_with_metrics(demo_home):
+    at = map_page(workspace="demo", model="demo")
+    assert not at.exception, at.exception
+    assert not at.error, texts(at.error)
+    spec = map_spec(at)
+    n = n_vectors(demo_home)
+    assert n_points(spec) == n
+    assert {t["type"] for t in marker_traces(spec)} == {"scattergl"}
+    assert sorted(t["name"].split(" (")[0] for t in marker_traces(spec)) == ["image", "text"]
+    m = metrics(at)
+    assert m["points"] == f"{n:,}"
+    assert 0.5 < float(m["trustworthiness"]) <= 1.0
+    assert 0.0 < float(m["mean trust"]) <= 1.0
+    assert float(m["modality gap"]) > 0
+    assert float(m["true-pair cosine"]) > 0
+    # the map was saved in the workspace: a rerun reads it back
+    assert list((demo_home / "demo" / "derived" / "maps").rglob("*.npz"))
+    at.run()
+    assert not at.exception
+    assert metrics(at)["points"] == f"{n:,}"
+    # nothing selected: a sample gallery of the workspace's images
+    assert any("Images on this map" in s for s in texts(at.markdown))
+    [gallery] = at.image
+    assert len(gallery.value) == 10 and all(cap for cap in gallery.captions)
+
+
+def test_pca_3d_and_gap_corrected(demo_home):
+    at = map_page(workspace="demo", model="demo")
+    umap_spec = map_spec(at)
+    at.radio(key="map_method").set_value("PCA").run()
+    assert not at.exception, at.exception
+    pca_spec = map_spec(at)
+    assert n_points(pca_spec) == n_points(umap_spec)
+    assert pca_spec["data"] != umap_spec["data"]
+    at.toggle(key="map_gap").set_value(True).run()
+    assert not at.exception and not at.error
+    gap_spec = map_spec(at)
+    assert gap_spec["data"] != pca_spec["data"]
+    # the gap numbers describe the uncorrected space either way
+    assert float(metrics(at)["modality gap"]) > 0
+    at.radio(key="map_dim").set_value("3-D").run()
+    assert not at.exception
+    spec3 = map_spec(at)
+    assert {t["type"] for t in marker_traces(spec3)} == {"scatter3d"}
+    assert any("2-D map only" in s for s in texts(at.caption))
+
+
+def test_colour_by_metadata_cluster_and_trust(demo_home):
+    at = map_page(workspace="demo", model="demo")
+    opts = at.selectbox(key="map_colour").options
+    assert {"modality", "shape", "colour", "background", "cluster (KMeans)", "trust (neighbours kept)"} <= set(opts)
+    assert "similarity to a text" in opts  # demo encodes texts
+    at.selectbox(key="map_colour").select("shape").run()
+    assert not at.exception
+    names = {t["name"].split(" (")[0] for t in marker_traces(map_spec(at))}
+    assert {"circle", "square", "triangle", "star", "cross", "ring"} <= names
+    at.selectbox(key="map_colour").select("cluster (KMeans)").run()
+    at.slider(key="map_k").set_value(5).run()
+    assert not at.exception
+    names = [t["name"].split(" (")[0] for t in marker_traces(map_spec(at))]
+    assert names == [f"cluster {i}" for i in range(1, 6)]
+    at.selectbox(key="map_colour").select("trust (neighbours kept)").run()
+    [trace] = marker_traces(map_spec(at))
+    assert trace["marker"]["colorbar"]["title"]["text"] == "trust"
+
+
+def test_colour_by_text_similarity(demo_home):
+    at = map_page(workspace="demo", model="demo")
+    at.selectbox(key="map_colour").select("similarity to a text").run()
+    assert any("Type a text" in s for s in texts(at.caption))
+    at.text_input(key="map_query").input("a red circle").run()
+    assert not at.exception, at.exception
+    [trace] = marker_traces(map_spec(at))
+    assert trace["marker"]["colorbar"]["title"]["text"] == "similarity"
+
+
+def test_pair_lines_and_thumbnails(demo_home):
+    at = map_page(workspace="demo", model="demo")
+    at.toggle(key="map_pairs").set_value(True).run()
+    at.toggle(key="map_thumbs").set_value(True).run()
+    assert not at.exception, at.exception
+    spec = map_spec(at)
+    [lines] = [t for t in spec["data"] if t.get("mode") == "lines"]
+    assert lines["name"] == "pairs (400)"
+    images = spec["layout"]["images"]
+    assert 0 < len(images) <= 60 and images[0]["source"].startswith("data:image/webp;base64,")
+
+
+def test_only_one_modality(demo_home):
+    at = map_page(workspace="demo", model="demo")
+    at.multiselect(key="map_modalities").set_value(["image"]).run()
+    assert not at.exception, at.exception
+    spec = map_spec(at)
+    assert n_points(spec) == 400 and [t["name"] for t in marker_traces(spec)] == ["image (400)"]
+    at.multiselect(key="map_modalities").set_value([]).run()
+    assert any("at least one modality" in s for s in texts(at.info))
+
+
+def test_empty_states(home):
+    at = map_page()
+    assert not at.exception
+    assert any("No workspace is open" in s for s in texts(at.info))
+
+    core.Workspace(core.workspace_path("empty"))
+    at = map_page(workspace="empty", model="demo")
+    assert not at.exception
+    [info] = texts(at.info)
+    assert "No vectors for demo" in info and "Data page" in info
+    assert not at.get("plotly_chart")
+
+
+def test_fewer_than_four_items(home):
+    ws = core.Workspace(core.workspace_path("tiny"))
+    (home / "t.csv").write_text("text,v_0,v_1,v_2\na,1,0,0\nb,0,1,0\nc,0,0,1\n", encoding="utf-8")
+    rep = ws.ingest([home / "t.csv"])
+    assert rep.added == 3 and not rep.errors, rep.errors
+    assert ws.models()["precomputed:v"]["n"] == 3
+    at = map_page(workspace="tiny", model="precomputed:v")
+    assert not at.exception
+    [warning] = texts(at.warning)
+    assert "at least 4 items" in warning and "has 3" in warning
+    assert not at.get("plotly_chart")
+
+
+def test_selected_ids_reads_customdata():
+    from pages.common import selected_ids
+
+    event = {"selection": {"points": [{"customdata": "a"}, {"customdata": ["b"]}, {"x": 1.0},
+                                      {"customdata": "a"}], "point_indices": [0, 1, 2, 0]}}
+    assert selected_ids(event) == ["a", "b"]
+    assert selected_ids({"selection": {"points": []}}) == []
+    assert selected_ids(None) == []

@@ -1,0 +1,143 @@
+"""The Map page in a real browser: streamlit server + Playwright + Debian chromium, on the demo workspace.
+
+Opens the Map (the UMAP map is computed by the server: PCA preview first, then the map), checks that
+plotly drew every point with WebGL, box-selects a region with the mouse and checks that the selected
+items are listed, then opens Search from the selection. Leaves a screenshot at
+/tmp/jointscope_map_page.png.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from test_browser import CHROMIUM, CHROMIUM_ARGS, _free_port
+
+import core
+
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOT = Path("/tmp/jointscope_map_page.png")
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed at /usr/bin/chromium "
+                                                     "(run `make chromium`)"),
+]
+
+# the plotly graph div of the map: the one whose traces carry item ids
+_MAP_POINTS_JS = """() => {
+  for (const gd of document.querySelectorAll('.js-plotly-plot')) {
+    const traces = (gd.data || []).filter(t => t.mode === 'markers' && t.customdata);
+    if (traces.length) return traces.reduce((n, t) => n + t.customdata.length, 0);
+  }
+  return 0;
+}"""
+
+
+@pytest.fixture(scope="module")
+def map_server(tmp_path_factory, demo_ws_template):
+    """A streamlit server on a free loopback port; its JOINTSCOPE_HOME holds a copy of the demo workspace."""
+    home = tmp_path_factory.mktemp("home")
+    shutil.copytree(demo_ws_template.path, home / "demo")
+    port = _free_port()
+    env = dict(os.environ, JOINTSCOPE_HOME=str(home), PYTHONUNBUFFERED="1")
+    base = f"http://127.0.0.1:{port}"
+    with open(tmp_path_factory.mktemp("log") / "server.log", "w+b") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+             "--server.address", "127.0.0.1", "--server.headless", "true",
+             "--browser.gatherUsageStats", "false"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as r:
+                        if r.status == 200:
+                            break
+                except OSError:
+                    pass
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    pytest.fail(f"streamlit did not start (exit {proc.poll()}):\n{log.read().decode()[-3000:]}")
+                time.sleep(0.3)
+            yield base, home
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def test_map_draws_points_and_box_selection_lists_items(map_server, browser):
+    from playwright.sync_api import expect
+
+    base, home = map_server
+    n = core.Workspace(home / "demo", create=False).models()["demo"]["n"]
+    page = browser.new_page(viewport={"width": 1440, "height": 1300})
+    page.set_default_timeout(60_000)
+    expect.set_options(timeout=60_000)  # first run: models listed, UMAP computed on 2 busy cores
+    try:
+        page.goto(f"{base}/map")
+        expect(page.get_by_role("heading", name="Map")).to_be_visible()
+        # the real map (not the PCA preview) is there once its metrics are
+        expect(page.get_by_test_id("stMetricLabel").filter(has_text="trustworthiness")).to_be_visible()
+        page.wait_for_function(f"() => ({_MAP_POINTS_JS})() === {n}")
+        plot = page.locator(".js-plotly-plot").filter(has=page.locator(".gl-container canvas")).first
+        expect(plot).to_be_visible()
+        # 2-D points are drawn with WebGL (scattergl), not as one SVG node per point
+        assert plot.locator(".gl-container canvas").count() >= 1
+        assert plot.locator("g.trace.scatter .point").count() == 0
+        expect(page.get_by_text("Images on this map")).to_be_visible()
+
+        # box selection: modebar "Box Select", then drag over the middle of the plot area
+        drag = plot.locator(".nsewdrag").first
+        box = drag.bounding_box()
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        plot.locator('.modebar-btn[data-title="Box Select"]').click()
+        x0, y0 = box["x"] + box["width"] * 0.2, box["y"] + box["height"] * 0.2
+        x1, y1 = box["x"] + box["width"] * 0.8, box["y"] + box["height"] * 0.8
+        page.mouse.move(x0, y0)
+        page.mouse.down()
+        for i in range(1, 11):
+            page.mouse.move(x0 + (x1 - x0) * i / 10, y0 + (y1 - y0) * i / 10)
+        page.mouse.up()
+
+        caption = page.get_by_text(re.compile(r"^\d+ selected: "))
+        expect(caption).to_be_visible()
+        n_sel = int(caption.inner_text().split()[0])
+        assert 0 < n_sel < n
+        expect(page.get_by_role("heading", name="Selection")).to_be_visible()
+        expect(page.get_by_test_id("stDataFrame").first).to_be_visible()
+        expect(page.get_by_role("button", name="Search from here")).to_be_visible()
+        expect(page.get_by_test_id("stDownloadButton")).to_have_count(2)
+        page.set_viewport_size({"width": 1440, "height": 2300})  # the app scrolls inside; show it all
+        page.wait_for_timeout(1500)  # let the grid and gallery paint before the screenshot
+        page.screenshot(path=str(SCREENSHOT), full_page=True)
+        assert not page.get_by_test_id("stException").count()
+
+        page.get_by_role("button", name="Search from here").click()
+        expect(page.get_by_role("heading", name="Search")).to_be_visible()
+        assert page.url.endswith("/search")
+    finally:
+        page.close()

@@ -1,0 +1,114 @@
+"""core.plots: map and gap figures (pure plotly, no Streamlit)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from core.plots import MAX_CATEGORIES, categories, gap_figure, map_figure, plot_text
+
+
+def _points(n=300, dim=2, seed=0):
+    return np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+
+
+def _n_points(fig) -> int:
+    return sum(len(t.x) for t in fig.data if t.mode == "markers")
+
+
+def test_map_figure_categories_become_legend_entries():
+    X = _points(300)
+    colour = np.array(["red", "green", "blue"] * 100, dtype=object)
+    ids = [f"id{i}" for i in range(300)]
+    fig = map_figure(X, color=colour, color_title="colour", hover_text=[f"item {i}" for i in range(300)],
+                     customdata=ids)
+    markers = [t for t in fig.data if t.mode == "markers"]
+    assert [t.type for t in markers] == ["scattergl"] * 3
+    assert [t.name for t in markers] == ["blue (100)", "green (100)", "red (100)"]
+    assert _n_points(fig) == 300
+    # every point keeps its id and its own coordinates
+    got = {cid: (x, y) for t in markers for cid, x, y in zip(t.customdata, t.x, t.y)}
+    assert set(got) == set(ids)
+    assert np.allclose(got["id7"], X[7])
+    assert fig.layout.uirevision and fig.layout.dragmode == "lasso"
+
+
+def test_map_figure_is_deterministic():
+    X = _points(500)
+    colour = np.random.default_rng(1).choice(["a", "b", "c"], 500)
+    kw = {"color": colour, "color_title": "c", "hover_text": [f"t{i}" for i in range(500)],
+          "customdata": [str(i) for i in range(500)], "pair_segments": np.array([[0, 1], [2, 3]]),
+          "thumbs": [(0.0, 0.0, "data:image/webp;base64,AAAA")]}
+    assert map_figure(X, **kw).to_json() == map_figure(X.copy(), **kw).to_json()
+    other = map_figure(X, **dict(kw, color=colour[::-1])).to_json()
+    assert other != map_figure(X, **kw).to_json()
+
+
+def test_map_figure_3d_and_pair_lines():
+    X = _points(40, dim=3)
+    fig = map_figure(X, dim=3, pair_segments=np.array([[0, 1], [2, 3], [4, 5]]))
+    kinds = [(t.type, t.mode) for t in fig.data]
+    assert kinds == [("scatter3d", "lines"), ("scatter3d", "markers")]
+    lines = fig.data[0]
+    assert len(lines.x) == 9 and np.isnan(np.asarray(lines.x, float)[2::3]).all()  # 3 segments, broken by gaps
+    assert lines.x[0] == X[0, 0] and lines.z[1] == X[1, 2]
+    assert _n_points(fig) == 40
+    with pytest.raises(ValueError, match="coords must be"):
+        map_figure(_points(10, dim=2), dim=3)
+
+
+def test_map_figure_numbers_get_a_colour_bar_and_missing_values_stay():
+    X = _points(50)
+    values = np.linspace(0, 1, 50)
+    values[3] = np.nan
+    fig = map_figure(X, color=values, color_title="trust", color_range=(0.0, 1.0))
+    main, missing = fig.data
+    assert main.marker.colorbar.title.text == "trust" and main.marker.cmin == 0 and main.marker.cmax == 1
+    assert len(main.x) == 49 and len(missing.x) == 1
+    assert missing.name.startswith("(missing)")
+
+
+def test_many_categories_fold_into_other():
+    values = [f"v{i % 50}" for i in range(500)] + ["v0"] * 10
+    _labels, order = categories(values)
+    assert len(order) == MAX_CATEGORIES and order[-1] == f"other ({50 - MAX_CATEGORIES + 1} values)"
+    assert "v0" in order  # the most common keeps its colour
+    fig = map_figure(_points(510), color=values)
+    assert len(fig.data) == MAX_CATEGORIES and _n_points(fig) == 510
+    assert fig.data[-1].marker.color == "#b0b0b0"
+    # natural order of numbered categories
+    assert categories(["cluster 10", "cluster 2", "cluster 1"])[1] == ["cluster 1", "cluster 2", "cluster 10"]
+
+
+def test_thumbnails_are_layout_images_in_2d_only():
+    X = _points(20)
+    thumbs = [(float(X[i, 0]), float(X[i, 1]), "data:image/webp;base64,AAAA") for i in range(5)]
+    fig = map_figure(X, thumbs=thumbs)
+    assert len(fig.layout.images) == 5 and fig.layout.images[0].xref == "x"
+    assert fig.layout.images[0].x == pytest.approx(X[0, 0])
+    assert len(map_figure(_points(20, 3), dim=3, thumbs=thumbs).layout.images) == 0
+
+
+def test_user_text_is_escaped_not_html():
+    X = _points(2)
+    fig = map_figure(X, color=["<b>x</b>", "a&b"], hover_text=['<a href="http://e">click</a>\nline 2', "ok"])
+    names = sorted(t.name for t in fig.data)
+    assert names == ["&lt;b&gt;x&lt;/b&gt; (1)", "a&amp;b (1)"]
+    texts = [s for t in fig.data for s in t.text]
+    assert '&lt;a href="http://e"&gt;click&lt;/a&gt;<br>line 2' in texts
+    assert "<" not in plot_text("<script>") and plot_text("a\nb") == "a<br>b"
+
+
+def test_wrong_lengths_are_rejected():
+    with pytest.raises(ValueError, match="color must have one entry per point"):
+        map_figure(_points(5), color=["a"])
+
+
+def test_gap_figure():
+    gap = {"a": "image", "b": "text", "pair_cosine": 0.31, "random_pair_cosine": 0.12, "centroid_cosine": 0.4}
+    fig = gap_figure(gap)
+    assert list(fig.data[0].x) == [0.31, 0.12, 0.4]
+    assert json.loads(fig.to_json())["data"][0]["orientation"] == "h"
+    fig = gap_figure(dict(gap, pair_cosine=None))
+    assert len(fig.data[0].x) == 2
