@@ -27,6 +27,14 @@ _EXPORTS = {
     "MapResult": "projection",
     "compute_map": "projection",
     "modality_gap": "quality",
+    "search_items": "search",
+    "analogy": "search",
+    "evaluate_analogies": "search",
+    "text_axes": "search",
+    "zero_shot_labels": "search",
+    "label_clusters": "search",
+    "default_vocabulary": "search",
+    "Hit": "search",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -36,7 +44,8 @@ def __getattr__(name: str):
     mod = _EXPORTS.get(name)
     if mod is None:
         raise AttributeError(f"module 'core' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{mod}"), name)
+    module = importlib.import_module(f"{__name__}.{mod}")
+    value = getattr(module, "search" if name == "search_items" else name)  # core.search is the module
     globals()[name] = value
     return value
 

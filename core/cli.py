@@ -222,6 +222,118 @@ _map.configure = _map_configure
 command("map", "project a model's vectors to a 2-D/3-D map (UMAP or PCA), cached in the workspace")(_map)
 
 
+# ---- search / analogy ---------------------------------------------------------------------------
+def _parse_filters(pairs: list[str] | None) -> dict[str, list[str]] | None:
+    """``COLUMN=VALUE`` (repeatable; the same column twice means either value)."""
+    if not pairs:
+        return None
+    out: dict[str, list[str]] = {}
+    for p in pairs:
+        col, sep, value = p.partition("=")
+        if not sep or not col.strip():
+            raise argparse.ArgumentTypeError(f"--filter expects COLUMN=VALUE; got {p!r}")
+        out.setdefault(col.strip(), []).append(value.strip())
+    return out
+
+
+def _query_options(p, *, k_help: str = "number of results (default 10)") -> None:
+    p.add_argument("--model", required=True, help="model id, see `jointscope models`")
+    p.add_argument("--k", type=int, default=None, help=k_help)
+    p.add_argument("--modality", action="append", choices=["image", "text", "row"],
+                   help="return only this modality (repeatable; default: all)")
+    p.add_argument("--filter", action="append", metavar="COLUMN=VALUE",
+                   help="keep items whose metadata column equals VALUE (repeatable; same column = either)")
+
+
+def _k_arg(k: int | None, default: int) -> int:
+    if k is None:
+        return default
+    if k < 1:
+        raise argparse.ArgumentTypeError(f"--k must be >= 1; got {k}")
+    return k
+
+
+def _search_configure(p):
+    p.add_argument("workspace")
+    q = p.add_mutually_exclusive_group(required=True)
+    q.add_argument("--text", help="query text")
+    q.add_argument("--image", metavar="PATH", help="query image file")
+    q.add_argument("--item", metavar="ID", help="query item id (more like this item; the item is excluded)")
+    _query_options(p)
+
+
+def _search(args):
+    from .encoders import ModelLoadError
+    from .search import search
+
+    k = _k_arg(args.k, 10)
+    filters = _parse_filters(args.filter)
+    ws = _open_ws(args.workspace)
+    term = args.text if args.text is not None else f"image:{args.image}" if args.image is not None else f"item:{args.item}"
+    try:
+        hits = search(ws, args.model, term, k=k, modality=args.modality, filter=filters)
+    except (ModelLoadError, ValueError) as e:
+        raise CLIError(str(e))
+    return {"model": args.model, "query": term, "results": [h.to_dict() for h in hits]}
+
+
+_search.configure = _search_configure
+command("search", "nearest items of a text, an image or an item, across modalities")(_search)
+
+
+def _analogy_configure(p):
+    p.add_argument("workspace", nargs="?",
+                   help="workspace folder (optional with --eval: without it the set is scored on a vocabulary "
+                        "of its own texts)")
+    p.add_argument("--plus", nargs="+", action="extend", metavar="TERM", default=[],
+                   help="terms to add: a text, item:<id> or image:<path>")
+    p.add_argument("--minus", nargs="+", action="extend", metavar="TERM", default=[], help="terms to subtract")
+    p.add_argument("--method", choices=["3cosadd", "3cosmul"], default="3cosadd")
+    p.add_argument("--eval", metavar="CSV", help="score an analogy set (columns a, b, c, d [, category, modality])")
+    _query_options(p, k_help="number of results (default 10); with --eval: accuracy@k besides @1 (default 5)")
+
+
+def _analogy(args):
+    from .encoders import ModelLoadError
+    from .search import analogy, evaluate_analogies
+
+    k = _k_arg(args.k, 5 if args.eval else 10)
+    filters = _parse_filters(args.filter)
+    if args.eval:
+        if args.plus or args.minus:
+            raise argparse.ArgumentTypeError("give either --eval CSV or --plus/--minus terms, not both")
+        if filters:
+            raise argparse.ArgumentTypeError("--filter does not apply to --eval")
+        try:
+            if args.workspace:
+                ev = evaluate_analogies(_open_ws(args.workspace), args.eval, model=args.model, k=k,
+                                        method=args.method, modality=args.modality)
+            else:
+                ev = evaluate_analogies(args.model, args.eval, k=k, method=args.method)
+        except (ModelLoadError, ValueError) as e:
+            raise CLIError(str(e))
+        if not ev.n:
+            first = ev.skipped[0][1] if ev.skipped else "the set has no rows"
+            raise CLIError(f"no row of {args.eval!r} could be evaluated ({len(ev.skipped)} skipped; {first})")
+        return ev.to_dict()
+    if not args.workspace:
+        raise argparse.ArgumentTypeError("give a WORKSPACE for --plus/--minus terms (or --eval CSV)")
+    if not args.plus:
+        raise argparse.ArgumentTypeError("give at least one --plus TERM")
+    ws = _open_ws(args.workspace)
+    try:
+        hits = analogy(ws, args.model, args.plus, args.minus, method=args.method, k=k,
+                       modality=args.modality, filter=filters)
+    except (ModelLoadError, ValueError) as e:
+        raise CLIError(str(e))
+    return {"model": args.model, "method": args.method, "plus": args.plus, "minus": args.minus,
+            "results": [h.to_dict() for h in hits]}
+
+
+_analogy.configure = _analogy_configure
+command("analogy", "vector arithmetic over terms (a text, item:<id>, image:<path>), or --eval an analogy set")(_analogy)
+
+
 # ---- demo ---------------------------------------------------------------------------------------
 def _demo_configure(p):
     p.add_argument("workspace", help="folder of the demo workspace (created or completed)")

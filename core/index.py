@@ -234,18 +234,28 @@ class NeighborIndex:
         self._hnsw.add_items(self._X, np.arange(n))
 
     def _tune_ef(self, k: int = 10, n_queries: int = 200) -> int:
+        """Smallest ``ef`` of the ladder whose recall@k reaches the target on a sample of indexed items.
+
+        The sample items are their own nearest neighbours, which every ``ef`` finds; counting them
+        would overstate recall, so each query's own item is left out on both sides.
+        """
         rng = np.random.default_rng(self.seed)
         n = len(self.ids_)
-        q = self._X[rng.choice(n, size=min(n_queries, n), replace=False)]
-        kk = min(k, n)
-        truth, _ = self._exact(q, kk, None)
+        sel = rng.choice(n, size=min(n_queries, n), replace=False)
+        q = self._X[sel]
+        kk = min(k, n - 1)
+        if kk < 1:
+            return _EF_LADDER[0]
+        truth, _ = self._exact(q, kk + 1, None)
+        truth = [[j for j in row if j != i][:kk] for row, i in zip(truth.tolist(), sel.tolist())]
         for ef in _EF_LADDER:
-            self._hnsw.set_ef(max(ef, kk))
-            got, _ = self._hnsw.knn_query(q, k=kk)
+            self._hnsw.set_ef(max(ef, kk + 1))
+            got, _ = self._hnsw.knn_query(q, k=kk + 1)
+            got = [[j for j in row if j != i][:kk] for row, i in zip(got.tolist(), sel.tolist())]
             recall = np.mean([len(set(a) & set(b)) / kk for a, b in zip(got, truth)])
             if recall >= self.recall_target:
                 log.info("hnsw ef=%d reaches recall@%d=%.3f", ef, kk, recall)
-                return max(ef, kk)
+                return max(ef, kk + 1)
         return _EF_LADDER[-1]
 
     def _scores_exact(self, P: np.ndarray) -> np.ndarray:

@@ -1,0 +1,389 @@
+"""core.search: terms, cross-modal search with filters, analogies (3CosAdd / 3CosMul) and their
+evaluation on the bundled sets, text-defined axes, zero-shot labels; the `search` / `analogy` CLI."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import core
+from core.cli import main
+from core.demo.world import COLOURS, SHAPES
+from core.encoders import ASSETS_DIR
+from core.search import (AnalogyEvaluation, Hit, analogy, analogy_scores, default_vocabulary, evaluate_analogies,
+                         label_clusters, load_analogy_set, parse_term, search, term_vectors, text_axes,
+                         vocabulary_vectors, zero_shot_labels)
+
+from helpers import make_png
+
+MINILM_SET = ASSETS_DIR / "analogies" / "minilm.csv"
+DEMO_SET = ASSETS_DIR / "analogies" / "demo.csv"
+
+
+@pytest.fixture(scope="module")
+def ws(demo_ws_template, tmp_path_factory):
+    """One copy of the demo workspace for this module (searching writes the workspace's index)."""
+    dst = tmp_path_factory.mktemp("search") / "demo"
+    shutil.copytree(demo_ws_template.path, dst)
+    return core.Workspace(dst, create=False)
+
+
+@pytest.fixture(scope="module")
+def items(ws) -> pd.DataFrame:
+    return ws.items.set_index("id", drop=False)
+
+
+def single_images(items: pd.DataFrame) -> pd.DataFrame:
+    return items[(items["modality"] == "image") & (items["n_objects"].astype(int) == 1)]
+
+
+def has_object(row, colour: str, shape: str) -> bool:
+    return (row["colour"], row["shape"]) == (colour, shape) or (row["colour2"], row["shape2"]) == (colour, shape)
+
+
+# ---- terms --------------------------------------------------------------------------------------
+def test_parse_term():
+    assert parse_term("a red car") == core.search.Term("text", "a red car")
+    assert parse_term("item:abc") == core.search.Term("item", "abc")
+    assert parse_term("image:/x/y.png") == core.search.Term("image", "/x/y.png")
+    assert str(parse_term("item:abc")) == "item:abc"
+    for bad in ("", "  ", "item:", "image: "):
+        with pytest.raises(ValueError):
+            parse_term(bad)
+
+
+def test_term_errors_name_the_term(ws, tmp_path):
+    with pytest.raises(ValueError, match=r"item:nope.*not in workspace"):
+        term_vectors(ws, "demo", ["a red object", "item:nope"])
+    with pytest.raises(ValueError, match=r"image:.*missing\.png.*no such file"):
+        search(ws, "demo", f"image:{tmp_path / 'missing.png'}")
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    with pytest.raises(ValueError, match=r"junk\.png.*cannot read the image"):
+        search(ws, "demo", f"image:{junk}")
+    img = make_png(tmp_path / "red.png")
+    with pytest.raises(ValueError, match=r"image:.*red\.png.*'minilm' cannot encode images"):
+        term_vectors(None, "minilm", ["king", f"image:{img}"])
+    with pytest.raises(ValueError, match=r"item terms need a workspace"):
+        term_vectors(None, "minilm", ["item:abc"])
+    some_id = ws.items["id"].iloc[0]
+    with pytest.raises(ValueError, match=r"has no vector for model 'minilm'"):
+        term_vectors(ws, "minilm", [f"item:{some_id}"])
+
+
+def test_term_vectors_are_unit_rows_and_items_use_stored_vectors(ws):
+    item_id = ws.items["id"].iloc[0]
+    V = term_vectors(ws, "demo", ["a red object", f"item:{item_id}"])
+    assert V.shape == (2, 128) and V.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(V, axis=1), 1.0, atol=1e-5)
+    X, _ = ws.vectors("demo", ids=[item_id])
+    np.testing.assert_allclose(V[1], X[0] / np.linalg.norm(X[0]), atol=1e-6)
+
+
+# ---- search -------------------------------------------------------------------------------------
+def test_text_to_image_search_finds_red_circles(ws, items):
+    hits = search(ws, "demo", "a red circle", k=5, modality="image")
+    assert len(hits) == 5 and all(isinstance(h, Hit) for h in hits)
+    assert all(h.modality == "image" and h.image and h.image.endswith(".png") for h in hits)
+    assert all(has_object(items.loc[h.id], "red", "circle") for h in hits), [h.id for h in hits]
+    scores = [h.score for h in hits]
+    assert scores == sorted(scores, reverse=True) and -1 <= scores[-1] <= scores[0] <= 1
+    d = hits[0].to_dict()
+    assert {"id", "score", "modality", "text", "image"} <= set(d)
+    json.dumps(d)
+
+
+def test_image_to_text_finds_its_own_caption(ws, items):
+    images = items[items["modality"] == "image"].head(40)
+    ranks = []
+    for _, r in images.iterrows():
+        hits = search(ws, "demo", f"item:{r['id']}", k=10, modality="text")
+        assert all(h.modality == "text" for h in hits)
+        ids = [h.id for h in hits]
+        ranks.append(ids.index(r["pair"]) + 1 if r["pair"] in ids else None)
+    assert np.mean([x is not None and x <= 5 for x in ranks]) >= 0.8, ranks
+    assert np.mean([x == 1 for x in ranks]) >= 0.4, ranks
+
+
+def test_item_query_excludes_itself_and_vector_queries(ws, items):
+    item_id = single_images(items)["id"].iloc[0]
+    hits = search(ws, "demo", f"item:{item_id}", k=10)
+    assert item_id not in [h.id for h in hits] and len(hits) == 10
+    X, _ = ws.vectors("demo", ids=[item_id])
+    by_vector = search(ws, "demo", X[0], k=3)
+    assert by_vector[0].id == item_id  # a raw vector is not an item: nothing is excluded
+    two = single_images(items)["id"].iloc[:2].tolist()
+    hits = search(ws, "demo", [f"item:{i}" for i in two], k=5)  # "more like these"
+    assert not set(two) & {h.id for h in hits}
+    X2, _ = ws.vectors("demo", ids=two)
+    assert [h.id for h in search(ws, "demo", X2, k=5, exclude=two)] == [h.id for h in hits]
+    # a query text stored as an item is that item: excluded too
+    caption = items[items["modality"] == "text"].iloc[0]
+    hits = search(ws, "demo", caption["text"], k=5, modality="text")
+    assert caption["id"] not in [h.id for h in hits]
+
+
+def test_filters_return_k_results(ws, items):
+    hits = search(ws, "demo", "a circle", k=12, modality="image", filter={"colour": "blue"})
+    assert len(hits) == 12
+    assert all(items.loc[h.id, "colour"] == "blue" and h.modality == "image" for h in hits)
+    hits = search(ws, "demo", "a circle", k=8, filter={"colour": ["Red", "green"], "n_objects": 1})
+    assert len(hits) == 8
+    assert all(items.loc[h.id, "colour"] in ("red", "green") and int(items.loc[h.id, "n_objects"]) == 1 for h in hits)
+    # a callable on the items frame
+    hits = search(ws, "demo", "a circle", k=10, filter=lambda df: df["background"] == "stripes")
+    assert len(hits) == 10 and all(items.loc[h.id, "background"] == "stripes" for h in hits)
+    # fewer pass than k: all of them come back
+    few = items[(items["colour"] == "red") & (items["shape"] == "star") & (items["modality"] == "image")]
+    hits = search(ws, "demo", "a blue ring", k=50, modality="image", filter={"colour": "red", "shape": "star"})
+    assert {h.id for h in hits} == set(few["id"]) and len(few) < 50
+    with pytest.raises(ValueError, match=r"filter column 'color' is not in the workspace"):
+        search(ws, "demo", "a circle", filter={"color": "red"})
+    with pytest.raises(ValueError, match=r"k must be an integer >= 1; got 0"):
+        search(ws, "demo", "a circle", k=0)
+
+
+def test_search_on_the_hnsw_backend_keeps_filters_and_exclusions(demo_ws, monkeypatch):
+    from core.index import NeighborIndex, workspace_index
+
+    monkeypatch.setitem(NeighborIndex.__init__.__kwdefaults__, "exact_threshold", 100)
+    assert workspace_index(demo_ws, "demo").backend_ == "hnsw"
+    items = demo_ws.items.set_index("id", drop=False)
+    src = single_images(items)["id"].iloc[0]
+    hits = search(demo_ws, "demo", f"item:{src}", k=10, modality="image", filter={"shape": "ring"})
+    assert len(hits) == 10 and src not in [h.id for h in hits]
+    assert all(items.loc[h.id, "shape"] == "ring" and h.modality == "image" for h in hits)
+    exact = NeighborIndex(exact_threshold=10**9).fit(*demo_ws.vectors("demo"))
+    mask = ((items["shape"] == "ring") & (items["modality"] == "image")).reindex(exact.ids_).to_numpy()
+    X, _ = demo_ws.vectors("demo", ids=[src])
+    want, _ = exact.query(X, k=10, filter=mask, exclude=[src])
+    assert len(set(want[0]) & {h.id for h in hits}) >= 9
+
+
+# ---- analogies ----------------------------------------------------------------------------------
+def test_analogy_scores_follow_the_definitions():
+    rng = np.random.default_rng(0)
+    unit = lambda a: a / np.linalg.norm(a, axis=-1, keepdims=True)  # noqa: E731
+    X, P, M = unit(rng.normal(size=(50, 8))), unit(rng.normal(size=(2, 8))), unit(rng.normal(size=(1, 8)))
+    q = P.sum(0) - M.sum(0)
+    np.testing.assert_allclose(analogy_scores(X, P, M, "3cosadd"), X @ q / np.linalg.norm(q), atol=1e-5)
+    c = lambda v: (X @ v + 1) / 2  # noqa: E731
+    want = c(P[0]) * c(P[1]) / (c(M[0]) + 0.001)
+    np.testing.assert_allclose(analogy_scores(X, P, M, "3CosMul"), want, rtol=1e-5)
+    with pytest.raises(ValueError, match="method must be one of 3cosadd, 3cosmul; got 'pairdirection'"):
+        analogy_scores(X, P, M, "pairdirection")
+    with pytest.raises(ValueError, match="cancel out"):
+        analogy_scores(X, P[:1], P[:1], "3cosadd")
+
+
+@pytest.mark.parametrize("method", ["3cosadd", "3cosmul"])
+def test_minilm_analogy_set_reaches_the_floor(method):
+    ev = evaluate_analogies("minilm", MINILM_SET, method=method)
+    rows = len(pd.read_csv(MINILM_SET))
+    assert rows >= 100 and ev.n == rows and not ev.skipped
+    assert ev.accuracy >= 0.8, ev.to_dict(rows=False)
+    assert ev.accuracy > ev.baseline_accuracy + 0.1
+    d = ev.to_dict()
+    assert d["acc@1"] == pytest.approx(ev.accuracy, abs=1e-4) and d["acc@5"] >= d["acc@1"]
+    assert set(d["per_category"]) >= {"capital-country", "gender", "plural", "comparative", "past-tense", "opposite"}
+    assert sum(c["n"] for c in d["per_category"].values()) == ev.n
+    # every prediction is a word of the set that is not an input of its row
+    assert all(r["predicted"] not in (r["a"], r["b"], r["c"]) for r in d["rows"])
+
+
+@pytest.mark.parametrize("method", ["3cosadd", "3cosmul"])
+def test_demo_cross_modal_analogies_beat_nearest_neighbours(ws, method):
+    ev = evaluate_analogies(ws, DEMO_SET, model="demo", method=method)
+    assert ev.n == len(pd.read_csv(DEMO_SET)) and not ev.skipped, ev.skipped
+    d = ev.to_dict(rows=False)
+    assert ev.accuracy >= 0.8 and d["acc@5"] >= 0.9, d
+    assert ev.accuracy >= ev.baseline_accuracy + 0.5, d
+    for cat, c in d["per_category"].items():
+        assert c["acc@5"] > c["baseline"]["acc@5"], (cat, c)
+
+
+def test_analogy_image_minus_text_plus_text(ws, items):
+    red_circles = single_images(items)
+    red_circles = red_circles[(red_circles["colour"] == "red") & (red_circles["shape"] == "circle")]
+    src = red_circles["id"].iloc[0]
+    for method in ("3cosadd", "3cosmul"):
+        hits = analogy(ws, "demo", [f"item:{src}", "a blue object"], ["a red object"], method=method, k=3,
+                       modality="image")
+        assert src not in [h.id for h in hits]
+        assert all(has_object(items.loc[h.id], "blue", "circle") for h in hits), (method, [h.id for h in hits])
+    # without a modality filter the input item is still excluded, and 3CosMul ranks by its own score
+    hits = analogy(ws, "demo", [f"item:{src}"], [], method="3cosmul", k=5)
+    assert src not in [h.id for h in hits]
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    with pytest.raises(ValueError, match="at least one plus term"):
+        analogy(ws, "demo", [], ["a red object"])
+
+
+def test_analogy_matches_exact_3cosmul(ws, monkeypatch):
+    X, ids = ws.vectors("demo", modality="image")
+    X = X / np.linalg.norm(X, axis=1, keepdims=True)
+    V = term_vectors(ws, "demo", ["a green object", "a star", "a square"])
+    want = analogy_scores(X, V[:2], V[2:], "3cosmul")
+    hits = analogy(ws, "demo", ["a green object", "a star"], ["a square"], method="3cosmul", k=5, modality="image")
+    assert [h.id for h in hits] == list(ids[np.argsort(-want)[:5]])
+    np.testing.assert_allclose([h.score for h in hits], np.sort(want)[::-1][:5], rtol=1e-5)
+    # large collections: a candidate pool from the index, the same top 5 here
+    monkeypatch.setattr(core.search, "COSMUL_EXACT_LIMIT", 50)
+    monkeypatch.setattr(core.search, "COSMUL_POOL", 100)
+    pooled = analogy(ws, "demo", ["a green object", "a star"], ["a square"], method="3cosmul", k=5, modality="image")
+    assert [h.id for h in pooled] == [h.id for h in hits]
+
+
+def test_evaluation_reports_bad_rows(ws, items):
+    img = single_images(items)["id"].iloc[0]
+    colour, shape = items.loc[img, "colour"], items.loc[img, "shape"]
+    other = next(c for c in COLOURS if c != colour)
+    rows = [
+        {"a": f"a {colour} object", "b": f"a {other} object", "c": img, "d": f"colour={other};shape={shape}"},
+        {"a": "a red object", "b": "", "c": img, "d": "colour=red"},
+        {"a": "a red object", "b": "a blue object", "c": "item:0000000000000000", "d": "colour=blue"},
+        {"a": "a red object", "b": "a blue object", "c": img, "d": "colour=mauve"},
+        {"a": "a red object", "b": "a blue object", "c": img, "d": "hue=blue"},
+    ]
+    ev = evaluate_analogies(ws, rows, model="demo", modality="image")
+    assert isinstance(ev, AnalogyEvaluation) and ev.n == 1
+    reasons = dict(ev.skipped)
+    assert sorted(reasons) == [2, 3, 4, 5]
+    assert reasons[2].startswith("row 2:") and "column(s) b empty" in reasons[2]
+    assert "item:0000000000000000" in reasons[3] and "not in workspace" in reasons[3]
+    assert "no candidate item matches d='colour=mauve'" in reasons[4]
+    assert "'hue' is not in the workspace" in reasons[5]
+    with pytest.raises(ValueError, match=r"lacks column\(s\) d"):
+        load_analogy_set(pd.DataFrame({"a": ["x"], "b": ["y"], "c": ["z"]}))
+    with pytest.raises(ValueError, match="does not exist"):
+        evaluate_analogies("minilm", "/nonexistent/set.csv")
+    voc = evaluate_analogies("minilm", [{"a": "man", "b": "king", "c": "woman", "d": "queen"},
+                                        {"a": "man", "b": "king", "c": "item:x", "d": "queen"},
+                                        {"a": "man", "b": "king", "c": "woman", "d": "king"}])
+    assert voc.n == 1 and [r for r, _ in voc.skipped] == [2, 3]
+    assert "vocabulary holds texts only" in voc.skipped[0][1] and "is also an input" in voc.skipped[1][1]
+
+
+# ---- axes and zero-shot labels ------------------------------------------------------------------
+def test_text_axes_separate_colours_and_shapes(ws, items):
+    df = text_axes(ws, "demo", x=("a red object", "a blue object"), y=("a circle", "a square"), modality="image")
+    assert list(df.columns) == ["id", "modality", "x", "y"] and (df["modality"] == "image").all()
+    assert df["x"].between(-1, 1).all() and df["y"].between(-1, 1).all()
+    meta = items.loc[df["id"]]
+    assert df["x"][meta["colour"].eq("red").to_numpy()].mean() > df["x"][meta["colour"].eq("blue").to_numpy()].mean() + 0.1
+    assert df["y"][meta["shape"].eq("circle").to_numpy()].mean() > df["y"][meta["shape"].eq("square").to_numpy()].mean() + 0.1
+    one = text_axes(ws, "demo", x=("a red object", "a blue object"), y=None, ids=df["id"].iloc[:3].tolist())
+    assert list(one.columns) == ["id", "modality", "x"] and len(one) == 3
+    with pytest.raises(ValueError, match="axis x must be a pair"):
+        text_axes(ws, "demo", x=("red",))
+
+
+def test_zero_shot_labels_rank_the_right_colour(ws, items):
+    singles = single_images(items).head(30)
+    right = 0
+    for _, r in singles.iterrows():
+        top = zero_shot_labels(ws, "demo", list(COLOURS), ids=r["id"], k=3)
+        assert list(top.columns) == ["label", "prompt", "score"] and len(top) == 3
+        assert top["score"].is_monotonic_decreasing
+        right += top["label"].iloc[0] == r["colour"]
+    assert right / len(singles) >= 0.9
+    reds = singles[singles["colour"] == "red"]["id"].tolist()
+    sel = zero_shot_labels(ws, "demo", list(COLOURS) + list(SHAPES), ids=reds, k=None, template="a {} object")
+    assert sel["label"].iloc[0] == "red" and len(sel) == len(COLOURS) + len(SHAPES)
+    assert sel["prompt"].iloc[0] == "a red object"
+    X, _ = ws.vectors("demo", ids=reds)
+    np.testing.assert_array_equal(zero_shot_labels(X, "demo", list(COLOURS), k=2)["label"],
+                                  zero_shot_labels(ws, "demo", list(COLOURS), ids=reds, k=2)["label"])
+    vocab = default_vocabulary()
+    assert len(vocab) >= 200 and set(COLOURS) | set(SHAPES) | {"small", "large", "left", "center"} <= set(vocab)
+    assert len(zero_shot_labels(ws, "demo", ids=reds[0], k=5)) == 5  # the bundled vocabulary
+    with pytest.raises(ValueError, match="nope"):
+        zero_shot_labels(ws, "demo", list(COLOURS), ids=["nope"])
+
+
+def test_label_clusters_name_colour_clusters(ws, items):
+    singles = single_images(items)
+    singles = singles[singles["colour"].isin(["red", "green", "blue"])]
+    X, ids = ws.vectors("demo", ids=singles["id"].tolist())
+    labels = items.loc[ids, "colour"].to_numpy()
+    vocab = list(COLOURS) + list(SHAPES) + ["object", "shape"]
+    T = vocabulary_vectors("demo", vocab, "a {} object")
+    names = label_clusters(X, labels, T, vocab, k=2)
+    assert set(names) == {"red", "green", "blue"}
+    for colour, words in names.items():
+        assert words[0][0] == colour and len(words) == 2
+
+
+def test_core_exports_search_api():
+    import core.search as search_module
+
+    assert core.search_items is search and search_module.search is search
+    assert core.analogy is analogy and core.evaluate_analogies is evaluate_analogies
+    assert core.text_axes is text_axes and core.zero_shot_labels is zero_shot_labels
+
+
+# ---- CLI ----------------------------------------------------------------------------------------
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, (json.loads(out) if code == 0 and out.strip() else None), err
+
+
+def test_cli_search_and_analogy_json(capsys, ws, items):
+    code, doc, _ = run(capsys, "search", str(ws.path), "--model", "demo", "--text", "a red circle", "--k", "4",
+                       "--modality", "image", "--json")
+    assert code == 0 and len(doc["results"]) == 4
+    for r in doc["results"]:
+        assert {"id", "score", "modality", "text", "image"} <= set(r)
+        assert r["modality"] == "image" and has_object(items.loc[r["id"]], "red", "circle")
+    src = single_images(items)["id"].iloc[0]
+    code, doc, _ = run(capsys, "search", str(ws.path), "--model", "demo", "--item", src, "--filter", "colour=green",
+                       "--filter", "colour=blue", "--k", "6", "--json")
+    assert code == 0 and len(doc["results"]) == 6 and src not in [r["id"] for r in doc["results"]]
+    assert all(items.loc[r["id"], "colour"] in ("green", "blue") for r in doc["results"])
+    colour = items.loc[src, "colour"]
+    other = next(c for c in COLOURS if c != colour)
+    code, doc, _ = run(capsys, "analogy", str(ws.path), "--model", "demo", "--plus", f"item:{src}",
+                       f"a {other} object", "--minus", f"a {colour} object", "--method", "3cosmul",
+                       "--modality", "image", "--k", "3", "--json")
+    assert code == 0 and len(doc["results"]) == 3
+    assert all(items.loc[r["id"], "colour"] == other for r in doc["results"])
+
+
+def test_cli_analogy_eval_json(capsys, ws, tmp_path):
+    code, doc, _ = run(capsys, "analogy", "--model", "minilm", "--eval", str(MINILM_SET), "--json")
+    assert code == 0
+    assert {"acc@1", "acc@5", "baseline", "n", "per_category", "skipped"} <= set(doc)
+    assert doc["acc@1"] >= 0.8 and doc["n"] >= 100 and {"acc@1", "acc@5"} <= set(doc["baseline"])
+    code, doc, _ = run(capsys, "analogy", str(ws.path), "--model", "demo", "--eval", str(DEMO_SET), "--json")
+    assert code == 0 and doc["acc@1"] > doc["baseline"]["acc@1"]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b,c\nx,y,z\n")
+    code, _, err = run(capsys, "analogy", "--model", "minilm", "--eval", str(bad), "--json")
+    assert code == 1 and "lacks column(s) d" in err and err.count("\n") == 1
+    empty = tmp_path / "empty_cells.csv"
+    empty.write_text("a,b,c,d\nman,,woman,queen\n")
+    code, _, err = run(capsys, "analogy", "--model", "minilm", "--eval", str(empty), "--json")
+    assert code == 1 and "row 1: column(s) b empty" in err
+
+
+def test_cli_errors_and_exit_codes(capsys, ws, tmp_path):
+    code, _, err = run(capsys, "search", str(ws.path), "--model", "demo", "--item", "nope", "--json")
+    assert code == 1 and "item:nope" in err and err.count("\n") == 1
+    code, _, err = run(capsys, "search", str(ws.path), "--model", "demo", "--image", str(tmp_path / "no.png"))
+    assert code == 1 and "no.png" in err and "cannot read the image" in err
+    code, _, err = run(capsys, "search", str(ws.path), "--model", "demo", "--text", "x", "--filter", "colour")
+    assert code == 2 and "COLUMN=VALUE" in err
+    code, _, err = run(capsys, "search", str(ws.path), "--model", "demo", "--text", "x", "--k", "0")
+    assert code == 2
+    code, _, _ = run(capsys, "search", str(ws.path), "--model", "demo")  # no query: argparse usage error
+    assert code == 2
+    code, _, err = run(capsys, "analogy", "--model", "demo", "--plus", "a red object")
+    assert code == 2 and "WORKSPACE" in err
+    code, _, err = run(capsys, "analogy", str(ws.path), "--model", "demo", "--plus", "image:/no/such.png", "--json")
+    assert code == 1 and "image:/no/such.png" in err
+    code, _, err = run(capsys, "search", str(tmp_path / "nows"), "--model", "demo", "--text", "x")
+    assert code == 1 and "no workspace" in err
