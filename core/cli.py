@@ -334,6 +334,43 @@ _analogy.configure = _analogy_configure
 command("analogy", "vector arithmetic over terms (a text, item:<id>, image:<path>), or --eval an analogy set")(_analogy)
 
 
+# ---- quality ------------------------------------------------------------------------------------
+def _quality_configure(p):
+    p.add_argument("workspace")
+    p.add_argument("--model", required=True, help="model id, see `jointscope models`")
+    p.add_argument("--k", type=int, default=10, help="neighbours for hubness, outliers and pair scores (default 10)")
+    p.add_argument("--sample", type=int, default=10_000,
+                   help="at most this many items (RankMe, uniformity, separability) and pairs (retrieval)")
+    p.add_argument("--compare", metavar="MODEL_B", help="also compare with another model on the items both have")
+    p.add_argument("--compare-method", choices=["umap", "pca"], default="umap",
+                   help="projection of the two maps aligned by Procrustes (default umap)")
+    p.add_argument("--modality", choices=["image", "text", "row"], help="with --compare: compare only this modality")
+
+
+def _quality(args):
+    from .quality import compare_models, quality_report
+
+    if args.k < 1:
+        raise argparse.ArgumentTypeError(f"--k must be >= 1; got {args.k}")
+    if args.sample < 10:
+        raise argparse.ArgumentTypeError(f"--sample must be >= 10; got {args.sample}")
+    if args.modality and not args.compare:
+        raise argparse.ArgumentTypeError("--modality applies to --compare only")
+    ws = _open_ws(args.workspace)
+    try:
+        out = quality_report(ws, args.model, k=args.k, sample=args.sample)
+        if args.compare:
+            out["compare"] = compare_models(ws, args.model, args.compare, modality=args.modality, k=args.k,
+                                            method=args.compare_method).to_dict()
+    except ValueError as e:
+        raise CLIError(str(e))
+    return out
+
+
+_quality.configure = _quality_configure
+command("quality", "how good a model's space is: RankMe, alignment/uniformity, gap, hubness, retrieval, flags")(_quality)
+
+
 # ---- demo ---------------------------------------------------------------------------------------
 def _demo_configure(p):
     p.add_argument("workspace", help="folder of the demo workspace (created or completed)")

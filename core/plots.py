@@ -236,3 +236,121 @@ def gap_figure(gap: dict, *, height: int = 180):
                       xaxis={"range": [min([0.0] + [r[1] for r in rows]), 1.0], "zeroline": True},
                       yaxis={"autorange": "reversed"}, plot_bgcolor="white", showlegend=False)
     return fig
+
+
+def axes_figure(x: np.ndarray, y: np.ndarray, *, x_terms: tuple[str, str], y_terms: tuple[str, str],
+                color=None, color_title: str = "", hover_text: Sequence[str] | None = None,
+                customdata: Sequence[str] | None = None, height: int = 560, categorical: bool | None = None):
+    """Items placed on two text-defined axes (Parallax-style; see :func:`core.search.text_axes`).
+
+    ``x``, ``y``: (n,) cosines with the axes ``x_terms = (positive, negative)`` and ``y_terms``; each
+    axis is titled "negative ← → positive" and keeps its ticks and zero line (the coordinates mean
+    something, unlike a map's). ``color`` / ``hover_text`` / ``customdata`` as in :func:`map_figure`.
+    """
+    x = np.asarray(x, dtype=np.float32).reshape(-1)
+    y = np.asarray(y, dtype=np.float32).reshape(-1)
+    if x.shape != y.shape:
+        raise ValueError(f"x and y must have the same length; got {len(x)} and {len(y)}")
+    for name, pair in (("x_terms", x_terms), ("y_terms", y_terms)):
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise ValueError(f"{name} must be (positive, negative); got {pair!r}")
+    fig = map_figure(np.stack([x, y], axis=1), color=color, color_title=color_title, hover_text=hover_text,
+                     customdata=customdata, height=height, categorical=categorical,
+                     uirevision="axes-" + "|".join(map(str, (*x_terms, *y_terms))))
+
+    def axis(pair) -> dict:
+        pos, neg = (plot_text(t, limit=60) for t in pair)
+        return {"title": {"text": f"{neg}  ←  →  {pos}"}, "showticklabels": True, "showgrid": True,
+                "gridcolor": "#eeeeee", "zeroline": True, "zerolinecolor": "#999999", "showline": False}
+
+    fig.update_layout(xaxis=axis(x_terms), yaxis=axis(y_terms), dragmode="zoom",
+                      margin={"l": 56, "r": 8, "t": 36, "b": 48})
+    return fig
+
+
+# ---- quality (core.quality) ----------------------------------------------------------------------
+def spectrum_figure(singular_values, *, rankme: float | None = None, max_rank: int | None = None,
+                    height: int = 300, max_points: int = 1024):
+    """The singular-value spectrum behind RankMe: each singular value's share of their sum (log scale)
+    against its index, with the effective rank marked. ``singular_values``: (m,) descending."""
+    import plotly.graph_objects as go
+
+    s = np.asarray(singular_values, dtype=np.float64)[:max_points]
+    share = s / s.sum() if s.sum() > 0 else s
+    x = np.arange(1, len(share) + 1)
+    fig = go.Figure(go.Scatter(x=x, y=np.maximum(share, 1e-12), mode="lines+markers", name="σ share",
+                               marker={"size": 4, "color": PALETTE[0]}, line={"width": 1.5},
+                               hovertemplate="σ%{x}: %{y:.4f} of the sum<extra></extra>"))
+    title = "singular values (share of their sum)"
+    if rankme is not None:
+        title += f" · RankMe {rankme:.1f}" + (f" of max {max_rank}" if max_rank else "")
+        fig.add_vline(x=float(rankme), line={"color": PALETTE[1], "dash": "dash", "width": 1.5},
+                      annotation_text=f"RankMe {rankme:.1f}", annotation_position="top right")
+    fig.update_layout(height=height, margin={"l": 8, "r": 8, "t": 36, "b": 8}, plot_bgcolor="white",
+                      title={"text": plot_text(title), "x": 0, "font": {"size": 13}}, showlegend=False,
+                      xaxis={"title": {"text": "index"}, "gridcolor": "#eeeeee"},
+                      yaxis={"title": {"text": "share"}, "type": "log", "dtick": 1, "gridcolor": "#eeeeee"})
+    return fig
+
+
+def histogram_figure(values, *, x_title: str, title: str = "", threshold: float | None = None,
+                     threshold_label: str = "", bin_size: float | None = None, nbins: int = 40,
+                     log_y: bool = False, colour: str = PALETTE[0], height: int = 260, split=None,
+                     split_names: tuple[str, str] = ("flagged", "others")):
+    """A histogram of ``values`` (n,) (NaN left out), optionally with a dashed threshold line.
+
+    ``split``: (n,) booleans drawing the True values as a second, red, stacked series (e.g. flagged
+    items). ``bin_size``: fixed bin width (1 for counts such as N_k); else ``nbins`` bins."""
+    import plotly.graph_objects as go
+
+    v = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype=np.float64)
+    ok = np.isfinite(v)
+    lo = float(v[ok].min()) if ok.any() else 0.0
+    hi = float(v[ok].max()) if ok.any() else 1.0
+    size = bin_size if bin_size else max((hi - lo) / max(nbins, 1), 1e-9)
+    start = (math.floor(lo / bin_size) * bin_size - bin_size / 2) if bin_size else lo
+    bins = {"start": start, "end": hi + size, "size": size}
+    traces = []
+    if split is not None:
+        flag = np.asarray(split, dtype=bool)
+        for mask, name, col in ((~flag & ok, split_names[1], colour), (flag & ok, split_names[0], PALETTE[1])):
+            traces.append(go.Histogram(x=v[mask], xbins=bins, name=plot_text(f"{name} ({int(mask.sum())})"),
+                                       marker_color=col, hovertemplate="%{x}: %{y}<extra></extra>"))
+    else:
+        traces.append(go.Histogram(x=v[ok], xbins=bins, marker_color=colour, name="items",
+                                   hovertemplate="%{x}: %{y}<extra></extra>"))
+    fig = go.Figure(traces)
+    if threshold is not None and np.isfinite(threshold):
+        fig.add_vline(x=float(threshold), line={"color": "#444444", "dash": "dash", "width": 1.5},
+                      annotation_text=plot_text(threshold_label or f"{threshold:.2f}"),
+                      annotation_position="top right")
+    legend = split is not None  # the legend goes in a row of its own between the title and the plot
+    fig.update_layout(height=height + (24 if legend else 0), barmode="stack", bargap=0.05,
+                      margin={"l": 8, "r": 8, "t": 60 if legend else 36, "b": 8}, plot_bgcolor="white",
+                      title={"text": plot_text(title), "x": 0, "y": 0.98, "yanchor": "top", "font": {"size": 13}},
+                      showlegend=legend, legend={"orientation": "h", "y": 1.02, "x": 1, "xanchor": "right",
+                                                 "yanchor": "bottom"},
+                      xaxis={"title": {"text": plot_text(x_title)}, "gridcolor": "#eeeeee"},
+                      yaxis={"title": {"text": "items"}, "gridcolor": "#eeeeee",
+                             **({"type": "log", "dtick": 1} if log_y else {})})
+    return fig
+
+
+def recall_figure(retrieval: dict, *, height: int = 240):
+    """Grouped bars of a :func:`core.quality.paired_retrieval` summary: recall@k image→text and text→image."""
+    import plotly.graph_objects as go
+
+    traces = []
+    for key, name, col in (("image_to_text", "image → text", PALETTE[0]), ("text_to_image", "text → image", PALETTE[2])):
+        rec = retrieval.get(key) or {}
+        if rec:
+            traces.append(go.Bar(x=list(rec), y=[float(v) for v in rec.values()], name=name, marker_color=col,
+                                 text=[f"{float(v):.2f}" for v in rec.values()], textposition="outside",
+                                 cliponaxis=False, hovertemplate=f"{name} %{{x}}: %{{y:.3f}}<extra></extra>"))
+    fig = go.Figure(traces)
+    fig.update_layout(height=height + 24, barmode="group", margin={"l": 8, "r": 8, "t": 60, "b": 8},
+                      plot_bgcolor="white", title={"text": "paired retrieval", "x": 0, "y": 0.98, "yanchor": "top",
+                                                   "font": {"size": 13}},
+                      yaxis={"range": [0, 1.12], "title": {"text": "recall"}, "gridcolor": "#eeeeee"},
+                      legend={"orientation": "h", "y": 1.02, "x": 1, "xanchor": "right", "yanchor": "bottom"})
+    return fig

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import logging
 import re
 from dataclasses import dataclass, field
@@ -446,13 +447,23 @@ def _ratio(h: int, n: int) -> float | None:
     return round(h / n, 4) if n else None
 
 
-def load_analogy_set(source: "str | Path | pd.DataFrame | Sequence[Mapping]") -> pd.DataFrame:
+def load_analogy_set(source: "str | Path | bytes | pd.DataFrame | Sequence[Mapping]", *,
+                     name: str | None = None) -> pd.DataFrame:
     """An analogy set as a frame of text cells (columns a, b, c, d, then any extra columns).
 
-    ``source``: a CSV path, a DataFrame or a list of dicts. Raises ``ValueError`` when a required
-    column is missing (naming it) or the file cannot be read.
+    ``source``: a CSV path, the bytes of a CSV (an upload; ``name`` is its file name, used in errors),
+    a DataFrame or a list of dicts. Raises ``ValueError`` when a required column is missing (naming
+    it) or the file cannot be read.
     """
-    if isinstance(source, (str, Path)):
+    if isinstance(source, (bytes, bytearray)):
+        label = name or "the uploaded CSV"
+        try:
+            df = pd.read_csv(io.BytesIO(bytes(source)), dtype=str, keep_default_na=False, skipinitialspace=True)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
+            raise ValueError(f"analogy set {label!r} is not a readable CSV "
+                             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+        where = repr(label)
+    elif isinstance(source, (str, Path)):
         path = Path(source).expanduser()
         try:
             df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
@@ -490,6 +501,30 @@ def _parse_constraints(cell: str) -> dict[str, str] | None:
             return None
         out[m.group(1)] = m.group(2)
     return out
+
+
+_CONTENT_ID = re.compile(r"^[0-9a-f]{16}$")
+
+
+def suggested_space(rows) -> str:
+    """``"workspace"`` or ``"vocabulary"``: where an analogy set is meant to be scored.
+
+    A set refers to a workspace when a cell is an ``item:``/``image:`` term or a bare item id (16 hex
+    digits), ``d`` holds attribute constraints (``colour=blue``), or it has a ``modality`` column;
+    otherwise (plain words, like ``minilm.csv``) its own words are the candidates.
+    """
+    df = load_analogy_set(rows)
+    if "modality" in df.columns and df["modality"].str.len().gt(0).any():
+        return "workspace"
+    for col in ANALOGY_COLUMNS:
+        for cell in df[col]:
+            if not cell:
+                continue
+            if cell.startswith(("item:", "image:")) or _CONTENT_ID.match(cell):
+                return "workspace"
+            if col == "d" and "=" in cell and _parse_constraints(cell) is not None:
+                return "workspace"
+    return "vocabulary"
 
 
 def evaluate_analogies(space: "Workspace | str | Encoder", rows, *, model: str | None = None, k: int = 5,
@@ -771,3 +806,72 @@ def label_clusters(X: np.ndarray, labels: Sequence, vocab_vectors: np.ndarray, v
         top = _top(s, k)
         out[c.item() if hasattr(c, "item") else c] = [(vocab[j], float(s[j])) for j in top]
     return out
+
+
+# ---- helpers for result views -------------------------------------------------------------------
+def metadata_values(items: pd.DataFrame, *, max_values: int = 200) -> dict[str, list[str]]:
+    """The user's metadata columns that can filter results: ``{column: sorted distinct values}``.
+
+    Columns of the item schema (id, text, ...) and columns with no value or more than ``max_values``
+    distinct values (free text, numbers) are left out. Values are strings, in natural order, as
+    :func:`filter_mask` compares them.
+    """
+    from .workspace import ITEM_COLUMNS
+
+    out: dict[str, list[str]] = {}
+    for col in items.columns:
+        if col in ITEM_COLUMNS:
+            continue
+        vals = items[col].dropna().astype(str).str.strip()
+        vals = vals[vals != ""].unique()
+        if 0 < len(vals) <= max_values:
+            out[str(col)] = sorted(vals.tolist(), key=lambda v: [(0, int(t), "") if t.isdigit() else (1, 0, t.lower())
+                                                                 for t in re.split(r"(\d+)", v) if t])
+    return out
+
+
+def hits_frame(ws: "Workspace", hits: Sequence["Hit | Mapping"]) -> pd.DataFrame:
+    """Results as a table, best first: ``rank, score, modality, text, source``, the user's metadata
+    columns, ``id``. An image's ``text`` is its paired caption (if any)."""
+    from .workspace import ITEM_COLUMNS
+
+    rows = [h.to_dict() if isinstance(h, Hit) else dict(h) for h in hits]
+    items = ws.items.drop_duplicates("id").set_index("id", drop=False)
+    meta = [c for c in items.columns if c not in ITEM_COLUMNS]
+    ids = [str(r["id"]) for r in rows]
+    found = items.reindex(ids)
+    caption = found["text"].where(found["text"].notna(), found["pair"].map(items["text"]))
+    out = pd.DataFrame({
+        "rank": np.arange(1, len(rows) + 1),
+        "score": np.array([float(r["score"]) for r in rows], dtype=np.float32),
+        "modality": [r["modality"] for r in rows],
+        "text": caption.to_numpy(dtype=object),
+        "source": found["source"].to_numpy(dtype=object),
+    })
+    for c in meta:
+        out[c] = found[c].to_numpy()
+    out["id"] = ids
+    return out
+
+
+def worked_example(ws: "Workspace", model: str) -> dict | None:
+    """A cross-modal analogy on the demo world, or None when the workspace cannot host it.
+
+    Image of a red circle − "a red object" + "a blue object" -> images of blue circles. The red circle
+    is the first image (a single-object one when the world records ``n_objects``) with metadata
+    ``colour=red, shape=circle`` and a vector for ``model``. Returns ``{"plus": [terms], "minus":
+    [terms], "modality": "image", "expect": {"colour": "blue", "shape": "circle"}, "item": id}``.
+    """
+    items = ws.items.drop_duplicates("id")
+    if not {"colour", "shape"} <= set(items.columns):
+        return None
+    have = set(ws.store(model).ids()) if model in ws.models() else set()
+    mask = filter_mask(items, {"colour": "red", "shape": "circle"}, "image") & items["id"].isin(have).to_numpy()
+    if "n_objects" in items.columns:
+        single = mask & filter_mask(items, {"n_objects": "1"})
+        mask = single if single.any() else mask
+    if not mask.any():
+        return None
+    item_id = str(items["id"].to_numpy()[mask][0])
+    return {"plus": [f"item:{item_id}", "a blue object"], "minus": ["a red object"], "modality": "image",
+            "expect": {"colour": "blue", "shape": "circle"}, "item": item_id}

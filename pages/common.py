@@ -498,6 +498,33 @@ def modality_gap(key: tuple, model: str) -> dict:
     return _gap(X, mods, pair_positions(items, ids))
 
 
+# ---- quality ------------------------------------------------------------------------------------
+QUALITY_K = 10  # neighbours for hubness, outliers and pair scores (Quality page default, Map colours)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def quality_analysis(key: tuple, model: str, k: int = QUALITY_K):
+    """:func:`core.quality.quality_analysis` of the model's vectors, cached per workspace + items
+    version + vectors version (``key`` from :func:`data_key`) + k."""
+    from core.quality import quality_analysis as _analyse
+
+    return _analyse(_open_workspace(key[0]), model, k=k)
+
+
+def quality_flags(key: tuple, model: str) -> pd.DataFrame:
+    """Per-item quality scores and flags (``id, n_k, lof, noisy_score, noisy_pair, hub, outlier``...)."""
+    return quality_analysis(key, model, QUALITY_K).items
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def model_comparison(key_a: tuple, key_b: tuple, model_a: str, model_b: str, modality: str | None,
+                     method: str, k: int = QUALITY_K):
+    """:func:`core.quality.compare_models` (both models' data keys name its inputs)."""
+    from core.quality import compare_models
+
+    return compare_models(_open_workspace(key_a[0]), model_a, model_b, modality=modality, k=k, method=method)
+
+
 @st.cache_resource(show_spinner=False, max_entries=8)
 def cached_figure(key: str, _build):
     """A plotly figure built once per ``key`` (which must name every input of ``_build``).
@@ -538,3 +565,194 @@ def selected_ids(event) -> list[str]:
         if cd is not None:
             out.setdefault(str(cd), None)
     return list(out)
+
+
+# ---- search and analogies -----------------------------------------------------------------------
+IMAGE_TYPES = ["png", "jpg", "jpeg", "webp", "gif", "bmp", "tif", "tiff"]
+UPLOAD_DIR = Path(os.environ.get("TMPDIR", "/tmp")) / "jointscope-uploads"
+MODALITY_PLURAL = {"image": "images", "text": "texts", "row": "table rows"}
+
+
+def can_encode(model: str | None, modality: str) -> bool:
+    """Whether the model encodes texts / images (without loading it); unknown ids: False."""
+    if not model:
+        return False
+    try:
+        from core.encoders import modalities_of
+
+        return modality in modalities_of(model)
+    except ValueError:
+        return False
+
+
+def upload_name(name: str) -> str:
+    """An uploaded file's own name, without any folder part."""
+    base = Path(str(name).replace("\\", "/")).name.strip()
+    return base if base not in ("", ".", "..") else "upload"
+
+
+def image_upload_term(file) -> str:
+    """An uploaded image as an ``image:<path>`` term (see core.search).
+
+    The bytes are decoded first: a corrupt or non-image file raises ValueError naming the file. The
+    file is kept in a content-addressed temp folder under its own name, so the same upload is the same
+    term (cached results stay valid) and core can exclude a stored copy of it from the results.
+    """
+    import hashlib
+    import io
+
+    from PIL import Image
+
+    from core.encoders import load_image
+
+    name, data = upload_name(file.name), file.getvalue()
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            load_image(im).load()
+    except Exception as e:  # noqa: BLE001 - any unreadable upload ends here, named
+        why = one_line(e) if not isinstance(e, Image.UnidentifiedImageError) else "not an image PIL can read"
+        raise ValueError(f"{name} is not a readable image ({why})") from None
+    path = UPLOAD_DIR / hashlib.sha256(data).hexdigest()[:20] / name
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    return f"image:{path}"
+
+
+def term_label(term: str, items: pd.DataFrame | None = None, limit: int = 60) -> str:
+    """A short plain label for a term: the text in quotes, an uploaded image's file name, an item's
+    caption or source."""
+    from core.search import parse_term
+
+    t = parse_term(term)
+    if t.kind == "text":
+        s = f"“{t.value}”"
+    elif t.kind == "image":
+        s = f"image {Path(t.value).name}"
+    else:
+        s = f"item {t.value}"
+        if items is not None and t.value in items.index:
+            r = items.loc[t.value]
+            if isinstance(r, pd.DataFrame):
+                r = r.iloc[0]
+            s = f"“{r['text']}”" if isinstance(r["text"], str) else str(r["source"] or s)
+    return s if len(s) <= limit else s[: limit - 1] + "…"
+
+
+def filter_key(filters: dict[str, list[str]] | None) -> tuple:
+    """A metadata filter as a hashable cache key."""
+    return tuple(sorted((k, tuple(v)) for k, v in (filters or {}).items() if v))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def metadata_options(key: tuple) -> dict[str, list[str]]:
+    """:func:`core.search.metadata_values` of the workspace's items (columns that can filter results)."""
+    from core.search import metadata_values
+
+    return metadata_values(_open_workspace(key[0]).items)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def search_results(key: tuple, model: str, query: tuple[str, ...], k: int, modality: str | None,
+                   filters: tuple, exclude: tuple[str, ...] = ()) -> list[dict]:
+    """:func:`core.search.search` of the terms ``query`` (their mean), as ``Hit.to_dict()`` dicts."""
+    from core.search import search
+
+    hits = search(_open_workspace(key[0]), model, list(query), k=k, modality=modality,
+                  filter=dict(filters) or None, exclude=list(exclude) or None)
+    return [h.to_dict() for h in hits]
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def analogy_results(key: tuple, model: str, plus: tuple[str, ...], minus: tuple[str, ...], method: str, k: int,
+                    modality: str | None, filters: tuple) -> list[dict]:
+    """:func:`core.search.analogy` as ``Hit.to_dict()`` dicts."""
+    from core.search import analogy
+
+    hits = analogy(_open_workspace(key[0]), model, list(plus), list(minus), method=method, k=k,
+                   modality=modality, filter=dict(filters) or None)
+    return [h.to_dict() for h in hits]
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def term_labels(key: tuple, model: str, terms: tuple[str, ...], vocabulary: tuple[str, ...] | None,
+                k: int = 10) -> pd.DataFrame:
+    """Zero-shot labels (:func:`core.search.zero_shot_labels`) of the mean of the terms' vectors."""
+    from core.search import term_vectors, zero_shot_labels
+
+    V = term_vectors(_open_workspace(key[0]), model, list(terms))
+    return zero_shot_labels(V, model, list(vocabulary) if vocabulary else None, k=k)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def item_labels(key: tuple, model: str, ids: tuple[str, ...], vocabulary: tuple[str, ...] | None = None,
+                k: int = 8) -> pd.DataFrame:
+    """Zero-shot labels of items (:func:`core.search.zero_shot_labels` with ``ids``): label, prompt, score."""
+    from core.search import zero_shot_labels
+
+    return zero_shot_labels(_open_workspace(key[0]), model, list(vocabulary) if vocabulary else None,
+                            ids=list(ids), k=k)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def axes_frame(key: tuple, model: str, x: tuple[str, str], y: tuple[str, str]) -> pd.DataFrame:
+    """:func:`core.search.text_axes` of every item with a vector, with its caption, source and metadata."""
+    from core.search import text_axes
+
+    ws = _open_workspace(key[0])
+    df = text_axes(ws, model, x=x, y=y)
+    items = ws.items.drop_duplicates("id").set_index("id")
+    caption = items["text"].where(items["text"].notna(), items["pair"].map(items["text"]))
+    extra = items.drop(columns=[c for c in ("modality", "text", "image", "thumb", "added", "width", "height")
+                                if c in items.columns]).assign(caption=caption)
+    return df.join(extra.drop(columns=["pair"], errors="ignore"), on="id")
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def analogy_evaluation(key: tuple | None, model: str, set_name: str, data: bytes, method: str, k: int) -> dict:
+    """:func:`core.search.evaluate_analogies` of a CSV (``data``): on the workspace of ``key`` with ``model``,
+    or, with ``key=None``, on the vocabulary of the set's words encoded with ``model``. Returns
+    ``AnalogyEvaluation.to_dict(rows=True)``."""
+    from core.search import evaluate_analogies, load_analogy_set
+
+    rows = load_analogy_set(data, name=set_name)
+    if key is None:
+        return evaluate_analogies(model, rows, k=k, method=method).to_dict(rows=True)
+    return evaluate_analogies(_open_workspace(key[0]), rows, model=model, k=k, method=method).to_dict(rows=True)
+
+
+def hit_caption(hit: dict, captions: dict[str, str]) -> str:
+    """What a result card says under its score: a text's text, an image's caption or file name."""
+    if hit["modality"] == "text" and hit.get("text"):
+        return str(hit["text"])
+    return captions.get(hit["id"]) or str(hit.get("source") or hit["id"])
+
+
+def result_cards(hits: list[dict], *, key: str, captions: dict[str, str] | None = None, columns: int = 5,
+                 actions=()) -> None:
+    """A gallery of results: images as thumbnails, texts as text cards, each with its rank and score.
+
+    User text goes through :func:`plain` (shown literally). ``actions``: ``(label, callback(item_id),
+    icon, help)`` tuples, one button each on every card (e.g. "More like this").
+    """
+    captions = captions or {}
+    for start in range(0, len(hits), columns):
+        cols = st.columns(columns)
+        for rank, (col, hit) in enumerate(zip(cols, hits[start:start + columns]), start=start + 1):
+            with col.container(border=True):
+                if hit.get("thumb") or hit.get("image"):
+                    st.image(hit.get("thumb") or hit["image"], width="stretch")
+                    st.caption(f"**{rank}** · score **{hit['score']:.3f}**")
+                    st.caption(plain(hit_caption(hit, captions), limit=80))
+                else:
+                    st.caption(f"**{rank}** · score **{hit['score']:.3f}** · {hit['modality']}")
+                    st.markdown(plain(hit_caption(hit, captions), limit=160))
+                if len(actions) > 1:
+                    spots = st.columns(len(actions), gap="small")
+                else:
+                    spots = [st.container()] * len(actions)
+                for i, (spot, (label, fn, icon, helptext)) in enumerate(zip(spots, actions)):
+                    spot.button(label, key=f"{key}_{i}_{hit['id']}", on_click=fn, args=(hit["id"],), icon=icon,
+                                type="tertiary", help=helptext)

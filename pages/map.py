@@ -24,6 +24,9 @@ MAX_TABLE_ROWS = 1000
 COLOUR_MODALITY, COLOUR_CLUSTER, COLOUR_QUERY, COLOUR_TRUST = (
     "modality", "cluster (KMeans)", "similarity to a text", "trust (neighbours kept)")
 PLOT_CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["toImage"]}
+# quality scores from the Quality page (label -> column of core.quality's per-item frame, colour scale)
+QUALITY_COLOURS = {"noisy-pair score": ("noisy_score", "Reds"), "hubness (N_k)": ("n_k", "Viridis"),
+                   "outlier score (LOF)": ("lof", "Reds")}
 
 
 # ---- helpers (no widgets) -----------------------------------------------------------------------
@@ -120,6 +123,7 @@ def controls(present: dict[str, int], meta: list[str], can_text: bool) -> dict:
         min_dist = st.slider("minimum distance", 0.0, 0.99, 0.1, step=0.01, key="map_min_dist",
                              help="Smaller: tighter clusters.")
     options = [COLOUR_MODALITY] + meta + [COLOUR_CLUSTER] + ([COLOUR_QUERY] if can_text else []) + [COLOUR_TRUST]
+    options += list(QUALITY_COLOURS)
     r2 = st.columns([1.6, 1.6, 1.0, 1.0], vertical_alignment="bottom")
     colour = r2[0].selectbox("Colour by", options, key="map_colour")
     k, query = 8, ""
@@ -144,6 +148,11 @@ def colour_values(ws, model, res, items, opt) -> tuple[object, str, dict]:
         return res.modality, "modality", {}
     if colour == COLOUR_TRUST:
         return res.trust, "trust", {"colorscale": "RdYlGn", "color_range": (0.0, 1.0)}
+    if colour in QUALITY_COLOURS:
+        col, scale = QUALITY_COLOURS[colour]
+        with st.spinner("Measuring quality…"):
+            flags = c.quality_flags(key, model).set_index("id")[col]
+        return flags.reindex(res.ids.astype(str)).to_numpy(np.float64), colour, {"categorical": False, "colorscale": scale}
     if colour == COLOUR_CLUSTER:
         with st.spinner("Clustering…"):
             return c.kmeans_labels(key, model, path, opt["k"], res.ids), f"cluster (k={opt['k']})", {}
@@ -248,7 +257,20 @@ def gallery(ws, items: pd.DataFrame, rows, *, width: int, captions: bool) -> Non
     st.image([str(ws.abspath(items["thumb"].iloc[i])) for i in rows], caption=caps, width=width)
 
 
-def side_panel(ws, res, items, selected_rows) -> None:
+def selection_labels(ws, model: str, sel: pd.DataFrame) -> None:
+    """Zero-shot labels of the selection (bundled vocabulary), on demand; needs a text encoder."""
+    if not c.can_encode(model, "text"):
+        return
+    if not st.toggle("Label this selection", key="map_label_selection",
+                     help="Rank the bundled vocabulary by cosine with the mean of the selected items' vectors."):
+        return
+    with c.guard(), st.spinner("Labelling…"):
+        labels = c.item_labels(c.data_key(ws, model), model, tuple(sel["id"].astype(str)))
+        st.dataframe(labels[["label", "score"]], hide_index=True, key="selection_labels",
+                     column_config={"score": st.column_config.NumberColumn("cosine", format="%.3f")})
+
+
+def side_panel(ws, model, res, items, selected_rows) -> None:
     """Beside the map: a sample of its images, or what is selected with the actions on it."""
     is_image = (items["modality"] == "image").to_numpy()
     if not selected_rows:
@@ -273,6 +295,7 @@ def side_panel(ws, res, items, selected_rows) -> None:
     st.download_button("Parquet", parquet_bytes(out), file_name="selection.parquet",
                        mime="application/vnd.apache.parquet", icon=":material/download:", key="dl_parquet",
                        on_click="ignore", help="The selected items with their metadata and map coordinates.")
+    selection_labels(ws, model, sel)
 
 
 def selection_section(ws, items, selected_rows) -> None:
@@ -348,7 +371,7 @@ def map_section(ws, model: str, present: dict[str, int]) -> None:
     pos = {k: i for i, k in enumerate(res.ids.tolist())}
     selected_rows = [pos[s] for s in selected if s in pos]
     with side_col:
-        side_panel(ws, res, items, selected_rows)
+        side_panel(ws, model, res, items, selected_rows)
     if selected_rows:
         selection_section(ws, items, selected_rows)
 

@@ -213,3 +213,22 @@ def test_selected_ids_reads_customdata():
     assert selected_ids(event) == ["a", "b"]
     assert selected_ids({"selection": {"points": []}}) == []
     assert selected_ids(None) == []
+
+
+def test_label_this_selection(demo_home):
+    """A selection (seeded as the chart's selection state) is labelled zero-shot from the side panel."""
+    items = core.Workspace(demo_home / "demo", create=False).items
+    reds = items[(items["modality"] == "image") & (items["colour"] == "red")]["id"].head(12).tolist()
+    at = map_page(workspace="demo", model="demo", map_method="PCA")
+    assert not at.exception, at.exception
+    assert not [t for t in at.toggle if t.label == "Label this selection"]  # nothing selected yet
+    at.session_state["map_chart"] = {"selection": {"points": [{"customdata": i} for i in reds],
+                                                   "point_indices": [], "box": [], "lasso": []}}
+    at.run()
+    assert not at.exception, at.exception
+    assert any(s.startswith("**12 selected**") for s in texts(at.markdown))
+    at.toggle(key="map_label_selection").set_value(True).run()
+    assert not at.exception, at.exception
+    [labels] = [d.value for d in at.dataframe if list(d.value.columns) == ["label", "score"]]
+    assert len(labels) == 8 and "red" in labels["label"].head(3).tolist()
+    assert labels["score"].is_monotonic_decreasing

@@ -139,5 +139,9 @@ def test_map_draws_points_and_box_selection_lists_items(map_server, browser):
         page.get_by_role("button", name="Search from here").click()
         expect(page.get_by_role("heading", name="Search")).to_be_visible()
         assert page.url.endswith("/search")
+        # the selection is the query: its mean vector, its items left out of the results
+        expect(page.get_by_text(f"More like {n_sel} item")).to_be_visible()
+        expect(page.get_by_text(re.compile(r"^\d+ nearest images to"))).to_be_visible()
+        assert not page.get_by_test_id("stException").count()
     finally:
         page.close()

@@ -112,3 +112,29 @@ def test_gap_figure():
     assert json.loads(fig.to_json())["data"][0]["orientation"] == "h"
     fig = gap_figure(dict(gap, pair_cosine=None))
     assert len(fig.data[0].x) == 2
+
+
+def test_axes_figure_titles_escape_and_keep_ticks():
+    from core.plots import axes_figure
+
+    rng = np.random.default_rng(0)
+    x, y = rng.uniform(-1, 1, 50), rng.uniform(-1, 1, 50)
+    fig = axes_figure(x, y, x_terms=("a red object", "a blue object"), y_terms=("<b>circle</b>", "a square"),
+                      color=np.array(["image", "text"] * 25, dtype=object), color_title="modality",
+                      hover_text=[f"item {i}" for i in range(50)], customdata=[f"id{i}" for i in range(50)])
+    assert fig.layout.xaxis.title.text == "a blue object  ←  →  a red object"
+    assert fig.layout.yaxis.title.text == "a square  ←  →  &lt;b&gt;circle&lt;/b&gt;"
+    assert fig.layout.xaxis.showticklabels and fig.layout.yaxis.zeroline
+    assert _n_points(fig) == 50 and sorted(t.name for t in fig.data) == ["image (25)", "text (25)"]
+    got = {cid: (px, py) for t in fig.data for cid, px, py in zip(t.customdata, t.x, t.y)}
+    assert np.allclose(got["id3"], (x[3], y[3]), atol=1e-6)
+    assert json.loads(fig.to_json()) == json.loads(axes_figure(x, y, x_terms=("a red object", "a blue object"),
+                                                               y_terms=("<b>circle</b>", "a square"),
+                                                               color=np.array(["image", "text"] * 25, dtype=object),
+                                                               color_title="modality",
+                                                               hover_text=[f"item {i}" for i in range(50)],
+                                                               customdata=[f"id{i}" for i in range(50)]).to_json())
+    with pytest.raises(ValueError, match="same length"):
+        axes_figure(x, y[:3], x_terms=("a", "b"), y_terms=("c", "d"))
+    with pytest.raises(ValueError, match="x_terms"):
+        axes_figure(x, y, x_terms=("a",), y_terms=("c", "d"))

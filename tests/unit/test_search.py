@@ -387,3 +387,61 @@ def test_cli_errors_and_exit_codes(capsys, ws, tmp_path):
     assert code == 1 and "image:/no/such.png" in err
     code, _, err = run(capsys, "search", str(tmp_path / "nows"), "--model", "demo", "--text", "x")
     assert code == 1 and "no workspace" in err
+
+
+# ---- helpers for the pages ----------------------------------------------------------------------
+def test_load_analogy_set_from_uploaded_bytes():
+    df = load_analogy_set(b"A,b,c,d,category\nparis,france,rome, italy,capital\n", name="mine.csv")
+    assert list(df.columns) == ["a", "b", "c", "d", "category"] and df["d"].tolist() == ["italy"]
+    with pytest.raises(ValueError, match=r"'mine\.csv' lacks column\(s\) d"):
+        load_analogy_set(b"a,b,c\nx,y,z\n", name="mine.csv")
+    with pytest.raises(ValueError, match=r"'empty\.csv' is not a readable CSV"):
+        load_analogy_set(b"", name="empty.csv")
+    with pytest.raises(ValueError, match=r"'bin\.csv' is not a readable CSV"):
+        load_analogy_set(b"\xff\xfe\x00\x81a,b\x00", name="bin.csv")
+
+
+def test_suggested_space_tells_workspace_sets_from_word_sets():
+    from core.search import suggested_space
+
+    assert suggested_space(MINILM_SET) == "vocabulary"
+    assert suggested_space(DEMO_SET) == "workspace"
+    assert suggested_space([{"a": "x", "b": "y", "c": "item:abc", "d": "w"}]) == "workspace"
+    assert suggested_space([{"a": "x", "b": "y", "c": "z", "d": "colour=blue"}]) == "workspace"
+    assert suggested_space([{"a": "x", "b": "y", "c": "z", "d": "w = v"}]) == "workspace"
+    assert suggested_space([{"a": "king", "b": "queen", "c": "man", "d": "woman"}]) == "vocabulary"
+
+
+def test_metadata_values_and_hits_frame(ws, items):
+    from core.search import hits_frame, metadata_values
+
+    meta = metadata_values(ws.items)
+    assert {"colour", "shape", "background"} <= set(meta) and not {"id", "text", "source"} & set(meta)
+    assert meta["colour"] == sorted(COLOURS) and all(isinstance(v, str) for v in meta["colour"])
+    assert meta["n_objects"] == ["1", "2"]
+    assert "size" not in metadata_values(ws.items, max_values=2) or len(meta["size"]) <= 2
+    hits = search(ws, "demo", "a red circle", k=4, modality="image")
+    df = hits_frame(ws, hits)
+    assert list(df["rank"]) == [1, 2, 3, 4] and list(df["id"]) == [h.id for h in hits]
+    assert list(df.columns[:5]) == ["rank", "score", "modality", "text", "source"] and df.columns[-1] == "id"
+    assert (df["colour"] == "red").all() and (df["shape"] == "circle").all()
+    # an image shows its paired caption
+    assert df["text"].tolist() == [items.loc[items.loc[h.id, "pair"], "text"] for h in hits]
+    np.testing.assert_allclose(df["score"], [h.score for h in hits], atol=1e-6)
+    assert hits_frame(ws, [h.to_dict() for h in hits])["id"].tolist() == df["id"].tolist()
+    assert len(hits_frame(ws, [])) == 0
+
+
+def test_worked_example_is_a_red_circle_that_turns_blue(ws, items):
+    from core.search import worked_example
+
+    ex = worked_example(ws, "demo")
+    assert ex is not None and ex["minus"] == ["a red object"] and ex["plus"][1] == "a blue object"
+    row = items.loc[ex["item"]]
+    assert ex["plus"][0] == f"item:{ex['item']}"
+    assert (row["modality"], row["colour"], row["shape"], int(row["n_objects"])) == ("image", "red", "circle", 1)
+    hits = analogy(ws, "demo", ex["plus"], ex["minus"], k=5, modality=ex["modality"])
+    assert sum(has_object(items.loc[h.id], "blue", "circle") for h in hits) >= 4
+    base = search(ws, "demo", ex["plus"][0], k=5, modality="image")
+    assert sum(has_object(items.loc[h.id], "blue", "circle") for h in base) <= 1
+    assert worked_example(ws, "minilm") is None  # no vectors for that model

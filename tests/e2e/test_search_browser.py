@@ -1,0 +1,147 @@
+"""The Search and Analogies pages in a real browser: streamlit server + Playwright + Debian chromium, on the
+demo workspace.
+
+Types "a red circle" into the Search box, presses Enter and checks that result images with scores
+appear; then loads the worked example on the Analogies page and checks both galleries. Leaves
+screenshots at /tmp/jointscope_search_page.png and /tmp/jointscope_analogies_page.png.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from test_browser import CHROMIUM, CHROMIUM_ARGS, _free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+SEARCH_SHOT = Path("/tmp/jointscope_search_page.png")
+ANALOGIES_SHOT = Path("/tmp/jointscope_analogies_page.png")
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed at /usr/bin/chromium "
+                                                     "(run `make chromium`)"),
+]
+
+
+@pytest.fixture(scope="module")
+def demo_server(tmp_path_factory, demo_ws_template):
+    """A streamlit server on a free loopback port; its JOINTSCOPE_HOME holds a copy of the demo workspace."""
+    home = tmp_path_factory.mktemp("home")
+    shutil.copytree(demo_ws_template.path, home / "demo")
+    port = _free_port()
+    env = dict(os.environ, JOINTSCOPE_HOME=str(home), PYTHONUNBUFFERED="1")
+    base = f"http://127.0.0.1:{port}"
+    with open(tmp_path_factory.mktemp("log") / "server.log", "w+b") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+             "--server.address", "127.0.0.1", "--server.headless", "true",
+             "--browser.gatherUsageStats", "false"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as r:
+                        if r.status == 200:
+                            break
+                except OSError:
+                    pass
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    pytest.fail(f"streamlit did not start (exit {proc.poll()}):\n{log.read().decode()[-3000:]}")
+                time.sleep(0.3)
+            yield base
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def test_search_by_text_shows_images_with_scores(demo_server, browser):
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1440, "height": 1400})
+    page.set_default_timeout(60_000)
+    expect.set_options(timeout=60_000)  # first run: models listed, demo model loaded, index built
+    try:
+        page.goto(f"{demo_server}/search")
+        expect(page.get_by_role("heading", name="Search")).to_be_visible()
+        box = page.get_by_label("Query")
+        expect(box).to_be_visible()
+        box.fill("a red circle")
+        box.press("Enter")
+        expect(page.get_by_text(re.compile(r"nearest images to “a red circle”"))).to_be_visible()
+        main = page.get_by_test_id("stMain")
+        cards = main.get_by_test_id("stImage")
+        expect(cards).to_have_count(15)
+        scores = main.get_by_text(re.compile(r"^\d+ · score \d\.\d{3}$"))
+        expect(scores).to_have_count(15)
+        values = [float(s.split()[-1]) for s in scores.all_inner_texts()]
+        assert values == sorted(values, reverse=True)
+        # the thumbnails really loaded
+        page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stMain] [data-testid=stImage] img')]"
+                               ".filter(i => i.complete && i.naturalWidth > 0).length >= 15")
+        expect(page.get_by_role("button", name="More like this")).to_have_count(15)
+        expect(page.get_by_text("Labels", exact=True)).to_be_visible()
+        expect(page.get_by_text("Zero-shot: the bundled vocabulary", exact=False)).to_be_visible()
+        expect(main.get_by_test_id("stDataFrame").filter(visible=True)).to_have_count(1)  # the labels
+        page.set_viewport_size({"width": 1440, "height": 1700})  # the app scrolls inside; show it all
+        page.wait_for_timeout(1000)  # let the label grid paint before the screenshot
+        page.screenshot(path=str(SEARCH_SHOT), full_page=True)
+        assert not page.get_by_test_id("stException").count()
+
+        page.get_by_role("button", name="More like this").first.click()
+        expect(page.get_by_text(re.compile(r"More like 1 item"))).to_be_visible()
+        expect(page.get_by_text(re.compile(r"^15 nearest images to world image"))).to_be_visible()
+    finally:
+        page.close()
+
+
+def test_analogies_worked_example(demo_server, browser):
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1440, "height": 1400})
+    page.set_default_timeout(60_000)
+    expect.set_options(timeout=60_000)
+    try:
+        page.goto(f"{demo_server}/analogies")
+        expect(page.get_by_role("heading", name="Analogies")).to_be_visible()
+        page.get_by_role("button", name="Worked example").click()
+        expect(page.get_by_text(re.compile(r"^Analogy · 3CosAdd"))).to_be_visible()
+        expect(page.get_by_text(re.compile(r"^Baseline · nearest neighbours of world image"))).to_be_visible()
+        expect(page.get_by_text(re.compile(r"differ from the plain nearest neighbours"))).to_be_visible()
+        scores = page.get_by_test_id("stMain").get_by_text(re.compile(r"^\d+ · score \d\.\d{3}$"))
+        expect(scores).to_have_count(18)
+        page.get_by_role("button", name="Evaluate").click()
+        expect(page.get_by_test_id("stMetricLabel").filter(has_text="baseline acc@1")).to_be_visible()
+        page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stMain] [data-testid=stImage] img')]"
+                               ".filter(i => i.complete && i.naturalWidth > 0).length >= 18")
+        page.set_viewport_size({"width": 1440, "height": 2900})  # the app scrolls inside; show it all
+        page.evaluate("() => document.querySelectorAll('*').forEach(e => { if (e.scrollTop) e.scrollTop = 0; })")
+        page.wait_for_timeout(1500)
+        page.screenshot(path=str(ANALOGIES_SHOT), full_page=True)
+        assert not page.get_by_test_id("stException").count()
+    finally:
+        page.close()
