@@ -111,7 +111,8 @@ def test_create_workspace_upload_and_list(server, browser, tmp_path):
         # the server's very first request is a deep link: it must still go through app.py's router
         page.goto(f"{server}/map")
         sidebar = page.get_by_test_id("stSidebar")
-        expect(page.get_by_role("heading", name="Map")).to_be_visible()
+        # the first run lists the models (imports open_clip/torch): slow on a busy 2-core machine
+        expect(page.get_by_role("heading", name="Map")).to_be_visible(timeout=120_000)
         expect(page.get_by_text("No workspace is open")).to_be_visible()
         expect(sidebar.get_by_role("link")).to_have_text(  # text follows the icon's ligature name
             [re.compile(f"{n}$") for n in ("Data", "Map", "Search", "Analogies", "Concepts", "Quality")])
