@@ -14,7 +14,7 @@ captions embedded with `demo`), side by side in one run:
 * ``reopen``: ``compute_map`` in a fresh process on the workspace with the cached map;
 * ``incremental``: 5 % more items embedded, then ``compute_map`` (places only the new ones) vs a refit.
 
-    python bench/map.py [--n-images 5400] [--repeats 1]
+    python bench/map.py [--n-images 6300] [--repeats 1]
 """
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def run(code: str, env_extra: dict | None = None) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--n-images", type=int, default=5400, help="world images (each with its caption)")
+    ap.add_argument("--n-images", type=int, default=6300, help="world images (each with its caption; ~10k items)")
     ap.add_argument("--repeats", type=int, default=1)
     args = ap.parse_args()
 

@@ -10,6 +10,9 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    "PACE": "concepts",
+    "ConceptsResult": "concepts",
+    "explain_concepts": "concepts",
     "list_models": "encoders",
     "load_encoder": "encoders",
     "ModelInfo": "encoders",

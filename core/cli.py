@@ -438,6 +438,64 @@ _train.configure = _train_configure
 command("train", "train a small CLIP with open_clip (default recipe = the bundled demo model)")(_train)
 
 
+# ---- concepts -----------------------------------------------------------------------------------
+def _concepts_configure(p):
+    p.add_argument("workspace")
+    p.add_argument("--model", required=True, help="an open_clip model with a ViT image tower (e.g. demo)")
+    p.add_argument("--k", type=int, default=8, help="number of concepts (default 8)")
+    pred = p.add_mutually_exclusive_group()
+    pred.add_argument("--label", metavar="COLUMN", help="metadata column whose values are the predictions to explain")
+    pred.add_argument("--prompts", nargs="+", metavar="P", help="explain the model's zero-shot choice among these texts")
+    p.add_argument("--ids-from", metavar="FILE", help="explain only these image ids (one per line)")
+    p.add_argument("--vocab", nargs="+", metavar="WORD", default=[], help="extra words to name concepts with")
+    p.add_argument("--block", type=int, default=None, help="ViT block of the patch tokens (default: the last)")
+    p.add_argument("--alpha", type=float, default=0.1, help="Dirichlet prior of the concept proportions (< 1: sparse)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--refit", action="store_true", help="ignore cached patches and results")
+
+
+def _concepts(args):
+    from .concepts import explain
+    from .encoders import ModelLoadError
+    from .search import default_vocabulary
+
+    if args.k < 1:
+        raise argparse.ArgumentTypeError(f"--k must be >= 1; got {args.k}")
+    if args.alpha <= 0:
+        raise argparse.ArgumentTypeError(f"--alpha must be > 0; got {args.alpha}")
+    ids = None
+    if args.ids_from:
+        try:
+            with open(args.ids_from, encoding="utf-8") as f:
+                ids = [line.strip() for line in f if line.strip() and not line.startswith("#")]
+        except OSError as e:
+            raise CLIError(f"cannot read --ids-from {args.ids_from!r} ({e.strerror or e})")
+        if not ids:
+            raise CLIError(f"--ids-from {args.ids_from!r} lists no ids (one id per line)")
+    ws = _open_ws(args.workspace)
+    vocab = default_vocabulary() + [w for w in args.vocab if w.strip()] if args.vocab else None
+    state = {"stage": None}
+    printer = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage != state["stage"]:
+            state["stage"] = stage
+            printer[stage] = _progress_printer(f"concepts {stage}")
+        printer[stage](done, total)
+
+    try:
+        res = explain(ws, args.model, k=args.k, ids=ids, label=args.label, prompts=args.prompts, vocabulary=vocab,
+                      block=args.block, alpha=args.alpha, random_state=args.seed, progress=progress,
+                      use_cache=not args.refit)
+    except (ModelLoadError, ValueError) as e:
+        raise CLIError(str(e))
+    return res.to_dict()
+
+
+_concepts.configure = _concepts_configure
+command("concepts", "concept explanations (PACE) of the images: named concepts, shares, metrics")(_concepts)
+
+
 # ---- plumbing -----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jointscope", description=__doc__.split("\n\n")[0])

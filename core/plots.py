@@ -354,3 +354,73 @@ def recall_figure(retrieval: dict, *, height: int = 240):
                       yaxis={"range": [0, 1.12], "title": {"text": "recall"}, "gridcolor": "#eeeeee"},
                       legend={"orientation": "h", "y": 1.02, "x": 1, "xanchor": "right", "yanchor": "bottom"})
     return fig
+
+
+# ---- concepts (PACE) ----------------------------------------------------------------------------
+def theta_figure(theta: Sequence[float], labels: Sequence[str], *, highlight: int | None = None,
+                 height: int | None = None):
+    """Horizontal bars of one image's concept proportions θ (K,), labelled with the concepts' names.
+
+    ``highlight`` (a concept index) is drawn in a stronger colour.
+    """
+    import plotly.graph_objects as go
+
+    th = np.asarray(theta, dtype=float).ravel()
+    if len(labels) != len(th):
+        raise ValueError(f"labels must have one entry per concept ({len(th)}); got {len(labels)}")
+    colours = [PALETTE[0] if highlight is None or k == highlight else "#9aa5f5" for k in range(len(th))]
+    fig = go.Figure(go.Bar(x=th, y=[plot_text(s, 60) for s in labels], orientation="h", marker_color=colours,
+                           text=[f"{v:.2f}" for v in th], textposition="outside", cliponaxis=False,
+                           hovertemplate="%{y}: θ = %{x:.3f}<extra></extra>"))
+    fig.update_layout(height=height or max(160, 26 * len(th) + 50), margin={"l": 8, "r": 40, "t": 28, "b": 8},
+                      title={"text": "concept proportions θ", "x": 0, "font": {"size": 13}},
+                      xaxis={"range": [0, 1.05], "gridcolor": "#eeeeee"}, yaxis={"autorange": "reversed"},
+                      plot_bgcolor="white", showlegend=False)
+    return fig
+
+
+def patch_heatmap_figure(image: np.ndarray, weights: np.ndarray, *, title: str = "", zmax: float = 1.0,
+                         opacity: float = 0.55, colorscale: str = "Viridis", size: int = 220,
+                         showscale: bool = False):
+    """A patch-level map over an image: ``image`` (H, W, 3) uint8 under a translucent heat map of
+    ``weights`` (gh, gw) (e.g. φ of one concept), each cell covering its patch."""
+    import plotly.graph_objects as go
+
+    img = np.asarray(image)
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"image must be (H, W, 3); got shape {img.shape}")
+    w = np.asarray(weights, dtype=float)
+    if w.ndim != 2:
+        raise ValueError(f"weights must be (rows, columns) over the patch grid; got shape {w.shape}")
+    H, W = img.shape[:2]
+    gh, gw = w.shape
+    fig = go.Figure()
+    fig.add_trace(go.Image(z=img, hoverinfo="skip"))
+    fig.add_trace(go.Heatmap(z=w, x0=W / gw / 2 - 0.5, dx=W / gw, y0=H / gh / 2 - 0.5, dy=H / gh, zmin=0.0,
+                             zmax=zmax, colorscale=colorscale, opacity=opacity, showscale=showscale,
+                             hovertemplate="patch row %{y:.0f}, col %{x:.0f}: %{z:.2f}<extra></extra>"))
+    fig.update_layout(width=size, height=size + (24 if title else 0),
+                      margin={"l": 0, "r": 0, "t": 24 if title else 0, "b": 0},
+                      title={"text": plot_text(title, 60), "x": 0, "font": {"size": 12}} if title else None,
+                      xaxis={"visible": False, "range": [-0.5, W - 0.5]},
+                      yaxis={"visible": False, "range": [H - 0.5, -0.5], "scaleanchor": "x"})
+    return fig
+
+
+def concept_shares_figure(shares: Sequence[float], labels: Sequence[str], *, height: int | None = None):
+    """Horizontal bars of each concept's share of the dataset (attention-weighted share of patches)."""
+    import plotly.graph_objects as go
+
+    s = np.asarray(shares, dtype=float).ravel()
+    if len(labels) != len(s):
+        raise ValueError(f"labels must have one entry per concept ({len(s)}); got {len(labels)}")
+    fig = go.Figure(go.Bar(x=s, y=[plot_text(t, 60) for t in labels], orientation="h",
+                           marker_color=[PALETTE[k % len(PALETTE)] for k in range(len(s))],
+                           text=[f"{v:.0%}" for v in s], textposition="outside", cliponaxis=False,
+                           hovertemplate="%{y}: %{x:.1%} of the patches<extra></extra>"))
+    fig.update_layout(height=height or max(160, 26 * len(s) + 50), margin={"l": 8, "r": 40, "t": 28, "b": 8},
+                      title={"text": "share of the dataset", "x": 0, "font": {"size": 13}},
+                      xaxis={"range": [0, max(float(s.max(initial=0)) * 1.2, 0.05)], "tickformat": ".0%",
+                             "gridcolor": "#eeeeee"},
+                      yaxis={"autorange": "reversed"}, plot_bgcolor="white", showlegend=False)
+    return fig

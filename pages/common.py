@@ -756,3 +756,20 @@ def result_cards(hits: list[dict], *, key: str, captions: dict[str, str] | None 
                 for i, (spot, (label, fn, icon, helptext)) in enumerate(zip(spots, actions)):
                     spot.button(label, key=f"{key}_{i}_{hit['id']}", on_click=fn, args=(hit["id"],), icon=icon,
                                 type="tertiary", help=helptext)
+
+
+# ---- concepts -----------------------------------------------------------------------------------
+@st.cache_data(show_spinner=False, max_entries=2000)
+def concept_crop(path: str, patch: int, grid: tuple, image_size: tuple, size: int = 56):
+    """The crop of one patch (plus half a patch around it) of a stored image, ``size`` px (PIL image)."""
+    from core.concepts import patch_crop
+
+    return patch_crop(path, patch, grid, image_size, context=0.5, size=size)
+
+
+@st.cache_data(show_spinner=False, max_entries=500)
+def concept_frame(path: str, image_size: tuple, size: int = 192) -> np.ndarray:
+    """A stored image as the model sees it (aligned with the patch grid), enlarged: (size, size, 3) uint8."""
+    from core.concepts import input_frame
+
+    return input_frame(path, image_size, size=size)

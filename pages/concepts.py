@@ -1,10 +1,249 @@
-"""Concepts — placeholder until its issue lands; shows a real summary of the open workspace."""
+"""Concepts: PACE concept explanations of the image model — dataset, image and patch level, with metrics."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from core.encoders import modalities_of
+from core.plots import concept_shares_figure, patch_heatmap_figure, theta_figure
+from core.workspace import ITEM_COLUMNS
 from pages import common as c
 
-c.placeholder_page(
-    "Concepts",
-    (
-        "Concepts (PACE: sparse concept explanations of what the image model looks at, with "
-        "faithfulness, stability and sparsity) are not built yet — coming in a later issue."
-    ),
-)
+SRC_ALL, SRC_MAP, SRC_LABEL = "All images", "Selected on the Map", "Images with a label value"
+PRED_VOCAB, PRED_LABEL, PRED_PROMPTS = ("Zero-shot over the vocabulary", "A label column", "Zero-shot over my prompts")
+PARAMS = "concepts_params"  # dict | None — the parameters of the last run (small values only)
+MAX_CHOICE_IMAGES = 2000
+HEATMAPS = 6
+PLOT_CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["toImage"]}
+METRIC_HELP = {
+    "faithfulness": "Held-out accuracy of a logistic regression that predicts the model's label from the concept "
+                    "proportions θ alone. 1.0: the concepts fully account for what the model predicts.",
+    "stability": "Mean relative change ‖θ − θ′‖ / ‖θ‖ when the image is flipped, cropped, colour-jittered and "
+                 "blurred a little. Lower is better; 0 means the explanation does not move.",
+    "sparsity": "Share of concepts an image does not use (θ < 0.1 / K), averaged over images. Higher means each "
+                "image is explained by few concepts.",
+    "parsimony": "Number of concepts K. Fewer concepts are easier to read.",
+}
+
+
+# ---- helpers (no widgets) -----------------------------------------------------------------------
+def metadata_columns(items: pd.DataFrame) -> list[str]:
+    images = items[items["modality"] == "image"]
+    return [col for col in items.columns if col not in ITEM_COLUMNS and images[col].notna().any()]
+
+
+def image_ids_for(items: pd.DataFrame, source: str, *, map_ids=None, column: str | None = None,
+                  value: str | None = None) -> list[str]:
+    images = items[items["modality"] == "image"]
+    if source == SRC_MAP:
+        want = set(str(i) for i in (map_ids or []))
+        return [i for i in images["id"].astype(str) if i in want]
+    if source == SRC_LABEL and column:
+        return images.loc[images[column].astype(str) == str(value), "id"].astype(str).tolist()
+    return images["id"].astype(str).tolist()
+
+
+def stage_progress(bar):
+    spans = {"patches": (0.0, 0.35, "reading patches"), "fit": (0.35, 0.85, "fitting concepts"),
+             "stability": (0.85, 1.0, "measuring stability")}
+    last = {"t": 0.0}
+
+    def cb(stage: str, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if 0 < done < total and now - last["t"] < 0.2:
+            return
+        last["t"] = now
+        lo, hi, words = spans.get(stage, (0.0, 1.0, stage))
+        frac = lo + (hi - lo) * (min(done / total, 1.0) if total else 1.0)
+        bar.progress(frac, text=f"{words} {done}/{total}…")
+
+    return cb
+
+
+def run(ws, model: str, params: dict, progress=None):
+    from core.concepts import explain
+
+    p = dict(params)
+    return explain(ws, model, k=p["k"], ids=p["ids"], label=p["label"], prompts=p["prompts"],
+                   vocabulary=p["vocabulary"], block=p["block"], alpha=p["alpha"], progress=progress)
+
+
+# ---- sections -----------------------------------------------------------------------------------
+def controls(ws, model: str, items: pd.DataFrame) -> dict | None:
+    """The choices; returns the parameters when the button was pressed."""
+    from core.concepts.patches import n_blocks
+    from core.search import default_vocabulary
+
+    meta = metadata_columns(items)
+    map_ids = [i for i in (st.session_state.get("search_ids") or [])]
+    n_map = len(image_ids_for(items, SRC_MAP, map_ids=map_ids))
+    r1 = st.columns([2, 1, 2])
+    sources = [SRC_ALL] + ([SRC_MAP] if n_map else []) + ([SRC_LABEL] if meta else [])
+    source = r1[0].radio("Images", sources, key="concepts_source", horizontal=True,
+                         help="All image items, the images selected on the Map, or those with one label value.")
+    column = value = None
+    if source == SRC_LABEL:
+        column = r1[0].selectbox("Column", meta, key="concepts_filter_col")
+        values = sorted(items.loc[items["modality"] == "image", column].dropna().astype(str).unique().tolist())
+        value = r1[0].selectbox("Value", values, key="concepts_filter_value")
+    elif source == SRC_MAP:
+        r1[0].caption(f"{n_map} images selected on the Map.")
+    k = r1[1].slider("Concepts (K)", 2, 30, 8, key="concepts_k",
+                     help="Parsimony: fewer concepts are easier to read; more split finer.")
+    pred = r1[2].radio("Explain the model's", [PRED_VOCAB] + ([PRED_LABEL] if meta else []) + [PRED_PROMPTS],
+                       key="concepts_pred", help="What the concepts should account for (PACE ties them to the "
+                                                 "model's prediction).")
+    label = prompts = None
+    if pred == PRED_LABEL:
+        label = r1[2].selectbox("Label column", meta, key="concepts_label")
+    elif pred == PRED_PROMPTS:
+        text = r1[2].text_area("Prompts (one per line)", key="concepts_prompts", height=90,
+                               placeholder="a red object\na blue object")
+        prompts = [t.strip() for t in text.splitlines() if t.strip()]
+    with st.expander("Naming and advanced"):
+        words = st.text_input("Extra words to name concepts with (comma-separated)", key="concepts_words")
+        nb = n_blocks(c.get_encoder(model))
+        block = st.selectbox("ViT block of the patch tokens", list(range(nb)), index=nb - 1, key="concepts_block",
+                             help="The last block is the default; earlier blocks keep more local detail.")
+        alpha = st.number_input("Dirichlet prior α", 0.01, 5.0, 0.1, step=0.05, key="concepts_alpha",
+                                help="Below 1 each image uses few concepts (sparser explanations).")
+    ids = image_ids_for(items, source, map_ids=map_ids, column=column, value=value)
+    st.caption(f"{len(ids):,} images to explain.")
+    if not st.button("Find concepts", type="primary", icon=":material/psychology:", key="concepts_run",
+                     disabled=len(ids) < 2):
+        return None
+    if pred == PRED_PROMPTS and len(set(prompts or [])) < 2:
+        st.warning("Give at least two different prompts, one per line.", icon=":material/warning:")
+        return None
+    extra = [w.strip() for w in (words or "").split(",") if w.strip()]
+    return {"k": int(k), "ids": None if source == SRC_ALL else ids, "label": label, "prompts": prompts,
+            "vocabulary": (default_vocabulary() + extra) if extra else None, "block": int(block),
+            "alpha": float(alpha), "workspace": ws.name, "model": model}
+
+
+def metrics_row(res) -> None:
+    m = res.metrics
+    cols = st.columns(4)
+    fmt = {"faithfulness": "{:.2f}", "stability": "{:.2f}", "sparsity": "{:.2f}", "parsimony": "{}"}
+    for col, name in zip(cols, ("faithfulness", "stability", "sparsity", "parsimony")):
+        v = m.get(name)
+        col.metric(name, "—" if v is None else fmt[name].format(v), help=METRIC_HELP[name])
+    st.caption(c.plain(f"{res.n_images} images · K = {res.k} · predictions: {res.prediction_source} · "
+                       f"block {res.params.get('block')} · "
+                       + ("read from the workspace's cache" if res.cached else f"computed in {res.seconds:.1f} s")))
+    with st.expander("What the metrics mean"):
+        for name in ("faithfulness", "stability", "sparsity", "parsimony"):
+            st.caption(f"**{name}** — {METRIC_HELP[name]}")
+
+
+def dataset_level(ws, res, paths: dict) -> None:
+    st.subheader("Concepts in the dataset")
+    labels = [con.label for con in res.concepts]
+    st.plotly_chart(concept_shares_figure([con.share for con in res.concepts], labels), key="concept_shares",
+                    config=PLOT_CONFIG)
+    for con in res.concepts:
+        st.markdown(f"**{c.plain(con.label)}**")
+        st.caption(c.plain(f"names: {', '.join(con.names)} · {con.share:.0%} of the patches · used by "
+                           f"{con.images} of {res.n_images} images"))
+        crops = [c.concept_crop(str(paths[i]), j, tuple(res.grid), tuple(res.image_size))
+                 for i, j in con.prototypes if i in paths]
+        if crops:
+            st.image(crops, width=56)
+
+
+def concept_across_images(res, paths: dict) -> None:
+    st.subheader("One concept across images")
+    labels = [con.label for con in res.concepts]
+    k = labels.index(st.selectbox("Concept", labels, key="concepts_pick"))
+    top = np.argsort(-res.theta[:, k], kind="stable")[:HEATMAPS]
+    st.caption(c.plain(f"The {len(top)} images with the most of concept {labels[k]}; the heat map is φ, the "
+                       "probability that each patch shows the concept."))
+    cols = st.columns(3)
+    for n, m in enumerate(top):
+        item = str(res.ids[m])
+        fig = patch_heatmap_figure(c.concept_frame(str(paths[item]), tuple(res.image_size)),
+                                   res.phi[m, :, k].reshape(res.grid), title=f"θ = {res.theta[m, k]:.2f}")
+        cols[n % 3].plotly_chart(fig, key=f"across_{k}_{n}", config=PLOT_CONFIG)
+
+
+def image_level(res, paths: dict, items: pd.DataFrame) -> None:
+    st.subheader("One image")
+    source = items.drop_duplicates("id").set_index("id")["source"]
+    choices = {f"{source.get(i, i)} ({i[:8]})": i for i in (str(x) for x in res.ids[:MAX_CHOICE_IMAGES])}
+    item = choices[st.selectbox("Image", list(choices), key="concepts_image")]
+    m = res.row_of(item)
+    labels = [con.label for con in res.concepts]
+    left, right = st.columns([1, 2])
+    left.image(c.concept_frame(str(paths[item]), tuple(res.image_size)), caption=c.plain(source.get(item, item)),
+               width=192)
+    left.caption(c.plain(f"the model's prediction: {res.predicted[m]}"))
+    right.plotly_chart(theta_figure(res.theta[m], labels, highlight=int(res.theta[m].argmax())),
+                       key="theta_chart", config=PLOT_CONFIG)
+    used = [k for k in np.argsort(-res.theta[m], kind="stable") if res.theta[m, k] >= 0.1 / res.k][:HEATMAPS]
+    st.caption("Patch level: φ of each concept this image uses, over its patch grid.")
+    cols = st.columns(3)
+    for n, k in enumerate(used):
+        fig = patch_heatmap_figure(c.concept_frame(str(paths[item]), tuple(res.image_size)),
+                                   res.phi[m, :, k].reshape(res.grid), title=labels[k])
+        cols[n % 3].plotly_chart(fig, key=f"patch_{item}_{k}", config=PLOT_CONFIG)
+
+
+def export(res, items: pd.DataFrame) -> None:
+    df = res.assignments_frame()
+    src = items.drop_duplicates("id").set_index("id")["source"]
+    df.insert(1, "source", df["id"].map(src))
+    st.download_button("Concept assignments (CSV)", df.to_csv(index=False).encode("utf-8"),
+                       file_name="concepts.csv", mime="text/csv", icon=":material/download:", key="concepts_csv",
+                       on_click="ignore", help="One row per image: top concept, prediction and θ of every concept.")
+
+
+def concepts_section(ws, model: str) -> None:
+    items = ws.items
+    params = controls(ws, model, items)
+    if params is not None:
+        bar = st.progress(0.0, text="Starting…")
+        try:
+            run(ws, model, params, progress=stage_progress(bar))
+        finally:
+            bar.empty()
+        st.session_state[PARAMS] = params
+    params = st.session_state.get(PARAMS)
+    if not params or params.get("workspace") != ws.name or params.get("model") != model:
+        st.info("Choose the images and K, then press Find concepts.", icon=":material/info:")
+        return
+    res = run(ws, model, params)
+    images = items[items["modality"] == "image"].drop_duplicates("id").set_index("id")["image"]
+    paths = {str(i): ws.abspath(images[i]) for i in res.ids if i in images.index}
+    metrics_row(res)
+    export(res, items)
+    dataset_level(ws, res, paths)
+    concept_across_images(res, paths)
+    image_level(res, paths, items)
+
+
+# ---- page ---------------------------------------------------------------------------------------
+c.init_state()
+st.title("Concepts")
+st.caption("PACE concept explanations: the image model's patch embeddings as a few concepts per image, named "
+           "with the closest words in the joint space.")
+with c.guard():
+    ws, model = c.current()
+    if ws is None:
+        if not st.session_state.get(c.WS):
+            st.info("No workspace is open. Create one in the sidebar, or load the demo on the Data page.",
+                    icon=":material/folder_open:")
+    elif model is None:
+        st.info("Choose a model in the sidebar.", icon=":material/info:")
+    elif "image" not in modalities_of(model):
+        st.info(c.plain(f"{model} does not encode images; concepts need an open_clip model with a ViT image "
+                        "tower (e.g. demo)."), icon=":material/info:")
+    else:
+        c.summary_line(ws, model)
+        n_images = int((ws.items["modality"] == "image").sum())
+        if n_images < 2:
+            st.info("Concepts need at least 2 images. Add images on the Data page.", icon=":material/image:")
+        else:
+            concepts_section(ws, model)

@@ -18,7 +18,7 @@ import core
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = ROOT / "app.py"
-PLACEHOLDERS = ["concepts"]
+PLACEHOLDERS: list[str] = []  # every page is built
 TIMEOUT = 60  # the first run imports open_clip/torch to list the models (~5 s on 2 cores)
 
 
@@ -106,7 +106,7 @@ def test_app_first_start_without_workspaces(home):
         assert not at.exception, name
         assert any("not built yet" in s for s in texts(at.info)), name
         assert [s.label for s in at.sidebar.selectbox] == ["Workspace", "Model"]
-    for name in ("map", "search", "analogies", "quality"):
+    for name in ("map", "search", "analogies", "quality", "concepts"):
         at.switch_page(f"pages/{name}.py").run()
         assert not at.exception, name
         assert any("No workspace is open" in s for s in texts(at.info)), name
@@ -302,6 +302,8 @@ def test_placeholder_pages(filled, name):
 
 
 def test_placeholder_page_without_workspace(home):
+    if not PLACEHOLDERS:
+        pytest.skip("no placeholder pages left")
     at = page(PLACEHOLDERS[-1])
     assert not at.exception
     assert "not built yet" in texts(at.info)[0]

@@ -1,0 +1,36 @@
+"""Concept explanations (PACE) of ViT image towers: patches, the estimator, metrics, workspace results.
+
+``explain(ws, model, k=8)`` is the workspace-level entry point; :class:`PACE` the estimator on arrays.
+Heavy imports (torch, open_clip, scikit-learn) happen inside the functions that need them.
+"""
+from __future__ import annotations
+
+from .explain import Concept, ConceptsResult, explain, input_frame, name_concepts, patch_crop, zero_shot
+from .metrics import augmentation, faithfulness, recovery, sparsity, stability
+from .pace import PACE, NotFittedError
+from .patches import NotViTError, PatchData, extract_patches, project_tokens, workspace_patches
+
+explain_concepts = explain
+
+__all__ = [
+    "PACE",
+    "Concept",
+    "ConceptsResult",
+    "NotFittedError",
+    "NotViTError",
+    "PatchData",
+    "augmentation",
+    "explain",
+    "explain_concepts",
+    "extract_patches",
+    "faithfulness",
+    "input_frame",
+    "name_concepts",
+    "patch_crop",
+    "project_tokens",
+    "recovery",
+    "sparsity",
+    "stability",
+    "workspace_patches",
+    "zero_shot",
+]

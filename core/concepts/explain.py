@@ -1,0 +1,434 @@
+"""Workspace-level concept explanations: patches -> PACE -> named concepts, θ, φ and metrics (cached).
+
+``explain(ws, model, k=8, ...)`` explains the image items of a workspace with one model:
+
+1. patch tokens, CLS attention and joint-space patch vectors (``core.concepts.patches``, cached);
+2. the model's predictions ỹ: a metadata column (``label``: one-hot), a zero-shot softmax over the user's
+   ``prompts``, or by default a zero-shot softmax over the naming vocabulary;
+3. PACE fitted on all of it; per concept: names, share, prototype patches;
+4. metrics: faithfulness (θ -> predicted label), stability (θ of augmented views), sparsity, parsimony.
+
+Results are saved in ``derived/concepts/<model-slug>/<key>.{json,npz}`` where the key hashes the model,
+the item ids and every parameter; the same call again reads them back.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .pace import PACE
+
+log = logging.getLogger(__name__)
+
+StageProgress = Callable[[str, int, int], None]
+RESULT_FORMAT = 1
+MISSING_LABEL = "(missing)"
+
+
+@dataclass
+class Concept:
+    """One concept: ``id`` (0-based), name candidates with their scores, dataset ``share`` (attention-
+    weighted share of all patches), ``images`` (how many images use it: θ ≥ 0.1/K) and ``prototypes``
+    (item id, patch index) of the patches nearest its mean, one per image."""
+
+    id: int
+    names: list[str]
+    name_scores: list[float]
+    share: float
+    images: int
+    prototypes: list[tuple[str, int]]
+
+    @property
+    def label(self) -> str:
+        return f"{self.id + 1}: " + ", ".join(self.names[:3]) if self.names else f"concept {self.id + 1}"
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "names": list(self.names), "name_scores": [round(float(s), 4) for s in self.name_scores],
+                "share": round(float(self.share), 4), "images": int(self.images),
+                "prototypes": [{"item": i, "patch": int(j)} for i, j in self.prototypes]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Concept":
+        return cls(int(d["id"]), list(d["names"]), [float(s) for s in d["name_scores"]], float(d["share"]),
+                   int(d["images"]), [(str(p["item"]), int(p["patch"])) for p in d["prototypes"]])
+
+
+@dataclass
+class ConceptsResult:
+    """Concept explanations of ``ids`` (M images).
+
+    ``theta`` (M, K) float32 rows sum to 1; ``phi`` (M, J, K) float32 per-patch concept probabilities;
+    ``attention`` (M, J) float32; ``predicted`` (M,) the model's predicted label per image;
+    ``metrics``: faithfulness, stability, sparsity, parsimony (None where undefined).
+    """
+
+    model: str
+    k: int
+    ids: np.ndarray
+    concepts: list[Concept]
+    theta: np.ndarray
+    phi: np.ndarray
+    attention: np.ndarray
+    predicted: np.ndarray
+    grid: tuple[int, int]
+    image_size: tuple[int, int]
+    metrics: dict
+    params: dict
+    prediction_source: str
+    seconds: float = 0.0
+    path: Path | None = None
+    cached: bool = False
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def n_images(self) -> int:
+        return len(self.ids)
+
+    def row_of(self, item_id: str) -> int:
+        hit = np.flatnonzero(self.ids.astype(str) == str(item_id))
+        if not len(hit):
+            raise KeyError(f"item {item_id!r} is not among the explained images")
+        return int(hit[0])
+
+    def patch_map(self, item_id: str, concept: int) -> np.ndarray:
+        """φ of one concept over the patch grid of one image: (gh, gw) float32 in [0, 1]."""
+        return self.phi[self.row_of(item_id), :, int(concept)].reshape(self.grid)
+
+    def patch_concepts(self) -> np.ndarray:
+        """Most likely concept of every patch: (M, J) int."""
+        return self.phi.argmax(2)
+
+    def assignments_frame(self) -> pd.DataFrame:
+        """One row per image: id, top concept (1-based) and its names, predicted label, θ per concept."""
+        top = self.theta.argmax(1)
+        names = {c.id: ", ".join(c.names[:3]) for c in self.concepts}
+        df = pd.DataFrame({"id": self.ids.astype(str), "top_concept": top + 1,
+                           "top_concept_names": [names.get(int(t), "") for t in top],
+                           "top_share": self.theta[np.arange(len(top)), top].round(4),
+                           "predicted": self.predicted.astype(str)})
+        for k in range(self.k):
+            df[f"theta_{k + 1}"] = self.theta[:, k].round(5)
+        return df
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "k": self.k, "n_images": self.n_images,
+                "block": self.params.get("block"), "attn_block": self.params.get("attn_block"),
+                "prediction": {"source": self.prediction_source,
+                               "classes": sorted(map(str, pd.unique(self.predicted)))[:50]},
+                "concepts": [c.to_dict() for c in self.concepts],
+                "metrics": {k: (None if v is None else round(float(v), 4)) for k, v in self.metrics.items()},
+                "seconds": round(float(self.seconds), 3), "cached": self.cached,
+                "path": None if self.path is None else str(self.path), **self.extra}
+
+
+# ---- predictions --------------------------------------------------------------------------------
+def _logit_scale(encoder) -> float:
+    ls = getattr(getattr(encoder, "model", None), "logit_scale", None)
+    try:
+        return float(min(np.exp(float(ls.detach().cpu().reshape(-1)[0])), 100.0))
+    except (AttributeError, TypeError, ValueError):
+        return 100.0
+
+
+def zero_shot(encoder, image_vectors: np.ndarray, prompts: Sequence[str]) -> np.ndarray:
+    """Softmax over prompts of ``logit_scale · cos(image, prompt)``: (n, len(prompts)) float64."""
+    from ..search import vocabulary_vectors
+
+    T = vocabulary_vectors(encoder, list(prompts))
+    X = np.asarray(image_vectors, dtype=np.float64)
+    X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+    s = _logit_scale(encoder) * (X @ T.T.astype(np.float64))
+    s -= s.max(1, keepdims=True)
+    p = np.exp(s)
+    return p / p.sum(1, keepdims=True)
+
+
+def _image_vectors(ws, model: str, encoder, ids: list[str], files: list[Path]) -> np.ndarray:
+    X, got = ws.vectors(model, ids=ids)
+    if len(got) == len(ids):
+        return X
+    have = dict(zip(got.astype(str).tolist(), X))
+    todo = [n for n, i in enumerate(ids) if i not in have]
+    Y = encoder.encode_images([files[n] for n in todo])
+    out = np.zeros((len(ids), Y.shape[1] if len(Y) else X.shape[1]), np.float32)
+    for n, i in enumerate(ids):
+        if i in have:
+            out[n] = have[i]
+    out[todo] = Y
+    return out
+
+
+def label_predictions(values: Sequence) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """A label column as predictions: (one-hot (n, C), labels (n,) str, classes). Missing -> '(missing)'."""
+    s = pd.Series(list(values), dtype=object)
+    s = s.where(s.notna(), MISSING_LABEL).astype(str)
+    codes, classes = pd.factorize(s, sort=True)
+    P = np.zeros((len(s), len(classes)))
+    P[np.arange(len(s)), codes] = 1.0
+    return P, s.to_numpy(dtype=object), [str(c) for c in classes]
+
+
+# ---- naming -------------------------------------------------------------------------------------
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def name_concepts(concept_vectors: np.ndarray, patch_vectors: np.ndarray, vocab_vectors: np.ndarray,
+                  vocabulary: Sequence[str], *, n: int = 5, patch_weights: np.ndarray | None = None
+                  ) -> list[list[tuple[str, float]]]:
+    """Rank a vocabulary for every concept in the joint space.
+
+    ``concept_vectors`` (K, E) joint-space prototypes, ``patch_vectors`` (N, E) joint-space patch vectors
+    (their weighted mean is the image-side centre), ``vocab_vectors`` (V, E). Each modality is mean-centred
+    (patches by their centre, words by the vocabulary mean) so the modality gap does not decide; score =
+    cosine of the centred vectors. Returns per concept the top ``n`` (word, score), best first.
+    """
+    C = _unit(concept_vectors)
+    Pn = _unit(patch_vectors)
+    w = np.ones(len(Pn)) if patch_weights is None else np.asarray(patch_weights, np.float64).ravel()
+    centre = (Pn * w[:, None]).sum(0) / max(w.sum(), 1e-12)
+    T = _unit(vocab_vectors)
+    S = _unit(C - centre) @ _unit(T - T.mean(0)).T
+    out = []
+    for s in S:
+        top = np.argsort(-s, kind="stable")[: min(n, len(s))]
+        out.append([(str(vocabulary[j]), float(s[j])) for j in top])
+    return out
+
+
+# ---- crops --------------------------------------------------------------------------------------
+def input_box(image_wh: tuple[int, int], box: tuple[float, float, float, float], input_size: tuple[int, int]
+              ) -> tuple[float, float, float, float]:
+    """A box given as fractions of the model input -> pixels of the original image.
+
+    Assumes open_clip's default preprocessing: resize the shortest side to the input size, centre crop.
+    """
+    w, h = image_wh
+    ih, iw = input_size
+    scale = max(iw / w, ih / h)
+    ox, oy = (w * scale - iw) / 2, (h * scale - ih) / 2
+    l, t, r, b = box
+    return ((l * iw + ox) / scale, (t * ih + oy) / scale, (r * iw + ox) / scale, (b * ih + oy) / scale)
+
+
+def patch_crop(image, patch: int, grid: tuple[int, int], input_size: tuple[int, int], *, context: float = 0.5,
+               size: int = 64):
+    """The crop of patch ``patch`` (plus ``context`` patch widths around it) of a PIL image or path,
+    resized to ``size`` px (nearest neighbour, so small patches stay sharp)."""
+    from PIL import Image
+
+    from ..encoders import load_image
+
+    im = load_image(image)
+    gh, gw = grid
+    r, c = divmod(int(patch), gw)
+    box = ((c - context) / gw, (r - context) / gh, (c + 1 + context) / gw, (r + 1 + context) / gh)
+    l, t, rr, b = input_box(im.size, box, input_size)
+    crop = im.crop((int(round(l)), int(round(t)), int(round(rr)), int(round(b))))
+    return crop.resize((size, size), Image.Resampling.NEAREST)
+
+
+def input_frame(image, input_size: tuple[int, int], *, size: int | None = None) -> np.ndarray:
+    """A PIL image or path as the model sees it (shortest side resized, centre crop to ``input_size``),
+    optionally enlarged to ``size`` px: (H, W, 3) uint8, aligned with the patch grid."""
+    from PIL import Image
+
+    from ..encoders import load_image
+
+    im = load_image(image)
+    ih, iw = input_size
+    l, t, r, b = input_box(im.size, (0.0, 0.0, 1.0, 1.0), input_size)
+    im = im.resize((iw, ih), Image.Resampling.BICUBIC, box=(l, t, r, b))
+    if size is not None:
+        im = im.resize((size, size * ih // iw), Image.Resampling.NEAREST)
+    return np.asarray(im, dtype=np.uint8)
+
+
+# ---- the workspace function -------------------------------------------------------------------------
+def _key(parts: dict) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def concepts_dir(ws, model: str) -> Path:
+    from ..vectorstore import model_slug
+
+    return Path(ws.path) / "derived" / "concepts" / model_slug(model)
+
+
+def _image_ids(ws, ids: Sequence[str] | None) -> list[str]:
+    items = ws.items
+    images = items[items["modality"] == "image"]
+    if ids is None:
+        out = images["id"].astype(str).tolist()
+    else:
+        want = list(dict.fromkeys(str(i) for i in ids))
+        known = set(images["id"].astype(str))
+        out = [i for i in want if i in known]
+        if not out:
+            raise ValueError(f"none of the {len(want)} given ids is an image item of workspace {ws.name!r}")
+    if len(out) < 2:
+        raise ValueError(f"concepts need at least 2 images; workspace {ws.name!r} has {len(out)} to explain")
+    return list(dict.fromkeys(out))
+
+
+def _save(base: Path, res: ConceptsResult) -> None:
+    from ..storage import atomic_write, atomic_write_json
+
+    arrays = {"format": np.int64(RESULT_FORMAT), "ids": res.ids.astype(str), "theta": res.theta,
+              "phi": res.phi.astype(np.float16), "attention": res.attention, "predicted": res.predicted.astype(str)}
+    atomic_write(base.with_suffix(".npz"), lambda f: np.savez(f, **arrays))
+    meta = {"format": RESULT_FORMAT, "model": res.model, "k": res.k, "grid": list(res.grid),
+            "image_size": list(res.image_size), "metrics": res.metrics, "params": res.params,
+            "prediction_source": res.prediction_source, "seconds": res.seconds,
+            "concepts": [c.to_dict() for c in res.concepts], "extra": res.extra}
+    atomic_write_json(base.with_suffix(".json"), meta)  # written last: the commit point
+
+
+def _load(base: Path) -> ConceptsResult | None:
+    from ..storage import read_json
+
+    meta = read_json(base.with_suffix(".json"))
+    if not meta or meta.get("format") != RESULT_FORMAT:
+        return None
+    try:
+        with np.load(base.with_suffix(".npz"), allow_pickle=False) as z:
+            arr = {k: z[k] for k in z.files}
+    except (OSError, ValueError):
+        return None
+    return ConceptsResult(meta["model"], int(meta["k"]), arr["ids"].astype(object),
+                          [Concept.from_dict(c) for c in meta["concepts"]], arr["theta"].astype(np.float32),
+                          arr["phi"].astype(np.float32), arr["attention"].astype(np.float32),
+                          arr["predicted"].astype(object), tuple(meta["grid"]), tuple(meta["image_size"]),
+                          meta["metrics"], meta["params"], meta["prediction_source"], float(meta["seconds"]),
+                          base.with_suffix(".json"), True, meta.get("extra") or {})
+
+
+def explain(ws, model: str, *, k: int = 8, ids: Sequence[str] | None = None, label: str | None = None,
+            prompts: Sequence[str] | None = None, vocabulary: Sequence[str] | None = None,
+            block: int | None = None, attn_block: int | None = None, alpha: float = 0.1,
+            n_components: int = 32, covariance: str = "full", max_iter: int = 30, random_state: int = 0,
+            stability_sample: int = 200, n_names: int = 5, n_prototypes: int = 8, encoder=None,
+            progress: StageProgress | None = None, use_cache: bool = True) -> ConceptsResult:
+    """Concept explanations (PACE) of a workspace's images with an open_clip ViT model.
+
+    ``ids``: image item ids to explain (default: every image). Predictions ỹ: ``label`` (a metadata
+    column; one-hot, missing values form their own class) or ``prompts`` (zero-shot softmax over them);
+    with neither, the zero-shot softmax over ``vocabulary`` is used. ``vocabulary`` names the concepts
+    (default: :func:`core.search.default_vocabulary`). ``block`` / ``attn_block``: ViT blocks of the
+    tokens and of the attention (default: the last). ``stability_sample`` images (at most) get an
+    augmented view for the stability metric (0 skips it). ``progress(stage, done, total)`` with stages
+    ``patches``, ``fit``, ``stability``.
+
+    Raises ValueError for bad parameters, an unknown label column, a non-ViT model (NotViTError).
+    """
+    from ..encoders import load_encoder
+    from ..search import default_vocabulary
+    from . import metrics as mt
+    from .patches import extract_patches, n_blocks, project_tokens, workspace_patches
+
+    t0 = time.perf_counter()
+    if label is not None and prompts is not None:
+        raise ValueError("give either label (a metadata column) or prompts, not both")
+    if not isinstance(k, (int, np.integer)) or not 1 <= k <= 200:
+        raise ValueError(f"k must be an integer in [1, 200]; got {k!r}")
+    prompts = None if prompts is None else [str(p).strip() for p in prompts if str(p).strip()]
+    if prompts is not None and len(set(prompts)) < 2:
+        raise ValueError(f"prompts need at least 2 different texts; got {prompts!r}")
+    items = ws.items
+    if label is not None and label not in items.columns:
+        from ..workspace import ITEM_COLUMNS
+
+        meta = [c for c in items.columns if c not in ITEM_COLUMNS]
+        raise ValueError(f"label column {label!r} is not in workspace {ws.name!r}; metadata columns: "
+                         f"{', '.join(meta) or 'none'}")
+    enc = encoder if encoder is not None else load_encoder(model)
+    nb = n_blocks(enc)  # raises NotViTError for other image towers
+    bi = (nb - 1) if block is None else (block + nb if block < 0 else block)
+    ai = (nb - 1) if attn_block is None else (attn_block + nb if attn_block < 0 else attn_block)
+    ids = _image_ids(ws, ids)
+    vocab = [str(w) for w in (default_vocabulary() if vocabulary is None else vocabulary) if str(w).strip()]
+    vocab = list(dict.fromkeys(vocab))
+    if not vocab:
+        raise ValueError("the vocabulary is empty")
+    params = {"k": int(k), "block": int(bi), "attn_block": int(ai), "alpha": float(alpha),
+              "n_components": int(n_components), "covariance": covariance, "max_iter": int(max_iter),
+              "random_state": random_state, "stability_sample": int(stability_sample), "label": label,
+              "prompts": prompts, "n_names": int(n_names), "n_prototypes": int(n_prototypes)}
+    key = _key({"model": model, "ids": sorted(ids), "vocab": vocab, "params": params, "format": RESULT_FORMAT})
+    base = concepts_dir(ws, model) / key
+    if use_cache:
+        hit = _load(base)
+        if hit is not None:
+            return hit
+
+    def stage(name):
+        return (lambda d, t: progress(name, d, t)) if progress is not None else None
+
+    data = workspace_patches(ws, model, ids, block=bi, attn_block=ai, encoder=enc, progress=stage("patches"),
+                             use_cache=use_cache)
+    rel = items[items["modality"] == "image"].drop_duplicates("id").set_index("id")["image"].astype(str)
+    files = [ws.abspath(rel[i]) for i in ids]
+    # predictions ỹ of the model
+    if label is not None:
+        values = items.drop_duplicates("id").set_index("id")[label].reindex(ids)
+        P, predicted, classes = label_predictions(values.tolist())
+        source = f"label:{label}"
+    else:
+        texts = prompts if prompts is not None else vocab
+        P = zero_shot(enc, _image_vectors(ws, model, enc, ids, files), texts)
+        predicted = np.asarray([texts[j] for j in P.argmax(1)], dtype=object)
+        source = "prompts" if prompts is not None else "vocabulary"
+    pace = PACE(int(k), alpha=alpha, n_components=n_components, covariance=covariance, max_iter=max_iter,
+                random_state=random_state)
+    pace.fit(data.tokens, data.attention, P, progress=stage("fit"))
+    theta, phi = pace.theta_, pace.phi_
+    # names in the joint space
+    W = data.attention * data.n_patches
+    R = phi * W[:, :, None]
+    if bi == nb - 1:  # the fitted tokens are the last block's: project the prototypes like the pooled output
+        joint_protos = project_tokens(enc, pace.prototypes_)
+    else:  # an earlier block: the φ·w-weighted mean of the same patches' last-block joint vectors
+        joint_protos = np.einsum("mjk,mje->ke", R, data.joint) / np.maximum(R.sum((0, 1)), 1e-12)[:, None]
+    from ..search import vocabulary_vectors
+
+    names = name_concepts(joint_protos, data.joint.reshape(-1, data.joint.shape[2]), vocabulary_vectors(enc, vocab),
+                          vocab, n=n_names, patch_weights=W.ravel())
+    protos = pace.prototype_patches(data.tokens, phi, n=n_prototypes)
+    used = (theta >= 0.1 / k).sum(0)
+    concepts = [Concept(c, [w for w, _ in names[c]], [s for _, s in names[c]], float(pace.shares_[c]), int(used[c]),
+                        [(str(ids[m]), int(j)) for m, j in protos[c] if m >= 0]) for c in range(int(k))]
+    # metrics
+    stab = None
+    if stability_sample > 0:
+        import torch
+
+        rng = np.random.default_rng(random_state)
+        rows = np.sort(rng.choice(len(ids), size=min(len(ids), int(stability_sample)), replace=False))
+        with torch.random.fork_rng():
+            torch.manual_seed(0 if random_state is None else int(random_state))
+            aug = extract_patches(enc, [files[r] for r in rows], block=bi, attn_block=ai,
+                                  transform=mt.augmentation(), progress=stage("stability"))
+        theta0, _ = pace.transform(data.tokens[rows], data.attention[rows])
+        theta1, _ = pace.transform(aug.tokens, aug.attention)
+        stab = mt.stability(theta0, theta1)
+    metrics = {"faithfulness": mt.faithfulness(theta, predicted.astype(str), random_state=random_state or 0),
+               "stability": stab, "sparsity": mt.sparsity(theta), "parsimony": int(k)}
+    res = ConceptsResult(model, int(k), np.asarray(ids, dtype=object), concepts, theta, phi,
+                         data.attention.astype(np.float32), predicted, data.grid, data.image_size, metrics, params,
+                         source, time.perf_counter() - t0, None, False,
+                         {"fit_seconds": round(pace.fit_seconds_, 3), "n_iter": int(pace.n_iter_),
+                          "converged": bool(pace.converged_)})
+    if use_cache:
+        _save(base, res)
+        res.path = base.with_suffix(".json")
+    log.info("concepts of %d images with %s: K=%d in %.1fs", len(ids), model, k, res.seconds)
+    return res

@@ -1,0 +1,97 @@
+"""AppTest of the Concepts page on a copy of the demo-world workspace (400 images + captions, model `demo`)."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from streamlit.runtime.pages_manager import PagesManager
+from streamlit.testing.v1 import AppTest
+
+import core
+
+ROOT = Path(__file__).resolve().parents[2]
+TIMEOUT = 180  # patches + PACE + the stability views on 2 busy cores
+
+
+@pytest.fixture(autouse=True)
+def navigation_mode(monkeypatch):
+    """Run pages the way the server does once st.navigation has been called (see test_pages.py)."""
+    orig = PagesManager.__init__
+
+    def init(self, *args, **kwargs):
+        orig(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", init)
+
+
+@pytest.fixture
+def demo_home(tmp_path, monkeypatch, demo_ws_template) -> Path:
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("JOINTSCOPE_HOME", str(home))
+    shutil.copytree(demo_ws_template.path, home / "demo")
+    return home
+
+
+def concepts_page(**state) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "pages" / "concepts.py"), default_timeout=TIMEOUT)
+    for k, v in state.items():
+        at.session_state[k] = v
+    return at.run()
+
+
+def texts(elements) -> list[str]:
+    return [e.value for e in elements]
+
+
+def charts(at: AppTest) -> list[dict]:
+    return [json.loads(e.proto.spec) for e in at.get("plotly_chart")]
+
+
+def test_concepts_page_runs_and_shows_three_levels(demo_home):
+    at = concepts_page(workspace="demo", model="demo")
+    assert not at.exception, at.exception
+    assert [t.value for t in at.title] == ["Concepts"]
+    assert any("Find concepts" in s for s in texts(at.info))
+    at.slider(key="concepts_k").set_value(4)
+    at.radio(key="concepts_pred").set_value("A label column")
+    at.run()
+    at.selectbox(key="concepts_label").select("colour")
+    at.button(key="concepts_run").click().run()
+    assert not at.exception, at.exception
+    assert not at.error, texts(at.error)
+    m = {x.label: x.value for x in at.metric}
+    assert set(m) == {"faithfulness", "stability", "sparsity", "parsimony"}
+    assert m["parsimony"] == "4" and 0.0 <= float(m["faithfulness"]) <= 1.0 and 0.0 <= float(m["sparsity"]) <= 1.0
+    # dataset level: four named concepts with their prototype crops
+    assert [s.value for s in at.subheader][:3] == ["Concepts in the dataset", "One concept across images", "One image"]
+    names = [s for s in texts(at.markdown) if s.startswith("**")]
+    assert len(names) == 4
+    assert len(at.image) >= 4
+    specs = charts(at)
+    heatmaps = [c for c in specs if any(t.get("type") == "heatmap" for t in c["data"])]
+    bars = [c for c in specs if any(t.get("type") == "bar" for t in c["data"])]
+    assert len(heatmaps) >= 2 and len(bars) == 2  # shares + θ of the chosen image
+    # the result was saved in the workspace; the download holds one row per image
+    assert list((demo_home / "demo" / "derived" / "concepts").rglob("*.json"))
+    assert [b for b in at.get("download_button") if "CSV" in b.proto.label]
+    # another image and another concept rerun from the saved result
+    before = at.selectbox(key="concepts_image").value
+    at.selectbox(key="concepts_image").select_index(3).run()
+    assert at.selectbox(key="concepts_image").value != before
+    at.selectbox(key="concepts_pick").select_index(2).run()
+    assert not at.exception and not at.error
+    assert any("cache" in s for s in texts(at.caption))
+
+
+def test_concepts_page_without_images_or_with_a_text_model(demo_home):
+    at = concepts_page(workspace="demo", model="minilm")
+    assert not at.exception
+    assert any("does not encode images" in s for s in texts(at.info))
+    core.Workspace(demo_home / "empty")
+    at = concepts_page(workspace="empty", model="demo")
+    assert not at.exception
+    assert any("at least 2 images" in s for s in texts(at.info))
