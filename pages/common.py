@@ -359,16 +359,6 @@ def errors_frame(errors) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["source", "reason"])
 
 
-def placeholder_page(title: str, what: str) -> None:
-    """Header, one st.info saying what the page will do, and a real workspace summary."""
-    init_state()
-    st.title(title)
-    st.info(what, icon=":material/construction:")
-    with guard():
-        ws, model = current()
-        summary_line(ws, model)
-
-
 # ---- maps ---------------------------------------------------------------------------------------
 @st.cache_resource(show_spinner=False)
 def start_umap_warm_up():

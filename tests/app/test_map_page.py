@@ -10,33 +10,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
 import core
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 120  # a first UMAP in this process, on 2 busy cores
-
-
-@pytest.fixture(autouse=True)
-def navigation_mode(monkeypatch):
-    """Run pages the way the server does once st.navigation has been called (see test_pages.py)."""
-    orig = PagesManager.__init__
-
-    def init(self, *args, **kwargs):
-        orig(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", init)
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch) -> Path:
-    h = tmp_path / "home"
-    h.mkdir()
-    monkeypatch.setenv("JOINTSCOPE_HOME", str(h))
-    return h
 
 
 @pytest.fixture

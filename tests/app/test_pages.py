@@ -11,40 +11,13 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
 import core
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = ROOT / "app.py"
-PLACEHOLDERS: list[str] = []  # every page is built
 TIMEOUT = 60  # the first run imports open_clip/torch to list the models (~5 s on 2 cores)
-
-
-@pytest.fixture(autouse=True)
-def navigation_mode(monkeypatch):
-    """Run app.py the way the server does once st.navigation has been called.
-
-    AppTest resets ``PagesManager.uses_pages_directory`` before every run and, because this project
-    has a ``pages/`` folder, the legacy multipage mode then runs the page file alone on reruns
-    (no sidebar). The server keeps the flag False after the first st.navigation call; mirror that.
-    """
-    orig = PagesManager.__init__
-
-    def init(self, *args, **kwargs):
-        orig(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", init)
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch) -> Path:
-    h = tmp_path / "home"
-    h.mkdir()
-    monkeypatch.setenv("JOINTSCOPE_HOME", str(h))
-    return h
 
 
 def png_bytes(colour, size=(40, 30)) -> bytes:
@@ -101,15 +74,11 @@ def test_app_first_start_without_workspaces(home):
     assert model_opts[:2] == [o for o in model_opts if o.split(" ")[0] in ("demo", "minilm")]
     assert "minilm (offline)" in model_opts
     # every page of the router runs
-    for name in PLACEHOLDERS:
-        at.switch_page(f"pages/{name}.py").run()
-        assert not at.exception, name
-        assert any("not built yet" in s for s in texts(at.info)), name
-        assert [s.label for s in at.sidebar.selectbox] == ["Workspace", "Model"]
     for name in ("map", "search", "analogies", "quality", "concepts"):
         at.switch_page(f"pages/{name}.py").run()
         assert not at.exception, name
         assert any("No workspace is open" in s for s in texts(at.info)), name
+        assert [s.label for s in at.sidebar.selectbox] == ["Workspace", "Model"]
 
 
 def test_app_opens_demo_workspace_first(home):
@@ -288,26 +257,6 @@ def test_missing_workspace_shows_error_not_traceback(home):
     assert any("does not exist" in e for e in texts(at.error))
     at = page("map", workspace="gone", model="minilm")
     assert not at.exception and at.error
-
-
-# ---- placeholder pages ---------------------------------------------------------------------------
-@pytest.mark.parametrize("name", PLACEHOLDERS)
-def test_placeholder_pages(filled, name):
-    at = page(name, workspace=filled, model="minilm")
-    assert not at.exception
-    [info] = texts(at.info)
-    assert "not built yet" in info
-    [cap] = texts(at.caption)
-    assert "5 items" in cap and "no vectors for minilm yet" in cap
-
-
-def test_placeholder_page_without_workspace(home):
-    if not PLACEHOLDERS:
-        pytest.skip("no placeholder pages left")
-    at = page(PLACEHOLDERS[-1])
-    assert not at.exception
-    assert "not built yet" in texts(at.info)[0]
-    assert any("No workspace open" in c for c in texts(at.caption))
 
 
 # ---- helpers -------------------------------------------------------------------------------------

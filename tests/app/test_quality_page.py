@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
 import core
@@ -17,18 +16,6 @@ ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 180  # quality + two UMAP maps on 2 busy cores
 
 
-@pytest.fixture(autouse=True)
-def navigation_mode(monkeypatch):
-    """Run pages the way the server does once st.navigation has been called (see test_pages.py)."""
-    orig = PagesManager.__init__
-
-    def init(self, *args, **kwargs):
-        orig(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", init)
-
-
 @pytest.fixture(scope="module")
 def demo_with_minilm(demo_ws_template, tmp_path_factory) -> Path:
     """The demo workspace with its captions also embedded with `minilm` (built once for this module)."""
@@ -36,14 +23,6 @@ def demo_with_minilm(demo_ws_template, tmp_path_factory) -> Path:
     shutil.copytree(demo_ws_template.path, dst)
     core.Workspace(dst, create=False).embed("minilm")
     return dst
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch) -> Path:
-    h = tmp_path / "home"
-    h.mkdir()
-    monkeypatch.setenv("JOINTSCOPE_HOME", str(h))
-    return h
 
 
 @pytest.fixture
