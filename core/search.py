@@ -743,7 +743,7 @@ def vocabulary_vectors(model: "str | Encoder", vocabulary: Sequence[str], templa
 
 def zero_shot_labels(source: "Workspace | np.ndarray", model: "str | Encoder", vocabulary: Sequence[str] | None = None,
                      *, ids: "str | Sequence[str] | None" = None, k: int | None = 5, template: str = "{}",
-                     modality: ModalitySpec = None) -> pd.DataFrame:
+                     modality: ModalitySpec = None, contrast: bool = False) -> pd.DataFrame:
     """Rank a vocabulary against an item, a selection or any vectors.
 
     ``source``: a Workspace (then ``ids`` is one item id or a list; None = every item, optionally of
@@ -751,6 +751,10 @@ def zero_shot_labels(source: "Workspace | np.ndarray", model: "str | Encoder", v
     vectors. Each word becomes ``template.format(word)`` (e.g. ``"a photo of a {}"``) and is encoded
     with ``model``; ``vocabulary`` defaults to :func:`default_vocabulary`. Returns the top ``k``
     (None = all) as a frame ``label, prompt, score`` (cosine), best first.
+
+    ``contrast=True`` (a Workspace selection only) ranks by cosine with the selection minus cosine with
+    the mean of every item of the workspace, so words that fit the whole collection ("object" on the
+    demo world) do not win: the labels say what sets the selection apart. ``cosine`` is then a column.
     """
     from .workspace import Workspace
 
@@ -772,10 +776,17 @@ def zero_shot_labels(source: "Workspace | np.ndarray", model: "str | Encoder", v
     T = vocabulary_vectors(model, vocab, template)
     if T.shape[1] != centre.shape[0]:
         raise ValueError(f"vectors have dim {centre.shape[0]} but model {_model_id(model)!r} gives {T.shape[1]}")
-    s = T @ centre
+    cos = T @ centre
+    s = cos
+    if contrast and isinstance(source, Workspace):
+        A, _ = source.vectors(_model_id(model), modality=modality)
+        s = cos - T @ _nonzero(_unit(_unit(A).mean(0)), "workspace")
     top = _top(s, len(vocab) if k is None else _check_k(k))
-    return pd.DataFrame({"label": [vocab[j] for j in top], "prompt": [template.format(vocab[j]) for j in top],
-                         "score": s[top].astype(np.float32)})
+    out = pd.DataFrame({"label": [vocab[j] for j in top], "prompt": [template.format(vocab[j]) for j in top],
+                        "score": s[top].astype(np.float32)})
+    if contrast:
+        out["cosine"] = cos[top].astype(np.float32)
+    return out
 
 
 def label_clusters(X: np.ndarray, labels: Sequence, vocab_vectors: np.ndarray, vocab: Sequence[str], *,

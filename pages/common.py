@@ -159,7 +159,10 @@ def get_encoder(model_id: str):
 
 
 def default_model(ws_models: dict | None = None) -> str | None:
-    """First start: ``demo`` when it is usable, else a model with vectors here, else any offline one."""
+    """The model to open with: one that has vectors in the open workspace (``demo`` first), else
+    ``demo`` when it is usable, else any offline one."""
+    if ws_models:
+        return DEMO_MODEL if DEMO_MODEL in ws_models else next(iter(ws_models))
     try:
         bundled = core.list_models(include_hub=False)
     except Exception:  # noqa: BLE001 - a broken registry must not stop the app from opening
@@ -167,8 +170,6 @@ def default_model(ws_models: dict | None = None) -> str | None:
     ok = [m.id for m in bundled if m.available]
     if DEMO_MODEL in ok:
         return DEMO_MODEL
-    if ws_models:
-        return next(iter(ws_models))
     return ok[0] if ok else None
 
 
@@ -678,12 +679,12 @@ def term_labels(key: tuple, model: str, terms: tuple[str, ...], vocabulary: tupl
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def item_labels(key: tuple, model: str, ids: tuple[str, ...], vocabulary: tuple[str, ...] | None = None,
-                k: int = 8) -> pd.DataFrame:
+                k: int = 8, contrast: bool = False) -> pd.DataFrame:
     """Zero-shot labels of items (:func:`core.search.zero_shot_labels` with ``ids``): label, prompt, score."""
     from core.search import zero_shot_labels
 
     return zero_shot_labels(_open_workspace(key[0]), model, list(vocabulary) if vocabulary else None,
-                            ids=list(ids), k=k)
+                            ids=list(ids), k=k, contrast=contrast)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)

@@ -262,12 +262,15 @@ def selection_labels(ws, model: str, sel: pd.DataFrame) -> None:
     if not c.can_encode(model, "text"):
         return
     if not st.toggle("Label this selection", key="map_label_selection",
-                     help="Rank the bundled vocabulary by cosine with the mean of the selected items' vectors."):
+                     help="Rank the bundled vocabulary by how much closer each word is to the selected items "
+                          "than to the whole workspace (cosine with the selection's mean minus cosine with the "
+                          "workspace's mean), so words that fit everything do not win."):
         return
     with c.guard(), st.spinner("Labelling…"):
-        labels = c.item_labels(c.data_key(ws, model), model, tuple(sel["id"].astype(str)))
-        st.dataframe(labels[["label", "score"]], hide_index=True, key="selection_labels",
-                     column_config={"score": st.column_config.NumberColumn("cosine", format="%.3f")})
+        labels = c.item_labels(c.data_key(ws, model), model, tuple(sel["id"].astype(str)), contrast=True)
+        st.dataframe(labels[["label", "score", "cosine"]], hide_index=True, key="selection_labels",
+                     column_config={"score": st.column_config.NumberColumn("vs workspace", format="%+.3f"),
+                                    "cosine": st.column_config.NumberColumn("cosine", format="%.3f")})
 
 
 def side_panel(ws, model, res, items, selected_rows) -> None:

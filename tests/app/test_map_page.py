@@ -208,6 +208,6 @@ def test_label_this_selection(demo_home):
     assert any(s.startswith("**12 selected**") for s in texts(at.markdown))
     at.toggle(key="map_label_selection").set_value(True).run()
     assert not at.exception, at.exception
-    [labels] = [d.value for d in at.dataframe if list(d.value.columns) == ["label", "score"]]
-    assert len(labels) == 8 and "red" in labels["label"].head(3).tolist()
+    [labels] = [d.value for d in at.dataframe if list(d.value.columns) == ["label", "score", "cosine"]]
+    assert len(labels) == 8 and labels["label"].iloc[0] == "red"  # what sets the selection apart
     assert labels["score"].is_monotonic_decreasing

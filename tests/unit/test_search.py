@@ -445,3 +445,13 @@ def test_worked_example_is_a_red_circle_that_turns_blue(ws, items):
     base = search(ws, "demo", ex["plus"][0], k=5, modality="image")
     assert sum(has_object(items.loc[h.id], "blue", "circle") for h in base) <= 1
     assert worked_example(ws, "minilm") is None  # no vectors for that model
+
+
+def test_contrast_labels_say_what_sets_a_selection_apart(demo_ws):
+    items = demo_ws.items
+    blue = items[(items["modality"] == "image") & (items["colour"] == "blue")]["id"].head(10).tolist()
+    plain = zero_shot_labels(demo_ws, "demo", ids=blue, k=3)
+    contrast = zero_shot_labels(demo_ws, "demo", ids=blue, k=3, contrast=True)
+    assert contrast["label"].iloc[0] == "blue"
+    assert list(contrast.columns) == ["label", "prompt", "score", "cosine"]
+    assert contrast["score"].is_monotonic_decreasing and not plain.equals(contrast)
