@@ -32,13 +32,13 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 POINTS_JS = """() => {
   for (const gd of document.querySelectorAll('.js-plotly-plot')) {
-    const traces = (gd.data || []).filter(t => t.mode === 'markers' && t.customdata);
-    if (traces.length) return traces.reduce((n, t) => n + t.customdata.length, 0);
+    const traces = (gd._fullData || []).filter(t => t.mode === 'markers' && t.customdata);
+    if (traces.length) return traces.reduce((n, t) => n + (t._length || 0), 0);
   }
   return 0;
 }"""
 ZOOM_JS = """async (f) => {
-  const gd = [...document.querySelectorAll('.js-plotly-plot')].find(g => (g.data || []).some(t => t.customdata));
+  const gd = [...document.querySelectorAll('.js-plotly-plot')].find(g => (g._fullData || []).some(t => t.customdata));
   const xr = gd._fullLayout.xaxis.range, yr = gd._fullLayout.yaxis.range;
   const cx = (xr[0] + xr[1]) / 2, cy = (yr[0] + yr[1]) / 2, w = (xr[1] - xr[0]) * f / 2, h = (yr[1] - yr[0]) * f / 2;
   const t0 = performance.now();
@@ -86,7 +86,7 @@ def main() -> None:
     try:
         home = tmp / "home"
         t0 = time.perf_counter()
-        ws = build_workspace(home / "demo", args.n)
+        ws = build_workspace(home / "big", args.n)
         out["build_workspace_s"] = round(time.perf_counter() - t0, 1)
         t0 = time.perf_counter()
         res = compute_map(ws, "precomputed:vec")
