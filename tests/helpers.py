@@ -37,3 +37,9 @@ def make_png(path: Path, colour=(200, 30, 30), size=(24, 20)) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new("RGB", size, colour).save(path)
     return path
+
+
+# Debian's chromium, driven by Playwright in the browser tests (its own browser download does not work here)
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]

@@ -7,17 +7,11 @@ items are listed, then opens Search from the selection. Leaves a screenshot at
 """
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from test_browser import CHROMIUM, CHROMIUM_ARGS, _free_port
+from helpers import CHROMIUM
 
 import core
 
@@ -40,59 +34,10 @@ _MAP_POINTS_JS = """() => {
 }"""
 
 
-@pytest.fixture(scope="module")
-def map_server(tmp_path_factory, demo_ws_template):
-    """A streamlit server on a free loopback port; its JOINTSCOPE_HOME holds a copy of the demo workspace."""
-    home = tmp_path_factory.mktemp("home")
-    shutil.copytree(demo_ws_template.path, home / "demo")
-    port = _free_port()
-    env = dict(os.environ, JOINTSCOPE_HOME=str(home), PYTHONUNBUFFERED="1")
-    base = f"http://127.0.0.1:{port}"
-    with open(tmp_path_factory.mktemp("log") / "server.log", "w+b") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-             "--server.address", "127.0.0.1", "--server.headless", "true",
-             "--browser.gatherUsageStats", "false"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as r:
-                        if r.status == 200:
-                            break
-                except OSError:
-                    pass
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    log.seek(0)
-                    pytest.fail(f"streamlit did not start (exit {proc.poll()}):\n{log.read().decode()[-3000:]}")
-                time.sleep(0.3)
-            yield base, home
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-def test_map_draws_points_and_box_selection_lists_items(map_server, browser):
+def test_map_draws_points_and_box_selection_lists_items(demo_server, browser):
     from playwright.sync_api import expect
 
-    base, home = map_server
+    base, home = demo_server
     n = core.Workspace(home / "demo", create=False).models()["demo"]["n"]
     page = browser.new_page(viewport={"width": 1440, "height": 1300})
     page.set_default_timeout(60_000)

@@ -7,17 +7,11 @@ screenshots at /tmp/jointscope_search_page.png and /tmp/jointscope_analogies_pag
 """
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from test_browser import CHROMIUM, CHROMIUM_ARGS, _free_port
+from helpers import CHROMIUM
 
 ROOT = Path(__file__).resolve().parents[2]
 SEARCH_SHOT = Path("/tmp/jointscope_search_page.png")
@@ -30,55 +24,6 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
-def demo_server(tmp_path_factory, demo_ws_template):
-    """A streamlit server on a free loopback port; its JOINTSCOPE_HOME holds a copy of the demo workspace."""
-    home = tmp_path_factory.mktemp("home")
-    shutil.copytree(demo_ws_template.path, home / "demo")
-    port = _free_port()
-    env = dict(os.environ, JOINTSCOPE_HOME=str(home), PYTHONUNBUFFERED="1")
-    base = f"http://127.0.0.1:{port}"
-    with open(tmp_path_factory.mktemp("log") / "server.log", "w+b") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-             "--server.address", "127.0.0.1", "--server.headless", "true",
-             "--browser.gatherUsageStats", "false"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as r:
-                        if r.status == 200:
-                            break
-                except OSError:
-                    pass
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    log.seek(0)
-                    pytest.fail(f"streamlit did not start (exit {proc.poll()}):\n{log.read().decode()[-3000:]}")
-                time.sleep(0.3)
-            yield base
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
 def test_search_by_text_shows_images_with_scores(demo_server, browser):
     from playwright.sync_api import expect
 
@@ -86,7 +31,7 @@ def test_search_by_text_shows_images_with_scores(demo_server, browser):
     page.set_default_timeout(60_000)
     expect.set_options(timeout=60_000)  # first run: models listed, demo model loaded, index built
     try:
-        page.goto(f"{demo_server}/search")
+        page.goto(f"{demo_server[0]}/search")
         expect(page.get_by_role("heading", name="Search")).to_be_visible()
         box = page.get_by_label("Query")
         expect(box).to_be_visible()
@@ -126,7 +71,7 @@ def test_analogies_worked_example(demo_server, browser):
     page.set_default_timeout(60_000)
     expect.set_options(timeout=60_000)
     try:
-        page.goto(f"{demo_server}/analogies")
+        page.goto(f"{demo_server[0]}/analogies")
         expect(page.get_by_role("heading", name="Analogies")).to_be_visible()
         page.get_by_role("button", name="Worked example").click()
         expect(page.get_by_text(re.compile(r"^Analogy · 3CosAdd"))).to_be_visible()

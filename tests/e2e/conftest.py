@@ -1,0 +1,86 @@
+"""Shared browser-test plumbing: a streamlit server on a free loopback port and Debian chromium."""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from helpers import CHROMIUM, CHROMIUM_ARGS
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def streamlit_server(home: Path, log_path: Path):
+    """Run `streamlit run app.py` with JOINTSCOPE_HOME=home on 127.0.0.1; yields the base URL."""
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = dict(os.environ, JOINTSCOPE_HOME=str(home), PYTHONUNBUFFERED="1")
+    with open(log_path, "w+b") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+             "--server.address", "127.0.0.1", "--server.headless", "true",
+             "--browser.gatherUsageStats", "false"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as r:
+                        if r.status == 200:
+                            break
+                except OSError:
+                    pass
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    pytest.fail(f"streamlit did not start (exit {proc.poll()}):\n{log.read().decode()[-3000:]}")
+                time.sleep(0.3)
+            yield base
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A server with an empty JOINTSCOPE_HOME; yields the base URL."""
+    with streamlit_server(tmp_path_factory.mktemp("home"), tmp_path_factory.mktemp("log") / "server.log") as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def demo_server(tmp_path_factory, demo_ws_template):
+    """A server whose JOINTSCOPE_HOME holds a copy of the demo workspace; yields (base URL, home)."""
+    home = tmp_path_factory.mktemp("home")
+    shutil.copytree(demo_ws_template.path, home / "demo")
+    with streamlit_server(home, tmp_path_factory.mktemp("log") / "server.log") as base:
+        yield base, home
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
