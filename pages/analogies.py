@@ -292,15 +292,9 @@ def show_evaluation(ev: dict, name: str) -> None:
 c.init_state()
 st.title("Analogies")
 with c.guard():
-    ws, model = c.current()
-    if ws is None:
-        if not st.session_state.get(c.WS):
-            st.info("No workspace is open. Create one in the sidebar, or load the demo on the Data page. "
-                    "A bundled analogy set can still be scored on a vocabulary below.",
-                    icon=":material/folder_open:")
-    elif model is None:
-        st.info("Choose a model in the sidebar to do arithmetic with its vectors.", icon=":material/info:")
-    else:
+    ws, model = c.open_workspace_and_model(
+        "to do arithmetic with its vectors", hint="A bundled analogy set can still be scored on a vocabulary below.")
+    if ws is not None:
         c.summary_line(ws, model)
         present = c.vector_modalities(c.data_key(ws, model), model)
         if not present:

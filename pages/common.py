@@ -288,6 +288,24 @@ def current() -> tuple[core.Workspace | None, str | None]:
         return None, st.session_state.get(MODEL)
 
 
+def open_workspace_and_model(purpose: str, *, hint: str = "") -> tuple["core.Workspace | None", str | None]:
+    """The sidebar's (workspace, model), or (None, None) after one st.info saying what to choose.
+
+    ``purpose`` completes "Choose a model in the sidebar …" (e.g. "to map its vectors"); ``hint`` is
+    added to the no-workspace message (what the page can still do without one).
+    """
+    ws, model = current()
+    if ws is None:
+        if not st.session_state.get(WS):  # a workspace that vanished is reported by the sidebar
+            st.info("No workspace is open. Create one in the sidebar, or load the demo on the Data page."
+                    + (f" {hint}" if hint else ""), icon=":material/folder_open:")
+        return None, None
+    if model is None:
+        st.info(f"Choose a model in the sidebar {purpose}.".replace(" .", "."), icon=":material/info:")
+        return None, None
+    return ws, model
+
+
 def workspace_summary(ws: core.Workspace, model: str | None) -> dict:
     """Cheap real numbers for a page header: items, by modality, vectors for the chosen model."""
     items = ws.items

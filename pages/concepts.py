@@ -230,13 +230,9 @@ st.title("Concepts")
 st.caption("PACE concept explanations: the image model's patch embeddings as a few concepts per image, named "
            "with the closest words in the joint space.")
 with c.guard():
-    ws, model = c.current()
+    ws, model = c.open_workspace_and_model("")
     if ws is None:
-        if not st.session_state.get(c.WS):
-            st.info("No workspace is open. Create one in the sidebar, or load the demo on the Data page.",
-                    icon=":material/folder_open:")
-    elif model is None:
-        st.info("Choose a model in the sidebar.", icon=":material/info:")
+        pass  # the helper said what to choose
     elif "image" not in modalities_of(model):
         st.info(c.plain(f"{model} does not encode images; concepts need an open_clip model with a ViT image "
                         "tower (e.g. demo)."), icon=":material/info:")

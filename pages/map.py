@@ -383,14 +383,8 @@ def map_section(ws, model: str, present: dict[str, int]) -> None:
 c.init_state()
 st.title("Map")
 with c.guard():
-    ws, model = c.current()
-    if ws is None:
-        if not st.session_state.get(c.WS):
-            st.info("No workspace is open. Create one in the sidebar, or load the demo on the Data page.",
-                    icon=":material/folder_open:")
-    elif model is None:
-        st.info("Choose a model in the sidebar to map its vectors.", icon=":material/info:")
-    else:
+    ws, model = c.open_workspace_and_model("to map its vectors")
+    if ws is not None:
         c.summary_line(ws, model)
         present = c.vector_modalities(c.data_key(ws, model), model)
         n = sum(present.values())

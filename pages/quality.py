@@ -337,14 +337,8 @@ def quality_page(ws, model: str) -> None:
 c.init_state()
 st.title("Quality")
 with c.guard():
-    ws, model = c.current()
-    if ws is None:
-        if not st.session_state.get(c.WS):
-            st.info("No workspace is open. Create one in the sidebar, or load the demo on the Data page.",
-                    icon=":material/folder_open:")
-    elif model is None:
-        st.info("Choose a model in the sidebar to measure its space.", icon=":material/info:")
-    else:
+    ws, model = c.open_workspace_and_model("to measure its space")
+    if ws is not None:
         c.summary_line(ws, model)
         n = sum(c.vector_modalities(c.data_key(ws, model), model).values())
         if n == 0:

@@ -228,14 +228,8 @@ c.init_state()
 take_inbox(st.session_state.get(c.MODEL))
 st.title("Search")
 with c.guard():
-    ws, model = c.current()
-    if ws is None:
-        if not st.session_state.get(c.WS):
-            st.info("No workspace is open. Create one in the sidebar, or load the demo on the Data page.",
-                    icon=":material/folder_open:")
-    elif model is None:
-        st.info("Choose a model in the sidebar to search its vectors.", icon=":material/info:")
-    else:
+    ws, model = c.open_workspace_and_model("to search its vectors")
+    if ws is not None:
         c.summary_line(ws, model)
         present = c.vector_modalities(c.data_key(ws, model), model)
         if not present:

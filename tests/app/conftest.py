@@ -31,3 +31,20 @@ def home(tmp_path, monkeypatch) -> Path:
     h.mkdir()
     monkeypatch.setenv("JOINTSCOPE_HOME", str(h))
     return h
+
+
+@pytest.fixture
+def demo_home(home, demo_ws_template) -> Path:
+    """JOINTSCOPE_HOME holding a private copy of the demo workspace under the name 'demo'."""
+    import shutil
+
+    shutil.copytree(demo_ws_template.path, home / "demo")
+    return home
+
+
+@pytest.fixture
+def items(demo_home):
+    """The demo workspace's items, indexed by id."""
+    import core
+
+    return core.Workspace(demo_home / "demo", create=False).items.drop_duplicates("id").set_index("id", drop=False)

@@ -2,27 +2,14 @@
 baseline, and the evaluation of bundled and uploaded analogy sets."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
-import pytest
 from streamlit.testing.v1 import AppTest
 
 import core
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 120  # first encoder loads + index build on 2 busy cores
-
-
-@pytest.fixture
-def demo_home(home, demo_ws_template) -> Path:
-    shutil.copytree(demo_ws_template.path, home / "demo")
-    return home
-
-
-@pytest.fixture
-def items(demo_home):
-    return core.Workspace(demo_home / "demo", create=False).items.drop_duplicates("id").set_index("id", drop=False)
 
 
 def analogies_page(**state) -> AppTest:

@@ -2,25 +2,14 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
-import pytest
 from streamlit.testing.v1 import AppTest
 
 import core
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 180  # patches + PACE + the stability views on 2 busy cores
-
-
-@pytest.fixture
-def demo_home(tmp_path, monkeypatch, demo_ws_template) -> Path:
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("JOINTSCOPE_HOME", str(home))
-    shutil.copytree(demo_ws_template.path, home / "demo")
-    return home
 
 
 def concepts_page(**state) -> AppTest:

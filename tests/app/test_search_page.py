@@ -3,10 +3,8 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 from pathlib import Path
 
-import pytest
 from PIL import Image, ImageDraw
 from streamlit.testing.v1 import AppTest
 
@@ -14,18 +12,6 @@ import core
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 120  # first encoder load + index build on 2 busy cores
-
-
-@pytest.fixture
-def demo_home(home, demo_ws_template) -> Path:
-    """JOINTSCOPE_HOME holding a private copy of the demo workspace under the name 'demo'."""
-    shutil.copytree(demo_ws_template.path, home / "demo")
-    return home
-
-
-@pytest.fixture
-def items(demo_home):
-    return core.Workspace(demo_home / "demo", create=False).items.drop_duplicates("id").set_index("id", drop=False)
 
 
 def search_page(**state) -> AppTest:
