@@ -42,12 +42,15 @@ def export(ws, model: str, out_dir: str | Path, *, fmt: str = "parquet") -> dict
         path = out / "vectors.tsv"
         atomic_write(path, lambda f: np.savetxt(f, X, delimiter="\t", fmt="%.6g"))
         label = items["text"].where(items["text"].notna(), items["source"])
-        meta = pd.DataFrame({"label": label, "id": items["id"], "modality": items["modality"],
-                             "source": items["source"]})
+        columns = {"label": label, "id": items["id"], "modality": items["modality"], "source": items["source"]}
         extra = [c for c in items.columns if c not in ("id", "modality", "text", "image", "thumb", "source",
                                                         "pair", "width", "height", "added")]
         for c in extra:
-            meta[c] = items[c]
+            name = c
+            while name in columns:  # a user column called "label" must not replace the Projector's label
+                name = f"meta_{name}"
+            columns[name] = items[c]
+        meta = pd.DataFrame(columns)
 
         def write_meta(f):
             import io

@@ -85,6 +85,10 @@ _PIL_OPENERS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "DIB", "TIFF")
 
 # ZIP-based document formats that are not archives of uploads.
 _ZIP_DOCUMENT_EXTS = {"docx", "pptx", "xlsm", "odt", "ods", "odp", "epub", "jar", "apk", "whl", "npz"}
+# Model checkpoints and pickles are never data: refused by name, never opened (a PyTorch .pt is a ZIP
+# holding a pickle; a .bin that turns out to be one is refused when its members are listed).
+_CHECKPOINT_EXTS = {"pt", "pth", "ckpt", "pkl", "pickle", "safetensors", "joblib"}
+_CHECKPOINT_HINT = "model checkpoints and pickles are never opened as data; load models from the model list"
 # Operating-system clutter that is skipped silently (hidden names starting with "." are too).
 _JUNK_NAMES = {"__macosx", "thumbs.db", "desktop.ini"}
 
@@ -513,6 +517,9 @@ class _Expander:
         if ext in _ZIP_DOCUMENT_EXTS:
             self.items.append((entry.source, f"unsupported file type '.{ext}' ({_SUPPORTED_HINT})"))
             return
+        if ext in _CHECKPOINT_EXTS:
+            self.items.append((entry.source, f"unsupported file type '.{ext}': {_CHECKPOINT_HINT}"))
+            return
         is_zip = False
         data: bytes | None = None
         try:
@@ -555,6 +562,9 @@ class _Expander:
             self.items.append((entry.source, f"not a valid ZIP archive ({e})"))
             return
         self.stack.callback(zf.close)
+        if _is_torch_checkpoint(zf.namelist()):
+            self.items.append((entry.source, f"a PyTorch checkpoint (pickle), not an archive of data: {_CHECKPOINT_HINT}"))
+            return
         for member in _safe_members(zf, entry.source, self.limits, self.items):
             parts, info = member
             child = _Entry(
@@ -568,6 +578,15 @@ class _Expander:
                 depth=depth,
             )
             self._classify(child)
+
+
+def _is_torch_checkpoint(names: list[str]) -> bool:
+    """torch.save's ZIP layout: everything under one folder holding ``data.pkl`` and ``version``."""
+    tops = {n.split("/", 1)[0] for n in names}
+    if len(tops) != 1 or len(names) > 100_000:
+        return False
+    top = tops.pop()
+    return f"{top}/data.pkl" in names and (f"{top}/version" in names or f"{top}/.format_version" in names)
 
 
 def _inside(real: str, root_real: str) -> bool:
@@ -717,25 +736,46 @@ def _read_delimited(data: bytes, ext: str, source: str) -> tuple[pd.DataFrame, l
     numbers: list[int] = []
     errors: list[tuple[str, str]] = []
     n = 0
+    # The lines csv.reader consumes; kept so that a quote opened and never closed (csv then reads the
+    # rest of the file into one field, silently) costs one row instead of every row after it.
+    lines = io.StringIO(text, newline="").readlines()
+    start: int | None = 0
     try:
-        for rec in csv.reader(io.StringIO(text, newline=""), delimiter=delim):
-            if not any(f.strip() for f in rec):
-                continue  # blank record
-            if header is None:
-                header = rec
-                continue
-            n += 1
-            if len(rec) != len(header):
-                if len(rec) > len(header) and not any(f.strip() for f in rec[len(header):]):
-                    rec = rec[: len(header)]  # trailing empty fields, e.g. "a,b,,"
-                else:
+        while start is not None:
+            reader = csv.reader(lines[start:], delimiter=delim)
+            resume, consumed = None, 0
+            for rec in reader:
+                first, consumed = consumed, reader.line_num
+                if start + consumed == len(lines) and _unterminated(lines[start + first:start + consumed]):
+                    line_no = start + first + 1
+                    if header is None:
+                        raise IngestError(source, f"the header row (line {line_no}) opens a quote that is never closed")
+                    n += 1
                     errors.append((
                         f"{source} row {n}",
-                        f"has {len(rec)} fields, expected {len(header)} (as in the header)",
+                        f"unterminated quoted field: a '\"' on line {line_no} is never closed "
+                        "(the row was skipped; the lines after it were read on their own)",
                     ))
+                    resume = start + first + 1
+                    break
+                if not any(f.strip() for f in rec):
+                    continue  # blank record
+                if header is None:
+                    header = rec
                     continue
-            rows.append(rec)
-            numbers.append(n)
+                n += 1
+                if len(rec) != len(header):
+                    if len(rec) > len(header) and not any(f.strip() for f in rec[len(header):]):
+                        rec = rec[: len(header)]  # trailing empty fields, e.g. "a,b,,"
+                    else:
+                        errors.append((
+                            f"{source} row {n}",
+                            f"has {len(rec)} fields, expected {len(header)} (as in the header)",
+                        ))
+                        continue
+                rows.append(rec)
+                numbers.append(n)
+            start = resume
     except csv.Error as e:
         errors.append((f"{source} row {n + 1}", f"malformed CSV ({e}); the rest of the file was skipped"))
     if header is None:
@@ -748,6 +788,18 @@ def _read_delimited(data: bytes, ext: str, source: str) -> tuple[pd.DataFrame, l
         df = pd.DataFrame({c: pd.Series([], dtype=object) for c in columns})
     df.index = pd.Index(numbers, dtype="int64")
     return df, errors
+
+
+def _unterminated(record_lines: list[str]) -> bool:
+    """Whether a record that ran to the end of the file did so inside a quoted field.
+
+    A closed quoted field holds an even number of '"' (opening, closing, doubled ones); a record
+    spanning several lines with an odd count was still inside a quote at the end of the file.
+    """
+    return len(record_lines) > 1 and "".join(record_lines).count('"') % 2 == 1
+
+
+_TOO_DEEP_JSON = "not valid JSON for a table: arrays/objects nested too deeply to read"
 
 
 def _json_kind(obj: Any) -> str:
@@ -765,6 +817,8 @@ def _read_json(data: bytes, source: str) -> tuple[pd.DataFrame, list[tuple[str, 
         obj = json.loads(text)
     except json.JSONDecodeError as e:
         raise IngestError(source, f"not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+    except RecursionError:
+        raise IngestError(source, _TOO_DEEP_JSON) from None
     if not isinstance(obj, list):
         raise IngestError(
             source, f"expected a JSON array of objects (one object per row), got a JSON {_json_kind(obj)}"
@@ -792,6 +846,9 @@ def _read_jsonl(data: bytes, source: str) -> tuple[pd.DataFrame, list[tuple[str,
             item = json.loads(line)
         except json.JSONDecodeError as e:
             errors.append((f"{source} line {i}", f"not valid JSON ({e.msg} at column {e.colno})"))
+            continue
+        except RecursionError:
+            errors.append((f"{source} line {i}", _TOO_DEEP_JSON))
             continue
         if not isinstance(item, dict):
             errors.append((f"{source} line {i}", f"expected a JSON object, got a JSON {_json_kind(item)}"))
@@ -1329,7 +1386,8 @@ def _table_candidates(
                 bad[i] = True
                 out.append(None)
                 continue
-            a32 = a.astype(np.float32)
+            with np.errstate(over="ignore"):  # values beyond float32 become inf: reported below
+                a32 = a.astype(np.float32)
             if not np.isfinite(a32).all():
                 fail(i, f"vector '{c}' has NaN/inf values")
                 bad[i] = True
@@ -1434,7 +1492,9 @@ def _table_candidates(
         has_numeric = features is not None and any(not _is_missing(numeric_raw[c][i]) for c in numeric_cols)
         if features is not None and (has_numeric or row_cands or row_vectors):
             row_vectors["precomputed:numeric"] = features[i]
-        if not row_cands and row_vectors:
+        if not row_cands and row_vectors and not referenced:
+            # A row whose text or image failed is reported and skipped whole; it does not come
+            # back as a bare "row" item carrying the failed item's vectors.
             row_cands.append(Candidate("row", rsrc, meta=dict(meta)))
         if not row_cands:
             if not referenced:
@@ -1561,6 +1621,10 @@ def scan(
             if not isinstance(frame[0], pd.DataFrame):
                 continue
             df, row_errors = frame  # type: ignore[misc]
+            if len(df) == 0:  # no rows to read: say so, not "no usable columns" (nothing shows a role)
+                res = _TableResult([], list(row_errors) or [(e.source, "table has no data rows")], set())
+                table_results[id(e)] = res
+                continue
             try:
                 detected = detect_roles(df)
                 detected.update({c: r for c, r in overrides.items() if c in detected})
@@ -1569,8 +1633,6 @@ def scan(
                 logger.exception("unexpected error while scanning table %s", e.source)
                 res = _TableResult([], [(e.source, f"could not be read ({type(ex).__name__}: {ex})")], set())
             res.errors[:0] = row_errors
-            if len(df) == 0 and not row_errors:
-                res.errors.append((e.source, "table has no data rows"))
             table_results[id(e)] = res
             used |= res.used_images
 
