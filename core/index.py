@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 import numpy as np
 
-from .storage import atomic_save_npy, atomic_write, atomic_write_json
+from .storage import atomic_save_npy, atomic_write, atomic_write_json, remove_temp_files
 
 log = logging.getLogger(__name__)
 
@@ -348,5 +348,6 @@ def workspace_index(ws, model: str, *, space: str = "cosine") -> NeighborIndex:
             changed = True
     if changed:
         with ws._lock():
+            remove_temp_files(folder)  # left by a save that a crash interrupted (we hold the lock)
             idx.save(folder, extra={"model": model})
     return idx

@@ -35,7 +35,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .storage import atomic_write, atomic_write_json, read_json
+from .storage import atomic_write, atomic_write_json, read_json, remove_temp_files
 
 log = logging.getLogger(__name__)
 
@@ -522,6 +522,30 @@ def _save_npz(path: Path, arrays: dict) -> None:
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
+def _finish_commit(ws, path: Path, n: int) -> None:
+    """Make ``latest.json`` name the map file ``path`` and remove the older maps of its parameters.
+
+    A save killed after the map file's rename but before ``latest.json`` leaves a map that reads back
+    as a cache hit; finishing its commit keeps later incremental placements starting from it.
+    """
+    folder = path.parent
+
+    def done() -> bool:
+        return ((read_json(folder / "latest.json") or {}).get("file") == path.name
+                and all(f.name == path.name for f in folder.glob("*.npz")))
+
+    if done():
+        return
+    with ws._lock():
+        if done() or not path.is_file():
+            return
+        remove_temp_files(folder)
+        atomic_write_json(folder / "latest.json", {"file": path.name, "n": int(n)})
+        for old_file in folder.glob("*.npz"):
+            if old_file.name != path.name:
+                old_file.unlink(missing_ok=True)
+
+
 def _workspace_vectors(ws, model: str, modalities: Sequence[str] | None):
     X, ids = ws.vectors(model, modality=list(modalities) if modalities else None)
     if not len(ids):
@@ -572,6 +596,7 @@ def compute_map(ws, model: str, *, method: str = "umap", dim: int = 2, modalitie
         hit = cached_map(ws, model, method=method, dim=dim, modalities=modalities, gap_corrected=gap_corrected,
                          n_neighbors=n_neighbors, min_dist=min_dist, random_state=random_state)
         if hit is not None:
+            _finish_commit(ws, hit.path, hit.n)
             return hit
     params = _params(method, dim, gap_corrected, n_neighbors, min_dist, random_state)
     folder = maps_dir(ws, model, params, modalities)
@@ -639,6 +664,7 @@ def compute_map(ws, model: str, *, method: str = "umap", dim: int = 2, modalitie
     state = proj.state()
     state["embedding"] = coords
     with ws._lock():
+        remove_temp_files(folder)  # left by a save that a crash interrupted (we hold the lock)
         _save_npz(path, {"ids": ids, "trust": trust, "meta": np.array(json.dumps(meta)), **state})
         atomic_write_json(folder / "latest.json", {"file": path.name, "n": int(len(ids))})
         for old_file in folder.glob("*.npz"):  # keep the latest map per parameter set

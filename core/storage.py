@@ -4,6 +4,7 @@ A crash at any point leaves either the old file or the new one, never a half-wri
 """
 from __future__ import annotations
 
+import glob
 import io
 import json
 import os
@@ -65,6 +66,24 @@ def atomic_write_parquet(path: str | os.PathLike, df) -> Path:
     buf = io.BytesIO()
     df.to_parquet(buf, index=False)
     return atomic_write_bytes(path, buf.getvalue())
+
+
+def remove_temp_files(folder: str | os.PathLike, name: str | None = None) -> int:
+    """Delete the temp files that interrupted atomic writes left in ``folder``: those of target ``name``,
+    or all of them. Returns how many were removed.
+
+    A process killed between creating its temp file and the rename leaves the temp file behind. Only
+    call this while no other writer can be writing there (callers hold the workspace lock).
+    """
+    pattern = f".{glob.escape(name)}.*.tmp" if name else ".*.tmp"
+    n = 0
+    for p in Path(folder).glob(pattern):
+        try:
+            p.unlink()
+            n += 1
+        except FileNotFoundError:
+            pass
+    return n
 
 
 def read_json(path: str | os.PathLike, default: Any = None) -> Any:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .storage import atomic_save_npy, atomic_write_json, read_json
+from .storage import atomic_save_npy, atomic_write_json, read_json, remove_temp_files
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +114,7 @@ class VectorStore:
         atomic_write_json(self.manifest_path, m)  # commit point
 
     def _remove_orphans(self, manifest: dict) -> None:
+        remove_temp_files(self.path)  # temp files of writes that a crash interrupted (we hold the lock)
         known = {s["name"] for s in manifest["shards"]}
         for f in self.path.glob("*.npy"):
             stem = f.name.split(".")[0]

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 from filelock import FileLock
 
-from .storage import atomic_write_bytes, atomic_write_json, atomic_write_parquet, read_json
+from .storage import atomic_write_bytes, atomic_write_json, atomic_write_parquet, read_json, remove_temp_files
 from .vectorstore import VectorStore
 
 log = logging.getLogger(__name__)
@@ -109,12 +109,14 @@ class Workspace:
         if not meta.is_file():
             if not create:
                 raise FileNotFoundError(f"no workspace at {str(self.path)!r} (workspace.json missing)")
-            if self.path.exists() and any(self.path.iterdir()) and not (self.path / "items.parquet").exists():
+            if (self.path.exists() and not (self.path / "items.parquet").exists()
+                    and any(not _creation_leftover(p.name) for p in self.path.iterdir())):
                 raise ValueError(f"{str(self.path)!r} exists, is not empty and is not a workspace; "
                                  "choose another folder")
             self.path.mkdir(parents=True, exist_ok=True)
             with self._lock():
                 if not meta.is_file():
+                    remove_temp_files(self.path, meta.name)  # a creation killed before its rename
                     atomic_write_json(meta, {"format": FORMAT_VERSION, "created": time.time()})
         fmt = (read_json(meta) or {}).get("format", FORMAT_VERSION)
         if fmt > FORMAT_VERSION:
@@ -268,6 +270,9 @@ class Workspace:
         ext = (ext or "bin").lower().lstrip(".")
         rel = f"images/{cid[:2]}/{cid}.{ext}"
         target = self.path / rel
+        trel = f"thumbs/{cid[:2]}/{cid}.webp"
+        for done in (target, self.path / trel):  # caller holds the lock: temp files here are a crash's
+            remove_temp_files(done.parent, done.name)
         if not target.exists():
             atomic_write_bytes(target, data)
         im = load_image(Image.open(io.BytesIO(data)))
@@ -275,7 +280,6 @@ class Workspace:
         im.thumbnail((THUMB_SIZE, THUMB_SIZE))
         buf = io.BytesIO()
         im.save(buf, format="WEBP", quality=82)
-        trel = f"thumbs/{cid[:2]}/{cid}.webp"
         atomic_write_bytes(self.path / trel, buf.getvalue())
         return {"image": rel, "thumb": trel, "width": int(w), "height": int(h)}
 
@@ -305,6 +309,7 @@ class Workspace:
 
     def _write_items(self, df: pd.DataFrame) -> None:
         df = _normalise_columns(df)
+        remove_temp_files(self.path, self.items_path.name)  # caller holds the lock
         atomic_write_parquet(self.items_path, df)
         with self._mutex:
             self._items, self._items_key = None, None
@@ -427,6 +432,12 @@ class Workspace:
             "models": self.models(),
             "metadata_columns": [c for c in items.columns if c not in ITEM_COLUMNS],
         }
+
+
+def _creation_leftover(name: str) -> bool:
+    """Files that creating a workspace makes before workspace.json exists (the lock, its temp file):
+    a folder holding only these is a workspace whose creation was interrupted or is under way."""
+    return name == ".lock" or (name.startswith(".workspace.json.") and name.endswith(".tmp"))
 
 
 def _append_rows(df: pd.DataFrame, rows: list[dict]) -> pd.DataFrame:
