@@ -373,6 +373,8 @@ class Workspace:
         report = EmbedReport(model=model)
         items = self.items
         store = self.store(model)
+        seen = _manifest_key(store)  # before reading ids: a commit in between is caught as a change
+        raced = False  # another writer committed vectors of this model since ``have`` was read
         have = store.ids()
         if store.dim is not None and enc.dim and store.dim != enc.dim:
             raise ValueError(f"workspace {self.name!r} holds {store.dim}-d vectors for {model!r} but the model "
@@ -414,7 +416,11 @@ class Workspace:
                 done += len(part)
             if out_ids:
                 with self._lock():
+                    raced = raced or _manifest_key(store) != seen
+                    if raced:  # skip what the other writer stored meanwhile: one vector per item
+                        out_x, out_ids = _drop_stored(store, out_x, out_ids)
                     store.append(np.concatenate(out_x, axis=0), out_ids)
+                    seen = _manifest_key(store)
                 report.embedded += len(out_ids)
         report.seconds = time.perf_counter() - t0
         log.info("embed %s with %s: %d new, %d cached in %.1fs", self.name, model, report.embedded,
@@ -432,6 +438,23 @@ class Workspace:
             "models": self.models(),
             "metadata_columns": [c for c in items.columns if c not in ITEM_COLUMNS],
         }
+
+
+def _manifest_key(store: VectorStore) -> tuple | None:
+    """Changes whenever the store's manifest (its commit point) is rewritten."""
+    try:
+        st = store.manifest_path.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def _drop_stored(store: VectorStore, xs: list[np.ndarray], ids: list[str]) -> tuple[list[np.ndarray], list[str]]:
+    """The encoded rows (``xs`` concatenated, aligned with ``ids``) of items that have no vector yet."""
+    stored = store.ids()
+    keep = np.array([i not in stored for i in ids], dtype=bool)
+    X = np.concatenate(xs, axis=0)[keep] if len(ids) else np.zeros((0, 0), np.float32)
+    return [X], [i for i, k in zip(ids, keep) if k]
 
 
 def _creation_leftover(name: str) -> bool:

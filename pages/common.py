@@ -334,9 +334,10 @@ def summary_line(ws: core.Workspace | None, model: str | None) -> None:
 def _items_key(ws: core.Workspace) -> tuple:
     try:
         stt = ws.items_path.stat()
-        return (stt.st_mtime_ns, stt.st_size)
+        # the inode too: every write is a rename of a new file, even when the size and tick repeat
+        return (stt.st_mtime_ns, stt.st_size, stt.st_ino)
     except FileNotFoundError:
-        return (0, 0)
+        return (0, 0, 0)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -391,9 +392,9 @@ def vectors_key(ws: core.Workspace, model: str) -> tuple:
     """Changes whenever the model's vectors in the workspace change (the manifest is the commit point)."""
     try:
         stt = ws.store(model).manifest_path.stat()
-        return (stt.st_mtime_ns, stt.st_size)
+        return (stt.st_mtime_ns, stt.st_size, stt.st_ino)
     except FileNotFoundError:
-        return (0, 0)
+        return (0, 0, 0)
 
 
 def data_key(ws: core.Workspace, model: str) -> tuple:
@@ -622,11 +623,10 @@ def image_upload_term(file) -> str:
         why = one_line(e) if not isinstance(e, Image.UnidentifiedImageError) else "not an image PIL can read"
         raise ValueError(f"{name} is not a readable image ({why})") from None
     path = UPLOAD_DIR / hashlib.sha256(data).hexdigest()[:20] / name
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+    if not path.is_file():  # a temp name of its own: two sessions may upload the same image at once
+        from core.storage import atomic_write_bytes
+
+        atomic_write_bytes(path, data)
     return f"image:{path}"
 
 
