@@ -173,15 +173,15 @@ async def _session(browser, base: str, ws: str, tag: str, files: list[Path], for
         await page.get_by_text("texts", exact=True).click()
         await expect(main.get_by_text(re.compile(r"nearest texts to"))).to_be_visible()
         await expect(main.get_by_text(re.compile(r"^1 · score \d\.\d{3} · text$"))).to_be_visible()
+        await clean("text search")  # read the page once its run is over (no stale cards of the last run)
         out["top_text_score"] = await main.get_by_text(re.compile(r"^1 · score \d\.\d{3} · text$")).inner_text()
         out["top_text"] = _line_after(await main.inner_text(), r"^1 · score")  # the first card's text
-        await clean("text search")
 
         await page.get_by_text("images", exact=True).click()
         await expect(main.get_by_text(re.compile(r"nearest images to"))).to_be_visible()
-        await expect(main.get_by_text(re.compile(r"^1 · score"))).to_be_visible()
-        out["images"] = sorted(set(re.findall(r"\b([a-z]+_\d+\.png)\b", await main.inner_text())))
+        await expect(main.get_by_text(re.compile(r"^1 · score \d\.\d{3}$")).first).to_be_visible()
         await clean("image results")
+        out["images"] = sorted(set(re.findall(r"\b([a-z]+_\d+\.png)\b", await main.inner_text())))
         await page.screenshot(path=str(shots / f"{tag}.png"), full_page=True)
         return out
     except Exception:
