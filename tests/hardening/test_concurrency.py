@@ -108,6 +108,7 @@ def _expected_ids(data: Path, plan: dict) -> dict[str, str]:
     return out
 
 
+@pytest.mark.slow  # ~30 s: four interpreters load torch and the demo model
 def test_four_processes_create_ingest_embed_index_and_map_one_workspace(tmp_path):
     from core.index import workspace_index
     from core.projection import cached_map
