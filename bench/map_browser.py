@@ -76,6 +76,7 @@ def free_port() -> int:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--timeout", type=float, default=600, help="seconds to wait for the points")
     args = ap.parse_args()
 
     from core.projection import compute_map
@@ -117,7 +118,7 @@ def main() -> None:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1440, "height": 1200})
-            page.set_default_timeout(600_000)
+            page.set_default_timeout(args.timeout * 1000)
             cdp = page.context.new_cdp_session(page)
             cdp.send("Network.enable")
             received = {"bytes": 0}
@@ -125,7 +126,16 @@ def main() -> None:
                    lambda e: received.__setitem__("bytes", received["bytes"] + len(e["response"]["payloadData"])))
             t0 = time.perf_counter()
             page.goto(f"{base}/map")
-            page.wait_for_function(f"() => ({POINTS_JS})() === {args.n}", polling=200)
+            try:
+                page.wait_for_function(f"() => ({POINTS_JS})() === {args.n}", polling=200,
+                                       timeout=args.timeout * 1000)
+            except Exception:
+                shot = tmp.parent / "jointscope_map_browser_timeout.png"
+                page.screenshot(path=str(shot), full_page=True)
+                out.update(error="points not drawn in time", points_seen=page.evaluate(POINTS_JS),
+                           screenshot=str(shot), page_text=page.inner_text("body")[-2000:])
+                print(json.dumps(out, indent=1))
+                raise SystemExit(1)
             out["first_render_s"] = round(time.perf_counter() - t0, 2)
             page.wait_for_timeout(3000)  # let the rest of the page arrive
             out["first_run_ws_bytes"] = received["bytes"]
@@ -134,7 +144,7 @@ def main() -> None:
             out["zoom_ms_median"] = round(sorted(zooms)[len(zooms) // 2], 1)
 
             received["bytes"] = 0
-            page.locator("body").click(position={"x": 5, "y": 5})
+            page.mouse.click(5, 5)  # focus the document (not a widget) so "r" reaches Streamlit
             page.keyboard.press("r")  # Streamlit: rerun the page
             page.wait_for_timeout(8000)
             out["rerun_ws_bytes"] = received["bytes"]
