@@ -25,6 +25,15 @@ def safe_cell(value) -> str:
     return s
 
 
+def safe_csv_bytes(df: pd.DataFrame) -> bytes:
+    """``df`` as UTF-8 CSV with every text cell passed through :func:`safe_cell` (for download buttons)."""
+    out = df.copy()
+    for col in out.columns:
+        if pd.api.types.is_object_dtype(out[col]) or pd.api.types.is_string_dtype(out[col]):
+            out[col] = out[col].map(lambda v: v if v is None or (isinstance(v, float) and np.isnan(v)) else safe_cell(v))
+    return out.to_csv(index=False).encode("utf-8")
+
+
 def export(ws, model: str, out_dir: str | Path, *, fmt: str = "parquet") -> dict:
     """Write the vectors of ``model`` and their items to ``out_dir``; returns ``{path, n, format}``."""
     X, ids = ws.vectors(model)

@@ -52,7 +52,7 @@ def default_home() -> Path:
 
 def workspace_path(name: str, home: str | os.PathLike | None = None) -> Path:
     """Path of a named workspace under the root; names cannot escape the root."""
-    if not isinstance(name, str) or not _NAME_RE.match(name) or ".." in name:
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or ".." in name:  # fullmatch: "$" allows "\n"
         raise ValueError(f"workspace name must be 1-64 letters, digits, '.', '_' or '-' "
                          f"(not starting with '.' and without '..'); got {name!r}")
     return Path(home or default_home()) / name

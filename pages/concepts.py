@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from core.encoders import modalities_of
+from core.export import safe_csv_bytes
 from core.plots import concept_shares_figure, patch_heatmap_figure, theta_figure
 from core.workspace import ITEM_COLUMNS
 from pages import common as c
@@ -195,7 +196,7 @@ def export(res, items: pd.DataFrame) -> None:
     df = res.assignments_frame()
     src = items.drop_duplicates("id").set_index("id")["source"]
     df.insert(1, "source", df["id"].map(src))
-    st.download_button("Concept assignments (CSV)", df.to_csv(index=False).encode("utf-8"),
+    st.download_button("Concept assignments (CSV)", safe_csv_bytes(df),  # sources may start with "="
                        file_name="concepts.csv", mime="text/csv", icon=":material/download:", key="concepts_csv",
                        on_click="ignore", help="One row per image: top concept, prediction and θ of every concept.")
 
