@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch==2.14.1 / torchvision==0.29.1 are pinned in pyproject.toml and come from this machine's disk via pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev,ray]'
 	# compile umap-learn's numba kernels once into numba's on-disk cache (the first map is then fast)
 	$(BIN)/python -c "from core.projection import warm_up; warm_up()"
 	touch $(STAMP)

@@ -115,9 +115,21 @@ command("ingest", "add files, folders, ZIPs and tables to a workspace")(_ingest)
 
 # ---- embed --------------------------------------------------------------------------------------
 def _embed_configure(p):
-    p.add_argument("workspace")
+    p.add_argument("workspace", help="workspace folder (created for --manifest)")
     p.add_argument("--model", required=True, help="model id, see `jointscope models`")
-    p.add_argument("--engine", choices=["local", "ray"], default="local")
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local: this process; ray: Ray Data on the cluster at --ray-address / $RAY_ADDRESS, "
+                        "or a local Ray instance (pip install '.[ray]')")
+    p.add_argument("--manifest", metavar="PATH",
+                   help="Parquet/CSV file, folder or glob of image paths/URIs and/or texts to add and embed "
+                        "(images are referenced, not copied)")
+    p.add_argument("--image-column", help="manifest column of image paths/URIs (default: image, filepath, path, url...)")
+    p.add_argument("--text-column", help="manifest column of texts (default: text, caption, title...)")
+    p.add_argument("--ray-address", default=None, help="Ray cluster address (default $RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--workers", type=int, default=None, help="Ray workers (default: one per GPU, else one per CPU)")
+    p.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs (and torch threads) per Ray worker")
+    p.add_argument("--dtype", choices=["float32", "float16", "int8"], default=None,
+                   help="storage of a new vector store (default float32; float16 halves it, int8 quarters it)")
     p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, mps")
     p.add_argument("--batch-size", type=int, default=None)
 
@@ -125,19 +137,65 @@ def _embed_configure(p):
 def _embed(args):
     from .encoders import ModelLoadError
 
-    if args.engine == "ray":
-        raise CLIError("--engine ray is not built yet (issue 8); use --engine local")
-    ws = _open_ws(args.workspace)
+    if args.workers is not None and args.workers < 1:
+        raise argparse.ArgumentTypeError(f"--workers must be >= 1; got {args.workers}")
+    if args.cpus_per_worker <= 0:
+        raise argparse.ArgumentTypeError(f"--cpus-per-worker must be > 0; got {args.cpus_per_worker}")
+    if args.engine == "local" and not args.manifest:
+        ws = _open_ws(args.workspace)
+        try:
+            report = ws.embed(args.model, device=args.device, batch_size=args.batch_size, dtype=args.dtype,
+                              progress=_progress_printer(f"embed {args.model}"))
+        except (ModelLoadError, ValueError) as e:
+            raise CLIError(str(e))
+        out = report.to_dict()
+        out["engine"] = "local"
+        return out
+    from .distributed import RayNotInstalled, embed_manifest, embed_workspace
+
+    ws = _open_ws(args.workspace, create=bool(args.manifest))
+    kw = dict(engine=args.engine, address=args.ray_address, workers=args.workers,
+              cpus_per_worker=args.cpus_per_worker, device=args.device, batch_size=args.batch_size,
+              dtype=args.dtype, progress=_progress_printer(f"embed {args.model} ({args.engine})"))
     try:
-        report = ws.embed(args.model, device=args.device, batch_size=args.batch_size,
-                          progress=_progress_printer(f"embed {args.model}"))
-    except (ModelLoadError, ValueError) as e:
+        if args.manifest:
+            report = embed_manifest(ws, args.manifest, args.model, image_column=args.image_column,
+                                    text_column=args.text_column, **kw)
+        else:
+            report = embed_workspace(ws, args.model, **kw)
+    except RayNotInstalled as e:
+        raise CLIError(str(e))
+    except (ModelLoadError, ValueError, FileNotFoundError) as e:
         raise CLIError(str(e))
     return report.to_dict()
 
 
 _embed.configure = _embed_configure
 command("embed", "encode items without vectors for a model (incremental)")(_embed)
+
+
+# ---- compact ------------------------------------------------------------------------------------
+def _compact_configure(p):
+    p.add_argument("workspace")
+    p.add_argument("--model", required=True)
+    p.add_argument("--dtype", choices=["float32", "float16", "int8"], default=None,
+                   help="convert the stored vectors (default: keep their dtype)")
+
+
+def _compact(args):
+    ws = _open_ws(args.workspace)
+    store = ws.store(args.model)
+    if store.dtype is None:
+        raise CLIError(f"workspace {ws.name!r} has no vectors for {args.model!r}; embed it first")
+    t0 = time.perf_counter()
+    before = store.dtype
+    with ws._lock():
+        out = store.rewrite(dtype=args.dtype)
+    return {"model": args.model, "from_dtype": before, **out, "seconds": round(time.perf_counter() - t0, 3)}
+
+
+_compact.configure = _compact_configure
+command("compact", "rewrite a model's vectors as few shards, optionally as float16 or int8")(_compact)
 
 
 # ---- info ---------------------------------------------------------------------------------------

@@ -11,6 +11,11 @@ Two layers:
   :class:`MapResult` with per-point trust and the sampled trustworthiness. Coordinates are cached in
   the workspace keyed by model + parameters + item set; reopening is a cache hit, and after new items
   were embedded only those are placed (``cache="incremental"``).
+* Large workspaces: ``max_points`` maps a representative sample — the items with the smallest ids.
+  Ids are content hashes, so that is a uniform random sample, and it stays the same sample as items
+  are added (a new item joins it only if its hash is smaller). :func:`place_in_map` adds chosen items
+  (e.g. search hits among all items) to such a map without refitting it. Reopening a cached map reads
+  ids only, never the vectors.
 
 Gap correction: every modality is mean-centred (its centroid subtracted) before projecting, so the
 map shows the same data without the offset between images and texts (the "modality gap").
@@ -484,18 +489,31 @@ class MapResult:
     cache: str
     n_new: int = 0
     extra: dict = field(default_factory=dict)
+    n_total: int | None = None  # items the map stands for (more than n when it maps a sample)
 
     @property
     def n(self) -> int:
         return len(self.ids)
 
+    @property
+    def sampled(self) -> bool:
+        """Whether the map shows a sample of the items (see ``max_points``)."""
+        return self.n_total is not None and self.n_total > self.n
 
-def _params(method, dim, gap_corrected, n_neighbors, min_dist, random_state) -> dict:
+
+def _params(method, dim, gap_corrected, n_neighbors, min_dist, random_state, max_points=None) -> dict:
     p = {"method": method, "n_components": int(dim), "gap_corrected": bool(gap_corrected),
          "random_state": int(random_state)}
     if method == "umap":
         p.update(n_neighbors=int(n_neighbors), min_dist=float(min_dist))
+    if max_points is not None:  # only when the map is a sample, so maps of every item keep their cache keys
+        p["max_points"] = int(max_points)
     return p
+
+
+def _check_max_points(max_points) -> None:
+    if max_points is not None and (not isinstance(max_points, (int, np.integer)) or max_points < 4):
+        raise ValueError(f"max_points must be an integer >= 4 or None; got {max_points!r}")
 
 
 def _digest(obj) -> str:
@@ -546,25 +564,48 @@ def _finish_commit(ws, path: Path, n: int) -> None:
                 old_file.unlink(missing_ok=True)
 
 
-def _workspace_vectors(ws, model: str, modalities: Sequence[str] | None):
-    X, ids = ws.vectors(model, modality=list(modalities) if modalities else None)
+def _workspace_ids(ws, model: str, modalities: Sequence[str] | None,
+                   max_points: int | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+    """(ids (n,) str sorted, modality (n,) str, number of items before sampling); reads no vectors.
+
+    With ``max_points`` and more items than that, the first ``max_points`` sorted ids: ids are content
+    hashes, so these are a uniform random sample that changes little when items are added.
+    """
+    ids = ws.vector_ids(model, modality=list(modalities) if modalities else None)
     if not len(ids):
         what = f" of modality {sorted(modalities)}" if modalities else ""
         raise ValueError(f"workspace {ws.name!r} has no vectors{what} for model {model!r}; embed it first")
-    order = np.argsort(ids.astype(str), kind="stable")
-    ids = ids[order].astype(str)
-    X = X[order]
-    mod = ws.items.set_index("id")["modality"].reindex(ids).fillna("row").to_numpy().astype(str)
-    return X, ids, mod
+    ids = np.sort(ids.astype(str), kind="stable")
+    n_total = len(ids)
+    if max_points is not None and n_total > max_points:
+        ids = ids[:max_points]
+    return ids, _modalities_of(ws, ids), n_total
+
+
+def _modalities_of(ws, ids: np.ndarray) -> np.ndarray:
+    return ws.items.set_index("id")["modality"].reindex(ids).fillna("row").to_numpy().astype(str)
+
+
+def _workspace_vectors(ws, model: str, modalities: Sequence[str] | None, max_points: int | None = None):
+    ids, mod, n_total = _workspace_ids(ws, model, modalities, max_points)
+    X, got = ws.vectors(model, ids=ids)
+    if len(got) != len(ids):  # a vector vanished between the two reads
+        raise ValueError(f"the vectors of {model!r} changed while the map was being prepared; try again")
+    return X, ids, mod, n_total
 
 
 def cached_map(ws, model: str, *, method: str = "umap", dim: int = 2, modalities: Sequence[str] | None = None,
                gap_corrected: bool = False, n_neighbors: int = 15, min_dist: float = 0.1,
-               random_state: int = 0) -> MapResult | None:
-    """The cached map for exactly the current items, or None (never computes)."""
-    params = _params(method, dim, gap_corrected, n_neighbors, min_dist, random_state)
+               random_state: int = 0, max_points: int | None = None) -> MapResult | None:
+    """The cached map for exactly the current items (or their sample, see ``max_points``), or None.
+
+    Never computes, and reads ids and the cache file only, no vectors.
+    """
+    _check_max_points(max_points)
+    ids, mod, n_total = _workspace_ids(ws, model, modalities, max_points)
+    params = _params(method, dim, gap_corrected, n_neighbors, min_dist, random_state,
+                     max_points if n_total > len(ids) else None)
     folder = maps_dir(ws, model, params, modalities)
-    _, ids, mod = _workspace_vectors(ws, model, modalities)
     path = folder / f"{_digest(ids.tolist())}.npz"
     if not path.is_file():
         return None
@@ -576,33 +617,40 @@ def cached_map(ws, model: str, *, method: str = "umap", dim: int = 2, modalities
     return MapResult(ids=ids, coords=z["embedding"], modality=mod, trust=z["trust"],
                      trustworthiness=float(meta["trustworthiness"]), method=method, dim=dim,
                      gap_corrected=gap_corrected, params=params, seconds=time.perf_counter() - t0, path=path,
-                     cache="hit", n_new=0, extra=meta.get("extra", {}))
+                     cache="hit", n_new=0, extra=meta.get("extra", {}), n_total=n_total)
 
 
 def compute_map(ws, model: str, *, method: str = "umap", dim: int = 2, modalities: Sequence[str] | None = None,
                 gap_corrected: bool = False, n_neighbors: int = 15, min_dist: float = 0.1, random_state: int = 0,
-                progress: ProgressFn | None = None, use_cache: bool = True) -> MapResult:
+                progress: ProgressFn | None = None, use_cache: bool = True,
+                max_points: int | None = None) -> MapResult:
     """A map of ``model``'s vectors in workspace ``ws`` (all items, or only ``modalities``).
 
     Reads the cached map when the item set and parameters match; places items embedded since the last
     map with ``Projector.transform`` (when they are at most half as many as the mapped ones); else fits.
     UMAP fits reuse the workspace's neighbour index. ``progress(stage, done, total)`` reports the
     stages "neighbours", "layout" (epochs) and "trust".
+
+    ``max_points``: with more items than that, map a representative sample of ``max_points`` items
+    (the smallest content ids, see the module docstring); ``n_total`` of the result tells how many
+    items there are. Only the sample's vectors are read.
     """
     t0 = time.perf_counter()
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}; got {method!r}")
+    _check_max_points(max_points)
     if use_cache:
         hit = cached_map(ws, model, method=method, dim=dim, modalities=modalities, gap_corrected=gap_corrected,
-                         n_neighbors=n_neighbors, min_dist=min_dist, random_state=random_state)
+                         n_neighbors=n_neighbors, min_dist=min_dist, random_state=random_state,
+                         max_points=max_points)
         if hit is not None:
             _finish_commit(ws, hit.path, hit.n)
             return hit
-    params = _params(method, dim, gap_corrected, n_neighbors, min_dist, random_state)
+    X, ids, mod, n_total = _workspace_vectors(ws, model, modalities, max_points)
+    params = _params(method, dim, gap_corrected, n_neighbors, min_dist, random_state,
+                     max_points if n_total > len(ids) else None)
     folder = maps_dir(ws, model, params, modalities)
-    X, ids, mod = _workspace_vectors(ws, model, modalities)
-    kw = {k: v for k, v in params.items() if k != "n_components"}
-    proj_params = {**kw, "n_components": dim}
+    proj_params = _projector_params(params)
 
     coords = None
     n_new = 0
@@ -659,8 +707,8 @@ def compute_map(ws, model: str, *, method: str = "umap", dim: int = 2, modalitie
     digest = _digest(ids.tolist())
     path = folder / f"{digest}.npz"
     meta = {"format": _FORMAT, "model": model, "params": params, "modalities": sorted(modalities) if modalities
-            else None, "n": int(len(ids)), "trustworthiness": tw, "cache": cache, "n_new": int(n_new),
-            "seconds": time.perf_counter() - t0, "extra": {}}
+            else None, "n": int(len(ids)), "n_total": int(n_total), "trustworthiness": tw, "cache": cache,
+            "n_new": int(n_new), "seconds": time.perf_counter() - t0, "extra": {}}
     state = proj.state()
     state["embedding"] = coords
     with ws._lock():
@@ -672,7 +720,50 @@ def compute_map(ws, model: str, *, method: str = "umap", dim: int = 2, modalitie
                 old_file.unlink(missing_ok=True)
     return MapResult(ids=ids, coords=coords, modality=mod, trust=trust, trustworthiness=tw, method=method, dim=dim,
                      gap_corrected=gap_corrected, params=params, seconds=time.perf_counter() - t0, path=path,
-                     cache=cache, n_new=int(n_new))
+                     cache=cache, n_new=int(n_new), n_total=int(n_total))
+
+
+def _projector_params(params: dict) -> dict:
+    kw = {k: v for k, v in params.items() if k not in ("n_components", "max_points")}
+    return {**kw, "n_components": params["n_components"]}
+
+
+def place_in_map(ws, model: str, result: MapResult, ids: Sequence[str]) -> MapResult:
+    """``result`` plus the items ``ids`` that are not on it, placed into the fitted map (which does not
+    move) with :meth:`Projector.transform`; e.g. search hits among every item of a sampled map.
+
+    Ids without a vector for ``model`` are skipped. Placed points get trust NaN (not measured) and come
+    after the map's own points; ``extra["placed"]`` counts them. Nothing is written to the workspace.
+    """
+    on_map = set(result.ids.tolist())
+    want = [str(i) for i in dict.fromkeys(ids) if str(i) not in on_map]
+    X_new, new_ids = ws.vectors(model, ids=want)
+    if not len(new_ids):
+        return result
+    z = _load_npz(Path(result.path))
+    if z is None:
+        raise ValueError(f"the map file {str(result.path)!r} is gone; compute the map again")
+    X_fit, got = ws.vectors(model, ids=result.ids)
+    if len(got) != len(result.ids):
+        raise ValueError("some mapped items have no vector any more; compute the map again")
+    mod_fit = np.asarray(result.modality).astype(str)
+    state = {k: v for k, v in z.items() if k not in ("ids", "trust", "meta")}
+    state["modalities"] = mod_fit
+    proj = Projector.from_state(_projector_params(result.params), state, X_fit)
+    new_ids = new_ids.astype(str)
+    mod_new = _modalities_of(ws, new_ids)
+    if result.gap_corrected:  # a modality the map never saw cannot be placed gap-corrected
+        keep = np.isin(mod_new, list(proj.modality_means_))
+        X_new, new_ids, mod_new = X_new[keep], new_ids[keep], mod_new[keep]
+        if not len(new_ids):
+            return result
+    coords = proj.transform(X_new, modalities=mod_new)
+    from dataclasses import replace
+
+    return replace(result, ids=np.concatenate([result.ids, new_ids]), coords=np.vstack([result.coords, coords]),
+                   modality=np.concatenate([mod_fit, mod_new]),
+                   trust=np.concatenate([result.trust, np.full(len(new_ids), np.nan, np.float32)]),
+                   extra={**result.extra, "placed": int(len(new_ids))})
 
 
 def _workspace_knn(ws, model: str, ids: np.ndarray, X: np.ndarray, k: int, progress) -> tuple[np.ndarray, np.ndarray]:
@@ -686,8 +777,7 @@ def _workspace_knn(ws, model: str, ids: np.ndarray, X: np.ndarray, k: int, progr
     k = min(k, len(ids))
     if progress:
         progress("neighbours", 0, 1)
-    all_ids = ws.store(model).ids()
-    if len(all_ids) == len(ids):
+    if ws.store(model).count() == len(ids):
         index = workspace_index(ws, model)
         if len(index.ids_) == len(ids):
             pos_of = {k_: i for i, k_ in enumerate(ids.tolist())}
@@ -709,8 +799,9 @@ def _workspace_knn(ws, model: str, ids: np.ndarray, X: np.ndarray, k: int, progr
 
 def map_to_json(result: MapResult) -> dict:
     """The CLI/JSON summary of a map (DESIGN.md keys first)."""
-    return {"n": result.n, "method": result.method, "dim": result.dim, "seconds": round(result.seconds, 3),
+    return {"n": result.n, "n_total": result.n_total if result.n_total is not None else result.n,
+            "method": result.method, "dim": result.dim, "seconds": round(result.seconds, 3),
             "trustworthiness": round(result.trustworthiness, 4), "path": str(result.path),
             "gap_corrected": result.gap_corrected, "cache": result.cache, "n_new": result.n_new,
-            "mean_trust": round(float(np.mean(result.trust)), 4) if result.n else None,
+            "mean_trust": round(float(np.nanmean(result.trust)), 4) if result.n else None,
             "by_modality": {str(m): int(c) for m, c in zip(*np.unique(result.modality, return_counts=True))}}

@@ -251,6 +251,34 @@ class Workspace:
                  report.skipped, len(report.errors))
         return report
 
+    def add_rows(self, rows: pd.DataFrame) -> int:
+        """Append item rows whose ids are not in the workspace yet (the first row of an id wins).
+
+        For items whose content stays where it is (core.distributed manifests reference their images
+        instead of copying them): ``rows`` has at least ``id`` and ``modality``; missing item columns
+        are filled with None, ``added`` with now. Returns the number of rows added.
+        """
+        if not len(rows):
+            return 0
+        if "id" not in rows or "modality" not in rows:
+            raise ValueError("item rows need at least the columns 'id' and 'modality'")
+        rows = rows.drop_duplicates("id", keep="first")
+        with self._lock():
+            items = self.items
+            new = rows[~rows["id"].isin(items["id"])].copy()
+            if not len(new):
+                return 0
+            for col in ITEM_COLUMNS:
+                if col not in new:
+                    new[col] = pd.Timestamp.now(tz="UTC") if col == "added" else None
+            new = new[ITEM_COLUMNS + [col for col in new.columns if col not in ITEM_COLUMNS]]
+            with warnings.catch_warnings():  # all-NA columns in one part are expected
+                warnings.simplefilter("ignore", FutureWarning)
+                df = pd.concat([items, new], ignore_index=True) if len(items) else new.reset_index(drop=True)
+            self._write_items(df)
+        log.info("added %d item rows to %s", len(new), self.name)
+        return int(len(new))
+
     @staticmethod
     def _candidate_id(c) -> str:
         if c.modality == "image":
@@ -329,7 +357,7 @@ class Workspace:
         for d in sorted(root.iterdir()):
             m = read_json(d / "manifest.json")
             if m:
-                out[m["model"]] = {"dim": int(m["dim"]), "n": len(self.store(m["model"]).ids())}
+                out[m["model"]] = {"dim": int(m["dim"]), "n": self.store(m["model"]).count()}
         return out
 
     def vectors(self, model: str, *, modality: str | Sequence[str] | None = None,
@@ -341,11 +369,21 @@ class Workspace:
         Rows follow the order of ``ws.items`` (or of ``ids`` when given); items without a vector for
         this model are left out. ``modality`` keeps only items of that modality (or modalities).
         """
-        X, vid = self.store(model).load()
-        if len(vid) == 0:
-            dim = self.store(model).dim or 0
-            return np.zeros((0, dim), np.float32), np.zeros((0,), dtype=object)
-        pos = pd.Series(np.arange(len(vid)), index=vid)
+        store = self.store(model)
+        rows, found = self._vector_rows(store, modality, ids)
+        if store.count() == 0:
+            return np.zeros((0, store.dim or 0), np.float32), found
+        return store.take(rows), found
+
+    def vector_ids(self, model: str, *, modality: str | Sequence[str] | None = None,
+                   ids: Sequence[str] | None = None) -> np.ndarray:
+        """The ids (n,) object that :meth:`vectors` would return, in the same order; reads no vectors."""
+        return self._vector_rows(self.store(model), modality, ids)[1]
+
+    def _vector_rows(self, store: VectorStore, modality, ids) -> tuple[np.ndarray, np.ndarray]:
+        """(rows in the store (n,) int64, ids (n,) object) of the items with a vector, in items / ``ids`` order."""
+        if store.count() == 0:
+            return np.zeros((0,), np.int64), np.zeros((0,), dtype=object)
         if ids is None:
             items = self.items
             if modality is not None:
@@ -354,20 +392,23 @@ class Workspace:
             order = items["id"].to_numpy()
         else:
             order = np.asarray(list(ids), dtype=object)
-        found = pos.reindex(order)
-        mask = found.notna().to_numpy()
-        rows = found[mask].to_numpy().astype(np.int64)
-        return np.asarray(X[rows], dtype=np.float32), order[mask].astype(object)
+        rows = store.positions(order)
+        mask = rows >= 0
+        return rows[mask], order[mask].astype(object)
 
     def embed(self, model: str, *, progress: EmbedProgress | None = None, device: str = "auto",
-              batch_size: int | None = None, chunk_size: int = 1024) -> EmbedReport:
+              batch_size: int | None = None, chunk_size: int = 1024, dtype: str | None = None) -> EmbedReport:
         """Encode every item that has no vector for ``model`` yet (incremental).
 
         Vectors are committed every ``chunk_size`` items, so an interrupted run keeps its progress.
-        ``progress(done, total)`` is called after each batch.
+        ``progress(done, total)`` is called after each batch. ``dtype``: storage dtype when this run
+        creates the model's store (``float32`` default, ``float16``, ``int8``; see core.vectorstore).
         """
         from .encoders import load_encoder, load_image
+        from .vectorstore import DTYPES
 
+        if dtype is not None and dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}; got {dtype!r}")
         t0 = time.perf_counter()
         enc = load_encoder(model, device=device)
         report = EmbedReport(model=model)
@@ -379,6 +420,9 @@ class Workspace:
         if store.dim is not None and enc.dim and store.dim != enc.dim:
             raise ValueError(f"workspace {self.name!r} holds {store.dim}-d vectors for {model!r} but the model "
                              f"now gives {enc.dim}-d; delete {store.path} to re-embed")
+        if dtype is not None and store.dtype not in (None, dtype):
+            raise ValueError(f"workspace {self.name!r} stores {store.dtype} vectors for {model!r}; got "
+                             f"dtype={dtype!r} (convert them with `jointscope compact --dtype {dtype}`)")
         report.cached = int(items["id"].isin(have).sum())
         todo = items[~items["id"].isin(have)]
         can = todo["modality"].isin(enc.modalities) & ~((todo["modality"] == "text") & todo["text"].isna())
@@ -419,7 +463,8 @@ class Workspace:
                     raced = raced or _manifest_key(store) != seen
                     if raced:  # skip what the other writer stored meanwhile: one vector per item
                         out_x, out_ids = _drop_stored(store, out_x, out_ids)
-                    store.append(np.concatenate(out_x, axis=0), out_ids)
+                    store.append(np.concatenate(out_x, axis=0), out_ids,
+                                 dtype=dtype if store.dtype is None else None)
                     seen = _manifest_key(store)
                 report.embedded += len(out_ids)
         report.seconds = time.perf_counter() - t0
