@@ -21,7 +21,7 @@ from .storage import atomic_save_npy, atomic_write, atomic_write_json, remove_te
 log = logging.getLogger(__name__)
 
 SPACES = ("cosine", "ip", "l2")
-_EF_LADDER = (16, 32, 64, 128, 256, 512, 1024)
+_EF_LADDER = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 
 class NotFittedError(RuntimeError):
     pass
@@ -34,12 +34,13 @@ class NeighborIndex:
     ----------
     space : "cosine" | "ip" | "l2"
     exact_threshold : collections with fewer items use exact (matrix) search; above it, hnswlib.
-    recall_target : ``ef`` is the smallest value whose recall@10 against exact search on a sample of
-        the data reaches this target (measured at fit time).
+    recall_target : ``ef`` is the smallest value whose recall@10 against exact search reaches this
+        target on held-out queries (a sample of the items searched for before they are added to the
+        graph; measured at fit time).
     M, ef_construction : hnswlib graph parameters.
     """
 
-    def __init__(self, space: str = "cosine", *, exact_threshold: int = 20_000, recall_target: float = 0.95,
+    def __init__(self, space: str = "cosine", *, exact_threshold: int = 20_000, recall_target: float = 0.98,
                  M: int = 16, ef_construction: int = 200, seed: int = 0):
         self.space = space
         self.exact_threshold = exact_threshold
@@ -67,7 +68,6 @@ class NeighborIndex:
         self.ef_ = None
         if self.backend_ == "hnsw":
             self._build_hnsw()
-            self.ef_ = self._tune_ef()
         return self
 
     def add(self, X: np.ndarray, ids) -> "NeighborIndex":
@@ -90,7 +90,6 @@ class NeighborIndex:
         elif len(self.ids_) >= self.exact_threshold:
             self.backend_ = "hnsw"
             self._build_hnsw()
-            self.ef_ = self._tune_ef()
         return self
 
     # ---- querying --------------------------------------------------------------------------
@@ -179,7 +178,8 @@ class NeighborIndex:
         meta = json.loads((folder / "meta.json").read_text())
         self = cls(meta["space"], exact_threshold=meta["exact_threshold"], recall_target=meta["recall_target"],
                    M=meta["M"], ef_construction=meta["ef_construction"])
-        self._X = np.load(folder / "vectors.npy")
+        # memory-mapped: hnsw queries never touch it, so a large index opens without reading it
+        self._X = np.load(folder / "vectors.npy", mmap_mode="r")
         self.ids_ = np.load(folder / "ids.npy").astype(object)
         if len(self.ids_) != meta["n"] or len(self._X) != meta["n"]:
             raise ValueError(f"index in {str(folder)!r} is inconsistent (meta says {meta['n']} items)")
@@ -224,38 +224,45 @@ class NeighborIndex:
             X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
         return X
 
-    def _build_hnsw(self) -> None:
+    def _build_hnsw(self, n_holdout: int = 200) -> None:
+        """Build the hnswlib graph and set ``ef_`` from held-out queries.
+
+        ``ef`` is tuned on true held-out queries: a seeded sample of the items is left out of the graph,
+        each is searched for among the others and compared with exact search; then the sample is
+        added. (An item searched for while indexed is linked to its own neighbours by the graph, so
+        it reaches a recall that new queries do not.)
+        """
         import hnswlib
 
         n = len(self.ids_)
         self._hnsw = hnswlib.Index(space=self._hnsw_space, dim=self.dim_)
         self._hnsw.init_index(max_elements=max(n, 16), ef_construction=self.ef_construction, M=self.M,
                               random_seed=self.seed)
-        self._hnsw.add_items(self._X, np.arange(n))
-
-    def _tune_ef(self, k: int = 10, n_queries: int = 200) -> int:
-        """Smallest ``ef`` of the ladder whose recall@k reaches the target on a sample of indexed items.
-
-        The sample items are their own nearest neighbours, which every ``ef`` finds; counting them
-        would overstate recall, so each query's own item is left out on both sides.
-        """
         rng = np.random.default_rng(self.seed)
-        n = len(self.ids_)
-        sel = rng.choice(n, size=min(n_queries, n), replace=False)
-        q = self._X[sel]
-        kk = min(k, n - 1)
-        if kk < 1:
+        hold = np.sort(rng.choice(n, size=min(n_holdout, n // 10), replace=False))
+        keep = np.ones(n, bool)
+        keep[hold] = False
+        pos = np.flatnonzero(keep)
+        for s in range(0, len(pos), 65_536):  # in chunks: no second full copy of the vectors
+            self._hnsw.add_items(self._X[pos[s : s + 65_536]], pos[s : s + 65_536])
+        self.ef_ = self._tune_ef(hold, keep)
+        if len(hold):
+            self._hnsw.add_items(self._X[hold], hold)
+
+    def _tune_ef(self, hold: np.ndarray, keep: np.ndarray, k: int = 10) -> int:
+        """Smallest ``ef`` of the ladder whose recall@k of the held-out rows reaches the target."""
+        kk = min(k, int(keep.sum()))
+        if not len(hold) or kk < 1:
             return _EF_LADDER[0]
-        truth, _ = self._exact(q, kk + 1, None)
-        truth = [[j for j in row if j != i][:kk] for row, i in zip(truth.tolist(), sel.tolist())]
+        q = np.asarray(self._X[hold], dtype=np.float32)
+        truth, _ = self._exact(q, kk, keep)
         for ef in _EF_LADDER:
-            self._hnsw.set_ef(max(ef, kk + 1))
-            got, _ = self._hnsw.knn_query(q, k=kk + 1)
-            got = [[j for j in row if j != i][:kk] for row, i in zip(got.tolist(), sel.tolist())]
-            recall = np.mean([len(set(a) & set(b)) / kk for a, b in zip(got, truth)])
+            self._hnsw.set_ef(max(ef, kk))
+            got, _ = self._hnsw.knn_query(q, k=kk)
+            recall = np.mean([len(set(a) & set(b)) / kk for a, b in zip(got.tolist(), truth.tolist())])
             if recall >= self.recall_target:
-                log.info("hnsw ef=%d reaches recall@%d=%.3f", ef, kk, recall)
-                return max(ef, kk + 1)
+                log.info("hnsw ef=%d reaches recall@%d=%.3f on %d held-out items", ef, kk, recall, len(hold))
+                return max(ef, kk)
         return _EF_LADDER[-1]
 
     def _scores_exact(self, P: np.ndarray) -> np.ndarray:
@@ -319,13 +326,17 @@ def index_dir(ws, model: str) -> Path:
 def workspace_index(ws, model: str, *, space: str = "cosine") -> NeighborIndex:
     """The neighbour index over every vector of ``model`` in ``ws``, kept on disk and brought up to date.
 
-    Loads the saved index when there is one; items embedded since are added (and the index saved
-    again); an index that holds items the workspace no longer has, or was built for another space, is
-    rebuilt. Raises ``ValueError`` when the workspace has no vectors for the model.
+    Loads the saved index when there is one; items embedded since are added (only their vectors are
+    read, and the index saved again); an index that holds items the workspace no longer has, or was
+    built for another space, is rebuilt. Raises ``ValueError`` when the workspace has no vectors for
+    the model.
     """
-    X, ids = ws.vectors(model)
+    import pandas as pd
+
+    ids = ws.vector_ids(model)
     if not len(ids):
         raise ValueError(f"workspace {ws.name!r} has no vectors for model {model!r}; embed it first")
+    dim = ws.store(model).dim
     folder = index_dir(ws, model)
     idx = None
     if (folder / "meta.json").is_file():
@@ -334,17 +345,18 @@ def workspace_index(ws, model: str, *, space: str = "cosine") -> NeighborIndex:
         except (OSError, ValueError, KeyError, RuntimeError) as e:
             log.warning("rebuilding the neighbour index in %s: %s", folder, e)
             idx = None
-    have = set(ids.tolist())
-    if idx is not None and (idx.space != space or idx.dim_ != X.shape[1] or not set(idx.ids_.tolist()) <= have):
+    if idx is not None and (idx.space != space or idx.dim_ != dim or not pd.Index(idx.ids_).isin(ids).all()):
         idx = None
     changed = False
     if idx is None:
+        X, ids = ws.vectors(model, ids=ids)
         idx = NeighborIndex(space).fit(X, ids)
         changed = True
     else:
-        new = np.array([k not in idx._pos for k in ids.tolist()], dtype=bool)
-        if new.any():
-            idx.add(X[new], ids[new])
+        new = ~pd.Index(ids).isin(idx.ids_)
+        if new.any():  # incremental: read and add only the items embedded since the index was saved
+            X_new, ids_new = ws.vectors(model, ids=ids[new])
+            idx.add(X_new, ids_new)
             changed = True
     if changed:
         with ws._lock():

@@ -50,6 +50,18 @@ def test_hnsw_reaches_its_recall_target(space):
     assert recall >= 0.9
 
 
+def test_default_ef_reaches_the_recall_floor_on_new_queries():
+    """ef is tuned on held-out-like queries, so queries that are NOT indexed reach the 0.98 target."""
+    Xa, ida = data(6200, d=64, seed=3)
+    X, ids, Q = Xa[:6000], ida[:6000], Xa[6000:]
+    idx = NeighborIndex(exact_threshold=1000).fit(X, ids)
+    assert idx.recall_target == 0.98
+    got, _ = idx.query(Q, k=10)
+    want, _ = brute(X, Q, 10, "cosine")
+    recall = np.mean([len(set(a) & set(ids[b])) / 10 for a, b in zip(got, want)])
+    assert recall >= 0.97, (idx.ef_, recall)
+
+
 def test_filters_still_return_k_and_exclude_inputs():
     X, ids = data(2000)
     for threshold in (10_000, 500):  # exact, then hnsw
