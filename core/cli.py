@@ -187,15 +187,56 @@ def _compact(args):
     store = ws.store(args.model)
     if store.dtype is None:
         raise CLIError(f"workspace {ws.name!r} has no vectors for {args.model!r}; embed it first")
+    import numpy as np
+
+    from .vectorstore import dtype_recall
+
     t0 = time.perf_counter()
     before = store.dtype
+    recall = None
+    if args.dtype and args.dtype != before and store.count() > 10:
+        # what the conversion costs search, measured on (a seeded sample of) these vectors
+        n = store.count()
+        rows = np.sort(np.random.default_rng(0).choice(n, size=min(n, 200_000), replace=False))
+        recall = round(dtype_recall(store.take(rows), args.dtype, k=10), 4)
     with ws._lock():
         out = store.rewrite(dtype=args.dtype)
-    return {"model": args.model, "from_dtype": before, **out, "seconds": round(time.perf_counter() - t0, 3)}
+    res = {"model": args.model, "from_dtype": before, **out, "seconds": round(time.perf_counter() - t0, 3)}
+    if recall is not None:
+        res["recall_at_10_vs_" + before] = recall
+    return res
 
 
 _compact.configure = _compact_configure
 command("compact", "rewrite a model's vectors as few shards, optionally as float16 or int8")(_compact)
+
+
+# ---- index --------------------------------------------------------------------------------------
+def _index(args):
+    import json as _json
+
+    from .index import index_dir, workspace_index
+
+    ws = _open_ws(args.workspace)
+    meta = index_dir(ws, args.model) / "meta.json"
+    before = _json.loads(meta.read_text()).get("n", 0) if meta.is_file() else 0
+    t0 = time.perf_counter()
+    try:
+        idx = workspace_index(ws, args.model)
+    except ValueError as e:
+        raise CLIError(str(e))
+    return {"model": args.model, "n": int(len(idx.ids_)), "backend": idx.backend_, "ef": idx.ef_,
+            "added": max(0, int(len(idx.ids_)) - int(before)), "seconds": round(time.perf_counter() - t0, 3),
+            "path": str(index_dir(ws, args.model))}
+
+
+def _index_configure(p):
+    p.add_argument("workspace")
+    p.add_argument("--model", required=True)
+
+
+_index.configure = _index_configure
+command("index", "build or extend (only new items) the saved neighbour index that search and maps use")(_index)
 
 
 # ---- info ---------------------------------------------------------------------------------------

@@ -279,6 +279,7 @@ class _Sink:
         self._X: list[np.ndarray] = []
         self._pending = 0
         self._stored: set[str] = set()
+        self._counted: set[str] = set()
         self._items: list[pd.DataFrame] = []
 
     def add(self, b: dict[str, np.ndarray]) -> None:
@@ -286,8 +287,12 @@ class _Sink:
         ids = np.asarray(b["id"]).astype(str)
         for src, err in zip(np.asarray(b["source"])[status == "error"], np.asarray(b["error"])[status == "error"]):
             self.report.errors.append((str(src), str(err)))
-        self.report.unsupported += int((status == "unsupported").sum())
-        self.report.cached += int((status == "cached").sum())
+        # count each item once even when the input repeats it (the same image or caption on two rows)
+        first = np.fromiter((i not in self._counted for i in ids.tolist()), dtype=bool, count=len(ids))
+        first &= ~pd.Index(ids).duplicated(keep="first")
+        self._counted.update(ids[first & (status != "error")].tolist())
+        self.report.unsupported += int(((status == "unsupported") & first).sum())
+        self.report.cached += int(((status == "cached") & first).sum())
         ok = status == "ok"
         if ok.any():
             # the same content twice in one run (e.g. a caption shared by many images): store it once

@@ -586,12 +586,17 @@ def _modalities_of(ws, ids: np.ndarray) -> np.ndarray:
     return ws.items.set_index("id")["modality"].reindex(ids).fillna("row").to_numpy().astype(str)
 
 
-def _workspace_vectors(ws, model: str, modalities: Sequence[str] | None, max_points: int | None = None):
+def workspace_vectors(ws, model: str, modalities: Sequence[str] | None = None, max_points: int | None = None):
+    """The vectors a map of ``ws`` draws: ``(X (n, d) float32, ids (n,) str sorted, modality (n,) str,
+    number of items before sampling)``; with ``max_points``, only the sample's vectors are read."""
     ids, mod, n_total = _workspace_ids(ws, model, modalities, max_points)
     X, got = ws.vectors(model, ids=ids)
     if len(got) != len(ids):  # a vector vanished between the two reads
         raise ValueError(f"the vectors of {model!r} changed while the map was being prepared; try again")
     return X, ids, mod, n_total
+
+
+_workspace_vectors = workspace_vectors
 
 
 def cached_map(ws, model: str, *, method: str = "umap", dim: int = 2, modalities: Sequence[str] | None = None,

@@ -230,6 +230,42 @@ def decode_vectors(data: np.ndarray, scale: np.ndarray | None) -> np.ndarray:
     return out
 
 
+def dtype_recall(X: np.ndarray, dtype: str, *, k: int = 10, n_queries: int = 200, seed: int = 0,
+                 block: int = 65_536) -> float:
+    """recall@k of exact cosine search over ``X`` (n, d) stored as ``dtype``, against the same search
+    over ``X`` itself: what storing the vectors in ``dtype`` costs search.
+
+    Queries are a seeded sample of the rows, kept in float32 (as an encoded query is); each query's own
+    row is left out on both sides. Blocked over the rows, so memory stays at ``n_queries x block``.
+    """
+    X = np.asarray(X, dtype=np.float32)
+    n = len(X)
+    k = min(k, n - 1)
+    if k < 1:
+        raise ValueError(f"dtype_recall needs at least 2 rows; got {n}")
+    sel = np.random.default_rng(seed).choice(n, size=min(n_queries, n), replace=False)
+    Q = X[sel] / np.maximum(np.linalg.norm(X[sel], axis=1, keepdims=True), 1e-12)
+
+    def topk(convert) -> np.ndarray:
+        best_s = np.full((len(Q), k), -np.inf, np.float32)
+        best_i = np.zeros((len(Q), k), np.int64)
+        for start in range(0, n, block):
+            B = convert(X[start : start + block])
+            B = B / np.maximum(np.linalg.norm(B, axis=1, keepdims=True), 1e-12)
+            S = Q @ B.T
+            own = (sel >= start) & (sel < start + len(B))
+            S[np.flatnonzero(own), sel[own] - start] = -np.inf
+            s_all = np.concatenate([best_s, S], axis=1)
+            i_all = np.concatenate([best_i, np.arange(start, start + len(B))[None, :].repeat(len(Q), 0)], axis=1)
+            part = np.argpartition(-s_all, k - 1, axis=1)[:, :k]
+            best_s, best_i = np.take_along_axis(s_all, part, 1), np.take_along_axis(i_all, part, 1)
+        return best_i
+
+    truth = topk(lambda B: B)
+    got = topk(lambda B: decode_vectors(*encode_vectors(B, dtype)))
+    return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(truth.tolist(), got.tolist())]))
+
+
 class _StoreView:
     """One committed version of a store: ids (deduplicated, last write wins) + memory-mapped shards."""
 

@@ -431,6 +431,22 @@ def stored_map(ws: core.Workspace, model: str, params: dict):
         return None
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def map_with_matches(key: tuple, model: str, map_path: str, query: str, k: int, _res):
+    """The map ``_res`` (named by ``map_path``) plus the ``k`` items most similar to ``query`` among
+    every item of the workspace (search over the full index), placed into the map where not on it."""
+    from core.projection import place_in_map
+    from core.search import search
+
+    ws = _open_workspace(key[0])
+    hits = search(ws, model, query, k=k)
+    from dataclasses import replace
+
+    out = place_in_map(ws, model, _res, [h.id for h in hits])
+    # a cache key of its own for colours and figures (never changes the cached map object itself)
+    return replace(out, extra={**out.extra, "view": f"#matches:{k}:{query}"})
+
+
 def compute_map(ws: core.Workspace, model: str, params: dict, progress=None):
     """Compute (or place new items in) the map and save it in the workspace; not memoised here —
     :func:`stored_map` reads it back on the next run."""
@@ -443,14 +459,14 @@ def compute_map(ws: core.Workspace, model: str, params: dict, progress=None):
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def pca_preview(key: tuple, model: str, modalities: tuple | None, dim: int, gap_corrected: bool):
-    """A quick PCA map of the same items: ``(coords (n, dim) float32, ids (n,) str, modality (n,) str)``."""
-    from core.projection import Projector
+def pca_preview(key: tuple, model: str, modalities: tuple | None, dim: int, gap_corrected: bool,
+                max_points: int | None = None):
+    """A quick PCA map of the same items (the same sample with ``max_points``):
+    ``(coords (n, dim) float32, ids (n,) str, modality (n,) str)``."""
+    from core.projection import Projector, workspace_vectors
 
     ws = _open_workspace(key[0])
-    X, ids = ws.vectors(model, modality=list(modalities) if modalities else None)
-    ids = ids.astype(str)
-    mods = ws.items.set_index("id")["modality"].reindex(ids).fillna("row").to_numpy().astype(str)
+    X, ids, mods, _ = workspace_vectors(ws, model, list(modalities) if modalities else None, max_points)
     coords = Projector("pca", n_components=dim, gap_corrected=gap_corrected).fit(X, modalities=mods).embedding_
     return coords, ids, mods
 
@@ -494,6 +510,9 @@ def text_similarity(key: tuple, model: str, map_path: str, query: str, _ids) -> 
     return (X @ q).astype(np.float32)
 
 
+GAP_SAMPLE = 50_000  # items (with their pair partners) behind the Map page's gap numbers at most
+
+
 @st.cache_data(show_spinner=False, max_entries=16)
 def modality_gap(key: tuple, model: str) -> dict:
     """:func:`core.quality.modality_gap` of all the model's vectors (uncorrected), true pairs included."""
@@ -501,11 +520,20 @@ def modality_gap(key: tuple, model: str) -> dict:
     from core.quality import pair_positions
 
     ws = _open_workspace(key[0])
-    X, ids = ws.vectors(model)
-    ids = ids.astype(str)
     items = ws.items
+    ids = ws.vector_ids(model).astype(str)
+    if len(ids) > GAP_SAMPLE:
+        # a large workspace: a content-hash sample of the items plus their partners, so true pairs stay
+        # whole (reading every vector would take as long as opening the page should)
+        sample = np.sort(ids)[: GAP_SAMPLE // 2]
+        partners = items.loc[items["id"].isin(sample), "pair"].dropna().astype(str).to_numpy()
+        ids = np.unique(np.concatenate([sample, partners[np.isin(partners, ids)]]))
+    X, ids = ws.vectors(model, ids=ids)
+    ids = ids.astype(str)
     mods = items.drop_duplicates("id").set_index("id")["modality"].reindex(ids).fillna("row").to_numpy()
-    return _gap(X, mods, pair_positions(items, ids))
+    out = _gap(X, mods, pair_positions(items, ids))
+    out["sampled"] = int(len(ids)) if len(ids) < ws.store(model).count() else None
+    return out
 
 
 # ---- quality ------------------------------------------------------------------------------------

@@ -21,6 +21,8 @@ MAX_PAIR_LINES = 5000
 MAX_GALLERY = 40
 SAMPLE_GALLERY = 10
 MAX_TABLE_ROWS = 1000
+MAX_MAP_POINTS = 50_000  # larger workspaces are mapped through a representative sample (core.projection)
+MATCHES_ON_SAMPLE = 200  # on a sampled map, the best matches of a text among all items are added
 COLOUR_MODALITY, COLOUR_CLUSTER, COLOUR_QUERY, COLOUR_TRUST = (
     "modality", "cluster (KMeans)", "similarity to a text", "trust (neighbours kept)")
 PLOT_CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["toImage"]}
@@ -30,6 +32,11 @@ QUALITY_COLOURS = {"noisy-pair score": ("noisy_score", "Reds"), "hubness (N_k)":
 
 
 # ---- helpers (no widgets) -----------------------------------------------------------------------
+def view_key(res) -> str:
+    """Names the drawn point set: the map file, plus added search matches (see c.map_with_matches)."""
+    return str(res.path) + res.extra.get("view", "")
+
+
 def metadata_columns(items: pd.DataFrame) -> list[str]:
     """The user's metadata columns that have a value for at least one mapped item."""
     return [col for col in items.columns if col not in ITEM_COLUMNS and items[col].notna().any()]
@@ -142,7 +149,7 @@ def controls(present: dict[str, int], meta: list[str], can_text: bool) -> dict:
 
 def colour_values(ws, model, res, items, opt) -> tuple[object, str, dict]:
     """(values or None, title, extra map_figure kwargs) for the chosen 'colour by'."""
-    key, path = c.data_key(ws, model), str(res.path)
+    key, path = c.data_key(ws, model), view_key(res)
     colour = opt["colour"]
     if colour == COLOUR_MODALITY:
         return res.modality, "modality", {}
@@ -169,7 +176,8 @@ def colour_values(ws, model, res, items, opt) -> tuple[object, str, dict]:
 def metrics_row(ws, model, res, last: dict | None) -> None:
     gap = c.modality_gap(c.data_key(ws, model), model)
     cols = st.columns(5)
-    cols[0].metric("points", f"{res.n:,}", help="Items of the chosen modalities with a vector for this model.")
+    cols[0].metric("points", f"{res.n:,}", help="Items of the chosen modalities with a vector for this model"
+                   + (f" (a sample of {res.n_total:,})." if res.sampled else "."))
     cols[1].metric("trustworthiness", f"{res.trustworthiness:.3f}",
                    help="scikit-learn's trustworthiness (10 neighbours, on a sample of up to 2,000 points): "
                         "1.0 means no point has map neighbours that are far away in the space.")
@@ -191,6 +199,11 @@ def metrics_row(ws, model, res, last: dict | None) -> None:
         cols[4].metric("true-pair cosine", "—", help="Needs images paired with captions.")
     what = (f"{res.method.upper()} {res.dim}-D map of {res.n:,} points"
             + (", gap-corrected" if res.gap_corrected else ""))
+    if res.sampled:
+        st.caption(f"This workspace has {res.n_total:,} items with vectors: the map draws a representative "
+                   f"sample of {res.n:,} (the items with the smallest content ids, a uniform random sample that "
+                   "stays the same as items are added). Search covers every item, and colouring by "
+                   f"similarity to a text adds its {MATCHES_ON_SAMPLE} best matches among all items to the map.")
     if last and last.get("path") == str(res.path):
         how = {"fit": "computed", "incremental": f"{last['n_new']} new items placed"}.get(last["cache"], "read")
         st.caption(f"{what} · {how} in {last['seconds']:.1f} s and saved in the workspace")
@@ -199,7 +212,8 @@ def metrics_row(ws, model, res, last: dict | None) -> None:
     if gap["random_pair_cosine"] is not None:
         with st.expander("Modality gap"):
             st.plotly_chart(gap_figure(gap), key="gap_chart", config=PLOT_CONFIG)
-            st.caption(f"{gap['n_a']} images, {gap['n_b']} texts, {gap['n_pairs']} true pairs. True pairs well "
+            st.caption((f"On a sample of {gap['sampled']:,} items with their partners. " if gap.get("sampled") else "")
+                       + f"{gap['n_a']} images, {gap['n_b']} texts, {gap['n_pairs']} true pairs. True pairs well "
                        "above random ones mean the model aligns images with their captions; a large centroid "
                        "distance means the two modalities sit apart (try the gap-corrected map).")
 
@@ -223,7 +237,7 @@ def draw_map(ws, model, res, items, opt, where) -> list[str]:
         thumbs = [(float(res.coords[i, 0]), float(res.coords[i, 1]),
                    c.thumb_data_uri(str(ws.abspath(items["thumb"].iloc[i])))) for i in rows]
         thumbs = [t for t in thumbs if t[2]]
-    fig_key = "|".join(map(str, (c.data_key(ws, model), res.path, opt["colour"], opt["k"] if opt["colour"] ==
+    fig_key = "|".join(map(str, (c.data_key(ws, model), view_key(res), opt["colour"], opt["k"] if opt["colour"] ==
                                  COLOUR_CLUSTER else "", opt["query"] if opt["colour"] == COLOUR_QUERY else "",
                                  len(pairs), len(thumbs))))
 
@@ -344,7 +358,8 @@ def map_section(ws, model: str, present: dict[str, int]) -> None:
         return
     params = {"method": opt["method"], "dim": opt["dim"],
               "modalities": tuple(opt["modalities"]) if opt["modalities"] else None,
-              "gap_corrected": opt["gap_corrected"], "n_neighbors": opt["n_neighbors"], "min_dist": opt["min_dist"]}
+              "gap_corrected": opt["gap_corrected"], "n_neighbors": opt["n_neighbors"], "min_dist": opt["min_dist"],
+              "max_points": MAX_MAP_POINTS}
     metrics_box = st.container()
     map_col, side_col = st.columns([3, 1])
     chart = map_col.empty()
@@ -353,7 +368,8 @@ def map_section(ws, model: str, present: dict[str, int]) -> None:
         key = c.data_key(ws, model)
         status = map_col.empty()
         if opt["method"] == "umap":
-            coords, ids, mods = c.pca_preview(key, model, params["modalities"], opt["dim"], opt["gap_corrected"])
+            coords, ids, mods = c.pca_preview(key, model, params["modalities"], opt["dim"], opt["gap_corrected"],
+                                              MAX_MAP_POINTS)
             with chart.container():
                 st.caption("Preview (PCA) — the UMAP map is being computed and replaces it when done.")
                 st.plotly_chart(map_figure(coords, color=mods, color_title="modality", dim=opt["dim"],
@@ -367,9 +383,14 @@ def map_section(ws, model: str, present: dict[str, int]) -> None:
             status.empty()
         st.session_state["map_last"] = {"path": str(res.path), "seconds": time.perf_counter() - t0,
                                         "cache": res.cache, "n_new": res.n_new}
-    items = c.map_items(c.data_key(ws, model), str(res.path), res.ids)
     with metrics_box:
         metrics_row(ws, model, res, st.session_state.get("map_last"))
+    if res.sampled and opt["colour"] == COLOUR_QUERY and opt["query"]:
+        with st.spinner(c.plain(f"Searching every item for the best {MATCHES_ON_SAMPLE} matches…")):
+            res = c.map_with_matches(c.data_key(ws, model), model, str(res.path), opt["query"], MATCHES_ON_SAMPLE, res)
+        st.caption(f"{res.extra.get('placed', 0)} of the text's {MATCHES_ON_SAMPLE} best matches among all items "
+                   "were not in the sample; they are placed into the map (trust not measured for them).")
+    items = c.map_items(c.data_key(ws, model), view_key(res), res.ids)
     selected = draw_map(ws, model, res, items, opt, chart)
     pos = {k: i for i, k in enumerate(res.ids.tolist())}
     selected_rows = [pos[s] for s in selected if s in pos]

@@ -1,0 +1,119 @@
+"""A 1,000,000-item workspace opens in the app without reading every vector.
+
+The workspace is written directly (items.parquet + one float16 vector shard of 8-d vectors), so the
+fixture takes seconds. Every vector read in core goes through ``core.vectorstore._StoreView.take``; the
+tests count the rows it is asked for while the pages run.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+import core
+from core import vectorstore
+
+ROOT = Path(__file__).resolve().parents[2]
+N = 1_000_000
+DIM = 8
+MODEL = "precomputed:emb"
+TIMEOUT = 240  # a first map of the 50k sample, PCA + its neighbour graph, on 2 busy cores
+
+
+@pytest.fixture(scope="module")
+def million_home(tmp_path_factory) -> Path:
+    home = tmp_path_factory.mktemp("million")
+    rng = np.random.default_rng(0)
+    ids = np.unique(np.array([f"{v:016x}" for v in rng.integers(0, 2**63, N + 1000)]))[:N]
+    rng.shuffle(ids)
+    assert len(ids) == N
+    cluster = rng.integers(0, 20, N)
+    centres = rng.normal(size=(20, DIM)).astype(np.float32)
+    X = centres[cluster] + 0.3 * rng.normal(size=(N, DIM)).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    ws = core.Workspace(home / "big")
+    ws.add_rows(pd.DataFrame({"id": ids, "modality": "row", "source": "synthetic.parquet",
+                              "cluster": [f"c{v}" for v in cluster]}))
+    with ws._lock():
+        ws.store(MODEL).append(X, ids, dtype="float16")
+    return home
+
+
+@pytest.fixture
+def big_home(million_home, monkeypatch) -> Path:
+    monkeypatch.setenv("JOINTSCOPE_HOME", str(million_home))
+    return million_home
+
+
+@pytest.fixture
+def rows_read(monkeypatch) -> list[int]:
+    calls: list[int] = []
+    orig = vectorstore._StoreView.take
+
+    def take(view, rows):
+        calls.append(len(rows))
+        return orig(view, rows)
+
+    monkeypatch.setattr(vectorstore._StoreView, "take", take)
+    return calls
+
+
+def map_points(at: AppTest) -> int:
+    charts = [json.loads(e.proto.spec) for e in at.get("plotly_chart")]
+    maps = [c for c in charts if any(t.get("type") == "scattergl" for t in c["data"])]
+    assert maps, "no map chart"
+    return sum(len(t["customdata"]) for t in maps[-1]["data"] if t.get("mode") == "markers")
+
+
+def test_app_opens_a_million_item_workspace(big_home, rows_read):
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    at.session_state["workspace"] = "big"
+    at.session_state["model"] = MODEL
+    t0 = time.perf_counter()
+    at.run()
+    seconds = time.perf_counter() - t0
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert any("1000000 items" in c.value for c in at.caption), [c.value for c in at.caption][:5]
+    assert sum(rows_read) == 0, f"opening the workspace read {sum(rows_read):,} vectors"
+    print(f"app.py (Data page) on {N:,} items: {seconds:.1f} s")
+
+
+def test_map_page_draws_a_sample_of_a_million_items(big_home, rows_read):
+    from pages.map import MAX_MAP_POINTS
+
+    at = AppTest.from_file(str(ROOT / "pages" / "map.py"), default_timeout=TIMEOUT)
+    at.session_state["workspace"] = "big"
+    at.session_state["model"] = MODEL
+    at.session_state["map_method"] = "PCA"
+    t0 = time.perf_counter()
+    at.run()
+    first = time.perf_counter() - t0
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert map_points(at) == MAX_MAP_POINTS
+    assert {m.label: m.value for m in at.metric}["points"] == f"{MAX_MAP_POINTS:,}"
+    assert any(f"{N:,} items with vectors" in c.value for c in at.caption)
+    # the sample's vectors (map, neighbour graph, gap) and nothing like all of them
+    assert sum(rows_read) <= 3 * MAX_MAP_POINTS < N, f"the Map page read {sum(rows_read):,} vectors"
+    # a fresh session and a fresh server cache on the saved map: the map is read back from the
+    # workspace by ids, so only the gap numbers' sample is read
+    import streamlit as st
+
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    rows_read.clear()
+    again = AppTest.from_file(str(ROOT / "pages" / "map.py"), default_timeout=TIMEOUT)
+    for k in ("workspace", "model", "map_method"):
+        again.session_state[k] = at.session_state[k]
+    t0 = time.perf_counter()
+    again.run()
+    reopen = time.perf_counter() - t0
+    assert not again.exception and map_points(again) == MAX_MAP_POINTS
+    assert sum(rows_read) <= MAX_MAP_POINTS
+    print(f"Map page on {N:,} items: first map {first:.1f} s, reopened {reopen:.1f} s")

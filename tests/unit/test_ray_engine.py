@@ -1,0 +1,148 @@
+"""The Ray Data engine on a local Ray instance: same items and vectors as the local engine.
+
+Ray starts once for this module (2 CPUs, no dashboard, a small object store, worker logs off) and is
+shut down at the end; core.distributed reuses an initialised Ray instead of starting its own.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import core
+from core.cli import main
+from core.distributed import embed_manifest, embed_workspace
+from helpers import make_png
+
+MODEL = "demo"  # the bundled joint image-text model (128-d, loads in a fraction of a second)
+ATOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    ray = pytest.importorskip("ray", reason="the Ray engine needs pip install '.[ray]' (make test installs it)")
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=150 * 1024 * 1024, log_to_driver=False,
+             configure_logging=False)
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture
+def manifest(tmp_path):
+    """A tiny manifest: six images (relative paths, one twice) with captions, a caption alone, an image
+    that does not exist, and an empty row; metadata in a 'colour' column."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(6):
+        make_png(tmp_path / "imgs" / f"{i}.png", tuple(int(v) for v in rng.integers(0, 255, 3)), size=(40, 32))
+        rows.append({"image": f"imgs/{i}.png", "caption": f"a picture number {i}", "colour": f"c{i % 3}"})
+    rows.append({"image": "imgs/0.png", "caption": "a picture number 0", "colour": "c0"})  # duplicate row
+    rows.append({"image": None, "caption": "a caption without an image", "colour": "c1"})
+    rows.append({"image": "imgs/missing.png", "caption": None, "colour": "c2"})
+    rows.append({"image": None, "caption": "   ", "colour": None})
+    path = tmp_path / "manifest.parquet"
+    pd.DataFrame(rows).to_parquet(path)
+    return path
+
+
+def comparable_items(ws) -> pd.DataFrame:
+    return ws.items.drop(columns=["added"]).sort_values("id").reset_index(drop=True)
+
+
+def test_ray_manifest_equals_local_engine(ray_local, manifest, tmp_path):
+    local = core.Workspace(tmp_path / "local")
+    on_ray = core.Workspace(tmp_path / "ray")
+    r_local = embed_manifest(local, manifest, MODEL, engine="local", chunk_size=4)
+    r_ray = embed_manifest(on_ray, manifest, MODEL, engine="ray", chunk_size=4)
+    assert r_ray.engine == "ray" and r_ray.workers >= 1
+    for r in (r_local, r_ray):
+        # 6 images + 7 distinct captions; the repeated row adds nothing
+        assert r.embedded == 13 and r.added == 13 and r.cached == 0
+        assert [src for src, _ in r.errors] == ["imgs/missing.png"]
+        assert "cannot read image" in r.errors[0][1]
+    a, b = comparable_items(local), comparable_items(on_ray)
+    pd.testing.assert_frame_equal(a, b)
+    assert set(a["modality"]) == {"image", "text"} and a["colour"].notna().all()
+    img = a[a["modality"] == "image"].iloc[0]
+    assert img["image"].startswith(str(manifest.parent)) and img["width"] == 40 and img["height"] == 32
+    # pairs link each image with its caption, both ways
+    texts = a.set_index("id")
+    for _, row in a[a["modality"] == "image"].iterrows():
+        assert texts.loc[row["pair"], "modality"] == "text" and texts.loc[row["pair"], "pair"] == row["id"]
+    Xa, ia = local.vectors(MODEL)
+    Xb, ib = on_ray.vectors(MODEL, ids=ia)
+    assert list(ia) == list(ib) and len(ia) == 13
+    np.testing.assert_allclose(Xa, Xb, atol=ATOL)
+    np.testing.assert_allclose(np.linalg.norm(Xb, axis=1), 1.0, atol=1e-5)
+    # the same content ids as ingestion, so the items are what an upload of the same files gives
+    ingested = core.Workspace(tmp_path / "ingested")
+    ingested.ingest([tmp_path / "imgs"], texts=["a picture number 3"])
+    assert set(ingested.items["id"]) <= set(a["id"])
+
+
+def test_ray_manifest_rerun_is_incremental(ray_local, manifest, tmp_path):
+    ws = core.Workspace(tmp_path / "w")
+    embed_manifest(ws, manifest, MODEL, engine="ray", dtype="float16")
+    again = embed_manifest(ws, manifest, MODEL, engine="ray")
+    assert again.embedded == 0 and again.added == 0 and again.cached == 13
+    assert ws.store(MODEL).dtype == "float16" and ws.store(MODEL).count() == 13
+
+
+def test_ray_workspace_equals_local_engine(ray_local, image_files, tmp_path):
+    src = core.Workspace(tmp_path / "a")
+    src.ingest([tmp_path / "imgs"], texts=["a red square", "a blue circle", "green"])
+    shutil.copytree(src.path, tmp_path / "b")
+    other = core.Workspace(tmp_path / "b")
+    r_local = embed_workspace(src, MODEL, engine="local")
+    r_ray = embed_workspace(other, MODEL, engine="ray", workers=2)
+    assert r_local.embedded == r_ray.embedded == 6 and r_ray.workers == 2 and not r_ray.errors
+    Xa, ia = src.vectors(MODEL)
+    Xb, ib = other.vectors(MODEL)
+    assert list(ia) == list(ib)
+    np.testing.assert_allclose(Xa, Xb, atol=ATOL)
+    again = embed_workspace(other, MODEL, engine="ray")
+    assert again.embedded == 0 and again.cached == 6
+
+
+def test_cli_embed_engine_ray(ray_local, manifest, tmp_path, capsys):
+    ws = tmp_path / "cli"
+    assert main(["embed", str(ws), "--model", MODEL, "--engine", "ray", "--manifest", str(manifest),
+                 "--text-column", "caption", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert {"model", "embedded", "cached", "seconds"} <= set(out)
+    assert out["model"] == MODEL and out["embedded"] == 13 and out["engine"] == "ray" and out["added"] == 13
+    assert main(["embed", str(ws), "--model", MODEL, "--engine", "ray", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["embedded"] == 0 and out["cached"] == 13
+    assert main(["info", str(ws), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["models"][MODEL]["n"] == 13
+
+
+def test_cli_bad_manifest_column_is_one_line(manifest, tmp_path, capsys):
+    code = main(["embed", str(tmp_path / "w"), "--model", MODEL, "--engine", "local", "--manifest", str(manifest),
+                 "--image-column", "picture"])
+    err = capsys.readouterr().err
+    assert code == 1 and "no image column 'picture'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_without_ray_the_error_says_what_to_install(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    core.Workspace(tmp_path / "w").ingest(texts=["hello"])
+    assert main(["embed", str(tmp_path / "w"), "--model", MODEL, "--engine", "ray"]) == 1
+    err = capsys.readouterr().err
+    assert "pip install '.[ray]'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_core_and_cli_do_not_import_ray():
+    code = ("import sys, core, core.cli, core.distributed, core.workspace, core.projection\n"
+            "core.cli.build_parser()\n"
+            "assert 'ray' not in sys.modules, 'ray imported eagerly'\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
