@@ -24,6 +24,8 @@ _EXPORTS = {
     "workspace_path": "workspace",
     "list_workspaces": "workspace",
     "scan": "ingest",
+    "embed_workspace": "distributed",
+    "embed_manifest": "distributed",
     "NeighborIndex": "index",
     "workspace_index": "index",
     "Projector": "projection",
