@@ -164,7 +164,8 @@ class NeighborIndex:
         if self._hnsw is not None:
             tmp = folder / ".hnsw.bin.tmp"
             self._hnsw.save_index(str(tmp))
-            atomic_write(folder / "hnsw.bin", lambda f: f.write(tmp.read_bytes()))
+            # streamed, not read whole: at 1M x 512 the graph file is 2 GB
+            atomic_write(folder / "hnsw.bin", lambda f: _copy_file(tmp, f))
             tmp.unlink(missing_ok=True)
         meta = {"format": 1, "space": self.space, "dim": self.dim_, "n": int(len(self.ids_)),
                 "backend": self.backend_, "ef": self.ef_, "M": self.M, "ef_construction": self.ef_construction,
@@ -315,6 +316,13 @@ class NeighborIndex:
         return mask
 
 
+def _copy_file(src: Path, dst) -> None:
+    import shutil
+
+    with open(src, "rb") as f:
+        shutil.copyfileobj(f, dst, 16 * 1024 * 1024)
+
+
 # ---- the persistent index of a workspace ------------------------------------------------------
 def index_dir(ws, model: str) -> Path:
     """Folder of the saved neighbour index of ``model`` in workspace ``ws``."""
@@ -351,6 +359,7 @@ def workspace_index(ws, model: str, *, space: str = "cosine") -> NeighborIndex:
     if idx is None:
         X, ids = ws.vectors(model, ids=ids)
         idx = NeighborIndex(space).fit(X, ids)
+        del X  # the index keeps its own (normalised) copy; 2 GB at 1M x 512
         changed = True
     else:
         new = ~pd.Index(ids).isin(idx.ids_)
