@@ -256,7 +256,10 @@ class NeighborIndex:
         if not len(hold) or kk < 1:
             return _EF_LADDER[0]
         q = np.asarray(self._X[hold], dtype=np.float32)
-        truth, _ = self._exact(q, kk, keep)
+        # exact truth in blocks of queries: all 200 at once (scores, masked copy, argpartition) take
+        # ~4 GB at 1M items; blocks of 64M scores keep it near 1 GB and read the vectors 4 times
+        step = max(1, 64_000_000 // max(len(self.ids_), 1))
+        truth = np.concatenate([self._exact(q[s : s + step], kk, keep)[0] for s in range(0, len(q), step)])
         for ef in _EF_LADDER:
             self._hnsw.set_ef(max(ef, kk))
             got, _ = self._hnsw.knn_query(q, k=kk)
