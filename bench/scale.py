@@ -19,8 +19,9 @@ cached in the process; the files themselves are in the OS page cache, warm, for 
 * ``engines``: the same demo-world items (``--engine-n`` world images with their captions) embedded
   with ``demo`` by the local engine and by the Ray engine on a local Ray instance (this machine's
   CPUs), from the workspace and from a Parquet manifest; items/s (each run's seconds include loading
-  the model, in this process or in every Ray worker), Ray start-up (separately), and the largest
-  difference between the two engines' vectors.
+  the model, in this process or in every Ray worker; ``first_result_s`` is the time until the first
+  encoded batch came back, ``steady_items_per_s`` the rate after it), Ray start-up (separately), and
+  the largest difference between the two engines' vectors.
 
     python bench/scale.py                      # 100k and 1M (the 1M part takes a while on 2 cores)
     python bench/scale.py --n 100000 --engine-n 1000
@@ -274,13 +275,16 @@ def task_engines(root: str, n_world: int) -> dict:
             ws = core.Workspace(path)
             r = embed_manifest(ws, manifest, "demo", engine=engine)
         runs[name] = {"seconds": round(r.seconds, 2), "embedded": r.embedded, "workers": r.workers,
-                      "items_per_s": round(r.embedded / r.seconds, 1), "errors": len(r.errors)}
+                      "items_per_s": round(r.embedded / r.seconds, 1), "errors": len(r.errors),
+                      "first_result_s": round(r.first_result_s, 2),
+                      "steady_items_per_s": round(r.steady_items_per_s, 1)}
         vecs[name] = ws.vectors("demo")
         log(f"engines: {name} {runs[name]}")
     ray.shutdown()
-    base = runs["local_workspace"]["items_per_s"]
+    base, steady = runs["local_workspace"]["items_per_s"], runs["local_workspace"]["steady_items_per_s"]
     for r in runs.values():
         r["throughput_vs_local_workspace"] = round(r["items_per_s"] / base, 2)
+        r["steady_vs_local_workspace"] = round(r["steady_items_per_s"] / steady, 2)
     Xa, ia = vecs["local_workspace"]
     diffs = {}
     for name, (X, ids) in vecs.items():
@@ -333,7 +337,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, nargs="*", default=[100_000, 1_000_000], help="sizes (none: engines only)")
     ap.add_argument("--d", type=int, default=512)
-    ap.add_argument("--engine-n", type=int, default=1000, help="demo-world images (each with its caption)")
+    ap.add_argument("--engine-n", type=int, default=2000, help="demo-world images (each with its caption)")
     ap.add_argument("--no-engines", action="store_true")
     ap.add_argument("--quick", action="store_true", help="n=20k, 100 world images")
     ap.add_argument("--tmp", default=None, help="scratch folder (default: a temp dir)")

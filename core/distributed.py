@@ -64,11 +64,15 @@ class EngineReport(EmbedReport):
     workers: int = 1
     gpus: int = 0
     address: str | None = None
+    first_result_s: float | None = None  # until the first encoded batch came back (start-up, model loads)
+    steady_items_per_s: float | None = None  # encoded items per second after that
 
     def to_dict(self) -> dict:
         out = super().to_dict()
         out.update(engine=self.engine, added=self.added, workers=self.workers, gpus=self.gpus,
-                   items_per_s=round(self.embedded / self.seconds, 2) if self.seconds > 0 else None)
+                   items_per_s=round(self.embedded / self.seconds, 2) if self.seconds > 0 else None,
+                   first_result_s=None if self.first_result_s is None else round(self.first_result_s, 3),
+                   steady_items_per_s=None if self.steady_items_per_s is None else round(self.steady_items_per_s, 2))
         if self.address:
             out["address"] = self.address
         return out
@@ -281,9 +285,18 @@ class _Sink:
         self._stored: set[str] = set()
         self._counted: set[str] = set()
         self._items: list[pd.DataFrame] = []
+        self._t0 = time.perf_counter()
+        self._first: tuple[float, int] | None = None  # (time, items encoded) at the first result
+        self._last: tuple[float, int] = (self._t0, 0)
+        self._encoded = 0
 
     def add(self, b: dict[str, np.ndarray]) -> None:
         status = np.asarray(b["status"]).astype(str)
+        now = time.perf_counter()
+        self._encoded += int((status == "ok").sum())
+        if self._first is None and self._encoded:
+            self._first = (now, self._encoded)
+        self._last = (now, self._encoded)
         ids = np.asarray(b["id"]).astype(str)
         for src, err in zip(np.asarray(b["source"])[status == "error"], np.asarray(b["error"])[status == "error"]):
             self.report.errors.append((str(src), str(err)))
@@ -335,6 +348,11 @@ class _Sink:
     def finish(self) -> None:
         """Commit the last vectors, then the items (vectors first: items without vectors would be embedded
         again by a later run, vectors without items are simply not shown)."""
+        if self._first is not None:
+            self.report.first_result_s = self._first[0] - self._t0
+            span, done = self._last[0] - self._first[0], self._last[1] - self._first[1]
+            if span > 0 and done > 0:
+                self.report.steady_items_per_s = done / span
         self.flush()
         if self.collect_items and self._items:
             rows = pd.concat(self._items, ignore_index=True)
@@ -533,8 +551,21 @@ def embed_workspace(ws: Workspace, model: str, *, engine: str = "ray", address: 
     _check_engine(engine)
     t0 = time.perf_counter()
     if engine == "local":
-        r = ws.embed(model, progress=progress, device=device, batch_size=batch_size, dtype=dtype)
-        return EngineReport(**{k: getattr(r, k) for k in EmbedReport.__dataclass_fields__}, engine="local")
+        seen: list[tuple[float, int]] = []
+
+        def timed(done: int, total: int) -> None:
+            if done:
+                seen.append((time.perf_counter(), done))
+            if progress is not None:
+                progress(done, total)
+
+        r = ws.embed(model, progress=timed, device=device, batch_size=batch_size, dtype=dtype)
+        out = EngineReport(**{k: getattr(r, k) for k in EmbedReport.__dataclass_fields__}, engine="local")
+        if seen:
+            out.first_result_s = seen[0][0] - t0
+            span, done = seen[-1][0] - seen[0][0], seen[-1][1] - seen[0][1]
+            out.steady_items_per_s = done / span if span > 0 and done > 0 else None
+        return out
     _check_dtype(ws, model, dtype)
     _check_model(model)
     _import_ray()  # fail early and the same way whether or not there is work

@@ -146,3 +146,29 @@ def test_core_and_cli_do_not_import_ray():
             "core.cli.build_parser()\n"
             "assert 'ray' not in sys.modules, 'ray imported eagerly'\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_local_engine_reads_a_folder_of_csv_manifests(tmp_path):
+    rng = np.random.default_rng(1)
+    for i in range(3):
+        make_png(tmp_path / "pics" / f"{i}.png", tuple(int(v) for v in rng.integers(0, 255, 3)))
+    folder = tmp_path / "manifest"
+    folder.mkdir()
+    pd.DataFrame({"filepath": ["../pics/0.png", "../pics/1.png"], "title": ["zero", "one"]}).to_csv(
+        folder / "a.csv", index=False)
+    pd.DataFrame({"filepath": [str(tmp_path / "pics" / "2.png"), ""], "title": ["two", "just a text"]}).to_csv(
+        folder / "b.csv", index=False)
+    ws = core.Workspace(tmp_path / "w")
+    r = embed_manifest(ws, folder, MODEL, engine="local")
+    assert not r.errors and r.embedded == 7 and r.added == 7
+    assert r.first_result_s is not None and r.first_result_s < r.seconds
+    assert r.steady_items_per_s is None or r.steady_items_per_s > 0  # one batch only: no steady rate
+    items = ws.items
+    assert sorted(items["text"].dropna()) == ["just a text", "one", "two", "zero"]
+    assert items.loc[items["modality"] == "image", "pair"].notna().all()
+    # the same image ingested normally gets the same id
+    ws.ingest([tmp_path / "pics" / "1.png"])
+    assert len(ws.items) == 7
+    with pytest.raises(ValueError, match="all of one kind"):
+        (folder / "c.parquet").write_bytes(b"")
+        embed_manifest(ws, folder, MODEL, engine="local")
