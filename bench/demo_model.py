@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--scale", type=float, default=1.0, help="shrink the evaluation sets (1.0 = full)")
+    ap.add_argument("--model", default="demo", help="model id to evaluate (e.g. openclip-local:<folder> of a candidate)")
     args = ap.parse_args()
 
     import numpy as np
@@ -31,7 +32,7 @@ def main() -> None:
     from core.encoders import OpenCLIPEncoder, clear_encoder_cache, parse_model_id
 
     t0 = time.perf_counter()
-    enc = core.load_encoder("demo")
+    enc = core.load_encoder(args.model)
     load_s = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -39,7 +40,7 @@ def main() -> None:
     eval_s = time.perf_counter() - t0
 
     # baseline: same architecture and preprocessing, random weights
-    _, target = parse_model_id("demo")
+    _, target = parse_model_id(args.model)
     cfg = json.loads((Path(target) / "open_clip_config.json").read_text())
     torch.manual_seed(0)
     rnd = OpenCLIPEncoder("random-init", open_clip.CLIP(**cfg["model_cfg"]), enc.preprocess, enc.tokenizer, "cpu")
@@ -63,7 +64,7 @@ def main() -> None:
 
     ckpt = Path(target) / "open_clip_model.safetensors"
     out = {
-        "model": "demo",
+        "model": args.model,
         "checkpoint_mb": round(ckpt.stat().st_size / 2**20, 2),
         "load_seconds": round(load_s, 3),
         "eval_seconds": round(eval_s, 1),
