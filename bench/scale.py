@@ -276,15 +276,16 @@ def task_engines(root: str, n_world: int) -> dict:
             r = embed_manifest(ws, manifest, "demo", engine=engine)
         runs[name] = {"seconds": round(r.seconds, 2), "embedded": r.embedded, "workers": r.workers,
                       "items_per_s": round(r.embedded / r.seconds, 1), "errors": len(r.errors),
-                      "first_result_s": round(r.first_result_s, 2),
-                      "steady_items_per_s": round(r.steady_items_per_s, 1)}
+                      "first_result_s": None if r.first_result_s is None else round(r.first_result_s, 2),
+                      "steady_items_per_s": None if r.steady_items_per_s is None else round(r.steady_items_per_s, 1)}
         vecs[name] = ws.vectors("demo")
         log(f"engines: {name} {runs[name]}")
     ray.shutdown()
     base, steady = runs["local_workspace"]["items_per_s"], runs["local_workspace"]["steady_items_per_s"]
     for r in runs.values():
         r["throughput_vs_local_workspace"] = round(r["items_per_s"] / base, 2)
-        r["steady_vs_local_workspace"] = round(r["steady_items_per_s"] / steady, 2)
+        r["steady_vs_local_workspace"] = (round(r["steady_items_per_s"] / steady, 2)
+                                          if r["steady_items_per_s"] and steady else None)
     Xa, ia = vecs["local_workspace"]
     diffs = {}
     for name, (X, ids) in vecs.items():

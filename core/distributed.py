@@ -636,12 +636,18 @@ def embed_manifest(ws: Workspace, manifest: str | os.PathLike, model: str, *, en
         def factory(ray, n_workers):
             kw = {}
             if fmt == "parquet":
-                return ray.data.read_parquet(files)
-            if any(f.lower().endswith(".tsv") for f in files):
-                import pyarrow.csv as pacsv
+                ds = ray.data.read_parquet(files)
+            else:
+                if any(f.lower().endswith(".tsv") for f in files):
+                    import pyarrow.csv as pacsv
 
-                kw["parse_options"] = pacsv.ParseOptions(delimiter="\t")
-            return ray.data.read_csv(files, **kw)
+                    kw["parse_options"] = pacsv.ParseOptions(delimiter="\t")
+                ds = ray.data.read_csv(files, **kw)
+            # blocks of at most ~1,000 rows (a streaming split, nothing is materialised): a manifest file
+            # is one block per row group, which would give one worker all of it and return its results
+            # only at the end
+            rows = min(1024, -(-total // (4 * n_workers))) if total else 1024
+            return ds.repartition(target_num_rows_per_block=max(32, rows))
 
         _run_ray(factory, fn_kwargs, sink, address=address, workers=workers, cpus_per_worker=cpus_per_worker,
                  gpus=gpus, rows_per_call=ROWS_PER_CALL, report=report, reads_files=True, num_cpus=num_cpus,
