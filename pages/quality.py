@@ -12,6 +12,7 @@ import streamlit as st
 from core.plots import gap_figure, histogram_figure, map_figure, recall_figure, spectrum_figure
 from pages import common as c
 
+CONFIRM_ABOVE = 200_000  # items; larger workspaces are measured only after the user asks
 MIN_ITEMS = 4
 GALLERY = 12  # images per flag kind in the gallery
 TABLE_ROWS = 200
@@ -347,5 +348,13 @@ with c.guard():
         elif n < MIN_ITEMS:
             st.warning(f"Measuring a space needs at least {MIN_ITEMS} items with vectors; this workspace has {n}. "
                        "Add more items on the Data page and embed them.", icon=":material/warning:")
+        elif n > CONFIRM_ABOVE and not st.session_state.get(confirm_key := f"quality_confirmed:{ws.path}:{model}"):
+            # every item's neighbours are searched (hubness, outliers): minutes at this size, so ask first
+            st.info(f"This workspace has {n:,} items with vectors. Measuring its space searches the neighbours "
+                    "of every item (hubness, outliers) and takes minutes at this size; the result is kept "
+                    "for the rest of the session.", icon=":material/schedule:")
+            if st.button(f"Measure all {n:,} items", type="primary", key="quality_confirm"):
+                st.session_state[confirm_key] = True
+                st.rerun()
         else:
             quality_page(ws, model)

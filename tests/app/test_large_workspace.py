@@ -117,3 +117,14 @@ def test_map_page_draws_a_sample_of_a_million_items(big_home, rows_read):
     assert not again.exception and map_points(again) == MAX_MAP_POINTS
     assert sum(rows_read) <= MAX_MAP_POINTS
     print(f"Map page on {N:,} items: first map {first:.1f} s, reopened {reopen:.1f} s")
+
+
+def test_quality_page_asks_before_measuring_a_million_items(big_home, rows_read):
+    at = AppTest.from_file(str(ROOT / "pages" / "quality.py"), default_timeout=TIMEOUT)
+    at.session_state["workspace"] = "big"
+    at.session_state["model"] = MODEL
+    at.run()
+    assert not at.exception, at.exception
+    assert [b.label for b in at.button] == [f"Measure all {N:,} items"]
+    assert not at.metric, "measured without being asked"
+    assert sum(rows_read) == 0, f"the Quality page read {sum(rows_read):,} vectors before being asked"
