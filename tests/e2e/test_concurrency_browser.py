@@ -180,6 +180,11 @@ async def _session(browser, base: str, ws: str, tag: str, files: list[Path], for
         await page.get_by_text("images", exact=True).click()
         await expect(main.get_by_text(re.compile(r"nearest images to"))).to_be_visible()
         await expect(main.get_by_text(re.compile(r"^1 · score \d\.\d{3}$")).first).to_be_visible()
+        # the cards arrive one by one and the running icon shows only after a moment: wait for this
+        # session's own images (they must all be among its results) before reading the page
+        for p in files:
+            if p.suffix == ".png":
+                await expect(main.get_by_text(p.name).first).to_be_visible()
         await clean("image results")
         out["images"] = sorted(set(re.findall(r"\b([a-z]+_\d+\.png)\b", await main.inner_text())))
         await page.screenshot(path=str(shots / f"{tag}.png"), full_page=True)
