@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from core.encoders import ASSETS_DIR
-from core.export import safe_cell
+from core.export import safe_csv_bytes
 from core.search import hits_frame, load_analogy_set, suggested_space, term_id, worked_example
 from pages import common as c
 
@@ -30,15 +30,6 @@ def lines(text: str) -> list[str]:
 def bundled_sets() -> dict[str, str]:
     """{file name: path} of the analogy sets shipped in assets/analogies/."""
     return {p.name: str(p) for p in sorted(SETS_DIR.glob("*.csv"))}
-
-
-def csv_bytes(df: pd.DataFrame) -> bytes:
-    """CSV with text cells made safe for spreadsheets (no leading = + - @)."""
-    out = df.copy()
-    for col in out.columns:
-        if out[col].dtype == object:
-            out[col] = out[col].map(lambda v: v if v is None else safe_cell(v))
-    return out.to_csv(index=False).encode("utf-8")
 
 
 def text_models(model: str | None) -> list[str]:
@@ -283,7 +274,7 @@ def show_evaluation(ev: dict, name: str) -> None:
     if len(per_row):
         with st.expander("Per-row results"):
             st.dataframe(per_row, hide_index=True, key="eval_rows")
-        st.download_button("Per-row results (CSV)", csv_bytes(per_row),
+        st.download_button("Per-row results (CSV)", safe_csv_bytes(per_row),
                            file_name=re.sub(r"\.csv$", "", name) + f"-{ev['method']}-results.csv", mime="text/csv",
                            icon=":material/download:", key="eval_download", on_click="ignore")
 
@@ -298,9 +289,7 @@ with c.guard():
         c.summary_line(ws, model)
         present = c.vector_modalities(c.data_key(ws, model), model)
         if not present:
-            st.info(c.plain(f"No vectors for {model} in workspace {ws.name} yet. Open the Data page and "
-                            f"embed the items with {model} (Vectors → Embed), then come back."),
-                    icon=":material/bolt:")
+            c.no_vectors_info(ws, model)
         else:
             plus, minus = builder(ws, model)
             picker(ws, model)

@@ -211,6 +211,32 @@ def make_progress(bar, label: str = ""):
     return cb
 
 
+def stage_progress(bar, spans: dict[str, tuple[float, float, str]], prefix: str = ""):
+    """progress(stage, done, total) -> one st.progress bar over several stages, at most 5 updates/s.
+
+    ``spans``: stage -> (start, end, words): the share of the bar the stage fills and how it is named.
+    """
+    last = {"t": 0.0}
+
+    def cb(stage: str, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if 0 < done < total and now - last["t"] < 0.2:
+            return
+        last["t"] = now
+        lo, hi, words = spans.get(stage, (0.0, 1.0, stage))
+        frac = lo + (hi - lo) * (min(done / total, 1.0) if total else 1.0)
+        count = f" {done}/{total}" if total > 1 else ""
+        bar.progress(frac, text=f"{prefix}{words}{count}…")
+
+    return cb
+
+
+def no_vectors_info(ws, model: str) -> None:
+    """The message of a page that needs vectors of ``model`` when ``ws`` has none yet."""
+    st.info(plain(f"No vectors for {model} in workspace {ws.name} yet. Open the Data page and embed the items "
+                  f"with {model} (Vectors → Embed), then come back."), icon=":material/bolt:")
+
+
 def build_demo(*, with_vectors: bool = True) -> None:
     """Build the bundled demo workspace with a progress bar per stage (generate, embed)."""
     from core.demo import DEMO_WORKSPACE, create_demo_workspace

@@ -1,8 +1,6 @@
 """Concepts: PACE concept explanations of the image model — dataset, image and patch level, with metrics."""
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -47,21 +45,8 @@ def image_ids_for(items: pd.DataFrame, source: str, *, map_ids=None, column: str
     return images["id"].astype(str).tolist()
 
 
-def stage_progress(bar):
-    spans = {"patches": (0.0, 0.35, "reading patches"), "fit": (0.35, 0.85, "fitting concepts"),
-             "stability": (0.85, 1.0, "measuring stability")}
-    last = {"t": 0.0}
-
-    def cb(stage: str, done: int, total: int) -> None:
-        now = time.perf_counter()
-        if 0 < done < total and now - last["t"] < 0.2:
-            return
-        last["t"] = now
-        lo, hi, words = spans.get(stage, (0.0, 1.0, stage))
-        frac = lo + (hi - lo) * (min(done / total, 1.0) if total else 1.0)
-        bar.progress(frac, text=f"{words} {done}/{total}…")
-
-    return cb
+CONCEPT_STAGES = {"patches": (0.0, 0.35, "reading patches"), "fit": (0.35, 0.85, "fitting concepts"),
+                  "stability": (0.85, 1.0, "measuring stability")}
 
 
 def run(ws, model: str, params: dict, progress=None):
@@ -207,7 +192,7 @@ def concepts_section(ws, model: str) -> None:
     if params is not None:
         bar = st.progress(0.0, text="Starting…")
         try:
-            run(ws, model, params, progress=stage_progress(bar))
+            run(ws, model, params, progress=c.stage_progress(bar, CONCEPT_STAGES))
         finally:
             bar.empty()
         st.session_state[PARAMS] = params

@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from core.encoders import modalities_of
-from core.export import safe_cell
+from core.export import safe_csv_bytes
 from core.plots import gap_figure, map_figure
 from core.quality import pair_positions
 from core.workspace import ITEM_COLUMNS
@@ -62,24 +62,8 @@ def sample_rows(mask: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
     return rows
 
 
-def map_progress(bar, method: str):
-    """progress(stage, done, total) from core.projection -> one bar over the stages (5 updates/s)."""
-    spans = {"neighbours": (0.0, 0.1), "layout": (0.1, 0.85), "placing": (0.1, 0.85), "trust": (0.85, 1.0)}
-    words = {"neighbours": "finding neighbours", "layout": "laying out", "placing": "placing new items",
-             "trust": "measuring trust"}
-    last = {"t": 0.0}
-
-    def cb(stage: str, done: int, total: int) -> None:
-        now = time.perf_counter()
-        if 0 < done < total and now - last["t"] < 0.2:
-            return
-        last["t"] = now
-        lo, hi = spans.get(stage, (0.0, 1.0))
-        frac = lo + (hi - lo) * (min(done / total, 1.0) if total else 0.0)
-        count = f" {done}/{total}" if stage in ("layout", "placing") and total > 1 else ""
-        bar.progress(frac, text=f"{method.upper()}: {words.get(stage, stage)}{count}…")
-
-    return cb
+MAP_STAGES = {"neighbours": (0.0, 0.1, "finding neighbours"), "layout": (0.1, 0.85, "laying out"),
+              "placing": (0.1, 0.85, "placing new items"), "trust": (0.85, 1.0, "measuring trust")}
 
 
 def selection_frame(items: pd.DataFrame, coords: np.ndarray) -> pd.DataFrame:
@@ -88,15 +72,6 @@ def selection_frame(items: pd.DataFrame, coords: np.ndarray) -> pd.DataFrame:
     for j, axis in enumerate("xyz"[: coords.shape[1]]):
         df[f"map_{axis}"] = coords[:, j]
     return df
-
-
-def csv_bytes(df: pd.DataFrame) -> bytes:
-    """CSV with text cells made safe for spreadsheets (no leading = + - @)."""
-    out = df.copy()
-    for col in out.columns:
-        if out[col].dtype == object:
-            out[col] = out[col].map(safe_cell)
-    return out.to_csv(index=False).encode("utf-8")
 
 
 def parquet_bytes(df: pd.DataFrame) -> bytes:
@@ -306,7 +281,7 @@ def side_panel(ws, model, res, items, selected_rows) -> None:
         st.session_state["search_ids"] = [str(i) for i in sel["id"]]
         st.switch_page("pages/search.py")
     out = selection_frame(sel, res.coords[selected_rows])
-    st.download_button("CSV", csv_bytes(out), file_name="selection.csv", mime="text/csv",
+    st.download_button("CSV", safe_csv_bytes(out), file_name="selection.csv", mime="text/csv",
                        icon=":material/download:", key="dl_csv", on_click="ignore",
                        help="The selected items with their metadata and map coordinates.")
     st.download_button("Parquet", parquet_bytes(out), file_name="selection.parquet",
@@ -378,7 +353,8 @@ def map_section(ws, model: str, present: dict[str, int]) -> None:
         bar = status.progress(0.0, text=f"{opt['method'].upper()}: starting…")
         t0 = time.perf_counter()
         try:
-            res = c.compute_map(ws, model, params, progress=map_progress(bar, opt["method"]))
+            progress = c.stage_progress(bar, MAP_STAGES, f"{opt['method'].upper()}: ")
+            res = c.compute_map(ws, model, params, progress=progress)
         finally:
             status.empty()
         st.session_state["map_last"] = {"path": str(res.path), "seconds": time.perf_counter() - t0,
@@ -410,9 +386,7 @@ with c.guard():
         present = c.vector_modalities(c.data_key(ws, model), model)
         n = sum(present.values())
         if n == 0:
-            st.info(c.plain(f"No vectors for {model} in workspace {ws.name} yet. Open the Data page and "
-                            f"embed the items with {model} (Vectors → Embed), then come back."),
-                    icon=":material/bolt:")
+            c.no_vectors_info(ws, model)
         elif n < MIN_ITEMS:
             st.warning(f"A map needs at least {MIN_ITEMS} items with vectors; this workspace has {n}. "
                        "Add more items on the Data page and embed them.", icon=":material/warning:")

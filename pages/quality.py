@@ -343,8 +343,7 @@ with c.guard():
         c.summary_line(ws, model)
         n = sum(c.vector_modalities(c.data_key(ws, model), model).values())
         if n == 0:
-            st.info(c.plain(f"No vectors for {model} in workspace {ws.name} yet. Open the Data page and embed "
-                            f"the items with {model} (Vectors → Embed), then come back."), icon=":material/bolt:")
+            c.no_vectors_info(ws, model)
         elif n < MIN_ITEMS:
             st.warning(f"Measuring a space needs at least {MIN_ITEMS} items with vectors; this workspace has {n}. "
                        "Add more items on the Data page and embed them.", icon=":material/warning:")

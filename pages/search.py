@@ -233,9 +233,7 @@ with c.guard():
         c.summary_line(ws, model)
         present = c.vector_modalities(c.data_key(ws, model), model)
         if not present:
-            st.info(c.plain(f"No vectors for {model} in workspace {ws.name} yet. Open the Data page and "
-                            f"embed the items with {model} (Vectors → Embed), then come back."),
-                    icon=":material/bolt:")
+            c.no_vectors_info(ws, model)
         else:
             meta = c.metadata_options(c.data_key(ws, model))
             terms, desc = query_section(ws, model)

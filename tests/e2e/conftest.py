@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import CHROMIUM, CHROMIUM_ARGS
+from helpers import CHROMIUM, CHROMIUM_ARGS, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -50,12 +50,7 @@ def streamlit_server(home: Path, log_path: Path):
                 time.sleep(0.3)
             yield base
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+            stop_process(proc)
 
 
 @pytest.fixture(scope="module")

@@ -30,6 +30,7 @@ import pandas as pd
 import pytest
 
 import core
+from helpers import stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / ".streamlit" / "config.toml"
@@ -127,12 +128,7 @@ def test_server_started_without_address_flag_listens_on_loopback_only(tmp_path):
                     s.settimeout(2)
                     s.connect((addr, port))
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+            stop_process(proc)
 
 
 # ---- names cannot escape their root ---------------------------------------------------------------------
