@@ -507,9 +507,10 @@ def _train_configure(p):
     p.add_argument("--out", required=True, help="output folder (an openclip-local model folder)")
     p.add_argument("--data", default=d.data, help="'world' (procedural generator) or a workspace folder with pairs")
     p.add_argument("--model-config", default=d.model_config, help="open_clip config JSON (model_cfg + preprocess_cfg)")
-    for name in ("n_train", "steps", "batch_size", "seed", "warmup", "ckpt_every", "eval_every", "threads", "workers"):
+    for name in ("n_train", "steps", "batch_size", "seed", "warmup", "ckpt_every", "eval_every", "threads", "workers",
+                 "pattern_steps", "pattern_warmup"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
-    for name in ("lr", "min_lr", "weight_decay", "p_two", "attr_loss", "orth_loss"):
+    for name in ("lr", "min_lr", "weight_decay", "p_two", "attr_loss", "orth_loss", "pattern_p", "pattern_lr"):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name))
     p.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
 

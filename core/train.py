@@ -50,6 +50,13 @@ class TrainConfig:
     workers: int = 2                 # processes generating the world
     attr_loss: float = 0.5           # weight of the attribute loss (world data only, see _attribute_loss)
     orth_loss: float = 5.0           # weight of the colour/shape decorrelation term (see _attribute_loss)
+    # second phase (world data only): `pattern_steps` more steps in which a share `pattern_p` of the
+    # single-object images is repainted with multicolour patterns and captioned without colour words,
+    # at its own learning-rate schedule (warm-up to `pattern_lr`, cosine to `min_lr`)
+    pattern_steps: int = 800
+    pattern_p: float = 0.3
+    pattern_lr: float = 2e-4
+    pattern_warmup: int = 50
     extra: dict = field(default_factory=dict)
 
 
@@ -59,11 +66,30 @@ ProgressFn = Callable[[dict], None]
 _NOT_RECIPE = ("steps", "ckpt_every", "eval_every", "threads", "workers")
 
 
+_PHASE2 = ("pattern_steps", "pattern_p", "pattern_lr", "pattern_warmup")
+
+
 def _recipe(cfg: dict) -> dict:
     return {k: v for k, v in cfg.items() if k not in _NOT_RECIPE}
 
 
+def _compatible(saved: dict, cfg: TrainConfig) -> bool:
+    """Whether a saved run can resume under ``cfg``: same recipe, or — while it has not gone past the
+    first phase — the same first-phase recipe (second-phase settings do not change the first phase)."""
+    old, new = _recipe(saved.get("config", {})), _recipe(asdict(cfg))
+    if old == new:
+        return True
+    first = {k: v for k, v in new.items() if k not in _PHASE2}
+    return int(saved.get("step", 0)) <= cfg.steps and {k: v for k, v in old.items() if k not in _PHASE2} == first
+
+
 def _lr_at(step: int, cfg: TrainConfig) -> float:
+    if step >= cfg.steps:  # second phase
+        s, n = step - cfg.steps, max(1, cfg.pattern_steps - cfg.pattern_warmup)
+        if s < cfg.pattern_warmup:
+            return cfg.pattern_lr * (s + 1) / cfg.pattern_warmup
+        t = (s - cfg.pattern_warmup) / n
+        return cfg.min_lr + 0.5 * (cfg.pattern_lr - cfg.min_lr) * (1 + math.cos(math.pi * min(1.0, t)))
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
     t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
@@ -75,15 +101,22 @@ def _gen_shard(args) -> tuple[np.ndarray, list]:
 
     seed, start, n, size, p_two = args
     imgs = np.empty((n, size, size, 3), np.uint8)
+    masks = np.empty((n, size, size), np.uint8)
     objs = []
     for i, it in enumerate(iter_generate(n, seed=seed, start=start, image_size=size, p_two=p_two, combos="train")):
         imgs[i] = np.asarray(it.image, np.uint8)
+        masks[i] = it.mask
         objs.append(it.objects)
-    return imgs, objs
+    return imgs, masks, objs
 
 
 class WorldPairs:
-    """World images held in memory as uint8; a fresh caption is sampled each time an image is drawn."""
+    """World images held in memory as uint8; a fresh caption is sampled each time an image is drawn.
+
+    ``pattern_p`` > 0: that share of the single-object images drawn is repainted with a multicolour
+    pattern (``core.demo.paint_patterns``) and captioned without colour words; their colour counts as
+    unknown in ``attributes``.
+    """
 
     def __init__(self, n: int, *, seed: int, image_size: int, p_two: float, workers: int = 2):
         t0 = time.perf_counter()
@@ -95,22 +128,37 @@ class WorldPairs:
         else:
             parts = [_gen_shard(j) for j in jobs]
         self.images = np.concatenate([p[0] for p in parts])
-        self.objects = [o for p in parts for o in p[1]]
+        self.masks = np.concatenate([p[1] for p in parts])
+        self.objects = [o for p in parts for o in p[2]]
         self.rng = np.random.default_rng(seed + 1)
+        self.pattern_p = 0.0
+        self._painted: set[int] = set()
         log.info("generated %d world images in %.1fs", n, time.perf_counter() - t0)
 
     def __len__(self) -> int:
         return len(self.images)
 
     def batch(self, idx: np.ndarray) -> tuple[np.ndarray, list[str]]:
-        from .demo import caption_for
+        from .demo import caption_for, paint_patterns
 
-        return self.images[idx], [caption_for(self.objects[i], self.rng) for i in idx]
+        images, captions = self.images[idx], []
+        self._painted = set()
+        for j, i in enumerate(idx.tolist()):
+            if self.pattern_p and len(self.objects[i]) == 1 and self.rng.random() < self.pattern_p:
+                if not self._painted:
+                    images = images.copy()
+                images[j] = paint_patterns(images[j], self.masks[i], self.rng)
+                self._painted.add(i)
+                captions.append(caption_for(self.objects[i], self.rng, colour=False))
+            else:
+                captions.append(caption_for(self.objects[i], self.rng))
+        return images, captions
 
     def attributes(self, idx: np.ndarray, attr: str, names: list[str]) -> np.ndarray:
-        """Index of the attribute value of single-object images; -1 for two-object images."""
-        return np.array([names.index(getattr(self.objects[i][0], attr)) if len(self.objects[i]) == 1 else -1
-                         for i in idx])
+        """Index of the attribute value of single-object images; -1 for two-object images (and for
+        the colour of an image repainted with a pattern in the last batch)."""
+        return np.array([-1 if len(self.objects[i]) != 1 or (attr == "colour" and i in self._painted)
+                         else names.index(getattr(self.objects[i][0], attr)) for i in idx.tolist()])
 
 
 def image_caption_pairs(items) -> list[tuple[str, str]]:
@@ -212,7 +260,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,
     step = 0
     saved = read_json(state_dir / "state.json")
     if resume and saved is not None:
-        if _recipe(saved.get("config", {})) != _recipe(asdict(cfg)):
+        if not _compatible(saved, cfg):
             raise ValueError(f"{state_dir} holds a run with a different recipe; use another --out or --no-resume")
         _load_weights(model, state_dir / "model.safetensors")
         opt.load_state_dict(torch.load(state_dir / "optim.pt", weights_only=True))
@@ -246,9 +294,12 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,
     losses: list[float] = []
     metrics: dict = {}
     model.train()
-    while step < cfg.steps:
+    total = cfg.steps + (cfg.pattern_steps if cfg.data == "world" else 0)
+    while step < total:
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, cfg)
+        if hasattr(data, "pattern_p"):
+            data.pattern_p = cfg.pattern_p if step >= cfg.steps else 0.0
         idx = batch_indices(step)
         imgs, caps = data.batch(idx)
         x = torch.from_numpy(np.ascontiguousarray(imgs)).permute(0, 3, 1, 2).float().div_(255)
@@ -268,13 +319,13 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,
         losses.append(loss.item())
         el = time.perf_counter() - t0
         rate = (step - start_step) / el
-        info = {"step": step, "steps": cfg.steps, "loss": float(np.mean(losses[-50:])),
-                "lr": _lr_at(step, cfg), "steps_per_s": rate, "eta_s": (cfg.steps - step) / max(rate, 1e-9)}
-        if progress is not None and (step % 10 == 0 or step == cfg.steps):
+        info = {"step": step, "steps": total, "loss": float(np.mean(losses[-50:])),
+                "lr": _lr_at(step, cfg), "steps_per_s": rate, "eta_s": (total - step) / max(rate, 1e-9)}
+        if progress is not None and (step % 10 == 0 or step == total):
             progress(info)
-        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+        if step % cfg.ckpt_every == 0 or step in (cfg.steps, total):
             save_state()
-        if evaluate and cfg.data == "world" and (step % cfg.eval_every == 0 or step == cfg.steps):
+        if evaluate and cfg.data == "world" and (step % cfg.eval_every == 0 or step in (cfg.steps, total)):
             metrics = _quick_eval(model, full_cfg, tokenizer, mean, std)
             log.info("step %d eval %s", step, metrics)
             if progress is not None:

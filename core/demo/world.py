@@ -50,6 +50,7 @@ __all__ = [
     "sample_objects",
     "render",
     "caption_for",
+    "paint_patterns",
     "generate",
     "iter_generate",
     "prompts_for",
@@ -612,11 +613,22 @@ def _fix_articles(text: str) -> str:
     return " ".join(words)
 
 
-def _noun_phrase(rng: np.random.Generator, o: WorldObject, p_size: float = 0.6) -> str:
+# Captions of objects painted with a multicolour pattern (see :func:`paint_patterns`): the templates
+# above without the colour word ("a large triangle on the left", "a triangle").
+_NO_COLOUR_ONE: tuple[tuple[float, str], ...] = tuple(
+    (w, t.replace("{c} ", "")) for w, t in _FULL_ONE if "that is" not in t
+) + tuple((w, t) for w, t in _PARTIAL if "{s}" in t)
+_NO_COLOUR_TWO: tuple[tuple[float, str], ...] = tuple(
+    (w, t.replace("{c1} ", "").replace("{c2} ", "")) for w, t in _FULL_TWO
+)
+
+
+def _noun_phrase(rng: np.random.Generator, o: WorldObject, p_size: float = 0.6, colour: bool = True) -> str:
     """'a [size] colour shape' (size word included with probability ``p_size``)."""
+    c = f"{o.colour} " if colour else ""
     if rng.random() < p_size:
-        return f"a {_weighted(rng, _SIZE_WORDS[o.size])} {o.colour} {o.shape}"
-    return f"a {o.colour} {o.shape}"
+        return f"a {_weighted(rng, _SIZE_WORDS[o.size])} {c}{o.shape}"
+    return f"a {c}{o.shape}"
 
 
 def _one_object_caption(rng: np.random.Generator, templates, o: WorldObject) -> str:
@@ -630,7 +642,7 @@ def _one_object_caption(rng: np.random.Generator, templates, o: WorldObject) -> 
     return _fix_articles(text)
 
 
-def caption_for(objects: Sequence[WorldObject], rng: np.random.Generator) -> str:
+def caption_for(objects: Sequence[WorldObject], rng: np.random.Generator, *, colour: bool = True) -> str:
     """Sample a caption for a scene.
 
     About 80 % are *full* captions that name the colour and shape of every
@@ -638,9 +650,20 @@ def caption_for(objects: Sequence[WorldObject], rng: np.random.Generator) -> str
     *partial* captions about one object that mention only its colour, only its
     shape, or only size/position ("a red object", "a triangle", "a small shape
     on the right").  Synonyms (big/little/middle) are used sparingly.
+
+    ``colour=False`` gives captions without colour words, for objects painted
+    with :func:`paint_patterns` ("a large triangle on the left", "a triangle").
     """
     if not objects:
         raise ValueError("need at least one object")
+    if not colour:
+        if len(objects) == 1:
+            return _one_object_caption(rng, _NO_COLOUR_ONE, objects[0])
+        o1, o2 = (objects[1], objects[0]) if rng.random() < 0.5 else (objects[0], objects[1])
+        return _fix_articles(_weighted(rng, _NO_COLOUR_TWO).format(
+            n1=_noun_phrase(rng, o1, colour=False), n2=_noun_phrase(rng, o2, colour=False),
+            p1=_weighted(rng, _POS_PHRASES[o1.position]), p2=_weighted(rng, _POS_PHRASES[o2.position]),
+            s1=o1.shape, s2=o2.shape))
     if rng.random() < _P_PARTIAL:
         o = objects[0] if len(objects) == 1 or rng.random() < 0.6 else objects[1]
         return _one_object_caption(rng, _PARTIAL, o)
@@ -661,6 +684,56 @@ def caption_for(objects: Sequence[WorldObject], rng: np.random.Generator) -> str
         s2=o2.shape,
     )
     return _fix_articles(text)
+
+
+# --------------------------------------------------------------------------
+# Multicolour patterns (training augmentation)
+# --------------------------------------------------------------------------
+
+
+def _pattern(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A fill of 2-3 random saturated colours: stripes, checkers, blocky noise or a hue gradient.
+
+    Float32 ``(size, size, 3)`` in 0..255.  No fill is a single colour, so a shape painted with it is
+    not an instance of any (colour, shape) pair.
+    """
+    kind = int(rng.integers(4))
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    if kind == 3:  # hue gradient along a random direction
+        a = rng.random() * 2 * math.pi
+        t = np.cos(a) * xx + np.sin(a) * yy
+        t = (t - t.min()) / (float(np.ptp(t)) + 1e-6)
+        h = (rng.random() + _uniform(rng, 0.3, 1.0) * t) % 1.0
+        hsv = np.stack([h, np.full_like(t, _uniform(rng, 0.6, 1.0)), np.full_like(t, _uniform(rng, 0.6, 1.0))], -1)
+        return np.asarray(Image.fromarray((hsv * 255).astype(np.uint8), "HSV").convert("RGB"), np.float32)
+    k = int(rng.integers(2, 4))
+    cols = np.array([colorsys.hsv_to_rgb(rng.random(), _uniform(rng, 0.5, 1.0), _uniform(rng, 0.5, 1.0))
+                     for _ in range(k)], np.float32) * 255.0
+    if kind == 0:  # stripes at a random angle
+        a, w = rng.random() * math.pi, _uniform(rng, 2.0, 6.0)
+        lab = np.floor((math.cos(a) * xx + math.sin(a) * yy) / w).astype(np.int64) % k
+    elif kind == 1:  # checkers
+        w = int(rng.integers(2, 6))
+        lab = ((yy // w + xx // w).astype(np.int64)) % k
+    else:  # blocky noise
+        b = int(rng.integers(1, 5))
+        lab = np.kron(rng.integers(0, k, size=(size // b + 1, size // b + 1)), np.ones((b, b), np.int64))[:size, :size]
+    return cols[lab]
+
+
+def paint_patterns(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Repaint every object of a rendered image with a multicolour pattern (uint8 copy).
+
+    The object mask is grown by one pixel so the antialiased rim of the original colour is covered
+    too.  Used in training (``core.train``) to show shapes without a colour, captioned with
+    ``caption_for(..., colour=False)``; no (colour, shape) pair is shown by such an image.
+    """
+    from scipy.ndimage import maximum_filter
+
+    out = np.array(image, dtype=np.uint8, copy=True)
+    m = maximum_filter(np.asarray(mask) > 0, size=3)
+    out[m] = _pattern(rng, out.shape[0])[m].astype(np.uint8)
+    return out
 
 
 # --------------------------------------------------------------------------

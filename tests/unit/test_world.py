@@ -24,6 +24,7 @@ from core.demo.world import (
     caption_for,
     generate,
     iter_generate,
+    paint_patterns,
     prompts_for,
     render,
     sample_objects,
@@ -226,6 +227,43 @@ def test_caption_for_two_objects_mentions_both() -> None:
         else:
             assert not ({"blue", "green"} <= w and {"star", "square"} <= w)
     assert 0.7 < full / 300 < 0.9
+
+
+def test_colourless_captions_name_shapes_but_no_colour() -> None:
+    rng = np.random.default_rng(3)
+    one = (WorldObject("triangle", "red", "large", "left"),)
+    two = (WorldObject("star", "blue", "small", "top"), WorldObject("square", "green", "large", "left"))
+    for objs in (one, two):
+        caps = [caption_for(objs, rng, colour=False) for _ in range(300)]
+        for c in caps:
+            w = _words(c)
+            assert not w & set(COLOURS), c
+            assert w & {o.shape for o in objs}, c
+            assert "  " not in c and not re.search(r"\ba [aeiou]", c), c
+        assert len(set(caps)) > 15
+    assert any(_words(c) >= {"star", "square"} for c in caps)
+
+
+def test_paint_patterns_repaints_only_objects_with_several_colours(items: list[WorldItem]) -> None:
+    rng = np.random.default_rng(5)
+    singles = [it for it in items if len(it.objects) == 1][:200]
+    n_multi = 0
+    for it in singles:
+        img = np.asarray(it.image)
+        out = paint_patterns(img, it.mask, rng)
+        assert out.dtype == np.uint8 and out.shape == img.shape
+        changed = np.any(out != img, axis=-1)
+        grown = np.zeros_like(changed)
+        ys, xs = np.nonzero(it.mask)
+        for dy in (-1, 0, 1):  # the mask grown by one pixel (the antialiased rim)
+            for dx in (-1, 0, 1):
+                grown[np.clip(ys + dy, 0, 63), np.clip(xs + dx, 0, 63)] = True
+        assert not (changed & ~grown).any(), "background untouched"
+        px = out[it.mask > 0].astype(np.float64)
+        # the fill is not one named colour: its pixels fall to several nearest colour names
+        names = collections.Counter(_nearest_colour(p) for p in px[:: max(1, len(px) // 60)])
+        n_multi += sum(v >= 3 for v in names.values()) >= 2
+    assert n_multi / len(singles) > 0.8
 
 
 def test_prompts_for() -> None:
