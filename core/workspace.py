@@ -184,8 +184,12 @@ class Workspace:
         res = scan(list(paths), texts=list(texts), roles=roles, limits=limits)
         return self.add_candidates(res.candidates, errors=res.errors)
 
-    def add_candidates(self, candidates: Iterable, *, errors: Sequence[tuple[str, str]] = ()) -> IngestReport:
-        """Commit scanned candidates (see core.ingest.Candidate): ids, dedup, files, rows, vectors."""
+    def add_candidates(self, candidates: Iterable, *, errors: Sequence[tuple[str, str]] = (),
+                       progress: Callable[[int, int], None] | None = None) -> IngestReport:
+        """Commit scanned candidates (see core.ingest.Candidate): ids, dedup, files, rows, vectors.
+
+        ``progress(done, total)`` every 500 candidates and at the end (storing images and thumbnails is
+        the slow part of a large upload)."""
         report = IngestReport(errors=list(errors))
         candidates = list(candidates)
         ids = [self._candidate_id(c) for c in candidates]
@@ -207,7 +211,9 @@ class Workspace:
             added_rows: dict[str, dict] = {}
             vecs: dict[str, list[tuple[str, str, np.ndarray]]] = {}
             now = pd.Timestamp.now(tz="UTC")
-            for c, cid in zip(candidates, ids):
+            for i, (c, cid) in enumerate(zip(candidates, ids)):
+                if progress is not None and i % 500 == 0 and i:
+                    progress(i, len(candidates))
                 pair = partner(c)
                 for model, v in (c.vectors or {}).items():
                     vecs.setdefault(model, []).append((cid, c.source, v))
@@ -236,6 +242,8 @@ class Workspace:
                 added_rows[cid] = row
                 report.ids.append(cid)
             report.added = len(new_rows)
+            if progress is not None:
+                progress(len(candidates), len(candidates))
             stored_ids = set(existing)
             for model, entries in vecs.items():
                 self._store_vectors(model, entries, stored_ids, report)

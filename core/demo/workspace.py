@@ -42,9 +42,9 @@ def create_demo_workspace(path: str | os.PathLike, *, n: int = 2000, seed: int =
         cands.append(Candidate(modality="text", source=f"world caption {i}", text=it.caption, pair_key=key,
                                meta=meta))
         masks[i] = it.mask
-        if progress is not None and (i + 1) % 100 == 0:
+        if progress is not None and ((i + 1) % 100 == 0 or i + 1 == n):
             progress("generate", i + 1, n)
-    report = ws.add_candidates(cands)
+    report = ws.add_candidates(cands, progress=(lambda d, t: progress("store", d, t)) if progress else None)
     # masks by item id (image ids are content hashes, so recompute them the same way)
     ids = [ws._candidate_id(c) for c in cands[0::2]]
     mask_path = ws.path / "derived" / "world_masks.npz"

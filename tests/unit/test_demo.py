@@ -53,7 +53,7 @@ def test_demo_workspace_is_paired_embedded_and_idempotent(tmp_path):
     assert len(imgs) == 30 and 20 <= len(txts) <= 30
     assert imgs["pair"].isin(txts["id"]).all() and txts["pair"].isin(imgs["id"]).all()
     assert {"shape", "colour", "size", "position", "background"} <= set(items.columns)
-    assert ws.models()["demo"]["n"] == len(items) and "embed" in stages
+    assert ws.models()["demo"]["n"] == len(items) and {"generate", "store", "embed"} <= set(stages)
     masks = load_world_masks(ws)
     assert set(masks) == set(imgs["id"]) and next(iter(masks.values())).shape == (64, 64)
     # captions are retrievable from their own images in the shared space
