@@ -141,12 +141,10 @@ class WorldPairs:
     def batch(self, idx: np.ndarray) -> tuple[np.ndarray, list[str]]:
         from .demo import caption_for, paint_patterns
 
-        images, captions = self.images[idx], []
+        images, captions = self.images[idx], []  # fancy indexing: a copy, the stored images stay as they are
         self._painted = set()
         for j, i in enumerate(idx.tolist()):
             if self.pattern_p and len(self.objects[i]) == 1 and self.rng.random() < self.pattern_p:
-                if not self._painted:
-                    images = images.copy()
                 images[j] = paint_patterns(images[j], self.masks[i], self.rng)
                 self._painted.add(i)
                 captions.append(caption_for(self.objects[i], self.rng, colour=False))
