@@ -46,6 +46,15 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
+def e2e_marks() -> list:
+    """``pytestmark`` of a browser test module: marked e2e, skipped without Debian chromium."""
+    import pytest
+
+    return [pytest.mark.e2e,
+            pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed at /usr/bin/chromium "
+                                                             "(run `make chromium`)")]
+
+
 def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
     """Terminate a server started by a test; kill it if it does not exit in ``timeout`` seconds."""
     proc.terminate()

@@ -9,17 +9,11 @@ import io
 import re
 from pathlib import Path
 
-import pytest
-from helpers import CHROMIUM
+from helpers import e2e_marks
 
-ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = Path("/tmp/jointscope_data_page.png")
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed at /usr/bin/chromium "
-                                                     "(run `make chromium`)"),
-]
+pytestmark = e2e_marks()
 
 
 def _png(path: Path, colour) -> Path:

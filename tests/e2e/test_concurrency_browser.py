@@ -24,13 +24,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import CHROMIUM, CHROMIUM_ARGS, make_png
+from helpers import CHROMIUM, CHROMIUM_ARGS, e2e_marks, make_png
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed at /usr/bin/chromium "
-                                                     "(run `make chromium`)"),
-]
+pytestmark = e2e_marks()
 
 # (workspace, tag): the tag names the session's files and texts, so its items are recognisable anywhere
 SESSIONS = [("conc-a", "alpha"), ("conc-b", "bravo"), ("conc-shared", "charlie"), ("conc-shared", "delta")]

@@ -13,18 +13,13 @@ import re
 import tomllib
 from pathlib import Path
 
-import pytest
 from hardening.corpus import CASES, uploadable
-from helpers import CHROMIUM, make_png
+from helpers import e2e_marks, make_png
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = Path("/tmp/jointscope_hostile_upload.png")
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed at /usr/bin/chromium "
-                                                     "(run `make chromium`)"),
-]
+pytestmark = e2e_marks()
 
 BROWSER_CASES = [
     "truncated_jpg", "corrupt_png", "truncated_webp", "bomb_png_real", "bomb_gif_screen", "exif_rotated_jpg",

@@ -10,19 +10,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pytest
-from helpers import CHROMIUM
+from helpers import e2e_marks
 
 import core
 
-ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = Path("/tmp/jointscope_map_page.png")
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed at /usr/bin/chromium "
-                                                     "(run `make chromium`)"),
-]
+pytestmark = e2e_marks()
 
 # the plotly graph div of the map: the one whose traces carry item ids
 _MAP_POINTS_JS = """() => {

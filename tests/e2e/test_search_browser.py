@@ -10,18 +10,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pytest
-from helpers import CHROMIUM
+from helpers import e2e_marks
 
-ROOT = Path(__file__).resolve().parents[2]
 SEARCH_SHOT = Path("/tmp/jointscope_search_page.png")
 ANALOGIES_SHOT = Path("/tmp/jointscope_analogies_page.png")
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed at /usr/bin/chromium "
-                                                     "(run `make chromium`)"),
-]
+pytestmark = e2e_marks()
 
 
 def test_search_by_text_shows_images_with_scores(demo_server, browser):

@@ -20,17 +20,12 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from helpers import CHROMIUM
+from helpers import e2e_marks
 
 import core
 
-ROOT = Path(__file__).resolve().parents[2]
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed at /usr/bin/chromium "
-                                                     "(run `make chromium`)"),
-]
+pytestmark = e2e_marks()
 
 # Each payload, if it ever ran, would set window.__xss; Markdown ones would become <strong>/<a>/<img>.
 PAYLOADS = [
