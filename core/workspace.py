@@ -109,8 +109,13 @@ class Workspace:
         if not meta.is_file():
             if not create:
                 raise FileNotFoundError(f"no workspace at {str(self.path)!r} (workspace.json missing)")
-            if (self.path.exists() and not (self.path / "items.parquet").exists()
-                    and any(not _creation_leftover(p.name) for p in self.path.iterdir())):
+            # list first, then look for workspace.json again: another process may have created the
+            # workspace since the check above, and everything it writes comes after workspace.json
+            if self.path.exists() and not self.path.is_dir():
+                raise ValueError(f"{str(self.path)!r} is a file, not a folder; choose another path")
+            entries = list(self.path.iterdir()) if self.path.is_dir() else []
+            if (self.path.exists() and not meta.is_file() and not (self.path / "items.parquet").exists()
+                    and any(not _creation_leftover(p.name) for p in entries)):
                 raise ValueError(f"{str(self.path)!r} exists, is not empty and is not a workspace; "
                                  "choose another folder")
             self.path.mkdir(parents=True, exist_ok=True)

@@ -30,6 +30,27 @@ def test_refuses_to_take_over_a_non_empty_folder(tmp_path):
         Workspace(tmp_path / "stuff")
 
 
+def test_opens_a_workspace_another_process_created_meanwhile(tmp_path, monkeypatch):
+    """The race of four processes creating one workspace: workspace.json is missing at the first look and
+    there (with the folders written after it) by the time the folder is listed."""
+    Workspace(tmp_path / "w").ingest(texts=["a red circle"])
+    meta = tmp_path / "w" / "workspace.json"
+    real = type(meta).is_file
+    first = {"done": False}
+
+    def is_file(self):
+        if self == meta and not first["done"]:
+            first["done"] = True
+            return False
+        return real(self)
+
+    monkeypatch.setattr(type(meta), "is_file", is_file)
+    assert len(Workspace(tmp_path / "w")) == 1 and first["done"]
+    (tmp_path / "plain.txt").write_text("x")
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        Workspace(tmp_path / "plain.txt")
+
+
 def test_workspace_names_cannot_escape_root(tmp_path):
     assert workspace_path("cats_2024", home=tmp_path) == tmp_path / "cats_2024"
     for bad in ["../x", "/etc", "a/b", ".hidden", "", "a" * 65, "x\x00"]:
