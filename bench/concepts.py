@@ -32,11 +32,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 COLOR_TEST_SEED = 2
 WORLD_TEST_SEED = 2027
-SETTINGS = {"alpha": 0.1, "n_components": 32, "covariance": "full", "max_iter": 30, "random_state": 0}
+SETTINGS = {"alpha": 0.1, "n_components": 32, "covariance": "tied", "n_init": 4, "max_iter": 30, "random_state": 0}
+SPACE = "joint"  # patch features: the last block's tokens projected into the joint space (core.concepts.explain)
 FLOORS = {"nmi": 0.8, "faithfulness": 0.95, "stability": 0.20, "sparsity": 0.9, "fit_seconds_1000": 180.0}
 
 
-def _stability(enc, images, pace, data, rows, block, attn_block, seed=0):
+def _features(data, space: str):
+    return data.joint if space == "joint" else data.tokens
+
+
+def _stability(enc, images, pace, data, rows, block, attn_block, space, seed=0):
     import torch
 
     from core.concepts import augmentation, extract_patches, stability
@@ -45,32 +50,52 @@ def _stability(enc, images, pace, data, rows, block, attn_block, seed=0):
         torch.manual_seed(seed)
         aug = extract_patches(enc, [images[r] for r in rows], block=block, attn_block=attn_block,
                               transform=augmentation())
-    t0, _ = pace.transform(data.tokens[rows], data.attention[rows])
-    t1, _ = pace.transform(aug.tokens, aug.attention)
+    t0, _ = pace.transform(_features(data, space)[rows], data.attention[rows])
+    t1, _ = pace.transform(_features(aug, space), aug.attention)
     return stability(t0, t1)
 
 
-def evaluate(enc, images, data, truth, predictions, predicted, k, *, stability_n=300, attended=False):
+def _ceilings(truth, predicted, k):
+    """What a perfect concept model could score: sparsity if each image used exactly its true labels (one
+    concept each), and faithfulness of θ = the true label shares of each image."""
+    from core.concepts import faithfulness
+
+    labels = sorted(set(truth.ravel().tolist()))
+    shares = np.stack([[(t == lab).mean() for lab in labels] for t in truth])
+    present = (shares > 0).sum(1)
+    return {"sparsity_ceiling": round(float(np.mean(np.maximum(k - present, 0) / k)), 4),
+            "faithfulness_ceiling": round(float(faithfulness(shares, predicted)), 4)}
+
+
+def evaluate(enc, images, data, truth, predictions, predicted, k, *, stability_n=300, attended=False, space=SPACE,
+             single=None, object_share=None):
     """Fit PACE with K concepts; score recovery (PACE and KMeans on the same reduced patches) and the metrics."""
     from sklearn.cluster import KMeans
 
     from core.concepts import PACE, faithfulness, recovery, sparsity
 
+    X = _features(data, space)
     t0 = time.perf_counter()
-    pace = PACE(k, **SETTINGS).fit(data.tokens, data.attention, predictions)
+    pace = PACE(k, **SETTINGS).fit(X, data.attention, predictions)
     fit_s = time.perf_counter() - t0
     arg = pace.phi_.argmax(2)
-    Y = pace.reduce(data.tokens).reshape(-1, pace.components_.shape[0])
+    Y = pace.reduce(X).reshape(-1, pace.components_.shape[0])
     km = KMeans(n_clusters=k, n_init=2, random_state=0).fit_predict(Y).reshape(arg.shape)
     rec, krec = recovery(arg, truth), recovery(km, truth)
     rows = np.random.default_rng(0).choice(len(images), size=min(len(images), stability_n), replace=False)
-    out = {"k": k, "block": data.block, "nmi": round(rec["nmi"], 4), "ari": round(rec["ari"], 4),
+    out = {"k": k, "block": data.block, "space": space, "nmi": round(rec["nmi"], 4), "ari": round(rec["ari"], 4),
            "kmeans_nmi": round(krec["nmi"], 4), "kmeans_ari": round(krec["ari"], 4),
            "faithfulness": round(faithfulness(pace.theta_, predicted), 4),
-           "stability": round(_stability(enc, images, pace, data, np.sort(rows), data.block, data.attn_block), 4),
+           "stability": round(_stability(enc, images, pace, data, np.sort(rows), data.block, data.attn_block, space), 4),
            "sparsity": round(sparsity(pace.theta_), 4), "parsimony": k,
            "fit_seconds": round(fit_s, 2), "n_iter": pace.n_iter_,
-           "concepts_used": int((pace.shares_ > 0.01).sum())}
+           "concepts_used": int((pace.shares_ > 0.01).sum()), **_ceilings(truth, predicted, k)}
+    if object_share is not None:  # patches whose label is not a close call: no object pixel, or >= 90 % object
+        pure = (object_share == 0) | (object_share >= 0.9)
+        out["nmi_pure_patches"] = round(recovery(arg[pure], truth[pure])["nmi"], 4)
+        out["pure_patch_share"] = round(float(pure.mean()), 4)
+    if single is not None:  # images whose prediction is well defined (one object, one colour)
+        out["faithfulness_single_object"] = round(faithfulness(pace.theta_[single], predicted[single]), 4)
     if attended:  # patches the model barely attends to (w = J·a < 0.5) labelled "unattended" in both
         low = data.attention * data.n_patches < 0.5
         out["nmi_attended"] = round(recovery(np.where(low, -1, arg), truth)["nmi"], 4)
@@ -87,7 +112,12 @@ def color_section(enc, n, ks, block, stability_n):
     data = extract_patches(enc, cs.images, block=block)
     size = data.image_size[0]
     truth = np.stack([patch_majority(cs.pixel_labels(i, size), data.grid) for i in range(n)])
-    runs = [evaluate(enc, cs.images, data, truth, cs.labels, cs.labels, k, stability_n=stability_n) for k in ks]
+    space = SPACE if block is None else "tokens"
+    runs = [evaluate(enc, cs.images, data, truth, cs.labels, cs.labels, k, stability_n=stability_n, space=space)
+            for k in ks]
+    if space != "tokens":  # the same with the last block's residual tokens, K = number of labels
+        runs.append(evaluate(enc, cs.images, data, truth, cs.labels, cs.labels, ks[0], stability_n=stability_n,
+                             space="tokens"))
     return {"n_images": n, "seed": COLOR_TEST_SEED, "block": data.block, "attn_block": data.attn_block,
             "true_labels": sorted(set(truth.ravel().tolist())), "predictions": "class label", "runs": runs}
 
@@ -107,7 +137,16 @@ def world_section(enc, n, ks, block, stability_n, early_block: int | None = 0):
     P = zero_shot(enc, enc.encode_images(images), [prompts[c] for c in names])
     predicted = np.asarray([names[j] for j in P.argmax(1)])
     first = np.asarray([it.objects[0].colour for it in items])
-    runs = [evaluate(enc, images, data, truth, P, predicted, k, stability_n=stability_n, attended=True) for k in ks]
+    single = np.asarray([len(it.objects) == 1 for it in items])
+    gh, gw = data.grid
+    share = np.stack([(resize_labels(it.mask, data.image_size).astype(int) > 0)
+                      .reshape(gh, data.image_size[0] // gh, gw, -1).mean((1, 3)).ravel() for it in items])
+    space = SPACE if block is None else "tokens"
+    runs = [evaluate(enc, images, data, truth, P, predicted, k, stability_n=stability_n, attended=True, space=space,
+                     single=single, object_share=share) for k in ks]
+    if space != "tokens":
+        runs.append(evaluate(enc, images, data, truth, P, predicted, ks[0], stability_n=stability_n, attended=True,
+                             space="tokens", single=single, object_share=share))
     bg = float((truth == "background").mean())
     early = None
     if early_block is not None and early_block != data.block:
@@ -116,11 +155,12 @@ def world_section(enc, n, ks, block, stability_n, early_block: int | None = 0):
         edata = extract_patches(enc, images, block=early_block)
         early = {"block": edata.block, "attn_block": edata.attn_block,
                  "run": evaluate(enc, images, edata, truth, P, predicted, ks[0], stability_n=stability_n,
-                                 attended=True)}
+                                 attended=True, space="tokens", single=single, object_share=share)}
     return {"n_images": n, "seed": WORLD_TEST_SEED, "block": data.block, "attn_block": data.attn_block,
             "true_labels": sorted(set(truth.ravel().tolist())), "background_share": round(bg, 4),
             "predictions": "zero-shot softmax over colour prompts",
-            "zero_shot_agrees_with_first_object_colour": round(float((predicted == first).mean()), 4), "runs": runs,
+            "zero_shot_agrees_with_first_object_colour": round(float((predicted == first).mean()), 4),
+            "single_object_share": round(float(single.mean()), 4), "runs": runs,
             "early_block": early}
 
 
@@ -133,7 +173,7 @@ def speed_section(enc, n):
     t0 = time.perf_counter()
     data = extract_patches(enc, images)
     t1 = time.perf_counter()
-    pace = PACE(8, **SETTINGS).fit(data.tokens, data.attention)
+    pace = PACE(8, **SETTINGS).fit(_features(data, SPACE), data.attention)
     t2 = time.perf_counter()
     return {"n_images": n, "k": 8, "extract_seconds": round(t1 - t0, 2), "fit_seconds": round(t2 - t1, 2),
             "total_seconds": round(t2 - t0, 2), "n_iter": pace.n_iter_, "threads": _threads()}
@@ -153,9 +193,9 @@ def floors(out: dict) -> dict:
         for metric in ("nmi", "faithfulness", "stability", "sparsity"):
             best = (min if metric == "stability" else max)(runs, key=lambda r: r[metric])
             ok = best[metric] <= FLOORS[metric] if metric == "stability" else best[metric] >= FLOORS[metric]
-            if metric == "nmi":
-                ok = ok and best["nmi"] > best["kmeans_nmi"]
-            res[f"{name}.{metric}"] = {"value": best[metric], "floor": FLOORS[metric], "k": best["k"],
+            if metric == "nmi":  # better than k-means on the same patches (both perfect counts as not worse)
+                ok = ok and (best["nmi"] > best["kmeans_nmi"] or best["nmi"] >= 0.999)
+            res[f"{name}.{metric}"] = {"value": best[metric], "floor": FLOORS[metric], "k": best["k"], "space": best.get("space"),
                                        "block": best["block"], "met": bool(ok)}
         both = [r for r in runs if r["nmi"] >= FLOORS["nmi"] and r["sparsity"] >= FLOORS["sparsity"]]
         res[f"{name}.nmi_and_sparsity_same_k"] = {"met": bool(both), "k": [r["k"] for r in both]}
@@ -171,6 +211,7 @@ def main(argv=None) -> int:
     ap.add_argument("--stability-n", type=int, default=300, help="images with an augmented view")
     ap.add_argument("--quick", action="store_true", help="200 images per set, 100 for stability (smoke run)")
     ap.add_argument("--block", type=int, default=None, help="ViT block of the tokens (default: the last)")
+    ap.add_argument("--model", default="demo", help="model id (e.g. openclip-local:<folder> of a candidate)")
     args = ap.parse_args(argv)
     n, sn = (200, 100) if args.quick else (args.n, args.stability_n)
     import torch
@@ -179,10 +220,10 @@ def main(argv=None) -> int:
     from core.encoders import load_encoder
 
     torch.manual_seed(0)
-    enc = load_encoder("demo", device="cpu")
+    enc = load_encoder(args.model, device="cpu")
     t0 = time.perf_counter()
-    out = {"model": "demo", "settings": SETTINGS, "cpu_count": os.cpu_count(),
-           "color": color_section(enc, n, [5, 32], args.block, sn),
+    out = {"model": args.model, "settings": SETTINGS, "cpu_count": os.cpu_count(),
+           "color": color_section(enc, n, [5, 32, 64], args.block, sn),
            "world": world_section(enc, n, [len(COLOURS) + 1, 32], args.block, sn),
            "speed": speed_section(enc, max(n, 1000) if not args.quick else n)}
     out["floors"] = floors(out)

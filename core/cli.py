@@ -508,9 +508,10 @@ def _train_configure(p):
     p.add_argument("--data", default=d.data, help="'world' (procedural generator) or a workspace folder with pairs")
     p.add_argument("--model-config", default=d.model_config, help="open_clip config JSON (model_cfg + preprocess_cfg)")
     for name in ("n_train", "steps", "batch_size", "seed", "warmup", "ckpt_every", "eval_every", "threads", "workers",
-                 "pattern_steps", "pattern_warmup"):
+                 "pattern_steps", "pattern_warmup", "dense_steps", "dense_warmup"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
-    for name in ("lr", "min_lr", "weight_decay", "p_two", "attr_loss", "orth_loss", "pattern_p", "pattern_lr"):
+    for name in ("lr", "min_lr", "weight_decay", "p_two", "attr_loss", "orth_loss", "pattern_p", "pattern_lr",
+                 "dense_loss", "dense_lr"):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name))
     p.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
 
@@ -547,8 +548,17 @@ def _concepts_configure(p):
     pred.add_argument("--label", metavar="COLUMN", help="metadata column whose values are the predictions to explain")
     pred.add_argument("--prompts", nargs="+", metavar="P", help="explain the model's zero-shot choice among these texts")
     p.add_argument("--ids-from", metavar="FILE", help="explain only these image ids (one per line)")
-    p.add_argument("--vocab", nargs="+", metavar="WORD", default=[], help="extra words to name concepts with")
+    p.add_argument("--vocab", nargs="+", metavar="WORD", default=[],
+                   help="extra words to name concepts with (added to the model's default vocabulary)")
+    p.add_argument("--vocab-only", action="store_true",
+                   help="name concepts with the --vocab words only, not the default vocabulary")
     p.add_argument("--block", type=int, default=None, help="ViT block of the patch tokens (default: the last)")
+    p.add_argument("--space", choices=("joint", "tokens"), default=None,
+                   help="fit on the last block's patch tokens projected into the joint space (default) or on the "
+                        "block's residual tokens (default when --block names an earlier block)")
+    p.add_argument("--covariance", choices=("tied", "full", "diag"), default="tied",
+                   help="concept covariances: one shared (default), one full per concept, or diagonal")
+    p.add_argument("--n-init", type=int, default=4, help="EM starts; the best-scoring fit is kept (default 4)")
     p.add_argument("--alpha", type=float, default=0.1, help="Dirichlet prior of the concept proportions (< 1: sparse)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--refit", action="store_true", help="ignore cached patches and results")
@@ -563,6 +573,8 @@ def _concepts(args):
         raise argparse.ArgumentTypeError(f"--k must be >= 1; got {args.k}")
     if args.alpha <= 0:
         raise argparse.ArgumentTypeError(f"--alpha must be > 0; got {args.alpha}")
+    if args.n_init < 1:
+        raise argparse.ArgumentTypeError(f"--n-init must be >= 1; got {args.n_init}")
     ids = None
     if args.ids_from:
         try:
@@ -573,7 +585,10 @@ def _concepts(args):
         if not ids:
             raise CLIError(f"--ids-from {args.ids_from!r} lists no ids (one id per line)")
     ws = _open_ws(args.workspace)
-    vocab = default_vocabulary() + [w for w in args.vocab if w.strip()] if args.vocab else None
+    words = [w.strip() for w in args.vocab if w.strip()]
+    if args.vocab_only and not words:
+        raise CLIError("--vocab-only needs the words to name with: --vocab WORD [WORD ...]")
+    vocab = words if args.vocab_only else (default_vocabulary(args.model) + words if words else None)
     state = {"stage": None}
     printer = {}
 
@@ -585,7 +600,8 @@ def _concepts(args):
 
     try:
         res = explain(ws, args.model, k=args.k, ids=ids, label=args.label, prompts=args.prompts, vocabulary=vocab,
-                      block=args.block, alpha=args.alpha, random_state=args.seed, progress=progress,
+                      block=args.block, space=args.space, covariance=args.covariance, n_init=args.n_init,
+                      alpha=args.alpha, random_state=args.seed, progress=progress,
                       use_cache=not args.refit)
     except (ModelLoadError, ValueError) as e:
         raise CLIError(str(e))

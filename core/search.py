@@ -712,13 +712,42 @@ def text_axes(ws: "Workspace", model: str, x: tuple = ("day", "night"), y: tuple
 VOCABULARY_FILE = "vocabulary.txt"
 
 
-def default_vocabulary() -> list[str]:
-    """The bundled zero-shot vocabulary (assets/vocabulary.txt): general words + the demo world's words."""
+def _read_words(path) -> list[str]:
+    words = [w.strip() for w in Path(path).read_text(encoding="utf-8").splitlines()]
+    return list(dict.fromkeys(w for w in words if w and not w.startswith("#")))
+
+
+def model_vocabulary_file(model: str | None) -> Path | None:
+    """The ``vocabulary.txt`` a local model folder ships (the words its text tower was trained on), if any.
+
+    Only local folders are looked at (``openclip-local:<dir>``, ``st:<dir>`` and aliases of such folders,
+    e.g. ``demo``); hub models have none and use the bundled general vocabulary.
+    """
+    from .encoders import parse_model_id
+
+    if not model:
+        return None
+    try:
+        family, target = parse_model_id(str(model))
+    except ValueError:
+        return None
+    if family not in ("openclip-local", "st"):
+        return None
+    path = Path(target) / VOCABULARY_FILE
+    return path if path.is_file() else None
+
+
+def default_vocabulary(model: str | None = None) -> list[str]:
+    """The default zero-shot vocabulary of ``model``.
+
+    A local model folder that ships a ``vocabulary.txt`` (the bundled ``demo`` model does: the words of
+    its world, which are all its text tower knows) names with those words; otherwise the bundled
+    general list (assets/vocabulary.txt: general words + the demo world's words).
+    """
     from .encoders import ASSETS_DIR
 
-    path = ASSETS_DIR / VOCABULARY_FILE
-    words = [w.strip() for w in path.read_text(encoding="utf-8").splitlines()]
-    return list(dict.fromkeys(w for w in words if w and not w.startswith("#")))
+    own = model_vocabulary_file(model)
+    return _read_words(own if own is not None else ASSETS_DIR / VOCABULARY_FILE)
 
 
 @functools.lru_cache(maxsize=32)
@@ -758,7 +787,7 @@ def zero_shot_labels(source: "Workspace | np.ndarray", model: "str | Encoder", v
     """
     from .workspace import Workspace
 
-    vocab = list(vocabulary) if vocabulary is not None else default_vocabulary()
+    vocab = list(vocabulary) if vocabulary is not None else default_vocabulary(_model_id(model))
     if isinstance(source, Workspace):
         want = [ids] if isinstance(ids, str) else ids
         X, got = source.vectors(_model_id(model), modality=modality, ids=want)

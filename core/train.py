@@ -57,6 +57,14 @@ class TrainConfig:
     pattern_p: float = 0.3
     pattern_lr: float = 2e-4
     pattern_warmup: int = 50
+    # third phase (world data only): `dense_steps` more steps adding a patch-level term (weight
+    # `dense_loss`): every patch token of the last block, projected into the joint space like the pooled
+    # output, is classified against the colour prompts plus a background prompt (labels from the object
+    # masks), so the patch tokens that concept explanations read keep each object's colour
+    dense_steps: int = 600
+    dense_loss: float = 3.0
+    dense_lr: float = 2e-4
+    dense_warmup: int = 25
     extra: dict = field(default_factory=dict)
 
 
@@ -67,6 +75,8 @@ _NOT_RECIPE = ("steps", "ckpt_every", "eval_every", "threads", "workers")
 
 
 _PHASE2 = ("pattern_steps", "pattern_p", "pattern_lr", "pattern_warmup")
+_PHASE3 = ("dense_steps", "dense_loss", "dense_lr", "dense_warmup")
+BACKGROUND_PROMPT = "the background"
 
 
 def _recipe(cfg: dict) -> dict:
@@ -74,26 +84,32 @@ def _recipe(cfg: dict) -> dict:
 
 
 def _compatible(saved: dict, cfg: TrainConfig) -> bool:
-    """Whether a saved run can resume under ``cfg``: same recipe, or — while it has not gone past the
-    first phase — the same first-phase recipe (second-phase settings do not change the first phase)."""
+    """Whether a saved run can resume under ``cfg``: same recipe, or the same recipe of every phase the
+    saved run has entered (settings of a later phase do not change an earlier one)."""
     old, new = _recipe(saved.get("config", {})), _recipe(asdict(cfg))
     if old == new:
         return True
-    first = {k: v for k, v in new.items() if k not in _PHASE2}
-    return int(saved.get("step", 0)) <= cfg.steps and {k: v for k, v in old.items() if k not in _PHASE2} == first
+    step = int(saved.get("step", 0))
+    later = set(_PHASE3) if step > cfg.steps else set(_PHASE2) | set(_PHASE3)
+    if step > cfg.steps + cfg.pattern_steps:
+        later = set()
+    return {k: v for k, v in old.items() if k not in later} == {k: v for k, v in new.items() if k not in later}
+
+
+def _cosine(s: int, warmup: int, n: int, top: float, bottom: float) -> float:
+    if s < warmup:
+        return top * (s + 1) / warmup
+    t = (s - warmup) / max(1, n - warmup)
+    return bottom + 0.5 * (top - bottom) * (1 + math.cos(math.pi * min(1.0, t)))
 
 
 def _lr_at(step: int, cfg: TrainConfig) -> float:
-    if step >= cfg.steps:  # second phase
-        s, n = step - cfg.steps, max(1, cfg.pattern_steps - cfg.pattern_warmup)
-        if s < cfg.pattern_warmup:
-            return cfg.pattern_lr * (s + 1) / cfg.pattern_warmup
-        t = (s - cfg.pattern_warmup) / n
-        return cfg.min_lr + 0.5 * (cfg.pattern_lr - cfg.min_lr) * (1 + math.cos(math.pi * min(1.0, t)))
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(1.0, t)))
+    second, third = cfg.steps, cfg.steps + cfg.pattern_steps
+    if step >= third:
+        return _cosine(step - third, cfg.dense_warmup, cfg.dense_steps, cfg.dense_lr, cfg.min_lr)
+    if step >= second:
+        return _cosine(step - second, cfg.pattern_warmup, cfg.pattern_steps, cfg.pattern_lr, cfg.min_lr)
+    return _cosine(step, cfg.warmup, cfg.steps, cfg.lr, cfg.min_lr)
 
 
 def _gen_shard(args) -> tuple[np.ndarray, list]:
@@ -151,6 +167,22 @@ class WorldPairs:
             else:
                 captions.append(caption_for(self.objects[i], self.rng))
         return images, captions
+
+    def patch_labels(self, idx: np.ndarray, grid: tuple[int, int], names: list[str]) -> np.ndarray:
+        """(B, gh*gw) colour index (in ``names``) of the object covering most of each patch;
+        ``len(names)`` for background; -1 for patches of an object repainted with a pattern in the last
+        batch (they show no colour)."""
+        masks = self.masks[idx]
+        b, h, w = masks.shape
+        gh, gw = grid
+        cells = masks.reshape(b, gh, h // gh, gw, w // gw).transpose(0, 1, 3, 2, 4).reshape(b, gh * gw, -1)
+        counts = np.stack([(cells == v).sum(2) for v in range(int(masks.max()) + 1)], axis=2)
+        major = counts.argmax(2)                                            # 0 = background, i = i-th object
+        out = np.full(major.shape, len(names), np.int64)
+        for j, i in enumerate(idx.tolist()):
+            for k, obj in enumerate(self.objects[i], start=1):
+                out[j][major[j] == k] = -1 if i in self._painted else names.index(obj.colour)
+        return out
 
     def attributes(self, idx: np.ndarray, attr: str, names: list[str]) -> np.ndarray:
         """Index of the attribute value of single-object images; -1 for two-object images (and for
@@ -292,7 +324,16 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,
     losses: list[float] = []
     metrics: dict = {}
     model.train()
-    total = cfg.steps + (cfg.pattern_steps if cfg.data == "world" else 0)
+    total = cfg.steps + (cfg.pattern_steps + cfg.dense_steps if cfg.data == "world" else 0)
+    tokens_out: dict = {}
+    blocks = model.visual.transformer.resblocks
+    batch_first = getattr(model.visual.transformer, "batch_first", True)
+
+    def keep_tokens(_m, _inp, out):
+        t = out[0] if isinstance(out, tuple) else out
+        tokens_out["last"] = t if batch_first else t.transpose(0, 1)
+
+    hook = blocks[len(blocks) - 1].register_forward_hook(keep_tokens)
     while step < total:
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, cfg)
@@ -307,6 +348,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,
         loss = loss_fn(img_f, txt_f, scale)
         if (cfg.attr_loss or cfg.orth_loss) and hasattr(data, "attributes"):
             loss = loss + _attribute_loss(model, tokenizer, data, idx, img_f, scale, cfg.attr_loss, cfg.orth_loss)
+        if cfg.dense_loss and step >= cfg.steps + cfg.pattern_steps and hasattr(data, "patch_labels"):
+            loss = loss + cfg.dense_loss * _dense_loss(model, tokenizer, data, idx, tokens_out["last"], scale)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -329,11 +372,18 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,
             if progress is not None:
                 progress({**info, "eval": metrics})
             model.train()
+    hook.remove()
     model.eval()
     # the shipped checkpoint: fp16 safetensors + config, loadable as openclip-local:<out>
     _save_weights(model, out / "open_clip_model.safetensors", half=True)
     atomic_write_json(out / "open_clip_config.json", full_cfg)
     atomic_write_json(out / "train_config.json", asdict(cfg))
+    if cfg.data == "world":  # the words the text tower was trained on name concepts and zero-shot labels
+        from .demo import world_vocabulary
+        from .search import VOCABULARY_FILE
+
+        atomic_write(out / VOCABULARY_FILE, lambda f: f.write(
+            ("# words of the procedural world this model was trained on\n" + "\n".join(world_vocabulary()) + "\n").encode()))
     result = {"checkpoint": str(out / "open_clip_model.safetensors"), "steps": step, "resumed_from": resumed_from,
               "seconds": round(time.perf_counter() - t0, 1),
               "metrics": {"final_loss": float(np.mean(losses[-50:])) if losses else None, **metrics}}
@@ -385,6 +435,37 @@ def _attribute_loss(model, tokenizer, data, idx, img_f, scale, attr_w: float, or
             M = M - M.mean(0, keepdim=True)
             T = prompt_emb[b] - prompt_emb[b].mean(0, keepdim=True)
             total = total + orth_w * (M @ T.T).pow(2).mean()
+    return total
+
+
+def _dense_loss(model, tokenizer, data, idx, tokens, scale):
+    """Patch-level term of the third phase: the last block's patch tokens, projected into the joint space
+    like the pooled output (``ln_post`` then ``proj``), are classified against the colour prompts plus
+    ``BACKGROUND_PROMPT`` (targets: the colour of the object covering most of the patch, from the world's
+    masks), plus one minus the cosine between each patch and its target prompt. Object and background
+    patches count half each (background covers ~89 % of the patches)."""
+    import torch
+    import torch.nn.functional as F
+
+    from .demo import COLOURS, prompts_for
+
+    visual = model.visual
+    names = list(COLOURS)
+    prompts = prompts_for("colour")
+    target = torch.from_numpy(data.patch_labels(idx, tuple(int(v) for v in visual.grid_size), names))
+    x = visual.ln_post(tokens[:, 1:])
+    if visual.proj is not None:
+        x = x @ visual.proj
+    x = F.normalize(x, dim=-1)
+    t = F.normalize(model.encode_text(tokenizer([prompts[k] for k in names] + [BACKGROUND_PROMPT])), dim=-1)
+    logits = scale * x @ t.T                                                   # (B, J, colours + 1)
+    total = x.new_zeros(())
+    for part in (target == len(names), (target >= 0) & (target < len(names))):
+        if bool(part.any()):
+            # cross-entropy separates the classes; the cosine term pulls each patch onto its prompt (the
+            # prompt side detached), so patches of one colour gather instead of merely sorting correctly
+            align = 1 - (x[part] * t.detach()[target[part]]).sum(-1)
+            total = total + 0.5 * (F.cross_entropy(logits[part], target[part]) + align.mean())
     return total
 
 

@@ -54,7 +54,8 @@ def run(ws, model: str, params: dict, progress=None):
 
     p = dict(params)
     return explain(ws, model, k=p["k"], ids=p["ids"], label=p["label"], prompts=p["prompts"],
-                   vocabulary=p["vocabulary"], block=p["block"], alpha=p["alpha"], progress=progress)
+                   vocabulary=p["vocabulary"], block=p["block"], space=p.get("space"), alpha=p["alpha"],
+                   progress=progress)
 
 
 # ---- sections -----------------------------------------------------------------------------------
@@ -90,10 +91,17 @@ def controls(ws, model: str, items: pd.DataFrame) -> dict | None:
                                placeholder="a red object\na blue object")
         prompts = [t.strip() for t in text.splitlines() if t.strip()]
     with st.expander("Naming and advanced"):
-        words = st.text_input("Extra words to name concepts with (comma-separated)", key="concepts_words")
+        words = st.text_input("Words to name concepts with (comma-separated)", key="concepts_words",
+                              help="Added to the model's default vocabulary, or used alone (below).")
+        only = st.checkbox("Name with these words only", key="concepts_words_only",
+                           help=f"The default vocabulary of {model} has {len(default_vocabulary(model))} words.")
         nb = n_blocks(c.get_encoder(model))
-        block = st.selectbox("ViT block of the patch tokens", list(range(nb)), index=nb - 1, key="concepts_block",
-                             help="The last block is the default; earlier blocks keep more local detail.")
+        feature = st.selectbox("Patch features", ["joint"] + list(range(nb)), key="concepts_block",
+                               format_func=lambda b: ("Joint space (last block, projected like the image vector)"
+                                                      if b == "joint" else f"ViT tokens of block {b}"),
+                               help="Concepts are found among these patch vectors. The joint space is where they "
+                                    "are named; earlier blocks keep more local detail.")
+        block, space = (nb - 1, "joint") if feature == "joint" else (int(feature), "tokens")
         alpha = st.number_input("Dirichlet prior α", 0.01, 5.0, 0.1, step=0.05, key="concepts_alpha",
                                 help="Below 1 each image uses few concepts (sparser explanations).")
     ids = image_ids_for(items, source, map_ids=map_ids, column=column, value=value)
@@ -105,9 +113,13 @@ def controls(ws, model: str, items: pd.DataFrame) -> dict | None:
         st.warning("Give at least two different prompts, one per line.", icon=":material/warning:")
         return None
     extra = [w.strip() for w in (words or "").split(",") if w.strip()]
+    if only and not extra:
+        st.warning("Type the words to name with, or untick “Name with these words only”.",
+                   icon=":material/warning:")
+        return None
     return {"k": int(k), "ids": None if source == SRC_ALL else ids, "label": label, "prompts": prompts,
-            "vocabulary": (default_vocabulary() + extra) if extra else None, "block": int(block),
-            "alpha": float(alpha), "workspace": ws.name, "model": model}
+            "vocabulary": extra if only else ((default_vocabulary(model) + extra) if extra else None),
+            "block": int(block), "space": space, "alpha": float(alpha), "workspace": ws.name, "model": model}
 
 
 def metrics_row(res) -> None:
@@ -118,7 +130,8 @@ def metrics_row(res) -> None:
         v = m.get(name)
         col.metric(name, "—" if v is None else fmt[name].format(v), help=METRIC_HELP[name])
     st.caption(c.plain(f"{res.n_images} images · K = {res.k} · predictions: {res.prediction_source} · "
-                       f"block {res.params.get('block')} · "
+                       + (f"joint space (block {res.params.get('block')}) · " if res.params.get("space") == "joint"
+                          else f"tokens of block {res.params.get('block')} · ")
                        + ("read from the workspace's cache" if res.cached else f"computed in {res.seconds:.1f} s")))
     with st.expander("What the metrics mean"):
         for name in ("faithfulness", "stability", "sparsity", "parsimony"):

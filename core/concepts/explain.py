@@ -29,7 +29,8 @@ from .pace import PACE
 log = logging.getLogger(__name__)
 
 StageProgress = Callable[[str, int, int], None]
-RESULT_FORMAT = 1
+RESULT_FORMAT = 2
+SPACES = ("joint", "tokens")
 MISSING_LABEL = "(missing)"
 
 
@@ -314,8 +315,10 @@ def _load(base: Path) -> ConceptsResult | None:
 
 def explain(ws, model: str, *, k: int = 8, ids: Sequence[str] | None = None, label: str | None = None,
             prompts: Sequence[str] | None = None, vocabulary: Sequence[str] | None = None,
-            block: int | None = None, attn_block: int | None = None, alpha: float = 0.1,
-            n_components: int = 32, covariance: str = "full", max_iter: int = 30, random_state: int = 0,
+            block: int | None = None, attn_block: int | None = None, space: str | None = None,
+            alpha: float = 0.1,
+            n_components: int = 32, covariance: str = "tied", n_init: int = 4, max_iter: int = 30,
+            random_state: int = 0,
             stability_sample: int = 200, n_names: int = 5, n_prototypes: int = 8, encoder=None,
             progress: StageProgress | None = None, use_cache: bool = True) -> ConceptsResult:
     """Concept explanations (PACE) of a workspace's images with an open_clip ViT model.
@@ -323,9 +326,12 @@ def explain(ws, model: str, *, k: int = 8, ids: Sequence[str] | None = None, lab
     ``ids``: image item ids to explain (default: every image). Predictions ỹ: ``label`` (a metadata
     column; one-hot, missing values form their own class) or ``prompts`` (zero-shot softmax over them);
     with neither, the zero-shot softmax over ``vocabulary`` is used. ``vocabulary`` names the concepts
-    (default: :func:`core.search.default_vocabulary`). ``block`` / ``attn_block``: ViT blocks of the
+    (default: :func:`core.search.default_vocabulary` of the model). ``block`` / ``attn_block``: ViT blocks of the
     tokens and of the attention (default: the last). ``stability_sample`` images (at most) get an
-    augmented view for the stability metric (0 skips it). ``progress(stage, done, total)`` with stages
+    augmented view for the stability metric (0 skips it). ``space``: the patch features PACE is fitted on —
+    ``"joint"`` (the last block's patch tokens projected into the joint space like the pooled output, the
+    space the concepts are named in) or ``"tokens"`` (the residual stream after ``block``); default
+    ``"joint"``, or ``"tokens"`` when an earlier ``block`` is asked for. ``progress(stage, done, total)`` with stages
     ``patches``, ``fit``, ``stability``.
 
     Raises ValueError for bad parameters, an unknown label column, a non-ViT model (NotViTError).
@@ -354,13 +360,20 @@ def explain(ws, model: str, *, k: int = 8, ids: Sequence[str] | None = None, lab
     nb = n_blocks(enc)  # raises NotViTError for other image towers
     bi = (nb - 1) if block is None else (block + nb if block < 0 else block)
     ai = (nb - 1) if attn_block is None else (attn_block + nb if attn_block < 0 else attn_block)
+    if space is None:
+        space = "joint" if bi == nb - 1 else "tokens"
+    if space not in SPACES:
+        raise ValueError(f"space must be one of {', '.join(SPACES)}; got {space!r}")
+    if space == "joint" and bi != nb - 1:
+        raise ValueError(f"space 'joint' projects the last block ({nb - 1}); use space='tokens' for block {bi}")
     ids = _image_ids(ws, ids)
-    vocab = [str(w) for w in (default_vocabulary() if vocabulary is None else vocabulary) if str(w).strip()]
+    vocab = [str(w) for w in (default_vocabulary(model) if vocabulary is None else vocabulary) if str(w).strip()]
     vocab = list(dict.fromkeys(vocab))
     if not vocab:
         raise ValueError("the vocabulary is empty")
-    params = {"k": int(k), "block": int(bi), "attn_block": int(ai), "alpha": float(alpha),
-              "n_components": int(n_components), "covariance": covariance, "max_iter": int(max_iter),
+    params = {"k": int(k), "block": int(bi), "attn_block": int(ai), "space": space, "alpha": float(alpha),
+              "n_components": int(n_components), "covariance": covariance, "n_init": int(n_init),
+              "max_iter": int(max_iter),
               "random_state": random_state, "stability_sample": int(stability_sample), "label": label,
               "prompts": prompts, "n_names": int(n_names), "n_prototypes": int(n_prototypes)}
     key = _key({"model": model, "ids": sorted(ids), "vocab": vocab, "params": params, "format": RESULT_FORMAT})
@@ -387,14 +400,17 @@ def explain(ws, model: str, *, k: int = 8, ids: Sequence[str] | None = None, lab
         P = zero_shot(enc, _image_vectors(ws, model, enc, ids, files), texts)
         predicted = np.asarray([texts[j] for j in P.argmax(1)], dtype=object)
         source = "prompts" if prompts is not None else "vocabulary"
-    pace = PACE(int(k), alpha=alpha, n_components=n_components, covariance=covariance, max_iter=max_iter,
-                random_state=random_state)
-    pace.fit(data.tokens, data.attention, P, progress=stage("fit"))
+    pace = PACE(int(k), alpha=alpha, n_components=n_components, covariance=covariance, n_init=n_init,
+                max_iter=max_iter, random_state=random_state)
+    X = data.joint if space == "joint" else data.tokens
+    pace.fit(X, data.attention, P, progress=stage("fit"))
     theta, phi = pace.theta_, pace.phi_
     # names in the joint space
     W = data.attention * data.n_patches
     R = phi * W[:, :, None]
-    if bi == nb - 1:  # the fitted tokens are the last block's: project the prototypes like the pooled output
+    if space == "joint":  # the prototypes are joint-space vectors already
+        joint_protos = pace.prototypes_
+    elif bi == nb - 1:  # the fitted tokens are the last block's: project the prototypes like the pooled output
         joint_protos = project_tokens(enc, pace.prototypes_)
     else:  # an earlier block: the φ·w-weighted mean of the same patches' last-block joint vectors
         joint_protos = np.einsum("mjk,mje->ke", R, data.joint) / np.maximum(R.sum((0, 1)), 1e-12)[:, None]
@@ -402,7 +418,7 @@ def explain(ws, model: str, *, k: int = 8, ids: Sequence[str] | None = None, lab
 
     names = name_concepts(joint_protos, data.joint.reshape(-1, data.joint.shape[2]), vocabulary_vectors(enc, vocab),
                           vocab, n=n_names, patch_weights=W.ravel())
-    protos = pace.prototype_patches(data.tokens, phi, n=n_prototypes)
+    protos = pace.prototype_patches(X, phi, n=n_prototypes)
     used = (theta >= 0.1 / k).sum(0)
     concepts = [Concept(c, [w for w, _ in names[c]], [s for _, s in names[c]], float(pace.shares_[c]), int(used[c]),
                         [(str(ids[m]), int(j)) for m, j in protos[c] if m >= 0]) for c in range(int(k))]
@@ -417,8 +433,8 @@ def explain(ws, model: str, *, k: int = 8, ids: Sequence[str] | None = None, lab
             torch.manual_seed(0 if random_state is None else int(random_state))
             aug = extract_patches(enc, [files[r] for r in rows], block=bi, attn_block=ai,
                                   transform=mt.augmentation(), progress=stage("stability"))
-        theta0, _ = pace.transform(data.tokens[rows], data.attention[rows])
-        theta1, _ = pace.transform(aug.tokens, aug.attention)
+        theta0, _ = pace.transform(X[rows], data.attention[rows])
+        theta1, _ = pace.transform(aug.joint if space == "joint" else aug.tokens, aug.attention)
         stab = mt.stability(theta0, theta1)
     metrics = {"faithfulness": mt.faithfulness(theta, predicted.astype(str), random_state=random_state or 0),
                "stability": stab, "sparsity": mt.sparsity(theta), "parsimony": int(k)}

@@ -109,23 +109,33 @@ class PACE:
     e_steps : fixed-point iterations of (φ, γ) per E-step.
     pred_weight : λ, weight of the prediction term (0 switches it off; ignored without predictions).
     h_steps, h_lr, h_l2 : gradient steps, step size and L2 penalty of the prediction weights H per M-step.
-    covariance : ``"diag"`` or ``"full"``; ``shrinkage`` (full only) pulls Σ_k towards tr(Σ_k)/D · I.
+    covariance : ``"diag"``, ``"full"`` or ``"tied"`` (one full Σ shared by all concepts: the pooled
+        within-concept covariance, as in scikit-learn's GaussianMixture); ``shrinkage`` (full and tied)
+        pulls Σ towards tr(Σ)/D · I.
     reg_covar : variance floor, relative to the mean variance of the reduced patches.
     use_attention : weight patches by J · attention (False: every patch counts 1).
+    temperature : the Gaussian log-likelihood is divided by this in the E-step (1 = the paper's equations).
+        Larger values let the Dirichlet prior α speak: an image's patches gather in fewer concepts (sparser
+        θ). The authors' reference code divides the Mahalanobis term by 100.
+    n_init : EM runs from different k-means starts; the one with the highest ``score_`` is kept (as
+        scikit-learn's GaussianMixture does with its lower bound).
     init_sample, pca_sample : at most this many patches for the k-means initialisation / the PCA fit.
     random_state : seed of the samples and of k-means.
 
     Learned attributes: ``components_`` (D, d) PCA axes, ``mean_`` (d,), ``concepts_`` (K, D) means in PCA
     space, ``covariances_`` ((K, D) or (K, D, D)), ``prototypes_`` (K, d) full-dimension means,
     ``shares_`` (K,) weighted share of the training patches, ``coef_`` H (K, C) or None, ``theta_`` (M, K)
-    and ``phi_`` (M, J, K) of the training images, ``n_iter_``, ``converged_``, ``fit_seconds_``.
+    and ``phi_`` (M, J, K) of the training images, ``n_iter_``, ``converged_``, ``fit_seconds_``,
+    ``score_`` (attention-weighted mean log-likelihood of the patches under their image's concept mixture,
+    the criterion between starts) and ``init_scores_`` (the score of every start).
     """
 
     def __init__(self, n_concepts: int = 8, *, alpha: float | np.ndarray = 0.1, n_components: int = 32,
                  max_iter: int = 30, tol: float = 1e-3, e_steps: int = 10, pred_weight: float = 1.0,
                  h_steps: int = 20, h_lr: float = 2.0, h_l2: float = 1e-3, covariance: str = "full",
                  shrinkage: float = 0.1, reg_covar: float = 1e-3, use_attention: bool = True,
-                 init_sample: int = 10_000, pca_sample: int = 50_000, random_state: int | None = 0):
+                 temperature: float = 1.0, n_init: int = 1, init_sample: int = 10_000,
+                 pca_sample: int = 50_000, random_state: int | None = 0):
         self.n_concepts = n_concepts
         self.alpha = alpha
         self.n_components = n_components
@@ -140,6 +150,8 @@ class PACE:
         self.shrinkage = shrinkage
         self.reg_covar = reg_covar
         self.use_attention = use_attention
+        self.temperature = temperature
+        self.n_init = n_init
         self.init_sample = init_sample
         self.pca_sample = pca_sample
         self.random_state = random_state
@@ -158,12 +170,15 @@ class PACE:
             raise ValueError(f"alpha must be > 0, a scalar or one value per concept ({K}); got {self.alpha!r}")
         if not isinstance(self.n_components, (int, np.integer)) or self.n_components < 1:
             raise ValueError(f"n_components must be an integer >= 1; got {self.n_components!r}")
-        for name in ("max_iter", "e_steps"):
+        t = self.temperature
+        if not isinstance(t, (int, float, np.integer, np.floating)) or not np.isfinite(t) or t <= 0:
+            raise ValueError(f"temperature must be a finite number > 0; got {t!r}")
+        for name in ("max_iter", "e_steps", "n_init"):
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"{name} must be an integer >= 1; got {v!r}")
-        if self.covariance not in ("diag", "full"):
-            raise ValueError(f"covariance must be 'diag' or 'full'; got {self.covariance!r}")
+        if self.covariance not in ("diag", "full", "tied"):
+            raise ValueError(f"covariance must be 'diag', 'full' or 'tied'; got {self.covariance!r}")
         if not 0.0 <= float(self.shrinkage) <= 1.0:
             raise ValueError(f"shrinkage must be in [0, 1]; got {self.shrinkage!r}")
         if self.pred_weight < 0 or self.reg_covar <= 0:
@@ -239,7 +254,7 @@ class PACE:
 
         M, J, K = loglik.shape
         alpha = self.alpha_
-        data = W[:, :, None] * loglik                                          # tempered log-likelihood
+        data = W[:, :, None] * loglik / float(self.temperature)                # tempered log-likelihood
         if gamma is None:
             phi = _softmax(data.copy(), axis=2)
             gamma = alpha[None, :] + (W[:, :, None] * phi).sum(1)
@@ -284,6 +299,9 @@ class PACE:
                 second += _tdot(R32[s0:s0 + step], (Fc[:, :, None] * Fc[:, None, :]).reshape(len(Fc), D * D))
             S = second.reshape(K, D, D) / np.maximum(Nk, 1e-12)[:, None, None] - mu[:, :, None] * mu[:, None, :]
             S = 0.5 * (S + S.transpose(0, 2, 1))
+            if self.covariance == "tied":  # pooled within-concept covariance, the same for every concept
+                w = np.where(live, Nk, 0.0)
+                S = np.broadcast_to(np.einsum("k,kde->de", w / max(w.sum(), 1e-12), S), S.shape).copy()
             s = float(self.shrinkage)
             tr = np.trace(S, axis1=1, axis2=2)[:, None, None] / D
             cov = (1 - s) * S + (s * tr + floor) * eye[None]
@@ -309,7 +327,7 @@ class PACE:
         if not len(dead):
             return False
         for k in dead:
-            full = self.covariances_ if self.covariance == "full" else np.stack([np.diag(v) for v in self.covariances_])
+            full = self.covariances_ if self.covariance != "diag" else np.stack([np.diag(v) for v in self.covariances_])
             spread = mass * np.trace(full, axis1=1, axis2=2)
             spread[dead] = -np.inf
             c = int(np.argmax(spread))
@@ -333,7 +351,6 @@ class PACE:
             return self._fit(patches, attention, predictions, progress)
 
     def _fit(self, patches, attention, predictions, progress) -> "PACE":
-        from sklearn.cluster import KMeans
         from sklearn.decomposition import PCA
 
         t0 = time.perf_counter()
@@ -352,11 +369,48 @@ class PACE:
         self.explained_variance_ratio_ = pca.explained_variance_ratio_
         Y = self._reduce(X)
         W = self._weights(A)
+        self._scale = float(Y.reshape(-1, D).var(0).mean()) or 1.0
+        n_init = int(self.n_init)
+        seeds = rng.integers(0, 2**31 - 1, size=n_init)
+        best, scores = None, []
+        for i, seed in enumerate(seeds):
+            def step(it, total, i=i):
+                if progress is not None:
+                    progress(i * int(self.max_iter) + it, n_init * int(self.max_iter))
+            state = self._run(Y, W, P, int(seed), step)
+            scores.append(state["score"])
+            if best is None or state["score"] > best["score"]:
+                best = state
+        for name, value in best.items():
+            if name != "score":
+                setattr(self, name, value)
+        self.score_ = float(best["score"])
+        self.init_scores_ = np.asarray(scores)
+        phi = self.phi_
+        R = (phi * W[:, :, None]).reshape(-1, K)
+        Nk = R.sum(0)
+        self.shares_ = (Nk / Nk.sum()).astype(np.float32)
+        self.prototypes_ = (_tdot(R, flat).astype(np.float64) / np.maximum(Nk, 1e-12)[:, None]).astype(np.float32)
+        self.n_features_in_ = d
+        self.fit_seconds_ = time.perf_counter() - t0
+        log.info("PACE fit: %d images x %d patches, K=%d, D=%d, best of %d start(s) (scores %s), %d iterations "
+                 "(%s) in %.1fs", M, J, K, D, n_init, np.round(scores, 3).tolist(), self.n_iter_,
+                 "converged" if self.converged_ else "max_iter", self.fit_seconds_)
+        return self
+
+    def _run(self, Y: np.ndarray, W: np.ndarray, P: np.ndarray | None, seed: int, progress) -> dict:
+        """One variational EM run from a k-means start with ``seed``; returns the fitted state and its score."""
+        from sklearn.cluster import KMeans
+
+        M, J, D = Y.shape
+        K = int(self.n_concepts)
+        rng = np.random.default_rng(seed)
         Fy = Y.reshape(-1, D)
-        self._scale = float(Fy.var(0).mean()) or 1.0
-        # initialise: k-means on a sample of reduced patches, covariances of the hard clusters
-        take = rng.choice(len(Fy), size=min(len(Fy), max(self.init_sample, K)), replace=False)
-        km = KMeans(n_clusters=K, n_init=2, random_state=self.random_state).fit(Fy[np.sort(take)])
+        # initialise: k-means on a sample of reduced patches, weighted like every M-step (J · attention) so
+        # that patches the model ignores do not pull the start; covariances of the hard clusters
+        take = np.sort(rng.choice(len(Fy), size=min(len(Fy), max(self.init_sample, K)), replace=False))
+        w = W.reshape(-1)[take]
+        km = KMeans(n_clusters=K, n_init=2, random_state=seed).fit(Fy[take], sample_weight=w if w.sum() > 0 else None)
         labels = km.predict(Fy)
         self.concepts_ = km.cluster_centers_.astype(np.float64)
         onehot = np.zeros((len(Fy), K))
@@ -364,9 +418,9 @@ class PACE:
         self.covariances_ = (np.ones((K, D)) if self.covariance == "diag" else np.tile(np.eye(D), (K, 1, 1)))
         self.coef_ = np.zeros((K, P.shape[1])) if P is not None else None
         self.alpha_ = np.broadcast_to(np.asarray(self.alpha, np.float64), (K,)).copy()
-        self._m_step(Y, np.ones_like(W), onehot.reshape(M, J, K), None)
+        self._m_step(Y, W if float(W.sum()) > 0 else np.ones_like(W), onehot.reshape(M, J, K), None)
         gamma, theta = None, None
-        self.converged_ = False
+        converged, n_iter = False, 0
         for it in range(1, int(self.max_iter) + 1):
             loglik = self._log_density(Y)
             phi, gamma = self._e_step(loglik, W, gamma, P, int(self.e_steps))
@@ -379,26 +433,24 @@ class PACE:
                 new = gamma / gamma.sum(1, keepdims=True)
                 change = np.inf if theta is None else float(np.abs(new - theta).max())
                 theta = new
-            self.n_iter_ = it
-            if progress is not None:
-                progress(it, int(self.max_iter))
+            n_iter = it
+            progress(it, int(self.max_iter))
             if change < self.tol and not moved:
-                self.converged_ = True
+                converged = True
                 break
         loglik = self._log_density(Y)
         phi, gamma = self._e_step(loglik, W, gamma, P, int(self.e_steps))
-        self.phi_ = phi.astype(np.float32)
-        self.gamma_ = gamma
-        self.theta_ = (gamma / gamma.sum(1, keepdims=True)).astype(np.float32)
-        R = (phi * W[:, :, None]).reshape(-1, K)
-        Nk = R.sum(0)
-        self.shares_ = (Nk / Nk.sum()).astype(np.float32)
-        self.prototypes_ = (_tdot(R, flat).astype(np.float64) / np.maximum(Nk, 1e-12)[:, None]).astype(np.float32)
-        self.n_features_in_ = d
-        self.fit_seconds_ = time.perf_counter() - t0
-        log.info("PACE fit: %d images x %d patches, K=%d, D=%d, %d iterations (%s) in %.1fs", M, J, K, D,
-                 self.n_iter_, "converged" if self.converged_ else "max_iter", self.fit_seconds_)
-        return self
+        theta = gamma / gamma.sum(1, keepdims=True)
+        # the fit's score: attention-weighted mean log-likelihood of the patches under their image's mixture
+        # Σ_k θ_mk N(y | μ_k, Σ_k) (2π constant dropped); the start with the highest score is kept
+        from scipy.special import logsumexp
+
+        mix = logsumexp(loglik + np.log(np.maximum(theta, 1e-300))[:, None, :], axis=2)
+        score = float((W * mix).sum() / max(float(W.sum()), 1e-12))
+        return {"concepts_": self.concepts_.copy(), "covariances_": self.covariances_.copy(),
+                "coef_": None if self.coef_ is None else self.coef_.copy(), "alpha_": self.alpha_.copy(),
+                "phi_": phi.astype(np.float32), "gamma_": gamma, "theta_": theta.astype(np.float32),
+                "n_iter_": n_iter, "converged_": converged, "score": score}
 
     def transform(self, patches, attention=None, predictions=None) -> tuple[np.ndarray, np.ndarray]:
         """E-step only: ``(theta (M, K) float32 rows summing to 1, phi (M, J, K) float32)``.

@@ -17,6 +17,7 @@ from core.demo.world import (
     prompts_for,
     render,
     sample_objects,
+    world_vocabulary,
 )
 
 from core.demo.workspace import DEMO_MODEL, DEMO_SEED, DEMO_WORKSPACE, create_demo_workspace, load_world_masks
@@ -43,4 +44,5 @@ __all__ = [
     "prompts_for",
     "render",
     "sample_objects",
+    "world_vocabulary",
 ]

@@ -642,6 +642,15 @@ def _one_object_caption(rng: np.random.Generator, templates, o: WorldObject) -> 
     return _fix_articles(text)
 
 
+def world_vocabulary() -> list[str]:
+    """The words of the world's captions worth naming concepts with: colours, shapes, "object", "shape"
+    and "background" (the bundled ``demo`` model learns it for background patches).  Size and position
+    words are left out on purpose: they describe where an object sits in a whole image, so a patch of
+    plain background lands near "middle" as easily as near "background".  Written to a trained model's
+    folder as ``vocabulary.txt`` (see core.search.default_vocabulary); pass more words with ``--vocab``."""
+    return list(dict.fromkeys([*COLOURS, *SHAPES, "object", "shape", "background"]))
+
+
 def caption_for(objects: Sequence[WorldObject], rng: np.random.Generator, *, colour: bool = True) -> str:
     """Sample a caption for a scene.
 

@@ -38,7 +38,7 @@ def matched(fitted_means: np.ndarray) -> np.ndarray:
     return cols
 
 
-@pytest.mark.parametrize("covariance", ["diag", "full"])
+@pytest.mark.parametrize("covariance", ["diag", "full", "tied"])
 def test_em_recovers_a_known_mixture(covariance):
     X, z, theta = mixture()
     pace = PACE(3, alpha=0.1, n_components=4, covariance=covariance, random_state=0).fit(X)
@@ -50,10 +50,24 @@ def test_em_recovers_a_known_mixture(covariance):
     # the variances (in PCA space, a rotation here) add up to the true total variance 4 * 0.7²
     tr = pace.covariances_.sum(1) if covariance == "diag" else np.trace(pace.covariances_, axis1=1, axis2=2)
     assert np.allclose(tr, 4 * 0.49, rtol=0.25)
+    if covariance == "tied":
+        assert np.allclose(pace.covariances_, pace.covariances_[0]), "one covariance shared by every concept"
     # θ: rows sum to 1 and follow the true proportions
     assert np.allclose(pace.theta_.sum(1), 1.0, atol=1e-5)
     assert np.abs(pace.theta_[:, p] - theta).mean() < 0.08
     assert pace.shares_.sum() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_several_starts_keep_the_best_scoring_fit():
+    X, z, _ = mixture(seed=4)
+    one = PACE(3, n_components=4, covariance="tied", random_state=1, n_init=1).fit(X)
+    many = PACE(3, n_components=4, covariance="tied", random_state=1, n_init=4).fit(X)
+    assert len(many.init_scores_) == 4 and many.score_ == pytest.approx(many.init_scores_.max())
+    assert many.init_scores_[0] == pytest.approx(one.score_), "the first start is the single-start fit"
+    assert many.score_ >= one.score_ and np.isfinite(many.score_)
+    # the score is the fitted model's: a fit on shuffled patches (no structure) scores lower
+    noise = np.random.default_rng(0).permutation(X.reshape(-1, 4).ravel()).reshape(X.shape)
+    assert PACE(3, n_components=4, covariance="tied", random_state=1).fit(noise).score_ < one.score_
 
 
 def test_transform_of_new_images_is_the_e_step():
@@ -117,8 +131,12 @@ def test_parameter_errors_and_not_fitted():
         PACE(3).transform(X)
     with pytest.raises(ValueError, match=r"n_concepts must be an integer in \[1, n_patches=200\]; got 500"):
         PACE(500).fit(X)
-    with pytest.raises(ValueError, match="covariance must be 'diag' or 'full'"):
-        PACE(3, covariance="tied").fit(X)
+    with pytest.raises(ValueError, match="covariance must be 'diag', 'full' or 'tied'"):
+        PACE(3, covariance="spherical").fit(X)
+    with pytest.raises(ValueError, match="n_init must be an integer >= 1"):
+        PACE(3, n_init=0).fit(X)
+    with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
+        PACE(3, temperature=0).fit(X)
     with pytest.raises(ValueError, match="alpha must be > 0"):
         PACE(3, alpha=0).fit(X)
     with pytest.raises(ValueError, match="patches must be"):
@@ -366,3 +384,51 @@ def test_cli_concepts_json(explained, tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 1 and "label column 'nope'" in err and len(err.strip().splitlines()) == 1
     assert main(["concepts", str(ws.path), "--model", "demo", "--k", "0", "--json"]) == 2
+
+
+def test_cli_concepts_names_with_the_given_words_only(explained, tmp_path, capsys):
+    from core.cli import main
+
+    ws, _, _ = explained
+    ids = ws.items.loc[ws.items["modality"] == "image", "id"].tolist()[:30]
+    f = tmp_path / "ids.txt"
+    f.write_text("\n".join(ids) + "\n")
+    args = ["concepts", str(ws.path), "--model", "demo", "--k", "3", "--ids-from", str(f), "--json"]
+    assert main([*args, "--vocab", "red", "blue", "circle", "--vocab-only"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert all(set(c["names"]) <= {"red", "blue", "circle"} for c in doc["concepts"])
+    assert main([*args, "--vocab-only"]) == 1
+    assert "--vocab-only needs the words" in capsys.readouterr().err
+
+
+def test_demo_concepts_are_named_after_what_they_cover(explained):
+    """On the demo workspace with the default (world) vocabulary, PACE finds the objects' colours and the
+    background in the patches, and each concept's first name is what its patches show."""
+    from core.concepts import explain
+    from core.concepts.groundtruth import patch_majority, world_pixel_colours
+    from core.demo import load_world_masks
+
+    ws, _, _ = explained
+    res = explain(ws, "demo", k=9, stability_sample=0)
+    masks = load_world_masks(ws)
+    meta = ws.items.drop_duplicates("id").set_index("id")
+    truth = []
+    for i in res.ids:
+        colours = [c for c in (meta.at[i, "colour"], meta.at[i, "colour2"]) if isinstance(c, str) and c]
+        truth.append(patch_majority(world_pixel_colours(masks[i], colours), res.grid))
+    truth = np.stack(truth)
+    arg = res.phi.argmax(2)
+    assert recovery(arg, truth)["nmi"] >= 0.6
+    named = 0
+    for con in res.concepts:
+        covered = truth[arg == con.id]
+        if not len(covered):
+            continue
+        values, counts = np.unique(covered, return_counts=True)
+        top = values[counts.argmax()]
+        if counts.max() / counts.sum() >= 0.7:  # a concept that is mostly one colour (or the background)
+            assert con.names[0] == top, (con.names, top, counts.max() / counts.sum())
+            named += 1
+    assert named >= 6
+    most = np.bincount(arg.ravel(), minlength=res.k).argmax()  # the concept most patches belong to
+    assert res.concepts[most].names[0] == "background"

@@ -83,6 +83,7 @@ def test_train_checkpoints_resumes_and_ships_a_loadable_model(capsys, tmp_path):
     out = tmp_path / "run"
     common = ["--out", str(out), "--model-config", str(cfg), "--n-train", "64", "--batch-size", "16",
               "--eval-every", "1000", "--ckpt-every", "2", "--workers", "1", "--warmup", "1", "--json"]
+    common += ["--dense-steps", "0"]
     assert main(["train", "--steps", "3", "--pattern-steps", "0", *common]) == 0
     first = json.loads(capsys.readouterr().out)
     assert first["steps"] == 3 and first["resumed_from"] == 0
@@ -100,6 +101,14 @@ def test_train_checkpoints_resumes_and_ships_a_loadable_model(capsys, tmp_path):
     assert third["steps"] == 8 and third["resumed_from"] == 5
     # ... but once a run is inside the pattern phase, other pattern settings are refused
     assert main(["train", "--steps", "5", "--pattern-steps", "3", "--pattern-lr", "0.5", *common]) == 1
+    # the dense phase continues a finished pattern phase in the same way
+    dense = [a for a in common if a not in ("--dense-steps", "0")] + ["--steps", "5", "--pattern-steps", "3"]
+    assert main(["train", "--dense-steps", "2", *dense]) == 0
+    fourth = json.loads(capsys.readouterr().out)
+    assert fourth["steps"] == 10 and fourth["resumed_from"] == 8
+    assert main(["train", "--dense-steps", "2", "--dense-lr", "0.5", *dense]) == 1
+    words = (out / "vocabulary.txt").read_text().split()
+    assert {"red", "triangle", "background"} <= set(words), "a world model ships the words it was trained on"
 
 
 def test_pattern_phase_paints_single_objects_and_hides_their_colour():
@@ -121,6 +130,28 @@ def test_pattern_phase_paints_single_objects_and_hides_their_colour():
     colour = data.attributes(idx, "colour", list(COLOURS))
     shape = data.attributes(idx, "shape", list(SHAPES))
     assert (colour[painted] == -1).all() and (shape[painted] >= 0).all()
+
+
+def test_dense_phase_patch_labels_follow_the_masks():
+    from core.demo import COLOURS
+    from core.train import WorldPairs
+
+    names = list(COLOURS)
+    data = WorldPairs(60, seed=4, image_size=64, p_two=0.35, workers=1)
+    idx = np.arange(60)
+    data.pattern_p = 0.5
+    data.batch(idx)
+    lab = data.patch_labels(idx, (8, 8), names)
+    assert lab.shape == (60, 64)
+    for j in range(60):
+        cells = data.masks[j].reshape(8, 8, 8, 8).transpose(0, 2, 1, 3).reshape(64, 64)
+        full_bg = (cells == 0).all(1)
+        assert (lab[j][full_bg] == len(names)).all(), "patches with no object are background"
+        for k, obj in enumerate(data.objects[j], start=1):
+            inside = (cells == k).all(1)
+            want = -1 if j in data._painted else names.index(obj.colour)
+            assert (lab[j][inside] == want).all(), "patches inside an object carry its colour (none if painted)"
+    assert (lab == -1).any() and (lab == len(names)).mean() > 0.5
 
 
 def test_train_from_workspace_pairs(capsys, tmp_path):

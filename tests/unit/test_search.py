@@ -455,3 +455,17 @@ def test_contrast_labels_say_what_sets_a_selection_apart(demo_ws):
     assert contrast["label"].iloc[0] == "blue"
     assert list(contrast.columns) == ["label", "prompt", "score", "cosine"]
     assert contrast["score"].is_monotonic_decreasing and not plain.equals(contrast)
+
+
+def test_a_model_folder_with_a_vocabulary_names_with_its_words(tmp_path):
+    from core.demo import world_vocabulary
+
+    general = default_vocabulary()
+    assert default_vocabulary("demo") == world_vocabulary(), "demo ships the words of its world"
+    assert "pizza" in general and "pizza" not in default_vocabulary("demo")
+    assert {"red", "orange", "star", "background"} <= set(default_vocabulary("demo"))
+    assert default_vocabulary("openclip:ViT-B-32/laion2b_s34b_b79k") == general, "hub models: the general list"
+    assert default_vocabulary("minilm") == general, "a package model without a vocabulary.txt"
+    (tmp_path / "vocabulary.txt").write_text("# my words\ncat\n\ndog\ncat\n")
+    assert default_vocabulary(f"openclip-local:{tmp_path}") == ["cat", "dog"]
+    assert default_vocabulary("no-such-model") == general
