@@ -560,6 +560,8 @@ def _concepts_configure(p):
                    help="concept covariances: one shared (default), one full per concept, or diagonal")
     p.add_argument("--n-init", type=int, default=4, help="EM starts; the best-scoring fit is kept (default 4)")
     p.add_argument("--alpha", type=float, default=0.1, help="Dirichlet prior of the concept proportions (< 1: sparse)")
+    p.add_argument("--no-attention", action="store_true",
+                   help="count every patch once instead of weighting it by the model's CLS attention (PACE)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--refit", action="store_true", help="ignore cached patches and results")
 
@@ -601,7 +603,8 @@ def _concepts(args):
     try:
         res = explain(ws, args.model, k=args.k, ids=ids, label=args.label, prompts=args.prompts, vocabulary=vocab,
                       block=args.block, space=args.space, covariance=args.covariance, n_init=args.n_init,
-                      alpha=args.alpha, random_state=args.seed, progress=progress,
+                      alpha=args.alpha, use_attention=not args.no_attention, random_state=args.seed,
+                      progress=progress,
                       use_cache=not args.refit)
     except (ModelLoadError, ValueError) as e:
         raise CLIError(str(e))

@@ -55,7 +55,7 @@ def run(ws, model: str, params: dict, progress=None):
     p = dict(params)
     return explain(ws, model, k=p["k"], ids=p["ids"], label=p["label"], prompts=p["prompts"],
                    vocabulary=p["vocabulary"], block=p["block"], space=p.get("space"), alpha=p["alpha"],
-                   progress=progress)
+                   use_attention=p.get("use_attention", True), progress=progress)
 
 
 # ---- sections -----------------------------------------------------------------------------------
@@ -104,6 +104,11 @@ def controls(ws, model: str, items: pd.DataFrame) -> dict | None:
         block, space = (nb - 1, "joint") if feature == "joint" else (int(feature), "tokens")
         alpha = st.number_input("Dirichlet prior α", 0.01, 5.0, 0.1, step=0.05, key="concepts_alpha",
                                 help="Below 1 each image uses few concepts (sparser explanations).")
+        weighted = st.checkbox("Weight patches by the model's attention", True, key="concepts_attention",
+                               help="PACE weights each patch by the CLS token's attention to it, so concepts "
+                                    "follow what the model looks at. Untick to count every patch once: "
+                                    "image-level shares then describe what the image shows and move less when "
+                                    "the image is flipped or cropped.")
     ids = image_ids_for(items, source, map_ids=map_ids, column=column, value=value)
     st.caption(f"{len(ids):,} images to explain.")
     if not st.button("Find concepts", type="primary", icon=":material/psychology:", key="concepts_run",
@@ -119,7 +124,8 @@ def controls(ws, model: str, items: pd.DataFrame) -> dict | None:
         return None
     return {"k": int(k), "ids": None if source == SRC_ALL else ids, "label": label, "prompts": prompts,
             "vocabulary": extra if only else ((default_vocabulary(model) + extra) if extra else None),
-            "block": int(block), "space": space, "alpha": float(alpha), "workspace": ws.name, "model": model}
+            "block": int(block), "space": space, "alpha": float(alpha),
+            "use_attention": bool(weighted), "workspace": ws.name, "model": model}
 
 
 def metrics_row(res) -> None:
@@ -132,6 +138,7 @@ def metrics_row(res) -> None:
     st.caption(c.plain(f"{res.n_images} images · K = {res.k} · predictions: {res.prediction_source} · "
                        + (f"joint space (block {res.params.get('block')}) · " if res.params.get("space") == "joint"
                           else f"tokens of block {res.params.get('block')} · ")
+                       + ("" if res.params.get("use_attention", True) else "every patch counted once · ")
                        + ("read from the workspace's cache" if res.cached else f"computed in {res.seconds:.1f} s")))
     with st.expander("What the metrics mean"):
         for name in ("faithfulness", "stability", "sparsity", "parsimony"):

@@ -4,7 +4,8 @@
 
 1. patch tokens, CLS attention and joint-space patch vectors (``core.concepts.patches``, cached);
 2. the model's predictions ỹ: a metadata column (``label``: one-hot), a zero-shot softmax over the user's
-   ``prompts``, or by default a zero-shot softmax over the naming vocabulary;
+   ``prompts``, or by default a zero-shot softmax over the naming vocabulary (both modalities
+   mean-centred, as for naming);
 3. PACE fitted on all of it; per concept: names, share, prototype patches;
 4. metrics: faithfulness (θ -> predicted label), stability (θ of augmented views), sparsity, parsimony.
 
@@ -29,7 +30,7 @@ from .pace import PACE
 log = logging.getLogger(__name__)
 
 StageProgress = Callable[[str, int, int], None]
-RESULT_FORMAT = 2
+RESULT_FORMAT = 3
 SPACES = ("joint", "tokens")
 MISSING_LABEL = "(missing)"
 
@@ -126,6 +127,7 @@ class ConceptsResult:
                                "classes": sorted(map(str, pd.unique(self.predicted)))[:50]},
                 "concepts": [c.to_dict() for c in self.concepts],
                 "metrics": {k: (None if v is None else round(float(v), 4)) for k, v in self.metrics.items()},
+                "params": {k: v for k, v in self.params.items() if k != "ids"},
                 "seconds": round(float(self.seconds), 3), "cached": self.cached,
                 "path": None if self.path is None else str(self.path), **self.extra}
 
@@ -139,14 +141,20 @@ def _logit_scale(encoder) -> float:
         return 100.0
 
 
-def zero_shot(encoder, image_vectors: np.ndarray, prompts: Sequence[str]) -> np.ndarray:
-    """Softmax over prompts of ``logit_scale · cos(image, prompt)``: (n, len(prompts)) float64."""
+def zero_shot(encoder, image_vectors: np.ndarray, prompts: Sequence[str], *, centred: bool = False) -> np.ndarray:
+    """Softmax over prompts of ``logit_scale · cos(image, prompt)``: (n, len(prompts)) float64.
+
+    ``centred``: take the cosine after subtracting each modality's mean (the images' mean, the prompts'
+    mean), as concept naming does. Over a long word list this keeps generic words that sit near every
+    image ("object", "photo") from winning every image; the prediction is then relative to these images.
+    """
     from ..search import vocabulary_vectors
 
-    T = vocabulary_vectors(encoder, list(prompts))
-    X = np.asarray(image_vectors, dtype=np.float64)
-    X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
-    s = _logit_scale(encoder) * (X @ T.T.astype(np.float64))
+    T = _unit(vocabulary_vectors(encoder, list(prompts)))
+    X = _unit(image_vectors)
+    if centred:
+        X, T = _unit(X - X.mean(0)), _unit(T - T.mean(0))
+    s = _logit_scale(encoder) * (X @ T.T)
     s -= s.max(1, keepdims=True)
     p = np.exp(s)
     return p / p.sum(1, keepdims=True)
@@ -318,20 +326,22 @@ def explain(ws, model: str, *, k: int = 8, ids: Sequence[str] | None = None, lab
             block: int | None = None, attn_block: int | None = None, space: str | None = None,
             alpha: float = 0.1,
             n_components: int = 32, covariance: str = "tied", n_init: int = 4, max_iter: int = 30,
-            random_state: int = 0,
+            use_attention: bool = True, random_state: int = 0,
             stability_sample: int = 200, n_names: int = 5, n_prototypes: int = 8, encoder=None,
             progress: StageProgress | None = None, use_cache: bool = True) -> ConceptsResult:
     """Concept explanations (PACE) of a workspace's images with an open_clip ViT model.
 
     ``ids``: image item ids to explain (default: every image). Predictions ỹ: ``label`` (a metadata
     column; one-hot, missing values form their own class) or ``prompts`` (zero-shot softmax over them);
-    with neither, the zero-shot softmax over ``vocabulary`` is used. ``vocabulary`` names the concepts
+    with neither, the zero-shot softmax over ``vocabulary`` with both modalities mean-centred is used. ``vocabulary`` names the concepts
     (default: :func:`core.search.default_vocabulary` of the model). ``block`` / ``attn_block``: ViT blocks of the
     tokens and of the attention (default: the last). ``stability_sample`` images (at most) get an
     augmented view for the stability metric (0 skips it). ``space``: the patch features PACE is fitted on —
     ``"joint"`` (the last block's patch tokens projected into the joint space like the pooled output, the
     space the concepts are named in) or ``"tokens"`` (the residual stream after ``block``); default
-    ``"joint"``, or ``"tokens"`` when an earlier ``block`` is asked for. ``progress(stage, done, total)`` with stages
+    ``"joint"``, or ``"tokens"`` when an earlier ``block`` is asked for. ``use_attention``: weight each patch by J times its CLS attention, as PACE does
+    (False: every patch counts once; θ is then the concepts' share of the image's patches, and does not move
+    with the attention of an augmented view). ``progress(stage, done, total)`` with stages
     ``patches``, ``fit``, ``stability``.
 
     Raises ValueError for bad parameters, an unknown label column, a non-ViT model (NotViTError).
@@ -373,7 +383,7 @@ def explain(ws, model: str, *, k: int = 8, ids: Sequence[str] | None = None, lab
         raise ValueError("the vocabulary is empty")
     params = {"k": int(k), "block": int(bi), "attn_block": int(ai), "space": space, "alpha": float(alpha),
               "n_components": int(n_components), "covariance": covariance, "n_init": int(n_init),
-              "max_iter": int(max_iter),
+              "max_iter": int(max_iter), "use_attention": bool(use_attention),
               "random_state": random_state, "stability_sample": int(stability_sample), "label": label,
               "prompts": prompts, "n_names": int(n_names), "n_prototypes": int(n_prototypes)}
     key = _key({"model": model, "ids": sorted(ids), "vocab": vocab, "params": params, "format": RESULT_FORMAT})
@@ -397,11 +407,12 @@ def explain(ws, model: str, *, k: int = 8, ids: Sequence[str] | None = None, lab
         source = f"label:{label}"
     else:
         texts = prompts if prompts is not None else vocab
-        P = zero_shot(enc, _image_vectors(ws, model, enc, ids, files), texts)
+        # the default word list holds generic words; centred, the words that tell the images apart win
+        P = zero_shot(enc, _image_vectors(ws, model, enc, ids, files), texts, centred=prompts is None)
         predicted = np.asarray([texts[j] for j in P.argmax(1)], dtype=object)
         source = "prompts" if prompts is not None else "vocabulary"
     pace = PACE(int(k), alpha=alpha, n_components=n_components, covariance=covariance, n_init=n_init,
-                max_iter=max_iter, random_state=random_state)
+                max_iter=max_iter, use_attention=use_attention, random_state=random_state)
     X = data.joint if space == "joint" else data.tokens
     pace.fit(X, data.attention, P, progress=stage("fit"))
     theta, phi = pace.theta_, pace.phi_

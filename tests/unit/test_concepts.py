@@ -1,6 +1,7 @@
 """Concept explanations (PACE): the estimator, metrics, patch extraction, ground truth, explain() and the CLI."""
 from __future__ import annotations
 
+import collections
 import json
 
 import numpy as np
@@ -408,8 +409,15 @@ def test_demo_concepts_are_named_after_what_they_cover(explained):
     from core.concepts.groundtruth import patch_majority, world_pixel_colours
     from core.demo import load_world_masks
 
+    from core.demo import COLOURS
+
     ws, _, _ = explained
     res = explain(ws, "demo", k=9, stability_sample=0)
+    # the default prediction: zero-shot over the vocabulary, centred, so a colour word rather than a
+    # generic one ("object", "background") is what the model predicts for an image; θ explains it
+    assert res.prediction_source == "vocabulary"
+    assert np.isin(res.predicted, list(COLOURS)).mean() >= 0.8, collections.Counter(res.predicted.tolist())
+    assert res.metrics["faithfulness"] >= 0.7
     masks = load_world_masks(ws)
     meta = ws.items.drop_duplicates("id").set_index("id")
     truth = []
@@ -432,3 +440,30 @@ def test_demo_concepts_are_named_after_what_they_cover(explained):
     assert named >= 6
     most = np.bincount(arg.ravel(), minlength=res.k).argmax()  # the concept most patches belong to
     assert res.concepts[most].names[0] == "background"
+
+
+def test_without_attention_every_patch_counts_once(explained, tmp_path, capsys):
+    """--no-attention: θ is the image's share of patches per concept (γ = α + Σ_j φ_j), not the
+    attention-weighted share PACE uses by default."""
+    from core.cli import main
+    from core.concepts import explain
+
+    ws, _, _ = explained
+    ids = ws.items.loc[ws.items["modality"] == "image", "id"].tolist()[:40]
+    f = tmp_path / "ids.txt"
+    f.write_text("\n".join(ids) + "\n")
+    args = ["concepts", str(ws.path), "--model", "demo", "--k", "3", "--ids-from", str(f), "--json"]
+    assert main([*args, "--no-attention"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["params"]["use_attention"] is False
+    plain = explain(ws, "demo", k=3, ids=ids, use_attention=False, stability_sample=0)
+    weighted = explain(ws, "demo", k=3, ids=ids, stability_sample=0)
+    J = plain.phi.shape[1]
+
+    def counted(res, w):
+        g = 0.1 + (res.phi * w[:, :, None]).sum(1)
+        return g / g.sum(1, keepdims=True)
+
+    assert np.allclose(plain.theta, counted(plain, np.ones(plain.phi.shape[:2])), atol=2e-3)
+    assert np.allclose(weighted.theta, counted(weighted, weighted.attention * J), atol=2e-3)
+    assert not np.allclose(weighted.theta, counted(weighted, np.ones(weighted.phi.shape[:2])), atol=2e-3)
