@@ -21,6 +21,7 @@ _EXPORTS = {
     "Workspace": "workspace",
     "IngestReport": "workspace",
     "EmbedReport": "workspace",
+    "StaleVectorsError": "workspace",
     "workspace_path": "workspace",
     "list_workspaces": "workspace",
     "scan": "ingest",

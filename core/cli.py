@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from typing import Any, Callable
@@ -132,6 +133,9 @@ def _embed_configure(p):
                    help="storage of a new vector store (default float32; float16 halves it, int8 quarters it)")
     p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, mps")
     p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--refresh", action="store_true",
+                   help="delete this model's vectors and what was derived from them (index, maps, concept caches) "
+                        "and embed everything again, e.g. after its weights changed")
 
 
 def _embed(args):
@@ -145,7 +149,7 @@ def _embed(args):
         ws = _open_ws(args.workspace)
         try:
             report = ws.embed(args.model, device=args.device, batch_size=args.batch_size, dtype=args.dtype,
-                              progress=_progress_printer(f"embed {args.model}"))
+                              refresh=args.refresh, progress=_progress_printer(f"embed {args.model}"))
         except (ModelLoadError, ValueError) as e:
             raise CLIError(str(e))
         out = report.to_dict()
@@ -154,6 +158,8 @@ def _embed(args):
     from .distributed import RayNotInstalled, embed_manifest, embed_workspace
 
     ws = _open_ws(args.workspace, create=bool(args.manifest))
+    if args.refresh:
+        ws.forget_model(args.model)
     kw = dict(engine=args.engine, address=args.ray_address, workers=args.workers,
               cpus_per_worker=args.cpus_per_worker, device=args.device, batch_size=args.batch_size,
               dtype=args.dtype, progress=_progress_printer(f"embed {args.model} ({args.engine})"))
@@ -648,6 +654,26 @@ def _human(obj: Any) -> str:
                 lines.append(f"{k}: {json.dumps(v, default=str) if isinstance(v, (dict, list)) else v}")
         return "\n".join(lines)
     return str(obj)
+
+
+def entry() -> None:
+    """The ``jointscope`` / ``python -m core`` process: :func:`main`, then exit without CPython's native
+    teardown. Arrow's (and other C++ libraries') thread pools can abort the process while they are
+    destroyed at interpreter exit ("terminate called without an active exception", exit -6; apache/arrow
+    #34314), turning a finished command into a failure after its JSON was written. Python's exit handlers
+    still run (logging, Ray's shutdown); only the native finalisation is skipped."""
+    import atexit
+
+    rc = main()
+    try:
+        atexit._run_exitfuncs()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # a closed pipe: nothing more can be said
+                pass
+        os._exit(rc)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -80,6 +80,20 @@ def _resolve_target(target: str) -> str:
     return target
 
 
+def weights_key(model_id: str) -> tuple | None:
+    """(name, size, mtime) of the files in a model's local folder, for ids whose weights can change under the
+    same name (bundled models, ``openclip-local:``, ``st:`` folders); None for hub ids (their weights are
+    fixed by the name) and unknown ids. Changes whenever the checkpoint is replaced."""
+    try:
+        family, target = parse_model_id(model_id)
+    except ValueError:
+        return None
+    folder = Path(target)
+    if family not in ("openclip-local", "st") or not folder.is_dir():
+        return None
+    return tuple(sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(folder) if e.is_file()))
+
+
 def parse_model_id(model_id: str) -> tuple[str, str]:
     """Split a model id into (family, target); aliases resolve to their family and target.
 

@@ -82,6 +82,14 @@ class IngestReport:
                 "errors": [{"source": s, "reason": r} for s, r in self.errors]}
 
 
+class StaleVectorsError(ValueError):
+    """The stored vectors of a model are not what the model gives now (its weights changed)."""
+
+
+STALE_COSINE = 0.99  # stored vs re-encoded: float16/int8 storage and other devices stay above 0.999
+DERIVED_PER_MODEL = ("index", "maps", "patches", "concepts")  # derived/<kind>/<model-slug>/
+
+
 @dataclass
 class EmbedReport:
     model: str
@@ -409,13 +417,67 @@ class Workspace:
         mask = rows >= 0
         return rows[mask], order[mask].astype(object)
 
+    def stale_vectors(self, model: str, encoder=None, *, n: int = 4) -> dict | None:
+        """Whether the stored vectors of ``model`` still match the model: up to ``n`` stored items (images
+        and texts alike) are encoded again and compared. Returns None when they match (or there is nothing
+        to compare), else ``{"items": [ids], "min_cosine": c}``. Catches a checkpoint replaced under the
+        same model id (an updated bundled ``demo``, a retrained local folder)."""
+        from .encoders import load_encoder, load_image
+
+        store = self.store(model)
+        if store.count() == 0 or model.startswith("precomputed:"):
+            return None
+        enc = encoder if encoder is not None else load_encoder(model)
+        items = self.items
+        items = items[items["id"].isin(store.ids()) & items["modality"].isin(enc.modalities)]
+        if items.empty:
+            return None
+        picked = pd.concat([part.head(max(1, n // 2)) for _, part in items.groupby("modality", sort=True)]).head(n)
+        cos, ids = [], []
+        for mod, part in picked.groupby("modality", sort=False):
+            try:
+                Y = (enc.encode_texts(part["text"].tolist()) if mod == "text"
+                     else enc.encode_images([load_image(self.abspath(r)) for r in part["image"]]))
+            except Exception:  # noqa: BLE001 - an unreadable stored image says nothing about the weights
+                continue
+            X, _ = self.vectors(model, ids=part["id"].tolist())
+            Y = Y / np.maximum(np.linalg.norm(Y, axis=1, keepdims=True), 1e-12)
+            X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+            cos += (X * Y).sum(1).tolist()
+            ids += part["id"].tolist()
+        if not cos or min(cos) >= STALE_COSINE:
+            return None
+        return {"items": ids, "min_cosine": round(float(min(cos)), 4)}
+
+    def forget_model(self, model: str) -> list[str]:
+        """Delete the vectors of ``model`` and everything derived from them (index, maps, patch and concept
+        caches). Returns the folders removed (relative to the workspace)."""
+        import shutil
+
+        from .vectorstore import model_slug
+
+        slug = model_slug(model)
+        gone = []
+        with self._lock():
+            for rel in [Path("vectors") / slug] + [Path("derived") / k / slug for k in DERIVED_PER_MODEL]:
+                if (self.path / rel).exists():
+                    shutil.rmtree(self.path / rel)
+                    gone.append(rel.as_posix())
+        self._stores.pop(model, None)
+        return gone
+
     def embed(self, model: str, *, progress: EmbedProgress | None = None, device: str = "auto",
-              batch_size: int | None = None, chunk_size: int = 1024, dtype: str | None = None) -> EmbedReport:
+              batch_size: int | None = None, chunk_size: int = 1024, dtype: str | None = None,
+              refresh: bool = False) -> EmbedReport:
         """Encode every item that has no vector for ``model`` yet (incremental).
 
         Vectors are committed every ``chunk_size`` items, so an interrupted run keeps its progress.
         ``progress(done, total)`` is called after each batch. ``dtype``: storage dtype when this run
         creates the model's store (``float32`` default, ``float16``, ``int8``; see core.vectorstore).
+        Before adding vectors to a store that has some, a few stored items are encoded again
+        (:meth:`stale_vectors`); if the model no longer gives their vectors, StaleVectorsError is raised
+        instead of mixing two spaces. ``refresh=True`` first deletes the model's vectors and what was derived
+        from them (:meth:`forget_model`) and embeds everything again.
         """
         from .encoders import load_encoder, load_image
         from .vectorstore import DTYPES
@@ -425,6 +487,8 @@ class Workspace:
         t0 = time.perf_counter()
         enc = load_encoder(model, device=device)
         report = EmbedReport(model=model)
+        if refresh:
+            self.forget_model(model)
         items = self.items
         store = self.store(model)
         seen = _manifest_key(store)  # before reading ids: a commit in between is caught as a change
@@ -441,6 +505,15 @@ class Workspace:
         can = todo["modality"].isin(enc.modalities) & ~((todo["modality"] == "text") & todo["text"].isna())
         report.unsupported = int((~can).sum())
         todo = todo[can]
+        if len(todo) and len(have):
+            stale = self.stale_vectors(model, enc)
+            if stale is not None:
+                raise StaleVectorsError(
+                    f"workspace {self.name!r} holds vectors for {model!r} that the model no longer gives (cosine "
+                    f"{stale['min_cosine']:.2f} for an item encoded again; its weights changed, e.g. an updated "
+                    f"bundled checkpoint); embedding new items would mix two spaces. Embed everything again: "
+                    f"`jointscope embed {self.path} --model {model} --refresh`, or tick “Embed everything again” "
+                    f"on the Data page")
         total, done = len(todo), 0
         if progress is not None:
             progress(0, total)

@@ -354,6 +354,32 @@ def summary_line(ws: core.Workspace | None, model: str | None) -> None:
     vec = (f"{s['vectors']} vectors for {model} ({s['dim']}-d)" if s["vectors"]
            else f"no vectors for {model} yet" if model else "no model chosen")
     st.caption(plain(f"Workspace {ws.name}: {s['items']} items ({mods}) · {vec}"))
+    if s["vectors"]:
+        stale_warning(ws, model)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _stale(path: str, model: str, vkey: tuple, wkey: tuple) -> dict | None:
+    try:
+        return _open_workspace(path).stale_vectors(model, get_encoder(model))
+    except Exception:  # noqa: BLE001 - a model that cannot load is reported where it is used
+        return None
+
+
+def stale_warning(ws: core.Workspace, model: str) -> None:
+    """A warning when the stored vectors of a model whose weights live in a local folder (bundled models,
+    local checkpoints) are not what the model gives now; checked again when either changes."""
+    from core.encoders import weights_key
+
+    wkey = weights_key(model)
+    if wkey is None:
+        return
+    stale = _stale(str(ws.path), model, vectors_key(ws, model), wkey)
+    if stale is not None:
+        st.warning(plain(f"Stale vectors: this workspace's vectors were made with other weights than {model} has "
+                         f"now (cosine {stale['min_cosine']:.2f} for an item encoded again), so text queries and new "
+                         f"items land in another space. On the Data page, tick “Embed everything again” and embed.",
+                         limit=1000), icon=":material/sync_problem:")
 
 
 # ---- items --------------------------------------------------------------------------------------

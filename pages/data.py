@@ -237,17 +237,22 @@ def embed_section(ws, model: str | None) -> None:
                                    + " will be left out."))
         if model.startswith("openclip:"):
             st.caption("Hub models download their weights on first use (the network is needed once).")
+        refresh = st.checkbox("Embed everything again", key="embed_refresh",
+                              help="Delete this model's vectors and what was derived from them (index, maps, "
+                                   "concepts), then embed every item: needed when the model's weights changed.")
         if st.button(c.plain(f"Embed with {model}"), type="primary", icon=":material/bolt:", disabled=ws.items.empty,
                      key="embed"):
             bar = st.progress(0.0, text=c.plain(f"Loading {model}…"))
             try:
-                rep = ws.embed(model, progress=c.make_progress(bar))
+                rep = ws.embed(model, progress=c.make_progress(bar), refresh=refresh)
             except Exception as e:  # noqa: BLE001 - unknown id, missing weights, dimension clash
                 bar.empty()
                 c.show_error(e)
             else:
                 bar.progress(1.0, text="done")
                 ss[c.LAST_EMBED] = dict(rep.to_dict(), workspace=ws.name)
+                if refresh:  # the header above was drawn from the old vectors (e.g. a stale-vectors warning)
+                    st.rerun()
         rep = ss.get(c.LAST_EMBED)
         if rep and rep.get("workspace") == ws.name:
             msg = (f"{rep['model']}: {rep['embedded']} embedded, {rep['cached']} already had vectors, "

@@ -295,3 +295,34 @@ def test_first_start_builds_and_opens_the_demo_workspace(home, monkeypatch):
     assert at.session_state["workspace"] == "demo" and at.session_state["model"] == "demo"
     ws = core.Workspace(home / "demo", create=False)
     assert len(ws.items) == 24 and ws.models()["demo"]["n"] == 24
+
+
+def test_pages_warn_when_the_model_weights_changed_under_the_vectors(home, filled):
+    """Vectors made with a checkpoint that has since been replaced (same model id): every page's header
+    warns, until the Data page's "Embed everything again" re-embeds."""
+    import streamlit as st
+    from helpers import write_tiny_clip
+
+    from core.encoders import clear_encoder_cache
+
+    folder = write_tiny_clip(home / "ckpt", seed=0)
+    model = f"openclip-local:{folder}"
+    ws = core.Workspace(core.workspace_path(filled))
+    ws.embed(model)
+    at = page("search", workspace=filled, model=model)
+    assert not at.exception and not at.warning, [w.value for w in at.warning]
+    write_tiny_clip(folder, seed=1)
+    clear_encoder_cache()
+    st.cache_resource.clear()  # a fresh app process after the update
+    try:
+        at = page("data", workspace=filled, model=model)
+        warned = [w.value for w in at.warning if "made with other weights" in w.value]
+        assert warned and warned[0].startswith("Stale vectors") and "Embed everything again" in warned[0]
+        at.checkbox(key="embed_refresh").check()
+        at.button(key="embed").click().run()
+        assert not at.exception and not at.error, [e.value for e in at.error]
+        assert not [w.value for w in at.warning if "made with other weights" in w.value]
+        assert any("5 embedded, 0 already had vectors" in m.value for m in at.success), [m.value for m in at.success]
+        assert core.Workspace(core.workspace_path(filled)).stale_vectors(model) is None
+    finally:
+        clear_encoder_cache()

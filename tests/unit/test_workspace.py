@@ -1,6 +1,7 @@
 """Workspaces: content ids, dedup, stored files, vectors, incremental embedding, atomic writes, locking."""
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 
@@ -164,6 +165,46 @@ def test_embed_is_incremental_and_aligned(tmp_path, image_files, tiny_clip_id):
     np.testing.assert_allclose(X[i], enc.encode_texts(["blue"])[0], atol=1e-5)
     Xi, ids_i = ws.vectors(tiny_clip_id, modality="image")
     assert len(ids_i) == 3
+
+
+def test_changed_weights_are_caught_before_two_spaces_mix(tmp_path, image_files, capsys):
+    """A checkpoint replaced under the same model id (an updated bundled model, a retrained folder): adding
+    items refuses to mix old and new vectors; --refresh embeds everything again and drops derived caches."""
+    from core.cli import main
+    from core.encoders import clear_encoder_cache
+    from helpers import write_tiny_clip
+
+    folder = write_tiny_clip(tmp_path / "ckpt", seed=0)
+    model = f"openclip-local:{folder}"
+    ws = Workspace(tmp_path / "w")
+    ws.ingest(image_files[:2], texts=["red", "green"])
+    assert ws.embed(model).embedded == 4
+    assert ws.stale_vectors(model) is None, "the same weights give the stored vectors back"
+    derived = ws.path / "derived" / "index" / core.vectorstore.model_slug(model)
+    derived.mkdir(parents=True)
+    (derived / "old.bin").write_bytes(b"x")
+    write_tiny_clip(folder, seed=1)  # new weights, same id
+    clear_encoder_cache()
+    try:
+        stale = ws.stale_vectors(model)
+        assert stale is not None and stale["min_cosine"] < 0.99 and len(stale["items"]) == 4
+        ws.ingest(image_files[2:], texts=["blue"])
+        with pytest.raises(core.StaleVectorsError, match="no longer gives.*--refresh"):
+            ws.embed(model)
+        assert ws.models()[model]["n"] == 4, "nothing was added"
+        assert main(["embed", str(ws.path), "--model", model, "--json"]) == 1
+        assert "--refresh" in capsys.readouterr().err
+        assert main(["embed", str(ws.path), "--model", model, "--refresh", "--json"]) == 0
+        doc = json.loads(capsys.readouterr().out)
+        assert (doc["embedded"], doc["cached"]) == (6, 0)
+        assert not derived.exists(), "what was derived from the old vectors is gone"
+        X, ids = ws.vectors(model)
+        enc = core.load_encoder(model)
+        np.testing.assert_allclose(X[list(ids).index(ws.items[ws.items.text == "red"]["id"].iloc[0])],
+                                   enc.encode_texts(["red"])[0], atol=1e-5)
+        assert ws.embed(model).embedded == 0
+    finally:
+        clear_encoder_cache()
 
 
 def test_text_model_skips_images_and_models_never_mix(tmp_path, image_files, tiny_clip_id):
