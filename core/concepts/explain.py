@@ -126,7 +126,8 @@ class ConceptsResult:
                 "prediction": {"source": self.prediction_source,
                                "classes": sorted(map(str, pd.unique(self.predicted)))[:50]},
                 "concepts": [c.to_dict() for c in self.concepts],
-                "metrics": {k: (None if v is None else round(float(v), 4)) for k, v in self.metrics.items()},
+                "metrics": {k: (None if v is None else int(v) if k == "parsimony" else round(float(v), 4))
+                            for k, v in self.metrics.items()},
                 "params": {k: v for k, v in self.params.items() if k != "ids"},
                 "seconds": round(float(self.seconds), 3), "cached": self.cached,
                 "path": None if self.path is None else str(self.path), **self.extra}

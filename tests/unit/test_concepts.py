@@ -377,7 +377,8 @@ def test_cli_concepts_json(explained, tmp_path, capsys):
     out = capsys.readouterr()
     assert rc == 0, out.err
     doc = json.loads(out.out)
-    assert doc["k"] == 3 and doc["n_images"] == 30
+    assert doc["k"] == 3 and doc["n_images"] == 30 and doc["metrics"]["parsimony"] == 3
+    assert isinstance(doc["metrics"]["parsimony"], int)
     assert {"faithfulness", "stability", "sparsity"} <= set(doc["metrics"])
     assert len(doc["concepts"]) == 3 and {"id", "names", "share", "prototypes"} <= set(doc["concepts"][0])
     assert doc["prediction"]["source"] == "prompts"
