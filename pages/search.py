@@ -147,7 +147,8 @@ def labels_panel(ws, model: str, terms: list[str]) -> None:
     table = st.container()
     words = st.text_area("Your words (optional)", key="search_vocab", height=68,
                          placeholder="e.g. red, blue, circle",
-                         help="Comma-separated or one per line; empty: the bundled vocabulary. Each word is "
+                         help="Comma-separated or one per line; empty: the bundled vocabulary (a model that ships its own "
+                              "words, such as demo, uses those). Each word is "
                               "encoded with the model and ranked by cosine with the query (for several items: "
                               "the mean of their vectors).")
     vocab = tuple(dict.fromkeys(w.strip() for w in re.split(r"[\n,]+", words) if w.strip()))[:MAX_LABEL_WORDS]
@@ -157,7 +158,11 @@ def labels_panel(ws, model: str, terms: list[str]) -> None:
         st.dataframe(labels[["label", "score"]], hide_index=True, key="search_labels", width="stretch",
                      column_config={"label": st.column_config.TextColumn("label"),
                                     "score": st.column_config.NumberColumn("cosine", format="%.3f")})
-        st.caption("Zero-shot: " + ("your words" if vocab else "the bundled vocabulary")
+        from core.search import model_vocabulary_file
+
+        st.caption("Zero-shot: " + ("your words" if vocab else "the bundled vocabulary"
+                                    + (" of this model (the words it was trained on)" if model_vocabulary_file(model)
+                                       else ""))
                    + ", nearest to the query first.")
 
 
