@@ -575,7 +575,7 @@ def _concepts_configure(p):
 def _concepts(args):
     from .concepts import explain
     from .encoders import ModelLoadError
-    from .search import default_vocabulary
+    from .search import naming_vocabulary
 
     if args.k < 1:
         raise argparse.ArgumentTypeError(f"--k must be >= 1; got {args.k}")
@@ -593,10 +593,10 @@ def _concepts(args):
         if not ids:
             raise CLIError(f"--ids-from {args.ids_from!r} lists no ids (one id per line)")
     ws = _open_ws(args.workspace)
-    words = [w.strip() for w in args.vocab if w.strip()]
-    if args.vocab_only and not words:
-        raise CLIError("--vocab-only needs the words to name with: --vocab WORD [WORD ...]")
-    vocab = words if args.vocab_only else (default_vocabulary(args.model) + words if words else None)
+    try:
+        vocab = naming_vocabulary(args.model, args.vocab, only=args.vocab_only)
+    except ValueError:
+        raise CLIError("--vocab-only needs the words to name with: --vocab WORD [WORD ...]") from None
     state = {"stage": None}
     printer = {}
 

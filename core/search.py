@@ -750,6 +750,17 @@ def default_vocabulary(model: str | None = None) -> list[str]:
     return _read_words(own if own is not None else ASSETS_DIR / VOCABULARY_FILE)
 
 
+def naming_vocabulary(model: str | None, words: Sequence[str] = (), *, only: bool = False) -> list[str] | None:
+    """The word list a user asked for: ``words`` alone (``only``), or the model's default vocabulary plus
+    ``words``; None (the default list) when no words are given. ``only`` without words is a ValueError."""
+    extra = [str(w).strip() for w in words if str(w).strip()]
+    if only and not extra:
+        raise ValueError("naming with your words only needs at least one word")
+    if only:
+        return extra
+    return default_vocabulary(model) + extra if extra else None
+
+
 @functools.lru_cache(maxsize=32)
 def _vocab_vectors_cached(model: str, words: tuple[str, ...], template: str, digest: str) -> np.ndarray:
     return term_vectors(None, model, [template.format(w) for w in words])

@@ -172,12 +172,9 @@ class WorldPairs:
         """(B, gh*gw) colour index (in ``names``) of the object covering most of each patch;
         ``len(names)`` for background; -1 for patches of an object repainted with a pattern in the last
         batch (they show no colour)."""
-        masks = self.masks[idx]
-        b, h, w = masks.shape
-        gh, gw = grid
-        cells = masks.reshape(b, gh, h // gh, gw, w // gw).transpose(0, 1, 3, 2, 4).reshape(b, gh * gw, -1)
-        counts = np.stack([(cells == v).sum(2) for v in range(int(masks.max()) + 1)], axis=2)
-        major = counts.argmax(2)                                            # 0 = background, i = i-th object
+        from .concepts.groundtruth import patch_majority_codes
+
+        major = patch_majority_codes(self.masks[idx], grid)                 # 0 = background, i = i-th object
         out = np.full(major.shape, len(names), np.int64)
         for j, i in enumerate(idx.tolist()):
             for k, obj in enumerate(self.objects[i], start=1):

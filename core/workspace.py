@@ -87,7 +87,6 @@ class StaleVectorsError(ValueError):
 
 
 STALE_COSINE = 0.99  # stored vs re-encoded: float16/int8 storage and other devices stay above 0.999
-DERIVED_PER_MODEL = ("index", "maps", "patches", "concepts")  # derived/<kind>/<model-slug>/
 
 
 @dataclass
@@ -422,7 +421,7 @@ class Workspace:
         and texts alike) are encoded again and compared. Returns None when they match (or there is nothing
         to compare), else ``{"items": [ids], "min_cosine": c}``. Catches a checkpoint replaced under the
         same model id (an updated bundled ``demo``, a retrained local folder)."""
-        from .encoders import load_encoder, load_image
+        from .encoders import _unit_rows, load_encoder, load_image
 
         store = self.store(model)
         if store.count() == 0 or model.startswith("precomputed:"):
@@ -441,17 +440,16 @@ class Workspace:
             except Exception:  # noqa: BLE001 - an unreadable stored image says nothing about the weights
                 continue
             X, _ = self.vectors(model, ids=part["id"].tolist())
-            Y = Y / np.maximum(np.linalg.norm(Y, axis=1, keepdims=True), 1e-12)
-            X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
-            cos += (X * Y).sum(1).tolist()
+            cos += (_unit_rows(X) * _unit_rows(Y)).sum(1).tolist()
             ids += part["id"].tolist()
         if not cos or min(cos) >= STALE_COSINE:
             return None
         return {"items": ids, "min_cosine": round(float(min(cos)), 4)}
 
     def forget_model(self, model: str) -> list[str]:
-        """Delete the vectors of ``model`` and everything derived from them (index, maps, patch and concept
-        caches). Returns the folders removed (relative to the workspace)."""
+        """Delete the vectors of ``model`` and everything derived from them: every per-model cache lives in
+        ``derived/<kind>/<model-slug>/`` (index, maps, patches, concepts). Returns the folders removed
+        (relative to the workspace)."""
         import shutil
 
         from .vectorstore import model_slug
@@ -459,10 +457,10 @@ class Workspace:
         slug = model_slug(model)
         gone = []
         with self._lock():
-            for rel in [Path("vectors") / slug] + [Path("derived") / k / slug for k in DERIVED_PER_MODEL]:
-                if (self.path / rel).exists():
-                    shutil.rmtree(self.path / rel)
-                    gone.append(rel.as_posix())
+            for folder in [self.path / "vectors" / slug, *sorted((self.path / "derived").glob(f"*/{slug}"))]:
+                if folder.is_dir():
+                    shutil.rmtree(folder)
+                    gone.append(folder.relative_to(self.path).as_posix())
         self._stores.pop(model, None)
         return gone
 

@@ -62,7 +62,7 @@ def run(ws, model: str, params: dict, progress=None):
 def controls(ws, model: str, items: pd.DataFrame) -> dict | None:
     """The choices; returns the parameters when the button was pressed."""
     from core.concepts.patches import n_blocks
-    from core.search import default_vocabulary
+    from core.search import default_vocabulary, naming_vocabulary
 
     meta = metadata_columns(items)
     map_ids = [i for i in (st.session_state.get("search_ids") or [])]
@@ -117,13 +117,14 @@ def controls(ws, model: str, items: pd.DataFrame) -> dict | None:
     if pred == PRED_PROMPTS and len(set(prompts or [])) < 2:
         st.warning("Give at least two different prompts, one per line.", icon=":material/warning:")
         return None
-    extra = [w.strip() for w in (words or "").split(",") if w.strip()]
-    if only and not extra:
+    try:
+        vocabulary = naming_vocabulary(model, (words or "").split(","), only=only)
+    except ValueError:
         st.warning("Type the words to name with, or untick “Name with these words only”.",
                    icon=":material/warning:")
         return None
     return {"k": int(k), "ids": None if source == SRC_ALL else ids, "label": label, "prompts": prompts,
-            "vocabulary": extra if only else ((default_vocabulary(model) + extra) if extra else None),
+            "vocabulary": vocabulary,
             "block": int(block), "space": space, "alpha": float(alpha),
             "use_attention": bool(weighted), "workspace": ws.name, "model": model}
 

@@ -64,6 +64,20 @@ def color_dataset(n: int, *, seed: int = 0, image_size: int = 64, base: int = 8,
     return ColorSet(images, np.asarray(labels), np.asarray(cells, dtype=object))
 
 
+def patch_majority_codes(codes: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """Most frequent integer code (>= 0) of the pixels under each patch, for a batch of label maps:
+    ``codes`` (B, H, W) -> (B, gh * gw) int64 (row-major patches). Ties go to the smallest code.
+    H and W must be multiples of the grid."""
+    c = np.asarray(codes)
+    gh, gw = grid
+    B, H, W = c.shape
+    if H % gh or W % gw:
+        raise ValueError(f"label map {(H, W)} does not split into a {gh}x{gw} patch grid")
+    cells = c.reshape(B, gh, H // gh, gw, W // gw).transpose(0, 1, 3, 2, 4).reshape(B, gh * gw, -1)
+    counts = np.stack([(cells == v).sum(2) for v in range(int(c.max(initial=0)) + 1)], axis=2)
+    return counts.argmax(2)
+
+
 def patch_majority(pixel_labels: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
     """Most frequent label of the pixels under each patch: (gh * gw,) object array (row-major).
 
@@ -71,17 +85,8 @@ def patch_majority(pixel_labels: np.ndarray, grid: tuple[int, int]) -> np.ndarra
     Ties go to the label that sorts first.
     """
     lab = np.asarray(pixel_labels, dtype=object)
-    gh, gw = grid
-    H, W = lab.shape
-    if H % gh or W % gw:
-        raise ValueError(f"label map {lab.shape} does not split into a {gh}x{gw} patch grid")
-    ph, pw = H // gh, W // gw
-    out = np.empty(gh * gw, dtype=object)
-    for r in range(gh):
-        for c in range(gw):
-            vals, counts = np.unique(lab[r * ph:(r + 1) * ph, c * pw:(c + 1) * pw].astype(str), return_counts=True)
-            out[r * gw + c] = vals[np.argmax(counts)]
-    return out
+    names, codes = np.unique(lab.astype(str), return_inverse=True)  # sorted: the smallest code sorts first
+    return names[patch_majority_codes(codes.reshape(1, *lab.shape), grid)[0]].astype(object)
 
 
 def world_pixel_colours(mask: np.ndarray, colours) -> np.ndarray:
