@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 COLOR_TEST_SEED = 2
 WORLD_TEST_SEED = 2027
-SETTINGS = {"alpha": 0.1, "n_components": 32, "covariance": "tied", "n_init": 4, "max_iter": 30, "random_state": 0}
+SETTINGS = {"alpha": 0.1, "n_components": 32, "covariance": "isotropic", "n_init": 4, "max_iter": 30, "random_state": 0}
 SPACE = "joint"  # patch features: the last block's tokens projected into the joint space (core.concepts.explain)
 FLOORS = {"nmi": 0.8, "faithfulness": 0.95, "stability": 0.20, "sparsity": 0.9, "fit_seconds_1000": 180.0}
 

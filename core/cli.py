@@ -562,8 +562,9 @@ def _concepts_configure(p):
     p.add_argument("--space", choices=("joint", "tokens"), default=None,
                    help="fit on the last block's patch tokens projected into the joint space (default) or on the "
                         "block's residual tokens (default when --block names an earlier block)")
-    p.add_argument("--covariance", choices=("tied", "full", "diag"), default="tied",
-                   help="concept covariances: one shared (default), one full per concept, or diagonal")
+    p.add_argument("--covariance", choices=("isotropic", "tied", "full", "diag"), default="isotropic",
+                   help="concept covariances: one shared variance for every direction and concept (default), one "
+                        "shared full covariance, one full per concept, or diagonal per concept")
     p.add_argument("--n-init", type=int, default=4, help="EM starts; the best-scoring fit is kept (default 4)")
     p.add_argument("--alpha", type=float, default=0.1, help="Dirichlet prior of the concept proportions (< 1: sparse)")
     p.add_argument("--no-attention", action="store_true",

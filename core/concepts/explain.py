@@ -326,7 +326,7 @@ def explain(ws, model: str, *, k: int = 8, ids: Sequence[str] | None = None, lab
             prompts: Sequence[str] | None = None, vocabulary: Sequence[str] | None = None,
             block: int | None = None, attn_block: int | None = None, space: str | None = None,
             alpha: float = 0.1,
-            n_components: int = 32, covariance: str = "tied", n_init: int = 4, max_iter: int = 30,
+            n_components: int = 32, covariance: str = "isotropic", n_init: int = 4, max_iter: int = 30,
             use_attention: bool = True, random_state: int = 0,
             stability_sample: int = 200, n_names: int = 5, n_prototypes: int = 8, encoder=None,
             progress: StageProgress | None = None, use_cache: bool = True) -> ConceptsResult:

@@ -43,6 +43,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, int], None]
+COVARIANCES = ("isotropic", "tied", "full", "diag")
 
 
 class NotFittedError(RuntimeError):
@@ -109,9 +110,11 @@ class PACE:
     e_steps : fixed-point iterations of (φ, γ) per E-step.
     pred_weight : λ, weight of the prediction term (0 switches it off; ignored without predictions).
     h_steps, h_lr, h_l2 : gradient steps, step size and L2 penalty of the prediction weights H per M-step.
-    covariance : ``"diag"``, ``"full"`` or ``"tied"`` (one full Σ shared by all concepts: the pooled
-        within-concept covariance, as in scikit-learn's GaussianMixture); ``shrinkage`` (full and tied)
-        pulls Σ towards tr(Σ)/D · I.
+    covariance : ``"diag"``, ``"full"``, ``"tied"`` (one full Σ shared by all concepts: the pooled
+        within-concept covariance, as in scikit-learn's GaussianMixture) or ``"isotropic"`` (one σ²·I shared
+        by all concepts, σ² the pooled within-concept variance per dimension: Euclidean geometry of the
+        reduced space, the limit of ``"tied"`` at shrinkage 1); ``shrinkage`` (full and tied) pulls Σ towards
+        tr(Σ)/D · I.
     reg_covar : variance floor, relative to the mean variance of the reduced patches.
     use_attention : weight patches by J · attention (False: every patch counts 1).
     temperature : the Gaussian log-likelihood is divided by this in the E-step (1 = the paper's equations).
@@ -177,8 +180,8 @@ class PACE:
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"{name} must be an integer >= 1; got {v!r}")
-        if self.covariance not in ("diag", "full", "tied"):
-            raise ValueError(f"covariance must be 'diag', 'full' or 'tied'; got {self.covariance!r}")
+        if self.covariance not in COVARIANCES:
+            raise ValueError(f"covariance must be one of {', '.join(map(repr, COVARIANCES))}; got {self.covariance!r}")
         if not 0.0 <= float(self.shrinkage) <= 1.0:
             raise ValueError(f"shrinkage must be in [0, 1]; got {self.shrinkage!r}")
         if self.pred_weight < 0 or self.reg_covar <= 0:
@@ -204,6 +207,10 @@ class PACE:
             A = np.where(s > 0, A / np.where(s > 0, s, 1.0), 1.0 / J)
         return X, A
 
+    @property
+    def _diagonal(self) -> bool:
+        return self.covariance in ("diag", "isotropic")
+
     def _require_fitted(self) -> None:
         if not hasattr(self, "concepts_"):
             raise NotFittedError("this PACE model is not fitted yet; call fit(patches, attention) first")
@@ -223,7 +230,7 @@ class PACE:
         M, J, D = Y.shape
         F = Y.reshape(-1, D).astype(np.float64)
         mu = self.concepts_
-        if self.covariance == "diag":
+        if self._diagonal:                  # "diag" and "isotropic" keep (K, D) variances
             prec = 1.0 / self.covariances_                                     # (K, D)
             maha = (F * F) @ prec.T - 2.0 * F @ (mu * prec).T + (mu * mu * prec).sum(1)[None, :]
             logdet = np.log(self.covariances_).sum(1)
@@ -285,9 +292,12 @@ class PACE:
         live = Nk > 1e-6 * max(Nk.sum(), 1.0)
         mu = _tdot(R, F).astype(np.float64) / np.maximum(Nk, 1e-12)[:, None]
         floor = self.reg_covar * self._scale
-        if self.covariance == "diag":
-            var = _tdot(R, F * F).astype(np.float64) / np.maximum(Nk, 1e-12)[:, None] - mu * mu
-            cov = np.maximum(var, 0.0) + floor
+        if self._diagonal:
+            var = np.maximum(_tdot(R, F * F).astype(np.float64) / np.maximum(Nk, 1e-12)[:, None] - mu * mu, 0.0)
+            if self.covariance == "isotropic":  # pooled over live concepts and dimensions: one σ² for all
+                w = np.where(live, Nk, 0.0)
+                var = np.full_like(var, float(w @ var.mean(1)) / max(float(w.sum()), 1e-12))
+            cov = var + floor
         else:
             eye = np.eye(D)
             F32 = F.astype(np.float32)
@@ -307,7 +317,9 @@ class PACE:
             cov = (1 - s) * S + (s * tr + floor) * eye[None]
         # a concept that lost all its patches keeps its previous parameters
         self.concepts_ = np.where(live[:, None], mu, self.concepts_)
-        if self.covariance == "diag":
+        if self.covariance == "isotropic":   # shared: dead concepts take the pooled σ² too
+            self.covariances_ = cov
+        elif self.covariance == "diag":
             self.covariances_ = np.where(live[:, None], cov, self.covariances_)
         else:
             self.covariances_ = np.where(live[:, None, None], cov, self.covariances_)
@@ -327,7 +339,7 @@ class PACE:
         if not len(dead):
             return False
         for k in dead:
-            full = self.covariances_ if self.covariance != "diag" else np.stack([np.diag(v) for v in self.covariances_])
+            full = np.stack([np.diag(v) for v in self.covariances_]) if self._diagonal else self.covariances_
             spread = mass * np.trace(full, axis1=1, axis2=2)
             spread[dead] = -np.inf
             c = int(np.argmax(spread))
@@ -415,7 +427,7 @@ class PACE:
         self.concepts_ = km.cluster_centers_.astype(np.float64)
         onehot = np.zeros((len(Fy), K))
         onehot[np.arange(len(Fy)), labels] = 1.0
-        self.covariances_ = (np.ones((K, D)) if self.covariance == "diag" else np.tile(np.eye(D), (K, 1, 1)))
+        self.covariances_ = np.ones((K, D)) if self._diagonal else np.tile(np.eye(D), (K, 1, 1))
         self.coef_ = np.zeros((K, P.shape[1])) if P is not None else None
         self.alpha_ = np.broadcast_to(np.asarray(self.alpha, np.float64), (K,)).copy()
         self._m_step(Y, W if float(W.sum()) > 0 else np.ones_like(W), onehot.reshape(M, J, K), None)

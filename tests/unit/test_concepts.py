@@ -39,7 +39,7 @@ def matched(fitted_means: np.ndarray) -> np.ndarray:
     return cols
 
 
-@pytest.mark.parametrize("covariance", ["diag", "full", "tied"])
+@pytest.mark.parametrize("covariance", ["diag", "full", "tied", "isotropic"])
 def test_em_recovers_a_known_mixture(covariance):
     X, z, theta = mixture()
     pace = PACE(3, alpha=0.1, n_components=4, covariance=covariance, random_state=0).fit(X)
@@ -49,14 +49,29 @@ def test_em_recovers_a_known_mixture(covariance):
     acc = (inv[pace.phi_.argmax(2)] == z).mean()
     assert acc > 0.99
     # the variances (in PCA space, a rotation here) add up to the true total variance 4 * 0.7²
-    tr = pace.covariances_.sum(1) if covariance == "diag" else np.trace(pace.covariances_, axis1=1, axis2=2)
+    diagonal = covariance in ("diag", "isotropic")
+    tr = pace.covariances_.sum(1) if diagonal else np.trace(pace.covariances_, axis1=1, axis2=2)
     assert np.allclose(tr, 4 * 0.49, rtol=0.25)
-    if covariance == "tied":
+    if covariance in ("tied", "isotropic"):
         assert np.allclose(pace.covariances_, pace.covariances_[0]), "one covariance shared by every concept"
+    if covariance == "isotropic":
+        assert np.allclose(pace.covariances_, pace.covariances_[0, 0]), "one variance for every direction"
     # θ: rows sum to 1 and follow the true proportions
     assert np.allclose(pace.theta_.sum(1), 1.0, atol=1e-5)
     assert np.abs(pace.theta_[:, p] - theta).mean() < 0.08
     assert pace.shares_.sum() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_isotropic_is_tied_with_full_shrinkage():
+    """"isotropic" is the shrinkage-1 limit of "tied" (σ² = the pooled variance per dimension), fitted with
+    the cheap diagonal arithmetic."""
+    X, z, _ = mixture(seed=2)
+    iso = PACE(3, n_components=4, covariance="isotropic", random_state=0).fit(X)
+    tied = PACE(3, n_components=4, covariance="tied", shrinkage=1.0, random_state=0).fit(X)
+    assert np.allclose(iso.covariances_[:, 0], np.diagonal(tied.covariances_, axis1=1, axis2=2)[:, 0], rtol=1e-3)
+    assert np.allclose(iso.prototypes_, tied.prototypes_, atol=1e-3)
+    assert np.allclose(iso.theta_, tied.theta_, atol=1e-3)
+    assert iso.score_ == pytest.approx(tied.score_, rel=1e-4)
 
 
 def test_several_starts_keep_the_best_scoring_fit():
@@ -106,7 +121,7 @@ def test_empty_concept_is_relocated():
     Xo = X.copy()
     Xo[:, :3] = 40.0  # a tight cluster that k-means (unweighted) gives its own concept ...
     A[:, :3] = 0.0    # ... but that the model does not attend to
-    for covariance in ("diag", "full"):
+    for covariance in ("diag", "full", "isotropic"):
         pace = PACE(3, n_components=4, random_state=0, covariance=covariance).fit(Xo, A)
         assert (pace.shares_ > 0.2).all()
         assert np.abs(pace.prototypes_[matched(pace.prototypes_)] - TRUE_MEANS).max() < 0.3
@@ -132,7 +147,7 @@ def test_parameter_errors_and_not_fitted():
         PACE(3).transform(X)
     with pytest.raises(ValueError, match=r"n_concepts must be an integer in \[1, n_patches=200\]; got 500"):
         PACE(500).fit(X)
-    with pytest.raises(ValueError, match="covariance must be 'diag', 'full' or 'tied'"):
+    with pytest.raises(ValueError, match="covariance must be one of 'isotropic', 'tied', 'full', 'diag'"):
         PACE(3, covariance="spherical").fit(X)
     with pytest.raises(ValueError, match="n_init must be an integer >= 1"):
         PACE(3, n_init=0).fit(X)
