@@ -461,6 +461,8 @@ class Workspace:
                 if folder.is_dir():
                     shutil.rmtree(folder)
                     gone.append(folder.relative_to(self.path).as_posix())
+                    if folder.parent.parent.name == "derived" and not any(folder.parent.iterdir()):
+                        folder.parent.rmdir()  # derived/<kind>/ held only this model's cache
         self._stores.pop(model, None)
         return gone
 

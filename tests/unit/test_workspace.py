@@ -183,6 +183,10 @@ def test_changed_weights_are_caught_before_two_spaces_mix(tmp_path, image_files,
     derived = ws.path / "derived" / "index" / core.vectorstore.model_slug(model)
     derived.mkdir(parents=True)
     (derived / "old.bin").write_bytes(b"x")
+    other = ws.path / "derived" / "index" / "another-model"      # another model's cache of the same kind
+    other.mkdir()
+    only = ws.path / "derived" / "maps" / derived.name            # a kind that only this model has
+    only.mkdir(parents=True)
     write_tiny_clip(folder, seed=1)  # new weights, same id
     clear_encoder_cache()
     try:
@@ -198,6 +202,8 @@ def test_changed_weights_are_caught_before_two_spaces_mix(tmp_path, image_files,
         doc = json.loads(capsys.readouterr().out)
         assert (doc["embedded"], doc["cached"]) == (6, 0)
         assert not derived.exists(), "what was derived from the old vectors is gone"
+        assert other.is_dir(), "other models' caches stay"
+        assert not only.parent.exists(), "no empty derived/<kind>/ folder is left behind"
         X, ids = ws.vectors(model)
         enc = core.load_encoder(model)
         np.testing.assert_allclose(X[list(ids).index(ws.items[ws.items.text == "red"]["id"].iloc[0])],
