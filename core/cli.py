@@ -42,6 +42,27 @@ def _open_ws(path: str, *, create: bool = False):
         raise CLIError(f"{e}; create it with `jointscope ingest {path} FILES...` or `jointscope demo {path}`")
 
 
+def _read_ws(args):
+    """The workspace of a read-only command (map, search, analogy, quality, concepts), with a warning on
+    stderr when the stored vectors of ``args.model`` were made with other weights than its local folder
+    holds now (the same check as embedding; hub ids name fixed weights and are not checked)."""
+    from .encoders import weights_key
+
+    ws = _open_ws(args.workspace)
+    model = getattr(args, "model", None)
+    if model and weights_key(model) is not None and model in ws.models():
+        try:
+            stale = ws.stale_vectors(model)
+        except Exception:  # noqa: BLE001 - the command itself reports a model that does not load
+            stale = None
+        if stale is not None:
+            print(f"warning: the vectors of {model!r} in {ws.path} were made with other weights than the "
+                  f"model has now (cosine {stale['min_cosine']:.2f} for an item encoded again); results mix two "
+                  f"spaces. Embed everything again: jointscope embed {ws.path} --model {model} --refresh",
+                  file=sys.stderr)
+    return ws
+
+
 def _parse_roles(pairs: list[str] | None) -> dict[str, str] | None:
     if not pairs:
         return None
@@ -297,7 +318,7 @@ def _map(args):
     from .projection import compute_map, map_to_json
     from .quality import modality_gap, pair_positions
 
-    ws = _open_ws(args.workspace)
+    ws = _read_ws(args)
     if args.neighbors < 2:
         raise argparse.ArgumentTypeError(f"--neighbors must be >= 2; got {args.neighbors}")
     if not 0 <= args.min_dist <= 1:
@@ -373,7 +394,7 @@ def _search(args):
 
     k = _k_arg(args.k, 10)
     filters = _parse_filters(args.filter)
-    ws = _open_ws(args.workspace)
+    ws = _read_ws(args)
     term = args.text if args.text is not None else f"image:{args.image}" if args.image is not None else f"item:{args.item}"
     try:
         hits = search(ws, args.model, term, k=k, modality=args.modality, filter=filters)
@@ -425,7 +446,7 @@ def _analogy(args):
         raise argparse.ArgumentTypeError("give a WORKSPACE for --plus/--minus terms (or --eval CSV)")
     if not args.plus:
         raise argparse.ArgumentTypeError("give at least one --plus TERM")
-    ws = _open_ws(args.workspace)
+    ws = _read_ws(args)
     try:
         hits = analogy(ws, args.model, args.plus, args.minus, method=args.method, k=k,
                        modality=args.modality, filter=filters)
@@ -461,7 +482,7 @@ def _quality(args):
         raise argparse.ArgumentTypeError(f"--sample must be >= 10; got {args.sample}")
     if args.modality and not args.compare:
         raise argparse.ArgumentTypeError("--modality applies to --compare only")
-    ws = _open_ws(args.workspace)
+    ws = _read_ws(args)
     try:
         out = quality_report(ws, args.model, k=args.k, sample=args.sample)
         if args.compare:
@@ -593,7 +614,7 @@ def _concepts(args):
             raise CLIError(f"cannot read --ids-from {args.ids_from!r} ({e.strerror or e})")
         if not ids:
             raise CLIError(f"--ids-from {args.ids_from!r} lists no ids (one id per line)")
-    ws = _open_ws(args.workspace)
+    ws = _read_ws(args)
     try:
         vocab = naming_vocabulary(args.model, args.vocab, only=args.vocab_only)
     except ValueError:

@@ -570,6 +570,8 @@ def embed_workspace(ws: Workspace, model: str, *, engine: str = "ray", address: 
     _check_model(model)
     _import_ray()  # fail early and the same way whether or not there is work
     todo, cached, unsupported = _todo_items(ws, model)
+    if len(todo) and cached:
+        _check_current(ws, model)
     report = EngineReport(model=model, cached=cached, unsupported=unsupported, engine="ray")
     sink = _Sink(ws, model, report, chunk_size=chunk_size, dtype=dtype, collect_items=False, progress=progress,
                  total=len(todo))
@@ -616,6 +618,8 @@ def embed_manifest(ws: Workspace, manifest: str | os.PathLike, model: str, *, en
     img_col, txt_col, meta = manifest_columns(_manifest_schema(files, fmt), image_column, text_column)
     base_dir = str(Path(files[0]).resolve().parent)
     skip = ws.store(model).ids_array()
+    if len(skip):
+        _check_current(ws, model)
     fn_kwargs = {"model": model, "mode": "manifest", "device": device, "batch_size": batch_size,
                  "image_column": img_col, "text_column": txt_col, "meta_columns": meta, "base_dir": base_dir,
                  "source": Path(str(manifest)).name, "skip_ids": skip.tolist()}
@@ -668,6 +672,17 @@ def _check_model(model: str) -> None:
 
     if not modalities_of(model):
         raise ValueError(f"model {model!r} has no encoder (precomputed vectors come with their table)")
+
+
+def _check_current(ws: Workspace, model: str) -> None:
+    """Before Ray workers add vectors to a model's store: the driver encodes a few stored items again
+    (Workspace.check_vectors_current) when the model's weights are a local folder that can change under the
+    same id (``demo``, ``openclip-local:``, ``st:``); a hub id names fixed weights, and loading them in the
+    driver only for this would cost a download there."""
+    from .encoders import weights_key
+
+    if weights_key(model) is not None:
+        ws.check_vectors_current(model)
 
 
 def _check_dtype(ws: Workspace, model: str, dtype: str | None) -> None:

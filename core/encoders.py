@@ -209,10 +209,10 @@ def _batches(seq: Sequence, size: int) -> Iterable[Sequence]:
         yield seq[i : i + size]
 
 
-def _unit_rows(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    n = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(n, 1e-12)
+def unit_rows(x: np.ndarray, dtype=np.float32) -> np.ndarray:
+    """``x`` with every vector (the last axis) scaled to unit L2 norm; all-zero vectors stay zero."""
+    x = np.asarray(x, dtype=dtype)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 def load_image(image) -> "PIL.Image.Image":  # noqa: F821
@@ -276,7 +276,7 @@ class Encoder:
         out = [np.zeros((0, self.dim), np.float32)]
         done = 0
         for batch in _batches(seq, batch_size):
-            out.append(_unit_rows(fn(batch)))
+            out.append(unit_rows(fn(batch)))
             done += len(batch)
             if progress is not None:
                 progress(done, len(seq))

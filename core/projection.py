@@ -40,6 +40,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .encoders import unit_rows
 from .storage import atomic_write, atomic_write_json, read_json, remove_temp_files
 
 log = logging.getLogger(__name__)
@@ -130,10 +131,6 @@ def _warm_up_quietly() -> None:
 
 
 # ---- helpers -----------------------------------------------------------------------------------
-def _unit(X: np.ndarray) -> np.ndarray:
-    X = np.asarray(X, dtype=np.float32)
-    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
-
 
 def knn_graph(X: np.ndarray, k: int, *, index=None) -> tuple[np.ndarray, np.ndarray]:
     """Cosine kNN graph of the rows of X, self first: ``(indices (n, k) int32, distances (n, k) float32)``.
@@ -245,7 +242,7 @@ class Projector:
         self.modality_means_ = {}
         if self.gap_corrected:
             mods = self._check_modalities(modalities, len(X))
-            U = _unit(X)
+            U = unit_rows(X)
             self.modality_means_ = {m: U[mods == m].mean(0) for m in np.unique(mods)}
         Z = self._prepare(X, modalities)
         n = len(Z)
@@ -411,13 +408,13 @@ class Projector:
         return mods
 
     def _prepare(self, X: np.ndarray, modalities) -> np.ndarray:
-        X = _unit(X)
+        X = unit_rows(X)
         if self.gap_corrected and len(X):
             mods = self._check_modalities(modalities, len(X))
             X = X.copy()
             for m, mu in self.modality_means_.items():
                 X[mods == m] -= mu
-            X = _unit(X)
+            X = unit_rows(X)
         return X
 
     @staticmethod

@@ -32,6 +32,8 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from .encoders import unit_rows
+
 log = logging.getLogger(__name__)
 
 RETRIEVAL_KS = (1, 5, 10)
@@ -43,10 +45,6 @@ TOP = 10  # items listed per flag in the report
 
 ProgressFn = Callable[[str, int, int], None]  # (stage, done, total)
 
-
-def _unit(X: np.ndarray) -> np.ndarray:
-    X = np.asarray(X, dtype=np.float32)
-    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
 
 
 def _f(x) -> float | None:
@@ -107,7 +105,7 @@ def rankme(X: np.ndarray, *, eps: float = 1e-7, max_rows: int | None = None, see
 def alignment(Xa: np.ndarray, Xb: np.ndarray, alpha: float = 2) -> float:
     """Alignment (Wang & Isola 2020): ``mean_i ||f(a_i) - f(b_i)||^alpha`` over true pairs (row i of
     ``Xa`` with row i of ``Xb``), on unit rows. 0 = every pair coincides; lower is better (max 2^alpha)."""
-    A, B = _unit(Xa).astype(np.float64), _unit(Xb).astype(np.float64)
+    A, B = unit_rows(Xa).astype(np.float64), unit_rows(Xb).astype(np.float64)
     if A.shape != B.shape or A.ndim != 2:
         raise ValueError(f"Xa and Xb must be (p, d) arrays of the same shape; got {A.shape} and {B.shape}")
     if not len(A):
@@ -126,7 +124,7 @@ def uniformity(X: np.ndarray, t: float = 2, *, max_pairs: int = 50_000, seed: in
     from scipy.spatial.distance import pdist
     from scipy.special import logsumexp
 
-    U = _unit(X).astype(np.float64)
+    U = unit_rows(X).astype(np.float64)
     n = len(U)
     if n < 2:
         raise ValueError(f"uniformity needs at least 2 items; got {n}")
@@ -154,7 +152,7 @@ def modality_separability(X: np.ndarray, modalities: Sequence[str], *, a: str = 
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_score
 
-    U = _unit(X)
+    U = unit_rows(X)
     mods = np.asarray(list(modalities)).astype(str)
     rng = np.random.default_rng(seed)
     rows = []
@@ -183,7 +181,7 @@ def modality_gap(X: np.ndarray, modalities: Sequence[str], pairs: np.ndarray | N
     A CLIP-style space typically shows a clear centroid distance and pair cosines well above random
     ones; the gap-corrected map removes the centroid offset before projecting.
     """
-    Xu = _unit(X)
+    Xu = unit_rows(X)
     mods = np.asarray(list(modalities)).astype(str)
     ia, ib = np.flatnonzero(mods == a), np.flatnonzero(mods == b)
     out = {"n_a": int(len(ia)), "n_b": int(len(ib)), "n_pairs": 0, "centroid_distance": None,
@@ -364,7 +362,7 @@ def paired_retrieval(X: np.ndarray, modalities: Sequence[str], pairs: np.ndarray
     """
     import scipy.sparse
 
-    U = _unit(X)
+    U = unit_rows(X)
     mods = np.asarray(list(modalities)).astype(str)
     pairs = np.unique(np.asarray(pairs, dtype=np.int64).reshape(-1, 2), axis=0)
     if len(pairs):
@@ -550,7 +548,7 @@ def quality_analysis(ws, model: str, *, k: int = 10, sample: int = 10_000, seed:
     if not 1 <= k:
         raise ValueError(f"k must be >= 1; got {k}")
     ids = ids.astype(str)
-    U = _unit(X)
+    U = unit_rows(X)
     items = ws.items
     mods = items.drop_duplicates("id").set_index("id")["modality"].reindex(ids).fillna("row").to_numpy().astype(str)
     n, d = U.shape
@@ -741,7 +739,7 @@ def compare_models(ws, model_a: str, model_b: str, *, modality: str | Sequence[s
     common = np.sort(common).astype(object)
     Xa, _ = ws.vectors(model_a, ids=common)
     Xb, _ = ws.vectors(model_b, ids=common)
-    Ua, Ub = _unit(Xa), _unit(Xb)
+    Ua, Ub = unit_rows(Xa), unit_rows(Xb)
     mods = ws.items.drop_duplicates("id").set_index("id")["modality"].reindex(common.astype(str)).fillna("row")
     mods = mods.to_numpy().astype(str)
     n = len(common)

@@ -48,6 +48,8 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, Union
 import numpy as np
 import pandas as pd
 
+from .encoders import unit_rows
+
 if TYPE_CHECKING:  # pragma: no cover
     from .encoders import Encoder
     from .workspace import Workspace
@@ -92,10 +94,6 @@ def parse_term(term: "str | Term") -> Term:
         raise ValueError("term is empty; give a text, 'item:<id>' or 'image:<path>'")
     return Term("text", term)
 
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 def _encoder(model: "str | Encoder") -> "Encoder":
@@ -185,7 +183,7 @@ def term_vectors(ws: "Workspace | None", model: "str | Encoder",
                        else f"is not in workspace {ws.name!r}")
                 raise ValueError(f"term {str(parsed[i])!r}: item {item_id!r} {why}")
             out[i] = X[pos[item_id]]
-    return _unit(np.stack(out))
+    return unit_rows(np.stack(out))
 
 
 # ---- results ------------------------------------------------------------------------------------
@@ -275,13 +273,13 @@ def _query_vector(ws: "Workspace", model: str, query) -> tuple[np.ndarray, list[
         Q = np.atleast_2d(np.asarray(query, dtype=np.float32))
         if Q.ndim != 2 or not np.isfinite(Q).all():
             raise ValueError(f"query vector must be (d,) or (m, d) and finite; got shape {Q.shape}")
-        return _nonzero(_unit(_unit(Q).mean(0)), "query"), []
+        return _nonzero(unit_rows(unit_rows(Q).mean(0)), "query"), []
     terms = list(query)
     if not terms:
         raise ValueError("query is empty; give a text, 'item:<id>', 'image:<path>' or a vector")
     V = term_vectors(ws, model, terms)
     exclude = [i for i in (term_id(t) for t in terms) if i is not None]
-    return _nonzero(_unit(V.mean(0)), "query"), exclude
+    return _nonzero(unit_rows(V.mean(0)), "query"), exclude
 
 
 def _nonzero(v: np.ndarray, what: str) -> np.ndarray:
@@ -325,7 +323,7 @@ def analogy_scores(X: np.ndarray, plus: np.ndarray, minus: np.ndarray, method: s
     method = _check_method(method)
     if method == "3cosadd":
         q = _nonzero(np.asarray(plus).sum(0) - np.asarray(minus).reshape(-1, X.shape[1]).sum(0), "analogy")
-        return (X @ _unit(q)).astype(np.float32)
+        return (X @ unit_rows(q)).astype(np.float32)
     cp = (X @ np.asarray(plus).T + 1.0) / 2.0
     cm = (X @ np.asarray(minus).reshape(-1, X.shape[1]).T + 1.0) / 2.0
     return (cp.prod(1) / (cm.prod(1) + COSMUL_EPS)).astype(np.float32)
@@ -382,7 +380,7 @@ def analogy(ws: "Workspace", model: str, plus: Sequence["str | Term"], minus: Se
     allowed = idx.ids_ if mask is None else idx.ids_[mask]
     if len(allowed) > COSMUL_EXACT_LIMIT:
         pool_k = min(COSMUL_POOL, len(idx.ids_))
-        Q = np.vstack([_unit(P.sum(0) - M.sum(0))[None], P])
+        Q = np.vstack([unit_rows(P.sum(0) - M.sum(0))[None], P])
         pool, _ = idx.query(Q, k=pool_k, filter=mask, exclude=own or None)
         allowed = pd.unique(pool.ravel())
         log.info("3CosMul over %d items: ranking a pool of %d found with the index", len(idx.ids_), len(allowed))
@@ -391,7 +389,7 @@ def analogy(ws: "Workspace", model: str, plus: Sequence["str | Term"], minus: Se
     X, cand = ws.vectors(model, ids=allowed)
     if not len(cand):
         return []
-    s = analogy_scores(_unit(X), P, M, "3cosmul")
+    s = analogy_scores(unit_rows(X), P, M, "3cosmul")
     top = _top(s, k)
     return _hits(ws, cand[top], s[top])
 
@@ -622,7 +620,7 @@ def _evaluate_workspace(ws: "Workspace", model: str, df: pd.DataFrame, *, k: int
     X_all, ids_all = ws.vectors(model)
     if not len(ids_all):
         raise ValueError(f"workspace {ws.name!r} has no vectors for model {model!r}; embed it first")
-    X_all = _unit(X_all)
+    X_all = unit_rows(X_all)
     items = ws.items.set_index("id", drop=False).loc[ids_all].reset_index(drop=True)
     known = set(ids_all.tolist())
     text_key = items["text"].astype("string").str.strip().str.lower()
@@ -697,14 +695,14 @@ def text_axes(ws: "Workspace", model: str, x: tuple = ("day", "night"), y: tuple
     if not len(got):
         raise ValueError(f"workspace {ws.name!r} has no vectors for model {model!r}"
                          + (" among the given ids" if ids is not None else "") + "; embed it first")
-    X = _unit(X)
+    X = unit_rows(X)
     out = pd.DataFrame({"id": got.astype(str)})
     mods = ws.items.set_index("id")["modality"]
     out["modality"] = mods.reindex(out["id"]).to_numpy()
     for name, (pos, neg) in axes.items():
         V = term_vectors(ws, model, [pos, neg])
         axis = _nonzero(V[0] - V[1], f"axis {name} ({pos!s} − {neg!s})")
-        out[name] = X @ _unit(axis)
+        out[name] = X @ unit_rows(axis)
     return out
 
 
@@ -812,7 +810,7 @@ def zero_shot_labels(source: "Workspace | np.ndarray", model: "str | Encoder", v
         X = np.atleast_2d(np.asarray(source, dtype=np.float32))
         if X.ndim != 2 or not len(X):
             raise ValueError(f"vectors must be (d,) or (m, d); got shape {np.shape(source)}")
-    centre = _nonzero(_unit(_unit(X).mean(0)), "selection")
+    centre = _nonzero(unit_rows(unit_rows(X).mean(0)), "selection")
     T = vocabulary_vectors(model, vocab, template)
     if T.shape[1] != centre.shape[0]:
         raise ValueError(f"vectors have dim {centre.shape[0]} but model {_model_id(model)!r} gives {T.shape[1]}")
@@ -820,7 +818,7 @@ def zero_shot_labels(source: "Workspace | np.ndarray", model: "str | Encoder", v
     s = cos
     if contrast and isinstance(source, Workspace):
         A, _ = source.vectors(_model_id(model), modality=modality)
-        s = cos - T @ _nonzero(_unit(_unit(A).mean(0)), "workspace")
+        s = cos - T @ _nonzero(unit_rows(unit_rows(A).mean(0)), "workspace")
     top = _top(s, len(vocab) if k is None else _check_k(k))
     out = pd.DataFrame({"label": [vocab[j] for j in top], "prompt": [template.format(vocab[j]) for j in top],
                         "score": s[top].astype(np.float32)})
@@ -839,7 +837,7 @@ def label_clusters(X: np.ndarray, labels: Sequence, vocab_vectors: np.ndarray, v
     over all clusters, so words every cluster shares (the modality, the dataset's theme) do not win
     everywhere. Returns ``{label: [(word, score), ...]}`` with ``k`` words per cluster.
     """
-    X = _unit(np.asarray(X, dtype=np.float32))
+    X = unit_rows(np.asarray(X, dtype=np.float32))
     labels = np.asarray(labels)
     T = np.asarray(vocab_vectors, dtype=np.float32)
     if labels.shape != (len(X),):
@@ -848,7 +846,7 @@ def label_clusters(X: np.ndarray, labels: Sequence, vocab_vectors: np.ndarray, v
         raise ValueError(f"vocab_vectors must be (len(vocab)={len(vocab)}, d={X.shape[1]}); got {T.shape}")
     k = _check_k(k)
     names = list(pd.unique(labels))
-    C = _unit(np.stack([X[labels == c].mean(0) for c in names]))
+    C = unit_rows(np.stack([X[labels == c].mean(0) for c in names]))
     S = C @ T.T
     if contrast and len(names) > 1:
         S = S - S.mean(0, keepdims=True)

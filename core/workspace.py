@@ -421,7 +421,7 @@ class Workspace:
         and texts alike) are encoded again and compared. Returns None when they match (or there is nothing
         to compare), else ``{"items": [ids], "min_cosine": c}``. Catches a checkpoint replaced under the
         same model id (an updated bundled ``demo``, a retrained local folder)."""
-        from .encoders import _unit_rows, load_encoder, load_image
+        from .encoders import load_encoder, load_image, unit_rows
 
         store = self.store(model)
         if store.count() == 0 or model.startswith("precomputed:"):
@@ -440,11 +440,23 @@ class Workspace:
             except Exception:  # noqa: BLE001 - an unreadable stored image says nothing about the weights
                 continue
             X, _ = self.vectors(model, ids=part["id"].tolist())
-            cos += (_unit_rows(X) * _unit_rows(Y)).sum(1).tolist()
+            cos += (unit_rows(X) * unit_rows(Y)).sum(1).tolist()
             ids += part["id"].tolist()
         if not cos or min(cos) >= STALE_COSINE:
             return None
         return {"items": ids, "min_cosine": round(float(min(cos)), 4)}
+
+    def check_vectors_current(self, model: str, encoder=None) -> None:
+        """Raise :class:`StaleVectorsError` when :meth:`stale_vectors` finds that ``model`` no longer gives
+        the stored vectors: adding vectors then would mix two spaces."""
+        stale = self.stale_vectors(model, encoder)
+        if stale is not None:
+            raise StaleVectorsError(
+                f"workspace {self.name!r} holds vectors for {model!r} that the model no longer gives (cosine "
+                f"{stale['min_cosine']:.2f} for an item encoded again; its weights changed, e.g. an updated "
+                f"bundled checkpoint); embedding new items would mix two spaces. Embed everything again: "
+                f"`jointscope embed {self.path} --model {model} --refresh`, or tick “Embed everything again” "
+                f"on the Data page")
 
     def forget_model(self, model: str) -> list[str]:
         """Delete the vectors of ``model`` and everything derived from them: every per-model cache lives in
@@ -506,14 +518,7 @@ class Workspace:
         report.unsupported = int((~can).sum())
         todo = todo[can]
         if len(todo) and len(have):
-            stale = self.stale_vectors(model, enc)
-            if stale is not None:
-                raise StaleVectorsError(
-                    f"workspace {self.name!r} holds vectors for {model!r} that the model no longer gives (cosine "
-                    f"{stale['min_cosine']:.2f} for an item encoded again; its weights changed, e.g. an updated "
-                    f"bundled checkpoint); embedding new items would mix two spaces. Embed everything again: "
-                    f"`jointscope embed {self.path} --model {model} --refresh`, or tick “Embed everything again” "
-                    f"on the Data page")
+            self.check_vectors_current(model, enc)
         total, done = len(todo), 0
         if progress is not None:
             progress(0, total)

@@ -25,6 +25,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from ..encoders import unit_rows
 from .pace import PACE
 
 log = logging.getLogger(__name__)
@@ -151,10 +152,10 @@ def zero_shot(encoder, image_vectors: np.ndarray, prompts: Sequence[str], *, cen
     """
     from ..search import vocabulary_vectors
 
-    T = _unit(vocabulary_vectors(encoder, list(prompts)))
-    X = _unit(image_vectors)
+    T = unit_rows(vocabulary_vectors(encoder, list(prompts)), np.float64)
+    X = unit_rows(image_vectors, np.float64)
     if centred:
-        X, T = _unit(X - X.mean(0)), _unit(T - T.mean(0))
+        X, T = unit_rows(X - X.mean(0), np.float64), unit_rows(T - T.mean(0), np.float64)
     s = _logit_scale(encoder) * (X @ T.T)
     s -= s.max(1, keepdims=True)
     p = np.exp(s)
@@ -187,10 +188,6 @@ def label_predictions(values: Sequence) -> tuple[np.ndarray, np.ndarray, list[st
 
 
 # ---- naming -------------------------------------------------------------------------------------
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
 
 def name_concepts(concept_vectors: np.ndarray, patch_vectors: np.ndarray, vocab_vectors: np.ndarray,
                   vocabulary: Sequence[str], *, n: int = 5, patch_weights: np.ndarray | None = None
@@ -202,12 +199,12 @@ def name_concepts(concept_vectors: np.ndarray, patch_vectors: np.ndarray, vocab_
     (patches by their centre, words by the vocabulary mean) so the modality gap does not decide; score =
     cosine of the centred vectors. Returns per concept the top ``n`` (word, score), best first.
     """
-    C = _unit(concept_vectors)
-    Pn = _unit(patch_vectors)
+    C = unit_rows(concept_vectors, np.float64)
+    Pn = unit_rows(patch_vectors, np.float64)
     w = np.ones(len(Pn)) if patch_weights is None else np.asarray(patch_weights, np.float64).ravel()
     centre = (Pn * w[:, None]).sum(0) / max(w.sum(), 1e-12)
-    T = _unit(vocab_vectors)
-    S = _unit(C - centre) @ _unit(T - T.mean(0)).T
+    T = unit_rows(vocab_vectors, np.float64)
+    S = unit_rows(C - centre, np.float64) @ unit_rows(T - T.mean(0), np.float64).T
     out = []
     for s in S:
         top = np.argsort(-s, kind="stable")[: min(n, len(s))]

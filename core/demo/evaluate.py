@@ -11,25 +11,22 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ..encoders import unit_rows
 from .world import COLOURS, SHAPES, caption_for, generate, prompts_for
 
 EncodeFn = Callable[[Sequence], np.ndarray]
 
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 def zero_shot(encode_images: EncodeFn, encode_texts: EncodeFn, *, n: int = 1000, seed: int = 1001,
               combos: str = "heldout") -> dict:
     """Zero-shot colour and shape accuracy on single-object images (prompts "a red object", "a circle")."""
     items = generate(n, seed=seed, p_two=0.0, combos=combos)
-    X = _unit(encode_images([it.image for it in items]))
+    X = unit_rows(encode_images([it.image for it in items]))
     out = {}
     for attr, names in (("colour", list(COLOURS)), ("shape", list(SHAPES))):
         prompts = prompts_for(attr)
-        T = _unit(encode_texts([prompts[k] for k in names]))
+        T = unit_rows(encode_texts([prompts[k] for k in names]))
         pred = (X @ T.T).argmax(1)
         truth = np.array([names.index(getattr(it.objects[0], attr)) for it in items])
         out[f"zero_shot_{attr}"] = float((pred == truth).mean())
@@ -68,8 +65,8 @@ def text_to_image_recall(encode_images: EncodeFn, encode_texts: EncodeFn, *, n: 
     items = generate(n, seed=seed, combos=combos)
     rng = np.random.default_rng(seed)
     captions = [_full_caption(it.objects, rng) for it in items]
-    X = _unit(encode_images([it.image for it in items]))
-    T = _unit(encode_texts(captions))
+    X = unit_rows(encode_images([it.image for it in items]))
+    T = unit_rows(encode_texts(captions))
     top = np.argsort(-(T @ X.T), axis=1)[:, :k]
     sigs = [_signature(it.objects) for it in items]
     hits = [any(j == i or sigs[j] == sigs[i] for j in top[i]) for i in range(n)]
@@ -86,11 +83,11 @@ def analogy(encode_images: EncodeFn, encode_texts: EncodeFn, *, n_gallery: int =
     """
     gallery = generate(n_gallery, seed=seed, p_two=0.0, combos="all")
     queries = generate(n_queries, seed=seed + 1, p_two=0.0, combos="heldout")
-    G = _unit(encode_images([it.image for it in gallery]))
-    Q = _unit(encode_images([it.image for it in queries]))
+    G = unit_rows(encode_images([it.image for it in gallery]))
+    Q = unit_rows(encode_images([it.image for it in queries]))
     colours = list(COLOURS)
     prompts = prompts_for("colour")
-    C = _unit(encode_texts([prompts[c] for c in colours]))
+    C = unit_rows(encode_texts([prompts[c] for c in colours]))
     g_col = np.array([it.objects[0].colour for it in gallery])
     g_shape = np.array([it.objects[0].shape for it in gallery])
     rng = np.random.default_rng(seed)
@@ -100,7 +97,7 @@ def analogy(encode_images: EncodeFn, encode_texts: EncodeFn, *, n_gallery: int =
         c2 = colours[int(rng.integers(len(colours)))]
         while c2 == c:
             c2 = colours[int(rng.integers(len(colours)))]
-        v = _unit(q - C[colours.index(c)] + C[colours.index(c2)])
+        v = unit_rows(q - C[colours.index(c)] + C[colours.index(c2)])
         top = np.argsort(-(G @ v))[:k]
         hits.append(bool(np.any((g_col[top] == c2) & (g_shape[top] == s))))
         top0 = np.argsort(-(G @ q))[:k]  # baseline: plain nearest neighbours of the image

@@ -172,3 +172,34 @@ def test_local_engine_reads_a_folder_of_csv_manifests(tmp_path):
     with pytest.raises(ValueError, match="all of one kind"):
         (folder / "c.parquet").write_bytes(b"")
         embed_manifest(ws, folder, MODEL, engine="local")
+
+
+def test_engines_refuse_to_add_to_vectors_the_model_no_longer_gives(ray_local, manifest, image_files, tmp_path,
+                                                                    capsys):
+    """Weights replaced under the same local model id: the Ray engine (workspace or manifest) and the local
+    manifest engine refuse new vectors like Workspace.embed does; --refresh on Ray embeds everything again."""
+    from core.encoders import clear_encoder_cache
+    from helpers import write_tiny_clip
+
+    folder = write_tiny_clip(tmp_path / "ckpt", seed=0)
+    model = f"openclip-local:{folder}"
+    ws = core.Workspace(tmp_path / "w")
+    ws.ingest(image_files[:2], texts=["red"])
+    assert embed_workspace(ws, model, engine="local").embedded == 3
+    write_tiny_clip(folder, seed=1)  # new weights, same id
+    clear_encoder_cache()
+    try:
+        ws.ingest(image_files[2:3], texts=["blue"])
+        with pytest.raises(core.StaleVectorsError, match="no longer gives.*--refresh"):
+            embed_workspace(ws, model, engine="ray")
+        for engine in ("ray", "local"):
+            with pytest.raises(core.StaleVectorsError, match="no longer gives"):
+                embed_manifest(ws, manifest, model, engine=engine)
+        assert ws.store(model).count() == 3, "nothing was added"
+        assert main(["embed", str(ws.path), "--model", model, "--engine", "ray", "--refresh", "--json"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert (out["embedded"], out["cached"]) == (5, 0)
+        X, ids = ws.vectors(model, ids=ws.items[ws.items.text == "red"]["id"].tolist())
+        np.testing.assert_allclose(X[0], core.load_encoder(model).encode_texts(["red"])[0], atol=1e-5)
+    finally:
+        clear_encoder_cache()

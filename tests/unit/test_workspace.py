@@ -198,6 +198,10 @@ def test_changed_weights_are_caught_before_two_spaces_mix(tmp_path, image_files,
         assert ws.models()[model]["n"] == 4, "nothing was added"
         assert main(["embed", str(ws.path), "--model", model, "--json"]) == 1
         assert "--refresh" in capsys.readouterr().err
+        # read-only commands answer, with a warning that the results mix two spaces
+        assert main(["search", str(ws.path), "--model", model, "--text", "red", "--json"]) == 0
+        err = capsys.readouterr().err
+        assert "warning" in err and "other weights" in err and "--refresh" in err
         assert main(["embed", str(ws.path), "--model", model, "--refresh", "--json"]) == 0
         doc = json.loads(capsys.readouterr().out)
         assert (doc["embedded"], doc["cached"]) == (6, 0)
@@ -209,6 +213,8 @@ def test_changed_weights_are_caught_before_two_spaces_mix(tmp_path, image_files,
         np.testing.assert_allclose(X[list(ids).index(ws.items[ws.items.text == "red"]["id"].iloc[0])],
                                    enc.encode_texts(["red"])[0], atol=1e-5)
         assert ws.embed(model).embedded == 0
+        assert main(["search", str(ws.path), "--model", model, "--text", "red", "--json"]) == 0
+        assert "warning" not in capsys.readouterr().err
     finally:
         clear_encoder_cache()
 
