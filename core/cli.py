@@ -75,20 +75,27 @@ def _parse_roles(pairs: list[str] | None) -> dict[str, str] | None:
     return roles
 
 
-def _progress_printer(label: str):
-    state = {"t0": time.perf_counter(), "last": 0.0}
+# what the done/total of a stage counts, where it is not items (map and concepts stages)
+STAGE_UNITS = {"patches": "images", "stability": "images", "fit": "EM iterations", "layout": "epochs"}
+
+
+def _progress_printer(label: str, unit: str = "items"):
+    state = {"t0": None, "last": 0.0}
 
     def cb(done: int, total: int) -> None:
         now = time.perf_counter()
-        if done == 0:  # the rate counts from the first call, not from model loading
+        if state["t0"] is None or done == 0:  # the rate counts from the first call, not from model loading
             state["t0"] = now
         if done < total and now - state["last"] < 1.0:
             return
         state["last"] = now
         el = now - state["t0"]
-        rate = done / el if el > 0 else 0.0
-        eta = f"{(total - done) / rate:.0f}s" if rate > 0 else "?"
-        print(f"{label}: {done}/{total} ({rate:.1f} items/s, ETA {eta})", file=sys.stderr, flush=True)
+        if done and el >= 0.05:
+            rate = done / el
+            tail = f" ({rate:.1f} {unit}/s, ETA {(total - done) / rate:.0f}s)"
+        else:
+            tail = ""
+        print(f"{label}: {done}/{total}{tail}", file=sys.stderr, flush=True)
 
     return cb
 
@@ -329,7 +336,7 @@ def _map(args):
     def progress(stage: str, done: int, total: int) -> None:
         if stage != state["stage"]:
             state["stage"] = stage
-            printer[stage] = _progress_printer(f"map {stage}")
+            printer[stage] = _progress_printer(f"map {stage}", STAGE_UNITS.get(stage, "steps"))
         printer[stage](done, total)
 
     try:
@@ -625,7 +632,7 @@ def _concepts(args):
     def progress(stage: str, done: int, total: int) -> None:
         if stage != state["stage"]:
             state["stage"] = stage
-            printer[stage] = _progress_printer(f"concepts {stage}")
+            printer[stage] = _progress_printer(f"concepts {stage}", STAGE_UNITS.get(stage, "steps"))
         printer[stage](done, total)
 
     try:
