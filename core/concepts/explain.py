@@ -324,7 +324,7 @@ def explain(ws, model: str, *, k: int = 8, ids: Sequence[str] | None = None, lab
             block: int | None = None, attn_block: int | None = None, space: str | None = None,
             alpha: float = 0.1,
             n_components: int = 32, covariance: str = "isotropic", n_init: int = 4, max_iter: int = 30,
-            use_attention: bool = True, random_state: int = 0,
+            use_attention: bool = True, temperature: float = 1.0, random_state: int = 0,
             stability_sample: int = 200, n_names: int = 5, n_prototypes: int = 8, encoder=None,
             progress: StageProgress | None = None, use_cache: bool = True) -> ConceptsResult:
     """Concept explanations (PACE) of a workspace's images with an open_clip ViT model.
@@ -339,7 +339,9 @@ def explain(ws, model: str, *, k: int = 8, ids: Sequence[str] | None = None, lab
     space the concepts are named in) or ``"tokens"`` (the residual stream after ``block``); default
     ``"joint"``, or ``"tokens"`` when an earlier ``block`` is asked for. ``use_attention``: weight each patch by J times its CLS attention, as PACE does
     (False: every patch counts once; θ is then the concepts' share of the image's patches, and does not move
-    with the attention of an augmented view). ``progress(stage, done, total)`` with stages
+    with the attention of an augmented view). ``temperature`` > 1 tempers the patch likelihood so that the
+    Dirichlet prior gathers each image's patches in fewer concepts (sparser θ; see :class:`PACE`).
+    ``progress(stage, done, total)`` with stages
     ``patches``, ``fit``, ``stability``.
 
     Raises ValueError for bad parameters, an unknown label column, a non-ViT model (NotViTError).
@@ -381,7 +383,7 @@ def explain(ws, model: str, *, k: int = 8, ids: Sequence[str] | None = None, lab
         raise ValueError("the vocabulary is empty")
     params = {"k": int(k), "block": int(bi), "attn_block": int(ai), "space": space, "alpha": float(alpha),
               "n_components": int(n_components), "covariance": covariance, "n_init": int(n_init),
-              "max_iter": int(max_iter), "use_attention": bool(use_attention),
+              "max_iter": int(max_iter), "use_attention": bool(use_attention), "temperature": float(temperature),
               "random_state": random_state, "stability_sample": int(stability_sample), "label": label,
               "prompts": prompts, "n_names": int(n_names), "n_prototypes": int(n_prototypes)}
     key = _key({"model": model, "ids": sorted(ids), "vocab": vocab, "params": params, "format": RESULT_FORMAT})
@@ -410,7 +412,7 @@ def explain(ws, model: str, *, k: int = 8, ids: Sequence[str] | None = None, lab
         predicted = np.asarray([texts[j] for j in P.argmax(1)], dtype=object)
         source = "prompts" if prompts is not None else "vocabulary"
     pace = PACE(int(k), alpha=alpha, n_components=n_components, covariance=covariance, n_init=n_init,
-                max_iter=max_iter, use_attention=use_attention, random_state=random_state)
+                max_iter=max_iter, use_attention=use_attention, temperature=temperature, random_state=random_state)
     X = data.joint if space == "joint" else data.tokens
     pace.fit(X, data.attention, P, progress=stage("fit"))
     theta, phi = pace.theta_, pace.phi_
