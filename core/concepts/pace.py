@@ -333,17 +333,26 @@ class PACE:
             self.coef_ = H
 
     def _relocate_empty(self, Y: np.ndarray, W: np.ndarray, phi: np.ndarray) -> bool:
-        """Concepts without attention-weighted mass split the broadest concept along its main axis."""
-        mass = (phi * W[:, :, None]).sum((0, 1))
-        dead = np.flatnonzero(mass < 1e-3 * max(mass.sum(), 1.0) / len(mass))
+        """Concepts without attention-weighted mass split the broadest concept (mass × spread of its own
+        patches) along the main axis of its own patches. The patches, not ``covariances_``, give the spread
+        and the axis: a shared covariance (tied, isotropic) says nothing about one concept's shape."""
+        K = phi.shape[2]
+        R = (phi * W[:, :, None]).reshape(-1, K).astype(np.float32)
+        F = Y.reshape(-1, Y.shape[2]).astype(np.float32)
+        mass = R.sum(0, dtype=np.float64)
+        dead = np.flatnonzero(mass < 1e-3 * max(mass.sum(), 1.0) / K)
         if not len(dead):
             return False
+        safe = np.maximum(mass, 1e-12)
+        mu = _tdot(R, F).astype(np.float64) / safe[:, None]
+        spread = _tdot(R, (F * F).sum(1, keepdims=True)).astype(np.float64)[:, 0] / safe - (mu * mu).sum(1)
         for k in dead:
-            full = np.stack([np.diag(v) for v in self.covariances_]) if self._diagonal else self.covariances_
-            spread = mass * np.trace(full, axis1=1, axis2=2)
-            spread[dead] = -np.inf
-            c = int(np.argmax(spread))
-            vals, vecs = np.linalg.eigh(full[c])
+            score = mass * np.maximum(spread, 0.0)
+            score[dead] = -np.inf
+            c = int(np.argmax(score))
+            Z = F - mu[c].astype(np.float32)
+            S = _tdot(R[:, c:c + 1] * Z, Z).astype(np.float64) / safe[c]
+            vals, vecs = np.linalg.eigh(0.5 * (S + S.T))
             step = 0.5 * np.sqrt(max(vals[-1], 0.0)) * vecs[:, -1]
             self.concepts_[k] = self.concepts_[c] + step
             self.concepts_[c] = self.concepts_[c] - step

@@ -121,7 +121,7 @@ def test_empty_concept_is_relocated():
     Xo = X.copy()
     Xo[:, :3] = 40.0  # a tight cluster that k-means (unweighted) gives its own concept ...
     A[:, :3] = 0.0    # ... but that the model does not attend to
-    for covariance in ("diag", "full", "isotropic"):
+    for covariance in ("diag", "full", "tied", "isotropic"):
         pace = PACE(3, n_components=4, random_state=0, covariance=covariance).fit(Xo, A)
         assert (pace.shares_ > 0.2).all()
         assert np.abs(pace.prototypes_[matched(pace.prototypes_)] - TRUE_MEANS).max() < 0.3
