@@ -675,10 +675,10 @@ def _check_model(model: str) -> None:
 
 
 def _check_current(ws: Workspace, model: str) -> None:
-    """Before Ray workers add vectors to a model's store: the driver encodes a few stored items again
-    (Workspace.check_vectors_current) when the model's weights are a local folder that can change under the
-    same id (``demo``, ``openclip-local:``, ``st:``); a hub id names fixed weights, and loading them in the
-    driver only for this would cost a download there."""
+    """Before an engine adds vectors to a model's store that has some: this process (the Ray driver, or the
+    local manifest run) encodes a few stored items again (Workspace.check_vectors_current) when the model's
+    weights are a local folder that can change under the same id (``demo``, ``openclip-local:``, ``st:``);
+    a hub id names fixed weights, and loading them in the driver only for this would cost a download there."""
     from .encoders import weights_key
 
     if weights_key(model) is not None:
