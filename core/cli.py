@@ -597,6 +597,9 @@ def _concepts_configure(p):
     p.add_argument("--alpha", type=float, default=0.1, help="Dirichlet prior of the concept proportions (< 1: sparse)")
     p.add_argument("--no-attention", action="store_true",
                    help="count every patch once instead of weighting it by the model's CLS attention (PACE)")
+    p.add_argument("--attention-smoothing", type=float, default=1.0, metavar="SIGMA",
+                   help="blur the attention over the patch grid by a Gaussian of SIGMA patches before it weights "
+                        "the patches (default 1; 0: the raw attention, as in the paper)")
     p.add_argument("--temperature", type=float, default=1.0,
                    help="temper the patch likelihood (> 1: each image in fewer concepts, sparser θ; default 1)")
     p.add_argument("--seed", type=int, default=0)
@@ -614,6 +617,8 @@ def _concepts(args):
         raise argparse.ArgumentTypeError(f"--alpha must be > 0; got {args.alpha}")
     if args.n_init < 1:
         raise argparse.ArgumentTypeError(f"--n-init must be >= 1; got {args.n_init}")
+    if not 0 <= args.attention_smoothing < float("inf"):
+        raise argparse.ArgumentTypeError(f"--attention-smoothing must be a finite number >= 0; got {args.attention_smoothing}")
     if not args.temperature > 0 or args.temperature == float("inf"):
         raise argparse.ArgumentTypeError(f"--temperature must be a finite number > 0; got {args.temperature}")
     ids = None
@@ -642,7 +647,8 @@ def _concepts(args):
     try:
         res = explain(ws, args.model, k=args.k, ids=ids, label=args.label, prompts=args.prompts, vocabulary=vocab,
                       block=args.block, space=args.space, covariance=args.covariance, n_init=args.n_init,
-                      alpha=args.alpha, use_attention=not args.no_attention, temperature=args.temperature,
+                      alpha=args.alpha, use_attention=not args.no_attention,
+                      attention_smoothing=args.attention_smoothing, temperature=args.temperature,
                       random_state=args.seed,
                       progress=progress,
                       use_cache=not args.refit)

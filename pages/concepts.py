@@ -56,6 +56,7 @@ def run(ws, model: str, params: dict, progress=None):
     return explain(ws, model, k=p["k"], ids=p["ids"], label=p["label"], prompts=p["prompts"],
                    vocabulary=p["vocabulary"], block=p["block"], space=p.get("space"), alpha=p["alpha"],
                    use_attention=p.get("use_attention", True), temperature=p.get("temperature", 1.0),
+                   attention_smoothing=p.get("attention_smoothing", 1.0),
                    progress=progress)
 
 
@@ -110,6 +111,11 @@ def controls(ws, model: str, items: pd.DataFrame) -> dict | None:
                                     "follow what the model looks at. Untick to count every patch once: "
                                     "image-level shares then describe what the image shows and move less when "
                                     "the image is flipped or cropped.")
+        smoothing = st.number_input("Attention smoothing (patches)", 0.0, 4.0, 1.0, step=0.25,
+                                    key="concepts_smoothing", disabled=not weighted,
+                                    help="Blur the attention over the patch grid (Gaussian σ in patches) before it "
+                                         "weights the patches: a flip or crop then moves the image-level shares "
+                                         "less. 0 uses the raw attention, as in the PACE paper.")
         temperature = st.number_input("Likelihood temperature", 1.0, 100.0, 1.0, step=1.0, key="concepts_temperature",
                                       help="Above 1 the patch likelihood is tempered, so the prior α gathers each "
                                            "image in fewer concepts: sparser explanations with many concepts "
@@ -132,7 +138,8 @@ def controls(ws, model: str, items: pd.DataFrame) -> dict | None:
     return {"k": int(k), "ids": None if source == SRC_ALL else ids, "label": label, "prompts": prompts,
             "vocabulary": vocabulary,
             "block": int(block), "space": space, "alpha": float(alpha),
-            "use_attention": bool(weighted), "temperature": float(temperature), "workspace": ws.name,
+            "use_attention": bool(weighted), "attention_smoothing": float(smoothing),
+            "temperature": float(temperature), "workspace": ws.name,
             "model": model}
 
 

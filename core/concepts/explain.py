@@ -69,7 +69,8 @@ class ConceptsResult:
     """Concept explanations of ``ids`` (M images).
 
     ``theta`` (M, K) float32 rows sum to 1; ``phi`` (M, J, K) float32 per-patch concept probabilities;
-    ``attention`` (M, J) float32; ``predicted`` (M,) the model's predicted label per image;
+    ``attention`` (M, J) float32, the patch weights used (CLS attention, smoothed as asked);
+    ``predicted`` (M,) the model's predicted label per image;
     ``metrics``: faithfulness, stability, sparsity, parsimony (None where undefined).
     """
 
@@ -324,7 +325,8 @@ def explain(ws, model: str, *, k: int = 8, ids: Sequence[str] | None = None, lab
             block: int | None = None, attn_block: int | None = None, space: str | None = None,
             alpha: float = 0.1,
             n_components: int = 32, covariance: str = "isotropic", n_init: int = 4, max_iter: int = 30,
-            use_attention: bool = True, temperature: float = 1.0, random_state: int = 0,
+            use_attention: bool = True, attention_smoothing: float = 1.0, temperature: float = 1.0,
+            random_state: int = 0,
             stability_sample: int = 200, n_names: int = 5, n_prototypes: int = 8, encoder=None,
             progress: StageProgress | None = None, use_cache: bool = True) -> ConceptsResult:
     """Concept explanations (PACE) of a workspace's images with an open_clip ViT model.
@@ -339,7 +341,9 @@ def explain(ws, model: str, *, k: int = 8, ids: Sequence[str] | None = None, lab
     space the concepts are named in) or ``"tokens"`` (the residual stream after ``block``); default
     ``"joint"``, or ``"tokens"`` when an earlier ``block`` is asked for. ``use_attention``: weight each patch by J times its CLS attention, as PACE does
     (False: every patch counts once; θ is then the concepts' share of the image's patches, and does not move
-    with the attention of an augmented view). ``temperature`` > 1 tempers the patch likelihood so that the
+    with the attention of an augmented view). ``attention_smoothing``: σ in patches of a Gaussian blur of the
+    attention over the patch grid before it weights the patches (:func:`~core.concepts.patches.smooth_attention`;
+    0 = the raw attention as in the paper). ``temperature`` > 1 tempers the patch likelihood so that the
     Dirichlet prior gathers each image's patches in fewer concepts (sparser θ; see :class:`PACE`).
     ``progress(stage, done, total)`` with stages
     ``patches``, ``fit``, ``stability``.
@@ -349,11 +353,12 @@ def explain(ws, model: str, *, k: int = 8, ids: Sequence[str] | None = None, lab
     from ..encoders import load_encoder
     from ..search import default_vocabulary
     from . import metrics as mt
-    from .patches import extract_patches, n_blocks, project_tokens, workspace_patches
+    from .patches import check_smoothing, extract_patches, n_blocks, project_tokens, smooth_attention, workspace_patches
 
     t0 = time.perf_counter()
     if label is not None and prompts is not None:
         raise ValueError("give either label (a metadata column) or prompts, not both")
+    check_smoothing(attention_smoothing)
     if not isinstance(k, (int, np.integer)) or not 1 <= k <= 200:
         raise ValueError(f"k must be an integer in [1, 200]; got {k!r}")
     prompts = None if prompts is None else [str(p).strip() for p in prompts if str(p).strip()]
@@ -383,7 +388,8 @@ def explain(ws, model: str, *, k: int = 8, ids: Sequence[str] | None = None, lab
         raise ValueError("the vocabulary is empty")
     params = {"k": int(k), "block": int(bi), "attn_block": int(ai), "space": space, "alpha": float(alpha),
               "n_components": int(n_components), "covariance": covariance, "n_init": int(n_init),
-              "max_iter": int(max_iter), "use_attention": bool(use_attention), "temperature": float(temperature),
+              "max_iter": int(max_iter), "use_attention": bool(use_attention),
+              "attention_smoothing": float(attention_smoothing), "temperature": float(temperature),
               "random_state": random_state, "stability_sample": int(stability_sample), "label": label,
               "prompts": prompts, "n_names": int(n_names), "n_prototypes": int(n_prototypes)}
     key = _key({"model": model, "ids": sorted(ids), "vocab": vocab, "params": params, "format": RESULT_FORMAT})
@@ -414,10 +420,11 @@ def explain(ws, model: str, *, k: int = 8, ids: Sequence[str] | None = None, lab
     pace = PACE(int(k), alpha=alpha, n_components=n_components, covariance=covariance, n_init=n_init,
                 max_iter=max_iter, use_attention=use_attention, temperature=temperature, random_state=random_state)
     X = data.joint if space == "joint" else data.tokens
-    pace.fit(X, data.attention, P, progress=stage("fit"))
+    A = smooth_attention(data.attention, data.grid, attention_smoothing)  # the patch weights (÷ J)
+    pace.fit(X, A, P, progress=stage("fit"))
     theta, phi = pace.theta_, pace.phi_
     # names in the joint space
-    W = data.attention * data.n_patches
+    W = A * data.n_patches
     R = phi * W[:, :, None]
     if space == "joint":  # the prototypes are joint-space vectors already
         joint_protos = pace.prototypes_
@@ -444,13 +451,14 @@ def explain(ws, model: str, *, k: int = 8, ids: Sequence[str] | None = None, lab
             torch.manual_seed(0 if random_state is None else int(random_state))
             aug = extract_patches(enc, [files[r] for r in rows], block=bi, attn_block=ai,
                                   transform=mt.augmentation(), progress=stage("stability"))
-        theta0, _ = pace.transform(X[rows], data.attention[rows])
-        theta1, _ = pace.transform(aug.joint if space == "joint" else aug.tokens, aug.attention)
+        theta0, _ = pace.transform(X[rows], A[rows])
+        theta1, _ = pace.transform(aug.joint if space == "joint" else aug.tokens,
+                                   smooth_attention(aug.attention, aug.grid, attention_smoothing))
         stab = mt.stability(theta0, theta1)
     metrics = {"faithfulness": mt.faithfulness(theta, predicted.astype(str), random_state=random_state or 0),
                "stability": stab, "sparsity": mt.sparsity(theta), "parsimony": int(k)}
     res = ConceptsResult(model, int(k), np.asarray(ids, dtype=object), concepts, theta, phi,
-                         data.attention.astype(np.float32), predicted, data.grid, data.image_size, metrics, params,
+                         A, predicted, data.grid, data.image_size, metrics, params,
                          source, time.perf_counter() - t0, None, False,
                          {"fit_seconds": round(pace.fit_seconds_, 3), "n_iter": int(pace.n_iter_),
                           "converged": bool(pace.converged_)})

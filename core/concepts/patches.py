@@ -148,6 +148,33 @@ def cls_attention(x, attn) -> "torch.Tensor":  # noqa: F821
     return patches / patches.sum(dim=1, keepdim=True).clamp_min(1e-12)
 
 
+def check_smoothing(sigma) -> float:
+    """``sigma`` of :func:`smooth_attention` as a float; ValueError unless a finite number >= 0."""
+    ok = isinstance(sigma, (int, float, np.integer, np.floating)) and not isinstance(sigma, bool)
+    if not ok or not np.isfinite(sigma) or sigma < 0:
+        raise ValueError(f"attention_smoothing must be a finite number >= 0 (patches); got {sigma!r}")
+    return float(sigma)
+
+
+def smooth_attention(attention: np.ndarray, grid: tuple[int, int], sigma: float) -> np.ndarray:
+    """The CLS→patch attention (M, J) blurred over the patch grid by a Gaussian of ``sigma`` patches
+    (``scipy.ndimage.gaussian_filter``, edges repeated), rows renormalised to sum to 1; ``sigma`` 0 returns it
+    unchanged. One block's attention is tied to the patch grid: a crop that shifts the grid by part of a
+    patch moves it between neighbours, and weights smoothed over neighbours move less."""
+    A = np.asarray(attention, dtype=np.float32)
+    sigma = check_smoothing(sigma)
+    if sigma == 0 or A.size == 0:
+        return A
+    gh, gw = (int(v) for v in grid)
+    if A.ndim != 2 or A.shape[1] != gh * gw:
+        raise ValueError(f"attention of shape {A.shape} does not match a {gh}x{gw} patch grid")
+    from scipy.ndimage import gaussian_filter
+
+    S = gaussian_filter(A.reshape(-1, gh, gw), sigma=(0, sigma, sigma), mode="nearest").reshape(A.shape)
+    total = S.sum(1, keepdims=True)
+    return np.where(total > 0, S / np.where(total > 0, total, 1.0), A).astype(np.float32)
+
+
 def project_tokens(encoder, tokens: np.ndarray) -> np.ndarray:
     """Tokens (..., width) of the image tower -> joint space (..., embed_dim): ``ln_post`` then ``proj``."""
     import torch

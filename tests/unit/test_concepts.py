@@ -506,3 +506,46 @@ def test_temperature_gives_sparser_explanations(explained, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["params"]["temperature"] == 4.0
     assert main([*args, "--temperature", "0"]) == 2
     assert "--temperature must be a finite number > 0" in capsys.readouterr().err
+
+
+def test_attention_smoothing_spreads_weight_to_neighbours():
+    from core.concepts.patches import smooth_attention
+
+    A = np.zeros((2, 16), np.float32)
+    A[0, 5] = 1.0                 # patch (1, 1) of a 4×4 grid
+    A[1, 6] = 1.0                 # the same peak one patch to the right: what a small crop does
+    S = smooth_attention(A, (4, 4), 1.0)
+    assert S.shape == A.shape and np.allclose(S.sum(1), 1.0, atol=1e-6)
+    grid = S[0].reshape(4, 4)
+    assert grid.argmax() == 5 and grid[1, 0] == pytest.approx(grid[1, 2]) and grid[0, 1] == pytest.approx(grid[2, 1])
+    assert 0 < grid[1, 1] < 1 and grid[3, 3] < grid[1, 2]
+    # the shifted peak moves the smoothed weights less than the raw ones
+    assert np.abs(S[0] - S[1]).sum() < 0.8 * np.abs(A[0] - A[1]).sum()
+    assert np.array_equal(smooth_attention(A, (4, 4), 0), A), "0 keeps the raw attention (the paper's)"
+    with pytest.raises(ValueError, match="does not match a 3x3 patch grid"):
+        smooth_attention(A, (3, 3), 1.0)
+    for bad in (-1.0, float("nan"), True):
+        with pytest.raises(ValueError, match="attention_smoothing must be a finite number >= 0"):
+            smooth_attention(A, (4, 4), bad)
+
+
+def test_explain_weights_patches_by_the_smoothed_attention(explained, tmp_path, capsys):
+    from core.cli import main
+    from core.concepts import explain
+    from core.concepts.patches import smooth_attention, workspace_patches
+
+    ws, _, _ = explained
+    ids = ws.items.loc[ws.items["modality"] == "image", "id"].tolist()[:30]
+    raw = workspace_patches(ws, "demo", ids)
+    for sigma in (0.0, 1.5):
+        res = explain(ws, "demo", k=3, ids=ids, stability_sample=0, n_init=1, attention_smoothing=sigma)
+        assert res.params["attention_smoothing"] == sigma
+        np.testing.assert_allclose(res.attention, smooth_attention(raw.attention, raw.grid, sigma), atol=1e-6)
+    assert not np.allclose(smooth_attention(raw.attention, raw.grid, 1.5), raw.attention, atol=1e-3)
+    f = tmp_path / "ids.txt"
+    f.write_text("\n".join(ids) + "\n")
+    args = ["concepts", str(ws.path), "--model", "demo", "--k", "3", "--ids-from", str(f), "--json"]
+    assert main([*args, "--attention-smoothing", "0"]) == 0
+    assert json.loads(capsys.readouterr().out)["params"]["attention_smoothing"] == 0.0
+    assert main([*args, "--attention-smoothing", "-1"]) == 2
+    assert "--attention-smoothing must be a finite number >= 0" in capsys.readouterr().err
