@@ -46,11 +46,11 @@ def _read_ws(args):
     """The workspace of a read-only command (map, search, analogy, quality, concepts), with a warning on
     stderr when the stored vectors of ``args.model`` were made with other weights than its local folder
     holds now (the same check as embedding; hub ids name fixed weights and are not checked)."""
-    from .encoders import weights_key
+    from .encoders import local_model_folder
 
     ws = _open_ws(args.workspace)
     model = getattr(args, "model", None)
-    if model and weights_key(model) is not None and model in ws.models():
+    if local_model_folder(model) is not None and model in ws.models():
         try:
             stale = ws.stale_vectors(model)
         except Exception:  # noqa: BLE001 - the command itself reports a model that does not load

@@ -679,9 +679,9 @@ def _check_current(ws: Workspace, model: str) -> None:
     local manifest run) encodes a few stored items again (Workspace.check_vectors_current) when the model's
     weights are a local folder that can change under the same id (``demo``, ``openclip-local:``, ``st:``);
     a hub id names fixed weights, and loading them in the driver only for this would cost a download there."""
-    from .encoders import weights_key
+    from .encoders import local_model_folder
 
-    if weights_key(model) is not None:
+    if local_model_folder(model) is not None:
         ws.check_vectors_current(model)
 
 

@@ -80,16 +80,25 @@ def _resolve_target(target: str) -> str:
     return target
 
 
-def weights_key(model_id: str) -> tuple | None:
-    """(name, size, mtime) of the files in a model's local folder, for ids whose weights can change under the
-    same name (bundled models, ``openclip-local:``, ``st:`` folders); None for hub ids (their weights are
-    fixed by the name) and unknown ids. Changes whenever the checkpoint is replaced."""
+def local_model_folder(model_id: str | None) -> Path | None:
+    """The folder of a model whose weights are local files that can change under the same id (bundled
+    models, ``openclip-local:``, ``st:`` folders); None for hub ids (their weights are fixed by the name),
+    unknown ids and folders that do not exist."""
+    if not model_id:
+        return None
     try:
-        family, target = parse_model_id(model_id)
+        family, target = parse_model_id(str(model_id))
     except ValueError:
         return None
     folder = Path(target)
-    if family not in ("openclip-local", "st") or not folder.is_dir():
+    return folder if family in ("openclip-local", "st") and folder.is_dir() else None
+
+
+def weights_key(model_id: str) -> tuple | None:
+    """(name, size, mtime) of the files in a model's :func:`local_model_folder`; None where there is none.
+    Changes whenever the checkpoint is replaced."""
+    folder = local_model_folder(model_id)
+    if folder is None:
         return None
     return tuple(sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(folder) if e.is_file()))
 

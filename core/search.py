@@ -719,20 +719,14 @@ def model_vocabulary_file(model: str | None) -> Path | None:
     """The ``vocabulary.txt`` a local model folder ships (the words its text tower was trained on), if any.
 
     Only local folders are looked at (``openclip-local:<dir>``, ``st:<dir>`` and aliases of such folders,
-    e.g. ``demo``); hub models have none and use the bundled general vocabulary.
+    e.g. ``demo``; :func:`core.encoders.local_model_folder`); hub models have none and use the bundled
+    general vocabulary.
     """
-    from .encoders import parse_model_id
+    from .encoders import local_model_folder
 
-    if not model:
-        return None
-    try:
-        family, target = parse_model_id(str(model))
-    except ValueError:
-        return None
-    if family not in ("openclip-local", "st"):
-        return None
-    path = Path(target) / VOCABULARY_FILE
-    return path if path.is_file() else None
+    folder = local_model_folder(model)
+    path = None if folder is None else folder / VOCABULARY_FILE
+    return path if path is not None and path.is_file() else None
 
 
 def default_vocabulary(model: str | None = None) -> list[str]:

@@ -251,9 +251,10 @@ def selection_labels(ws, model: str, sel: pd.DataFrame) -> None:
     if not c.can_encode(model, "text"):
         return
     if not st.toggle("Label this selection", key="map_label_selection",
-                     help="Rank the bundled vocabulary (the model's own words when it ships them, as demo does) by how much closer each word is to the selected items "
-                          "than to the whole workspace (cosine with the selection's mean minus cosine with the "
-                          "workspace's mean), so words that fit everything do not win."):
+                     help="Rank the bundled vocabulary (the model's own words when it ships them, as demo does) "
+                          "by how much closer each word is to the selected items than to the whole workspace "
+                          "(cosine with the selection's mean minus cosine with the workspace's mean), so words "
+                          "that fit everything do not win."):
         return
     with c.guard(), st.spinner("Labelling…"):
         labels = c.item_labels(c.data_key(ws, model), model, tuple(sel["id"].astype(str)), contrast=True)
