@@ -144,16 +144,24 @@ def _logit_scale(encoder) -> float:
         return 100.0
 
 
-def zero_shot(encoder, image_vectors: np.ndarray, prompts: Sequence[str], *, centred: bool = False) -> np.ndarray:
-    """Softmax over prompts of ``logit_scale · cos(image, prompt)``: (n, len(prompts)) float64.
+def zero_shot(encoder, image_vectors: np.ndarray, prompts: Sequence[str | Sequence[str]], *,
+              centred: bool = False) -> np.ndarray:
+    """Softmax over classes of ``logit_scale · cos(image, class)``: (n, len(prompts)) float64.
 
+    Each entry of ``prompts`` is one class: a prompt, or a list of prompts whose unit vectors are averaged
+    (a prompt ensemble, as open_clip builds its zero-shot classifiers from templates).
     ``centred``: take the cosine after subtracting each modality's mean (the images' mean, the prompts'
     mean), as concept naming does. Over a long word list this keeps generic words that sit near every
     image ("object", "photo") from winning every image; the prediction is then relative to these images.
     """
     from ..search import vocabulary_vectors
 
-    T = unit_rows(vocabulary_vectors(encoder, list(prompts)), np.float64)
+    groups = [[p] if isinstance(p, str) else [str(q) for q in p] for p in prompts]
+    if not groups or any(not g for g in groups):
+        raise ValueError("zero_shot needs at least one class, each with at least one prompt")
+    flat = unit_rows(vocabulary_vectors(encoder, [q for g in groups for q in g]), np.float64)
+    ends = np.cumsum([len(g) for g in groups])
+    T = unit_rows(np.stack([flat[e - len(g):e].mean(0) for g, e in zip(groups, ends)]), np.float64)
     X = unit_rows(image_vectors, np.float64)
     if centred:
         X, T = unit_rows(X - X.mean(0), np.float64), unit_rows(T - T.mean(0), np.float64)

@@ -301,6 +301,40 @@ def test_world_patch_truth():
     assert t[1, 2] == "background" and (t == "background").sum() == 64 - 4 - 9
 
 
+def test_zero_shot_prompt_ensembles_name_the_colours_of_two_object_images(demo_encoder):
+    """A class may be a list of prompts (averaged unit vectors): colour-set classes with an ensemble over
+    shapes tell two-object images apart; a one-prompt list is the plain prompt."""
+    import itertools
+
+    from core.concepts import zero_shot
+    from core.demo.world import COLOURS, SHAPES, generate
+
+    items = [it for it in generate(40, seed=3, combos="all") if len(it.objects) == 2][:12]
+    X = demo_encoder.encode_images([it.image for it in items])
+    pairs = list(itertools.combinations(COLOURS, 2))
+    ens = [[f"a {a} {s} and a {b} {t}" for a, b in ((x, y), (y, x)) for s in SHAPES for t in SHAPES]
+           for x, y in pairs]
+    P = zero_shot(demo_encoder, X, ens)
+    assert P.shape == (len(items), len(pairs)) and np.allclose(P.sum(1), 1.0)
+    hits = [set(pairs[j]) == {o.colour for o in it.objects} for j, it in zip(P.argmax(1), items)]
+    assert np.mean(hits) >= 0.9, hits
+    plain = ["a red object", "a blue object"]
+    np.testing.assert_allclose(zero_shot(demo_encoder, X, [[p] for p in plain]), zero_shot(demo_encoder, X, plain))
+    # an ensemble's class vector is the normalised mean of its prompts' unit vectors
+    from core.concepts.explain import _logit_scale
+    from core.encoders import unit_rows
+    from core.search import vocabulary_vectors
+
+    V = unit_rows(vocabulary_vectors(demo_encoder, ["a red object", "a red circle", "a blue object"]), np.float64)
+    T = unit_rows(np.stack([V[:2].mean(0), V[2]]), np.float64)
+    s = _logit_scale(demo_encoder) * unit_rows(X, np.float64) @ T.T
+    want = np.exp(s - s.max(1, keepdims=True))
+    np.testing.assert_allclose(zero_shot(demo_encoder, X, [["a red object", "a red circle"], ["a blue object"]]),
+                               want / want.sum(1, keepdims=True), rtol=1e-6)
+    with pytest.raises(ValueError, match="at least one prompt"):
+        zero_shot(demo_encoder, X, ["a red object", []])
+
+
 @pytest.mark.parametrize("block", [None, 0])
 def test_small_color_set_meets_looser_floors(demo_encoder, block):
     """The bench's ground truth on 150 Color images (bench: 1000 images, NMI ≥ 0.8, faithfulness ≥ 0.95,
