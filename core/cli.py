@@ -581,6 +581,9 @@ def _concepts_configure(p):
     pred = p.add_mutually_exclusive_group()
     pred.add_argument("--label", metavar="COLUMN", help="metadata column whose values are the predictions to explain")
     pred.add_argument("--prompts", nargs="+", metavar="P", help="explain the model's zero-shot choice among these texts")
+    p.add_argument("--template", action="append", metavar="T", dest="templates",
+                   help="with --prompts: a prompt template with '{}' where the prompt goes (repeat it for an "
+                        "ensemble, e.g. --template 'a photo of a {}.' --template 'a drawing of a {}.')")
     p.add_argument("--ids-from", metavar="FILE", help="explain only these image ids (one per line)")
     p.add_argument("--vocab", nargs="+", metavar="WORD", default=[],
                    help="extra words to name concepts with (added to the model's default vocabulary)")
@@ -645,7 +648,8 @@ def _concepts(args):
         printer[stage](done, total)
 
     try:
-        res = explain(ws, args.model, k=args.k, ids=ids, label=args.label, prompts=args.prompts, vocabulary=vocab,
+        res = explain(ws, args.model, k=args.k, ids=ids, label=args.label, prompts=args.prompts, templates=args.templates,
+                      vocabulary=vocab,
                       block=args.block, space=args.space, covariance=args.covariance, n_init=args.n_init,
                       alpha=args.alpha, use_attention=not args.no_attention,
                       attention_smoothing=args.attention_smoothing, temperature=args.temperature,

@@ -54,7 +54,7 @@ def run(ws, model: str, params: dict, progress=None):
 
     p = dict(params)
     return explain(ws, model, k=p["k"], ids=p["ids"], label=p["label"], prompts=p["prompts"],
-                   vocabulary=p["vocabulary"], block=p["block"], space=p.get("space"), alpha=p["alpha"],
+                   templates=p.get("templates"), vocabulary=p["vocabulary"], block=p["block"], space=p.get("space"), alpha=p["alpha"],
                    use_attention=p.get("use_attention", True), temperature=p.get("temperature", 1.0),
                    attention_smoothing=p.get("attention_smoothing", 1.0),
                    progress=progress)
@@ -63,6 +63,7 @@ def run(ws, model: str, params: dict, progress=None):
 # ---- sections -----------------------------------------------------------------------------------
 def controls(ws, model: str, items: pd.DataFrame) -> dict | None:
     """The choices; returns the parameters when the button was pressed."""
+    from core.concepts.explain import check_templates
     from core.concepts.patches import n_blocks
     from core.search import default_vocabulary, naming_vocabulary
 
@@ -85,13 +86,18 @@ def controls(ws, model: str, items: pd.DataFrame) -> dict | None:
     pred = r1[2].radio("Explain the model's", [PRED_VOCAB] + ([PRED_LABEL] if meta else []) + [PRED_PROMPTS],
                        key="concepts_pred", help="What the concepts should account for (PACE ties them to the "
                                                  "model's prediction).")
-    label = prompts = None
+    label = prompts = templates = None
     if pred == PRED_LABEL:
         label = r1[2].selectbox("Label column", meta, key="concepts_label")
     elif pred == PRED_PROMPTS:
         text = r1[2].text_area("Prompts (one per line)", key="concepts_prompts", height=90,
                                placeholder="a red object\na blue object")
         prompts = [t.strip() for t in text.splitlines() if t.strip()]
+        ttext = r1[2].text_area("Templates (optional, one per line)", key="concepts_templates", height=68,
+                                placeholder="a photo of a {}.\na drawing of a {}.",
+                                help="Each prompt is put where {} is in every template and the texts are "
+                                     "averaged (a prompt ensemble, as CLIP's zero-shot classifiers do).")
+        templates = [t.strip() for t in ttext.splitlines() if t.strip()] or None
     with st.expander("Naming and advanced"):
         words = st.text_input("Words to name concepts with (comma-separated)", key="concepts_words",
                               help="Added to the model's default vocabulary, or used alone (below).")
@@ -130,13 +136,18 @@ def controls(ws, model: str, items: pd.DataFrame) -> dict | None:
         st.warning("Give at least two different prompts, one per line.", icon=":material/warning:")
         return None
     try:
+        check_templates(templates, prompts)
+    except ValueError as e:
+        st.warning(str(e), icon=":material/warning:")
+        return None
+    try:
         vocabulary = naming_vocabulary(model, (words or "").split(","), only=only)
     except ValueError:
         st.warning("Type the words to name with, or untick “Name with these words only”.",
                    icon=":material/warning:")
         return None
     return {"k": int(k), "ids": None if source == SRC_ALL else ids, "label": label, "prompts": prompts,
-            "vocabulary": vocabulary,
+            "templates": templates, "vocabulary": vocabulary,
             "block": int(block), "space": space, "alpha": float(alpha),
             "use_attention": bool(weighted), "attention_smoothing": float(smoothing),
             "temperature": float(temperature), "workspace": ws.name,

@@ -144,6 +144,25 @@ def _logit_scale(encoder) -> float:
         return 100.0
 
 
+def check_templates(templates: Sequence[str] | None, prompts: Sequence[str] | None) -> list[str] | None:
+    """Prompt templates for zero-shot predictions: None, or a list of distinct texts with one "{}" each.
+
+    Raises ValueError when templates come without prompts, or a template has no (or several) "{}".
+    """
+    if templates is None:
+        return None
+    out = list(dict.fromkeys(str(t).strip() for t in templates if str(t).strip()))
+    if not out:
+        return None
+    if prompts is None:
+        raise ValueError("templates apply to prompts; give prompts too")
+    bad = [t for t in out if t.count("{}") != 1 or "{" in t.replace("{}", "") or "}" in t.replace("{}", "")]
+    if bad:
+        raise ValueError(f"a template needs exactly one '{{}}' where the prompt goes (and no other braces); "
+                         f"got {bad[0]!r}")
+    return out
+
+
 def zero_shot(encoder, image_vectors: np.ndarray, prompts: Sequence[str | Sequence[str]], *,
               centred: bool = False) -> np.ndarray:
     """Softmax over classes of ``logit_scale · cos(image, class)``: (n, len(prompts)) float64.
@@ -329,8 +348,8 @@ def _load(base: Path) -> ConceptsResult | None:
 
 
 def explain(ws, model: str, *, k: int = 8, ids: Sequence[str] | None = None, label: str | None = None,
-            prompts: Sequence[str] | None = None, vocabulary: Sequence[str] | None = None,
-            block: int | None = None, attn_block: int | None = None, space: str | None = None,
+            prompts: Sequence[str] | None = None, templates: Sequence[str] | None = None,
+            vocabulary: Sequence[str] | None = None, block: int | None = None, attn_block: int | None = None, space: str | None = None,
             alpha: float = 0.1,
             n_components: int = 32, covariance: str = "isotropic", n_init: int = 4, max_iter: int = 30,
             use_attention: bool = True, attention_smoothing: float = 1.0, temperature: float = 1.0,
@@ -341,7 +360,9 @@ def explain(ws, model: str, *, k: int = 8, ids: Sequence[str] | None = None, lab
 
     ``ids``: image item ids to explain (default: every image). Predictions ỹ: ``label`` (a metadata
     column; one-hot, missing values form their own class) or ``prompts`` (zero-shot softmax over them);
-    with neither, the zero-shot softmax over ``vocabulary`` with both modalities mean-centred is used. ``vocabulary`` names the concepts
+    with neither, the zero-shot softmax over ``vocabulary`` with both modalities mean-centred is used.
+    ``templates`` (with ``prompts``): each prompt is put into every template ("a photo of a {}.") and the
+    class is the average of those texts (a prompt ensemble; the predicted label stays the prompt). ``vocabulary`` names the concepts
     (default: :func:`core.search.default_vocabulary` of the model). ``block`` / ``attn_block``: ViT blocks of the
     tokens and of the attention (default: the last). ``stability_sample`` images (at most) get an
     augmented view for the stability metric (0 skips it). ``space``: the patch features PACE is fitted on —
@@ -372,6 +393,7 @@ def explain(ws, model: str, *, k: int = 8, ids: Sequence[str] | None = None, lab
     prompts = None if prompts is None else [str(p).strip() for p in prompts if str(p).strip()]
     if prompts is not None and len(set(prompts)) < 2:
         raise ValueError(f"prompts need at least 2 different texts; got {prompts!r}")
+    templates = check_templates(templates, prompts)
     items = ws.items
     if label is not None and label not in items.columns:
         from ..workspace import ITEM_COLUMNS
@@ -399,7 +421,7 @@ def explain(ws, model: str, *, k: int = 8, ids: Sequence[str] | None = None, lab
               "max_iter": int(max_iter), "use_attention": bool(use_attention),
               "attention_smoothing": float(attention_smoothing), "temperature": float(temperature),
               "random_state": random_state, "stability_sample": int(stability_sample), "label": label,
-              "prompts": prompts, "n_names": int(n_names), "n_prototypes": int(n_prototypes)}
+              "prompts": prompts, "templates": templates, "n_names": int(n_names), "n_prototypes": int(n_prototypes)}
     key = _key({"model": model, "ids": sorted(ids), "vocab": vocab, "params": params, "format": RESULT_FORMAT})
     base = concepts_dir(ws, model) / key
     if use_cache:
@@ -421,8 +443,9 @@ def explain(ws, model: str, *, k: int = 8, ids: Sequence[str] | None = None, lab
         source = f"label:{label}"
     else:
         texts = prompts if prompts is not None else vocab
+        classes = texts if templates is None else [[t.format(p) for t in templates] for p in texts]
         # the default word list holds generic words; centred, the words that tell the images apart win
-        P = zero_shot(enc, _image_vectors(ws, model, enc, ids, files), texts, centred=prompts is None)
+        P = zero_shot(enc, _image_vectors(ws, model, enc, ids, files), classes, centred=prompts is None)
         predicted = np.asarray([texts[j] for j in P.argmax(1)], dtype=object)
         source = "prompts" if prompts is not None else "vocabulary"
     pace = PACE(int(k), alpha=alpha, n_components=n_components, covariance=covariance, n_init=n_init,

@@ -71,3 +71,24 @@ def test_concepts_page_without_images_or_with_a_text_model(demo_home):
     at = concepts_page(workspace="empty", model="demo")
     assert not at.exception
     assert any("at least 2 images" in s for s in texts(at.info))
+
+
+def test_concepts_page_prompt_templates(demo_home):
+    """Prompts with templates: a template without '{}' is refused with a warning; a good one is used
+    (the saved result records it)."""
+    at = concepts_page(workspace="demo", model="demo")
+    at.slider(key="concepts_k").set_value(3)
+    at.radio(key="concepts_pred").set_value("Zero-shot over my prompts")
+    at.run()
+    at.text_area(key="concepts_prompts").input("red\nblue\nyellow")
+    at.text_area(key="concepts_templates").input("a photo")
+    at.button(key="concepts_run").click().run()
+    assert not at.exception, at.exception
+    assert any("exactly one '{}'" in s for s in texts(at.warning)), texts(at.warning)
+    assert not at.metric
+    at.text_area(key="concepts_templates").input("a {} object")
+    at.button(key="concepts_run").click().run()
+    assert not at.exception and not at.error, (at.exception, texts(at.error))
+    assert {x.label for x in at.metric} == {"faithfulness", "stability", "sparsity", "parsimony"}
+    saved = [json.loads(p.read_text()) for p in (demo_home / "demo" / "derived" / "concepts").rglob("*.json")]
+    assert any(d.get("params", {}).get("templates") == ["a {} object"] for d in saved)

@@ -437,6 +437,51 @@ def test_cli_concepts_json(explained, tmp_path, capsys):
     assert main(["concepts", str(ws.path), "--model", "demo", "--k", "0", "--json"]) == 2
 
 
+def test_prompt_templates_make_an_ensemble_per_prompt(explained, tmp_path, capsys):
+    """``templates``: each prompt goes into every template; the predicted label stays the prompt. One
+    template "a {} object" with the prompt "red" predicts exactly what the prompt "a red object" does."""
+    from core.cli import main
+    from core.concepts import explain
+    from core.concepts.explain import check_templates
+    from core.demo.world import COLOURS
+
+    ws, _, _ = explained
+    ids = ws.items.loc[ws.items["modality"] == "image", "id"].tolist()[:40]
+    kw = dict(k=3, ids=ids, stability_sample=0, use_cache=False)
+    words = list(COLOURS)
+    templated = explain(ws, "demo", prompts=words, templates=["a {} object"], **kw)
+    plain = explain(ws, "demo", prompts=[f"a {w} object" for w in words], **kw)
+    assert set(templated.predicted) <= set(words)
+    assert [f"a {w} object" for w in templated.predicted] == list(plain.predicted)
+    truth = ws.items.drop_duplicates("id").set_index("id").loc[ids, "colour"].astype(str).tolist()
+    assert np.mean(np.asarray(templated.predicted) == np.asarray(truth)) >= 0.7
+    assert templated.params["templates"] == ["a {} object"] and plain.params["templates"] is None
+    # an ensemble of two templates is another classifier (its own cache entry), still over the prompts
+    ens = explain(ws, "demo", prompts=words, templates=["a {} object", "a {} shape"], **kw)
+    assert set(ens.predicted) <= set(words) and ens.params["templates"] == ["a {} object", "a {} shape"]
+    # bad templates
+    assert check_templates(None, words) is None and check_templates([" ", ""], words) is None
+    assert check_templates(["a {}", "a {}"], words) == ["a {}"]
+    for bad, msg in ((["a photo"], "exactly one"), (["{} and {}"], "exactly one"), (["a {x} {}"], "exactly one")):
+        with pytest.raises(ValueError, match=msg):
+            check_templates(bad, words)
+    with pytest.raises(ValueError, match="give prompts too"):
+        check_templates(["a {}"], None)
+    # the CLI: --template (repeatable) goes with --prompts
+    f = tmp_path / "ids.txt"
+    f.write_text("\n".join(ids[:20]) + "\n")
+    rc = main(["concepts", str(ws.path), "--model", "demo", "--k", "2", "--ids-from", str(f), "--prompts", "red",
+               "blue", "--template", "a {} object", "--template", "something {}", "--json"])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    doc = json.loads(out.out)
+    assert doc["params"]["templates"] == ["a {} object", "something {}"]
+    assert set(doc["prediction"]["classes"]) <= {"red", "blue"}
+    rc = main(["concepts", str(ws.path), "--model", "demo", "--template", "a {} object", "--json"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "give prompts too" in err and len(err.strip().splitlines()) == 1
+
+
 def test_cli_concepts_names_with_the_given_words_only(explained, tmp_path, capsys):
     from core.cli import main
 
