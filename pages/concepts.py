@@ -235,10 +235,11 @@ def export(res, items: pd.DataFrame) -> None:
 def concepts_section(ws, model: str) -> None:
     items = ws.items
     params = controls(ws, model, items)
+    res = None
     if params is not None:
         bar = st.progress(0.0, text="Starting…")
         try:
-            run(ws, model, params, progress=c.stage_progress(bar, CONCEPT_STAGES))
+            res = run(ws, model, params, progress=c.stage_progress(bar, CONCEPT_STAGES))
         finally:
             bar.empty()
         st.session_state[PARAMS] = params
@@ -246,7 +247,8 @@ def concepts_section(ws, model: str) -> None:
     if not params or params.get("workspace") != ws.name or params.get("model") != model:
         st.info("Choose the images and K, then press Find concepts.", icon=":material/info:")
         return
-    res = run(ws, model, params)
+    if res is None:  # a rerun (another image or concept): the result saved in the workspace
+        res = run(ws, model, params)
     images = items[items["modality"] == "image"].drop_duplicates("id").set_index("id")["image"]
     paths = {str(i): ws.abspath(images[i]) for i in res.ids if i in images.index}
     metrics_row(res)

@@ -41,6 +41,7 @@ def test_concepts_page_runs_and_shows_three_levels(demo_home):
     assert not at.error, texts(at.error)
     m = {x.label: x.value for x in at.metric}
     assert set(m) == {"faithfulness", "stability", "sparsity", "parsimony"}
+    assert any("computed in" in s for s in texts(at.caption)), texts(at.caption)  # not "read from the cache"
     assert m["parsimony"] == "4" and 0.0 <= float(m["faithfulness"]) <= 1.0 and 0.0 <= float(m["sparsity"]) <= 1.0
     # dataset level: four named concepts with their prototype crops
     assert [s.value for s in at.subheader][:3] == ["Concepts in the dataset", "One concept across images", "One image"]
