@@ -47,6 +47,7 @@ def _read_ws(args):
     stderr when the stored vectors of ``args.model`` were made with other weights than its local folder
     holds now (the same check as embedding; hub ids name fixed weights and are not checked)."""
     from .encoders import local_model_folder
+    from .workspace import stale_reason
 
     ws = _open_ws(args.workspace)
     model = getattr(args, "model", None)
@@ -56,10 +57,8 @@ def _read_ws(args):
         except Exception:  # noqa: BLE001 - the command itself reports a model that does not load
             stale = None
         if stale is not None:
-            print(f"warning: the vectors of {model!r} in {ws.path} were made with other weights than the "
-                  f"model has now (cosine {stale['min_cosine']:.2f} for an item encoded again); results mix two "
-                  f"spaces. Embed everything again: jointscope embed {ws.path} --model {model} --refresh",
-                  file=sys.stderr)
+            print(f"warning: workspace {ws.path}: {stale_reason(model, stale)}; results mix two spaces. Embed "
+                  f"everything again: jointscope embed {ws.path} --model {model} --refresh", file=sys.stderr)
     return ws
 
 

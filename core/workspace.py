@@ -107,6 +107,13 @@ class EmbedReport:
 EmbedProgress = Callable[[int, int], None]
 
 
+
+def stale_reason(model: str, stale: dict) -> str:
+    """The common words of every stale-vector message (the embed error, the CLI warning, the pages'
+    warning), from a :meth:`Workspace.stale_vectors` finding."""
+    return (f"the stored vectors of {model!r} were made with other weights than the model has now (cosine "
+            f"{stale['min_cosine']:.2f} for an item encoded again)")
+
 class Workspace:
     """Open (or create) the workspace folder at ``path``."""
 
@@ -452,11 +459,10 @@ class Workspace:
         stale = self.stale_vectors(model, encoder)
         if stale is not None:
             raise StaleVectorsError(
-                f"workspace {self.name!r} holds vectors for {model!r} that the model no longer gives (cosine "
-                f"{stale['min_cosine']:.2f} for an item encoded again; its weights changed, e.g. an updated "
-                f"bundled checkpoint); embedding new items would mix two spaces. Embed everything again: "
-                f"`jointscope embed {self.path} --model {model} --refresh`, or tick “Embed everything again” "
-                f"on the Data page")
+                f"workspace {self.name!r}: {stale_reason(model, stale)}; the model no longer gives them (e.g. an "
+                f"updated bundled checkpoint), and embedding new items would mix two spaces. Embed everything "
+                f"again: `jointscope embed {self.path} --model {model} --refresh`, or tick “Embed everything "
+                f"again” on the Data page")
 
     def forget_model(self, model: str) -> list[str]:
         """Delete the vectors of ``model`` and everything derived from them: every per-model cache lives in

@@ -370,15 +370,15 @@ def stale_warning(ws: core.Workspace, model: str) -> None:
     """A warning when the stored vectors of a model whose weights live in a local folder (bundled models,
     local checkpoints) are not what the model gives now; checked again when either changes."""
     from core.encoders import weights_key
+    from core.workspace import stale_reason
 
     wkey = weights_key(model)
     if wkey is None:
         return
     stale = _stale(str(ws.path), model, vectors_key(ws, model), wkey)
     if stale is not None:
-        st.warning(plain(f"Stale vectors: this workspace's vectors were made with other weights than {model} has "
-                         f"now (cosine {stale['min_cosine']:.2f} for an item encoded again), so text queries and new "
-                         f"items land in another space. On the Data page, tick “Embed everything again” and embed.",
+        st.warning(plain(f"Stale vectors: {stale_reason(model, stale)}, so text queries and new items land in "
+                         f"another space. On the Data page, tick “Embed everything again” and embed.",
                          limit=1000), icon=":material/sync_problem:")
 
 
