@@ -647,9 +647,8 @@ def _concepts(args):
         printer[stage](done, total)
 
     try:
-        res = explain(ws, args.model, k=args.k, ids=ids, label=args.label, prompts=args.prompts, templates=args.templates,
-                      vocabulary=vocab,
-                      block=args.block, space=args.space, covariance=args.covariance, n_init=args.n_init,
+        res = explain(ws, args.model, k=args.k, ids=ids, label=args.label, prompts=args.prompts,
+                      templates=args.templates, vocabulary=vocab, block=args.block, space=args.space, covariance=args.covariance, n_init=args.n_init,
                       alpha=args.alpha, use_attention=not args.no_attention,
                       attention_smoothing=args.attention_smoothing, temperature=args.temperature,
                       random_state=args.seed,

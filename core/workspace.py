@@ -107,12 +107,12 @@ class EmbedReport:
 EmbedProgress = Callable[[int, int], None]
 
 
-
 def stale_reason(model: str, stale: dict) -> str:
     """The common words of every stale-vector message (the embed error, the CLI warning, the pages'
     warning), from a :meth:`Workspace.stale_vectors` finding."""
     return (f"the stored vectors of {model!r} were made with other weights than the model has now (cosine "
             f"{stale['min_cosine']:.2f} for an item encoded again)")
+
 
 class Workspace:
     """Open (or create) the workspace folder at ``path``."""

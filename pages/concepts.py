@@ -54,7 +54,8 @@ def run(ws, model: str, params: dict, progress=None):
 
     p = dict(params)
     return explain(ws, model, k=p["k"], ids=p["ids"], label=p["label"], prompts=p["prompts"],
-                   templates=p.get("templates"), vocabulary=p["vocabulary"], block=p["block"], space=p.get("space"), alpha=p["alpha"],
+                   templates=p.get("templates"), vocabulary=p["vocabulary"], block=p["block"], space=p.get("space"),
+                   alpha=p["alpha"],
                    use_attention=p.get("use_attention", True), temperature=p.get("temperature", 1.0),
                    attention_smoothing=p.get("attention_smoothing", 1.0),
                    progress=progress)

@@ -349,7 +349,8 @@ def _load(base: Path) -> ConceptsResult | None:
 
 def explain(ws, model: str, *, k: int = 8, ids: Sequence[str] | None = None, label: str | None = None,
             prompts: Sequence[str] | None = None, templates: Sequence[str] | None = None,
-            vocabulary: Sequence[str] | None = None, block: int | None = None, attn_block: int | None = None, space: str | None = None,
+            vocabulary: Sequence[str] | None = None, block: int | None = None, attn_block: int | None = None,
+            space: str | None = None,
             alpha: float = 0.1,
             n_components: int = 32, covariance: str = "isotropic", n_init: int = 4, max_iter: int = 30,
             use_attention: bool = True, attention_smoothing: float = 1.0, temperature: float = 1.0,
@@ -362,7 +363,8 @@ def explain(ws, model: str, *, k: int = 8, ids: Sequence[str] | None = None, lab
     column; one-hot, missing values form their own class) or ``prompts`` (zero-shot softmax over them);
     with neither, the zero-shot softmax over ``vocabulary`` with both modalities mean-centred is used.
     ``templates`` (with ``prompts``): each prompt is put into every template ("a photo of a {}.") and the
-    class is the average of those texts (a prompt ensemble; the predicted label stays the prompt). ``vocabulary`` names the concepts
+    class is the average of those texts (a prompt ensemble; the predicted label stays the prompt).
+    ``vocabulary`` names the concepts
     (default: :func:`core.search.default_vocabulary` of the model). ``block`` / ``attn_block``: ViT blocks of the
     tokens and of the attention (default: the last). ``stability_sample`` images (at most) get an
     augmented view for the stability metric (0 skips it). ``space``: the patch features PACE is fitted on —
