@@ -610,6 +610,7 @@ def _concepts_configure(p):
 
 def _concepts(args):
     from .concepts import explain
+    from .concepts.patches import check_smoothing
     from .encoders import ModelLoadError
     from .search import naming_vocabulary
 
@@ -619,8 +620,11 @@ def _concepts(args):
         raise argparse.ArgumentTypeError(f"--alpha must be > 0; got {args.alpha}")
     if args.n_init < 1:
         raise argparse.ArgumentTypeError(f"--n-init must be >= 1; got {args.n_init}")
-    if not 0 <= args.attention_smoothing < float("inf"):
-        raise argparse.ArgumentTypeError(f"--attention-smoothing must be a finite number >= 0; got {args.attention_smoothing}")
+    try:
+        check_smoothing(args.attention_smoothing)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--attention-smoothing must be a finite number >= 0; "
+                                         f"got {args.attention_smoothing}") from None
     if not args.temperature > 0 or args.temperature == float("inf"):
         raise argparse.ArgumentTypeError(f"--temperature must be a finite number > 0; got {args.temperature}")
     ids = None
@@ -648,11 +652,10 @@ def _concepts(args):
 
     try:
         res = explain(ws, args.model, k=args.k, ids=ids, label=args.label, prompts=args.prompts,
-                      templates=args.templates, vocabulary=vocab, block=args.block, space=args.space, covariance=args.covariance, n_init=args.n_init,
-                      alpha=args.alpha, use_attention=not args.no_attention,
-                      attention_smoothing=args.attention_smoothing, temperature=args.temperature,
-                      random_state=args.seed,
-                      progress=progress,
+                      templates=args.templates, vocabulary=vocab, block=args.block, space=args.space,
+                      covariance=args.covariance, n_init=args.n_init, alpha=args.alpha,
+                      use_attention=not args.no_attention, attention_smoothing=args.attention_smoothing,
+                      temperature=args.temperature, random_state=args.seed, progress=progress,
                       use_cache=not args.refit)
     except (ModelLoadError, ValueError) as e:
         raise CLIError(str(e))

@@ -46,7 +46,6 @@ TOP = 10  # items listed per flag in the report
 ProgressFn = Callable[[str, int, int], None]  # (stage, done, total)
 
 
-
 def _f(x) -> float | None:
     """A JSON-able float (None for None / NaN / inf)."""
     if x is None:

@@ -95,7 +95,6 @@ def parse_term(term: "str | Term") -> Term:
     return Term("text", term)
 
 
-
 def _encoder(model: "str | Encoder") -> "Encoder":
     from .encoders import load_encoder
 

@@ -147,10 +147,9 @@ def labels_panel(ws, model: str, terms: list[str]) -> None:
     table = st.container()
     words = st.text_area("Your words (optional)", key="search_vocab", height=68,
                          placeholder="e.g. red, blue, circle",
-                         help="Comma-separated or one per line; empty: the bundled vocabulary (a model that ships its own "
-                              "words, such as demo, uses those). Each word is "
-                              "encoded with the model and ranked by cosine with the query (for several items: "
-                              "the mean of their vectors).")
+                         help="Comma-separated or one per line; empty: the bundled vocabulary (a model that ships "
+                              "its own words, such as demo, uses those). Each word is encoded with the model and "
+                              "ranked by cosine with the query (for several items: the mean of their vectors).")
     vocab = tuple(dict.fromkeys(w.strip() for w in re.split(r"[\n,]+", words) if w.strip()))[:MAX_LABEL_WORDS]
     with table:
         with st.spinner("Ranking the vocabulary…"):

@@ -366,7 +366,8 @@ class PACE:
         """Fit on ``patches`` (M, J, d) with ``attention`` (M, J) (None: uniform) and the model's
         ``predictions`` (M, C) probabilities or (M,) integer labels (None: no prediction term).
 
-        ``progress(iteration, max_iter)`` after each EM iteration. Returns self.
+        ``progress(done, n_init * max_iter)`` after each EM iteration (a start that converges early jumps to
+        the end of its budget, so the last call has done == total). Returns self.
         """
         with _one_blas_thread():
             return self._fit(patches, attention, predictions, progress)
@@ -399,6 +400,7 @@ class PACE:
                 if progress is not None:
                     progress(i * int(self.max_iter) + it, n_init * int(self.max_iter))
             state = self._run(Y, W, P, int(seed), step)
+            step(int(self.max_iter), None)  # a start that converged early counts as its whole budget
             scores.append(state["score"])
             if best is None or state["score"] > best["score"]:
                 best = state

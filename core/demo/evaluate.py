@@ -17,7 +17,6 @@ from .world import COLOURS, SHAPES, caption_for, generate, prompts_for
 EncodeFn = Callable[[Sequence], np.ndarray]
 
 
-
 def zero_shot(encode_images: EncodeFn, encode_texts: EncodeFn, *, n: int = 1000, seed: int = 1001,
               combos: str = "heldout") -> dict:
     """Zero-shot colour and shape accuracy on single-object images (prompts "a red object", "a circle")."""

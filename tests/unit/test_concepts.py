@@ -86,6 +86,16 @@ def test_several_starts_keep_the_best_scoring_fit():
     assert PACE(3, n_components=4, covariance="tied", random_state=1).fit(noise).score_ < one.score_
 
 
+def test_fit_progress_ends_at_its_total_when_starts_converge_early():
+    X, _, _ = mixture(seed=4)
+    calls = []
+    pace = PACE(3, n_components=4, covariance="tied", random_state=1, n_init=3, max_iter=50, tol=1e-2)
+    pace.fit(X, progress=lambda d, t: calls.append((d, t)))
+    assert pace.n_iter_ < 50, "the mixture converges well before max_iter"
+    done = [d for d, _ in calls]
+    assert {t for _, t in calls} == {150} and done == sorted(done) and done[-1] == 150
+
+
 def test_transform_of_new_images_is_the_e_step():
     X, _, _ = mixture(seed=0)
     pace = PACE(3, n_components=4).fit(X)
