@@ -1,8 +1,8 @@
 """Command line: ``jointscope`` == ``python -m core``.
 
-Every subcommand accepts ``--json`` and then prints exactly one JSON document on stdout; logs go to
-stderr. Exit 0 on success (per-item errors are reported, not fatal), 2 on a usage error, 1 on failure
-with one line on stderr saying what failed and what to do.
+Every subcommand but ``app`` (the web server) accepts ``--json`` and then prints exactly one JSON document
+on stdout; logs go to stderr. Exit 0 on success (per-item errors are reported, not fatal), 2 on a usage
+error, 1 on failure with one line on stderr saying what failed and what to do.
 """
 from __future__ import annotations
 
@@ -78,8 +78,11 @@ def _parse_roles(pairs: list[str] | None) -> dict[str, str] | None:
 STAGE_UNITS = {"patches": "images", "stability": "images", "fit": "EM iterations", "layout": "epochs"}
 
 
-def _progress_printer(label: str, unit: str = "items"):
+def _progress_printer(label: str, unit: str = "items", *, resumable: bool = False):
+    """progress(done, total) printing one line a second on stderr; ``resumable``: the line says that Ctrl-C
+    keeps what was committed and a rerun continues (embedding)."""
     state = {"t0": None, "last": 0.0}
+    hint = "; Ctrl-C stops, a rerun continues" if resumable else ""
 
     def cb(done: int, total: int) -> None:
         now = time.perf_counter()
@@ -91,9 +94,9 @@ def _progress_printer(label: str, unit: str = "items"):
         el = now - state["t0"]
         if done and el >= 0.05:
             rate = done / el
-            tail = f" ({rate:.1f} {unit}/s, ETA {(total - done) / rate:.0f}s)"
+            tail = f" ({rate:.1f} {unit}/s, ETA {(total - done) / rate:.0f}s{hint if done < total else ''})"
         else:
-            tail = ""
+            tail = f" ({hint[2:]})" if hint and done < total else ""
         print(f"{label}: {done}/{total}{tail}", file=sys.stderr, flush=True)
 
     return cb
@@ -160,6 +163,9 @@ def _embed_configure(p):
                    help="storage of a new vector store (default float32; float16 halves it, int8 quarters it)")
     p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, mps")
     p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--full-decode", action="store_true",
+                   help="decode JPEGs at full size (default: at the smallest scale the model's input size allows, "
+                        "several times faster on photos; vectors agree to cosine > 0.995)")
     p.add_argument("--refresh", action="store_true",
                    help="delete this model's vectors and what was derived from them (index, maps, concept caches) "
                         "and embed everything again, e.g. after its weights changed")
@@ -176,7 +182,8 @@ def _embed(args):
         ws = _open_ws(args.workspace)
         try:
             report = ws.embed(args.model, device=args.device, batch_size=args.batch_size, dtype=args.dtype,
-                              refresh=args.refresh, progress=_progress_printer(f"embed {args.model}"))
+                              refresh=args.refresh, reduced_decode=not args.full_decode,
+                              progress=_progress_printer(f"embed {args.model}", resumable=True))
         except (ModelLoadError, ValueError) as e:
             raise CLIError(str(e))
         out = report.to_dict()
@@ -189,7 +196,8 @@ def _embed(args):
         ws.forget_model(args.model)
     kw = dict(engine=args.engine, address=args.ray_address, workers=args.workers,
               cpus_per_worker=args.cpus_per_worker, device=args.device, batch_size=args.batch_size,
-              dtype=args.dtype, progress=_progress_printer(f"embed {args.model} ({args.engine})"))
+              dtype=args.dtype, reduced_decode=not args.full_decode,
+              progress=_progress_printer(f"embed {args.model} ({args.engine})", resumable=True))
     try:
         if args.manifest:
             report = embed_manifest(ws, args.manifest, args.model, image_column=args.image_column,
@@ -666,14 +674,88 @@ _concepts.configure = _concepts_configure
 command("concepts", "concept explanations (PACE) of the images: named concepts, shares, metrics")(_concepts)
 
 
+# ---- app ----------------------------------------------------------------------------------------
+# The settings of .streamlit/config.toml that matter, as `streamlit run` flags: an installed package runs
+# from any folder, where Streamlit would not find that file (tests/unit/test_package.py checks they agree).
+# server.address, server.port and browser.serverAddress come from --host / --port.
+APP_FLAGS = {
+    "server.headless": "true",
+    "server.maxUploadSize": "1024",
+    "server.enableXsrfProtection": "true",
+    "server.fileWatcherType": "none",
+    "browser.gatherUsageStats": "false",
+    "client.showErrorDetails": "none",
+    "client.toolbarMode": "minimal",
+    "theme.base": "light",
+}
+
+
+def app_script():
+    """The web app's app.py: core/_app/app.py in an installed package (pyproject.toml), else the checkout's."""
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent
+    for path in (here / "_app" / "app.py", here.parent / "app.py"):
+        if path.is_file() and path.with_name("pages").is_dir():
+            return path
+    raise CLIError(f"the web app (app.py + pages/) is neither in {here / '_app'} nor beside {here}; "
+                   "reinstall jointscope (pip install .) or run it from a checkout (make run)")
+
+
+def app_command(host: str = "127.0.0.1", port: int = 8501) -> list[str]:
+    """The `streamlit run` command line of ``jointscope app``."""
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # where a browser on this computer connects
+    flags = {**APP_FLAGS, "server.address": host, "server.port": str(port), "browser.serverAddress": shown}
+    return [sys.executable, "-m", "streamlit", "run", str(app_script()),
+            *(x for k, v in flags.items() for x in (f"--{k}", v))]
+
+
+def _app_configure(p):
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1, this computer only; 0.0.0.0 exposes the app to the "
+                        "network, see README \"Security\")")
+    p.add_argument("--port", type=int, default=8501, help="port to serve on (default 8501)")
+    p.epilog = ("Runs `streamlit run` on the packaged app.py, headless, without usage statistics, with the "
+                "settings of the project's .streamlit/config.toml. Workspaces are found under $JOINTSCOPE_HOME "
+                "(default ./workspaces). Stop it with Ctrl-C.")
+
+
+def _app(args):
+    import importlib.util
+
+    if not 0 < args.port < 65536:
+        raise argparse.ArgumentTypeError(f"--port must be 1..65535; got {args.port}")
+    if importlib.util.find_spec("streamlit") is None:
+        raise CLIError("streamlit is not installed; pip install 'streamlit>=1.40,<2'")
+    cmd = app_command(args.host, args.port)
+    log.info("running %s", " ".join(cmd))
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    if os.name == "posix":
+        os.execv(sys.executable, cmd)  # the server replaces this process: Ctrl-C and SIGTERM reach it directly
+    import subprocess
+
+    proc = subprocess.Popen(cmd)
+    try:
+        raise SystemExit(proc.wait())
+    except KeyboardInterrupt:  # the server got the Ctrl-C too
+        raise SystemExit(proc.wait())
+
+
+_app.configure = _app_configure
+_app.json = False  # a server: no --json
+command("app", "start the web app (Streamlit) on http://127.0.0.1:8501")(_app)
+
+
 # ---- plumbing -----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jointscope", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, (configure, _, help_) in COMMANDS.items():
+    for name, (configure, run, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
-        p.add_argument("--json", action="store_true", help="print exactly one JSON document on stdout")
+        if getattr(run, "json", True):  # every command but a server (app)
+            p.add_argument("--json", action="store_true", help="print exactly one JSON document on stdout")
         p.add_argument("-v", "--verbose", action="store_true", help="log more to stderr")
         configure(p)
     return parser
@@ -748,7 +830,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"jointscope {args.command}: failed: {type(e).__name__}: {msg} (rerun with -v for details)",
               file=sys.stderr)
         return 1
-    if args.json:
+    if getattr(args, "json", False):
         sys.stdout.write(json.dumps(out, default=str) + "\n")
     else:
         print(_human(out))

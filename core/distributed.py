@@ -26,7 +26,6 @@ import glob
 import logging
 import os
 import time
-import urllib.request
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from .images import read_image_bytes
 from .workspace import EmbedReport, Workspace, content_id
 
 log = logging.getLogger(__name__)
@@ -79,26 +79,6 @@ class EngineReport(EmbedReport):
 
 
 # ---- reading images ----------------------------------------------------------------------------
-def read_image_bytes(ref: str, base_dir: str | None = None, *, timeout: float = 60.0) -> bytes:
-    """The bytes of an image reference: a path (relative to ``base_dir``), ``file://``, ``http(s)://``
-    or a URI pyarrow's filesystems open (``s3://``, ``gs://``, ``hdfs://`` ...)."""
-    if ref.startswith("file://"):
-        return Path(ref[len("file://"):]).read_bytes()
-    if ref.startswith(("http://", "https://")):
-        with urllib.request.urlopen(ref, timeout=timeout) as r:  # noqa: S310 - the user's own manifest
-            return r.read()
-    if "://" in ref:
-        import pyarrow.fs
-
-        fs, path = pyarrow.fs.FileSystem.from_uri(ref)
-        with fs.open_input_stream(path) as f:
-            return f.read()
-    p = Path(ref).expanduser()
-    if not p.is_absolute() and base_dir:
-        p = Path(base_dir) / p
-    return p.read_bytes()
-
-
 def _resolve_ref(ref: str, base_dir: str | None) -> str:
     """What the workspace stores as ``image``: an absolute path for local files, the URI otherwise."""
     if ref.startswith("file://"):
@@ -127,7 +107,7 @@ class EmbedBatches:
     def __init__(self, model: str, *, mode: str = "items", device: str = "auto", batch_size: int | None = None,
                  threads: int | None = None, image_column: str | None = None, text_column: str | None = None,
                  meta_columns: Sequence[str] = (), base_dir: str | None = None, source: str = "manifest",
-                 skip_ids: Iterable[str] | None = None):
+                 skip_ids: Iterable[str] | None = None, reduced: bool = True):
         from .encoders import load_encoder
 
         if threads:
@@ -142,6 +122,7 @@ class EmbedBatches:
         self.base_dir = base_dir
         self.source = source
         self.skip = frozenset(skip_ids or ())
+        self.reduced = reduced
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = self._items(batch) if self.mode == "items" else self._manifest_items(batch)
@@ -172,7 +153,8 @@ class EmbedBatches:
                 try:
                     data = read_image_bytes(ref, self.base_dir)
                     r["id"] = content_id("image", data)
-                    r["_bytes"] = data
+                    if "://" in ref and not ref.startswith("file://"):
+                        r["_bytes"] = data  # remote: read once; local files are read again when decoded
                 except Exception as e:  # noqa: BLE001 - one bad reference must not stop the run
                     r.update(id=None, status="error", error=f"cannot read image ({_one_line(e)})")
                 row_items.append(r)
@@ -199,8 +181,6 @@ class EmbedBatches:
 
     # -- items -> vectors --
     def _encode(self, rows: list[dict], batch) -> dict[str, np.ndarray]:
-        from .encoders import load_image
-
         enc = self.encoder
         dim = int(enc.dim)
         X = np.zeros((len(rows), dim), np.float32)
@@ -217,28 +197,22 @@ class EmbedBatches:
             if r["modality"] == "text":
                 texts.append(r["text"])
                 text_pos.append(k)
-                continue
-            try:
+            else:  # decoded in the encoder's bounded prefetch, not all rows of the call at once
                 data = r.pop("_bytes", None)
-                if data is not None:
-                    import io
-
-                    from PIL import Image
-
-                    im = load_image(Image.open(io.BytesIO(data)))
-                else:
-                    im = load_image(r["image"])
-                r["width"], r["height"] = im.size
-                images.append(im)
+                images.append(data if data is not None else r["image"])
                 image_pos.append(k)
-            except Exception as e:  # noqa: BLE001
-                r["status"], r["error"] = "error", f"cannot read image ({_one_line(e)})"
         if texts:
             X[text_pos] = enc.encode_texts(texts, batch_size=self.batch_size)
+            for k in text_pos:
+                rows[k]["status"] = "ok"
         if images:
-            X[image_pos] = enc.encode_images(images, batch_size=self.batch_size)
-        for k in text_pos + image_pos:
-            rows[k]["status"] = "ok"
+            for b in enc.iter_encode_images(images, batch_size=self.batch_size, reduced=self.reduced):
+                for i, why in b.errors:
+                    rows[image_pos[i]].update(status="error", error=f"cannot read image ({why})")
+                for i, x, (w, h) in zip(b.positions, b.vectors, b.sizes):
+                    k = image_pos[i]
+                    X[k] = x
+                    rows[k].update(status="ok", width=w, height=h)
         out: dict[str, np.ndarray] = {}
         for col in _OUT_COLUMNS:
             vals = [r.get(col) for r in rows]
@@ -430,24 +404,6 @@ def _local_manifest_batches(files: list[str], fmt: str, rows: int) -> Iterable[d
             yield {name: rb.column(i).to_numpy(zero_copy_only=False) for i, name in enumerate(rb.schema.names)}
 
 
-def _todo_items(ws: Workspace, model: str) -> tuple[pd.DataFrame, int, int]:
-    """(items to encode with absolute image paths, cached count, unsupported count)."""
-    from .encoders import modalities_of
-
-    items = ws.items
-    have = ws.store(model).ids_array()
-    done = items["id"].isin(have)
-    todo = items[~done]
-    mods = modalities_of(model)
-    can = todo["modality"].isin(mods) & ~((todo["modality"] == "text") & todo["text"].isna())
-    todo = todo[can]
-    image = todo["image"].map(lambda r: str(ws.abspath(r)) if isinstance(r, str) else None)
-    df = pd.DataFrame({"id": todo["id"].astype(str).to_numpy(), "modality": todo["modality"].astype(str).to_numpy(),
-                       "text": todo["text"].to_numpy(dtype=object), "image": image.to_numpy(dtype=object),
-                       "source": todo["source"].to_numpy(dtype=object)})
-    return df, int(done.sum()), int((~can).sum())
-
-
 def _frame_batches(df: pd.DataFrame, rows: int) -> Iterable[dict[str, np.ndarray]]:
     for start in range(0, len(df), rows):
         part = df.iloc[start:start + rows]
@@ -540,7 +496,7 @@ def embed_workspace(ws: Workspace, model: str, *, engine: str = "ray", address: 
                     workers: int | None = None, cpus_per_worker: float = 1, gpus: int | None = None,
                     device: str = "auto", batch_size: int | None = None, chunk_size: int = CHUNK_SIZE,
                     dtype: str | None = None, progress: Progress | None = None, num_cpus: int | None = None,
-                    object_store_mb: int | None = None) -> EngineReport:
+                    object_store_mb: int | None = None, reduced_decode: bool = True) -> EngineReport:
     """Encode every item of ``ws`` without a vector for ``model`` (incremental), on Ray or locally.
 
     ``engine="local"`` is ``Workspace.embed``. ``engine="ray"``: Ray Data over the items, one encoder
@@ -559,20 +515,19 @@ def embed_workspace(ws: Workspace, model: str, *, engine: str = "ray", address: 
             if progress is not None:
                 progress(done, total)
 
-        r = ws.embed(model, progress=timed, device=device, batch_size=batch_size, dtype=dtype)
+        r = ws.embed(model, progress=timed, device=device, batch_size=batch_size, dtype=dtype,
+                     reduced_decode=reduced_decode)
         out = EngineReport(**{k: getattr(r, k) for k in EmbedReport.__dataclass_fields__}, engine="local")
         if seen:
             out.first_result_s = seen[0][0] - t0
             span, done = seen[-1][0] - seen[0][0], seen[-1][1] - seen[0][1]
             out.steady_items_per_s = done / span if span > 0 and done > 0 else None
         return out
-    _check_dtype(ws, model, dtype)
     _check_model(model)
     _import_ray()  # fail early and the same way whether or not there is work
-    todo, cached, unsupported = _todo_items(ws, model)
-    if len(todo) and cached:
-        _check_current(ws, model)
-    report = EngineReport(model=model, cached=cached, unsupported=unsupported, engine="ray")
+    plan = ws.plan_embed(model, dtype=dtype)  # the local engine's plan: same items, same checks
+    todo = plan.todo
+    report = EngineReport(model=model, cached=plan.cached, unsupported=plan.unsupported, engine="ray")
     sink = _Sink(ws, model, report, chunk_size=chunk_size, dtype=dtype, collect_items=False, progress=progress,
                  total=len(todo))
     if progress is not None:
@@ -584,7 +539,8 @@ def embed_workspace(ws: Workspace, model: str, *, engine: str = "ray", address: 
             size = -(-len(todo) // n_blocks)
             return ray.data.from_pandas([todo.iloc[i:i + size] for i in range(0, len(todo), size)])
 
-        _run_ray(factory, {"model": model, "mode": "items", "device": device, "batch_size": batch_size}, sink,
+        _run_ray(factory, {"model": model, "mode": "items", "device": device, "batch_size": batch_size,
+                           "reduced": reduced_decode}, sink,
                  address=address, workers=workers, cpus_per_worker=cpus_per_worker, gpus=gpus,
                  rows_per_call=ROWS_PER_CALL, report=report, reads_files=False, num_cpus=num_cpus,
                  object_store_mb=object_store_mb)
@@ -599,7 +555,7 @@ def embed_manifest(ws: Workspace, manifest: str | os.PathLike, model: str, *, en
                    workers: int | None = None, cpus_per_worker: float = 1, gpus: int | None = None,
                    device: str = "auto", batch_size: int | None = None, chunk_size: int = CHUNK_SIZE,
                    dtype: str | None = None, progress: Progress | None = None, num_cpus: int | None = None,
-                   object_store_mb: int | None = None) -> EngineReport:
+                   object_store_mb: int | None = None, reduced_decode: bool = True) -> EngineReport:
     """Add the items of a manifest (Parquet/CSV of image references and/or texts) to ``ws`` with their
     ``model`` vectors, on Ray or locally (same batches, same vectors).
 
@@ -609,7 +565,6 @@ def embed_manifest(ws: Workspace, manifest: str | os.PathLike, model: str, *, en
     every node (shared storage or URIs).
     """
     _check_engine(engine)
-    _check_dtype(ws, model, dtype)
     _check_model(model)
     if engine == "ray":
         _import_ray()
@@ -618,11 +573,10 @@ def embed_manifest(ws: Workspace, manifest: str | os.PathLike, model: str, *, en
     img_col, txt_col, meta = manifest_columns(_manifest_schema(files, fmt), image_column, text_column)
     base_dir = str(Path(files[0]).resolve().parent)
     skip = ws.store(model).ids_array()
-    if len(skip):
-        _check_current(ws, model)
+    ws.check_embed(model, dtype=dtype)
     fn_kwargs = {"model": model, "mode": "manifest", "device": device, "batch_size": batch_size,
                  "image_column": img_col, "text_column": txt_col, "meta_columns": meta, "base_dir": base_dir,
-                 "source": Path(str(manifest)).name, "skip_ids": skip.tolist()}
+                 "source": Path(str(manifest)).name, "skip_ids": skip.tolist(), "reduced": reduced_decode}
     total = _count_rows(files, fmt)
     report = EngineReport(model=model, engine=engine)
     sink = _Sink(ws, model, report, chunk_size=chunk_size, dtype=dtype, collect_items=True, progress=progress,
@@ -672,27 +626,3 @@ def _check_model(model: str) -> None:
 
     if not modalities_of(model):
         raise ValueError(f"model {model!r} has no encoder (precomputed vectors come with their table)")
-
-
-def _check_current(ws: Workspace, model: str) -> None:
-    """Before an engine adds vectors to a model's store that has some: this process (the Ray driver, or the
-    local manifest run) encodes a few stored items again (Workspace.check_vectors_current) when the model's
-    weights are a local folder that can change under the same id (``demo``, ``openclip-local:``, ``st:``);
-    a hub id names fixed weights, and loading them in the driver only for this would cost a download there."""
-    from .encoders import local_model_folder
-
-    if local_model_folder(model) is not None:
-        ws.check_vectors_current(model)
-
-
-def _check_dtype(ws: Workspace, model: str, dtype: str | None) -> None:
-    from .vectorstore import DTYPES
-
-    if dtype is None:
-        return
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {DTYPES}; got {dtype!r}")
-    have = ws.store(model).dtype
-    if have not in (None, dtype):
-        raise ValueError(f"workspace {ws.name!r} stores {have} vectors for {model!r}; got dtype={dtype!r} "
-                         f"(convert them with `jointscope compact --dtype {dtype}`)")

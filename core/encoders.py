@@ -20,7 +20,7 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -30,7 +30,10 @@ ProgressFn = Callable[[int, int], None]
 """progress(done, total) — called after each batch."""
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-ASSETS_DIR = Path(os.environ.get("JOINTSCOPE_ASSETS", PROJECT_ROOT / "assets"))
+# an installed wheel ships assets/ as core/_assets (pyproject.toml); a checkout keeps it beside core/
+_PACKAGED_ASSETS = Path(__file__).resolve().with_name("_assets")
+ASSETS_DIR = Path(os.environ.get("JOINTSCOPE_ASSETS") or
+                  (_PACKAGED_ASSETS if _PACKAGED_ASSETS.is_dir() else PROJECT_ROOT / "assets"))
 _REGISTRY_FILE = Path(__file__).with_name("models.json")
 
 FAMILIES = ("openclip", "openclip-local", "st", "precomputed")
@@ -225,30 +228,10 @@ def unit_rows(x: np.ndarray, dtype=np.float32) -> np.ndarray:
 
 
 def load_image(image) -> "PIL.Image.Image":  # noqa: F821
-    """Open a path or PIL image as an upright RGB image (EXIF orientation applied, GIF first frame)."""
-    from PIL import Image, ImageOps
+    """Open a path, bytes or PIL image as an upright RGB image in full (see core.images.open_image)."""
+    from .images import open_image
 
-    if isinstance(image, (str, os.PathLike)):
-        with Image.open(image) as im:
-            im.seek(0)
-            im = ImageOps.exif_transpose(im)
-            return _to_rgb(im)
-    return _to_rgb(ImageOps.exif_transpose(image))
-
-
-def _to_rgb(im):
-    from PIL import Image
-
-    if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
-        im = im.convert("RGBA")
-        bg = Image.new("RGB", im.size, (255, 255, 255))
-        bg.paste(im, mask=im.getchannel("A"))
-        return bg
-    if im.mode == "I;16" or im.mode.startswith("I"):
-        arr = np.asarray(im, dtype=np.float64)
-        hi = arr.max() or 1.0
-        return Image.fromarray((arr / hi * 255).astype(np.uint8)).convert("RGB")
-    return im.convert("RGB")
+    return open_image(image)
 
 
 class Encoder:
@@ -260,6 +243,8 @@ class Encoder:
     device: str = "cpu"
     text_batch_size: int = 128
     image_batch_size: int = 64
+    image_input_size: int | None = None  # shorter side the image transform needs (reduced decoding); None: full
+    image_prefetch: int = 2  # batches decoded ahead of the one being encoded
 
     def encode_texts(self, texts: Sequence[str], *, batch_size: int | None = None,
                      progress: ProgressFn | None = None) -> np.ndarray:
@@ -269,10 +254,56 @@ class Encoder:
         return self._run(texts, self._encode_text_batch, batch_size or self.text_batch_size, progress)
 
     def encode_images(self, images: Sequence, *, batch_size: int | None = None,
-                      progress: ProgressFn | None = None) -> np.ndarray:
-        """PIL images or paths -> (n, dim) float32, unit rows."""
+                      progress: ProgressFn | None = None, reduced: bool = True) -> np.ndarray:
+        """PIL images, paths or bytes -> (n, dim) float32, unit rows.
+
+        Runs :meth:`iter_encode_images` (bounded prefetch, reduced decoding unless ``reduced=False``);
+        an unreadable image raises :class:`core.images.ImageReadError` naming it.
+        """
+        from .images import ImageReadError
+
+        images = list(images)
+        out = np.zeros((len(images), self.dim), np.float32)
+        for b in self.iter_encode_images(images, batch_size=batch_size, progress=progress, reduced=reduced):
+            if b.errors:
+                i, why = b.errors[0]
+                raise ImageReadError(i, images[i], why)
+            out[b.positions] = b.vectors
+        return out
+
+    def iter_encode_images(self, images: Sequence, *, batch_size: int | None = None,
+                           progress: ProgressFn | None = None, reduced: bool = True, prefetch: int | None = None,
+                           workers: int | None = None) -> Iterator["ImageBatch"]:  # noqa: F821
+        """Encode images batch by batch while the next ones are decoded (core.images): yields one
+        :class:`core.images.ImageBatch` per batch, unreadable images reported in its ``errors`` by index.
+
+        ``images``: paths, bytes or PIL images. At most ``batch_size × prefetch`` prepared images are alive
+        at once. ``reduced``: decode at the smallest scale the model's input size allows (``image_input_size``).
+        ``progress(done, total)`` after each batch.
+        """
+        from .images import ImageBatch, iter_prepared, open_image
+
         self._require("image")
-        return self._run(list(images), self._encode_image_batch, batch_size or self.image_batch_size, progress)
+        bs = batch_size or self.image_batch_size
+        n = len(images)
+
+        def prepare(source):
+            im, size = open_image(source, min_side=self.image_input_size if reduced else None, with_size=True)
+            return self._transform_image(im), size
+
+        for positions, data, sizes, errors, done in iter_prepared(
+                images, prepare, batch_size=bs, prefetch=prefetch or self.image_prefetch, workers=workers):
+            X = unit_rows(self._encode_prepared(data)) if data else np.zeros((0, self.dim), np.float32)
+            if progress is not None:
+                progress(done, n)
+            yield ImageBatch(positions, X, sizes, errors, done)
+
+    def _transform_image(self, image):
+        """An upright RGB PIL image -> what :meth:`_encode_prepared` takes (runs in decoding threads)."""
+        return image
+
+    def _encode_prepared(self, batch: list):
+        return self._encode_image_batch(batch)
 
     def _require(self, modality: str) -> None:
         if modality not in self.modalities:
@@ -316,6 +347,9 @@ class OpenCLIPEncoder(Encoder):
         self.tokenizer = tokenizer
         self.device = device
         self.dim = int(self._output_dim(model))
+        size = getattr(getattr(model, "visual", None), "image_size", None)
+        if size is not None:
+            self.image_input_size = int(max(size) if isinstance(size, (tuple, list)) else size)
 
     @staticmethod
     def _output_dim(model) -> int:
@@ -331,12 +365,17 @@ class OpenCLIPEncoder(Encoder):
             tokens = self.tokenizer(list(texts)).to(self.device)
             return self.model.encode_text(tokens).float().cpu().numpy()
 
-    def _encode_image_batch(self, images):
+    def _transform_image(self, image):
+        return self.preprocess(image)
+
+    def _encode_prepared(self, batch: list):
         import torch
 
         with torch.inference_mode():
-            x = torch.stack([self.preprocess(load_image(im)) for im in images]).to(self.device)
-            return self.model.encode_image(x).float().cpu().numpy()
+            return self.model.encode_image(torch.stack(batch).to(self.device)).float().cpu().numpy()
+
+    def _encode_image_batch(self, images):
+        return self._encode_prepared([self._transform_image(load_image(im)) for im in images])
 
 
 class SentenceTransformerEncoder(Encoder):

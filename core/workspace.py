@@ -107,6 +107,25 @@ class EmbedReport:
 EmbedProgress = Callable[[int, int], None]
 
 
+@dataclass
+class EmbedPlan:
+    """What an embedding run does (see :meth:`Workspace.plan_embed`)."""
+
+    model: str
+    todo: pd.DataFrame  # id, modality, text, image (absolute path or URI), source
+    cached: int
+    unsupported: int
+    dtype: str | None = None
+
+
+def image_source(ws: "Workspace", ref) -> str | None:
+    """Where to read a stored item's image: an absolute path (workspace-relative ``images/...``, or the
+    absolute path a manifest item references) or a URI (``s3://...``); None when there is none."""
+    if not isinstance(ref, str) or not ref:
+        return None
+    return ref if "://" in ref else str(ws.path / ref)
+
+
 def stale_reason(model: str, stale: dict) -> str:
     """The common words of every stale-vector message (the embed error, the CLI warning, the pages'
     warning), from a :meth:`Workspace.stale_vectors` finding."""
@@ -318,9 +337,7 @@ class Workspace:
         return content_id("row", payload.encode("utf-8"))
 
     def _store_image(self, cid: str, data: bytes, ext: str | None) -> dict:
-        from PIL import Image
-
-        from .encoders import load_image
+        from .images import open_image
 
         ext = (ext or "bin").lower().lstrip(".")
         rel = f"images/{cid[:2]}/{cid}.{ext}"
@@ -330,8 +347,7 @@ class Workspace:
             remove_temp_files(done.parent, done.name)
         if not target.exists():
             atomic_write_bytes(target, data)
-        im = load_image(Image.open(io.BytesIO(data)))
-        w, h = im.size
+        im, (w, h) = open_image(data, min_side=THUMB_SIZE, with_size=True)  # reduced decode: a 12 MP JPEG at 1/8
         im.thumbnail((THUMB_SIZE, THUMB_SIZE))
         buf = io.BytesIO()
         im.save(buf, format="WEBP", quality=82)
@@ -428,7 +444,7 @@ class Workspace:
         and texts alike) are encoded again and compared. Returns None when they match (or there is nothing
         to compare), else ``{"items": [ids], "min_cosine": c}``. Catches a checkpoint replaced under the
         same model id (an updated bundled ``demo``, a retrained local folder)."""
-        from .encoders import load_encoder, load_image, unit_rows
+        from .encoders import load_encoder, unit_rows
 
         store = self.store(model)
         if store.count() == 0 or model.startswith("precomputed:"):
@@ -443,7 +459,7 @@ class Workspace:
         for mod, part in picked.groupby("modality", sort=False):
             try:
                 Y = (enc.encode_texts(part["text"].tolist()) if mod == "text"
-                     else enc.encode_images([load_image(self.abspath(r)) for r in part["image"]]))
+                     else enc.encode_images([image_source(self, r) for r in part["image"]]))
             except Exception:  # noqa: BLE001 - an unreadable stored image says nothing about the weights
                 continue
             X, _ = self.vectors(model, ids=part["id"].tolist())
@@ -484,86 +500,143 @@ class Workspace:
         self._stores.pop(model, None)
         return gone
 
-    def embed(self, model: str, *, progress: EmbedProgress | None = None, device: str = "auto",
-              batch_size: int | None = None, chunk_size: int = 1024, dtype: str | None = None,
-              refresh: bool = False) -> EmbedReport:
-        """Encode every item that has no vector for ``model`` yet (incremental).
+    def plan_embed(self, model: str, *, encoder=None, dtype: str | None = None) -> "EmbedPlan":
+        """What an embedding run of ``model`` has to do, the same for every engine (this process, Ray).
 
-        Vectors are committed every ``chunk_size`` items, so an interrupted run keeps its progress.
-        ``progress(done, total)`` is called after each batch. ``dtype``: storage dtype when this run
-        creates the model's store (``float32`` default, ``float16``, ``int8``; see core.vectorstore).
-        Before adding vectors to a store that has some, a few stored items are encoded again
-        (:meth:`stale_vectors`); if the model no longer gives their vectors, StaleVectorsError is raised
-        instead of mixing two spaces. ``refresh=True`` first deletes the model's vectors and what was derived
-        from them (:meth:`forget_model`) and embeds everything again.
+        ``todo``: the items without a vector that the model can encode (columns ``id, modality, text,
+        image`` = where to read the image: an absolute path or a URI, ``source``), in items order; counts
+        of items that already have a vector and of those the model cannot encode. Checks first: ``dtype``
+        is valid and matches the store; with ``encoder``, its dimension matches the store; when vectors
+        would be added to a store that has some, the model must still give them (:meth:`check_vectors_current`;
+        without ``encoder`` only models whose weights are a local folder are checked; see :meth:`check_embed`).
         """
-        from .encoders import load_encoder, load_image
+        from .encoders import modalities_of
+
+        self.check_embed(model, encoder=encoder, dtype=dtype, stale=False)
+        mods = encoder.modalities if encoder is not None else modalities_of(model)
+        items = self.items
+        have = self.store(model).ids_array()
+        done = items["id"].isin(have)
+        todo = items[~done]
+        can = todo["modality"].isin(mods) & ~((todo["modality"] == "text") & todo["text"].isna())
+        todo = todo[can]
+        plan = EmbedPlan(model=model, todo=pd.DataFrame({
+            "id": todo["id"].astype(str).to_numpy(), "modality": todo["modality"].astype(str).to_numpy(),
+            "text": todo["text"].to_numpy(dtype=object),
+            "image": np.asarray([image_source(self, r) for r in todo["image"]], dtype=object),
+            "source": todo["source"].to_numpy(dtype=object)}),
+            cached=int(done.sum()), unsupported=int((~can).sum()), dtype=dtype)
+        if len(plan.todo):
+            self.check_embed(model, encoder=encoder, stale=True)
+        return plan
+
+    def check_embed(self, model: str, *, encoder=None, dtype: str | None = None, stale: bool = True) -> None:
+        """The checks before vectors of ``model`` are added (every engine, workspace or manifest input):
+        ``dtype`` is a storage dtype and matches the store's; the ``encoder``'s dimension matches the store's;
+        with ``stale``, a store that has vectors must still get them from the model
+        (:meth:`check_vectors_current`; without ``encoder``, only models whose weights are a local folder are
+        checked, so a Ray driver never loads a hub model just for this)."""
+        from .encoders import local_model_folder
         from .vectorstore import DTYPES
 
         if dtype is not None and dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}; got {dtype!r}")
+        store = self.store(model)
+        if encoder is not None and store.dim is not None and encoder.dim and store.dim != encoder.dim:
+            raise ValueError(f"workspace {self.name!r} holds {store.dim}-d vectors for {model!r} but the model "
+                             f"now gives {encoder.dim}-d; delete {store.path} to re-embed")
+        if dtype is not None and store.dtype not in (None, dtype):
+            raise ValueError(f"workspace {self.name!r} stores {store.dtype} vectors for {model!r}; got "
+                             f"dtype={dtype!r} (convert them with `jointscope compact --dtype {dtype}`)")
+        if stale and store.count() and (encoder is not None or local_model_folder(model) is not None):
+            self.check_vectors_current(model, encoder)
+
+    def embed(self, model: str, *, progress: EmbedProgress | None = None, device: str = "auto",
+              batch_size: int | None = None, chunk_size: int = 1024, dtype: str | None = None,
+              refresh: bool = False, reduced_decode: bool = True) -> EmbedReport:
+        """Encode every item that has no vector for ``model`` yet (incremental).
+
+        Images stream through the encoder's bounded prefetch (core.images): decoding overlaps the model, at
+        most ``batch_size × prefetch`` decoded images are alive whatever ``chunk_size`` or the number of
+        items, and JPEGs are decoded at the smallest scale the model's input allows (``reduced_decode``).
+        Vectors are committed every ``chunk_size`` items, and what was encoded is also committed when the run
+        is interrupted (Ctrl-C, a stop from the app, an exception from ``progress``), so the next run
+        continues from there. ``progress(done, total)`` after each batch. ``dtype``: storage dtype when this
+        run creates the model's store (``float32`` default, ``float16``, ``int8``; see core.vectorstore).
+        The plan (:meth:`plan_embed`) refuses to add vectors a changed model would give (StaleVectorsError)
+        instead of mixing two spaces. ``refresh=True`` first deletes the model's vectors and what was derived
+        from them (:meth:`forget_model`) and embeds everything again.
+        """
+        from .encoders import load_encoder
+
         t0 = time.perf_counter()
         enc = load_encoder(model, device=device)
         report = EmbedReport(model=model)
         if refresh:
             self.forget_model(model)
-        items = self.items
         store = self.store(model)
         seen = _manifest_key(store)  # before reading ids: a commit in between is caught as a change
-        raced = False  # another writer committed vectors of this model since ``have`` was read
-        have = store.ids()
-        if store.dim is not None and enc.dim and store.dim != enc.dim:
-            raise ValueError(f"workspace {self.name!r} holds {store.dim}-d vectors for {model!r} but the model "
-                             f"now gives {enc.dim}-d; delete {store.path} to re-embed")
-        if dtype is not None and store.dtype not in (None, dtype):
-            raise ValueError(f"workspace {self.name!r} stores {store.dtype} vectors for {model!r}; got "
-                             f"dtype={dtype!r} (convert them with `jointscope compact --dtype {dtype}`)")
-        report.cached = int(items["id"].isin(have).sum())
-        todo = items[~items["id"].isin(have)]
-        can = todo["modality"].isin(enc.modalities) & ~((todo["modality"] == "text") & todo["text"].isna())
-        report.unsupported = int((~can).sum())
-        todo = todo[can]
-        if len(todo) and len(have):
-            self.check_vectors_current(model, enc)
+        plan = self.plan_embed(model, encoder=enc, dtype=dtype)
+        report.cached, report.unsupported = plan.cached, plan.unsupported
+        todo = plan.todo
         total, done = len(todo), 0
+        pending_ids: list[str] = []
+        pending_x: list[np.ndarray] = []
+        raced = False  # another writer committed vectors of this model since the plan was made
+
+        def commit() -> None:
+            nonlocal pending_ids, pending_x, seen, raced
+            if not pending_ids:
+                return
+            out_x, out_ids = pending_x, pending_ids
+            pending_ids, pending_x = [], []
+            with self._lock():
+                raced = raced or _manifest_key(store) != seen
+                if raced:  # skip what the other writer stored meanwhile: one vector per item
+                    out_x, out_ids = _drop_stored(store, out_x, out_ids)
+                store.append(np.concatenate(out_x, axis=0), out_ids, dtype=dtype if store.dtype is None else None)
+                seen = _manifest_key(store)
+            report.embedded += len(out_ids)
+
         if progress is not None:
             progress(0, total)
-        for start in range(0, total, chunk_size):
-            chunk = todo.iloc[start : start + chunk_size]
-            out_ids: list[str] = []
-            out_x: list[np.ndarray] = []
-            for mod, part in chunk.groupby("modality", sort=False):
+        try:
+            texts = todo[todo["modality"] == "text"]
+            for start in range(0, len(texts), chunk_size):
+                part = texts.iloc[start:start + chunk_size]
                 base = done
 
                 def cb(d, _t, base=base):
                     if progress is not None:
                         progress(base + d, total)
 
-                if mod == "text":
-                    X = enc.encode_texts(part["text"].tolist(), batch_size=batch_size, progress=cb)
-                    out_ids += part["id"].tolist()
-                    out_x.append(X)
-                else:
-                    imgs, ok_ids = [], []
-                    for _, r in part.iterrows():
-                        try:
-                            imgs.append(load_image(self.abspath(r["image"])))
-                            ok_ids.append(r["id"])
-                        except Exception as e:  # noqa: BLE001
-                            report.errors.append((str(r["source"]), f"cannot read stored image ({e})"))
-                    if imgs:
-                        out_x.append(enc.encode_images(imgs, batch_size=batch_size, progress=cb))
-                        out_ids += ok_ids
+                pending_x.append(enc.encode_texts(part["text"].tolist(), batch_size=batch_size, progress=cb))
+                pending_ids += part["id"].tolist()
                 done += len(part)
-            if out_ids:
-                with self._lock():
-                    raced = raced or _manifest_key(store) != seen
-                    if raced:  # skip what the other writer stored meanwhile: one vector per item
-                        out_x, out_ids = _drop_stored(store, out_x, out_ids)
-                    store.append(np.concatenate(out_x, axis=0), out_ids,
-                                 dtype=dtype if store.dtype is None else None)
-                    seen = _manifest_key(store)
-                report.embedded += len(out_ids)
+                commit()
+            images = todo[todo["modality"] == "image"]
+            if len(images):
+                ids, sources = images["id"].tolist(), images["source"].astype(str).tolist()
+                base = done
+                for b in enc.iter_encode_images(images["image"].tolist(), batch_size=batch_size,
+                                                reduced=reduced_decode):
+                    report.errors += [(sources[i], f"cannot read stored image ({why})") for i, why in b.errors]
+                    if b.positions:
+                        pending_ids += [ids[i] for i in b.positions]
+                        pending_x.append(b.vectors)
+                    if len(pending_ids) >= chunk_size:
+                        commit()
+                    if progress is not None:
+                        progress(base + b.done, total)
+                done += len(images)
+            commit()
+        except BaseException:
+            # interrupted (Ctrl-C, a stop from the app, a failing progress callback): keep what was encoded
+            try:
+                commit()
+            except Exception:  # noqa: BLE001 - the interruption is what the caller must see
+                log.warning("could not commit the encoded vectors after an interruption", exc_info=True)
+            raise
         report.seconds = time.perf_counter() - t0
         log.info("embed %s with %s: %d new, %d cached in %.1fs", self.name, model, report.embedded,
                  report.cached, report.seconds)

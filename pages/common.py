@@ -32,6 +32,7 @@ MODEL = "model"         # str | None — chosen model id
 SHOW_HUB = "show_hub"   # bool — list every open_clip hub model in the sidebar
 LAST_INGEST = "last_ingest"  # dict | None — IngestReport.to_dict() of the last import
 LAST_EMBED = "last_embed"    # dict | None — EmbedReport.to_dict() of the last embedding run
+EMBED_RUN = "embed_run"      # dict | None — {workspace, model} while an embedding runs; left set when it was stopped
 UPLOAD_ROUND = "upload_round"  # int — bumped after an import to clear the uploader and text area
 
 DEMO_NAME = "demo"
@@ -299,6 +300,7 @@ def init_state() -> None:
     ss.setdefault(SHOW_HUB, False)
     ss.setdefault(LAST_INGEST, None)
     ss.setdefault(LAST_EMBED, None)
+    ss.setdefault(EMBED_RUN, None)
     ss.setdefault(UPLOAD_ROUND, 0)
 
 

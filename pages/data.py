@@ -219,6 +219,38 @@ def items_section(ws) -> None:
                + (f"; at most {PAGE_SIZE} rows per page" if n > PAGE_SIZE else ""))
 
 
+def run_embedding(ws, model: str, refresh: bool) -> None:
+    """Embed with a Stop button. Stop (or any other click) interrupts the run at its next progress update:
+    core commits what was encoded, and the next run of the page finds the run marked and says so."""
+    ss = st.session_state
+    ss[c.EMBED_RUN] = {"workspace": ws.name, "model": model}
+    st.button("Stop embedding", key="embed_stop", icon=":material/stop_circle:",
+              help="Stops after the current batch; what was embedded is kept and the next Embed continues from there.")
+    bar = st.progress(0.0, text=c.plain(f"Loading {model}…"))
+    try:
+        rep = ws.embed(model, progress=c.make_progress(bar), refresh=refresh)
+    except Exception as e:  # noqa: BLE001 - unknown id, missing weights, dimension clash
+        ss[c.EMBED_RUN] = None
+        bar.empty()
+        c.show_error(e)
+        return
+    ss[c.EMBED_RUN] = None
+    bar.progress(1.0, text="done")
+    ss[c.LAST_EMBED] = dict(rep.to_dict(), workspace=ws.name)
+    st.rerun()  # the header, the counts and the models table were drawn before these vectors existed
+
+
+def stopped_run(ws) -> None:
+    """A run marked in the session but not running now was stopped: say how far it got (once)."""
+    ss = st.session_state
+    run = ss.get(c.EMBED_RUN)
+    if not run or run.get("workspace") != ws.name:
+        return
+    ss[c.EMBED_RUN] = None
+    ss[c.LAST_EMBED] = {"workspace": ws.name, "model": run["model"], "stopped": True,
+                        "have": ws.store(run["model"]).count(), "items": len(ws.items)}
+
+
 def embed_section(ws, model: str | None) -> None:
     ss = st.session_state
     st.subheader("Vectors")
@@ -240,21 +272,16 @@ def embed_section(ws, model: str | None) -> None:
         refresh = st.checkbox("Embed everything again", key="embed_refresh",
                               help="Delete this model's vectors and what was derived from them (index, maps, "
                                    "concepts), then embed every item: needed when the model's weights changed.")
+        stopped_run(ws)
         if st.button(c.plain(f"Embed with {model}"), type="primary", icon=":material/bolt:", disabled=ws.items.empty,
                      key="embed"):
-            bar = st.progress(0.0, text=c.plain(f"Loading {model}…"))
-            try:
-                rep = ws.embed(model, progress=c.make_progress(bar), refresh=refresh)
-            except Exception as e:  # noqa: BLE001 - unknown id, missing weights, dimension clash
-                bar.empty()
-                c.show_error(e)
-            else:
-                bar.progress(1.0, text="done")
-                ss[c.LAST_EMBED] = dict(rep.to_dict(), workspace=ws.name)
-                if refresh:  # the header above was drawn from the old vectors (e.g. a stale-vectors warning)
-                    st.rerun()
+            run_embedding(ws, model, refresh)
         rep = ss.get(c.LAST_EMBED)
-        if rep and rep.get("workspace") == ws.name:
+        if rep and rep.get("workspace") == ws.name and rep.get("stopped"):
+            st.info(c.plain(f"Embedding with {rep['model']} was stopped: {rep['have']} of {rep['items']} items have "
+                            f"vectors for it, and what was embedded is kept. Embed again to continue from there."),
+                    icon=":material/stop_circle:")
+        elif rep and rep.get("workspace") == ws.name:
             msg = (f"{rep['model']}: {rep['embedded']} embedded, {rep['cached']} already had vectors, "
                    f"{rep['unsupported']} of a modality this model does not encode · {rep['seconds']:.1f} s")
             (st.success if not rep["errors"] else st.warning)(c.plain(msg))
