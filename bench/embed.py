@@ -12,8 +12,8 @@ by side in one run:
   ``--rounds`` times alternately; the best round of each is compared (``ratio`` = pipeline / loop).
 * ``cosine``: vectors from reduced decodes against full decodes of the same files (mean and minimum),
   per model and size, on distinct images.
-* ``rss``: peak resident memory (``ru_maxrss`` of the child, from ``os.wait4``) of a ``jointscope embed``
-  process (``python -m core embed WS --model demo``) on N = 100 and N = 1,000 12-MP photos, beside the same
+* ``rss``: peak resident memory (``VmHWM`` of the child) of a ``jointscope embed``
+  process (``core.cli.main(['embed', WS, '--model', 'demo'])``) on N = 100 and N = 1,000 12-MP photos, beside the same
   process with nothing to embed (model load and imports only) and N = 100 with ``--full-decode``; and of
   the ``jointscope ingest`` that put them there.
 * ``ray``: the Ray engine (``--engine ray``, a local Ray instance) on N = 100 and N = 250 12-MP photos:
@@ -212,21 +212,31 @@ def decode_times(paths: dict[str, list[Path]], min_side: int = 224) -> dict:
     return out
 
 
-def run_measured(cmd: list[str], env: dict | None = None) -> tuple[dict | None, float, float]:
-    """(JSON output, peak RSS MB of the child, seconds)."""
+MEASURED = """
+import sys
+from core.cli import main
+rc = main(sys.argv[1:])
+with open("/proc/self/status") as f:
+    peak = next(line.split()[1] for line in f if line.startswith("VmHWM:"))
+print("VmHWM_kB", peak, file=sys.stderr, flush=True)
+sys.stdout.flush()
+import os
+os._exit(rc)
+"""
+
+
+def run_measured(args: list[str]) -> tuple[dict | None, float, float]:
+    """Run ``jointscope ARGS`` in a child process: (its JSON output, its peak RSS in MB, seconds).
+
+    The peak is the child's own ``VmHWM`` read at its end: ``ru_maxrss`` of a child started from a large
+    process counts the parent's pages it shared before ``exec``, so it cannot tell a small child apart."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=str(ROOT))
-    out = proc.stdout.read()
-    _, status, ru = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc = subprocess.run([sys.executable, "-c", MEASURED, *args], capture_output=True, text=True, cwd=str(ROOT))
     secs = time.perf_counter() - t0
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} exited with {proc.returncode}")
-    return (json.loads(out) if out.strip() else None), ru.ru_maxrss / 1024, secs
-
-
-def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "core", *args]
+        raise RuntimeError(f"jointscope {' '.join(args)} exited with {proc.returncode}: {proc.stderr[-2000:]}")
+    kb = next(int(line.split()[1]) for line in proc.stderr.splitlines() if line.startswith("VmHWM_kB"))
+    return (json.loads(proc.stdout) if proc.stdout.strip() else None), kb / 1024, secs
 
 
 def rss(work: Path, bases: list[Path], ns: list[int]) -> dict:

@@ -18,11 +18,17 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import PIL.Image
+
+    from .images import ImageBatch
 
 log = logging.getLogger(__name__)
 
@@ -176,10 +182,7 @@ def list_models(*, include_hub: bool = True) -> list[ModelInfo]:
         family = a["family"]
         try:
             target = _resolve_target(a["target"])
-            if family == "openclip-local":
-                ok = _local_openclip_ok(target)
-            else:
-                ok = Path(target).is_dir()
+            ok = _local_openclip_ok(target) if family == "openclip-local" else Path(target).is_dir()
         except ModelLoadError:
             ok = False
         mods = ("image", "text") if family.startswith("openclip") else ("text",)
@@ -227,7 +230,7 @@ def unit_rows(x: np.ndarray, dtype=np.float32) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
-def load_image(image) -> "PIL.Image.Image":  # noqa: F821
+def load_image(image) -> PIL.Image.Image:
     """Open a path, bytes or PIL image as an upright RGB image in full (see core.images.open_image)."""
     from .images import open_image
 
@@ -273,15 +276,16 @@ class Encoder:
 
     def iter_encode_images(self, images: Sequence, *, batch_size: int | None = None,
                            progress: ProgressFn | None = None, reduced: bool = True, prefetch: int | None = None,
-                           workers: int | None = None) -> Iterator["ImageBatch"]:  # noqa: F821
+                           workers: int | None = None) -> Iterator[ImageBatch]:
         """Encode images batch by batch while the next ones are decoded (core.images): yields one
         :class:`core.images.ImageBatch` per batch, unreadable images reported in its ``errors`` by index.
 
         ``images``: paths, bytes or PIL images. At most ``batch_size × prefetch`` prepared images are alive
         at once. ``reduced``: decode at the smallest scale the model's input size allows (``image_input_size``).
-        ``progress(done, total)`` after each batch.
+        ``workers``: decoding threads (default :func:`core.images.default_workers` for the model's device; 0
+        decodes in this thread). ``progress(done, total)`` after each batch.
         """
-        from .images import ImageBatch, iter_prepared, open_image
+        from .images import ImageBatch, default_workers, iter_prepared, open_image
 
         self._require("image")
         bs = batch_size or self.image_batch_size
@@ -291,6 +295,8 @@ class Encoder:
             im, size = open_image(source, min_side=self.image_input_size if reduced else None, with_size=True)
             return self._transform_image(im), size
 
+        if workers is None:
+            workers = default_workers(self.device)
         for positions, data, sizes, errors, done in iter_prepared(
                 images, prepare, batch_size=bs, prefetch=prefetch or self.image_prefetch, workers=workers):
             X = unit_rows(self._encode_prepared(data)) if data else np.zeros((0, self.dim), np.float32)

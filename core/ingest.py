@@ -149,6 +149,17 @@ class Candidate:
     pair_key: str | None = None
     meta: dict = field(default_factory=dict)
     vectors: dict[str, np.ndarray] = field(default_factory=dict)
+    # a file on disk is read again when it is stored instead of being held: a folder of thousands of
+    # phone photos must not sit in memory between the scan and the commit
+    image_reader: Callable[[], bytes] | None = None
+
+    def read_image(self) -> bytes:
+        """The image's bytes (held, or read from its file now)."""
+        if self.image_bytes is not None:
+            return self.image_bytes
+        if self.image_reader is None:
+            raise ValueError(f"{self.source}: no image bytes")
+        return self.image_reader()
 
 
 @dataclass
@@ -325,7 +336,7 @@ def _check_image(data: bytes, limits: Limits) -> str:
             raise _Problem(
                 "unreadable or truncated image (not a PNG, JPEG, WebP, GIF, BMP or TIFF file)"
             ) from None
-        except Exception as e:  # Pillow raises OSError, ValueError, SyntaxError, struct.error ...
+        except Exception as e:  # noqa: BLE001 - Pillow raises OSError, ValueError, SyntaxError, struct.error ...
             raise _Problem(f"unreadable or truncated image ({e or type(e).__name__})") from None
     for w in caught:
         if issubclass(w.category, Image.DecompressionBombWarning):
@@ -406,7 +417,7 @@ def _member_reader(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> Callable[[], b
             raise _Problem(f"archive member uses an unsupported compression method ({e})") from None
         except (zipfile.BadZipFile, EOFError, OSError, ValueError, RuntimeError) as e:
             raise _Problem(f"corrupt archive member ({e})") from None
-        except Exception as e:  # zlib.error, lzma.LZMAError ...
+        except Exception as e:  # noqa: BLE001 - zlib.error, lzma.LZMAError ...
             raise _Problem(f"corrupt archive member ({e})") from None
         return bytes(buf)
 
@@ -556,10 +567,7 @@ class _Expander:
             self.items.append((entry.source, self._too_deep(depth)))
             return
         try:
-            if data is None:
-                zf = zipfile.ZipFile(entry.disk_path)  # type: ignore[arg-type]
-            else:
-                zf = zipfile.ZipFile(io.BytesIO(data))
+            zf = zipfile.ZipFile(entry.disk_path if data is None else io.BytesIO(data))  # type: ignore[arg-type]
         except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
             self.items.append((entry.source, f"not a valid ZIP archive ({e})"))
             return
@@ -905,7 +913,7 @@ def _load_table(
             df = pd.read_parquet(io.BytesIO(data))
         except ImportError as e:
             raise IngestError(source, f"reading Parquet needs pyarrow (pip install pyarrow): {e}") from None
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - pyarrow raises many kinds for a broken file
             raise IngestError(source, f"not a valid Parquet file ({e})") from None
         if isinstance(df.index, pd.MultiIndex) or df.index.name is not None:
             df = df.reset_index()
@@ -916,7 +924,7 @@ def _load_table(
             df = pd.read_excel(io.BytesIO(data), engine="openpyxl", sheet_name=0)
         except ImportError as e:
             raise IngestError(source, f"reading XLSX needs openpyxl (pip install openpyxl): {e}") from None
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - openpyxl raises many kinds for a broken workbook
             raise IngestError(source, f"not a valid XLSX workbook ({e})") from None
         df.index = pd.RangeIndex(1, len(df) + 1)
     else:  # pragma: no cover - callers only pass TABLE_EXTS
@@ -1300,12 +1308,16 @@ class _ImageCache:
         self.limits = limits
         self._done: dict[int, tuple[bytes, str] | str] = {}
 
-    def get(self, entry: _Entry) -> tuple[bytes, str]:
+    def get(self, entry: _Entry) -> tuple[bytes | None, str]:
+        """(bytes, canonical extension) of a readable image; bytes None for a file on disk (read it again
+        with ``entry.reader``)."""
         key = id(entry)
         if key not in self._done:
             try:
                 data = entry.read(self.limits)
-                self._done[key] = (data, _check_image(data, self.limits))
+                ext = _check_image(data, self.limits)
+                # files on disk are read again when stored (Candidate.image_reader): not held meanwhile
+                self._done[key] = (None if entry.container == "" and entry.disk_path else data, ext)
             except _Problem as p:
                 self._done[key] = p.reason
         result = self._done[key]
@@ -1474,7 +1486,8 @@ def _table_candidates(
             except _Problem as p:
                 errors.append((rsrc, f"image '{ref}' ({entry.source}) is unusable: {p.reason}"))
                 continue
-            row_cands.append(Candidate("image", entry.source, image_bytes=data, image_ext=ext, meta=dict(meta)))
+            row_cands.append(Candidate("image", entry.source, image_bytes=data, image_ext=ext, meta=dict(meta),
+                                       image_reader=entry.reader if data is None else None))
         for c in text_cols:
             v = text_vals[c][i]
             if _is_missing(v) or isinstance(v, (bytes, bytearray)):
@@ -1649,7 +1662,8 @@ def scan(
                     if id(it) in used:
                         continue
                     data, ext = cache.get(it)
-                    candidates.append(Candidate("image", it.source, image_bytes=data, image_ext=ext))
+                    candidates.append(Candidate("image", it.source, image_bytes=data, image_ext=ext,
+                                                image_reader=it.reader if data is None else None))
                 elif it.kind == "table":
                     frame = frames[id(it)]
                     if not isinstance(frame[0], pd.DataFrame):

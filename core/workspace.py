@@ -25,9 +25,9 @@ import re
 import threading
 import time
 import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -118,7 +118,7 @@ class EmbedPlan:
     dtype: str | None = None
 
 
-def image_source(ws: "Workspace", ref) -> str | None:
+def image_source(ws: Workspace, ref) -> str | None:
     """Where to read a stored item's image: an absolute path (workspace-relative ``images/...``, or the
     absolute path a manifest item references) or a URI (``s3://...``); None when there is none."""
     if not isinstance(ref, str) or not ref:
@@ -229,8 +229,7 @@ class Workspace:
         ``progress(done, total)`` every 500 candidates and at the end (storing images and thumbnails is
         the slow part of a large upload)."""
         report = IngestReport(errors=list(errors))
-        candidates = list(candidates)
-        ids = [self._candidate_id(c) for c in candidates]
+        candidates, ids = self._identify(candidates, report)
         # pairs link across modalities: an image points at its (first) caption, a caption at its image
         first_of: dict[tuple[str, str], str] = {}
         for c, cid in zip(candidates, ids):
@@ -268,7 +267,7 @@ class Workspace:
                        "source": c.source, "pair": pair, "width": None, "height": None, "added": now}
                 if c.modality == "image":
                     try:
-                        row.update(self._store_image(cid, c.image_bytes, c.image_ext))
+                        row.update(self._store_image(cid, c.read_image(), c.image_ext))
                     except Exception as e:  # noqa: BLE001 - one bad image must not stop the upload
                         report.errors.append((c.source, f"could not store image ({e})"))
                         continue
@@ -323,12 +322,25 @@ class Workspace:
                 df = pd.concat([items, new], ignore_index=True) if len(items) else new.reset_index(drop=True)
             self._write_items(df)
         log.info("added %d item rows to %s", len(new), self.name)
-        return int(len(new))
+        return len(new)
+
+    def _identify(self, candidates: Iterable, report: IngestReport) -> tuple[list, list[str]]:
+        """(candidates, their ids); a candidate whose file can no longer be read is reported and left out."""
+        kept, ids = [], []
+        for c in candidates:
+            try:
+                ids.append(self.candidate_id(c))
+            except Exception as e:  # noqa: BLE001 - e.g. a file deleted since the scan: one error, not the upload
+                report.errors.append((c.source, f"could not read the file ({e})"))
+                continue
+            kept.append(c)
+        return kept, ids
 
     @staticmethod
-    def _candidate_id(c) -> str:
+    def candidate_id(c) -> str:
+        """The content id a scanned candidate (core.ingest.Candidate) gets in every workspace."""
         if c.modality == "image":
-            return content_id("image", c.image_bytes)
+            return content_id("image", c.read_image())
         if c.modality == "text":
             return content_id("text", (c.text or "").encode("utf-8"))
         payload = json.dumps({"meta": c.meta, "vectors": {k: np.asarray(v, np.float32).round(6).tolist()
@@ -500,7 +512,7 @@ class Workspace:
         self._stores.pop(model, None)
         return gone
 
-    def plan_embed(self, model: str, *, encoder=None, dtype: str | None = None) -> "EmbedPlan":
+    def plan_embed(self, model: str, *, encoder=None, dtype: str | None = None) -> EmbedPlan:
         """What an embedding run of ``model`` has to do, the same for every engine (this process, Ray).
 
         ``todo``: the items without a vector that the model can encode (columns ``id, modality, text,
@@ -634,7 +646,7 @@ class Workspace:
             # interrupted (Ctrl-C, a stop from the app, a failing progress callback): keep what was encoded
             try:
                 commit()
-            except Exception:  # noqa: BLE001 - the interruption is what the caller must see
+            except Exception:  # the interruption is what the caller must see
                 log.warning("could not commit the encoded vectors after an interruption", exc_info=True)
             raise
         report.seconds = time.perf_counter() - t0
@@ -647,7 +659,7 @@ class Workspace:
         items = self.items
         return {
             "path": str(self.path),
-            "items": int(len(items)),
+            "items": len(items),
             "by_modality": {k: int(v) for k, v in items["modality"].value_counts().items()},
             "pairs": int(items["pair"].notna().sum()),
             "models": self.models(),

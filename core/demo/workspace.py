@@ -4,8 +4,8 @@ from __future__ import annotations
 import io
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -46,7 +46,7 @@ def create_demo_workspace(path: str | os.PathLike, *, n: int = 2000, seed: int =
             progress("generate", i + 1, n)
     report = ws.add_candidates(cands, progress=(lambda d, t: progress("store", d, t)) if progress else None)
     # masks by item id (image ids are content hashes, so recompute them the same way)
-    ids = [ws._candidate_id(c) for c in cands[0::2]]
+    ids = [ws.candidate_id(c) for c in cands[0::2]]
     mask_path = ws.path / "derived" / "world_masks.npz"
     if report.added or not mask_path.exists():
         from ..storage import atomic_write

@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
 from helpers import CHROMIUM, CHROMIUM_ARGS, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,6 +52,13 @@ def streamlit_server(home: Path, log_path: Path):
             yield base
         finally:
             stop_process(proc)
+
+
+@pytest.fixture(scope="session")
+def serve_home():
+    """:func:`streamlit_server` for modules that build their own JOINTSCOPE_HOME:
+    ``with serve_home(home, log_path) as base: ...``."""
+    return streamlit_server
 
 
 @pytest.fixture(scope="module")

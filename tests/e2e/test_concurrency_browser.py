@@ -17,13 +17,13 @@ exactly the union of what was uploaded into it, each item once, one ``demo`` vec
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import re
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+
 from helpers import CHROMIUM, CHROMIUM_ARGS, e2e_marks, make_png
 
 pytestmark = e2e_marks()
@@ -37,18 +37,10 @@ SLOW = 120_000  # the first run on a busy 2-core machine imports torch and lists
 STEP = 60_000
 
 
-def _load_e2e_conftest():
-    """tests/e2e/conftest.py, for its streamlit_server() (the ``server`` fixture hides its home folder)."""
-    spec = importlib.util.spec_from_file_location("_e2e_conftest", Path(__file__).with_name("conftest.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.fixture(scope="module")
-def server_and_home(tmp_path_factory):
+def server_and_home(tmp_path_factory, serve_home):
     home = tmp_path_factory.mktemp("home")
-    with _load_e2e_conftest().streamlit_server(home, tmp_path_factory.mktemp("log") / "server.log") as base:
+    with serve_home(home, tmp_path_factory.mktemp("log") / "server.log") as base:
         yield base, home
 
 

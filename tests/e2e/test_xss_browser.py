@@ -13,17 +13,16 @@ that the payloads are shown literally as text. On a failure it leaves a screensh
 from __future__ import annotations
 
 import csv
-import importlib.util
 import io
 import re
 import zipfile
 from pathlib import Path
 
 import pytest
-from helpers import e2e_marks
 
 import core
 
+from helpers import e2e_marks
 
 pytestmark = e2e_marks()
 
@@ -99,14 +98,11 @@ def build_payload_workspace(path: Path) -> core.Workspace:
 
 
 @pytest.fixture(scope="module")
-def xss_server(tmp_path_factory):
+def xss_server(tmp_path_factory, serve_home):
     """One server for the module; its only workspace ('xss') opens on first start."""
-    spec = importlib.util.spec_from_file_location("_e2e_conftest", Path(__file__).with_name("conftest.py"))
-    conftest = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(conftest)
     home = tmp_path_factory.mktemp("xss_home")
     build_payload_workspace(home / "xss")
-    with conftest.streamlit_server(home, tmp_path_factory.mktemp("log") / "server.log") as base:
+    with serve_home(home, tmp_path_factory.mktemp("log") / "server.log") as base:
         yield base, home
 
 
@@ -155,7 +151,7 @@ def _hover_payload_point(page, plot, needle: str) -> str:
 def test_no_payload_runs_on_any_page(xss_server, browser, tmp_path):
     from playwright.sync_api import expect
 
-    base, home = xss_server
+    base, _home = xss_server
     page = browser.new_page(viewport={"width": 1440, "height": 1500})
     page.set_default_timeout(60_000)
     expect.set_options(timeout=60_000)

@@ -86,7 +86,8 @@ def test_every_image_format_is_decoded(tmp_path: Path, fmt: str, ext: str, expec
     assert res.errors == []
     (cand,) = res.candidates
     assert cand.modality == "image" and cand.image_ext == expected
-    assert cand.image_bytes == data and cand.source == f"x.{ext}" and cand.pair_key is None
+    assert cand.read_image() == data and cand.source == f"x.{ext}" and cand.pair_key is None
+    assert cand.image_bytes is None, "a file on disk is read again when stored, not held after the scan"
 
 
 def test_truncated_image_is_an_error_and_good_image_kept(tmp_path: Path, good_png: Path) -> None:
@@ -152,8 +153,8 @@ def test_gif_first_frame_counts_and_bytes_are_original(tmp_path: Path) -> None:
     res = scan([write(tmp_path / "anim.gif", buf.getvalue())])
     assert res.errors == []
     (cand,) = res.candidates
-    assert cand.image_ext == "gif" and cand.image_bytes == buf.getvalue()
-    first = Image.open(io.BytesIO(cand.image_bytes)).convert("RGB")
+    assert cand.image_ext == "gif" and cand.read_image() == buf.getvalue()
+    first = Image.open(io.BytesIO(cand.read_image())).convert("RGB")
     assert first.getpixel((0, 0)) == (255, 0, 0)
 
 
@@ -197,7 +198,7 @@ def test_txt_lines_with_bom_and_crlf(tmp_path: Path) -> None:
 
 
 def test_undecodable_txt_names_byte_offset(tmp_path: Path, good_png: Path) -> None:
-    bad = write(tmp_path / "latin.txt", "café ok\n".encode("utf-8") + b"caf\xe9\n")
+    bad = write(tmp_path / "latin.txt", "café ok\n".encode() + b"caf\xe9\n")
     res = scan([bad, good_png], texts=["kept"])
     assert [c.source for c in res.candidates] == ["good.png", "pasted line 1"]
     assert res.errors == [("latin.txt", "not valid UTF-8 text at byte 12")]
@@ -538,7 +539,7 @@ def test_xlsx_not_a_zip_and_valid_xlsx(tmp_path: Path) -> None:
     assert res.candidates[0].meta == {"score": 0.5}
     ((src, reason),) = res.errors
     assert src == "bad.xlsx" and reason.startswith("not a valid XLSX workbook")
-    with pytest.raises(IngestError, match="bad.xlsx: not a valid XLSX workbook"):
+    with pytest.raises(IngestError, match=r"bad\.xlsx: not a valid XLSX workbook"):
         read_table(bad)
 
 
@@ -664,7 +665,7 @@ def test_role_override(tmp_path: Path) -> None:
 
 def test_role_override_errors_raise(tmp_path: Path) -> None:
     path = write(tmp_path / "o.csv", "label,notes\ncat,a note here\n")
-    with pytest.raises(IngestError, match="unknown role 'picture'.*text, image, vector, numeric, metadata, ignore"):
+    with pytest.raises(IngestError, match=r"unknown role 'picture'.*text, image, vector, numeric, metadata, ignore"):
         scan([path], roles={"label": "picture"})
     with pytest.raises(ValueError, match="unknown column 'nope'; valid columns: label, notes"):
         scan([path], roles={"nope": "text"})
@@ -702,7 +703,7 @@ def test_inspect_table_preview_and_roles(tmp_path: Path) -> None:
     path = write(tmp_path / "c.csv", "filepath,title\n" + "".join(f"{i}.png,caption number {i}\n" for i in range(30)))
     preview, roles = inspect_table(path, n_preview=5)
     assert len(preview) == 5 and roles == {"filepath": "image", "title": "text"}
-    with pytest.raises(IngestError, match="missing.csv: file not found"):
+    with pytest.raises(IngestError, match=r"missing\.csv: file not found"):
         read_table(tmp_path / "missing.csv")
 
 
