@@ -41,9 +41,10 @@ import hashlib
 import io
 import logging
 import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, Union
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -62,8 +63,8 @@ COSMUL_EXACT_LIMIT = 500_000  # above: 3CosMul ranks a candidate pool picked by 
 COSMUL_POOL = 5_000
 ANALOGY_COLUMNS = ("a", "b", "c", "d")
 
-FilterSpec = Union[Mapping[str, Any], Callable[[pd.DataFrame], Any], None]
-ModalitySpec = Union[str, Sequence[str], None]
+FilterSpec = Mapping[str, Any] | Callable[[pd.DataFrame], Any] | None
+ModalitySpec = str | Sequence[str] | None
 
 
 # ---- terms --------------------------------------------------------------------------------------
@@ -78,7 +79,7 @@ class Term:
         return self.value if self.kind == "text" else f"{self.kind}:{self.value}"
 
 
-def parse_term(term: "str | Term") -> Term:
+def parse_term(term: str | Term) -> Term:
     """``"item:<id>"`` -> item, ``"image:<path>"`` -> image, anything else -> text."""
     if isinstance(term, Term):
         return term
@@ -95,24 +96,24 @@ def parse_term(term: "str | Term") -> Term:
     return Term("text", term)
 
 
-def _encoder(model: "str | Encoder") -> "Encoder":
+def _encoder(model: str | Encoder) -> Encoder:
     from .encoders import load_encoder
 
     return load_encoder(model) if isinstance(model, str) else model
 
 
-def _model_id(model: "str | Encoder") -> str:
+def _model_id(model: str | Encoder) -> str:
     return model if isinstance(model, str) else model.id
 
 
-def _can_encode(model: "str | Encoder", modality: str) -> bool:
+def _can_encode(model: str | Encoder, modality: str) -> bool:
     from .encoders import modalities_of
 
     mods = modalities_of(model) if isinstance(model, str) else model.modalities
     return modality in mods
 
 
-def term_id(term: "str | Term") -> str | None:
+def term_id(term: str | Term) -> str | None:
     """The workspace id the term's content would have (same text or bytes -> same id), if any."""
     from .workspace import content_id
 
@@ -127,16 +128,14 @@ def term_id(term: "str | Term") -> str | None:
         return None
 
 
-def term_vectors(ws: "Workspace | None", model: "str | Encoder",
-                 terms: Sequence["str | Term"]) -> np.ndarray:
+def term_vectors(ws: Workspace | None, model: str | Encoder,
+                 terms: Sequence[str | Term]) -> np.ndarray:
     """Vectors of terms: ``(m, d)`` float32, unit rows, in the order given.
 
     Texts and images are encoded with ``model`` (batched, each kind once); items take their stored
     vector in ``ws``. Raises ``ValueError`` naming the term when the model lacks the term's modality,
     the item is unknown or has no vector for the model, or the image cannot be read.
     """
-    from .encoders import load_image
-
     parsed = [parse_term(t) for t in terms]
     if not parsed:
         raise ValueError("no terms given")
@@ -156,16 +155,14 @@ def term_vectors(ws: "Workspace | None", model: "str | Encoder",
         for i, x in zip(by_kind["text"], X):
             out[i] = x
     if "image" in by_kind:
-        images = []
-        for i in by_kind["image"]:
-            path = Path(parsed[i].value).expanduser()
-            try:
-                images.append(load_image(path))
-            except Exception as e:  # noqa: BLE001 - any unreadable file ends here, named
-                reason = "no such file" if not path.exists() else f"{type(e).__name__}: {e}"
-                raise ValueError(f"term {str(parsed[i])!r}: cannot read the image ({reason})") from None
-        X = _encoder(model).encode_images(images)
-        for i, x in zip(by_kind["image"], X):
+        from .images import ImageReadError
+
+        idx = by_kind["image"]
+        try:  # streamed like every image encode (reduced decoding, bounded prefetch)
+            X = _encoder(model).encode_images([Path(parsed[i].value).expanduser() for i in idx])
+        except ImageReadError as e:  # any unreadable file ends here, named
+            raise ValueError(f"term {str(parsed[idx[e.index]])!r}: cannot read the image ({e.reason})") from None
+        for i, x in zip(idx, X):
             out[i] = x
     if "item" in by_kind:
         if ws is None:
@@ -207,7 +204,7 @@ def _none(v):
     return None if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA else v
 
 
-def _hits(ws: "Workspace", ids: Sequence[str], scores: Sequence[float]) -> list[Hit]:
+def _hits(ws: Workspace, ids: Sequence[str], scores: Sequence[float]) -> list[Hit]:
     items = ws.items.set_index("id", drop=False)
     out = []
     for item_id, s in zip(ids, scores):
@@ -263,7 +260,7 @@ def _check_k(k) -> int:
     return int(k)
 
 
-def _query_vector(ws: "Workspace", model: str, query) -> tuple[np.ndarray, list[str]]:
+def _query_vector(ws: Workspace, model: str, query) -> tuple[np.ndarray, list[str]]:
     """(d,) unit query vector and the ids to exclude (the query's own items)."""
     if isinstance(query, (str, Term)):
         query = [query]
@@ -288,7 +285,7 @@ def _nonzero(v: np.ndarray, what: str) -> np.ndarray:
 
 
 # ---- search -------------------------------------------------------------------------------------
-def search(ws: "Workspace", model: str, query, *, k: int = 10, modality: ModalitySpec = None,
+def search(ws: Workspace, model: str, query, *, k: int = 10, modality: ModalitySpec = None,
            filter: FilterSpec = None, exclude: Sequence[str] | None = None) -> list[Hit]:
     """The ``k`` items nearest to a query (cosine similarity, best first), any modality to any modality.
 
@@ -343,7 +340,7 @@ def _top(scores: np.ndarray, k: int) -> np.ndarray:
     return part[np.argsort(-scores[part], kind="stable")]
 
 
-def analogy(ws: "Workspace", model: str, plus: Sequence["str | Term"], minus: Sequence["str | Term"] = (), *,
+def analogy(ws: Workspace, model: str, plus: Sequence[str | Term], minus: Sequence[str | Term] = (), *,
             method: str = "3cosadd", k: int = 10, modality: ModalitySpec = None, filter: FilterSpec = None,
             exclude: Sequence[str] | None = None) -> list[Hit]:
     """Vector arithmetic over terms of any modality, e.g. ``plus=["item:<red car>", "blue"], minus=["red"]``.
@@ -444,7 +441,7 @@ def _ratio(h: int, n: int) -> float | None:
     return round(h / n, 4) if n else None
 
 
-def load_analogy_set(source: "str | Path | bytes | pd.DataFrame | Sequence[Mapping]", *,
+def load_analogy_set(source: str | Path | bytes | pd.DataFrame | Sequence[Mapping], *,
                      name: str | None = None) -> pd.DataFrame:
     """An analogy set as a frame of text cells (columns a, b, c, d, then any extra columns).
 
@@ -524,7 +521,7 @@ def suggested_space(rows) -> str:
     return "vocabulary"
 
 
-def evaluate_analogies(space: "Workspace | str | Encoder", rows, *, model: str | None = None, k: int = 5,
+def evaluate_analogies(space: Workspace | str | Encoder, rows, *, model: str | None = None, k: int = 5,
                        method: str = "3cosadd", modality: ModalitySpec = None) -> AnalogyEvaluation:
     """Score an analogy set ``a : b :: c : d`` (see the module docstring for the format and spaces).
 
@@ -576,7 +573,7 @@ def _rank_of_first_hit(scores: np.ndarray, hit: np.ndarray, k: int) -> int | Non
     return int(where[0]) + 1 if len(where) else None
 
 
-def _evaluate_vocabulary(model: "str | Encoder", df: pd.DataFrame, *, k: int, method: str) -> AnalogyEvaluation:
+def _evaluate_vocabulary(model: str | Encoder, df: pd.DataFrame, *, k: int, method: str) -> AnalogyEvaluation:
     ev = AnalogyEvaluation(method=method, k=k, space=f"vocabulary:{_model_id(model)}")
     valid = []
     for i, r in df.iterrows():
@@ -613,7 +610,7 @@ def _evaluate_vocabulary(model: "str | Encoder", df: pd.DataFrame, *, k: int, me
     return ev
 
 
-def _evaluate_workspace(ws: "Workspace", model: str, df: pd.DataFrame, *, k: int, method: str,
+def _evaluate_workspace(ws: Workspace, model: str, df: pd.DataFrame, *, k: int, method: str,
                         modality: ModalitySpec) -> AnalogyEvaluation:
     ev = AnalogyEvaluation(method=method, k=k, space=f"workspace:{ws.name}:{model}")
     X_all, ids_all = ws.vectors(model)
@@ -677,7 +674,7 @@ def _evaluate_workspace(ws: "Workspace", model: str, df: pd.DataFrame, *, k: int
 
 
 # ---- text-defined axes --------------------------------------------------------------------------
-def text_axes(ws: "Workspace", model: str, x: tuple = ("day", "night"), y: tuple | None = ("photo", "sketch"),
+def text_axes(ws: Workspace, model: str, x: tuple = ("day", "night"), y: tuple | None = ("photo", "sketch"),
               *, ids: Sequence[str] | None = None, modality: ModalitySpec = None) -> pd.DataFrame:
     """Place items on axes defined by pairs of terms (Parallax-style).
 
@@ -757,7 +754,7 @@ def _vocab_vectors_cached(model: str, words: tuple[str, ...], template: str, dig
     return term_vectors(None, model, [template.format(w) for w in words])
 
 
-def vocabulary_vectors(model: "str | Encoder", vocabulary: Sequence[str], template: str = "{}") -> np.ndarray:
+def vocabulary_vectors(model: str | Encoder, vocabulary: Sequence[str], template: str = "{}") -> np.ndarray:
     """Prompt vectors of a vocabulary, ``(len(vocabulary), d)`` float32 unit rows (cached per model id)."""
     words = tuple(str(w) for w in vocabulary)
     if not words:
@@ -772,8 +769,8 @@ def vocabulary_vectors(model: "str | Encoder", vocabulary: Sequence[str], templa
     return _vocab_vectors_cached(model, words, template, digest)
 
 
-def zero_shot_labels(source: "Workspace | np.ndarray", model: "str | Encoder", vocabulary: Sequence[str] | None = None,
-                     *, ids: "str | Sequence[str] | None" = None, k: int | None = 5, template: str = "{}",
+def zero_shot_labels(source: Workspace | np.ndarray, model: str | Encoder, vocabulary: Sequence[str] | None = None,
+                     *, ids: str | Sequence[str] | None = None, k: int | None = 5, template: str = "{}",
                      modality: ModalitySpec = None, contrast: bool = False) -> pd.DataFrame:
     """Rank a vocabulary against an item, a selection or any vectors.
 
@@ -872,7 +869,7 @@ def metadata_values(items: pd.DataFrame, *, max_values: int = 200) -> dict[str, 
     return out
 
 
-def hits_frame(ws: "Workspace", hits: Sequence["Hit | Mapping"]) -> pd.DataFrame:
+def hits_frame(ws: Workspace, hits: Sequence[Hit | Mapping]) -> pd.DataFrame:
     """Results as a table, best first: ``rank, score, modality, text, source``, the user's metadata
     columns, ``id``. An image's ``text`` is its paired caption (if any)."""
     from .workspace import ITEM_COLUMNS
@@ -896,7 +893,7 @@ def hits_frame(ws: "Workspace", hits: Sequence["Hit | Mapping"]) -> pd.DataFrame
     return out
 
 
-def worked_example(ws: "Workspace", model: str) -> dict | None:
+def worked_example(ws: Workspace, model: str) -> dict | None:
     """A cross-modal analogy on the demo world, or None when the workspace cannot host it.
 
     Image of a red circle − "a red object" + "a blue object" -> images of blue circles. The red circle

@@ -22,11 +22,15 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +71,7 @@ class PatchData:
     def n_patches(self) -> int:
         return int(self.tokens.shape[1])
 
-    def subset(self, rows) -> "PatchData":
+    def subset(self, rows) -> PatchData:
         rows = np.asarray(rows)
         return PatchData(self.ids[rows], self.tokens[rows], self.attention[rows], self.joint[rows], self.grid,
                          self.image_size, self.block, self.attn_block)
@@ -126,7 +130,7 @@ def _heads(attn) -> int:
     return int(h)
 
 
-def cls_attention(x, attn) -> "torch.Tensor":  # noqa: F821
+def cls_attention(x, attn) -> torch.Tensor:
     """CLS→patch attention from a block's ``ln_1`` output ``x`` (N, L, D), mean over heads.
 
     Returns (N, L - 1) with rows summing to 1 (the CLS→CLS weight is dropped and the rest renormalised).
@@ -189,7 +193,7 @@ def project_tokens(encoder, tokens: np.ndarray) -> np.ndarray:
         return x.float().cpu().numpy()
 
 
-def model_input(encoder, images: Sequence) -> "torch.Tensor":  # noqa: F821
+def model_input(encoder, images: Sequence) -> torch.Tensor:
     """PIL images or paths -> the model's preprocessed batch (N, 3, H, W)."""
     import torch
 
@@ -247,9 +251,14 @@ def extract_patches(encoder, images: Sequence, *, block: int | None = None, attn
 
     ``block`` / ``attn_block``: block indices (negative counts from the end; default the last block).
     ``transform``: optional callable applied to each RGB PIL image before the model's preprocessing
-    (augmentations for the stability metric). ``progress(done, total)`` after each batch.
+    (augmentations for the stability metric). ``progress(done, total)`` after each batch. Images stream
+    through core.images like every encode (reduced decoding, bounded prefetch; prepared in this thread when
+    ``transform`` is given, so a seeded augmentation draws in the same order every run); an unreadable
+    image raises :class:`core.images.ImageReadError` naming it.
     """
-    from ..encoders import load_image
+    import torch
+
+    from ..images import ImageReadError, default_workers, iter_prepared, open_image
 
     visual = vit_tower(encoder)
     nb = len(visual.transformer.resblocks)
@@ -269,14 +278,21 @@ def extract_patches(encoder, images: Sequence, *, block: int | None = None, attn
     out_j = np.zeros((len(images), gh * gw, edim), np.float32)
     if progress is not None:
         progress(0, len(images))
-    for s in range(0, len(images), batch_size):
-        chunk = [load_image(im) for im in images[s : s + batch_size]]
-        if transform is not None:
-            chunk = [transform(im) for im in chunk]
-        t, a, j = extract_batch(encoder, model_input(encoder, chunk), block=bi, attn_block=ai)
-        out_t[s : s + len(chunk)], out_a[s : s + len(chunk)], out_j[s : s + len(chunk)] = t, a, j
+    min_side = getattr(encoder, "image_input_size", None)
+
+    def prepare(source):
+        im = open_image(source, min_side=min_side)
+        return encoder.preprocess(transform(im) if transform is not None else im), None
+
+    workers = 0 if transform is not None else default_workers(getattr(encoder, "device", "cpu"))
+    for positions, data, _, errors, done in iter_prepared(images, prepare, batch_size=batch_size, workers=workers):
+        if errors:
+            i, why = errors[0]
+            raise ImageReadError(i, images[i], why)
+        t, a, j = extract_batch(encoder, torch.stack(data), block=bi, attn_block=ai)
+        out_t[positions], out_a[positions], out_j[positions] = t, a, j
         if progress is not None:
-            progress(min(s + batch_size, len(images)), len(images))
+            progress(done, len(images))
     return PatchData(ids, out_t, out_a, out_j, (gh, gw), size, bi, ai)
 
 
