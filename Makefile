@@ -28,6 +28,7 @@ run: install
 	$(BIN)/streamlit run app.py --server.address 127.0.0.1 --server.port 8501
 
 test: install chromium
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: install

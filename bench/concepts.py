@@ -265,8 +265,9 @@ def floors(out: dict) -> dict:
             ok = best[metric] <= FLOORS[metric] if metric == "stability" else best[metric] >= FLOORS[metric]
             if metric == "nmi":  # better than k-means on the same patches (both perfect counts as not worse)
                 ok = ok and (best["nmi"] > best["kmeans_nmi"] or best["nmi"] >= 0.999)
-            res[f"{name}.{metric}"] = {"value": best[metric], "floor": FLOORS[metric], "k": best["k"], "space": best.get("space"),
-                                       "block": best["block"], "use_attention": best.get("use_attention", True),
+            res[f"{name}.{metric}"] = {"value": best[metric], "floor": FLOORS[metric], "k": best["k"],
+                                       "space": best.get("space"), "block": best["block"],
+                                       "use_attention": best.get("use_attention", True),
                                        "temperature": best.get("temperature", 1.0),
                                        "met": bool(ok)}
         both = [r for r in runs if r["nmi"] >= FLOORS["nmi"] and r["sparsity"] >= FLOORS["sparsity"]]

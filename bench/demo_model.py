@@ -20,7 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--scale", type=float, default=1.0, help="shrink the evaluation sets (1.0 = full)")
-    ap.add_argument("--model", default="demo", help="model id to evaluate (e.g. openclip-local:<folder> of a candidate)")
+    ap.add_argument("--model", default="demo",
+                    help="model id to evaluate (e.g. openclip-local:<folder> of a candidate)")
     args = ap.parse_args()
 
     import numpy as np

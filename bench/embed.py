@@ -38,8 +38,12 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -50,7 +54,7 @@ FLOORS = {"ratio_1mp_vit": 0.95, "ratio_12mp_vit": 2.0, "rss_1000_mb": 2048, "rs
 
 
 # ---- data ------------------------------------------------------------------------------------------------
-def photo(seed: int, size: tuple[int, int]) -> "Image.Image":  # noqa: F821
+def photo(seed: int, size: tuple[int, int]) -> Image.Image:
     """A photo-like RGB image: blurred shapes on a gradient plus per-pixel noise (JPEG sizes like a phone's)."""
     from PIL import Image, ImageDraw, ImageFilter
 
@@ -245,18 +249,18 @@ def rss(work: Path, bases: list[Path], ns: list[int]) -> dict:
         files = many_photos(work / f"photos-{n}", bases, n)
         ws = work / f"rss-{n}"
         shutil.rmtree(ws, ignore_errors=True)
-        rep, ingest_mb, ingest_s = run_measured(cli("ingest", str(ws), str(files[0].parent), "--json"))
+        rep, ingest_mb, ingest_s = run_measured(["ingest", str(ws), str(files[0].parent), "--json"])
         assert rep["added"] == n, rep
-        rep, mb, secs = run_measured(cli("embed", str(ws), "--model", "demo", "--json"))
+        rep, mb, secs = run_measured(["embed", str(ws), "--model", "demo", "--json"])
         assert rep["embedded"] == n, rep
         row = {"n": n, "embed_peak_rss_mb": round(mb), "embed_s": round(secs, 1),
                "images_per_s": round(n / rep["seconds"], 1),
                "ingest_peak_rss_mb": round(ingest_mb), "ingest_s": round(ingest_s, 1)}
         if n == ns[0]:
-            _, idle_mb, _ = run_measured(cli("embed", str(ws), "--model", "demo", "--json"))  # nothing left to do
+            _, idle_mb, _ = run_measured(["embed", str(ws), "--model", "demo", "--json"])  # nothing left to do
             row["nothing_to_embed_peak_rss_mb"] = round(idle_mb)
-            rep, full_mb, _ = run_measured(cli("embed", str(ws), "--model", "demo", "--refresh", "--full-decode",
-                                               "--json"))
+            rep, full_mb, _ = run_measured(["embed", str(ws), "--model", "demo", "--refresh", "--full-decode",
+                                            "--json"])
             assert rep["embedded"] == n, rep
             row["full_decode_peak_rss_mb"] = round(full_mb)
         out[str(n)] = row
@@ -304,9 +308,9 @@ def ray_rss(work: Path, bases: list[Path], ns: list[int]) -> dict:
         files = many_photos(work / f"ray-photos-{n}", bases, n)
         ws = work / f"ray-{n}"
         shutil.rmtree(ws, ignore_errors=True)
-        run_measured(cli("ingest", str(ws), str(files[0].parent), "--json"))
+        run_measured(["ingest", str(ws), str(files[0].parent), "--json"])
         with WorkerWatch() as watch:
-            rep, mb, secs = run_measured(cli("embed", str(ws), "--model", "demo", "--engine", "ray", "--json"))
+            rep, mb, secs = run_measured(["embed", str(ws), "--model", "demo", "--engine", "ray", "--json"])
         assert rep["embedded"] == n, rep
         workers = sorted(round(v / 1024) for v in watch.peak_kb.values())
         out[str(n)] = {"n": n, "driver_peak_rss_mb": round(mb), "worker_peak_rss_mb": workers,

@@ -98,7 +98,7 @@ def main() -> None:
         run(PLAIN.format(x=str(tmp / "X.npy")))
         run(OURS.format(ws=fresh_ws(), use_cache=True, expect="fit"))
 
-        out: dict = {"n": int(len(X)), "dim": int(X.shape[1]), "cores": os.cpu_count(), "cases": {}}
+        out: dict = {"n": len(X), "dim": int(X.shape[1]), "cores": os.cpu_count(), "cases": {}}
         cases = out["cases"]
 
         def best(fn, r=args.repeats) -> float:

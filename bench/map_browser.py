@@ -110,7 +110,7 @@ def main() -> None:
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     log.seek(0)
-                    raise RuntimeError(log.read().decode()[-3000:])
+                    raise RuntimeError(log.read().decode()[-3000:]) from None
                 time.sleep(0.3)
 
         from playwright.sync_api import sync_playwright
@@ -129,13 +129,13 @@ def main() -> None:
             try:
                 page.wait_for_function(f"() => ({POINTS_JS})() === {args.n}", polling=200,
                                        timeout=args.timeout * 1000)
-            except Exception:
+            except Exception:  # noqa: BLE001 - a timeout or a crashed page: both end in the report below
                 shot = tmp.parent / "jointscope_map_browser_timeout.png"
                 page.screenshot(path=str(shot), full_page=True)
                 out.update(error="points not drawn in time", points_seen=page.evaluate(POINTS_JS),
                            screenshot=str(shot), page_text=page.inner_text("body")[-2000:])
                 print(json.dumps(out, indent=1))
-                raise SystemExit(1)
+                raise SystemExit(1) from None
             out["first_render_s"] = round(time.perf_counter() - t0, 2)
             page.wait_for_timeout(3000)  # let the rest of the page arrive
             out["first_run_ws_bytes"] = received["bytes"]

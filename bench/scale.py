@@ -87,7 +87,8 @@ def embedding_like(n: int, d: int, *, seed: int, like: int | None = None, rank: 
     centres = np.random.default_rng(4321).standard_normal((n_clusters, rank), dtype=np.float32) / np.sqrt(rank)
     for s in range(0, n, CHUNK):
         m = min(CHUNK, n - s)
-        z = centres[rng.integers(0, n_clusters, m)] + spread * rng.standard_normal((m, rank), dtype=np.float32) / np.sqrt(rank)
+        z = (centres[rng.integers(0, n_clusters, m)]
+             + spread * rng.standard_normal((m, rank), dtype=np.float32) / np.sqrt(rank))
         x = z @ W + noise * rng.standard_normal((m, d), dtype=np.float32) / np.sqrt(d)
         yield start + s, (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
@@ -108,7 +109,7 @@ def task_build(ws_path: str, n: int, d: int) -> dict:
     t0 = time.perf_counter()
     ws.add_rows(pd.DataFrame({"id": ids, "modality": "row", "source": "synthetic"}))
     items_s = time.perf_counter() - t0
-    write_s = {dt: 0.0 for dt in MODELS}
+    write_s = dict.fromkeys(MODELS, 0.0)
     for s, X in embedding_like(n, d, seed=0):
         for dt, model in MODELS.items():
             t = time.perf_counter()
@@ -128,7 +129,7 @@ def task_open(ws_path: str, dtype: str, eager: bool) -> dict:
     import pyarrow.parquet  # noqa: F401 - imports are not what is measured
 
     import core
-    import core.vectorstore  # noqa: F401
+    import core.vectorstore
 
     warm = Path(ws_path).parent / f".warm-{os.getpid()}.parquet"
     pd.DataFrame({"a": [1]}).to_parquet(warm)  # load the parquet engine before measuring
@@ -196,15 +197,15 @@ def task_index(ws_path: str, n: int, d: int) -> dict:
     t0 = time.perf_counter()
     idx = workspace_index(core.Workspace(ws_path, create=False), model)
     add_s = time.perf_counter() - t0
-    out.update(added=m, add_s=round(add_s, 2), add_vs_build=round(add_s / build_s, 3), n_after=int(len(idx.ids_)))
+    out.update(added=m, add_s=round(add_s, 2), add_vs_build=round(add_s / build_s, 3), n_after=len(idx.ids_))
     return out
 
 
 def task_query(ws_path: str, n: int, d: int, n_queries: int = 200) -> dict:
+    import hnswlib  # noqa: F401 - imports are not what is measured
+
     import core
     from core.index import workspace_index
-
-    import hnswlib  # noqa: F401 - imports are not what is measured
 
     base = rss_mb()
     ws = core.Workspace(ws_path, create=False)
@@ -249,10 +250,10 @@ def task_engines(root: str, n_world: int) -> dict:
     manifest = Path(root) / "manifest.parquet"
     pd.DataFrame({"image": [str(src.abspath(p)) for p in imgs["image"]],
                   "text": imgs["pair"].map(caption).tolist()}).to_parquet(manifest)
-    out = {"model": "demo", "items": n_items, "images": int(len(imgs)), "cpus": os.cpu_count()}
-    from core.encoders import load_encoder
-
+    out = {"model": "demo", "items": n_items, "images": len(imgs), "cpus": os.cpu_count()}
     from PIL import Image
+
+    from core.encoders import load_encoder
 
     enc = load_encoder("demo")  # torch/open_clip imported and both towers run once, before any timing
     enc.encode_texts(["warm up"])

@@ -20,8 +20,9 @@ workspace (e.g. the demo world embedded with ``demo``):
 NeighborIndex tunes ``ef`` at fit time to its recall target (default 0.98) on held-out-like queries
 (sampled items moved by their nearest-neighbour distance); ``recall@10`` and the speed-ups are measured
 at that ``ef`` on real held-out queries. ``ef_sweep`` gives recall and latency of held-out queries for each
-``ef``, and ``ef_for_recall_floor`` the smallest that reaches 0.98 (null if none). Memory: about 4 x N x d x 4 bytes at peak (data, the index's copy,
-hnswlib's copy, exact scores in chunks): ~8 GB for 1M x 512.
+``ef``, and ``ef_for_recall_floor`` the smallest that reaches 0.98 (null if none). Memory: about
+4 x N x d x 4 bytes at peak (data, the index's copy, hnswlib's copy, exact scores in chunks): ~8 GB for
+1M x 512.
 
     python bench/search.py [--n 100000 1000000] [--d 512] [--queries 200] [--batch 1000]
     python bench/search.py --quick            # tiny smoke run
@@ -59,7 +60,8 @@ def clustered(n: int, d: int, *, seed: int, n_clusters: int | None = None, sprea
     X = np.empty((n, d), np.float32)
     for s in range(0, n, chunk):
         m = min(chunk, n - s)
-        x = centres[rng.integers(0, n_clusters, m)] + spread * rng.standard_normal((m, d), dtype=np.float32) / np.sqrt(d)
+        x = (centres[rng.integers(0, n_clusters, m)]
+             + spread * rng.standard_normal((m, d), dtype=np.float32) / np.sqrt(d))
         X[s : s + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
     return X
 
@@ -76,7 +78,8 @@ def subspace(n: int, d: int, *, seed: int, n_clusters: int | None = None, rank: 
     X = np.empty((n, d), np.float32)
     for s in range(0, n, chunk):
         m = min(chunk, n - s)
-        z = centres[rng.integers(0, n_clusters, m)] + spread * rng.standard_normal((m, rank), dtype=np.float32) / np.sqrt(rank)
+        z = (centres[rng.integers(0, n_clusters, m)]
+             + spread * rng.standard_normal((m, rank), dtype=np.float32) / np.sqrt(rank))
         x = z @ W + noise * rng.standard_normal((m, d), dtype=np.float32) / np.sqrt(d)
         X[s : s + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
     return X

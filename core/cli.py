@@ -7,12 +7,14 @@ error, 1 on failure with one line on stderr saying what failed and what to do.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 log = logging.getLogger("jointscope")
 
@@ -39,7 +41,7 @@ def _open_ws(path: str, *, create: bool = False):
     try:
         return Workspace(path, create=create)
     except FileNotFoundError as e:
-        raise CLIError(f"{e}; create it with `jointscope ingest {path} FILES...` or `jointscope demo {path}`")
+        raise CLIError(f"{e}; create it with `jointscope ingest {path} FILES...` or `jointscope demo {path}`") from e
 
 
 def _read_ws(args):
@@ -133,7 +135,7 @@ def _ingest(args):
     try:
         report = ws.ingest(args.paths, texts=args.text, roles=_parse_roles(args.role))
     except (IngestError, ValueError) as e:
-        raise CLIError(str(e))
+        raise CLIError(str(e)) from e
     out = report.to_dict()
     out["workspace"] = str(ws.path)
     out["items"] = len(ws.items)
@@ -154,7 +156,8 @@ def _embed_configure(p):
     p.add_argument("--manifest", metavar="PATH",
                    help="Parquet/CSV file, folder or glob of image paths/URIs and/or texts to add and embed "
                         "(images are referenced, not copied)")
-    p.add_argument("--image-column", help="manifest column of image paths/URIs (default: image, filepath, path, url...)")
+    p.add_argument("--image-column",
+                   help="manifest column of image paths/URIs (default: image, filepath, path, url...)")
     p.add_argument("--text-column", help="manifest column of texts (default: text, caption, title...)")
     p.add_argument("--ray-address", default=None, help="Ray cluster address (default $RAY_ADDRESS, else a local Ray)")
     p.add_argument("--workers", type=int, default=None, help="Ray workers (default: one per GPU, else one per CPU)")
@@ -185,7 +188,7 @@ def _embed(args):
                               refresh=args.refresh, reduced_decode=not args.full_decode,
                               progress=_progress_printer(f"embed {args.model}", resumable=True))
         except (ModelLoadError, ValueError) as e:
-            raise CLIError(str(e))
+            raise CLIError(str(e)) from e
         out = report.to_dict()
         out["engine"] = "local"
         return out
@@ -194,10 +197,10 @@ def _embed(args):
     ws = _open_ws(args.workspace, create=bool(args.manifest))
     if args.refresh:
         ws.forget_model(args.model)
-    kw = dict(engine=args.engine, address=args.ray_address, workers=args.workers,
-              cpus_per_worker=args.cpus_per_worker, device=args.device, batch_size=args.batch_size,
-              dtype=args.dtype, reduced_decode=not args.full_decode,
-              progress=_progress_printer(f"embed {args.model} ({args.engine})", resumable=True))
+    kw = {"engine": args.engine, "address": args.ray_address, "workers": args.workers,
+          "cpus_per_worker": args.cpus_per_worker, "device": args.device, "batch_size": args.batch_size,
+          "dtype": args.dtype, "reduced_decode": not args.full_decode,
+          "progress": _progress_printer(f"embed {args.model} ({args.engine})", resumable=True)}
     try:
         if args.manifest:
             report = embed_manifest(ws, args.manifest, args.model, image_column=args.image_column,
@@ -205,9 +208,9 @@ def _embed(args):
         else:
             report = embed_workspace(ws, args.model, **kw)
     except RayNotInstalled as e:
-        raise CLIError(str(e))
+        raise CLIError(str(e)) from e
     except (ModelLoadError, ValueError, FileNotFoundError) as e:
-        raise CLIError(str(e))
+        raise CLIError(str(e)) from e
     return report.to_dict()
 
 
@@ -265,9 +268,9 @@ def _index(args):
     try:
         idx = workspace_index(ws, args.model)
     except ValueError as e:
-        raise CLIError(str(e))
-    return {"model": args.model, "n": int(len(idx.ids_)), "backend": idx.backend_, "ef": idx.ef_,
-            "added": max(0, int(len(idx.ids_)) - int(before)), "seconds": round(time.perf_counter() - t0, 3),
+        raise CLIError(str(e)) from e
+    return {"model": args.model, "n": len(idx.ids_), "backend": idx.backend_, "ef": idx.ef_,
+            "added": max(0, len(idx.ids_) - int(before)), "seconds": round(time.perf_counter() - t0, 3),
             "path": str(index_dir(ws, args.model))}
 
 
@@ -305,7 +308,7 @@ def _export(args):
     try:
         return export(ws, args.model, args.out, fmt=args.format)
     except ValueError as e:
-        raise CLIError(str(e))
+        raise CLIError(str(e)) from e
 
 
 _export.configure = _export_configure
@@ -351,7 +354,7 @@ def _map(args):
                           gap_corrected=args.gap_corrected, n_neighbors=args.neighbors, min_dist=args.min_dist,
                           random_state=args.seed, progress=progress, use_cache=not args.refit)
     except ValueError as e:
-        raise CLIError(str(e))
+        raise CLIError(str(e)) from e
     out = map_to_json(res)
     X, _ = ws.vectors(args.model, ids=res.ids)
     out["modality_gap"] = modality_gap(X, res.modality, pair_positions(ws.items, res.ids))
@@ -409,11 +412,12 @@ def _search(args):
     k = _k_arg(args.k, 10)
     filters = _parse_filters(args.filter)
     ws = _read_ws(args)
-    term = args.text if args.text is not None else f"image:{args.image}" if args.image is not None else f"item:{args.item}"
+    term = (args.text if args.text is not None else f"image:{args.image}" if args.image is not None
+            else f"item:{args.item}")
     try:
         hits = search(ws, args.model, term, k=k, modality=args.modality, filter=filters)
     except (ModelLoadError, ValueError) as e:
-        raise CLIError(str(e))
+        raise CLIError(str(e)) from e
     return {"model": args.model, "query": term, "results": [h.to_dict() for h in hits]}
 
 
@@ -451,7 +455,7 @@ def _analogy(args):
             else:
                 ev = evaluate_analogies(args.model, args.eval, k=k, method=args.method)
         except (ModelLoadError, ValueError) as e:
-            raise CLIError(str(e))
+            raise CLIError(str(e)) from e
         if not ev.n:
             first = ev.skipped[0][1] if ev.skipped else "the set has no rows"
             raise CLIError(f"no row of {args.eval!r} could be evaluated ({len(ev.skipped)} skipped; {first})")
@@ -465,7 +469,7 @@ def _analogy(args):
         hits = analogy(ws, args.model, args.plus, args.minus, method=args.method, k=k,
                        modality=args.modality, filter=filters)
     except (ModelLoadError, ValueError) as e:
-        raise CLIError(str(e))
+        raise CLIError(str(e)) from e
     return {"model": args.model, "method": args.method, "plus": args.plus, "minus": args.minus,
             "results": [h.to_dict() for h in hits]}
 
@@ -503,12 +507,13 @@ def _quality(args):
             out["compare"] = compare_models(ws, args.model, args.compare, modality=args.modality, k=args.k,
                                             method=args.compare_method).to_dict()
     except ValueError as e:
-        raise CLIError(str(e))
+        raise CLIError(str(e)) from e
     return out
 
 
 _quality.configure = _quality_configure
-command("quality", "how good a model's space is: RankMe, alignment/uniformity, gap, hubness, retrieval, flags")(_quality)
+command("quality",
+        "how good a model's space is: RankMe, alignment/uniformity, gap, hubness, retrieval, flags")(_quality)
 
 
 # ---- demo ---------------------------------------------------------------------------------------
@@ -530,7 +535,7 @@ def _demo(args):
         ws = create_demo_workspace(args.workspace, n=args.n, seed=DEMO_SEED if args.seed is None else args.seed,
                                    model=args.model or None, progress=lambda stage, d, t: cb(d, t))
     except ModelLoadError as e:
-        raise CLIError(str(e))
+        raise CLIError(str(e)) from e
     info = ws.info()
     return {"path": str(ws.path), "items": info["items"], "by_modality": info["by_modality"],
             "models": info["models"]}
@@ -573,7 +578,7 @@ def _train(args):
     try:
         return train(cfg, args.out, resume=not args.no_resume, progress=prog)
     except (ValueError, FileNotFoundError) as e:
-        raise CLIError(str(e))
+        raise CLIError(str(e)) from e
 
 
 _train.configure = _train_configure
@@ -587,7 +592,8 @@ def _concepts_configure(p):
     p.add_argument("--k", type=int, default=8, help="number of concepts (default 8)")
     pred = p.add_mutually_exclusive_group()
     pred.add_argument("--label", metavar="COLUMN", help="metadata column whose values are the predictions to explain")
-    pred.add_argument("--prompts", nargs="+", metavar="P", help="explain the model's zero-shot choice among these texts")
+    pred.add_argument("--prompts", nargs="+", metavar="P",
+                      help="explain the model's zero-shot choice among these texts")
     p.add_argument("--template", action="append", metavar="T", dest="templates",
                    help="with --prompts: a prompt template with '{}' where the prompt goes (repeat it for an "
                         "ensemble, e.g. --template 'a photo of a {}.' --template 'a drawing of a {}.')")
@@ -641,7 +647,7 @@ def _concepts(args):
             with open(args.ids_from, encoding="utf-8") as f:
                 ids = [line.strip() for line in f if line.strip() and not line.startswith("#")]
         except OSError as e:
-            raise CLIError(f"cannot read --ids-from {args.ids_from!r} ({e.strerror or e})")
+            raise CLIError(f"cannot read --ids-from {args.ids_from!r} ({e.strerror or e})") from e
         if not ids:
             raise CLIError(f"--ids-from {args.ids_from!r} lists no ids (one id per line)")
     ws = _read_ws(args)
@@ -666,7 +672,7 @@ def _concepts(args):
                       temperature=args.temperature, random_state=args.seed, progress=progress,
                       use_cache=not args.refit)
     except (ModelLoadError, ValueError) as e:
-        raise CLIError(str(e))
+        raise CLIError(str(e)) from e
     return res.to_dict()
 
 
@@ -739,7 +745,7 @@ def _app(args):
     try:
         raise SystemExit(proc.wait())
     except KeyboardInterrupt:  # the server got the Ctrl-C too
-        raise SystemExit(proc.wait())
+        raise SystemExit(proc.wait()) from None
 
 
 _app.configure = _app_configure
@@ -796,10 +802,8 @@ def entry() -> None:
         atexit._run_exitfuncs()
     finally:
         for stream in (sys.stdout, sys.stderr):
-            try:
+            with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing more can be said
                 stream.flush()
-            except (OSError, ValueError):  # a closed pipe: nothing more can be said
-                pass
         os._exit(rc)
 
 
@@ -824,7 +828,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"jointscope {args.command}: interrupted; finished work is kept, run it again to resume",
               file=sys.stderr)
         return 1
-    except Exception as e:  # noqa: BLE001 - one line, not a traceback
+    except Exception as e:  # one line, not a traceback (that is logged, shown with -v)
         log.info("failure", exc_info=True)
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"jointscope {args.command}: failed: {type(e).__name__}: {msg} (rerun with -v for details)",

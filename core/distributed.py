@@ -27,9 +27,9 @@ import logging
 import os
 import time
 import warnings
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -414,7 +414,7 @@ def _frame_batches(df: pd.DataFrame, rows: int) -> Iterable[dict[str, np.ndarray
 def _import_ray():
     try:
         import ray
-        import ray.data  # noqa: F401
+        import ray.data
     except ImportError as e:
         raise RayNotInstalled("the Ray engine needs Ray Data: pip install '.[ray]' "
                               "(or pip install 'ray[data]'); or use --engine local") from e
@@ -431,7 +431,7 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, object_
     if ray.is_initialized():
         return ray, False
     address = address or os.environ.get("RAY_ADDRESS") or None
-    kw = dict(include_dashboard=False, log_to_driver=False, configure_logging=False, ignore_reinit_error=True)
+    kw = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False, "ignore_reinit_error": True}
     if address:
         ray.init(address=address, **kw)
     else:

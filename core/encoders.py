@@ -463,7 +463,8 @@ def _load_st(model_id: str, target: str, device: str) -> Encoder:
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError as e:
-        raise ModelLoadError(f"{model_id}: sentence-transformers is missing; run `pip install sentence-transformers`") from e
+        raise ModelLoadError(f"{model_id}: sentence-transformers is missing; "
+                             "run `pip install sentence-transformers`") from e
     try:  # no per-tensor progress bar on stderr for every load
         from transformers.utils import logging as hf_logging
 

@@ -30,7 +30,8 @@ def safe_csv_bytes(df: pd.DataFrame) -> bytes:
     out = df.copy()
     for col in out.columns:
         if pd.api.types.is_object_dtype(out[col]) or pd.api.types.is_string_dtype(out[col]):
-            out[col] = out[col].map(lambda v: v if v is None or (isinstance(v, float) and np.isnan(v)) else safe_cell(v))
+            out[col] = out[col].map(
+                lambda v: v if v is None or (isinstance(v, float) and np.isnan(v)) else safe_cell(v))
     return out.to_csv(index=False).encode("utf-8")
 
 
@@ -76,4 +77,4 @@ def export(ws, model: str, out_dir: str | Path, *, fmt: str = "parquet") -> dict
     else:
         raise ValueError(f"format must be 'parquet' or 'tsv'; got {fmt!r}")
     log.info("exported %d vectors of %s to %s", len(ids), model, path)
-    return {"path": str(path), "n": int(len(ids)), "format": fmt, "model": model}
+    return {"path": str(path), "n": len(ids), "format": fmt, "model": model}

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+
 import numpy as np
 
 from .storage import atomic_save_npy, atomic_write, atomic_write_json, remove_temp_files
@@ -50,7 +51,7 @@ class NeighborIndex:
         self.seed = seed
 
     # ---- fitting ---------------------------------------------------------------------------
-    def fit(self, X: np.ndarray, ids) -> "NeighborIndex":
+    def fit(self, X: np.ndarray, ids) -> NeighborIndex:
         """Index vectors ``X`` (n, d) with their ids (n,). Returns self."""
         if self.space not in SPACES:
             raise ValueError(f"space must be one of {SPACES}; got {self.space!r}")
@@ -70,7 +71,7 @@ class NeighborIndex:
             self._build_hnsw()
         return self
 
-    def add(self, X: np.ndarray, ids) -> "NeighborIndex":
+    def add(self, X: np.ndarray, ids) -> NeighborIndex:
         """Add new items (ids already present are ignored). Switches to hnswlib past the threshold."""
         self._require_fitted()
         X, ids = self._check(X, ids, dim=self.dim_)
@@ -167,14 +168,14 @@ class NeighborIndex:
             # streamed, not read whole: at 1M x 512 the graph file is 2 GB
             atomic_write(folder / "hnsw.bin", lambda f: _copy_file(tmp, f))
             tmp.unlink(missing_ok=True)
-        meta = {"format": 1, "space": self.space, "dim": self.dim_, "n": int(len(self.ids_)),
+        meta = {"format": 1, "space": self.space, "dim": self.dim_, "n": len(self.ids_),
                 "backend": self.backend_, "ef": self.ef_, "M": self.M, "ef_construction": self.ef_construction,
                 "exact_threshold": self.exact_threshold, "recall_target": self.recall_target, **(extra or {})}
         atomic_write_json(folder / "meta.json", meta)
         return folder
 
     @classmethod
-    def load(cls, folder: str | Path) -> "NeighborIndex":
+    def load(cls, folder: str | Path) -> NeighborIndex:
         folder = Path(folder)
         meta = json.loads((folder / "meta.json").read_text())
         self = cls(meta["space"], exact_threshold=meta["exact_threshold"], recall_target=meta["recall_target"],

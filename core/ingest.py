@@ -573,7 +573,8 @@ class _Expander:
             return
         self.stack.callback(zf.close)
         if _is_torch_checkpoint(zf.namelist()):
-            self.items.append((entry.source, f"a PyTorch checkpoint (pickle), not an archive of data: {_CHECKPOINT_HINT}"))
+            self.items.append(
+                (entry.source, f"a PyTorch checkpoint (pickle), not an archive of data: {_CHECKPOINT_HINT}"))
             return
         for member in _safe_members(zf, entry.source, self.limits, self.items):
             parts, info = member

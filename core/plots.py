@@ -341,7 +341,8 @@ def recall_figure(retrieval: dict, *, height: int = 240):
     import plotly.graph_objects as go
 
     traces = []
-    for key, name, col in (("image_to_text", "image → text", PALETTE[0]), ("text_to_image", "text → image", PALETTE[2])):
+    for key, name, col in (("image_to_text", "image → text", PALETTE[0]),
+                           ("text_to_image", "text → image", PALETTE[2])):
         rec = retrieval.get(key) or {}
         if rec:
             traces.append(go.Bar(x=list(rec), y=[float(v) for v in rec.values()], name=name, marker_color=col,

@@ -34,9 +34,9 @@ import re
 import threading
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -173,8 +173,7 @@ def _umap_place(knn_idx: np.ndarray, knn_dist: np.ndarray, fitted: np.ndarray, *
 
     _enable_jit_cache()
     from umap.layouts import optimize_layout_euclidean
-    from umap.umap_ import (compute_membership_strengths, init_graph_transform, make_epochs_per_sample,
-                            smooth_knn_dist)
+    from umap.umap_ import compute_membership_strengths, init_graph_transform, make_epochs_per_sample, smooth_knn_dist
 
     n_new, k = knn_idx.shape
     dists = np.ascontiguousarray(knn_dist, dtype=np.float32)
@@ -232,7 +231,7 @@ class Projector:
 
     # -- public --
     def fit(self, X: np.ndarray, *, modalities: Sequence[str] | None = None,
-            knn: tuple[np.ndarray, np.ndarray] | None = None, progress: ProgressFn | None = None) -> "Projector":
+            knn: tuple[np.ndarray, np.ndarray] | None = None, progress: ProgressFn | None = None) -> Projector:
         """Fit on ``X`` (n, d). ``modalities`` (n,) is required for gap correction. ``knn``: a
         precomputed cosine kNN graph of the rows (``(indices, distances)``, self first, at least
         ``n_neighbors`` columns) — e.g. :func:`knn_graph` over the workspace's neighbour index.
@@ -318,7 +317,7 @@ class Projector:
         return out
 
     @classmethod
-    def from_state(cls, params: dict, state: dict, X: np.ndarray) -> "Projector":
+    def from_state(cls, params: dict, state: dict, X: np.ndarray) -> Projector:
         """Rebuild a fitted projector from :meth:`state`, its parameters and the fitted rows ``X``."""
         self = cls(**params)
         self._validate()
@@ -346,7 +345,7 @@ class Projector:
             self.n_neighbors_ = min(self.n_neighbors, len(X) - 1)
         return self._attach_fitted_rows(X, state.get("modalities"))
 
-    def _attach_fitted_rows(self, X: np.ndarray, modalities) -> "Projector":
+    def _attach_fitted_rows(self, X: np.ndarray, modalities) -> Projector:
         if self.method == "umap":
             self._Z = self._prepare(X, modalities)
         if len(X) != len(self.embedding_):
@@ -709,14 +708,14 @@ def compute_map(ws, model: str, *, method: str = "umap", dim: int = 2, modalitie
     digest = _digest(ids.tolist())
     path = folder / f"{digest}.npz"
     meta = {"format": _FORMAT, "model": model, "params": params, "modalities": sorted(modalities) if modalities
-            else None, "n": int(len(ids)), "n_total": int(n_total), "trustworthiness": tw, "cache": cache,
+            else None, "n": len(ids), "n_total": int(n_total), "trustworthiness": tw, "cache": cache,
             "n_new": int(n_new), "seconds": time.perf_counter() - t0, "extra": {}}
     state = proj.state()
     state["embedding"] = coords
     with ws._lock():
         remove_temp_files(folder)  # left by a save that a crash interrupted (we hold the lock)
         _save_npz(path, {"ids": ids, "trust": trust, "meta": np.array(json.dumps(meta)), **state})
-        atomic_write_json(folder / "latest.json", {"file": path.name, "n": int(len(ids))})
+        atomic_write_json(folder / "latest.json", {"file": path.name, "n": len(ids)})
         for old_file in folder.glob("*.npz"):  # keep the latest map per parameter set
             if old_file.name != path.name:
                 old_file.unlink(missing_ok=True)
@@ -765,7 +764,7 @@ def place_in_map(ws, model: str, result: MapResult, ids: Sequence[str]) -> MapRe
     return replace(result, ids=np.concatenate([result.ids, new_ids]), coords=np.vstack([result.coords, coords]),
                    modality=np.concatenate([mod_fit, mod_new]),
                    trust=np.concatenate([result.trust, np.full(len(new_ids), np.nan, np.float32)]),
-                   extra={**result.extra, "placed": int(len(new_ids))})
+                   extra={**result.extra, "placed": len(new_ids)})
 
 
 def _workspace_knn(ws, model: str, ids: np.ndarray, X: np.ndarray, k: int, progress) -> tuple[np.ndarray, np.ndarray]:

@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -94,10 +94,10 @@ def rankme(X: np.ndarray, *, eps: float = 1e-7, max_rows: int | None = None, see
     s = np.linalg.svd(X, compute_uv=False)
     total = s.sum()
     if total <= 0:
-        return {"value": 1.0, "max": int(min(X.shape)), "n": int(len(X)), "singular_values": s}
+        return {"value": 1.0, "max": int(min(X.shape)), "n": len(X), "singular_values": s}
     p = s / total + eps
     value = float(np.exp(-np.sum(p * np.log(p))))
-    return {"value": value, "max": int(min(X.shape)), "n": int(len(X)), "singular_values": s}
+    return {"value": value, "max": int(min(X.shape)), "n": len(X), "singular_values": s}
 
 
 # ---- alignment and uniformity ------------------------------------------------------------------
@@ -165,7 +165,7 @@ def modality_separability(X: np.ndarray, modalities: Sequence[str], *, a: str = 
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     scores = cross_val_score(LogisticRegression(max_iter=1000), U[sel], y, cv=cv, scoring="accuracy")
     return {"accuracy": float(scores.mean()), "std": float(scores.std()), "chance": float(max(y.mean(), 1 - y.mean())),
-            "folds": int(folds), "n": int(len(sel))}
+            "folds": int(folds), "n": len(sel)}
 
 
 def modality_gap(X: np.ndarray, modalities: Sequence[str], pairs: np.ndarray | None = None, *,
@@ -183,7 +183,7 @@ def modality_gap(X: np.ndarray, modalities: Sequence[str], pairs: np.ndarray | N
     Xu = unit_rows(X)
     mods = np.asarray(list(modalities)).astype(str)
     ia, ib = np.flatnonzero(mods == a), np.flatnonzero(mods == b)
-    out = {"n_a": int(len(ia)), "n_b": int(len(ib)), "n_pairs": 0, "centroid_distance": None,
+    out = {"n_a": len(ia), "n_b": len(ib), "n_pairs": 0, "centroid_distance": None,
            "centroid_cosine": None, "pair_cosine": None, "random_pair_cosine": None, "a": a, "b": b,
            "separability": None}
     if not len(ia) or not len(ib):
@@ -200,7 +200,7 @@ def modality_gap(X: np.ndarray, modalities: Sequence[str], pairs: np.ndarray | N
         ok = (mods[pairs[:, 0]] == a) & (mods[pairs[:, 1]] == b)
         pairs = pairs[ok]
         if len(pairs):
-            out["n_pairs"] = int(len(pairs))
+            out["n_pairs"] = len(pairs)
             out["pair_cosine"] = float(np.mean(np.sum(Xu[pairs[:, 0]] * Xu[pairs[:, 1]], axis=1)))
     if separability:
         out["separability"] = modality_separability(Xu, mods, a=a, b=b, seed=seed)
@@ -369,7 +369,7 @@ def paired_retrieval(X: np.ndarray, modalities: Sequence[str], pairs: np.ndarray
         pairs = pairs[ok]
     ii, tt = np.flatnonzero(mods == "image"), np.flatnonzero(mods == "text")
     cols = ["image", "text", "cosine", "rank_i2t", "rank_t2i", "csls"]
-    summary = {"n_pairs": int(len(pairs)), "n_images": int(len(ii)), "n_texts": int(len(tt)),
+    summary = {"n_pairs": len(pairs), "n_images": len(ii), "n_texts": len(tt),
                "image_to_text": None, "text_to_image": None, "median_rank": None, "pair_cosine": None}
     if not len(pairs):
         return summary, pd.DataFrame({c: pd.Series(dtype=float) for c in cols})
@@ -544,7 +544,7 @@ def quality_analysis(ws, model: str, *, k: int = 10, sample: int = 10_000, seed:
     if len(ids) < 3:
         raise ValueError(f"quality needs at least 3 items with vectors for {model!r}; workspace "
                          f"{ws.name!r} has {len(ids)}")
-    if not 1 <= k:
+    if not k >= 1:
         raise ValueError(f"k must be >= 1; got {k}")
     ids = ids.astype(str)
     U = unit_rows(X)
@@ -618,13 +618,13 @@ def quality_analysis(ws, model: str, *, k: int = 10, sample: int = 10_000, seed:
                    "cosine": _f(r.cosine), "rank_i2t": int(r.rank_i2t), "rank_t2i": int(r.rank_t2i),
                    "noisy_score": _f(r.noisy_score)} for r in noisy_top.itertuples(index=False)]
     hub_json = {k_: v for k_, v in hub.items() if k_ not in ("n_k", "hubs")}
-    hub_json.update(n_hubs=int(len(hub["hubs"])),
+    hub_json.update(n_hubs=len(hub["hubs"]),
                     top=_item_records(items, ids[hubs_top], n_k=hub["n_k"][hubs_top]))
     if cross is not None:
         img_ids = ids[mods == "image"]
         ctop = cross["hubs"][:TOP]
         hub_json["cross_modal"] = {**{k_: v for k_, v in cross.items() if k_ not in ("n_k", "hubs")},
-                                   "n_hubs": int(len(cross["hubs"])),
+                                   "n_hubs": len(cross["hubs"]),
                                    "top": _item_records(items, img_ids[ctop], n_k=cross["n_k"][ctop])}
     else:
         hub_json["cross_modal"] = None
@@ -638,13 +638,14 @@ def quality_analysis(ws, model: str, *, k: int = 10, sample: int = 10_000, seed:
         "retrieval": retrieval,
         "flags": {"noisy_pair": int(frame["noisy_pair"].sum()), "noisy_pairs": int(pf["noisy"].sum()) if len(pf) else 0,
                   "hub": int(frame["hub"].sum()), "outlier": int(frame["outlier"].sum()),
-                  "thresholds": {"noisy_score": noisy_threshold, "hub_n_k": hub["threshold"], "lof": outlier_threshold}},
+                  "thresholds": {"noisy_score": noisy_threshold, "hub_n_k": hub["threshold"],
+                                 "lof": outlier_threshold}},
         "noisy_pairs": noisy_list,
         "outliers": _item_records(items, ids[out_top], lof=lof[out_top]),
         "uniformity_by_modality": uni_by,
         "model": model, "n": int(n), "dim": int(d),
         "by_modality": {m: int((mods == m).sum()) for m in present},
-        "k": int(kk), "alignment_alpha": 2, "uniformity_t": 2, "n_pairs": int(len(pairs)),
+        "k": int(kk), "alignment_alpha": 2, "uniformity_t": 2, "n_pairs": len(pairs),
         "seconds": 0.0,
     }
     report["seconds"] = round(time.perf_counter() - t0, 3)

@@ -4,13 +4,15 @@ A crash at any point leaves either the old file or the new one, never a half-wri
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import io
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -40,10 +42,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], A
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
     _fsync_dir(path.parent)
     return path

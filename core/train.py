@@ -14,10 +14,10 @@ import logging
 import math
 import shutil
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -380,7 +380,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,
         from .search import VOCABULARY_FILE
 
         atomic_write(out / VOCABULARY_FILE, lambda f: f.write(
-            ("# words of the procedural world this model was trained on\n" + "\n".join(world_vocabulary()) + "\n").encode()))
+            ("# words of the procedural world this model was trained on\n" + "\n".join(world_vocabulary())
+             + "\n").encode()))
     result = {"checkpoint": str(out / "open_clip_model.safetensors"), "steps": step, "resumed_from": resumed_from,
               "seconds": round(time.perf_counter() - t0, 1),
               "metrics": {"final_loss": float(np.mean(losses[-50:])) if losses else None, **metrics}}

@@ -71,7 +71,7 @@ class VectorStore:
         m = self.manifest()
         return None if m is None else str(m.get("dtype", "float32"))
 
-    def _view(self) -> "_StoreView":
+    def _view(self) -> _StoreView:
         """The ids of the committed shards and their memory-mapped vectors (re-read when the manifest changes)."""
         try:
             st = self.manifest_path.stat()
@@ -154,7 +154,7 @@ class VectorStore:
         if scale is not None:
             atomic_save_npy(self.path / f"{name}.scale.npy", scale)
         atomic_save_npy(self.path / f"{name}.ids.npy", ids)
-        m["shards"] = m["shards"] + [{"name": name, "n": int(len(ids))}]
+        m["shards"] = m["shards"] + [{"name": name, "n": len(ids)}]
         atomic_write_json(self.manifest_path, m)  # commit point
 
     def rewrite(self, *, dtype: str | None = None, shard_size: int = 262_144) -> dict:
@@ -184,12 +184,12 @@ class VectorStore:
             if scale is not None:
                 atomic_save_npy(self.path / f"{name}.scale.npy", scale)
             atomic_save_npy(self.path / f"{name}.ids.npy", view.ids[rows])
-            shards.append({"name": name, "n": int(len(rows))})
+            shards.append({"name": name, "n": len(rows)})
             nbytes += data.nbytes + (0 if scale is None else scale.nbytes)
         new = {**m, "dtype": dtype, "shards": shards}
         atomic_write_json(self.manifest_path, new)  # commit point
         self._remove_orphans(new)
-        return {"n": int(len(view.ids)), "shards": len(shards), "dtype": dtype, "bytes": int(nbytes)}
+        return {"n": len(view.ids), "shards": len(shards), "dtype": dtype, "bytes": int(nbytes)}
 
     def _remove_orphans(self, manifest: dict) -> None:
         remove_temp_files(self.path)  # temp files of writes that a crash interrupted (we hold the lock)
@@ -285,38 +285,38 @@ class _StoreView:
         return self._index.get_indexer(np.asarray(ids, dtype=object)).astype(np.int64)
 
     @classmethod
-    def empty(cls, dim: int, dtype: str) -> "_StoreView":
+    def empty(cls, dim: int, dtype: str) -> _StoreView:
         return cls(np.zeros((0,), dtype="U1"), np.zeros((0,), np.int64), np.zeros((1,), np.int64), [], dim)
 
     @classmethod
-    def open(cls, folder: Path, manifest: dict) -> "_StoreView":
+    def open(cls, folder: Path, manifest: dict) -> _StoreView:
         dim = int(manifest["dim"])
         shards, id_parts, sizes = [], [], []
         for sh in manifest["shards"]:
             X = np.load(folder / f"{sh['name']}.npy", mmap_mode="r")
-            I = np.load(folder / f"{sh['name']}.ids.npy", allow_pickle=False)
+            ids = np.load(folder / f"{sh['name']}.ids.npy", allow_pickle=False)
             scale = None
             if manifest.get("dtype") == "int8":
                 scale = np.load(folder / f"{sh['name']}.scale.npy", allow_pickle=False)
-            if len(X) != len(I) or (X.ndim != 2 or X.shape[1] != dim) and len(X):
+            if len(X) != len(ids) or ((X.ndim != 2 or X.shape[1] != dim) and len(X)):
                 raise ValueError(f"vector shard {sh['name']} in {str(folder)!r} is inconsistent: "
-                                 f"{X.shape} vectors, {len(I)} ids, dim {dim}")
+                                 f"{X.shape} vectors, {len(ids)} ids, dim {dim}")
             shards.append((X, scale))
-            id_parts.append(I)
-            sizes.append(len(I))
+            id_parts.append(ids)
+            sizes.append(len(ids))
         if not id_parts:
             return cls.empty(dim, manifest.get("dtype", "float32"))
         offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        I = np.concatenate(id_parts)
+        ids = np.concatenate(id_parts)
         # keep the last occurrence of each id (two writers may have stored the same item); hashing,
         # not sorting: 0.2 s for a million ids
         import pandas as pd
 
-        dup = pd.Index(I).duplicated(keep="last")
+        dup = pd.Index(ids).duplicated(keep="last")
         if not dup.any():
-            return cls(I, np.arange(len(I), dtype=np.int64), offsets, shards, dim)
+            return cls(ids, np.arange(len(ids), dtype=np.int64), offsets, shards, dim)
         keep = np.flatnonzero(~dup).astype(np.int64)
-        return cls(I[keep], keep, offsets, shards, dim)
+        return cls(ids[keep], keep, offsets, shards, dim)
 
     def take(self, rows: np.ndarray) -> np.ndarray:
         n = len(self.ids)

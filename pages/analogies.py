@@ -51,7 +51,7 @@ def _load_example(example: dict) -> None:
 
 def _append(which: str, item_id: str) -> None:
     ss = st.session_state
-    ss[which] = "\n".join(lines(ss.get(which, "")) + [f"item:{item_id}"])
+    ss[which] = "\n".join([*lines(ss.get(which, "")), f"item:{item_id}"])
 
 
 def _add_plus(item_id: str) -> None:
@@ -163,7 +163,8 @@ def results(ws, model: str, plus: list[str], minus: list[str], present: dict[str
                    icon=":material/difference:")
     table = hits_frame(ws, hits + base) if hits or base else None
     captions = ({} if table is None else
-                {i: str(t if isinstance(t, str) else s) for i, t, s in zip(table["id"], table["text"], table["source"])})
+                {i: str(t if isinstance(t, str) else s)
+                 for i, t, s in zip(table["id"], table["text"], table["source"])})
     left, right = st.columns(2, gap="large")
     with left:
         st.markdown(f"**Analogy · {method}**")
@@ -188,7 +189,7 @@ def evaluation(ws, model: str | None) -> None:
                "similarity to c alone.")
     sets = bundled_sets()
     r = st.columns([1.4, 1.6, 1.0, 1.0], vertical_alignment="bottom")
-    name = r[0].selectbox("Analogy set", list(sets) + [UPLOAD], key="eval_set",
+    name = r[0].selectbox("Analogy set", [*sets, UPLOAD], key="eval_set",
                           format_func=lambda n: n if n == UPLOAD else f"{n} (bundled)")
     if name == UPLOAD:
         f = st.file_uploader("Analogy CSV", type=["csv"], key="eval_upload")

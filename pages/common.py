@@ -316,7 +316,7 @@ def current() -> tuple[core.Workspace | None, str | None]:
         return None, st.session_state.get(MODEL)
 
 
-def open_workspace_and_model(purpose: str, *, hint: str = "") -> tuple["core.Workspace | None", str | None]:
+def open_workspace_and_model(purpose: str, *, hint: str = "") -> tuple[core.Workspace | None, str | None]:
     """The sidebar's (workspace, model), or (None, None) after one st.info saying what to choose.
 
     ``purpose`` completes "Choose a model in the sidebar …" (e.g. "to map its vectors"); ``hint`` is
@@ -586,7 +586,7 @@ def modality_gap(key: tuple, model: str) -> dict:
     ids = ids.astype(str)
     mods = items.drop_duplicates("id").set_index("id")["modality"].reindex(ids).fillna("row").to_numpy()
     out = _gap(X, mods, pair_positions(items, ids))
-    out["sampled"] = int(len(ids)) if len(ids) < ws.store(model).count() else None
+    out["sampled"] = len(ids) if len(ids) < ws.store(model).count() else None
     return out
 
 
@@ -840,10 +840,7 @@ def result_cards(hits: list[dict], *, key: str, captions: dict[str, str] | None 
                 else:
                     st.caption(f"**{rank}** · score **{hit['score']:.3f}** · {hit['modality']}")
                     st.markdown(plain(hit_caption(hit, captions), limit=160))
-                if len(actions) > 1:
-                    spots = st.columns(len(actions), gap="small")
-                else:
-                    spots = [st.container()] * len(actions)
+                spots = st.columns(len(actions), gap="small") if len(actions) > 1 else [st.container()] * len(actions)
                 for i, (spot, (label, fn, icon, helptext)) in enumerate(zip(spots, actions)):
                     spot.button(label, key=f"{key}_{i}_{hit['id']}", on_click=fn, args=(hit["id"],), icon=icon,
                                 type="tertiary", help=helptext)

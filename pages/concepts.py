@@ -38,7 +38,7 @@ def image_ids_for(items: pd.DataFrame, source: str, *, map_ids=None, column: str
                   value: str | None = None) -> list[str]:
     images = items[items["modality"] == "image"]
     if source == SRC_MAP:
-        want = set(str(i) for i in (map_ids or []))
+        want = {str(i) for i in (map_ids or [])}
         return [i for i in images["id"].astype(str) if i in want]
     if source == SRC_LABEL and column:
         return images.loc[images[column].astype(str) == str(value), "id"].astype(str).tolist()
@@ -69,7 +69,7 @@ def controls(ws, model: str, items: pd.DataFrame) -> dict | None:
     from core.search import default_vocabulary, naming_vocabulary
 
     meta = metadata_columns(items)
-    map_ids = [i for i in (st.session_state.get("search_ids") or [])]
+    map_ids = list(st.session_state.get("search_ids") or [])
     n_map = len(image_ids_for(items, SRC_MAP, map_ids=map_ids))
     r1 = st.columns([2, 1, 2])
     sources = [SRC_ALL] + ([SRC_MAP] if n_map else []) + ([SRC_LABEL] if meta else [])
@@ -105,7 +105,7 @@ def controls(ws, model: str, items: pd.DataFrame) -> dict | None:
         only = st.checkbox("Name with these words only", key="concepts_words_only",
                            help=f"The default vocabulary of {model} has {len(default_vocabulary(model))} words.")
         nb = n_blocks(c.get_encoder(model))
-        feature = st.selectbox("Patch features", ["joint"] + list(range(nb)), key="concepts_block",
+        feature = st.selectbox("Patch features", ["joint", *range(nb)], key="concepts_block",
                                format_func=lambda b: ("Joint space (last block, projected like the image vector)"
                                                       if b == "joint" else f"ViT tokens of block {b}"),
                                help="Concepts are found among these patch vectors. The joint space is where they "

@@ -134,7 +134,8 @@ def colour_values(ws, model, res, items, opt) -> tuple[object, str, dict]:
         col, scale = QUALITY_COLOURS[colour]
         with st.spinner("Measuring quality…"):
             flags = c.quality_flags(key, model).set_index("id")[col]
-        return flags.reindex(res.ids.astype(str)).to_numpy(np.float64), colour, {"categorical": False, "colorscale": scale}
+        return (flags.reindex(res.ids.astype(str)).to_numpy(np.float64), colour,
+                {"categorical": False, "colorscale": scale})
     if colour == COLOUR_CLUSTER:
         with st.spinner("Clustering…"):
             return c.kmeans_labels(key, model, path, opt["k"], res.ids), f"cluster (k={opt['k']})", {}
@@ -307,7 +308,7 @@ def selection_section(ws, items, selected_rows) -> None:
                                     for t in show["thumb"]]}, index=show.index)
     text_of = items.drop_duplicates("id").set_index("id")["text"]
     caption = show["text"].fillna(show["pair"].map(text_of))  # an image shows its caption
-    table = pd.concat([table, show[["modality"]], caption.rename("text"), show[["source"] + meta + ["id"]]], axis=1)
+    table = pd.concat([table, show[["modality"]], caption.rename("text"), show[["source", *meta, "id"]]], axis=1)
     st.dataframe(table, hide_index=True, key="selection_table", row_height=56,
                  column_config={"thumb": st.column_config.ImageColumn("thumb", width="small"),
                                 "text": st.column_config.TextColumn("caption / text", width="large")})

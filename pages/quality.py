@@ -257,7 +257,7 @@ def compare_section(ws, model: str) -> None:
                            f"to compare it with {model} item by item."))
         return
     r = st.columns([2, 1.2, 1.2], vertical_alignment="bottom")
-    other = r[0].selectbox("Model B", [NO_COMPARE] + others, key="quality_compare",
+    other = r[0].selectbox("Model B", [NO_COMPARE, *others], key="quality_compare",
                            help="Another model with vectors in this workspace; compared on the items both have.")
     if other == NO_COMPARE:
         st.caption("Choose a model to compare neighbourhoods (kNN overlap), whole spaces (linear CKA) and maps.")
@@ -267,7 +267,7 @@ def compare_section(ws, model: str) -> None:
     if not shared:
         st.warning(c.plain(f"{model} and {other} have no modality in common."), icon=":material/warning:")
         return
-    modality = r[1].selectbox("Items", ["all shared"] + shared, key="quality_compare_modality")
+    modality = r[1].selectbox("Items", ["all shared", *shared], key="quality_compare_modality")
     method = r[2].radio("Maps", ["UMAP", "PCA"], horizontal=True, key="quality_compare_method")
     with st.spinner(c.plain(f"Comparing {model} with {other}…")):
         cmp = c.model_comparison(key_a, key_b, model, other, None if modality == "all shared" else modality,
@@ -295,7 +295,8 @@ def compare_section(ws, model: str) -> None:
     rng = (0.0, float(df["displacement"].max()) or 1.0)
     with right:
         ma, mb = st.columns(2)
-        for col, name, x, y, key in ((ma, model, "ax", "ay", "quality_map_a"), (mb, other, "bx", "by", "quality_map_b")):
+        for col, name, x, y, key in ((ma, model, "ax", "ay", "quality_map_a"),
+                                     (mb, other, "bx", "by", "quality_map_b")):
             with col:
                 st.caption(c.plain(f"{name} ({cmp.method.upper()}, aligned)"))
                 fig = map_figure(df[[x, y]].to_numpy(), color=df["displacement"].to_numpy(), color_title="moved",
@@ -307,7 +308,8 @@ def compare_section(ws, model: str) -> None:
     moved = df.sort_values("displacement", ascending=False, kind="stable").head(20)
     st.dataframe(pd.DataFrame({"caption / text": [table["caption"].get(i) for i in moved["id"]],
                                "modality": moved["modality"].to_numpy(),
-                               "moved": moved["displacement"].to_numpy(), "kNN overlap": moved["knn_overlap"].to_numpy(),
+                               "moved": moved["displacement"].to_numpy(),
+                               "kNN overlap": moved["knn_overlap"].to_numpy(),
                                "id": moved["id"].to_numpy()}),
                  hide_index=True, key="quality_moved_table",
                  column_config={"moved": st.column_config.NumberColumn(format="%.2f"),

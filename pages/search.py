@@ -122,9 +122,9 @@ def result_controls(present: dict[str, int], meta: dict[str, list[str]]) -> tupl
     cols = st.columns([1.4, 1.0, 1.8, 1.2], vertical_alignment="bottom")
     modality = cols[0].radio("Results", options, key="search_modality", horizontal=True,
                              format_func=lambda m: c.MODALITY_PLURAL.get(m, m) if m != ALL else "all")
-    if ss.get("search_filter_col") not in [NO_FILTER] + list(meta):  # another workspace: start unfiltered
+    if ss.get("search_filter_col") not in [NO_FILTER, *meta]:  # another workspace: start unfiltered
         ss["search_filter_col"] = NO_FILTER
-    col = cols[1].selectbox("Filter by", [NO_FILTER] + list(meta), key="search_filter_col",
+    col = cols[1].selectbox("Filter by", [NO_FILTER, *meta], key="search_filter_col",
                             help="Keep only results whose metadata column has one of the chosen values.")
     filters: dict = {}
     if col != NO_FILTER:
@@ -215,7 +215,7 @@ def axes_section(ws, model: str, meta: dict[str, list[str]]) -> None:
     spec = ss.get(AXES)
     if not spec:
         return
-    colour = st.selectbox("Colour by", ["modality"] + list(meta), key="axes_colour")
+    colour = st.selectbox("Colour by", ["modality", *meta], key="axes_colour")
     with st.spinner("Placing the items on the axes…"):
         df = c.axes_frame(c.data_key(ws, model), model, tuple(spec["x"]), tuple(spec["y"]))
     hover = [f"{cap if isinstance(cap, str) else src}\n{mod}" for cap, src, mod
@@ -248,6 +248,5 @@ with c.guard():
             else:
                 with c.guard():
                     results_section(ws, model, terms, desc, modality, filters, k)
-            with st.expander("Text-defined axes", icon=":material/open_with:"):
-                with c.guard():
-                    axes_section(ws, model, meta)
+            with st.expander("Text-defined axes", icon=":material/open_with:"), c.guard():
+                axes_section(ws, model, meta)

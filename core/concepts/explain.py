@@ -18,9 +18,9 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -59,7 +59,7 @@ class Concept:
                 "prototypes": [{"item": i, "patch": int(j)} for i, j in self.prototypes]}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Concept":
+    def from_dict(cls, d: dict) -> Concept:
         return cls(int(d["id"]), list(d["names"]), [float(s) for s in d["name_scores"]], float(d["share"]),
                    int(d["images"]), [(str(p["item"]), int(p["patch"])) for p in d["prototypes"]])
 
@@ -251,8 +251,8 @@ def input_box(image_wh: tuple[int, int], box: tuple[float, float, float, float],
     ih, iw = input_size
     scale = max(iw / w, ih / h)
     ox, oy = (w * scale - iw) / 2, (h * scale - ih) / 2
-    l, t, r, b = box
-    return ((l * iw + ox) / scale, (t * ih + oy) / scale, (r * iw + ox) / scale, (b * ih + oy) / scale)
+    x0, y0, x1, y1 = box
+    return ((x0 * iw + ox) / scale, (y0 * ih + oy) / scale, (x1 * iw + ox) / scale, (y1 * ih + oy) / scale)
 
 
 def patch_crop(image, patch: int, grid: tuple[int, int], input_size: tuple[int, int], *, context: float = 0.5,
@@ -267,8 +267,8 @@ def patch_crop(image, patch: int, grid: tuple[int, int], input_size: tuple[int, 
     gh, gw = grid
     r, c = divmod(int(patch), gw)
     box = ((c - context) / gw, (r - context) / gh, (c + 1 + context) / gw, (r + 1 + context) / gh)
-    l, t, rr, b = input_box(im.size, box, input_size)
-    crop = im.crop((int(round(l)), int(round(t)), int(round(rr)), int(round(b))))
+    x0, y0, x1, y1 = input_box(im.size, box, input_size)
+    crop = im.crop((round(x0), round(y0), round(x1), round(y1)))
     return crop.resize((size, size), Image.Resampling.NEAREST)
 
 
@@ -281,8 +281,8 @@ def input_frame(image, input_size: tuple[int, int], *, size: int | None = None) 
 
     im = load_image(image)
     ih, iw = input_size
-    l, t, r, b = input_box(im.size, (0.0, 0.0, 1.0, 1.0), input_size)
-    im = im.resize((iw, ih), Image.Resampling.BICUBIC, box=(l, t, r, b))
+    box = input_box(im.size, (0.0, 0.0, 1.0, 1.0), input_size)
+    im = im.resize((iw, ih), Image.Resampling.BICUBIC, box=box)
     if size is not None:
         im = im.resize((size, size * ih // iw), Image.Resampling.NEAREST)
     return np.asarray(im, dtype=np.uint8)
@@ -370,9 +370,10 @@ def explain(ws, model: str, *, k: int = 8, ids: Sequence[str] | None = None, lab
     augmented view for the stability metric (0 skips it). ``space``: the patch features PACE is fitted on —
     ``"joint"`` (the last block's patch tokens projected into the joint space like the pooled output, the
     space the concepts are named in) or ``"tokens"`` (the residual stream after ``block``); default
-    ``"joint"``, or ``"tokens"`` when an earlier ``block`` is asked for. ``use_attention``: weight each patch by J times its CLS attention, as PACE does
-    (False: every patch counts once; θ is then the concepts' share of the image's patches, and does not move
-    with the attention of an augmented view). ``attention_smoothing``: σ in patches of a Gaussian blur of the
+    ``"joint"``, or ``"tokens"`` when an earlier ``block`` is asked for. ``use_attention``: weight each
+    patch by J times its CLS attention, as PACE does (False: every patch counts once; θ is then the
+    concepts' share of the image's patches, and does not move with the attention of an augmented view).
+    ``attention_smoothing``: σ in patches of a Gaussian blur of the
     attention over the patch grid before it weights the patches (:func:`~core.concepts.patches.smooth_attention`;
     0 = the raw attention as in the paper). ``temperature`` > 1 tempers the patch likelihood so that the
     Dirichlet prior gathers each image's patches in fewer concepts (sparser θ; see :class:`PACE`).

@@ -17,7 +17,7 @@ def sparsity(theta: np.ndarray, scale: float = 0.1) -> float:
     if T.ndim != 2 or T.size == 0:
         raise ValueError(f"theta must be (n_images, n_concepts); got shape {T.shape}")
     K = T.shape[1]
-    return float((T < scale / K).mean(1).mean())
+    return float((scale / K > T).mean(1).mean())
 
 
 def stability(theta: np.ndarray, theta_aug: np.ndarray) -> float:

@@ -36,7 +36,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -259,7 +259,7 @@ class PACE:
         """Fixed-point iterations of φ (M, J, K) and γ (M, K) for fixed μ, Σ, H."""
         from scipy.special import digamma
 
-        M, J, K = loglik.shape
+        _M, J, _K = loglik.shape
         alpha = self.alpha_
         data = W[:, :, None] * loglik / float(self.temperature)                # tempered log-likelihood
         if gamma is None:
@@ -283,7 +283,7 @@ class PACE:
         return (P - q) @ H.T
 
     def _m_step(self, Y: np.ndarray, W: np.ndarray, phi: np.ndarray, P: np.ndarray | None) -> None:
-        M, J, D = Y.shape
+        M, _J, D = Y.shape
         K = phi.shape[2]
         R = (phi * W[:, :, None]).reshape(-1, K)                               # (N, K)
         F = Y.reshape(-1, D).astype(np.float32)
@@ -362,7 +362,7 @@ class PACE:
         return True
 
     # ---- public API -----------------------------------------------------------------------------
-    def fit(self, patches, attention=None, predictions=None, *, progress: ProgressFn | None = None) -> "PACE":
+    def fit(self, patches, attention=None, predictions=None, *, progress: ProgressFn | None = None) -> PACE:
         """Fit on ``patches`` (M, J, d) with ``attention`` (M, J) (None: uniform) and the model's
         ``predictions`` (M, C) probabilities or (M,) integer labels (None: no prediction term).
 
@@ -372,7 +372,7 @@ class PACE:
         with _one_blas_thread():
             return self._fit(patches, attention, predictions, progress)
 
-    def _fit(self, patches, attention, predictions, progress) -> "PACE":
+    def _fit(self, patches, attention, predictions, progress) -> PACE:
         from sklearn.decomposition import PCA
 
         t0 = time.perf_counter()
@@ -512,7 +512,7 @@ class PACE:
         phi = self.phi_ if phi is None else np.asarray(phi)
         if phi.shape[:2] != Y.shape[:2]:
             raise ValueError(f"phi must match patches {Y.shape[:2]}; got {phi.shape[:2]}")
-        M, J, _ = Y.shape
+        _M, J, _ = Y.shape
         K = self.concepts_.shape[0]
         with _one_blas_thread():
             ll = self._log_density(Y).reshape(-1, K)

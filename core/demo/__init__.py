@@ -1,5 +1,6 @@
 """Demo data for Jointscope: a procedural world of captioned shape images."""
 
+from core.demo.workspace import DEMO_MODEL, DEMO_SEED, DEMO_WORKSPACE, create_demo_workspace, load_world_masks
 from core.demo.world import (
     BACKGROUNDS,
     COLOURS,
@@ -19,8 +20,6 @@ from core.demo.world import (
     sample_objects,
     world_vocabulary,
 )
-
-from core.demo.workspace import DEMO_MODEL, DEMO_SEED, DEMO_WORKSPACE, create_demo_workspace, load_world_masks
 
 __all__ = [
     "DEMO_MODEL",

@@ -31,8 +31,9 @@ import colorsys
 import functools
 import logging
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterator, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -481,10 +482,10 @@ def _coverage(p: _Placed, hi: int, size: int) -> tuple[int, int, np.ndarray]:
     """
     ss = _SUPERSAMPLE
     pad = 2.0
-    x0 = max(0, int(math.floor((p.cx - p.half_w - pad) / ss)))
-    y0 = max(0, int(math.floor((p.cy - p.half_h - pad) / ss)))
-    x1 = min(size, int(math.ceil((p.cx + p.half_w + pad) / ss)))
-    y1 = min(size, int(math.ceil((p.cy + p.half_h + pad) / ss)))
+    x0 = max(0, math.floor((p.cx - p.half_w - pad) / ss))
+    y0 = max(0, math.floor((p.cy - p.half_h - pad) / ss))
+    x1 = min(size, math.ceil((p.cx + p.half_w + pad) / ss))
+    y1 = min(size, math.ceil((p.cy + p.half_h + pad) / ss))
     w, h = (x1 - x0) * ss, (y1 - y0) * ss
     ox, oy = p.cx - x0 * ss, p.cy - y0 * ss
     canvas = Image.new("L", (w, h), 0)

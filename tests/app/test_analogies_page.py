@@ -53,7 +53,8 @@ def test_worked_example_beats_the_baseline(demo_home, items):
     assert (start["modality"], start["colour"], start["shape"]) == ("image", "red", "circle")
     # the analogy as written, then both galleries side by side
     md = texts(at.markdown)
-    assert "+ “a blue object”" in [s.replace("*", "") for s in md] and "− “a red object”" in [s.replace("*", "") for s in md]
+    plain = [s.replace("*", "") for s in md]
+    assert "+ “a blue object”" in plain and "− “a red object”" in plain
     assert any(s.startswith("**Analogy · 3CosAdd**") for s in md)
     assert any(s.startswith("**Baseline · nearest neighbours of world image") for s in md)
     ana, base = result_tables(at)
@@ -155,7 +156,8 @@ def test_uploaded_sets_report_bad_files_and_rows(demo_home, items):
     [err] = texts(at.error)
     assert "mine.csv" in err and "lacks column(s) d" in err
 
-    red = items[(items["modality"] == "image") & (items["colour"] == "red") & (items["shape"] == "circle")]["id"].iloc[0]
+    red_circles = (items["modality"] == "image") & (items["colour"] == "red") & (items["shape"] == "circle")
+    red = items[red_circles]["id"].iloc[0]
     csv = (f"a,b,c,d,category\na red object,a blue object,{red},colour=blue;shape=circle,swap\n"
            "a red object,a blue object,item:nope,colour=blue,swap\n"
            "a red object,a blue object,,colour=blue,swap\n").encode()
@@ -188,7 +190,7 @@ def test_text_only_model_and_empty_states(home):
     at.text_area(key="ana_plus").input("king\nwoman").run()
     at.text_area(key="ana_minus").input("man").run()
     assert not at.exception, at.exception
-    ana, base = result_tables(at)
+    ana, _base = result_tables(at)
     assert ana["text"].iloc[0] == "queen"
 
     core.Workspace(core.workspace_path("empty"))

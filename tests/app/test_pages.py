@@ -301,9 +301,10 @@ def test_pages_warn_when_the_model_weights_changed_under_the_vectors(home, fille
     """Vectors made with a checkpoint that has since been replaced (same model id): every page's header
     warns, until the Data page's "Embed everything again" re-embeds."""
     import streamlit as st
-    from helpers import write_tiny_clip
 
     from core.encoders import clear_encoder_cache
+
+    from helpers import write_tiny_clip
 
     folder = write_tiny_clip(home / "ckpt", seed=0)
     model = f"openclip-local:{folder}"

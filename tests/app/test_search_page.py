@@ -168,7 +168,7 @@ def test_custom_label_words(demo_home):
     at.text_area(key="search_vocab").input("circle, square\ntriangle").run()
     assert not at.exception, at.exception
     df = labels(at)
-    assert list(df["label"]) [0] == "square" and set(df["label"]) == {"circle", "square", "triangle"}
+    assert df["label"].iloc[0] == "square" and set(df["label"]) == {"circle", "square", "triangle"}
 
 
 def test_text_only_model_cannot_search_by_image(home):

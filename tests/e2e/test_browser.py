@@ -55,8 +55,8 @@ def test_create_workspace_upload_and_list(server, browser, tmp_path):
         expect(page.get_by_role("heading", name="Add items")).to_be_visible()
 
         page.get_by_test_id("stFileUploader").locator("input[type=file]").set_input_files(
-            [str(p) for p in files + [notes]])
-        for p in files + [notes]:
+            [str(p) for p in [*files, notes]])
+        for p in [*files, notes]:
             expect(page.get_by_role("button", name=f"Remove {p.name}")).to_be_visible()  # upload done
         page.get_by_role("button", name="Import", exact=True).click()
 

@@ -46,7 +46,8 @@ def stop_home(tmp_path_factory):
     model_dir.mkdir()
     torch.manual_seed(0)
     model = open_clip.CLIP(**MID_CFG["model_cfg"])
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(model_dir / "open_clip_model.safetensors"))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+              str(model_dir / "open_clip_model.safetensors"))
     (model_dir / "open_clip_config.json").write_text(json.dumps(MID_CFG))
     model_id = f"openclip-local:{model_dir}"
 
@@ -104,8 +105,8 @@ def test_stop_keeps_what_was_embedded_and_embed_continues(stop_server, browser):
         stopped = page.get_by_text(re.compile(r"^Embedding with openclip-local:.* was stopped: \d+ of \d+ items"))
         expect(stopped).to_be_visible()
         have, items = (int(v) for v in re.search(r"stopped: (\d+) of (\d+) items", stopped.inner_text()).groups())
-        assert items == total and 1 + 128 <= have < total, (have, items)
         ws = core.Workspace(home / "photos", create=False)
+        assert items == total and 1 + 128 <= have < total, (have, items, ws.store(model_id).count())
         assert ws.store(model_id).count() == have, "the page reports what is committed on disk"
         page.wait_for_timeout(500)
         page.screenshot(path=str(SHOT), full_page=True)

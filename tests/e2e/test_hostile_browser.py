@@ -14,6 +14,7 @@ import tomllib
 from pathlib import Path
 
 from hardening.corpus import CASES, uploadable
+
 from helpers import e2e_marks, make_png
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,8 +42,9 @@ def grid_rows(page, grid) -> list[tuple[str, ...]]:
     until the rendered rows have moved before reading them.
     """
     read = """g => [Number(g.querySelector('table').getAttribute('aria-rowcount')) - 1,
-                    [...g.querySelectorAll('tbody tr')].map(tr => [Number(tr.getAttribute('aria-rowindex')),
-                                                                  [...tr.querySelectorAll('td')].map(td => td.textContent)])]"""
+                    [...g.querySelectorAll('tbody tr')].map(tr => [
+                        Number(tr.getAttribute('aria-rowindex')),
+                        [...tr.querySelectorAll('td')].map(td => td.textContent)])]"""
     first_row = "g => g.querySelector('tbody tr')?.getAttribute('aria-rowindex')"
     rows: dict[int, tuple[str, ...]] = {}
     scroller = grid.locator(".dvn-scroller").first

@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from helpers import e2e_marks
-
 import core
+
+from helpers import e2e_marks
 
 SCREENSHOT = Path("/tmp/jointscope_map_page.png")
 

@@ -317,7 +317,8 @@ def _animated_gif(tag: str, n: int, size=(16, 16)) -> bytes:
 
 CASES.append(Case("gif_animated", "image", lambda f: [write(f / "animated.gif", _animated_gif("anim", 12))],
                   ("animated.gif",), (), lambda ws, folder: thumb_colour(RED)(ws, folder, "animated.gif")))
-CASES.append(Case("gif_2000_frames", "image", lambda f: [write(f / "many_frames.gif", _animated_gif("many", 2000, (8, 8)))],
+CASES.append(Case("gif_2000_frames", "image",
+                  lambda f: [write(f / "many_frames.gif", _animated_gif("many", 2000, (8, 8)))],
                   ("many_frames.gif",), (), lambda ws, folder: thumb_colour(RED)(ws, folder, "many_frames.gif")))
 
 # -- EXIF orientation: stored as uploaded, thumbnail and size upright
@@ -563,7 +564,8 @@ table_case("json_broken", "broken.json", lambda: '[{"caption": "unterminated', [
 table_case("json_deeply_nested", "deep.json", lambda: "[" * 100_000 + "]" * 100_000, [],
            [("deep.json", "nested too deeply")])
 table_case("jsonl_deeply_nested_line", "deep_line.jsonl",
-           lambda: '{"text": "shallow line one"}\n' + "[" * 100_000 + "]" * 100_000 + '\n{"text": "shallow line three"}\n',
+           lambda: ('{"text": "shallow line one"}\n' + "[" * 100_000 + "]" * 100_000
+                    + '\n{"text": "shallow line three"}\n'),
            ["deep_line.jsonl row 1", "deep_line.jsonl row 3"], [("deep_line.jsonl line 2", "nested too deeply")])
 table_case("json_mixed_items", "mixed_items.json",
            lambda: json.dumps([{"caption": "a fine day out"}, 3, "text", None, [1], {"caption": "a rainy day in"}]),
@@ -574,7 +576,8 @@ table_case("json_nested_value", "nested_value.json",
            lambda: '[{"caption": "kept caption one", "extra": ' + "[" * 900 + "]" * 900 + '},'
                    ' {"caption": "kept caption two", "extra": 1}]',
            ["nested_value.json row 1", "nested_value.json row 2"], [])
-table_case("jsonl_bad_lines", "lines.jsonl", lambda: '{"text": "one two three"}\n{oops\n[1, 2]\n\n{"text": "four five"}\n',
+table_case("jsonl_bad_lines", "lines.jsonl",
+           lambda: '{"text": "one two three"}\n{oops\n[1, 2]\n\n{"text": "four five"}\n',
            ["lines.jsonl row 1", "lines.jsonl row 5"],
            [("lines.jsonl line 2", "not valid JSON"), ("lines.jsonl line 3", "expected a JSON object")])
 table_case("parquet_corrupt", "corrupt.parquet", lambda: b"PAR1" + b"\x00garbage" * 50 + b"PAR1", [],
@@ -652,7 +655,8 @@ def _folder_symlinks(folder):
 CASES.append(Case("txt_binary", "text", lambda f: [write(f / "binary.txt", b"\x89PNG\r\n\x1a\n\xff\xfe" * 50),
                                                   write(f / "binary_ok.txt", "a readable line\n")],
                   ("binary_ok.txt line 1",), (("binary.txt", "not valid UTF-8"),)))
-CASES.append(Case("txt_huge_line", "text", lambda f: [write(f / "long_lines.txt", "short one\n" + "x" * 30_000 + "\nlast\n")],
+CASES.append(Case("txt_huge_line", "text",
+                  lambda f: [write(f / "long_lines.txt", "short one\n" + "x" * 30_000 + "\nlast\n")],
                   ("long_lines.txt line 1", "long_lines.txt line 3"),
                   (("long_lines.txt line 2", "30,000 characters, over the 20,000 limit"),)))
 CASES.append(Case("txt_whitespace_only", "text", lambda f: [write(f / "blank.txt", " \n\t\n\r\n"),
@@ -678,10 +682,12 @@ CASES.append(Case("html_in_file_name", "name", lambda f: [write(f / _HTML_NAME, 
 CASES.append(Case("html_in_member_name", "name",
                   lambda f: [write(f / "html_members.zip", zip_with({"<script>alert(1)</script>.png": img("html_mem"),
                                                                      "[x](javascript:alert(1)).txt": b"a line\n"}))],
-                  ("html_members.zip:<script>alert(1)</script>.png", "html_members.zip:[x](javascript:alert(1)).txt line 1"),
+                  ("html_members.zip:<script>alert(1)</script>.png",
+                   "html_members.zip:[x](javascript:alert(1)).txt line 1"),
                   ()))
 CASES.append(Case("control_chars_in_name", "name",
-                  lambda f: [write(f / "rtl\u202egnp.exe.png", img("rtl")), write(f / "tab\tand\nnewline.png", img("nl"))],
+                  lambda f: [write(f / "rtl\u202egnp.exe.png", img("rtl")),
+                             write(f / "tab\tand\nnewline.png", img("nl"))],
                   ("rtl\u202egnp.exe.png", "tab\tand\nnewline.png"), ()))
 
 

@@ -244,7 +244,7 @@ def job_index(ws_path: Path, data: Path, journal: str | None) -> None:
     from core.workspace import Workspace
 
     idx = workspace_index(Workspace(ws_path, create=False), MODEL)
-    _journal(journal, {"step": "index", "n": int(len(idx.ids_))})
+    _journal(journal, {"step": "index", "n": len(idx.ids_)})
 
 
 def _job_map(params: dict):
@@ -273,17 +273,17 @@ def preload() -> None:
     import open_clip  # noqa: F401
     import pandas  # noqa: F401
     import pyarrow.parquet  # noqa: F401
-    import sklearn.decomposition  # noqa: F401
-    import sklearn.manifold  # noqa: F401
+    import sklearn.decomposition
+    import sklearn.manifold
     import sklearn.neighbors  # noqa: F401
     import torch  # noqa: F401
     import umap  # noqa: F401
 
     import core
     import core.index
-    import core.ingest  # noqa: F401
-    import core.projection  # noqa: F401
-    import core.workspace  # noqa: F401
+    import core.ingest
+    import core.projection
+    import core.workspace
 
     core.index.NeighborIndex.__init__.__kwdefaults__["exact_threshold"] = INDEX_EXACT_THRESHOLD
     core.load_encoder(MODEL)

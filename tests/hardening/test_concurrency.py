@@ -80,7 +80,7 @@ def _writer(ws_path: str, data: str, w: int, barrier, out: str) -> None:
             r = ws.ingest([Path(data) / p for p in call["paths"]], texts=call["texts"])
             reports.append({"ingest": r.to_dict()})
             reports.append({"embed": ws.embed(MODEL, chunk_size=4, batch_size=4).to_dict()})
-        reports.append({"index": int(len(workspace_index(ws, MODEL).ids_))})
+        reports.append({"index": len(workspace_index(ws, MODEL).ids_)})
         reports.append({"map": int(compute_map(ws, MODEL, method="pca").n)})
         Path(out).write_text(json.dumps(reports))
     except BaseException:
@@ -180,7 +180,7 @@ def test_four_processes_create_ingest_embed_index_and_map_one_workspace(tmp_path
     got, _ = idx.query(X, k=1)
     assert (got[:, 0] == ids).mean() > 0.95
     for rep in reports:
-        assert [r["index"] for r in rep if "index" in r][0] <= len(expected)
+        assert next(r["index"] for r in rep if "index" in r) <= len(expected)
     maps = list((ws_path / "derived" / "maps").rglob("*.npz"))
     assert maps, "no writer saved its map"
     for f in maps:

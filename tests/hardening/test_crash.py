@@ -96,7 +96,7 @@ TEMPLATE = {"ingest": None, "embed": "ingest", "index": "index-start", "map-pca"
 # ---- harness client ------------------------------------------------------------------------------------
 class Harness:
     def __init__(self, log_path: Path):
-        self.log = open(log_path, "w+b")
+        self.log = open(log_path, "w+b")  # noqa: SIM115 - the server's stderr while it lives; closed in close()
         self.proc = subprocess.Popen([sys.executable, str(HARNESS)], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=self.log, cwd=HERE.parents[1])
         self._read(180)
@@ -252,7 +252,7 @@ def check_not_corrupt(ws_path: Path):
             assert X.shape == (sh["n"], m["dim"]) and ids.shape == (sh["n"],), f"shard {sh} of {manifest}"
             assert np.isfinite(X.astype(np.float32)).all()
             ids_all += ids.tolist()
-        X, vid = ws.vectors(m["model"])
+        X, _vid = ws.vectors(m["model"])
         assert X.shape == (len(set(ids_all) & item_ids), m["dim"])
     return ws
 
@@ -309,7 +309,7 @@ def check_committed(ws, job: str, journal: list, refs: dict) -> None:
             X, ids = ws.vectors(r["model"], ids=r["ids"])
             assert len(ids) == len(r["ids"]), f"committed vectors of {r['model']} lost"
             ref_ws = _ref_ws(refs, "embed" if r["model"] == H.MODEL else "ingest")
-            RX, rids = ref_ws.vectors(r["model"], ids=list(ids))
+            RX, _rids = ref_ws.vectors(r["model"], ids=list(ids))
             np.testing.assert_allclose(X, RX, atol=1e-5)
     if job == "index":
         check_index(ws, must_exist=any(r["step"] == "index" for r in journal))
@@ -431,9 +431,9 @@ def test_the_checks_catch_a_torn_commit(harness, refs, tmp_path):
     killed right after that manifest: they must report the workspace as corrupt."""
     events = harness.run("embed-manifest-first", _copy(refs["embed"]["start"], tmp_path / "count"),
                          refs["_data"], tmp_path / "wc")[1]
-    [(point, what)] = [(i, f"{k} {w}") for i, k, w in events if k == "renamed" and w.endswith("manifest.json")][:1]
+    [(point, _what)] = [(i, f"{k} {w}") for i, k, w in events if k == "renamed" and w.endswith("manifest.json")][:1]
     ws = _copy(refs["embed"]["start"], tmp_path / "ws")
-    answer, _, journal = harness.run("embed-manifest-first", ws, refs["_data"], tmp_path / "w", kill_at=point)
+    answer, _, _journal = harness.run("embed-manifest-first", ws, refs["_data"], tmp_path / "w", kill_at=point)
     assert answer["status"] == "killed"
     with pytest.raises((AssertionError, OSError, ValueError)) as caught:
         check_not_corrupt(ws)

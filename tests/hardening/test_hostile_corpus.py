@@ -21,14 +21,16 @@ from pathlib import Path
 
 import pytest
 from hardening.corpus import CASES, PICKLE_MARKER, uploadable
-from helpers import make_png
 
 import core
 from core.cli import main as cli_main
 
+from helpers import make_png
+
 ROOT = Path(__file__).resolve().parents[2]
 # What a workspace may hold: content-addressed files only, whatever the upload was called.
-STORED = re.compile(r"^(images/[0-9a-f]{2}/[0-9a-f]{16}\.(png|jpg|webp|gif|bmp|tiff)|thumbs/[0-9a-f]{2}/[0-9a-f]{16}\.webp)$")
+STORED = re.compile(r"^(images/[0-9a-f]{2}/[0-9a-f]{16}\.(png|jpg|webp|gif|bmp|tiff)"
+                    r"|thumbs/[0-9a-f]{2}/[0-9a-f]{16}\.webp)$")
 
 
 def test_corpus_is_large_and_unambiguous():
@@ -93,7 +95,8 @@ def test_case_through_the_cli(case, tmp_path):
 
 def good_files(folder: Path) -> list[Path]:
     """Good items uploaded alongside the whole corpus: two images and a caption table."""
-    imgs = [make_png(folder / "batch_good_red.png", (220, 30, 30)), make_png(folder / "batch_good_blue.png", (30, 30, 220))]
+    imgs = [make_png(folder / "batch_good_red.png", (220, 30, 30)),
+            make_png(folder / "batch_good_blue.png", (30, 30, 220))]
     table = folder / "batch_good.csv"
     table.write_text("caption,label\na batch caption that is fine,fine\nanother fine caption,fine\n", encoding="utf-8")
     return [*imgs, table]

@@ -30,6 +30,7 @@ import pandas as pd
 import pytest
 
 import core
+
 from helpers import stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -194,7 +195,7 @@ def test_uploaded_file_names_cannot_choose_where_files_land(tmp_path, monkeypatc
     assert sorted(items["source"]) == sorted(["escape_up.png", "escape_abs.png", "escape_win.png",
                                               "escape_mid.png", "inner.png"])
     for where in (tmp_path, tmp_path.parent, ROOT, Path("/tmp")):
-        assert not [p for p in where.glob("escape_*.png")], where
+        assert not list(where.glob("escape_*.png")), where
 
 
 # ---- checkpoints --------------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ def test_ingest_embed_info_export_roundtrip(capsys, tmp_path, tiny_clip_id):
     code, doc, _ = run_json(capsys, "ingest", str(ws), *map(str, imgs), "--json")
     assert (doc["added"], doc["skipped"]) == (0, 3)
 
-    code, doc, err = run_json(capsys, "embed", str(ws), "--model", tiny_clip_id, "--json")
+    code, doc, _err = run_json(capsys, "embed", str(ws), "--model", tiny_clip_id, "--json")
     assert code == 0 and doc["model"] == tiny_clip_id and doc["embedded"] == 5 and doc["cached"] == 0
     assert doc["seconds"] >= 0
     code, doc, _ = run_json(capsys, "embed", str(ws), "--model", tiny_clip_id, "--json")
@@ -72,7 +72,7 @@ def test_usage_error_exits_2(capsys):
     assert main(["embed", "--json"]) == 2
     assert main(["no-such-command"]) == 2
     assert main(["ingest", "somewhere", "--json"]) == 2  # nothing to ingest
-    out, err = capsys.readouterr()
+    out, _err = capsys.readouterr()
     assert out == ""
 
 

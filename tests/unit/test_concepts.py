@@ -8,10 +8,18 @@ import numpy as np
 import pytest
 import torch
 
-from core.concepts import (PACE, NotFittedError, NotViTError, extract_patches, faithfulness, project_tokens,
-                           recovery, sparsity, stability)
+from core.concepts import (
+    PACE,
+    NotFittedError,
+    NotViTError,
+    extract_patches,
+    faithfulness,
+    project_tokens,
+    recovery,
+    sparsity,
+    stability,
+)
 from core.concepts.groundtruth import color_dataset, patch_majority, world_pixel_colours
-
 
 # ---- a tiny Gaussian mixture with known parameters ----------------------------------------------
 TRUE_MEANS = np.array([[6.0, 0.0, 0.0, 0.0], [0.0, 6.0, 0.0, 0.0], [0.0, 0.0, 6.0, 0.0]])
@@ -65,7 +73,7 @@ def test_em_recovers_a_known_mixture(covariance):
 def test_isotropic_is_tied_with_full_shrinkage():
     """"isotropic" is the shrinkage-1 limit of "tied" (σ² = the pooled variance per dimension), fitted with
     the cheap diagonal arithmetic."""
-    X, z, _ = mixture(seed=2)
+    X, _z, _ = mixture(seed=2)
     iso = PACE(3, n_components=4, covariance="isotropic", random_state=0).fit(X)
     tied = PACE(3, n_components=4, covariance="tied", shrinkage=1.0, random_state=0).fit(X)
     assert np.allclose(iso.covariances_[:, 0], np.diagonal(tied.covariances_, axis1=1, axis2=2)[:, 0], rtol=1e-3)
@@ -75,7 +83,7 @@ def test_isotropic_is_tied_with_full_shrinkage():
 
 
 def test_several_starts_keep_the_best_scoring_fit():
-    X, z, _ = mixture(seed=4)
+    X, _z, _ = mixture(seed=4)
     one = PACE(3, n_components=4, covariance="tied", random_state=1, n_init=1).fit(X)
     many = PACE(3, n_components=4, covariance="tied", random_state=1, n_init=4).fit(X)
     assert len(many.init_scores_) == 4 and many.score_ == pytest.approx(many.init_scores_.max())
@@ -138,7 +146,7 @@ def test_empty_concept_is_relocated():
 
 
 def test_prediction_term_learns_weights_and_accepts_labels():
-    X, z, theta = mixture()
+    X, _z, theta = mixture()
     labels = theta.argmax(1)  # the "model" predicts the dominant concept
     pace = PACE(3, n_components=4, random_state=0).fit(X, None, labels)
     assert pace.coef_.shape == (3, 3)
@@ -193,7 +201,7 @@ def test_stability_by_hand():
     theta = np.array([[1.0, 0.0], [0.6, 0.8]])
     aug = np.array([[0.6, 0.8], [0.6, 0.8]])
     assert stability(theta, aug) == pytest.approx((np.hypot(0.4, 0.8) / 1.0 + 0.0) / 2)
-    with pytest.raises(ValueError, match="same|both"):
+    with pytest.raises(ValueError, match=r"same|both"):
         stability(theta, aug[:1])
 
 
@@ -277,7 +285,8 @@ def test_non_vit_tower_is_refused():
 
     rn = open_clip.CLIP(embed_dim=32, vision_cfg={"image_size": 32, "layers": [1, 1, 1, 1], "width": 16},
                         text_cfg={"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1})
-    with pytest.raises(NotViTError, match="concepts need a ViT image tower; openclip-local:tiny-resnet has ModifiedResNet"):
+    with pytest.raises(NotViTError,
+                       match="concepts need a ViT image tower; openclip-local:tiny-resnet has ModifiedResNet"):
         vit_tower(Fake(rn))
 
     class TextOnly:
@@ -420,14 +429,14 @@ def test_explain_reads_its_cache_and_checks_input(explained):
         explain(ws, "demo", label="colour", prompts=["a", "b"])
     with pytest.raises(ValueError, match="k must be"):
         explain(ws, "demo", k=0)
-    with pytest.raises(ValueError, match="cannot encode images|image tower"):
+    with pytest.raises(ValueError, match=r"cannot encode images|image tower"):
         explain(ws, "minilm", k=3)
 
 
 def test_cli_concepts_json(explained, tmp_path, capsys):
     from core.cli import main
 
-    ws, res, _ = explained
+    ws, _res, _ = explained
     ids = ws.items.loc[ws.items["modality"] == "image", "id"].tolist()[:30]
     f = tmp_path / "ids.txt"
     f.write_text("\n".join(ids) + "\n")
@@ -457,7 +466,7 @@ def test_prompt_templates_make_an_ensemble_per_prompt(explained, tmp_path, capsy
 
     ws, _, _ = explained
     ids = ws.items.loc[ws.items["modality"] == "image", "id"].tolist()[:40]
-    kw = dict(k=3, ids=ids, stability_sample=0, use_cache=False)
+    kw = {"k": 3, "ids": ids, "stability_sample": 0, "use_cache": False}
     words = list(COLOURS)
     templated = explain(ws, "demo", prompts=words, templates=["a {} object"], **kw)
     plain = explain(ws, "demo", prompts=[f"a {w} object" for w in words], **kw)
@@ -512,9 +521,7 @@ def test_demo_concepts_are_named_after_what_they_cover(explained):
     background in the patches, and each concept's first name is what its patches show."""
     from core.concepts import explain
     from core.concepts.groundtruth import patch_majority, world_pixel_colours
-    from core.demo import load_world_masks
-
-    from core.demo import COLOURS
+    from core.demo import COLOURS, load_world_masks
 
     ws, _, _ = explained
     res = explain(ws, "demo", k=9, stability_sample=0)

@@ -59,10 +59,10 @@ def test_demo_workspace_is_paired_embedded_and_idempotent(tmp_path):
     # captions are retrievable from their own images in the shared space
     X, ids = ws.vectors("demo")
     pos = {i: k for k, i in enumerate(ids)}
-    I = X[[pos[i] for i in imgs["id"]]]
+    V = X[[pos[i] for i in imgs["id"]]]
     T = X[[pos[i] for i in imgs["pair"]]]  # each image's own caption
-    top5 = np.argsort(-(I @ T.T), axis=1)[:, :5]
-    assert np.mean([i in top5[i] for i in range(len(I))]) >= 0.5
+    top5 = np.argsort(-(V @ T.T), axis=1)[:, :5]
+    assert np.mean([i in top5[i] for i in range(len(V))]) >= 0.5
     again = create_demo_workspace(tmp_path / "demo", n=30)
     assert len(again.items) == len(items)
 
@@ -117,7 +117,7 @@ def test_pattern_phase_paints_single_objects_and_hides_their_colour():
 
     data = WorldPairs(200, seed=3, image_size=64, p_two=0.35, workers=1)
     idx = np.arange(200)
-    imgs, caps = data.batch(idx)
+    imgs, _caps = data.batch(idx)
     assert not data._painted and imgs is not None
     data.pattern_p = 0.5
     imgs2, caps2 = data.batch(idx)

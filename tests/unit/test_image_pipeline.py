@@ -25,7 +25,8 @@ def photo(size=(640, 480), seed=0) -> Image.Image:
     """Smooth colour regions plus noise: decodes like a photo, not like a flat test card."""
     rng = np.random.default_rng(seed)
     small = Image.fromarray(rng.integers(0, 255, (6, 8, 3), dtype=np.uint8))
-    arr = np.asarray(small.resize(size, Image.BICUBIC), np.int16) + rng.normal(0, 5, (size[1], size[0], 1)).astype(np.int16)
+    noise = rng.normal(0, 5, (size[1], size[0], 1)).astype(np.int16)
+    arr = np.asarray(small.resize(size, Image.BICUBIC), np.int16) + noise
     return Image.fromarray(arr.clip(0, 255).astype(np.uint8))
 
 

@@ -115,7 +115,7 @@ def test_clear_errors():
         NeighborIndex("manhattan").fit(X, ids)
     bad = X.copy()
     bad[3, 2] = np.nan
-    with pytest.raises(ValueError, match="id3.*NaN"):
+    with pytest.raises(ValueError, match=r"id3.*NaN"):
         NeighborIndex().fit(bad, ids)
     with pytest.raises(ValueError, match="unique"):
         NeighborIndex().fit(X[:2], ["a", "a"])

@@ -444,7 +444,8 @@ def test_csv_in_folder_pairs_with_images_and_disk_lookup(tmp_path: Path) -> None
 
 def test_missing_referenced_image_keeps_text(tmp_path: Path) -> None:
     archive = write(tmp_path / "photos.zip", make_zip({"cats/a.png": image_bytes()}))
-    csv_path = write(tmp_path / "captions.csv", "filepath,title\ncats/a.png,a cat photo\ncats/x.png,another cat photo\n")
+    csv_path = write(tmp_path / "captions.csv",
+                     "filepath,title\ncats/a.png,a cat photo\ncats/x.png,another cat photo\n")
     res = scan([archive, csv_path])
     assert res.errors == [("captions.csv row 2", "image 'cats/x.png' not found in the upload")]
     assert [(c.modality, c.source, c.pair_key) for c in res.candidates] == [
@@ -455,7 +456,8 @@ def test_missing_referenced_image_keeps_text(tmp_path: Path) -> None:
 
 
 def test_ambiguous_basename_is_an_error(tmp_path: Path) -> None:
-    archive = write(tmp_path / "p.zip", make_zip({"train/a.png": image_bytes(seed=1), "val/a.png": image_bytes(seed=2)}))
+    archive = write(tmp_path / "p.zip",
+                    make_zip({"train/a.png": image_bytes(seed=1), "val/a.png": image_bytes(seed=2)}))
     csv_path = write(tmp_path / "c.csv", "filepath,title\na.png,which one is it\nval/a.png,the val one\n")
     res = scan([archive, csv_path])
     assert len(res.errors) == 1 and res.errors[0][0] == "c.csv row 1" and "matches 2 files" in res.errors[0][1]
@@ -526,14 +528,16 @@ def test_json_array_with_non_object_item(tmp_path: Path) -> None:
 def test_jsonl_bad_line_kept_others(tmp_path: Path) -> None:
     path = write(tmp_path / "d.jsonl", '{"text": "one two"}\n{oops\n\n{"text": "three four"}\n')
     res = scan([path])
-    assert [(c.source, c.text) for c in res.candidates] == [("d.jsonl row 1", "one two"), ("d.jsonl row 4", "three four")]
+    assert [(c.source, c.text) for c in res.candidates] == [("d.jsonl row 1", "one two"),
+                                                            ("d.jsonl row 4", "three four")]
     assert len(res.errors) == 1 and res.errors[0][0] == "d.jsonl line 2" and "not valid JSON" in res.errors[0][1]
 
 
 def test_xlsx_not_a_zip_and_valid_xlsx(tmp_path: Path) -> None:
     bad = write(tmp_path / "bad.xlsx", b"caption\nthis is csv text pretending\n")
     good = tmp_path / "good.xlsx"
-    pd.DataFrame({"caption": ["a sheep in a field", "a goat on a rock"], "score": [0.5, 1.5]}).to_excel(good, index=False)
+    pd.DataFrame({"caption": ["a sheep in a field", "a goat on a rock"],
+                  "score": [0.5, 1.5]}).to_excel(good, index=False)
     res = scan([bad, good])
     assert [c.text for c in res.candidates] == ["a sheep in a field", "a goat on a rock"]
     assert res.candidates[0].meta == {"score": 0.5}

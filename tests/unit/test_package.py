@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from core.cli import app_command, app_script, main
+
 from helpers import stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -119,7 +120,7 @@ def test_wheel_installs_and_runs(tmp_path):
             want.add(rel)  # every module of every subpackage: pyproject.toml lists the packages by name
         elif rel.startswith("assets/"):
             want.add("core/_assets/" + rel.removeprefix("assets/"))
-        elif rel == "app.py" or rel.startswith("pages/") and rel.endswith(".py"):
+        elif rel == "app.py" or (rel.startswith("pages/") and rel.endswith(".py")):
             want.add("core/_app/" + rel)
     assert "core/_assets/demo/open_clip_model.safetensors" in want
     assert sorted(want - names) == []

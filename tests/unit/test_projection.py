@@ -11,8 +11,15 @@ import pytest
 import core
 from core.cli import main
 from core.index import NeighborIndex, index_dir
-from core.projection import (NotFittedError, Projector, cached_map, compute_map, knn_graph, neighbour_overlap,
-                             sampled_trustworthiness)
+from core.projection import (
+    NotFittedError,
+    Projector,
+    cached_map,
+    compute_map,
+    knn_graph,
+    neighbour_overlap,
+    sampled_trustworthiness,
+)
 from core.quality import modality_gap, pair_positions
 
 
@@ -147,7 +154,7 @@ def test_demo_map_is_trustworthy_cached_and_reopened(demo_ws, umap_warm):
     res = compute_map(demo_ws, "demo")
     assert res.cache == "fit" and res.n == len(demo_ws.items)
     assert res.trustworthiness >= 0.9
-    assert res.trust.shape == (res.n,) and 0 <= res.trust.min() and res.trust.max() <= 1
+    assert res.trust.shape == (res.n,) and res.trust.min() >= 0 and res.trust.max() <= 1
     assert (index_dir(demo_ws, "demo") / "meta.json").is_file()  # the neighbour index was built and kept
     again = compute_map(core.Workspace(demo_ws.path, create=False), "demo")  # reopen: a new object
     assert again.cache == "hit"

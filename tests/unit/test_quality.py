@@ -213,7 +213,7 @@ def test_align_maps_and_knn_jaccard():
     th = np.pi / 6
     R = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
     for B in (3 * A @ R + [5, -2], A * [1, -1]):  # rotated, scaled, shifted; reflected
-        A1, B1, disp, disparity = q.align_maps(A, B)
+        _A1, _B1, disp, disparity = q.align_maps(A, B)
         assert disparity == pytest.approx(0.0, abs=1e-9) and disp.max() < 1e-6
     _, _, disp, disparity = q.align_maps(A, rng.normal(size=(80, 2)))
     assert disparity > 0.5 and disp.shape == (80,)

@@ -17,6 +17,7 @@ import pytest
 import core
 from core.cli import main
 from core.distributed import embed_manifest, embed_workspace
+
 from helpers import make_png
 
 MODEL = "demo"  # the bundled joint image-text model (128-d, loads in a fraction of a second)
@@ -179,6 +180,7 @@ def test_engines_refuse_to_add_to_vectors_the_model_no_longer_gives(ray_local, m
     """Weights replaced under the same local model id: the Ray engine (workspace or manifest) and the local
     manifest engine refuse new vectors like Workspace.embed does; --refresh on Ray embeds everything again."""
     from core.encoders import clear_encoder_cache
+
     from helpers import write_tiny_clip
 
     folder = write_tiny_clip(tmp_path / "ckpt", seed=0)
@@ -190,7 +192,7 @@ def test_engines_refuse_to_add_to_vectors_the_model_no_longer_gives(ray_local, m
     clear_encoder_cache()
     try:
         ws.ingest(image_files[2:3], texts=["blue"])
-        with pytest.raises(core.StaleVectorsError, match="no longer gives.*--refresh"):
+        with pytest.raises(core.StaleVectorsError, match=r"no longer gives.*--refresh"):
             embed_workspace(ws, model, engine="ray")
         for engine in ("ray", "local"):
             with pytest.raises(core.StaleVectorsError, match="no longer gives"):
@@ -199,7 +201,7 @@ def test_engines_refuse_to_add_to_vectors_the_model_no_longer_gives(ray_local, m
         assert main(["embed", str(ws.path), "--model", model, "--engine", "ray", "--refresh", "--json"]) == 0
         out = json.loads(capsys.readouterr().out)
         assert (out["embedded"], out["cached"]) == (5, 0)
-        X, ids = ws.vectors(model, ids=ws.items[ws.items.text == "red"]["id"].tolist())
+        X, _ids = ws.vectors(model, ids=ws.items[ws.items.text == "red"]["id"].tolist())
         np.testing.assert_allclose(X[0], core.load_encoder(model).encode_texts(["red"])[0], atol=1e-5)
     finally:
         clear_encoder_cache()

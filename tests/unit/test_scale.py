@@ -242,7 +242,7 @@ def test_place_in_map_adds_items_next_to_their_neighbours(tmp_path):
     ws = vector_workspace(tmp_path / "w", X, ids)
     res = compute_map(ws, MODEL, method="pca", max_points=m)
     outside = [i for i in ids[:200] if i not in set(res.ids)][:20]
-    more = place_in_map(ws, MODEL, res, outside + [res.ids[0], "not-an-item"])
+    more = place_in_map(ws, MODEL, res, [*outside, res.ids[0], "not-an-item"])
     assert more.n == m + len(outside) and more.extra["placed"] == len(outside)
     assert list(more.ids[m:]) == outside and np.isnan(more.trust[m:]).all()
     np.testing.assert_array_equal(more.coords[:m], res.coords)  # the map itself does not move

@@ -13,9 +13,22 @@ import core
 from core.cli import main
 from core.demo.world import COLOURS, SHAPES
 from core.encoders import ASSETS_DIR
-from core.search import (AnalogyEvaluation, Hit, analogy, analogy_scores, default_vocabulary, evaluate_analogies,
-                         label_clusters, load_analogy_set, parse_term, search, term_vectors, text_axes,
-                         vocabulary_vectors, zero_shot_labels)
+from core.search import (
+    AnalogyEvaluation,
+    Hit,
+    analogy,
+    analogy_scores,
+    default_vocabulary,
+    evaluate_analogies,
+    label_clusters,
+    load_analogy_set,
+    parse_term,
+    search,
+    term_vectors,
+    text_axes,
+    vocabulary_vectors,
+    zero_shot_labels,
+)
 
 from helpers import make_png
 
@@ -273,8 +286,11 @@ def test_text_axes_separate_colours_and_shapes(ws, items):
     assert list(df.columns) == ["id", "modality", "x", "y"] and (df["modality"] == "image").all()
     assert df["x"].between(-1, 1).all() and df["y"].between(-1, 1).all()
     meta = items.loc[df["id"]]
-    assert df["x"][meta["colour"].eq("red").to_numpy()].mean() > df["x"][meta["colour"].eq("blue").to_numpy()].mean() + 0.1
-    assert df["y"][meta["shape"].eq("circle").to_numpy()].mean() > df["y"][meta["shape"].eq("square").to_numpy()].mean() + 0.1
+    def mean(axis, column, value):
+        return df[axis][meta[column].eq(value).to_numpy()].mean()
+
+    assert mean("x", "colour", "red") > mean("x", "colour", "blue") + 0.1
+    assert mean("y", "shape", "circle") > mean("y", "shape", "square") + 0.1
     one = text_axes(ws, "demo", x=("a red object", "a blue object"), y=None, ids=df["id"].iloc[:3].tolist())
     assert list(one.columns) == ["id", "modality", "x"] and len(one) == 3
     with pytest.raises(ValueError, match="axis x must be a pair"):

@@ -163,7 +163,7 @@ def test_embed_is_incremental_and_aligned(tmp_path, image_files, tiny_clip_id):
     enc = core.load_encoder(tiny_clip_id)
     i = list(ids).index(ws.items[ws.items.text == "blue"]["id"].iloc[0])
     np.testing.assert_allclose(X[i], enc.encode_texts(["blue"])[0], atol=1e-5)
-    Xi, ids_i = ws.vectors(tiny_clip_id, modality="image")
+    _Xi, ids_i = ws.vectors(tiny_clip_id, modality="image")
     assert len(ids_i) == 3
 
 
@@ -172,6 +172,7 @@ def test_changed_weights_are_caught_before_two_spaces_mix(tmp_path, image_files,
     items refuses to mix old and new vectors; --refresh embeds everything again and drops derived caches."""
     from core.cli import main
     from core.encoders import clear_encoder_cache
+
     from helpers import write_tiny_clip
 
     folder = write_tiny_clip(tmp_path / "ckpt", seed=0)
@@ -193,7 +194,7 @@ def test_changed_weights_are_caught_before_two_spaces_mix(tmp_path, image_files,
         stale = ws.stale_vectors(model)
         assert stale is not None and stale["min_cosine"] < 0.99 and len(stale["items"]) == 4
         ws.ingest(image_files[2:], texts=["blue"])
-        with pytest.raises(core.StaleVectorsError, match="no longer gives.*--refresh"):
+        with pytest.raises(core.StaleVectorsError, match=r"no longer gives.*--refresh"):
             ws.embed(model)
         assert ws.models()[model]["n"] == 4, "nothing was added"
         assert main(["embed", str(ws.path), "--model", model, "--json"]) == 1
@@ -254,7 +255,7 @@ def test_half_written_shard_is_ignored(tmp_path, tiny_clip_id):
     ws.embed(tiny_clip_id)
     store = ws.store(tiny_clip_id)
     (store.path / "000099.npy").write_bytes(b"\x93NUMPY garbage")  # a crash before the manifest commit
-    X, ids = Workspace(tmp_path / "w").vectors(tiny_clip_id)
+    X, _ids = Workspace(tmp_path / "w").vectors(tiny_clip_id)
     assert X.shape == (2, 32)
     ws.ingest(texts=["c"])
     ws.embed(tiny_clip_id)
