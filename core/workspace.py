@@ -25,7 +25,7 @@ import re
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 from filelock import FileLock
 
+from .progress import Progress
 from .storage import atomic_write_bytes, atomic_write_json, atomic_write_parquet, read_json, remove_temp_files
 from .vectorstore import VectorStore
 
@@ -104,7 +105,7 @@ class EmbedReport:
                 "errors": [{"source": s, "reason": r} for s, r in self.errors]}
 
 
-EmbedProgress = Callable[[int, int], None]
+EmbedProgress = Progress  # the earlier name of the embedding progress callback
 
 
 @dataclass
@@ -223,7 +224,7 @@ class Workspace:
         return self.add_candidates(res.candidates, errors=res.errors)
 
     def add_candidates(self, candidates: Iterable, *, errors: Sequence[tuple[str, str]] = (),
-                       progress: Callable[[int, int], None] | None = None) -> IngestReport:
+                       progress: Progress | None = None) -> IngestReport:
         """Commit scanned candidates (see core.ingest.Candidate): ids, dedup, files, rows, vectors.
 
         ``progress(done, total)`` every 500 candidates and at the end (storing images and thumbnails is
@@ -563,7 +564,7 @@ class Workspace:
         if stale and store.count() and (encoder is not None or local_model_folder(model) is not None):
             self.check_vectors_current(model, encoder)
 
-    def embed(self, model: str, *, progress: EmbedProgress | None = None, device: str = "auto",
+    def embed(self, model: str, *, progress: Progress | None = None, device: str = "auto",
               batch_size: int | None = None, chunk_size: int = 1024, dtype: str | None = None,
               refresh: bool = False, reduced_decode: bool = True) -> EmbedReport:
         """Encode every item that has no vector for ``model`` yet (incremental).

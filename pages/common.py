@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import re
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,8 @@ import pandas as pd
 import streamlit as st
 
 import core
+from core.errors import one_line  # pages.common.one_line: the same function
+from core.images import IMAGE_EXTENSIONS
 
 log = logging.getLogger("jointscope.app")
 
@@ -55,21 +58,13 @@ def plain(text: object, limit: int = 300) -> str:
     return _MD_SPECIAL.sub(r"\\\1", s)
 
 
-def one_line(e: BaseException) -> str:
-    """The first line of an exception's message (never a traceback)."""
-    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    if isinstance(e, (FileNotFoundError, KeyError)) and msg.startswith(("'", '"')):
-        msg = msg.strip("'\"")
-    return msg
-
-
 def show_error(e: BaseException | str, *, where=None) -> None:
     """st.error with a one-line reason; the full traceback goes to the server log only."""
     if isinstance(e, BaseException):
         expected = isinstance(e, (ValueError, OSError, KeyError, core.ModelLoadError))
         log.log(logging.INFO if expected else logging.WARNING, "page error: %s", e,
                 exc_info=None if expected else e)
-        text = one_line(e)
+        text = one_line(e, limit=None)  # plain() below cuts it
     else:
         text = str(e)
     (where or st).error(plain(text, limit=500), icon=":material/error:")
@@ -83,6 +78,14 @@ def guard(where=None) -> Iterator[None]:
         yield
     except Exception as e:  # noqa: BLE001 - a page never shows a traceback
         show_error(e, where=where)
+
+
+@st.cache_resource(show_spinner=False)
+def embed_runs() -> dict[str, threading.Event]:
+    """Embedding runs of this server process that were interrupted: run id -> set once the run has let go
+    (committed what it encoded). Streamlit starts the next run of a page at once (fast reruns) while the
+    interrupted one still finishes its batch, so the next run waits for this before it reports."""
+    return {}
 
 
 # ---- workspaces ---------------------------------------------------------------------------------
@@ -660,7 +663,7 @@ def selected_ids(event) -> list[str]:
 
 
 # ---- search and analogies -----------------------------------------------------------------------
-IMAGE_TYPES = ["png", "jpg", "jpeg", "webp", "gif", "bmp", "tif", "tiff"]
+IMAGE_TYPES = [e.lstrip(".") for e in IMAGE_EXTENSIONS]  # st.file_uploader types: without the dot
 UPLOAD_DIR = Path(os.environ.get("TMPDIR", "/tmp")) / "jointscope-uploads"
 MODALITY_PLURAL = {"image": "images", "text": "texts", "row": "table rows"}
 
@@ -678,7 +681,7 @@ def can_encode(model: str | None, modality: str) -> bool:
 
 
 def upload_name(name: str) -> str:
-    """An uploaded file's own name, without any folder part."""
+    """An uploaded file's own name without any folder part (uploads never choose where they land)."""
     base = Path(str(name).replace("\\", "/")).name.strip()
     return base if base not in ("", ".", "..") else "upload"
 
@@ -702,7 +705,8 @@ def image_upload_term(file) -> str:
         with Image.open(io.BytesIO(data)) as im:
             load_image(im).load()
     except Exception as e:  # noqa: BLE001 - any unreadable upload ends here, named
-        why = one_line(e) if not isinstance(e, Image.UnidentifiedImageError) else "not an image PIL can read"
+        why = ("not an image PIL can read" if isinstance(e, Image.UnidentifiedImageError)
+               else one_line(e, limit=None))
         raise ValueError(f"{name} is not a readable image ({why})") from None
     path = UPLOAD_DIR / hashlib.sha256(data).hexdigest()[:20] / name
     if not path.is_file():  # a temp name of its own: two sessions may upload the same image at once

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import math
 import tempfile
+import threading
+import uuid
 from pathlib import Path
 
 import pandas as pd
@@ -13,24 +15,17 @@ from core.ingest import ROLES, TABLE_EXTS, inspect_table
 from core.workspace import ITEM_COLUMNS
 from pages import common as c
 
-IMAGE_TYPES = ["png", "jpg", "jpeg", "webp", "gif", "bmp", "tif", "tiff"]
 TABLE_TYPES = ["csv", "tsv", "parquet", "json", "jsonl", "xlsx"]
 OTHER_TYPES = ["zip", "txt"]
 PAGE_SIZE = 200
 
 
 # ---- helpers (pure or cached; no widgets) -------------------------------------------------------
-def safe_name(name: str) -> str:
-    """An uploaded file's own name without any folder part (uploads never choose where they land)."""
-    base = Path(str(name).replace("\\", "/")).name.strip()
-    return base if base not in ("", ".", "..") else "upload"
-
-
 def _write_uploads(files, folder: Path) -> list[Path]:
     """Write uploads into ``folder`` keeping their names; repeated names go to numbered subfolders."""
     out = []
     for f in files:
-        name = safe_name(f.name)
+        name = c.upload_name(f.name)
         target, n = folder / name, 1
         while target.exists():
             target, n = folder / f"dup{n}" / name, n + 1
@@ -44,7 +39,7 @@ def _write_uploads(files, folder: Path) -> list[Path]:
 def inspect_upload(file_id: str, name: str, _data: bytes) -> tuple[pd.DataFrame, dict]:
     """inspect_table on an uploaded table (written to a temp file under its own name)."""
     with tempfile.TemporaryDirectory(prefix="jointscope-inspect-") as tmp:
-        path = Path(tmp) / safe_name(name)
+        path = Path(tmp) / c.upload_name(name)
         path.write_bytes(_data)
         preview, roles = inspect_table(path, n_preview=20)
     return preview, dict(roles)
@@ -122,14 +117,14 @@ def add_section(ws) -> None:
     rnd = ss[c.UPLOAD_ROUND]
     files = st.file_uploader(
         "Files: images, ZIPs of images, tables (CSV, TSV, Parquet, JSON, JSONL, XLSX), .txt (one text per line)",
-        type=IMAGE_TYPES + TABLE_TYPES + OTHER_TYPES, accept_multiple_files=True, key=f"upload_{rnd}")
+        type=c.IMAGE_TYPES + TABLE_TYPES + OTHER_TYPES, accept_multiple_files=True, key=f"upload_{rnd}")
     pasted = st.text_area("Or paste texts, one item per line", key=f"paste_{rnd}", height=100)
 
     detected_roles: dict[str, dict] = {}
     edited_roles: dict[str, dict] = {}
-    tables = [f for f in files or [] if Path(safe_name(f.name)).suffix.lower().lstrip(".") in TABLE_EXTS]
+    tables = [f for f in files or [] if Path(c.upload_name(f.name)).suffix.lower().lstrip(".") in TABLE_EXTS]
     for f in tables:
-        with st.expander(c.plain(f"Columns of {safe_name(f.name)}"), expanded=True):
+        with st.expander(c.plain(f"Columns of {c.upload_name(f.name)}"), expanded=True):
             try:
                 preview, roles = inspect_upload(f.file_id, f.name, f.getvalue())
             except Exception as e:  # noqa: BLE001 - the import will report the same file as an error
@@ -221,9 +216,11 @@ def items_section(ws) -> None:
 
 def run_embedding(ws, model: str, refresh: bool) -> None:
     """Embed with a Stop button. Stop (or any other click) interrupts the run at its next progress update:
-    core commits what was encoded, and the next run of the page finds the run marked and says so."""
+    core commits what was encoded, and the next run of the page waits for that, then says how far it got."""
     ss = st.session_state
-    ss[c.EMBED_RUN] = {"workspace": ws.name, "model": model}
+    run_id = uuid.uuid4().hex
+    released = c.embed_runs().setdefault(run_id, threading.Event())
+    ss[c.EMBED_RUN] = {"workspace": ws.name, "model": model, "id": run_id}
     st.button("Stop embedding", key="embed_stop", icon=":material/stop_circle:",
               help="Stops after the current batch; what was embedded is kept and the next Embed continues from there.")
     bar = st.progress(0.0, text=c.plain(f"Loading {model}…"))
@@ -231,24 +228,34 @@ def run_embedding(ws, model: str, refresh: bool) -> None:
         rep = ws.embed(model, progress=c.make_progress(bar), refresh=refresh)
     except Exception as e:  # noqa: BLE001 - unknown id, missing weights, dimension clash
         ss[c.EMBED_RUN] = None
+        c.embed_runs().pop(run_id, None)
         bar.empty()
         c.show_error(e)
         return
+    finally:
+        released.set()
     ss[c.EMBED_RUN] = None
+    c.embed_runs().pop(run_id, None)
     bar.progress(1.0, text="done")
     ss[c.LAST_EMBED] = dict(rep.to_dict(), workspace=ws.name)
     st.rerun()  # the header, the counts and the models table were drawn before these vectors existed
 
 
 def stopped_run(ws) -> None:
-    """A run marked in the session but not running now was stopped: say how far it got (once)."""
+    """A run marked in the session but not running now was stopped: wait until it has committed what it
+    encoded (it finishes its batch first), then say how far it got (once)."""
     ss = st.session_state
     run = ss.get(c.EMBED_RUN)
     if not run or run.get("workspace") != ws.name:
         return
     ss[c.EMBED_RUN] = None
+    released = c.embed_runs().pop(run.get("id"), None)
+    if released is not None and not released.is_set():
+        with st.spinner("Stopping after the current batch…"):
+            released.wait(timeout=600)
     ss[c.LAST_EMBED] = {"workspace": ws.name, "model": run["model"], "stopped": True,
                         "have": ws.store(run["model"]).count(), "items": len(ws.items)}
+    st.rerun()  # the header above was drawn before the stopped run's last vectors were committed
 
 
 def embed_section(ws, model: str | None) -> None:

@@ -108,6 +108,8 @@ def test_stop_keeps_what_was_embedded_and_embed_continues(stop_server, browser):
         ws = core.Workspace(home / "photos", create=False)
         assert items == total and 1 + 128 <= have < total, (have, items, ws.store(model_id).count())
         assert ws.store(model_id).count() == have, "the page reports what is committed on disk"
+        expect(page.get_by_text(f"Workspace photos: {total} items (900 images, 1 text) · {have} vectors for "
+                                f"{model_id}", exact=False)).to_be_visible()  # the header too
         page.wait_for_timeout(500)
         page.screenshot(path=str(SHOT), full_page=True)
 
