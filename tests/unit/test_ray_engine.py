@@ -205,3 +205,32 @@ def test_engines_refuse_to_add_to_vectors_the_model_no_longer_gives(ray_local, m
         np.testing.assert_allclose(X[0], core.load_encoder(model).encode_texts(["red"])[0], atol=1e-5)
     finally:
         clear_encoder_cache()
+
+
+def test_ray_engine_gives_the_local_engines_vectors_for_photos(ray_local, tmp_path):
+    """Photo-sized JPEGs (reduced decoding, EXIF rotation, one unreadable file): both engines go through the
+    same image pipeline and give the same vectors, sizes and errors."""
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(5):
+        small = Image.fromarray(rng.integers(0, 255, (6, 8, 3), dtype=np.uint8)).resize((800, 600), Image.BICUBIC)
+        exif = Image.Exif()
+        exif[0x0112] = 6 if i % 2 else 1
+        small.save(folder / f"{i}.jpg", format="JPEG", quality=90, exif=exif.tobytes())
+    src = core.Workspace(tmp_path / "a")
+    src.ingest([folder])
+    broken = src.items.iloc[1]
+    (src.path / broken["image"]).write_bytes(b"\xff\xd8 not a jpeg any more")
+    shutil.copytree(src.path, tmp_path / "b")
+    other = core.Workspace(tmp_path / "b")
+    r_local = embed_workspace(src, MODEL, engine="local", batch_size=2)
+    r_ray = embed_workspace(other, MODEL, engine="ray", workers=2, batch_size=2)
+    assert r_local.embedded == r_ray.embedded == 4
+    assert [s for s, _ in r_local.errors] == [s for s, _ in r_ray.errors] == [broken["source"]]
+    Xa, ia = src.vectors(MODEL)
+    Xb, ib = other.vectors(MODEL)
+    assert list(ia) == list(ib) and broken["id"] not in set(ia)
+    np.testing.assert_allclose(Xa, Xb, atol=ATOL)
