@@ -243,14 +243,21 @@ def run_measured(args: list[str]) -> tuple[dict | None, float, float]:
     return (json.loads(proc.stdout) if proc.stdout.strip() else None), kb / 1024, secs
 
 
+def photo_workspace(work: Path, tag: str, bases: list[Path], n: int) -> tuple[Path, Path, dict, float, float]:
+    """A fresh workspace holding ``n`` photo files ingested by a measured ``jointscope ingest``:
+    (workspace, photo folder, ingest JSON, ingest peak RSS MB, ingest seconds)."""
+    files = many_photos(work / f"{tag}-photos-{n}", bases, n)
+    ws = work / f"{tag}-{n}"
+    shutil.rmtree(ws, ignore_errors=True)
+    rep, mb, secs = run_measured(["ingest", str(ws), str(files[0].parent), "--json"])
+    assert rep["added"] == n, rep
+    return ws, files[0].parent, rep, mb, secs
+
+
 def rss(work: Path, bases: list[Path], ns: list[int]) -> dict:
     out = {}
     for n in ns:
-        files = many_photos(work / f"photos-{n}", bases, n)
-        ws = work / f"rss-{n}"
-        shutil.rmtree(ws, ignore_errors=True)
-        rep, ingest_mb, ingest_s = run_measured(["ingest", str(ws), str(files[0].parent), "--json"])
-        assert rep["added"] == n, rep
+        ws, folder, _, ingest_mb, ingest_s = photo_workspace(work, "rss", bases, n)
         rep, mb, secs = run_measured(["embed", str(ws), "--model", "demo", "--json"])
         assert rep["embedded"] == n, rep
         row = {"n": n, "embed_peak_rss_mb": round(mb), "embed_s": round(secs, 1),
@@ -265,7 +272,7 @@ def rss(work: Path, bases: list[Path], ns: list[int]) -> dict:
             row["full_decode_peak_rss_mb"] = round(full_mb)
         out[str(n)] = row
         print(f"rss {n}: {row}", file=sys.stderr, flush=True)
-        shutil.rmtree(files[0].parent, ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)
     return out
 
 
@@ -305,10 +312,7 @@ class WorkerWatch:
 def ray_rss(work: Path, bases: list[Path], ns: list[int]) -> dict:
     out = {}
     for n in ns:
-        files = many_photos(work / f"ray-photos-{n}", bases, n)
-        ws = work / f"ray-{n}"
-        shutil.rmtree(ws, ignore_errors=True)
-        run_measured(["ingest", str(ws), str(files[0].parent), "--json"])
+        ws, folder, *_ = photo_workspace(work, "ray", bases, n)
         with WorkerWatch() as watch:
             rep, mb, secs = run_measured(["embed", str(ws), "--model", "demo", "--engine", "ray", "--json"])
         assert rep["embedded"] == n, rep
@@ -316,7 +320,7 @@ def ray_rss(work: Path, bases: list[Path], ns: list[int]) -> dict:
         out[str(n)] = {"n": n, "driver_peak_rss_mb": round(mb), "worker_peak_rss_mb": workers,
                        "workers": rep.get("workers"), "embed_s": round(secs, 1)}
         print(f"ray {n}: {out[str(n)]}", file=sys.stderr, flush=True)
-        shutil.rmtree(files[0].parent, ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)
     return out
 
 

@@ -55,6 +55,28 @@ def e2e_marks() -> list:
                                                              "(run `make chromium`)")]
 
 
+def wait_until_healthy(base: str, proc: subprocess.Popen, log, what: str, timeout: float = 60) -> None:
+    """Poll ``base``/_stcore/health until the server started by ``proc`` answers "ok"; fail the test with
+    the tail of its ``log`` (an open binary file) when it exits or ``timeout`` seconds pass."""
+    import time
+    import urllib.request
+
+    import pytest
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as r:
+                if r.status == 200 and r.read().decode().strip() == "ok":
+                    return
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            log.seek(0)
+            pytest.fail(f"{what} did not start (exit {proc.poll()}):\n{log.read().decode()[-3000:]}")
+        time.sleep(0.3)
+
+
 def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
     """Terminate a server started by a test; kill it if it does not exit in ``timeout`` seconds."""
     proc.terminate()

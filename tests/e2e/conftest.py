@@ -7,13 +7,11 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from helpers import CHROMIUM, CHROMIUM_ARGS, stop_process
+from helpers import CHROMIUM, CHROMIUM_ARGS, stop_process, wait_until_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,18 +35,7 @@ def streamlit_server(home: Path, log_path: Path):
              "--browser.gatherUsageStats", "false"],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as r:
-                        if r.status == 200:
-                            break
-                except OSError:
-                    pass
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    log.seek(0)
-                    pytest.fail(f"streamlit did not start (exit {proc.poll()}):\n{log.read().decode()[-3000:]}")
-                time.sleep(0.3)
+            wait_until_healthy(base, proc, log, "streamlit")
             yield base
         finally:
             stop_process(proc)

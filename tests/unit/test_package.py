@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 import tomllib
-import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import pytest
 
 from core.cli import app_command, app_script, main
 
-from helpers import stop_process
+from helpers import stop_process, wait_until_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -162,18 +161,7 @@ def test_wheel_installs_and_runs(tmp_path):
         proc = subprocess.Popen([sys.executable, "-m", "core", "app", "--port", str(port)], cwd=run_dir, env=env,
                                 stdout=log, stderr=subprocess.STDOUT)
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
-                        if r.read().decode().strip() == "ok":
-                            break
-                except OSError:
-                    pass
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    log.seek(0)
-                    pytest.fail(f"jointscope app did not start (exit {proc.poll()}):\n{log.read().decode()[-3000:]}")
-                time.sleep(0.3)
+            wait_until_healthy(f"http://127.0.0.1:{port}", proc, log, "jointscope app")
             cmdline = Path(f"/proc/{proc.pid}/cmdline")
             if cmdline.exists():  # Linux: `jointscope app` became the server, running the packaged app.py
                 assert str(site / "core" / "_app" / "app.py") in cmdline.read_bytes().decode().split("\0")
