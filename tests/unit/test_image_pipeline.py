@@ -227,3 +227,18 @@ def test_memory_does_not_grow_with_the_number_of_images(tiny_clip_id, tmp_path):
         assert got["embedded"] == n
         peaks[n] = got["kb"] / 1024
     assert peaks[120] - peaks[24] < 150, peaks
+
+
+def test_cli_embed_says_that_ctrl_c_keeps_the_work_and_full_decode_is_exact(tiny_clip_id, photos, tmp_path, capsys):
+    from core.cli import main
+
+    ws = core.Workspace(tmp_path / "ws")
+    ws.ingest([photos[0].parent])
+    assert main(["embed", str(ws.path), "--model", tiny_clip_id, "--full-decode", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["embedded"] == 7
+    assert "0/7 (Ctrl-C stops, a rerun continues)" in err
+    X, ids = ws.vectors(tiny_clip_id)
+    items = ws.items.set_index("id")
+    ref = plain(core.load_encoder(tiny_clip_id), [ws.abspath(items.loc[i, "image"]) for i in ids])
+    np.testing.assert_allclose(X, ref, atol=1e-5)
