@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .errors import one_line
+
 log = logging.getLogger("jointscope")
 
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], Any], str]] = {}
@@ -719,7 +721,7 @@ def app_command(host: str = "127.0.0.1", port: int = 8501) -> list[str]:
 def _app_configure(p):
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1, this computer only; 0.0.0.0 exposes the app to the "
-                        "network, see README \"Security\")")
+                        "network, see docs/security.md)")
     p.add_argument("--port", type=int, default=8501, help="port to serve on (default 8501)")
     p.epilog = ("Runs `streamlit run` on the packaged app.py, headless, without usage statistics, with the "
                 "settings of the project's .streamlit/config.toml. Workspaces are found under $JOINTSCOPE_HOME "
@@ -830,9 +832,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except Exception as e:  # one line, not a traceback (that is logged, shown with -v)
         log.info("failure", exc_info=True)
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        print(f"jointscope {args.command}: failed: {type(e).__name__}: {msg} (rerun with -v for details)",
-              file=sys.stderr)
+        print(f"jointscope {args.command}: failed: {type(e).__name__}: {one_line(e, limit=None)} "
+              "(rerun with -v for details)", file=sys.stderr)
         return 1
     if getattr(args, "json", False):
         sys.stdout.write(json.dumps(out, default=str) + "\n")

@@ -27,14 +27,16 @@ import logging
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from .errors import one_line
 from .images import read_image_bytes
+from .progress import Progress
 from .workspace import EmbedReport, Workspace, content_id
 
 log = logging.getLogger(__name__)
@@ -47,8 +49,6 @@ CHUNK_SIZE = 16_384          # items per committed vector shard
 MAX_TEXT_CHARS = 100_000
 _OUT_COLUMNS = ("id", "modality", "text", "image", "source", "pair", "width", "height", "status", "error",
                 "row_first")
-
-Progress = Callable[[int, int], None]
 
 
 class RayNotInstalled(ImportError):
@@ -156,7 +156,7 @@ class EmbedBatches:
                     if "://" in ref and not ref.startswith("file://"):
                         r["_bytes"] = data  # remote: read once; local files are read again when decoded
                 except Exception as e:  # noqa: BLE001 - one bad reference must not stop the run
-                    r.update(id=None, status="error", error=f"cannot read image ({_one_line(e)})")
+                    r.update(id=None, status="error", error=f"cannot read image ({one_line(e)})")
                 row_items.append(r)
             text = _str(batch[self.text_column][i]) if self.text_column else None
             if text is not None and text.strip():
@@ -235,11 +235,6 @@ def _str(v) -> str | None:
     if isinstance(v, bytes):
         return v.decode("utf-8", "replace")
     return str(v)
-
-
-def _one_line(e: BaseException) -> str:
-    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return msg[:200]
 
 
 # ---- the driver side: results -> workspace ------------------------------------------------------
@@ -402,12 +397,6 @@ def _local_manifest_batches(files: list[str], fmt: str, rows: int) -> Iterable[d
     for rb in pads.dataset(files, format=fmt_obj).to_batches(batch_size=rows):
         if rb.num_rows:
             yield {name: rb.column(i).to_numpy(zero_copy_only=False) for i, name in enumerate(rb.schema.names)}
-
-
-def _frame_batches(df: pd.DataFrame, rows: int) -> Iterable[dict[str, np.ndarray]]:
-    for start in range(0, len(df), rows):
-        part = df.iloc[start:start + rows]
-        yield {c: part[c].to_numpy(dtype=object) for c in part.columns}
 
 
 # ---- Ray -----------------------------------------------------------------------------------------

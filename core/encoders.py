@@ -1,6 +1,6 @@
 """Model registry and encoders.
 
-A model id names a family and a target (see DESIGN.md):
+A model id names a family and a target (see docs/models.md):
 
 - ``openclip:<arch>/<pretrained>`` any pair of ``open_clip.list_pretrained()`` (hub download, or cache)
 - ``openclip-local:<dir>``          a folder with ``open_clip_config.json`` + weights (safetensors preferred)
@@ -25,6 +25,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .errors import one_line
+from .progress import Progress
+
 if TYPE_CHECKING:
     import PIL.Image
 
@@ -32,8 +35,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ProgressFn = Callable[[int, int], None]
-"""progress(done, total) — called after each batch."""
+ProgressFn = Progress  # the earlier name; progress(done, total) after each batch
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # an installed wheel ships assets/ as core/_assets (pyproject.toml); a checkout keeps it beside core/
@@ -250,14 +252,14 @@ class Encoder:
     image_prefetch: int = 2  # batches decoded ahead of the one being encoded
 
     def encode_texts(self, texts: Sequence[str], *, batch_size: int | None = None,
-                     progress: ProgressFn | None = None) -> np.ndarray:
+                     progress: Progress | None = None) -> np.ndarray:
         """Texts -> (n, dim) float32, unit rows."""
         self._require("text")
         texts = [str(t) for t in texts]
         return self._run(texts, self._encode_text_batch, batch_size or self.text_batch_size, progress)
 
     def encode_images(self, images: Sequence, *, batch_size: int | None = None,
-                      progress: ProgressFn | None = None, reduced: bool = True) -> np.ndarray:
+                      progress: Progress | None = None, reduced: bool = True) -> np.ndarray:
         """PIL images, paths or bytes -> (n, dim) float32, unit rows.
 
         Runs :meth:`iter_encode_images` (bounded prefetch, reduced decoding unless ``reduced=False``);
@@ -275,7 +277,7 @@ class Encoder:
         return out
 
     def iter_encode_images(self, images: Sequence, *, batch_size: int | None = None,
-                           progress: ProgressFn | None = None, reduced: bool = True, prefetch: int | None = None,
+                           progress: Progress | None = None, reduced: bool = True, prefetch: int | None = None,
                            workers: int | None = None) -> Iterator[ImageBatch]:
         """Encode images batch by batch while the next ones are decoded (core.images): yields one
         :class:`core.images.ImageBatch` per batch, unreadable images reported in its ``errors`` by index.
@@ -316,7 +318,7 @@ class Encoder:
             have = ", ".join(self.modalities) or "none"
             raise ValueError(f"model {self.id!r} cannot encode {modality}s (it encodes: {have})")
 
-    def _run(self, seq, fn, batch_size: int, progress: ProgressFn | None) -> np.ndarray:
+    def _run(self, seq, fn, batch_size: int, progress: Progress | None) -> np.ndarray:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1; got {batch_size}")
         out = [np.zeros((0, self.dim), np.float32)]
@@ -428,7 +430,7 @@ def _load_openclip_hub(model_id: str, target: str, device: str) -> Encoder:
         tokenizer = open_clip.get_tokenizer(arch)
     except Exception as e:  # network, cache or config problems all end here
         raise ModelLoadError(
-            f"{model_id}: could not load ({type(e).__name__}: {str(e).splitlines()[0][:200]}). "
+            f"{model_id}: could not load ({type(e).__name__}: {one_line(e)}). "
             "Weights download from the Hugging Face hub on first use: connect to the network once, "
             "or download them elsewhere and use openclip-local:<dir>."
         ) from e
@@ -455,7 +457,7 @@ def _load_openclip_local(model_id: str, target: str, device: str) -> Encoder:
         tokenizer = open_clip.get_tokenizer(f"local-dir:{path}")
     except Exception as e:
         raise ModelLoadError(f"{model_id}: could not load the checkpoint in {str(path)!r} "
-                             f"({type(e).__name__}: {str(e).splitlines()[0][:300]})") from e
+                             f"({type(e).__name__}: {one_line(e, limit=300)})") from e
     return OpenCLIPEncoder(model_id, model, preprocess, tokenizer, device)
 
 
@@ -480,7 +482,7 @@ def _load_st(model_id: str, target: str, device: str) -> Encoder:
     except Exception as e:
         raise ModelLoadError(
             f"{model_id}: could not load sentence-transformers model {target!r} "
-            f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); give a local folder or connect to the network once"
+            f"({type(e).__name__}: {one_line(e)}); give a local folder or connect to the network once"
         ) from e
     return SentenceTransformerEncoder(model_id, model, device)
 

@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import one_line
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 
 
@@ -195,8 +197,7 @@ def read_reason(e: BaseException) -> str:
         return "not an image Pillow can read"
     if isinstance(e, Image.DecompressionBombError):
         return f"too many pixels ({e})"
-    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return f"{type(e).__name__}: {msg[:200]}"
+    return f"{type(e).__name__}: {one_line(e)}"
 
 
 def iter_prepared(sources: Sequence, prepare: Callable[[Any], Any], *, batch_size: int, prefetch: int = 2,

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import not_fitted_getattr
 from .storage import atomic_save_npy, atomic_write, atomic_write_json, remove_temp_files
 
 log = logging.getLogger(__name__)
@@ -24,8 +25,7 @@ log = logging.getLogger(__name__)
 SPACES = ("cosine", "ip", "l2")
 _EF_LADDER = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 
-class NotFittedError(RuntimeError):
-    pass
+__getattr__ = not_fitted_getattr(__name__)  # NotFittedError: scikit-learn's
 
 
 class NeighborIndex:
@@ -205,6 +205,8 @@ class NeighborIndex:
 
     def _require_fitted(self) -> None:
         if not hasattr(self, "ids_"):
+            from sklearn.exceptions import NotFittedError
+
             raise NotFittedError("this NeighborIndex is not fitted yet; call fit(X, ids) first")
 
     @staticmethod

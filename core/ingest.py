@@ -47,6 +47,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .images import IMAGE_EXTENSIONS
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -63,7 +65,7 @@ __all__ = [
     "inspect_table",
 ]
 
-IMAGE_EXTS = {"png", "jpg", "jpeg", "webp", "gif", "bmp", "tif", "tiff"}
+IMAGE_EXTS = {e.lstrip(".") for e in IMAGE_EXTENSIONS}
 TABLE_EXTS = {"csv", "tsv", "parquet", "json", "jsonl", "xlsx"}
 TEXT_EXTS = {"txt"}
 ROLES = ("text", "image", "vector", "numeric", "metadata", "ignore")

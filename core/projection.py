@@ -34,13 +34,15 @@ import re
 import threading
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .encoders import unit_rows
+from .errors import not_fitted_getattr
+from .progress import StageProgress
 from .storage import atomic_write, atomic_write_json, read_json, remove_temp_files
 
 log = logging.getLogger(__name__)
@@ -51,11 +53,7 @@ TRUST_SAMPLE = 2000  # points used for sklearn's trustworthiness (it is quadrati
 REFIT_SHARE = 0.5  # refit instead of placing new items when they exceed this share of the fitted ones
 _FORMAT = 1
 
-ProgressFn = Callable[[str, int, int], None]  # (stage, done, total)
-
-
-class NotFittedError(RuntimeError):
-    pass
+__getattr__ = not_fitted_getattr(__name__)  # NotFittedError: scikit-learn's
 
 
 # ---- numba warm-up -----------------------------------------------------------------------------
@@ -146,10 +144,19 @@ def knn_graph(X: np.ndarray, k: int, *, index=None) -> tuple[np.ndarray, np.ndar
     return pos.astype(np.int32), np.clip(1.0 - sim, 0.0, 2.0).astype(np.float32)
 
 
+def _umap_ab(min_dist: float) -> tuple[float, float]:
+    """``a``, ``b`` of UMAP's low-dimensional similarity ``1 / (1 + a·d^(2b))`` for spread 1 and ``min_dist``:
+    what ``umap.UMAP`` fits with the settings used here (its public ``find_ab_params``)."""
+    from umap.umap_ import find_ab_params
+
+    a, b = find_ab_params(1.0, min_dist)
+    return float(a), float(b)
+
+
 class _TqdmProgress(io.StringIO):
     """A file for tqdm (umap-learn's epoch loop reports through it) that forwards ``n/total``."""
 
-    def __init__(self, progress: ProgressFn, stage: str):
+    def __init__(self, progress: StageProgress, stage: str):
         super().__init__()
         self._progress, self._stage = progress, stage
 
@@ -231,7 +238,7 @@ class Projector:
 
     # -- public --
     def fit(self, X: np.ndarray, *, modalities: Sequence[str] | None = None,
-            knn: tuple[np.ndarray, np.ndarray] | None = None, progress: ProgressFn | None = None) -> Projector:
+            knn: tuple[np.ndarray, np.ndarray] | None = None, progress: StageProgress | None = None) -> Projector:
         """Fit on ``X`` (n, d). ``modalities`` (n,) is required for gap correction. ``knn``: a
         precomputed cosine kNN graph of the rows (``(indices, distances)``, self first, at least
         ``n_neighbors`` columns) — e.g. :func:`knn_graph` over the workspace's neighbour index.
@@ -339,9 +346,7 @@ class Projector:
             self.pca_ = pca
             self._Z = None
         else:
-            from umap.umap_ import find_ab_params
-
-            self.a_, self.b_ = (float(v) for v in find_ab_params(1.0, self.min_dist))
+            self.a_, self.b_ = _umap_ab(self.min_dist)
             self.n_neighbors_ = min(self.n_neighbors, len(X) - 1)
         return self._attach_fitted_rows(X, state.get("modalities"))
 
@@ -374,7 +379,7 @@ class Projector:
             warnings.filterwarnings("ignore", message=r".*overridden to 1 by setting random_state.*")
             emb = model.fit_transform(Z)
         self.embedding_ = np.asarray(emb, dtype=np.float32)
-        self.a_, self.b_ = float(model._a), float(model._b)
+        self.a_, self.b_ = _umap_ab(self.min_dist)  # the curve the layout was fitted with (spread 1)
         self.n_neighbors_ = k
 
     def _validate(self) -> None:
@@ -426,6 +431,8 @@ class Projector:
 
     def _require_fitted(self) -> None:
         if not hasattr(self, "embedding_"):
+            from sklearn.exceptions import NotFittedError
+
             raise NotFittedError("this Projector is not fitted yet; call fit(X) first")
 
 
@@ -592,9 +599,6 @@ def workspace_vectors(ws, model: str, modalities: Sequence[str] | None = None, m
     return X, ids, mod, n_total
 
 
-_workspace_vectors = workspace_vectors
-
-
 def cached_map(ws, model: str, *, method: str = "umap", dim: int = 2, modalities: Sequence[str] | None = None,
                gap_corrected: bool = False, n_neighbors: int = 15, min_dist: float = 0.1,
                random_state: int = 0, max_points: int | None = None) -> MapResult | None:
@@ -623,7 +627,7 @@ def cached_map(ws, model: str, *, method: str = "umap", dim: int = 2, modalities
 
 def compute_map(ws, model: str, *, method: str = "umap", dim: int = 2, modalities: Sequence[str] | None = None,
                 gap_corrected: bool = False, n_neighbors: int = 15, min_dist: float = 0.1, random_state: int = 0,
-                progress: ProgressFn | None = None, use_cache: bool = True,
+                progress: StageProgress | None = None, use_cache: bool = True,
                 max_points: int | None = None) -> MapResult:
     """A map of ``model``'s vectors in workspace ``ws`` (all items, or only ``modalities``).
 
@@ -647,7 +651,7 @@ def compute_map(ws, model: str, *, method: str = "umap", dim: int = 2, modalitie
         if hit is not None:
             _finish_commit(ws, hit.path, hit.n)
             return hit
-    X, ids, mod, n_total = _workspace_vectors(ws, model, modalities, max_points)
+    X, ids, mod, n_total = workspace_vectors(ws, model, modalities, max_points)
     params = _params(method, dim, gap_corrected, n_neighbors, min_dist, random_state,
                      max_points if n_total > len(ids) else None)
     folder = maps_dir(ws, model, params, modalities)
@@ -799,7 +803,7 @@ def _workspace_knn(ws, model: str, ids: np.ndarray, X: np.ndarray, k: int, progr
 
 
 def map_to_json(result: MapResult) -> dict:
-    """The CLI/JSON summary of a map (DESIGN.md keys first)."""
+    """The CLI/JSON summary of a map (the keys docs/cli.md lists for ``jointscope map`` first)."""
     return {"n": result.n, "n_total": result.n_total if result.n_total is not None else result.n,
             "method": result.method, "dim": result.dim, "seconds": round(result.seconds, 3),
             "trustworthiness": round(result.trustworthiness, 4), "path": str(result.path),

@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from .encoders import unit_rows
+from .progress import StageProgress
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,6 @@ OUTLIER_LOF = 1.5  # local outlier factor above which an item is flagged as an o
 MIN_PAIRS_FOR_FLAGS = 8  # median/MAD of fewer pair scores say nothing
 TOP = 10  # items listed per flag in the report
 
-ProgressFn = Callable[[str, int, int], None]  # (stage, done, total)
 
 
 def _f(x) -> float | None:
@@ -524,7 +524,7 @@ def _workspace_knn(ws, model: str, ids: np.ndarray, k: int) -> tuple[np.ndarray,
 
 def quality_analysis(ws, model: str, *, k: int = 10, sample: int = 10_000, seed: int = 0,
                      noisy_threshold: float = NOISY_Z, outlier_threshold: float = OUTLIER_LOF,
-                     hub_sigma: float = HUB_SIGMA, progress: ProgressFn | None = None) -> QualityAnalysis:
+                     hub_sigma: float = HUB_SIGMA, progress: StageProgress | None = None) -> QualityAnalysis:
     """Measure the quality of ``model``'s space in workspace ``ws`` (cosine geometry, unit rows).
 
     ``k``: neighbours for hubness, outliers and CSLS. ``sample``: at most this many items for RankMe,
@@ -658,9 +658,9 @@ def quality_analysis(ws, model: str, *, k: int = 10, sample: int = 10_000, seed:
 def quality_report(ws, model: str, *, k: int = 10, sample: int = 10_000, seed: int = 0, **kw) -> dict:
     """The JSON summary of :func:`quality_analysis` (``jointscope quality``'s output).
 
-    Keys, DESIGN.md's first: ``rankme`` ({value, max = min(n, d), ratio, by_modality}), ``alignment``
-    (image–caption pairs, alpha = 2; None without pairs), ``uniformity`` (all items, t = 2),
-    ``modality_gap`` (:func:`modality_gap` with separability), ``hubness`` ({k, skewness, n_hubs,
+    Keys, those docs/cli.md lists for ``jointscope quality`` first: ``rankme`` ({value, max = min(n, d),
+    ratio, by_modality}), ``alignment`` (image–caption pairs, alpha = 2; None without pairs), ``uniformity``
+    (all items, t = 2), ``modality_gap`` (:func:`modality_gap` with separability), ``hubness`` ({k, skewness, n_hubs,
     top, cross_modal, ...}), then ``retrieval`` (recall@1/5/10 both ways), ``flags`` (counts and
     thresholds), ``noisy_pairs`` / ``outliers`` (top items with ids, text and source),
     ``uniformity_by_modality``, ``model, n, dim, by_modality, k, n_pairs, seconds``.
@@ -711,7 +711,7 @@ class ModelComparison:
 
 
 def compare_models(ws, model_a: str, model_b: str, *, modality: str | Sequence[str] | None = None, k: int = 10,
-                   method: str = "umap", seed: int = 0, progress: ProgressFn | None = None) -> ModelComparison:
+                   method: str = "umap", seed: int = 0, progress: StageProgress | None = None) -> ModelComparison:
     """Compare two models' spaces on the items both have vectors for (optionally one modality).
 
     * kNN overlap: per item, the Jaccard overlap of its k nearest neighbours (cosine, among the

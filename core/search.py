@@ -3,7 +3,7 @@ text-defined axes and zero-shot labels.
 
 Terms
 -----
-A *term* names a vector in a model's space (DESIGN.md):
+A *term* names a vector in a model's space (docs/search.md):
 
 - ``"a red circle"``      a text, encoded with the model;
 - ``"item:<id>"``         an item of the workspace, its stored vector;
@@ -50,6 +50,7 @@ import numpy as np
 import pandas as pd
 
 from .encoders import unit_rows
+from .errors import one_line
 
 if TYPE_CHECKING:  # pragma: no cover
     from .encoders import Encoder
@@ -455,7 +456,7 @@ def load_analogy_set(source: str | Path | bytes | pd.DataFrame | Sequence[Mappin
             df = pd.read_csv(io.BytesIO(bytes(source)), dtype=str, keep_default_na=False, skipinitialspace=True)
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
             raise ValueError(f"analogy set {label!r} is not a readable CSV "
-                             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+                             f"({type(e).__name__}: {one_line(e, limit=None)})") from None
         where = repr(label)
     elif isinstance(source, (str, Path)):
         path = Path(source).expanduser()
@@ -465,7 +466,7 @@ def load_analogy_set(source: str | Path | bytes | pd.DataFrame | Sequence[Mappin
             raise ValueError(f"analogy set {str(path)!r} does not exist") from None
         except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
             raise ValueError(f"analogy set {str(path)!r} is not a readable CSV "
-                             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+                             f"({type(e).__name__}: {one_line(e, limit=None)})") from None
         where = repr(str(path))
     else:
         df = pd.DataFrame(source) if not isinstance(source, pd.DataFrame) else source.copy()

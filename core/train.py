@@ -14,7 +14,6 @@ import logging
 import math
 import shutil
 import time
-from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .encoders import ASSETS_DIR
+from .progress import StepProgress
 from .storage import atomic_write, atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,6 @@ class TrainConfig:
     extra: dict = field(default_factory=dict)
 
 
-ProgressFn = Callable[[dict], None]
 
 # settings that do not change what is learned up to a step: a run may resume with other values
 _NOT_RECIPE = ("steps", "ckpt_every", "eval_every", "threads", "workers")
@@ -252,7 +251,7 @@ def _load_weights(model, path: Path) -> None:
 
 
 def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,
-          progress: ProgressFn | None = None, evaluate: bool = True) -> dict:
+          progress: StepProgress | None = None, evaluate: bool = True) -> dict:
     """Run (or resume) training; writes an openclip-local folder to ``out_dir``.
 
     Returns ``{checkpoint, steps, seconds, metrics}``.

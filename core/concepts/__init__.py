@@ -5,12 +5,14 @@ Heavy imports (torch, open_clip, scikit-learn) happen inside the functions that 
 """
 from __future__ import annotations
 
+from ..errors import not_fitted_getattr
 from .explain import Concept, ConceptsResult, explain, input_frame, name_concepts, patch_crop, zero_shot
 from .metrics import augmentation, faithfulness, recovery, sparsity, stability
-from .pace import PACE, NotFittedError
+from .pace import PACE
 from .patches import NotViTError, PatchData, extract_patches, project_tokens, workspace_patches
 
 explain_concepts = explain
+__getattr__ = not_fitted_getattr(__name__)  # NotFittedError: scikit-learn's
 
 __all__ = [
     "PACE",

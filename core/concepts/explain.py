@@ -18,7 +18,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,11 +26,11 @@ import numpy as np
 import pandas as pd
 
 from ..encoders import unit_rows
+from ..progress import StageProgress
 from .pace import PACE
 
 log = logging.getLogger(__name__)
 
-StageProgress = Callable[[str, int, int], None]
 RESULT_FORMAT = 3
 SPACES = ("joint", "tokens")
 MISSING_LABEL = "(missing)"

@@ -20,7 +20,7 @@ M-step: μ_k, Σ_k are the w·φ-weighted moments (Σ_k diagonal, or full with s
 identity; both floored by ``reg_covar`` times the mean variance), H takes ``h_steps`` gradient steps on
 Σ_m ỹ_mᵀ log softmax(Hᵀ φ̄_m) − ½ h_l2 ‖H‖².
 
-Choices (see also PACE.md):
+Choices (docs/concepts.md describes the method and its measurements):
 
 - the attention weight multiplies the whole Gaussian log-density (log-determinant included): the patch
   likelihood is counted w_mj times, as the generative story says. Weighting only the Mahalanobis term
@@ -36,18 +36,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable
 
 import numpy as np
 
+from ..errors import not_fitted_getattr
+from ..progress import Progress
+
 log = logging.getLogger(__name__)
 
-ProgressFn = Callable[[int, int], None]
 COVARIANCES = ("isotropic", "tied", "full", "diag")
 
 
-class NotFittedError(RuntimeError):
-    """A PACE model was used before ``fit``."""
+__getattr__ = not_fitted_getattr(__name__)  # NotFittedError (a PACE model used before ``fit``): scikit-learn's
 
 
 def _one_blas_thread():
@@ -213,6 +213,8 @@ class PACE:
 
     def _require_fitted(self) -> None:
         if not hasattr(self, "concepts_"):
+            from sklearn.exceptions import NotFittedError
+
             raise NotFittedError("this PACE model is not fitted yet; call fit(patches, attention) first")
 
     # ---- pieces ---------------------------------------------------------------------------------
@@ -362,7 +364,7 @@ class PACE:
         return True
 
     # ---- public API -----------------------------------------------------------------------------
-    def fit(self, patches, attention=None, predictions=None, *, progress: ProgressFn | None = None) -> PACE:
+    def fit(self, patches, attention=None, predictions=None, *, progress: Progress | None = None) -> PACE:
         """Fit on ``patches`` (M, J, d) with ``attention`` (M, J) (None: uniform) and the model's
         ``predictions`` (M, C) probabilities or (M,) integer labels (None: no prediction term).
 

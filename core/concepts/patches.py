@@ -29,12 +29,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..progress import Progress
+
 if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger(__name__)
-
-ProgressFn = Callable[[int, int], None]
 
 CACHE_FORMAT = 1
 
@@ -245,7 +245,7 @@ def extract_batch(encoder, x, *, block: int | None = None, attn_block: int | Non
 
 
 def extract_patches(encoder, images: Sequence, *, block: int | None = None, attn_block: int | None = None,
-                    ids: Sequence | None = None, batch_size: int = 64, progress: ProgressFn | None = None,
+                    ids: Sequence | None = None, batch_size: int = 64, progress: Progress | None = None,
                     transform: Callable | None = None) -> PatchData:
     """Patch features of PIL images / paths (see :class:`PatchData`).
 
@@ -336,7 +336,7 @@ def _from_arrays(z: dict) -> PatchData:
 
 def workspace_patches(ws, model_id: str, ids: Sequence[str] | None = None, *, block: int | None = None,
                       attn_block: int | None = None, encoder=None, batch_size: int = 64,
-                      progress: ProgressFn | None = None, use_cache: bool = True) -> PatchData:
+                      progress: Progress | None = None, use_cache: bool = True) -> PatchData:
     """Patch features of a workspace's images (``ids``; default every image item), cached.
 
     The cache lives in ``derived/patches/<model-slug>/b<block>-a<attn_block>-<hash of the ids>.npz``

@@ -4,10 +4,11 @@ from __future__ import annotations
 import io
 import logging
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+from ..progress import StageProgress
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +19,7 @@ DEMO_SEED = 2026  # not the training seed: the demo images are not training imag
 
 def create_demo_workspace(path: str | os.PathLike, *, n: int = 2000, seed: int = DEMO_SEED,
                           model: str | None = DEMO_MODEL,
-                          progress: Callable[[str, int, int], None] | None = None):
+                          progress: StageProgress | None = None):
     """Create (or complete) a workspace of ``n`` world images + captions, embedded with ``model``.
 
     Every image is paired with its caption; attributes (shape, colour, size, position, background, ...)

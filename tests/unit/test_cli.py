@@ -1,4 +1,4 @@
-"""CLI contract: one JSON document on stdout with --json, exit codes 0 / 1 / 2, DESIGN.md keys."""
+"""CLI contract: one JSON document on stdout with --json, exit codes 0 / 1 / 2, the keys docs/cli.md lists."""
 from __future__ import annotations
 
 import json
