@@ -90,8 +90,10 @@ def open_image(source, *, min_side: int | None = None, with_size: bool = False):
             im.load()
             factor = min(im.size) // int(min_side)
             if factor >= 2:
-                if im.mode not in ("1", "L", "LA", "RGB", "RGBA", "I", "F", "I;16"):
-                    im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+                if im.mode.startswith("I;"):  # 16-bit: reduce() takes 32-bit integers; _to_rgb scales them
+                    im = im.convert("I")
+                elif im.mode not in ("L", "LA", "RGB", "RGBA", "I", "F", "CMYK", "YCbCr"):  # 1, P, PA ...
+                    im = im.convert("RGBA" if "transparency" in im.info or "A" in im.mode else "RGB")
                 im = im.reduce(factor)
         before = im.size
         out = _to_rgb(ImageOps.exif_transpose(im))  # a new image: independent of the file closed below

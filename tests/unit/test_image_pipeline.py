@@ -72,6 +72,15 @@ def test_reduced_decode_of_other_formats_and_transparency():
     im.save(buf, format="PNG")
     red = open_image(buf.getvalue(), min_side=100)
     assert min(red.size) >= 100 and red.size[0] < 900 and red.getpixel((5, 5)) == (255, 255, 255)
+    for mode in ("1", "I;16", "P", "CMYK"):  # modes Pillow's reduce() refuses or that need converting
+        buf = io.BytesIO()
+        im = photo((900, 600)).convert(mode if mode != "I;16" else "L")
+        if mode == "I;16":
+            im = Image.fromarray((np.asarray(im, np.uint16) * 257).astype(np.uint16))
+        im.save(buf, format="TIFF" if mode == "CMYK" else "PNG")
+        red = open_image(buf.getvalue(), min_side=100)
+        assert red.mode == "RGB" and red.size == (150, 100), (mode, red.size)
+        assert np.asarray(red).std() > 5, f"{mode}: the picture survives"
 
 
 def test_load_image_opens_paths_and_pil_images_in_full(photos):
