@@ -7,7 +7,7 @@ Layout::
     images/ab/<id>.<ext>    image files, copied in, content-addressed
     thumbs/ab/<id>.webp     thumbnails (longest side THUMB_SIZE px)
     vectors/<model-slug>/   per model, see core.vectorstore
-    derived/                indexes, projections, concept fits (later issues)
+    derived/<kind>/<model-slug>/  per-model caches (index, maps, patches, concepts), see derived_dir
     .lock                   inter-process write lock
 
 Item ids are derived from content (sha256 of the image bytes, of the text, or of a row's values), so
@@ -25,9 +25,10 @@ import re
 import threading
 import time
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -44,6 +45,8 @@ MODALITIES = ("image", "text", "row")
 THUMB_SIZE = 192
 FORMAT_VERSION = 1
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_KIND_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+T = TypeVar("T")
 
 
 def default_home() -> Path:
@@ -176,6 +179,72 @@ class Workspace:
     def _lock(self, timeout: float = 600) -> FileLock:
         return FileLock(str(self.path / ".lock"), timeout=timeout)
 
+    def writing(self, timeout: float = 600) -> FileLock:
+        """The inter-process write lock of the workspace, as a context manager: ``with ws.writing(): ...``.
+
+        Every writer (ingest, embed, compact, derived caches) holds it while it commits; readers never
+        need it. Waits up to ``timeout`` seconds (``filelock.Timeout`` after that). Not re-entrant: a
+        second ``writing()`` inside the first one waits for itself.
+        """
+        return self._lock(timeout)
+
+    # ---- derived caches --------------------------------------------------------------------
+    @property
+    def derived_root(self) -> Path:
+        """The ``derived/`` folder (per-model caches live in :meth:`derived_dir` folders below it)."""
+        return self.path / "derived"
+
+    def derived_dir(self, kind: str, model: str | None = None) -> Path:
+        """Folder of derived results of one ``kind`` (``index``, ``maps``, ``patches``, ``concepts``):
+        ``derived/<kind>/<model-slug>`` for ``model``, else ``derived/<kind>``. Not created here.
+
+        Every per-model cache lives in such a folder, so :meth:`forget_model` removes it with the vectors.
+        ``kind`` must be a plain name (letters, digits, ``_``, ``-``)."""
+        from .vectorstore import model_slug
+
+        if not isinstance(kind, str) or not _KIND_RE.fullmatch(kind):
+            raise ValueError(f"derived kind must be 1-64 letters, digits, '_' or '-'; got {kind!r}")
+        folder = self.derived_root / kind
+        return folder if model is None else folder / model_slug(model)
+
+    def publish(self, path: str | os.PathLike, save: Callable[[IO[bytes]], Any]) -> Path:
+        """Write one derived file atomically under :meth:`writing`: temp files of earlier writes of
+        ``path`` killed before their rename are removed, then ``save(f)`` writes into a temp file beside
+        ``path``, which is fsynced and renamed over ``path``. A crash leaves the old file or the new one.
+
+        ``save`` may first write companion files (with core.storage's atomic writes); ``path`` comes last
+        and is the commit point. ``path`` must lie under ``derived/``."""
+        from .storage import atomic_write
+
+        path = Path(path)
+        root = self.derived_root.resolve()
+        if root not in path.resolve().parents:
+            raise ValueError(f"{str(path)!r} is not inside {str(root)!r}")
+        with self.writing():
+            if path.parent.is_dir():
+                remove_temp_files(path.parent, path.name)
+            return atomic_write(path, save)
+
+    def cached(self, kind: str, model: str | None, name: str, compute: Callable[[], T], *,
+               load: Callable[[Path], T | None], save: Callable[[IO[bytes], T], Any], reuse: bool = True) -> T:
+        """Get-or-compute one derived file ``derived_dir(kind, model) / name``.
+
+        ``load(path)`` returns the cached value, or None when the file is missing, unreadable or not what
+        is wanted (it must not raise for those); then ``compute()`` runs (without the lock: other writers
+        go on) and its value is published with :meth:`publish` (``save(f, value)`` writes it). With
+        ``reuse=False`` the cache is not read, only written. Returns ``load``'s or ``compute``'s value.
+        """
+        if not name or Path(name).is_absolute() or ".." in Path(name).parts:
+            raise ValueError(f"cache file name must be relative and inside the folder; got {name!r}")
+        path = self.derived_dir(kind, model) / name
+        if reuse and path.is_file():
+            hit = load(path)
+            if hit is not None:
+                return hit
+        value = compute()
+        self.publish(path, lambda f: save(f, value))
+        return value
+
     # ---- items -----------------------------------------------------------------------------
     @property
     def items_path(self) -> Path:
@@ -184,16 +253,24 @@ class Workspace:
     @property
     def items(self) -> pd.DataFrame:
         """All items (read-only view; re-read when another process changed the file)."""
-        try:
-            st = self.items_path.stat()
-            key = (st.st_mtime_ns, st.st_size, st.st_ino)
-        except FileNotFoundError:
+        key = self.items_version()
+        if not key:
             return _empty_items()
         with self._mutex:
             if self._items is None or self._items_key != key:
                 self._items = pd.read_parquet(self.items_path)
                 self._items_key = key
             return self._items
+
+    def items_version(self) -> tuple:
+        """A token that changes whenever items.parquet is rewritten (every write is a rename of a new file,
+        so the inode changes even when size and clock tick repeat); ``()`` while there are no items.
+        For cache keys (e.g. the app's ``st.cache_data``)."""
+        try:
+            st = self.items_path.stat()
+        except FileNotFoundError:
+            return ()
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -404,6 +481,11 @@ class Workspace:
             self._stores[model] = VectorStore(self.path / "vectors", model)
         return self._stores[model]
 
+    def vectors_version(self, model: str) -> tuple | None:
+        """A token that changes whenever the vectors of ``model`` commit (their manifest is rewritten);
+        None while there are none. For cache keys of everything computed from them."""
+        return _manifest_key(self.store(model))
+
     def models(self) -> dict[str, dict]:
         """Models with vectors here: ``{model_id: {"dim": d, "n": count}}``."""
         out = {}
@@ -504,7 +586,7 @@ class Workspace:
         slug = model_slug(model)
         gone = []
         with self._lock():
-            for folder in [self.path / "vectors" / slug, *sorted((self.path / "derived").glob(f"*/{slug}"))]:
+            for folder in [self.path / "vectors" / slug, *sorted(self.derived_root.glob(f"*/{slug}"))]:
                 if folder.is_dir():
                     shutil.rmtree(folder)
                     gone.append(folder.relative_to(self.path).as_posix())
@@ -569,9 +651,10 @@ class Workspace:
               refresh: bool = False, reduced_decode: bool = True) -> EmbedReport:
         """Encode every item that has no vector for ``model`` yet (incremental).
 
-        Images stream through the encoder's bounded prefetch (core.images): decoding overlaps the model, at
-        most ``batch_size × prefetch`` decoded images are alive whatever ``chunk_size`` or the number of
-        items, and JPEGs are decoded at the smallest scale the model's input allows (``reduced_decode``).
+        Images stream through the encoder's bounded prefetch (core.images): decoding runs ahead of the model
+        (in threads where cores are free, e.g. beside a GPU), at most ``batch_size × prefetch`` prepared
+        images are alive whatever ``chunk_size`` or the number of items, and JPEGs are decoded at the
+        smallest scale the model's input allows (``reduced_decode``).
         Vectors are committed every ``chunk_size`` items, and what was encoded is also committed when the run
         is interrupted (Ctrl-C, a stop from the app, an exception from ``progress``), so the next run
         continues from there. ``progress(done, total)`` after each batch. ``dtype``: storage dtype when this
