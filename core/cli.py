@@ -245,7 +245,7 @@ def _compact(args):
         n = store.count()
         rows = np.sort(np.random.default_rng(0).choice(n, size=min(n, 200_000), replace=False))
         recall = round(dtype_recall(store.take(rows), args.dtype, k=10), 4)
-    with ws._lock():
+    with ws.writing():
         out = store.rewrite(dtype=args.dtype)
     res = {"model": args.model, "from_dtype": before, **out, "seconds": round(time.perf_counter() - t0, 3)}
     if recall is not None:

@@ -309,7 +309,7 @@ class _Sink:
         if not self._pending:
             return
         X, ids = np.concatenate(self._X), np.concatenate(self._ids)
-        with self.ws._lock():
+        with self.ws.writing():
             self.store.append(X, ids, dtype=self.dtype if self.store.dtype is None else None)
         self.report.embedded += len(ids)
         self._X, self._ids, self._pending = [], [], 0

@@ -332,9 +332,7 @@ def _copy_file(src: Path, dst) -> None:
 # ---- the persistent index of a workspace ------------------------------------------------------
 def index_dir(ws, model: str) -> Path:
     """Folder of the saved neighbour index of ``model`` in workspace ``ws``."""
-    from .vectorstore import model_slug
-
-    return Path(ws.path) / "derived" / "index" / model_slug(model)
+    return ws.derived_dir("index", model)
 
 
 def workspace_index(ws, model: str, *, space: str = "cosine") -> NeighborIndex:
@@ -374,7 +372,7 @@ def workspace_index(ws, model: str, *, space: str = "cosine") -> NeighborIndex:
             idx.add(X_new, ids_new)
             changed = True
     if changed:
-        with ws._lock():
+        with ws.writing():  # not Workspace.cached: the index grows in place, then is saved again
             remove_temp_files(folder)  # left by a save that a crash interrupted (we hold the lock)
             idx.save(folder, extra={"model": model})
     return idx

@@ -524,10 +524,8 @@ def _digest(obj) -> str:
 
 
 def maps_dir(ws, model: str, params: dict, modalities: Sequence[str] | None) -> Path:
-    from .vectorstore import model_slug
-
     key = _digest({"model": model, "params": params, "modalities": sorted(modalities) if modalities else None})
-    return Path(ws.path) / "derived" / "maps" / model_slug(model) / key
+    return ws.derived_dir("maps", model) / key
 
 
 def _load_npz(path: Path) -> dict | None:
@@ -543,11 +541,13 @@ def _save_npz(path: Path, arrays: dict) -> None:
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
-def _finish_commit(ws, path: Path, n: int) -> None:
-    """Make ``latest.json`` name the map file ``path`` and remove the older maps of its parameters.
+def _commit_map(ws, path: Path, n: int, arrays: dict | None = None) -> None:
+    """Publish the map file ``path`` under the workspace's write lock: save ``arrays`` there (when given),
+    make ``latest.json`` name it and remove the older maps of its parameters (one map per parameter set).
 
-    A save killed after the map file's rename but before ``latest.json`` leaves a map that reads back
-    as a cache hit; finishing its commit keeps later incremental placements starting from it.
+    With ``arrays=None``, finish the commit of a map file saved earlier: a save killed after the map file's
+    rename but before ``latest.json`` leaves a map that reads back as a cache hit; finishing its commit
+    keeps later incremental placements starting from it.
     """
     folder = path.parent
 
@@ -555,12 +555,14 @@ def _finish_commit(ws, path: Path, n: int) -> None:
         return ((read_json(folder / "latest.json") or {}).get("file") == path.name
                 and all(f.name == path.name for f in folder.glob("*.npz")))
 
-    if done():
+    if arrays is None and done():
         return
-    with ws._lock():
-        if done() or not path.is_file():
+    with ws.writing():
+        if arrays is None and (done() or not path.is_file()):
             return
-        remove_temp_files(folder)
+        remove_temp_files(folder)  # left by a save that a crash interrupted (we hold the lock)
+        if arrays is not None:
+            _save_npz(path, arrays)
         atomic_write_json(folder / "latest.json", {"file": path.name, "n": int(n)})
         for old_file in folder.glob("*.npz"):
             if old_file.name != path.name:
@@ -649,7 +651,7 @@ def compute_map(ws, model: str, *, method: str = "umap", dim: int = 2, modalitie
                          n_neighbors=n_neighbors, min_dist=min_dist, random_state=random_state,
                          max_points=max_points)
         if hit is not None:
-            _finish_commit(ws, hit.path, hit.n)
+            _commit_map(ws, hit.path, hit.n)
             return hit
     X, ids, mod, n_total = workspace_vectors(ws, model, modalities, max_points)
     params = _params(method, dim, gap_corrected, n_neighbors, min_dist, random_state,
@@ -716,13 +718,7 @@ def compute_map(ws, model: str, *, method: str = "umap", dim: int = 2, modalitie
             "n_new": int(n_new), "seconds": time.perf_counter() - t0, "extra": {}}
     state = proj.state()
     state["embedding"] = coords
-    with ws._lock():
-        remove_temp_files(folder)  # left by a save that a crash interrupted (we hold the lock)
-        _save_npz(path, {"ids": ids, "trust": trust, "meta": np.array(json.dumps(meta)), **state})
-        atomic_write_json(folder / "latest.json", {"file": path.name, "n": len(ids)})
-        for old_file in folder.glob("*.npz"):  # keep the latest map per parameter set
-            if old_file.name != path.name:
-                old_file.unlink(missing_ok=True)
+    _commit_map(ws, path, len(ids), {"ids": ids, "trust": trust, "meta": np.array(json.dumps(meta)), **state})
     return MapResult(ids=ids, coords=coords, modality=mod, trust=trust, trustworthiness=tw, method=method, dim=dim,
                      gap_corrected=gap_corrected, params=params, seconds=time.perf_counter() - t0, path=path,
                      cache=cache, n_new=int(n_new), n_total=int(n_total))

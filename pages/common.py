@@ -389,12 +389,7 @@ def stale_warning(ws: core.Workspace, model: str) -> None:
 
 # ---- items --------------------------------------------------------------------------------------
 def _items_key(ws: core.Workspace) -> tuple:
-    try:
-        stt = ws.items_path.stat()
-        # the inode too: every write is a rename of a new file, even when the size and tick repeat
-        return (stt.st_mtime_ns, stt.st_size, stt.st_ino)
-    except FileNotFoundError:
-        return (0, 0, 0)
+    return ws.items_version()
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -446,12 +441,8 @@ def start_umap_warm_up():
 
 
 def vectors_key(ws: core.Workspace, model: str) -> tuple:
-    """Changes whenever the model's vectors in the workspace change (the manifest is the commit point)."""
-    try:
-        stt = ws.store(model).manifest_path.stat()
-        return (stt.st_mtime_ns, stt.st_size, stt.st_ino)
-    except FileNotFoundError:
-        return (0, 0, 0)
+    """Changes whenever the model's vectors in the workspace change (Workspace.vectors_version)."""
+    return ws.vectors_version(model) or ()
 
 
 def data_key(ws: core.Workspace, model: str) -> tuple:

@@ -294,9 +294,7 @@ def _key(parts: dict) -> str:
 
 
 def concepts_dir(ws, model: str) -> Path:
-    from ..vectorstore import model_slug
-
-    return Path(ws.path) / "derived" / "concepts" / model_slug(model)
+    return ws.derived_dir("concepts", model)
 
 
 def _image_ids(ws, ids: Sequence[str] | None) -> list[str]:
@@ -315,17 +313,22 @@ def _image_ids(ws, ids: Sequence[str] | None) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def _save(base: Path, res: ConceptsResult) -> None:
-    from ..storage import atomic_write, atomic_write_json
+def _save(ws, base: Path, res: ConceptsResult) -> None:
+    from ..storage import atomic_write, remove_temp_files
 
     arrays = {"format": np.int64(RESULT_FORMAT), "ids": res.ids.astype(str), "theta": res.theta,
               "phi": res.phi.astype(np.float16), "attention": res.attention, "predicted": res.predicted.astype(str)}
-    atomic_write(base.with_suffix(".npz"), lambda f: np.savez(f, **arrays))
     meta = {"format": RESULT_FORMAT, "model": res.model, "k": res.k, "grid": list(res.grid),
             "image_size": list(res.image_size), "metrics": res.metrics, "params": res.params,
             "prediction_source": res.prediction_source, "seconds": res.seconds,
             "concepts": [c.to_dict() for c in res.concepts], "extra": res.extra}
-    atomic_write_json(base.with_suffix(".json"), meta)  # written last: the commit point
+
+    def save(f) -> None:  # under the workspace's write lock
+        remove_temp_files(base.parent, base.with_suffix(".npz").name)
+        atomic_write(base.with_suffix(".npz"), lambda g: np.savez(g, **arrays))
+        f.write(json.dumps(meta, indent=1, sort_keys=True, default=str).encode("utf-8"))
+
+    ws.publish(base.with_suffix(".json"), save)  # the json is renamed last: the commit point
 
 
 def _load(base: Path) -> ConceptsResult | None:
@@ -497,7 +500,7 @@ def explain(ws, model: str, *, k: int = 8, ids: Sequence[str] | None = None, lab
                          {"fit_seconds": round(pace.fit_seconds_, 3), "n_iter": int(pace.n_iter_),
                           "converged": bool(pace.converged_)})
     if use_cache:
-        _save(base, res)
+        _save(ws, base, res)
         res.path = base.with_suffix(".json")
     log.info("concepts of %d images with %s: K=%d in %.1fs", len(ids), model, k, res.seconds)
     return res

@@ -298,14 +298,12 @@ def extract_patches(encoder, images: Sequence, *, block: int | None = None, attn
 
 # ---- workspace cache ----------------------------------------------------------------------------
 def patches_dir(ws, model_id: str) -> Path:
-    from ..vectorstore import model_slug
-
-    return Path(ws.path) / "derived" / "patches" / model_slug(model_id)
+    return ws.derived_dir("patches", model_id)
 
 
-def _cache_file(ws, model_id: str, bi: int, ai: int, ids: Sequence[str]) -> Path:
+def _cache_name(bi: int, ai: int, ids: Sequence[str]) -> str:
     digest = hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:16]
-    return patches_dir(ws, model_id) / f"b{bi}-a{ai}-{digest}.npz"
+    return f"b{bi}-a{ai}-{digest}.npz"
 
 
 def _load(path: Path) -> dict | None:
@@ -318,14 +316,13 @@ def _load(path: Path) -> dict | None:
         return None
 
 
-def _save(path: Path, data: PatchData) -> None:
-    from ..storage import atomic_write
-
+def _save(f, data: PatchData) -> None:
+    """Write ``data`` into the (binary) file ``f``; Workspace.cached publishes it atomically."""
     arrays = {"format": np.int64(CACHE_FORMAT), "ids": data.ids.astype(str), "tokens": data.tokens.astype(np.float16),
               "attention": data.attention, "joint": data.joint.astype(np.float16),
               "grid": np.asarray(data.grid, np.int64), "image_size": np.asarray(data.image_size, np.int64),
               "blocks": np.asarray([data.block, data.attn_block], np.int64)}
-    atomic_write(path, lambda f: np.savez(f, **arrays))
+    np.savez(f, **arrays)
 
 
 def _from_arrays(z: dict) -> PatchData:
@@ -361,25 +358,31 @@ def workspace_patches(ws, model_id: str, ids: Sequence[str] | None = None, *, bl
                              f"{missing[0]!r}")
     if not ids:
         raise ValueError(f"workspace {ws.name!r} has no images to explain")
-    path = _cache_file(ws, model_id, bi, ai, ids)
-    if use_cache and path.exists():
+
+    def load(path: Path) -> PatchData | None:
         z = _load(path)
-        if z is not None:
-            data = _from_arrays(z)
-            pos = {k: n for n, k in enumerate(data.ids.tolist())}
-            if all(i in pos for i in ids):
-                if progress is not None:
-                    progress(len(ids), len(ids))
-                return data.subset([pos[i] for i in ids])
-    rel = images.drop_duplicates("id").set_index("id")["image"].astype(str)
-    files = []
-    for i in ids:
-        p = ws.abspath(rel.get(i))
-        if p is None or not Path(p).is_file():
-            raise ValueError(f"image of item {i!r} is missing from workspace {ws.name!r} ({p})")
-        files.append(p)
-    log.info("extracting patches of %d images with %s (block %d, attention block %d)", len(ids), model_id, bi, ai)
-    data = extract_patches(enc, files, block=bi, attn_block=ai, ids=ids, batch_size=batch_size, progress=progress)
-    if use_cache:
-        _save(path, data)
-    return data
+        if z is None:
+            return None
+        data = _from_arrays(z)
+        pos = {k: n for n, k in enumerate(data.ids.tolist())}
+        if not all(i in pos for i in ids):
+            return None
+        if progress is not None:
+            progress(len(ids), len(ids))
+        return data.subset([pos[i] for i in ids])
+
+    def compute() -> PatchData:
+        rel = images.drop_duplicates("id").set_index("id")["image"].astype(str)
+        files = []
+        for i in ids:
+            p = ws.abspath(rel.get(i))
+            if p is None or not Path(p).is_file():
+                raise ValueError(f"image of item {i!r} is missing from workspace {ws.name!r} ({p})")
+            files.append(p)
+        log.info("extracting patches of %d images with %s (block %d, attention block %d)", len(ids), model_id, bi,
+                 ai)
+        return extract_patches(enc, files, block=bi, attn_block=ai, ids=ids, batch_size=batch_size, progress=progress)
+
+    if not use_cache:
+        return compute()
+    return ws.cached("patches", model_id, _cache_name(bi, ai, ids), compute, load=load, save=_save)

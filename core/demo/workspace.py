@@ -4,7 +4,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-from pathlib import Path
 
 import numpy as np
 
@@ -48,13 +47,10 @@ def create_demo_workspace(path: str | os.PathLike, *, n: int = 2000, seed: int =
     report = ws.add_candidates(cands, progress=(lambda d, t: progress("store", d, t)) if progress else None)
     # masks by item id (image ids are content hashes, so recompute them the same way)
     ids = [ws.candidate_id(c) for c in cands[0::2]]
-    mask_path = ws.path / "derived" / "world_masks.npz"
+    mask_path = ws.derived_root / "world_masks.npz"
     if report.added or not mask_path.exists():
-        from ..storage import atomic_write
-
-        mask_path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {cid: masks[i] for i, cid in enumerate(ids)}
-        atomic_write(mask_path, lambda f: np.savez_compressed(f, **arrays))
+        ws.publish(mask_path, lambda f: np.savez_compressed(f, **arrays))
     log.info("demo workspace %s: %d added, %d already there", ws.path, report.added, report.skipped)
     if model:
         cb = (lambda d, t: progress("embed", d, t)) if progress is not None else None
@@ -64,7 +60,7 @@ def create_demo_workspace(path: str | os.PathLike, *, n: int = 2000, seed: int =
 
 def load_world_masks(ws) -> dict[str, np.ndarray]:
     """Per-pixel object masks of a demo workspace, by image item id ({} if none)."""
-    p = Path(ws.path) / "derived" / "world_masks.npz"
+    p = ws.derived_root / "world_masks.npz"
     if not p.exists():
         return {}
     with np.load(p) as z:

@@ -39,7 +39,7 @@ def million_home(tmp_path_factory) -> Path:
     ws = core.Workspace(home / "big")
     ws.add_rows(pd.DataFrame({"id": ids, "modality": "row", "source": "synthetic.parquet",
                               "cluster": [f"c{v}" for v in cluster]}))
-    with ws._lock():
+    with ws.writing():
         ws.store(MODEL).append(X, ids, dtype="float16")
     return home
 

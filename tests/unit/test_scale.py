@@ -34,7 +34,7 @@ def vector_workspace(path, X: np.ndarray, ids, *, dtype: str = "float32", modali
     """A workspace whose items are rows with precomputed vectors, written directly (fast, any size)."""
     ws = core.Workspace(path)
     ws.add_rows(pd.DataFrame({"id": list(ids), "modality": modality, "source": "synthetic"}))
-    with ws._lock():
+    with ws.writing():
         ws.store(MODEL).append(X, ids, dtype=dtype)
     return ws
 
@@ -112,7 +112,7 @@ def test_dtype_recall_measures_real_loss():
 def test_compact_converts_drops_duplicates_and_reports_recall(tmp_path, capsys):
     X, ids = unit_rows(600, 32), hex_ids(600)
     ws = vector_workspace(tmp_path / "w", X[:400], ids[:400])
-    with ws._lock():
+    with ws.writing():
         for s in range(400, 600, 50):
             ws.store(MODEL).append(X[s:s + 50], ids[s:s + 50])
         ws.store(MODEL).append(X[:10] * 0 + X[10], ids[:10])  # a second write of ten ids: the last wins
@@ -136,7 +136,7 @@ def test_store_opens_without_reading_vectors(tmp_path, monkeypatch):
     X = unit_rows(n, 16)
     ids = hex_ids(n)
     ws = vector_workspace(tmp_path / "w", X[:150_000], ids[:150_000])
-    with ws._lock():
+    with ws.writing():
         ws.store(MODEL).append(X[150_000:], ids[150_000:])
     ws.add_rows(pd.DataFrame({"id": ids[150_000:], "modality": "row"}))
     reads = ReadCounter(monkeypatch)
@@ -171,7 +171,7 @@ def test_workspace_index_adds_only_new_items(tmp_path, monkeypatch):
     ws = vector_workspace(tmp_path / "w", X[:2500], ids[:2500])
     idx = workspace_index(ws, MODEL)
     assert len(idx.ids_) == 2500
-    with ws._lock():
+    with ws.writing():
         ws.store(MODEL).append(X[2500:], ids[2500:])
     ws.add_rows(pd.DataFrame({"id": ids[2500:], "modality": "row"}))
     reads = ReadCounter(monkeypatch)
@@ -200,7 +200,7 @@ def test_index_cli_reports_added_items(tmp_path, capsys):
     assert main(["index", str(ws.path), "--model", MODEL, "--json"]) == 0
     first = json.loads(capsys.readouterr().out)
     assert first["n"] == 200 and first["added"] == 200 and first["backend"] == "exact"
-    with ws._lock():
+    with ws.writing():
         ws.store(MODEL).append(X[200:], ids[200:])
     ws.add_rows(pd.DataFrame({"id": ids[200:], "modality": "row"}))
     assert main(["index", str(ws.path), "--model", MODEL, "--json"]) == 0
@@ -228,7 +228,7 @@ def test_sampled_map_reads_only_the_sample(tmp_path, monkeypatch):
     assert whole.n == n and not whole.sampled and whole.path != res.path
     # a new item joins the sample only if its id is smaller than the sample's largest
     extra = np.array(["0" * 16, "f" * 16])
-    with ws._lock():
+    with ws.writing():
         ws.store(MODEL).append(unit_rows(2, 24, seed=9), extra)
     ws.add_rows(pd.DataFrame({"id": extra, "modality": "row"}))
     again = compute_map(ws, MODEL, method="pca", max_points=m)

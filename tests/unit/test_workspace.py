@@ -287,3 +287,140 @@ def test_reader_sees_other_process_changes(tmp_path):
     assert len(b.items) == 0
     a.ingest(texts=["x"])
     assert len(b.items) == 1
+
+
+# ---- the write / cache protocol: writing(), derived_dir(), version tokens, cached() --------------
+def _try_writing(path, timeout):
+    from filelock import Timeout
+
+    try:
+        with Workspace(path).writing(timeout=timeout):
+            raise SystemExit(0)
+    except Timeout:
+        raise SystemExit(3) from None
+
+
+def test_writing_blocks_other_processes_and_threads(tmp_path):
+    import threading
+
+    ws = Workspace(tmp_path / "w")
+    other = Workspace(tmp_path / "w")
+    ctx = mp.get_context("spawn")
+    with ws.writing():
+        p = ctx.Process(target=_try_writing, args=(str(tmp_path / "w"), 0.5))
+        p.start()
+        p.join(120)
+        assert p.exitcode == 3, "another process cannot take the lock while it is held"
+        t = threading.Thread(target=other.ingest, kwargs={"texts": ["waits for the lock"]})
+        t.start()
+        t.join(0.5)
+        assert t.is_alive() and len(other.items) == 0, "a writer in another thread waits"
+    t.join(60)
+    assert not t.is_alive() and len(other.items) == 1
+    p = ctx.Process(target=_try_writing, args=(str(tmp_path / "w"), 5))
+    p.start()
+    p.join(120)
+    assert p.exitcode == 0, "released: another process takes it"
+
+
+def test_derived_dir_layout_and_bad_kinds(tmp_path):
+    from core.concepts.explain import concepts_dir
+    from core.concepts.patches import patches_dir
+    from core.index import index_dir
+    from core.vectorstore import model_slug
+
+    ws = Workspace(tmp_path / "w")
+    model = "hf:org/Some-Model@v1"
+    assert ws.derived_dir("maps", model) == tmp_path / "w" / "derived" / "maps" / model_slug(model)
+    assert ws.derived_dir("index") == tmp_path / "w" / "derived" / "index"
+    assert ws.derived_root == tmp_path / "w" / "derived"
+    assert not ws.derived_root.exists(), "nothing is created"
+    assert index_dir(ws, model) == ws.derived_dir("index", model)
+    assert patches_dir(ws, model) == ws.derived_dir("patches", model)
+    assert concepts_dir(ws, model) == ws.derived_dir("concepts", model)
+    for bad in ["", ".", "..", "../x", "a/b", "a b", "maps\n", "x" * 65, None]:
+        with pytest.raises(ValueError, match="derived kind"):
+            ws.derived_dir(bad, model)
+    # forget_model removes every derived/<kind>/<slug> with the vectors
+    for kind in ("maps", "index", "my_kind-2"):
+        (ws.derived_dir(kind, model) / "f").parent.mkdir(parents=True)
+    (ws.derived_dir("maps", "other") / "keep").mkdir(parents=True)
+    gone = ws.forget_model(model)
+    assert sorted(gone) == sorted(f"derived/{k}/{model_slug(model)}" for k in ("maps", "index", "my_kind-2"))
+    assert ws.derived_dir("maps", "other").is_dir() and not ws.derived_dir("index").exists()
+
+
+def test_version_tokens_change_on_ingest_and_embed_only(tmp_path, tiny_clip_id):
+    ws = Workspace(tmp_path / "w")
+    assert ws.items_version() == () and ws.vectors_version(tiny_clip_id) is None
+    ws.ingest(texts=["a red circle", "a blue square"])
+    v1 = ws.items_version()
+    assert v1 and v1 == ws.items_version() == Workspace(tmp_path / "w").items_version()
+    assert ws.ingest(texts=["a red circle"]).added == 0
+    assert ws.items_version() == v1, "nothing added: the items file is not rewritten"
+    ws.embed(tiny_clip_id)
+    e1 = ws.vectors_version(tiny_clip_id)
+    assert e1 is not None and ws.items_version() == v1
+    assert Workspace(tmp_path / "w").vectors_version(tiny_clip_id) == e1
+    ws.embed(tiny_clip_id)  # nothing to do
+    assert ws.vectors_version(tiny_clip_id) == e1
+    ws.ingest(texts=["a green triangle"])
+    v2 = ws.items_version()
+    assert v2 != v1 and ws.vectors_version(tiny_clip_id) == e1
+    ws.embed(tiny_clip_id)
+    assert ws.vectors_version(tiny_clip_id) not in (None, e1) and ws.items_version() == v2
+    assert ws.vectors_version("minilm") is None
+
+
+def _json_load(path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _json_save(f, value):
+    f.write(json.dumps(value).encode())
+
+
+def test_cached_computes_once_and_publishes_atomically(tmp_path, monkeypatch):
+    ws = Workspace(tmp_path / "w")
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"n": len(calls)}
+
+    def get(**kw):
+        return ws.cached("maps", "demo", "result.json", compute, load=_json_load, save=_json_save, **kw)
+
+    path = ws.derived_dir("maps", "demo") / "result.json"
+    path.parent.mkdir(parents=True)
+    (path.parent / ".result.json.12345.tmp").write_bytes(b"left by a killed save")
+    assert get() == {"n": 1} and path.is_file()
+    assert not list(path.parent.glob(".*.tmp")), "a killed save's temp file is removed under the lock"
+    assert get() == {"n": 1} and Workspace(tmp_path / "w").cached(
+        "maps", "demo", "result.json", compute, load=_json_load, save=_json_save) == {"n": 1}
+    assert len(calls) == 1, "computed once, then reused"
+    assert get(reuse=False) == {"n": 2} and _json_load(path) == {"n": 2}
+    path.write_bytes(b"{half a fi")  # unreadable: load says None, computed again
+    assert get() == {"n": 3} and _json_load(path) == {"n": 3}
+
+    def crash(src, dst):  # the temp file is fully written, then the process "dies" before rename
+        raise KeyboardInterrupt("simulated crash")
+
+    other = ws.derived_dir("maps", "demo") / "other.json"
+    monkeypatch.setattr(storage.os, "replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        ws.cached("maps", "demo", "other.json", compute, load=_json_load, save=_json_save)
+    with pytest.raises(KeyboardInterrupt):
+        get(reuse=False)
+    monkeypatch.undo()
+    assert not other.exists() and _json_load(path) == {"n": 3}, "the old file or none, never a half one"
+    assert not list(path.parent.glob(".*.tmp")), "no temp files left behind"
+    assert ws.cached("maps", "demo", "other.json", compute, load=_json_load, save=_json_save) == {"n": 6}
+    for bad in ["", "../x.json", "/tmp/x.json"]:
+        with pytest.raises(ValueError, match="cache file name"):
+            ws.cached("maps", "demo", bad, compute, load=_json_load, save=_json_save)
+    with pytest.raises(ValueError, match="not inside"):
+        ws.publish(tmp_path / "w" / "items.parquet", lambda f: None)
