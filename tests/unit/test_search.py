@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 import core
+import core.analogies
 from core.cli import main
 from core.demo.world import COLOURS, SHAPES
 from core.encoders import ASSETS_DIR
@@ -244,8 +245,8 @@ def test_analogy_matches_exact_3cosmul(ws, monkeypatch):
     assert [h.id for h in hits] == list(ids[np.argsort(-want)[:5]])
     np.testing.assert_allclose([h.score for h in hits], np.sort(want)[::-1][:5], rtol=1e-5)
     # large collections: a candidate pool from the index, the same top 5 here
-    monkeypatch.setattr(core.search, "COSMUL_EXACT_LIMIT", 50)
-    monkeypatch.setattr(core.search, "COSMUL_POOL", 100)
+    monkeypatch.setattr(core.analogies, "COSMUL_EXACT_LIMIT", 50)  # the constants live in core.analogies
+    monkeypatch.setattr(core.analogies, "COSMUL_POOL", 100)
     pooled = analogy(ws, "demo", ["a green object", "a star"], ["a square"], method="3cosmul", k=5, modality="image")
     assert [h.id for h in pooled] == [h.id for h in hits]
 

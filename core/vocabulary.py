@@ -1,0 +1,165 @@
+"""Vocabularies and zero-shot labels: the default word lists (bundled, or a local model's own
+``vocabulary.txt``), their prompt vectors, ranking words against items or vectors (:func:`zero_shot_labels`)
+and naming clusters (:func:`label_clusters`). Every public name is importable from ``core.search`` too.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from .encoders import unit_rows
+from .terms import ModalitySpec, _can_encode, _check_k, _model_id, _nonzero, _top, term_vectors
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .encoders import Encoder
+    from .workspace import Workspace
+
+
+VOCABULARY_FILE = "vocabulary.txt"
+
+
+def _read_words(path) -> list[str]:
+    words = [w.strip() for w in Path(path).read_text(encoding="utf-8").splitlines()]
+    return list(dict.fromkeys(w for w in words if w and not w.startswith("#")))
+
+
+def model_vocabulary_file(model: str | None) -> Path | None:
+    """The ``vocabulary.txt`` a local model folder ships (the words its text tower was trained on), if any.
+
+    Only local folders are looked at (``openclip-local:<dir>``, ``st:<dir>`` and aliases of such folders,
+    e.g. ``demo``; :func:`core.encoders.local_model_folder`); hub models have none and use the bundled
+    general vocabulary.
+    """
+    from .encoders import local_model_folder
+
+    folder = local_model_folder(model)
+    path = None if folder is None else folder / VOCABULARY_FILE
+    return path if path is not None and path.is_file() else None
+
+
+def default_vocabulary(model: str | None = None) -> list[str]:
+    """The default zero-shot vocabulary of ``model``.
+
+    A local model folder that ships a ``vocabulary.txt`` (the bundled ``demo`` model does: the words of
+    its world, which are all its text tower knows) names with those words; otherwise the bundled
+    general list (assets/vocabulary.txt: general words + the demo world's words).
+    """
+    from .encoders import ASSETS_DIR
+
+    own = model_vocabulary_file(model)
+    return _read_words(own if own is not None else ASSETS_DIR / VOCABULARY_FILE)
+
+
+def naming_vocabulary(model: str | None, words: Sequence[str] = (), *, only: bool = False) -> list[str] | None:
+    """The word list a user asked for: ``words`` alone (``only``), or the model's default vocabulary plus
+    ``words``; None (the default list) when no words are given. ``only`` without words is a ValueError."""
+    extra = [str(w).strip() for w in words if str(w).strip()]
+    if only and not extra:
+        raise ValueError("naming with your words only needs at least one word")
+    if only:
+        return extra
+    return default_vocabulary(model) + extra if extra else None
+
+
+@functools.lru_cache(maxsize=32)
+def _vocab_vectors_cached(model: str, words: tuple[str, ...], template: str, digest: str) -> np.ndarray:
+    return term_vectors(None, model, [template.format(w) for w in words])
+
+
+def vocabulary_vectors(model: str | Encoder, vocabulary: Sequence[str], template: str = "{}") -> np.ndarray:
+    """Prompt vectors of a vocabulary, ``(len(vocabulary), d)`` float32 unit rows (cached per model id)."""
+    words = tuple(str(w) for w in vocabulary)
+    if not words:
+        raise ValueError("the vocabulary is empty")
+    if "{}" not in template:
+        raise ValueError(f"template must contain '{{}}' where the word goes; got {template!r}")
+    if not _can_encode(model, "text"):
+        raise ValueError(f"model {_model_id(model)!r} cannot encode texts, so it cannot rank a vocabulary")
+    if not isinstance(model, str):
+        return term_vectors(None, model, [template.format(w) for w in words])
+    digest = hashlib.sha1("\0".join(words).encode()).hexdigest()
+    return _vocab_vectors_cached(model, words, template, digest)
+
+
+def zero_shot_labels(source: Workspace | np.ndarray, model: str | Encoder, vocabulary: Sequence[str] | None = None,
+                     *, ids: str | Sequence[str] | None = None, k: int | None = 5, template: str = "{}",
+                     modality: ModalitySpec = None, contrast: bool = False) -> pd.DataFrame:
+    """Rank a vocabulary against an item, a selection or any vectors.
+
+    ``source``: a Workspace (then ``ids`` is one item id or a list; None = every item, optionally of
+    ``modality``) or vectors ``(d,)`` / ``(m, d)``. A selection is summarised by the mean of its unit
+    vectors. Each word becomes ``template.format(word)`` (e.g. ``"a photo of a {}"``) and is encoded
+    with ``model``; ``vocabulary`` defaults to :func:`default_vocabulary`. Returns the top ``k``
+    (None = all) as a frame ``label, prompt, score`` (cosine), best first.
+
+    ``contrast=True`` (a Workspace selection only) ranks by cosine with the selection minus cosine with
+    the mean of every item of the workspace, so words that fit the whole collection ("object" on the
+    demo world) do not win: the labels say what sets the selection apart. ``cosine`` is then a column.
+    """
+    from .workspace import Workspace
+
+    vocab = list(vocabulary) if vocabulary is not None else default_vocabulary(_model_id(model))
+    if isinstance(source, Workspace):
+        want = [ids] if isinstance(ids, str) else ids
+        X, got = source.vectors(_model_id(model), modality=modality, ids=want)
+        if want is not None and len(got) < len(set(want)):
+            missing = sorted(set(want) - set(got.tolist()))
+            raise ValueError(f"item(s) {', '.join(map(repr, missing[:3]))}{' ...' if len(missing) > 3 else ''} "
+                             f"not in workspace {source.name!r} or without a vector for {_model_id(model)!r}")
+        if not len(got):
+            raise ValueError(f"workspace {source.name!r} has no vectors for model {_model_id(model)!r}")
+    else:
+        X = np.atleast_2d(np.asarray(source, dtype=np.float32))
+        if X.ndim != 2 or not len(X):
+            raise ValueError(f"vectors must be (d,) or (m, d); got shape {np.shape(source)}")
+    centre = _nonzero(unit_rows(unit_rows(X).mean(0)), "selection")
+    T = vocabulary_vectors(model, vocab, template)
+    if T.shape[1] != centre.shape[0]:
+        raise ValueError(f"vectors have dim {centre.shape[0]} but model {_model_id(model)!r} gives {T.shape[1]}")
+    cos = T @ centre
+    s = cos
+    if contrast and isinstance(source, Workspace):
+        A, _ = source.vectors(_model_id(model), modality=modality)
+        s = cos - T @ _nonzero(unit_rows(unit_rows(A).mean(0)), "workspace")
+    top = _top(s, len(vocab) if k is None else _check_k(k))
+    out = pd.DataFrame({"label": [vocab[j] for j in top], "prompt": [template.format(vocab[j]) for j in top],
+                        "score": s[top].astype(np.float32)})
+    if contrast:
+        out["cosine"] = cos[top].astype(np.float32)
+    return out
+
+
+def label_clusters(X: np.ndarray, labels: Sequence, vocab_vectors: np.ndarray, vocab: Sequence[str], *,
+                   k: int = 3, contrast: bool = True) -> dict[Any, list[tuple[str, float]]]:
+    """Name clusters with a vocabulary.
+
+    ``X`` (n, d) vectors, ``labels`` (n,) cluster labels, ``vocab_vectors`` (V, d) unit rows of
+    ``vocab`` (see :func:`vocabulary_vectors`). Each cluster is summarised by the mean of its unit
+    vectors; words are ranked by cosine with it, minus (``contrast=True``) the word's mean cosine
+    over all clusters, so words every cluster shares (the modality, the dataset's theme) do not win
+    everywhere. Returns ``{label: [(word, score), ...]}`` with ``k`` words per cluster.
+    """
+    X = unit_rows(np.asarray(X, dtype=np.float32))
+    labels = np.asarray(labels)
+    T = np.asarray(vocab_vectors, dtype=np.float32)
+    if labels.shape != (len(X),):
+        raise ValueError(f"labels must have one entry per row of X ({len(X)}); got shape {labels.shape}")
+    if T.shape != (len(vocab), X.shape[1]):
+        raise ValueError(f"vocab_vectors must be (len(vocab)={len(vocab)}, d={X.shape[1]}); got {T.shape}")
+    k = _check_k(k)
+    names = list(pd.unique(labels))
+    C = unit_rows(np.stack([X[labels == c].mean(0) for c in names]))
+    S = C @ T.T
+    if contrast and len(names) > 1:
+        S = S - S.mean(0, keepdims=True)
+    out = {}
+    for c, s in zip(names, S):
+        top = _top(s, k)
+        out[c.item() if hasattr(c, "item") else c] = [(vocab[j], float(s[j])) for j in top]
+    return out
