@@ -12,8 +12,8 @@ from collections import defaultdict
 from pathlib import PurePath
 from typing import Any
 
-from .common import Limits, _ext_of, _fmt_bytes, _Problem
-from .sources import _disk_reader, _Entry, _inside
+from .common import Limits, _fmt_bytes, _Problem
+from .sources import _Entry, _inside, disk_entry
 
 logger = logging.getLogger(__name__)
 
@@ -148,16 +148,7 @@ class _ImageResolver:
             return None
         rel = os.path.relpath(full, table_dir).replace(os.sep, "/")
         base = posixpath.dirname(table.source)
-        entry = _Entry(
-            source=posixpath.join(base, rel) if base else rel,
-            ext=_ext_of(full),
-            container="",
-            key=PurePath(full).parts,
-            match_parts=tuple(rel.split("/")),
-            size=os.path.getsize(full),
-            reader=_disk_reader(full),
-            disk_path=full,
-        )
+        entry = disk_entry(full, posixpath.join(base, rel) if base else rel, tuple(rel.split("/")))
         self._disk_extra[full] = entry
         return entry
 

@@ -74,6 +74,14 @@ def _disk_reader(path: str) -> Callable[[], bytes]:
     return read
 
 
+def disk_entry(path: str, source: str, match_parts: tuple[str, ...]) -> _Entry:
+    """The entry of a file on disk, shown as ``source``, keyed and read by its absolute path;
+    ``match_parts`` are the path parts a table's image reference may end with."""
+    ap = os.path.abspath(path)
+    return _Entry(source=source, ext=_ext_of(path), container="", key=PurePath(ap).parts, match_parts=match_parts,
+                  size=os.path.getsize(path), reader=_disk_reader(ap), disk_path=ap)
+
+
 def _member_reader(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> Callable[[], bytes]:
     def read() -> bytes:
         buf = bytearray()
@@ -136,18 +144,7 @@ class _Expander:
         if os.path.isdir(sp):
             self._walk(sp, display)
         elif os.path.isfile(sp):
-            ap = os.path.abspath(sp)
-            entry = _Entry(
-                source=display,
-                ext=_ext_of(sp),
-                container="",
-                key=PurePath(ap).parts,
-                match_parts=(os.path.basename(ap),),
-                size=os.path.getsize(sp),
-                reader=_disk_reader(sp),
-                disk_path=ap,
-            )
-            self._classify(entry)
+            self._classify(disk_entry(sp, display, (os.path.basename(os.path.abspath(sp)),)))
         else:
             self.items.append((display, "not a regular file or folder"))
 
@@ -183,18 +180,7 @@ class _Expander:
             if not os.path.isfile(full):
                 self.items.append((src, "not a regular file"))
                 continue
-            ap = os.path.abspath(full)
-            entry = _Entry(
-                source=src,
-                ext=_ext_of(full),
-                container="",
-                key=PurePath(ap).parts,
-                match_parts=(display, *rel),
-                size=os.path.getsize(full),
-                reader=_disk_reader(full),
-                disk_path=ap,
-            )
-            self._classify(entry)
+            self._classify(disk_entry(full, src, (display, *rel)))
 
     def _classify(self, entry: _Entry) -> None:
         ext = entry.ext
