@@ -17,6 +17,10 @@ Two layers:
   (e.g. search hits among all items) to such a map without refitting it. Reopening a cached map reads
   ids only, never the vectors.
 
+* Colouring a map: :func:`cluster_labels` (seeded KMeans in cosine geometry), :func:`similarity_to_text`
+  (cosine of every point with an encoded text), over :func:`map_vectors` (the vectors of a map's points);
+  :func:`vector_modalities` counts the items with vectors per modality.
+
 Gap correction: every modality is mean-centred (its centroid subtracted) before projecting, so the
 map shows the same data without the offset between images and texts (the "modality gap").
 
@@ -806,3 +810,54 @@ def map_to_json(result: MapResult) -> dict:
             "gap_corrected": result.gap_corrected, "cache": result.cache, "n_new": result.n_new,
             "mean_trust": round(float(np.nanmean(result.trust)), 4) if result.n else None,
             "by_modality": {str(m): int(c) for m, c in zip(*np.unique(result.modality, return_counts=True))}}
+
+
+# ---- colouring a map ---------------------------------------------------------------------------
+KMEANS_FULL_MAX = 20_000  # rows up to which cluster_labels runs full KMeans; MiniBatchKMeans above
+
+
+def map_vectors(ws, model: str, *, ids: Sequence[str]) -> np.ndarray:
+    """The vectors of a map's points: ``X (len(ids), d) float32`` in the order of ``ids``.
+
+    Raises ValueError when an id has no vector for ``model`` any more (the map is older than the vectors).
+    """
+    X, got = ws.vectors(model, ids=list(ids))
+    if len(got) != len(ids):
+        raise ValueError(f"{len(ids) - len(got)} mapped items have no vector for {model} any more; "
+                         "reload the page")
+    return X
+
+
+def cluster_labels(X: np.ndarray, *, k: int, seed: int = 0) -> list[str]:
+    """KMeans clusters of the rows of ``X`` (n, d) in cosine geometry (rows scaled to unit length first).
+
+    Returns n labels ``"cluster 1"`` .. ``"cluster k"``; ``k`` is clipped to ``[1, n]``. Up to
+    :data:`KMEANS_FULL_MAX` rows scikit-learn's ``KMeans`` (``n_init=3``), above that ``MiniBatchKMeans``
+    (``batch_size=4096``), both with ``random_state=seed``, so the same input gives the same clusters.
+    """
+    from sklearn.cluster import KMeans, MiniBatchKMeans
+
+    X = unit_rows(X)
+    k = max(1, min(int(k), len(X)))
+    algo = (KMeans(n_clusters=k, n_init=3, random_state=seed) if len(X) <= KMEANS_FULL_MAX
+            else MiniBatchKMeans(n_clusters=k, n_init=3, random_state=seed, batch_size=4096))
+    return [f"cluster {int(v) + 1}" for v in algo.fit_predict(X)]
+
+
+def similarity_to_text(X: np.ndarray, *, text: str, encoder) -> np.ndarray:
+    """Cosine of every row of ``X`` (n, d) with ``text`` encoded by ``encoder`` (``encode_texts``):
+    (n,) float32. The rows are scaled to unit length; the text vector is used as the encoder gives it
+    (unit length for encoder models)."""
+    q = np.asarray(encoder.encode_texts([text])[0])
+    return (unit_rows(X) @ q).astype(np.float32)
+
+
+def vector_modalities(ws, model: str) -> dict[str, int]:
+    """``{modality: count}`` of the items of ``ws`` that have a vector for ``model``; image, text, row
+    first, any other modality after them by name."""
+    have = ws.store(model).ids()
+    items = ws.items.drop_duplicates("id")
+    counts = items.loc[items["id"].isin(have), "modality"].value_counts()
+    order = ["image", "text", "row"]
+    return {str(m): int(counts[m]) for m in sorted(counts.index, key=lambda m: (order.index(m) if m in order
+                                                                                  else len(order), m))}

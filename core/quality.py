@@ -6,7 +6,8 @@ L2-normalised here, i.e. everything is measured in cosine geometry):
 * :func:`rankme` — effective rank (Garrido et al. 2023) with its maximum min(n, d) and the spectrum;
 * :func:`alignment`, :func:`uniformity` — Wang & Isola (2020) on true pairs / on all pairs;
 * :func:`modality_gap` (+ :func:`modality_separability`) — centroid distance, pair vs random cosines,
-  cross-validated linear separability of the two modalities;
+  cross-validated linear separability of the two modalities (:func:`workspace_modality_gap`: of a
+  workspace's vectors, on a pair-keeping sample above :data:`GAP_SAMPLE` items);
 * :func:`k_occurrence`, :func:`hubness`, :func:`cross_modal_hubness` — skewness of the k-occurrence
   distribution N_k and the hub items (Radovanović et al. 2010);
 * :func:`paired_retrieval` — image→text / text→image recall@k and, per pair, the rank of its true
@@ -206,6 +207,37 @@ def modality_gap(X: np.ndarray, modalities: Sequence[str], pairs: np.ndarray | N
         out["separability"] = modality_separability(Xu, mods, a=a, b=b, seed=seed)
     return out
 
+
+GAP_SAMPLE = 50_000  # items (with their pair partners) behind workspace_modality_gap at most
+
+
+def gap_sample_ids(ids: Sequence[str], items: pd.DataFrame, *, max_items: int = GAP_SAMPLE) -> np.ndarray:
+    """The ids behind a workspace's gap numbers: ``ids`` (n,) as str when ``n <= max_items``; else the
+    ``max_items // 2`` smallest ids (content hashes: a uniform random sample) plus those of their pair
+    partners (``items["pair"]``) that are in ``ids``, so true pairs stay whole — (m,) str, sorted, unique.
+    """
+    ids = np.asarray(ids).astype(str)
+    if len(ids) <= max_items:
+        return ids
+    sample = np.sort(ids)[: max_items // 2]
+    partners = items.loc[items["id"].isin(sample), "pair"].dropna().astype(str).to_numpy()
+    return np.unique(np.concatenate([sample, partners[np.isin(partners, ids)]]))
+
+
+def workspace_modality_gap(ws, model: str, *, max_items: int = GAP_SAMPLE) -> dict:
+    """:func:`modality_gap` of the model's vectors in ``ws`` (uncorrected space), true pairs included.
+
+    Above ``max_items`` vectors it measures :func:`gap_sample_ids` (reading every vector would take too
+    long); ``"sampled"`` is then the number of items measured, else None.
+    """
+    items = ws.items
+    ids = gap_sample_ids(ws.vector_ids(model), items, max_items=max_items)
+    X, ids = ws.vectors(model, ids=ids)
+    ids = ids.astype(str)
+    mods = items.drop_duplicates("id").set_index("id")["modality"].reindex(ids).fillna("row").to_numpy()
+    out = modality_gap(X, mods, pair_positions(items, ids))
+    out["sampled"] = len(ids) if len(ids) < ws.store(model).count() else None
+    return out
 
 # ---- hubness -----------------------------------------------------------------------------------
 def k_occurrence(neighbours: np.ndarray, n: int) -> np.ndarray:

@@ -519,14 +519,6 @@ def pca_preview(key: tuple, model: str, modalities: tuple | None, dim: int, gap_
     return coords, ids, mods
 
 
-def _map_vectors(ws: core.Workspace, model: str, ids) -> np.ndarray:
-    X, got = ws.vectors(model, ids=list(ids))
-    if len(got) != len(ids):
-        raise ValueError(f"{len(ids) - len(got)} mapped items have no vector for {model} any more; "
-                         "reload the page")
-    return X
-
-
 @st.cache_data(show_spinner=False, max_entries=16)
 def map_items(key: tuple, map_path: str, _ids) -> pd.DataFrame:
     """The items of a map, one row per point in map order (``map_path`` names the id set)."""
@@ -537,51 +529,28 @@ def map_items(key: tuple, map_path: str, _ids) -> pd.DataFrame:
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def kmeans_labels(key: tuple, model: str, map_path: str, k: int, _ids) -> list[str]:
-    """KMeans clusters of the mapped items' vectors (cosine: unit rows), as "cluster 1".."cluster k"."""
-    from sklearn.cluster import KMeans, MiniBatchKMeans
+    """:func:`core.projection.cluster_labels` of the mapped items' vectors (``map_path`` names the id set)."""
+    from core.projection import cluster_labels, map_vectors
 
-    X = _map_vectors(_open_workspace(key[0]), model, _ids)
-    X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
-    k = max(1, min(int(k), len(X)))
-    algo = (KMeans(n_clusters=k, n_init=3, random_state=0) if len(X) <= 20_000
-            else MiniBatchKMeans(n_clusters=k, n_init=3, random_state=0, batch_size=4096))
-    labels = algo.fit_predict(X)
-    return [f"cluster {int(v) + 1}" for v in labels]
+    return cluster_labels(map_vectors(_open_workspace(key[0]), model, ids=_ids), k=k, seed=0)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def text_similarity(key: tuple, model: str, map_path: str, query: str, _ids) -> np.ndarray:
-    """Cosine of every mapped item with the text ``query`` encoded by ``model``: (n,) float32."""
-    X = _map_vectors(_open_workspace(key[0]), model, _ids)
-    q = get_encoder(model).encode_texts([query])[0]
-    X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
-    return (X @ q).astype(np.float32)
+    """:func:`core.projection.similarity_to_text` of the mapped items and ``query``: (n,) float32."""
+    from core.projection import map_vectors, similarity_to_text
 
-
-GAP_SAMPLE = 50_000  # items (with their pair partners) behind the Map page's gap numbers at most
+    X = map_vectors(_open_workspace(key[0]), model, ids=_ids)
+    return similarity_to_text(X, text=query, encoder=get_encoder(model))
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def modality_gap(key: tuple, model: str) -> dict:
-    """:func:`core.quality.modality_gap` of all the model's vectors (uncorrected), true pairs included."""
-    from core.quality import modality_gap as _gap
-    from core.quality import pair_positions
+    """:func:`core.quality.workspace_modality_gap` (all the model's vectors, uncorrected; a pair-keeping
+    sample in a large workspace)."""
+    from core.quality import workspace_modality_gap
 
-    ws = _open_workspace(key[0])
-    items = ws.items
-    ids = ws.vector_ids(model).astype(str)
-    if len(ids) > GAP_SAMPLE:
-        # a large workspace: a content-hash sample of the items plus their partners, so true pairs stay
-        # whole (reading every vector would take as long as opening the page should)
-        sample = np.sort(ids)[: GAP_SAMPLE // 2]
-        partners = items.loc[items["id"].isin(sample), "pair"].dropna().astype(str).to_numpy()
-        ids = np.unique(np.concatenate([sample, partners[np.isin(partners, ids)]]))
-    X, ids = ws.vectors(model, ids=ids)
-    ids = ids.astype(str)
-    mods = items.drop_duplicates("id").set_index("id")["modality"].reindex(ids).fillna("row").to_numpy()
-    out = _gap(X, mods, pair_positions(items, ids))
-    out["sampled"] = len(ids) if len(ids) < ws.store(model).count() else None
-    return out
+    return workspace_modality_gap(_open_workspace(key[0]), model)
 
 
 # ---- quality ------------------------------------------------------------------------------------
@@ -623,14 +592,10 @@ def cached_figure(key: str, _build):
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def vector_modalities(key: tuple, model: str) -> dict[str, int]:
-    """``{modality: count}`` of the items that have a vector for ``model`` (image, text, row order)."""
-    ws = _open_workspace(key[0])
-    have = ws.store(model).ids()
-    items = ws.items.drop_duplicates("id")
-    counts = items.loc[items["id"].isin(have), "modality"].value_counts()
-    order = ["image", "text", "row"]
-    return {str(m): int(counts[m]) for m in sorted(counts.index, key=lambda m: (order.index(m) if m in order
-                                                                                  else len(order), m))}
+    """:func:`core.projection.vector_modalities`: ``{modality: count}`` of the items with a vector for ``model``."""
+    from core.projection import vector_modalities as _counts
+
+    return _counts(_open_workspace(key[0]), model)
 
 
 def selected_ids(event) -> list[str]:

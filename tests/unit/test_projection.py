@@ -213,3 +213,78 @@ def test_map_cli_json(demo_ws, umap_warm, capsys):
     assert main(["map", str(demo_ws.path), "--model", "minilm", "--json"]) == 1
     assert "no vectors" in capsys.readouterr().err
     assert main(["map", str(demo_ws.path), "--model", "demo", "--dim", "4"]) == 2
+
+
+# ---- colouring a map (the Map page's "colour by": clusters, similarity to a text) ---------------
+def test_cluster_labels_find_the_blobs_in_cosine_geometry_and_repeat_with_a_seed():
+    from core.projection import cluster_labels
+
+    X, y = blobs(n_per=40, centres=4, d=16, seed=1)
+    labels = cluster_labels(X, k=4)
+    assert len(labels) == len(X) and set(labels) == {f"cluster {i}" for i in range(1, 5)}
+    # each blob is one cluster (the blobs are far apart in direction too)
+    by_blob = {b: {labels[i] for i in np.flatnonzero(y == b)} for b in range(4)}
+    assert all(len(v) == 1 for v in by_blob.values()) and len(set().union(*by_blob.values())) == 4
+    assert cluster_labels(X, k=4, seed=0) == labels  # same seed, same clusters
+    # cosine geometry: scaling a row does not move it to another cluster
+    scaled = X * np.random.default_rng(2).uniform(0.1, 10, size=(len(X), 1)).astype(np.float32)
+    assert cluster_labels(scaled, k=4) == labels
+    # k is clipped to [1, n]
+    assert sorted(cluster_labels(X[:3], k=10)) == ["cluster 1", "cluster 2", "cluster 3"]
+    assert set(cluster_labels(X, k=0)) == {"cluster 1"}
+
+
+def test_cluster_labels_switch_to_minibatch_above_the_full_kmeans_limit(monkeypatch):
+    import core.projection as proj
+
+    X, y = blobs(n_per=30, centres=3, d=8, seed=4)
+    monkeypatch.setattr(proj, "KMEANS_FULL_MAX", 10)
+    labels = proj.cluster_labels(X, k=3)
+    assert len(set(labels)) == 3
+    assert all(len({labels[i] for i in np.flatnonzero(y == b)}) == 1 for b in range(3))
+
+
+class _FixedEncoder:
+    """encode_texts returns a fixed unit vector (the text is recorded)."""
+
+    def __init__(self, q):
+        self.q, self.seen = np.asarray(q, np.float32), []
+
+    def encode_texts(self, texts):
+        self.seen.extend(texts)
+        return self.q[None, :]
+
+
+def test_similarity_to_text_is_the_cosine_with_the_encoded_text():
+    from core.projection import similarity_to_text
+
+    X = np.array([[2, 0, 0], [0, 3, 0], [1, 1, 0], [-5, 0, 0], [0, 0, 0]], np.float32)
+    enc = _FixedEncoder([1, 0, 0])
+    sim = similarity_to_text(X, text="a red circle", encoder=enc)
+    assert enc.seen == ["a red circle"] and sim.dtype == np.float32 and sim.shape == (5,)
+    np.testing.assert_allclose(sim, [1, 0, np.sqrt(0.5), -1, 0], atol=1e-6)  # lengths do not matter
+
+
+def test_similarity_to_text_with_the_demo_model_ranks_matching_captions_first(demo_ws_template):
+    from core.projection import map_vectors, similarity_to_text
+
+    items = demo_ws_template.items
+    texts = items[items["modality"] == "text"]
+    ids = texts["id"].astype(str).tolist()
+    X = map_vectors(demo_ws_template, "demo", ids=ids)
+    assert X.shape[0] == len(ids)
+    caption = str(texts["text"].iloc[0])
+    sim = similarity_to_text(X, text=caption, encoder=core.load_encoder("demo"))
+    assert sim[0] == pytest.approx(float(sim.max()), abs=1e-5)  # the caption itself is the best match
+    with pytest.raises(ValueError, match="no vector"):
+        map_vectors(demo_ws_template, "demo", ids=[*ids[:2], "no-such-id"])
+
+
+def test_vector_modalities_counts_items_with_vectors_images_first(demo_ws):
+    from core.projection import vector_modalities
+
+    counts = vector_modalities(demo_ws, "demo")
+    assert list(counts) == ["image", "text"]
+    by_mod = demo_ws.items["modality"].value_counts()
+    assert counts == {"image": int(by_mod["image"]), "text": int(by_mod["text"])}
+    assert core.vector_modalities is vector_modalities  # reachable from the Python API

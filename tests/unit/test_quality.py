@@ -371,3 +371,32 @@ def test_cli_quality_errors(capsys, quality_ws, tmp_path):
     assert code == 2  # --model is required
     code, _, err = run_json(capsys, "quality", quality_ws.path, "--model", "demo", "--compare", "demo", "--json")
     assert code == 1 and "two different models" in err
+
+
+# ---- the modality gap of a workspace (the Map page's gap numbers) --------------------------------
+def test_gap_sample_ids_keeps_small_sets_and_samples_large_ones_with_their_partners():
+    ids = np.array([f"{i:03d}" for i in range(20)])
+    items = pd.DataFrame({"id": ids, "pair": [f"{19 - i:03d}" for i in range(20)]})  # 000<->019, 001<->018 ...
+    assert q.gap_sample_ids(ids, items, max_items=20).tolist() == ids.tolist()
+    got = q.gap_sample_ids(ids[::-1], items, max_items=8)  # the 4 smallest ids plus their partners
+    assert got.tolist() == ["000", "001", "002", "003", "016", "017", "018", "019"]
+    # a partner without a vector is not added
+    got = q.gap_sample_ids(ids[:18], items, max_items=8)
+    assert got.tolist() == ["000", "001", "002", "003", "016", "017"]
+
+
+def test_workspace_modality_gap_matches_modality_gap_and_samples_whole_pairs(demo_ws_template):
+    ws = demo_ws_template
+    X, ids = ws.vectors("demo")
+    mods = ws.items.set_index("id").loc[ids, "modality"].to_numpy()
+    full = q.modality_gap(X, mods, q.pair_positions(ws.items, ids))
+    got = q.workspace_modality_gap(ws, "demo")
+    assert got["sampled"] is None
+    for key in ("centroid_distance", "pair_cosine", "random_pair_cosine", "n_a", "n_b", "n_pairs"):
+        assert got[key] == pytest.approx(full[key], abs=1e-6)
+    small = q.workspace_modality_gap(ws, "demo", max_items=100)
+    assert small["sampled"] is not None and 50 <= small["sampled"] <= 100
+    # every sampled item came with its partner: no image or text of the sample is left without a pair
+    assert small["n_pairs"] >= max(small["n_a"], small["n_b"]) and small["n_a"] + small["n_b"] == small["sampled"]
+    assert small["pair_cosine"] > small["random_pair_cosine"] + 0.2
+    assert core.workspace_modality_gap is q.workspace_modality_gap
