@@ -1,7 +1,6 @@
 """Concepts: PACE concept explanations of the image model — dataset, image and patch level, with metrics."""
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -191,7 +190,7 @@ def concept_across_images(res, paths: dict) -> None:
     st.subheader("One concept across images")
     labels = [con.label for con in res.concepts]
     k = labels.index(st.selectbox("Concept", labels, key="concepts_pick"))
-    top = np.argsort(-res.theta[:, k], kind="stable")[:HEATMAPS]
+    top = res.top_images(k, n=HEATMAPS)
     st.caption(c.plain(f"The {len(top)} images with the most of concept {labels[k]}; the heat map is φ, the "
                        "probability that each patch shows the concept."))
     cols = st.columns(3)
@@ -215,7 +214,7 @@ def image_level(res, paths: dict, items: pd.DataFrame) -> None:
     left.caption(c.plain(f"the model's prediction: {res.predicted[m]}"))
     right.plotly_chart(theta_figure(res.theta[m], labels, highlight=int(res.theta[m].argmax())),
                        key="theta_chart", config=PLOT_CONFIG)
-    used = [k for k in np.argsort(-res.theta[m], kind="stable") if res.theta[m, k] >= 0.1 / res.k][:HEATMAPS]
+    used = res.used_concepts(m, n=HEATMAPS)
     st.caption("Patch level: φ of each concept this image uses, over its patch grid.")
     cols = st.columns(3)
     for n, k in enumerate(used):

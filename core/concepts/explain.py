@@ -110,6 +110,17 @@ class ConceptsResult:
         """Most likely concept of every patch: (M, J) int."""
         return self.phi.argmax(2)
 
+    def top_images(self, concept: int, *, n: int) -> np.ndarray:
+        """Rows of the ``n`` images with the largest share θ of ``concept``: (≤ n,) int, largest first
+        (ties in row order)."""
+        return np.argsort(-self.theta[:, int(concept)], kind="stable")[: int(n)]
+
+    def used_concepts(self, row: int, *, n: int, min_share: float = 0.1) -> list[int]:
+        """Concepts that image ``row`` uses: those with θ at least ``min_share / k`` (a tenth of an even
+        share by default), largest share first (ties by concept), at most ``n``."""
+        order = np.argsort(-self.theta[int(row)], kind="stable")
+        return [int(k) for k in order if self.theta[int(row), k] >= min_share / self.k][: int(n)]
+
     def assignments_frame(self) -> pd.DataFrame:
         """One row per image: id, top concept (1-based) and its names, predicted label, θ per concept."""
         top = self.theta.argmax(1)

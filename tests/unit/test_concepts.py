@@ -645,3 +645,22 @@ def test_explain_weights_patches_by_the_smoothed_attention(explained, tmp_path, 
     assert json.loads(capsys.readouterr().out)["params"]["attention_smoothing"] == 0.0
     assert main([*args, "--attention-smoothing", "-1"]) == 2
     assert "--attention-smoothing must be a finite number >= 0" in capsys.readouterr().err
+
+
+def test_top_images_and_used_concepts_rank_by_share():
+    from core.concepts.explain import ConceptsResult
+
+    theta = np.array([[0.70, 0.29, 0.01],
+                      [0.10, 0.10, 0.80],
+                      [0.70, 0.20, 0.10],
+                      [0.34, 0.33, 0.33]], np.float32)
+    res = ConceptsResult(model="m", k=3, ids=np.array(["a", "b", "c", "d"]), concepts=[], theta=theta,
+                         phi=np.zeros((4, 4, 3), np.float32), attention=np.zeros((4, 4), np.float32),
+                         predicted=np.array(["x"] * 4), grid=(2, 2), image_size=(8, 8), metrics={}, params={},
+                         prediction_source="model")
+    assert res.top_images(0, n=3).tolist() == [0, 2, 3]  # ties keep row order
+    assert res.top_images(2, n=10).tolist() == [1, 3, 2, 0]
+    # concept 2 of image 0 has θ 0.01 < 0.1 / 3: not used
+    assert res.used_concepts(0, n=6) == [0, 1]
+    assert res.used_concepts(3, n=2) == [0, 1]  # at most n
+    assert res.used_concepts(1, n=6, min_share=0.5) == [2]
