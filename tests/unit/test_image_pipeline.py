@@ -251,3 +251,20 @@ def test_cli_embed_says_that_ctrl_c_keeps_the_work_and_full_decode_is_exact(tiny
     items = ws.items.set_index("id")
     ref = plain(core.load_encoder(tiny_clip_id), [ws.abspath(items.loc[i, "image"]) for i in ids])
     np.testing.assert_allclose(X, ref, atol=1e-5)
+
+
+def test_decoding_threads_give_the_same_batches_as_the_calling_thread(tiny_clip_id, photos, tmp_path):
+    """The path used beside a GPU (a thread pool decoding ahead) against the CPU path (decoding in the calling
+    thread): same vectors, positions, sizes and errors, in order."""
+    enc = core.load_encoder(tiny_clip_id)
+    sources = [*photos, tmp_path / "missing.jpg", photos[0].read_bytes()]
+
+    def run(workers):
+        return list(enc.iter_encode_images(sources, batch_size=3, workers=workers, prefetch=3))
+
+    a, b = run(0), run(3)
+    assert [x.positions for x in a] == [x.positions for x in b] == [[0, 1, 2], [3, 4, 5], [6, 8]]
+    assert [x.errors for x in a] == [x.errors for x in b] == [[], [], [(7, "no such file")]]
+    assert [x.sizes for x in a] == [x.sizes for x in b]
+    vectors = [np.concatenate([x.vectors for x in run_]) for run_ in (a, b)]
+    np.testing.assert_allclose(vectors[0], vectors[1], atol=1e-6)
