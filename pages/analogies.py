@@ -11,7 +11,7 @@ import streamlit as st
 from core.encoders import ASSETS_DIR
 from core.export import safe_csv_bytes
 from core.search import hits_frame, load_analogy_set, suggested_space, term_id, worked_example
-from pages import common as c
+from pages import ui
 
 METHODS = {"3CosAdd": "3cosadd", "3CosMul": "3cosmul"}
 ALL = "all"
@@ -34,8 +34,8 @@ def bundled_sets() -> dict[str, str]:
 
 def text_models(model: str | None) -> list[str]:
     """Offline models that encode texts (they can score a vocabulary), the chosen one included."""
-    ids = [m["id"] for m in c.model_catalogue(include_hub=False) if m["available"] and "text" in m["modalities"]]
-    if model and c.can_encode(model, "text") and model not in ids:
+    ids = [m["id"] for m in ui.model_catalogue(include_hub=False) if m["available"] and "text" in m["modalities"]]
+    if model and ui.can_encode(model, "text") and model not in ids:
         ids.append(model)
     return ids
 
@@ -65,7 +65,7 @@ def _add_minus(item_id: str) -> None:
 # ---- sections -----------------------------------------------------------------------------------
 def builder(ws, model: str) -> tuple[list[str], list[str]]:
     """The term builder: plus and minus terms as texts / item ids (one per line) and uploaded images."""
-    ex = worked_example(ws, model) if c.can_encode(model, "text") else None
+    ex = worked_example(ws, model) if ui.can_encode(model, "text") else None
     head = st.columns([1, 3], vertical_alignment="center")
     head[0].button("Worked example", key="ana_example", icon=":material/auto_awesome:", disabled=ex is None,
                    on_click=_load_example, args=(ex,) if ex else None,
@@ -74,26 +74,26 @@ def builder(ws, model: str) -> tuple[list[str], list[str]]:
                                     "model that encodes texts."))
     head[1].caption("b − a + c: each term is a text, an item (`item:<id>`, from the picker below or a result) "
                     "or an uploaded image. Input items are never results.")
-    can_img = c.can_encode(model, "image")
+    can_img = ui.can_encode(model, "image")
     plus_col, minus_col = st.columns(2)
     out = []
     for col, sign, key, word in ((plus_col, "+", "ana_plus", "add"), (minus_col, "−", "ana_minus", "subtract")):
         with col:
             typed = lines(st.text_area(f"{sign} terms to {word}, one per line", key=key, height=96,
                                        placeholder="a blue object\nitem:<id>"))
-            files = st.file_uploader(f"Images to {word}", type=c.IMAGE_TYPES, accept_multiple_files=True,
+            files = st.file_uploader(f"Images to {word}", type=ui.IMAGE_TYPES, accept_multiple_files=True,
                                      key=f"{key}_img", disabled=not can_img,
-                                     help=None if can_img else c.plain(f"Model {model} cannot encode images."))
+                                     help=None if can_img else ui.plain(f"Model {model} cannot encode images."))
             images = []
             for f in files or []:
                 try:
-                    images.append(c.image_upload_term(f))
+                    images.append(ui.image_upload_term(f))
                 except ValueError as e:
-                    c.show_error(e)
+                    ui.show_error(e)
             out.append(images + typed)  # an uploaded image is the anchor: the baseline's query
     if not can_img:
-        st.caption(c.plain(f"Model {model} " + ("is text-only: uploaded images cannot be terms"
-                                                 if c.can_encode(model, "text") else "encodes no images")
+        st.caption(ui.plain(f"Model {model} " + ("is text-only: uploaded images cannot be terms"
+                                                 if ui.can_encode(model, "text") else "encodes no images")
                            + ". Items of the workspace can still be terms."))
     return out[0], out[1]
 
@@ -101,27 +101,27 @@ def builder(ws, model: str) -> tuple[list[str], list[str]]:
 def picker(ws, model: str) -> None:
     """Find items by text and add them as plus or minus terms."""
     with st.expander("Pick items as terms", icon=":material/add_photo_alternate:"):
-        if not c.can_encode(model, "text"):
+        if not ui.can_encode(model, "text"):
             st.caption("Paste item ids (item:<id>) from the Search page's result table instead.")
             return
         q = st.text_input("Find items", key="ana_find", placeholder="e.g. a red circle — then press Enter")
         if not q.strip():
             return
-        with c.guard():
-            hits = c.search_results(c.data_key(ws, model), model, (q.strip(),), 6, None, ())
-            c.result_cards(hits, key="ana_pick", columns=6,
+        with ui.guard():
+            hits = ui.search_results(ui.data_key(ws, model), model, (q.strip(),), 6, None, ())
+            ui.result_cards(hits, key="ana_pick", columns=6,
                            actions=[("plus", _add_plus, ":material/add:", "Add as a plus term"),
                                     ("minus", _add_minus, ":material/remove:", "Add as a minus term")])
 
 
 def terms_row(ws, plus: list[str], minus: list[str]) -> None:
     """The analogy as written: each term with its sign, images as small thumbnails."""
-    items = c.items_frame(ws).drop_duplicates("id").set_index("id")
+    items = ui.items_frame(ws).drop_duplicates("id").set_index("id")
     terms = [("+", t) for t in plus] + [("−", t) for t in minus]
     cols = st.columns(min(len(terms), MAX_TERMS_SHOWN) + (len(terms) > MAX_TERMS_SHOWN))
     for col, (sign, t) in zip(cols, terms[:MAX_TERMS_SHOWN]):
         with col:
-            st.markdown(f"**{sign}** {c.plain(c.term_label(t, items), limit=60)}")
+            st.markdown(f"**{sign}** {ui.plain(ui.term_label(t, items), limit=60)}")
             if t.startswith("image:"):
                 st.image(t[len("image:"):], width=64)
             elif t.startswith("item:") and t[5:] in items.index and isinstance(items.at[t[5:], "thumb"], str):
@@ -140,18 +140,18 @@ def results(ws, model: str, plus: list[str], minus: list[str], present: dict[str
                         help="3CosAdd: cosine with Σplus − Σminus. 3CosMul (Levy & Goldberg 2014): "
                              "Π cos(plus) / Π cos(minus), each cosine shifted to [0, 1].")
     modality = r[1].radio("Results", options, key="ana_modality", horizontal=True,
-                          format_func=lambda m: c.MODALITY_PLURAL.get(m, m) if m != ALL else "all")
+                          format_func=lambda m: ui.MODALITY_PLURAL.get(m, m) if m != ALL else "all")
     k = int(r[2].slider("Results (k)", 1, 30, 9, key="ana_k"))
     if not plus:
         st.info("Add at least one plus term (or press Worked example).", icon=":material/info:")
         return
     mod = None if modality == ALL else modality
-    key = c.data_key(ws, model)
+    key = ui.data_key(ws, model)
     terms_row(ws, plus, minus)
     with st.spinner("Computing…"):
-        hits = c.analogy_results(key, model, tuple(plus), tuple(minus), METHODS[method], k, mod, ())
+        hits = ui.analogy_results(key, model, tuple(plus), tuple(minus), METHODS[method], k, mod, ())
         inputs = tuple(i for i in (term_id(t) for t in plus + minus) if i)
-        base = c.search_results(key, model, (plus[0],), k, mod, (), inputs)
+        base = ui.search_results(key, model, (plus[0],), k, mod, (), inputs)
     new = len({h["id"] for h in hits} - {h["id"] for h in base})
     if not minus and len(plus) == 1:
         st.caption("With one plus term and nothing to subtract, the analogy is its nearest neighbours.")
@@ -168,11 +168,11 @@ def results(ws, model: str, plus: list[str], minus: list[str], present: dict[str
     left, right = st.columns(2, gap="large")
     with left:
         st.markdown(f"**Analogy · {method}**")
-        c.result_cards(hits, key="ana_res", captions=captions, columns=3)
+        ui.result_cards(hits, key="ana_res", captions=captions, columns=3)
     with right:
-        items = c.items_frame(ws).drop_duplicates("id").set_index("id")
-        st.markdown(f"**Baseline · nearest neighbours of {c.plain(c.term_label(plus[0], items), limit=50)}**")
-        c.result_cards(base, key="ana_base", captions=captions, columns=3)
+        items = ui.items_frame(ws).drop_duplicates("id").set_index("id")
+        st.markdown(f"**Baseline · nearest neighbours of {ui.plain(ui.term_label(plus[0], items), limit=50)}**")
+        ui.result_cards(base, key="ana_base", captions=captions, columns=3)
     if table is not None:
         with st.expander("Both as tables"):
             st.caption("Analogy")
@@ -195,14 +195,14 @@ def evaluation(ws, model: str | None) -> None:
         f = st.file_uploader("Analogy CSV", type=["csv"], key="eval_upload")
         if f is None:
             return
-        name, data = c.upload_name(f.name), f.getvalue()
+        name, data = ui.upload_name(f.name), f.getvalue()
     else:
         with open(sets[name], "rb") as fh:
             data = fh.read()
     try:
         rows = load_analogy_set(data, name=name)
     except ValueError as e:
-        c.show_error(e)
+        ui.show_error(e)
         return
     suggested = suggested_space(rows)
     spaces = ["workspace", "vocabulary"]
@@ -234,9 +234,9 @@ def evaluation(ws, model: str | None) -> None:
     if not req or req["set"] != name or req["digest"] != digest:
         st.caption(f"{len(rows)} rows. Press Evaluate to score them.")
         return
-    key = c.data_key(ws, req["model"]) if req["space"] == "workspace" else None
-    with st.spinner(c.plain(f"Scoring {len(rows)} analogies with {req['model']}…")):
-        ev = c.analogy_evaluation(key, req["model"], name, data, req["method"], req["k"])
+    key = ui.data_key(ws, req["model"]) if req["space"] == "workspace" else None
+    with st.spinner(ui.plain(f"Scoring {len(rows)} analogies with {req['model']}…")):
+        ev = ui.analogy_evaluation(key, req["model"], name, data, req["method"], req["k"])
     show_evaluation(ev, name)
 
 
@@ -244,7 +244,7 @@ def show_evaluation(ev: dict, name: str) -> None:
     k = ev["k"]
     where = (f"the {ev['candidates']} distinct words of the set" if ev["space"].startswith("vocabulary:")
              else f"{ev['candidates']:,} workspace items")
-    st.caption(c.plain(f"{name}: {ev['n']} rows scored ({len(ev['skipped'])} skipped) · candidates: {where} · "
+    st.caption(ui.plain(f"{name}: {ev['n']} rows scored ({len(ev['skipped'])} skipped) · candidates: {where} · "
                        f"{ev['space']} · {ev['method']}"))
     if not ev["n"]:
         st.warning("No row could be scored; see the reasons below.", icon=":material/warning:")
@@ -281,21 +281,21 @@ def show_evaluation(ev: dict, name: str) -> None:
 
 
 # ---- page ---------------------------------------------------------------------------------------
-c.init_state()
+ui.init_state()
 st.title("Analogies")
-with c.guard():
-    ws, model = c.open_workspace_and_model(
+with ui.guard():
+    ws, model = ui.open_workspace_and_model(
         "to do arithmetic with its vectors", hint="A bundled analogy set can still be scored on a vocabulary below.")
     if ws is not None:
-        c.summary_line(ws, model)
-        present = c.vector_modalities(c.data_key(ws, model), model)
+        ui.summary_line(ws, model)
+        present = ui.vector_modalities(ui.data_key(ws, model), model)
         if not present:
-            c.no_vectors_info(ws, model)
+            ui.no_vectors_info(ws, model)
         else:
             plus, minus = builder(ws, model)
             picker(ws, model)
-            with c.guard():
+            with ui.guard():
                 results(ws, model, plus, minus, present)
     st.divider()
-    with c.guard():
+    with ui.guard():
         evaluation(ws, model)

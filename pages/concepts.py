@@ -8,7 +8,7 @@ from core.encoders import modalities_of
 from core.export import safe_csv_bytes
 from core.plots import concept_shares_figure, patch_heatmap_figure, theta_figure
 from core.workspace import ITEM_COLUMNS
-from pages import common as c
+from pages import ui
 
 SRC_ALL, SRC_MAP, SRC_LABEL = "All images", "Selected on the Map", "Images with a label value"
 PRED_VOCAB, PRED_LABEL, PRED_PROMPTS = ("Zero-shot over the vocabulary", "A label column", "Zero-shot over my prompts")
@@ -103,7 +103,7 @@ def controls(ws, model: str, items: pd.DataFrame) -> dict | None:
                               help="Added to the model's default vocabulary, or used alone (below).")
         only = st.checkbox("Name with these words only", key="concepts_words_only",
                            help=f"The default vocabulary of {model} has {len(default_vocabulary(model))} words.")
-        nb = n_blocks(c.get_encoder(model))
+        nb = n_blocks(ui.get_encoder(model))
         feature = st.selectbox("Patch features", ["joint", *range(nb)], key="concepts_block",
                                format_func=lambda b: ("Joint space (last block, projected like the image vector)"
                                                       if b == "joint" else f"ViT tokens of block {b}"),
@@ -161,7 +161,7 @@ def metrics_row(res) -> None:
     for col, name in zip(cols, ("faithfulness", "stability", "sparsity", "parsimony")):
         v = m.get(name)
         col.metric(name, "—" if v is None else fmt[name].format(v), help=METRIC_HELP[name])
-    st.caption(c.plain(f"{res.n_images} images · K = {res.k} · predictions: {res.prediction_source} · "
+    st.caption(ui.plain(f"{res.n_images} images · K = {res.k} · predictions: {res.prediction_source} · "
                        + (f"joint space (block {res.params.get('block')}) · " if res.params.get("space") == "joint"
                           else f"tokens of block {res.params.get('block')} · ")
                        + ("" if res.params.get("use_attention", True) else "every patch counted once · ")
@@ -177,10 +177,10 @@ def dataset_level(ws, res, paths: dict) -> None:
     st.plotly_chart(concept_shares_figure([con.share for con in res.concepts], labels), key="concept_shares",
                     config=PLOT_CONFIG)
     for con in res.concepts:
-        st.markdown(f"**{c.plain(con.label)}**")
-        st.caption(c.plain(f"names: {', '.join(con.names)} · {con.share:.0%} of the patches · used by "
+        st.markdown(f"**{ui.plain(con.label)}**")
+        st.caption(ui.plain(f"names: {', '.join(con.names)} · {con.share:.0%} of the patches · used by "
                            f"{con.images} of {res.n_images} images"))
-        crops = [c.concept_crop(str(paths[i]), j, tuple(res.grid), tuple(res.image_size))
+        crops = [ui.concept_crop(str(paths[i]), j, tuple(res.grid), tuple(res.image_size))
                  for i, j in con.prototypes if i in paths]
         if crops:
             st.image(crops, width=56)
@@ -191,12 +191,12 @@ def concept_across_images(res, paths: dict) -> None:
     labels = [con.label for con in res.concepts]
     k = labels.index(st.selectbox("Concept", labels, key="concepts_pick"))
     top = res.top_images(k, n=HEATMAPS)
-    st.caption(c.plain(f"The {len(top)} images with the most of concept {labels[k]}; the heat map is φ, the "
+    st.caption(ui.plain(f"The {len(top)} images with the most of concept {labels[k]}; the heat map is φ, the "
                        "probability that each patch shows the concept."))
     cols = st.columns(3)
     for n, m in enumerate(top):
         item = str(res.ids[m])
-        fig = patch_heatmap_figure(c.concept_frame(str(paths[item]), tuple(res.image_size)),
+        fig = patch_heatmap_figure(ui.concept_frame(str(paths[item]), tuple(res.image_size)),
                                    res.phi[m, :, k].reshape(res.grid), title=f"θ = {res.theta[m, k]:.2f}")
         cols[n % 3].plotly_chart(fig, key=f"across_{k}_{n}", config=PLOT_CONFIG)
 
@@ -209,16 +209,16 @@ def image_level(res, paths: dict, items: pd.DataFrame) -> None:
     m = res.row_of(item)
     labels = [con.label for con in res.concepts]
     left, right = st.columns([1, 2])
-    left.image(c.concept_frame(str(paths[item]), tuple(res.image_size)), caption=c.plain(source.get(item, item)),
+    left.image(ui.concept_frame(str(paths[item]), tuple(res.image_size)), caption=ui.plain(source.get(item, item)),
                width=192)
-    left.caption(c.plain(f"the model's prediction: {res.predicted[m]}"))
+    left.caption(ui.plain(f"the model's prediction: {res.predicted[m]}"))
     right.plotly_chart(theta_figure(res.theta[m], labels, highlight=int(res.theta[m].argmax())),
                        key="theta_chart", config=PLOT_CONFIG)
     used = res.used_concepts(m, n=HEATMAPS)
     st.caption("Patch level: φ of each concept this image uses, over its patch grid.")
     cols = st.columns(3)
     for n, k in enumerate(used):
-        fig = patch_heatmap_figure(c.concept_frame(str(paths[item]), tuple(res.image_size)),
+        fig = patch_heatmap_figure(ui.concept_frame(str(paths[item]), tuple(res.image_size)),
                                    res.phi[m, :, k].reshape(res.grid), title=labels[k])
         cols[n % 3].plotly_chart(fig, key=f"patch_{item}_{k}", config=PLOT_CONFIG)
 
@@ -239,7 +239,7 @@ def concepts_section(ws, model: str) -> None:
     if params is not None:
         bar = st.progress(0.0, text="Starting…")
         try:
-            res = run(ws, model, params, progress=c.stage_progress(bar, CONCEPT_STAGES))
+            res = run(ws, model, params, progress=ui.stage_progress(bar, CONCEPT_STAGES))
         finally:
             bar.empty()
         st.session_state[PARAMS] = params
@@ -259,19 +259,19 @@ def concepts_section(ws, model: str) -> None:
 
 
 # ---- page ---------------------------------------------------------------------------------------
-c.init_state()
+ui.init_state()
 st.title("Concepts")
 st.caption("PACE concept explanations: the image model's patch embeddings as a few concepts per image, named "
            "with the closest words in the joint space.")
-with c.guard():
-    ws, model = c.open_workspace_and_model("")
+with ui.guard():
+    ws, model = ui.open_workspace_and_model("")
     if ws is None:
         pass  # the helper said what to choose
     elif "image" not in modalities_of(model):
-        st.info(c.plain(f"{model} does not encode images; concepts need an open_clip model with a ViT image "
+        st.info(ui.plain(f"{model} does not encode images; concepts need an open_clip model with a ViT image "
                         "tower (e.g. demo)."), icon=":material/info:")
     else:
-        c.summary_line(ws, model)
+        ui.summary_line(ws, model)
         n_images = int((ws.items["modality"] == "image").sum())
         if n_images < 2:
             st.info("Concepts need at least 2 images. Add images on the Data page.", icon=":material/image:")

@@ -10,10 +10,11 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+import core
 from core.encoders import modalities_of
 from core.ingest import ROLES, TABLE_EXTS, inspect_table
 from core.workspace import ITEM_COLUMNS
-from pages import common as c
+from pages import ui
 
 TABLE_TYPES = ["csv", "tsv", "parquet", "json", "jsonl", "xlsx"]
 OTHER_TYPES = ["zip", "txt"]
@@ -25,7 +26,7 @@ def _write_uploads(files, folder: Path) -> list[Path]:
     """Write uploads into ``folder`` keeping their names; repeated names go to numbered subfolders."""
     out = []
     for f in files:
-        name = c.upload_name(f.name)
+        name = ui.upload_name(f.name)
         target, n = folder / name, 1
         while target.exists():
             target, n = folder / f"dup{n}" / name, n + 1
@@ -39,7 +40,7 @@ def _write_uploads(files, folder: Path) -> list[Path]:
 def inspect_upload(file_id: str, name: str, _data: bytes) -> tuple[pd.DataFrame, dict]:
     """inspect_table on an uploaded table (written to a temp file under its own name)."""
     with tempfile.TemporaryDirectory(prefix="jointscope-inspect-") as tmp:
-        path = Path(tmp) / c.upload_name(name)
+        path = Path(tmp) / ui.upload_name(name)
         path.write_bytes(_data)
         preview, roles = inspect_table(path, n_preview=20)
     return preview, dict(roles)
@@ -85,7 +86,7 @@ def display_table(ws, df: pd.DataFrame) -> pd.DataFrame:
     """Items for st.dataframe: thumbnail data URI first, then caption, source, pair, metadata, id."""
     core_cols = ["modality", "text", "source", "pair", "width", "height"]
     meta = [col for col in df.columns if col not in ITEM_COLUMNS]
-    out = pd.DataFrame({"thumb": [c.thumb_data_uri(str(ws.abspath(t))) if isinstance(t, str) else None
+    out = pd.DataFrame({"thumb": [ui.thumb_data_uri(str(ws.abspath(t))) if isinstance(t, str) else None
                                   for t in df["thumb"]]}, index=df.index)
     return pd.concat([out, df[core_cols + meta + ["id"]]], axis=1)
 
@@ -94,41 +95,41 @@ def display_table(ws, df: pd.DataFrame) -> pd.DataFrame:
 def demo_section(*, prominent: bool) -> None:
     from core.demo import DEMO_WORKSPACE
 
-    exists = DEMO_WORKSPACE in c.list_workspaces()
+    exists = DEMO_WORKSPACE in ui.list_workspaces()
     label = "Open demo" if exists else "Load demo"
-    demo_ok = any(m.id == c.DEMO_MODEL and m.available for m in c.core.list_models(include_hub=False))
+    demo_ok = any(m.id == ui.DEMO_MODEL and m.available for m in core.list_models(include_hub=False))
     if not demo_ok and not exists:
         st.caption("The 'demo' model is not installed yet, so the demo loads without vectors.")
     if not st.button(label, type="primary" if prominent else "secondary", icon=":material/auto_awesome:",
                      help="A generated world of coloured shapes with captions, embedded with the bundled "
                           "'demo' model (about a minute on a CPU the first time)."):
         return
-    with c.guard():
+    with ui.guard():
         if not exists:
-            c.build_demo(with_vectors=demo_ok)
-        c.select(workspace=DEMO_WORKSPACE, model=c.DEMO_MODEL)
-        st.session_state[c.LAST_INGEST] = st.session_state[c.LAST_EMBED] = None
+            ui.build_demo(with_vectors=demo_ok)
+        ui.select(workspace=DEMO_WORKSPACE, model=ui.DEMO_MODEL)
+        st.session_state[ui.LAST_INGEST] = st.session_state[ui.LAST_EMBED] = None
         st.rerun()
 
 
 def add_section(ws) -> None:
     ss = st.session_state
     st.subheader("Add items")
-    rnd = ss[c.UPLOAD_ROUND]
+    rnd = ss[ui.UPLOAD_ROUND]
     files = st.file_uploader(
         "Files: images, ZIPs of images, tables (CSV, TSV, Parquet, JSON, JSONL, XLSX), .txt (one text per line)",
-        type=c.IMAGE_TYPES + TABLE_TYPES + OTHER_TYPES, accept_multiple_files=True, key=f"upload_{rnd}")
+        type=ui.IMAGE_TYPES + TABLE_TYPES + OTHER_TYPES, accept_multiple_files=True, key=f"upload_{rnd}")
     pasted = st.text_area("Or paste texts, one item per line", key=f"paste_{rnd}", height=100)
 
     detected_roles: dict[str, dict] = {}
     edited_roles: dict[str, dict] = {}
-    tables = [f for f in files or [] if Path(c.upload_name(f.name)).suffix.lower().lstrip(".") in TABLE_EXTS]
+    tables = [f for f in files or [] if Path(ui.upload_name(f.name)).suffix.lower().lstrip(".") in TABLE_EXTS]
     for f in tables:
-        with st.expander(c.plain(f"Columns of {c.upload_name(f.name)}"), expanded=True):
+        with st.expander(ui.plain(f"Columns of {ui.upload_name(f.name)}"), expanded=True):
             try:
                 preview, roles = inspect_upload(f.file_id, f.name, f.getvalue())
             except Exception as e:  # noqa: BLE001 - the import will report the same file as an error
-                c.show_error(e)
+                ui.show_error(e)
                 continue
             editor = pd.DataFrame({
                 "column": [str(k) for k in roles],
@@ -156,19 +157,19 @@ def add_section(ws) -> None:
             with st.spinner("Importing…"):
                 report = import_uploads(ws, files, texts, roles)
         except Exception as e:  # noqa: BLE001
-            c.show_error(e)
+            ui.show_error(e)
         else:
-            ss[c.LAST_INGEST] = report
-            ss[c.UPLOAD_ROUND] = rnd + 1  # fresh (empty) uploader and text area
+            ss[ui.LAST_INGEST] = report
+            ss[ui.UPLOAD_ROUND] = rnd + 1  # fresh (empty) uploader and text area
             st.rerun()
 
-    rep = ss.get(c.LAST_INGEST)
+    rep = ss.get(ui.LAST_INGEST)
     if rep and rep.get("workspace") == ws.name:
         msg = f"Import: {rep['added']} added, {rep['skipped']} skipped (already in the workspace)"
         (st.success if not rep["errors"] else st.warning)(
             msg + (f", {len(rep['errors'])} could not be read" if rep["errors"] else ""))
         if rep["errors"]:
-            st.dataframe(c.errors_frame(rep["errors"]), hide_index=True, key="ingest_errors",
+            st.dataframe(ui.errors_frame(rep["errors"]), hide_index=True, key="ingest_errors",
                          column_config={"source": st.column_config.TextColumn("source"),
                                         "reason": st.column_config.TextColumn("reason", width="large")})
 
@@ -187,7 +188,7 @@ def items_section(ws) -> None:
     f1, f2 = st.columns([1, 3])
     mod = f1.selectbox("Modality", ["all", "image", "text", "row"], key="items_modality")
     query = f2.text_input("Filter by text, source or id", key="items_query")
-    df = c.items_frame(ws, modality=None if mod == "all" else mod, query=query)
+    df = ui.items_frame(ws, modality=None if mod == "all" else mod, query=query)
     n = len(df)
     if n == 0:
         st.caption("No item matches the filter.")
@@ -219,25 +220,25 @@ def run_embedding(ws, model: str, refresh: bool) -> None:
     core commits what was encoded, and the next run of the page waits for that, then says how far it got."""
     ss = st.session_state
     run_id = uuid.uuid4().hex
-    released = c.embed_runs().setdefault(run_id, threading.Event())
-    ss[c.EMBED_RUN] = {"workspace": ws.name, "model": model, "id": run_id}
+    released = ui.embed_runs().setdefault(run_id, threading.Event())
+    ss[ui.EMBED_RUN] = {"workspace": ws.name, "model": model, "id": run_id}
     st.button("Stop embedding", key="embed_stop", icon=":material/stop_circle:",
               help="Stops after the current batch; what was embedded is kept and the next Embed continues from there.")
-    bar = st.progress(0.0, text=c.plain(f"Loading {model}…"))
+    bar = st.progress(0.0, text=ui.plain(f"Loading {model}…"))
     try:
-        rep = ws.embed(model, progress=c.make_progress(bar), refresh=refresh)
+        rep = ws.embed(model, progress=ui.make_progress(bar), refresh=refresh)
     except Exception as e:  # noqa: BLE001 - unknown id, missing weights, dimension clash
-        ss[c.EMBED_RUN] = None
-        c.embed_runs().pop(run_id, None)
+        ss[ui.EMBED_RUN] = None
+        ui.embed_runs().pop(run_id, None)
         bar.empty()
-        c.show_error(e)
+        ui.show_error(e)
         return
     finally:
         released.set()
-    ss[c.EMBED_RUN] = None
-    c.embed_runs().pop(run_id, None)
+    ss[ui.EMBED_RUN] = None
+    ui.embed_runs().pop(run_id, None)
     bar.progress(1.0, text="done")
-    ss[c.LAST_EMBED] = dict(rep.to_dict(), workspace=ws.name)
+    ss[ui.LAST_EMBED] = dict(rep.to_dict(), workspace=ws.name)
     st.rerun()  # the header, the counts and the models table were drawn before these vectors existed
 
 
@@ -245,15 +246,15 @@ def stopped_run(ws) -> None:
     """A run marked in the session but not running now was stopped: wait until it has committed what it
     encoded (it finishes its batch first), then say how far it got (once)."""
     ss = st.session_state
-    run = ss.get(c.EMBED_RUN)
+    run = ss.get(ui.EMBED_RUN)
     if not run or run.get("workspace") != ws.name:
         return
-    ss[c.EMBED_RUN] = None
-    released = c.embed_runs().pop(run.get("id"), None)
+    ss[ui.EMBED_RUN] = None
+    released = ui.embed_runs().pop(run.get("id"), None)
     if released is not None and not released.is_set():
         with st.spinner("Stopping after the current batch…"):
             released.wait(timeout=600)
-    ss[c.LAST_EMBED] = {"workspace": ws.name, "model": run["model"], "stopped": True,
+    ss[ui.LAST_EMBED] = {"workspace": ws.name, "model": run["model"], "stopped": True,
                         "have": ws.store(run["model"]).count(), "items": len(ws.items)}
     st.rerun()  # the header above was drawn before the stopped run's last vectors were committed
 
@@ -271,7 +272,7 @@ def embed_section(ws, model: str | None) -> None:
         if can is not None:
             left = {k: v for k, v in ws.items["modality"].value_counts().items() if k not in can}
             if left:
-                st.caption(c.plain(f"{model} encodes {' and '.join(can) or 'nothing (stored vectors only)'}; "
+                st.caption(ui.plain(f"{model} encodes {' and '.join(can) or 'nothing (stored vectors only)'}; "
                                    + ", ".join(f"{v} {k} item{'' if v == 1 else 's'}" for k, v in left.items())
                                    + " will be left out."))
         if model.startswith("openclip:"):
@@ -280,20 +281,20 @@ def embed_section(ws, model: str | None) -> None:
                               help="Delete this model's vectors and what was derived from them (index, maps, "
                                    "concepts), then embed every item: needed when the model's weights changed.")
         stopped_run(ws)
-        if st.button(c.plain(f"Embed with {model}"), type="primary", icon=":material/bolt:", disabled=ws.items.empty,
+        if st.button(ui.plain(f"Embed with {model}"), type="primary", icon=":material/bolt:", disabled=ws.items.empty,
                      key="embed"):
             run_embedding(ws, model, refresh)
-        rep = ss.get(c.LAST_EMBED)
+        rep = ss.get(ui.LAST_EMBED)
         if rep and rep.get("workspace") == ws.name and rep.get("stopped"):
-            st.info(c.plain(f"Embedding with {rep['model']} was stopped: {rep['have']} of {rep['items']} items have "
+            st.info(ui.plain(f"Embedding with {rep['model']} was stopped: {rep['have']} of {rep['items']} items have "
                             f"vectors for it, and what was embedded is kept. Embed again to continue from there."),
                     icon=":material/stop_circle:")
         elif rep and rep.get("workspace") == ws.name:
             msg = (f"{rep['model']}: {rep['embedded']} embedded, {rep['cached']} already had vectors, "
                    f"{rep['unsupported']} of a modality this model does not encode · {rep['seconds']:.1f} s")
-            (st.success if not rep["errors"] else st.warning)(c.plain(msg))
+            (st.success if not rep["errors"] else st.warning)(ui.plain(msg))
             if rep["errors"]:
-                st.dataframe(c.errors_frame(rep["errors"]), hide_index=True, key="embed_errors")
+                st.dataframe(ui.errors_frame(rep["errors"]), hide_index=True, key="embed_errors")
     models = ws.models()
     if models:
         n = len(ws.items)
@@ -305,16 +306,16 @@ def embed_section(ws, model: str | None) -> None:
 
 
 # ---- page ---------------------------------------------------------------------------------------
-c.init_state()
+ui.init_state()
 st.title("Data")
-with c.guard():
-    ws, model = c.current()
+with ui.guard():
+    ws, model = ui.current()
     if ws is None:
         st.info("No workspace is open. Create one in the sidebar (Workspace → New workspace), "
                 "or load the bundled demo.", icon=":material/folder_open:")
         demo_section(prominent=True)
     else:
-        c.summary_line(ws, model)
+        ui.summary_line(ws, model)
         add_section(ws)
         items_section(ws)
         embed_section(ws, model)

@@ -13,7 +13,7 @@ from core.export import safe_csv_bytes
 from core.plots import gap_figure, map_figure
 from core.quality import pair_positions
 from core.workspace import ITEM_COLUMNS
-from pages import common as c
+from pages import ui
 
 MIN_ITEMS = 4
 MAX_THUMBS_ON_MAP = 60
@@ -33,7 +33,7 @@ QUALITY_COLOURS = {"noisy-pair score": ("noisy_score", "Reds"), "hubness (N_k)":
 
 # ---- helpers (no widgets) -----------------------------------------------------------------------
 def view_key(res) -> str:
-    """Names the drawn point set: the map file, plus added search matches (see c.map_with_matches)."""
+    """Names the drawn point set: the map file, plus added search matches (see ui.map_with_matches)."""
     return str(res.path) + res.extra.get("view", "")
 
 
@@ -124,7 +124,7 @@ def controls(present: dict[str, int], meta: list[str], can_text: bool) -> dict:
 
 def colour_values(ws, model, res, items, opt) -> tuple[object, str, dict]:
     """(values or None, title, extra map_figure kwargs) for the chosen 'colour by'."""
-    key, path = c.data_key(ws, model), view_key(res)
+    key, path = ui.data_key(ws, model), view_key(res)
     colour = opt["colour"]
     if colour == COLOUR_MODALITY:
         return res.modality, "modality", {}
@@ -133,24 +133,24 @@ def colour_values(ws, model, res, items, opt) -> tuple[object, str, dict]:
     if colour in QUALITY_COLOURS:
         col, scale = QUALITY_COLOURS[colour]
         with st.spinner("Measuring quality…"):
-            flags = c.quality_flags(key, model).set_index("id")[col]
+            flags = ui.quality_flags(key, model).set_index("id")[col]
         return (flags.reindex(res.ids.astype(str)).to_numpy(np.float64), colour,
                 {"categorical": False, "colorscale": scale})
     if colour == COLOUR_CLUSTER:
         with st.spinner("Clustering…"):
-            return c.kmeans_labels(key, model, path, opt["k"], res.ids), f"cluster (k={opt['k']})", {}
+            return ui.kmeans_labels(key, model, path, opt["k"], res.ids), f"cluster (k={opt['k']})", {}
     if colour == COLOUR_QUERY:
         if not opt["query"]:
             st.caption("Type a text to colour every point by its cosine similarity to it.")
             return None, "", {}
-        with st.spinner(c.plain(f"Encoding the text with {model}…")):
-            sim = c.text_similarity(key, model, path, opt["query"], res.ids)
+        with st.spinner(ui.plain(f"Encoding the text with {model}…")):
+            sim = ui.text_similarity(key, model, path, opt["query"], res.ids)
         return sim, "similarity", {"categorical": False}
     return items[colour].to_numpy(), colour, {}
 
 
 def metrics_row(ws, model, res, last: dict | None) -> None:
-    gap = c.modality_gap(c.data_key(ws, model), model)
+    gap = ui.modality_gap(ui.data_key(ws, model), model)
     cols = st.columns(5)
     cols[0].metric("points", f"{res.n:,}", help="Items of the chosen modalities with a vector for this model"
                    + (f" (a sample of {res.n_total:,})." if res.sampled else "."))
@@ -211,9 +211,9 @@ def draw_map(ws, model, res, items, opt, where) -> list[str]:
         rows = sample_rows((items["modality"] == "image").to_numpy() & items["thumb"].notna().to_numpy(),
                            MAX_THUMBS_ON_MAP)
         thumbs = [(float(res.coords[i, 0]), float(res.coords[i, 1]),
-                   c.thumb_data_uri(str(ws.abspath(items["thumb"].iloc[i])))) for i in rows]
+                   ui.thumb_data_uri(str(ws.abspath(items["thumb"].iloc[i])))) for i in rows]
         thumbs = [t for t in thumbs if t[2]]
-    fig_key = "|".join(map(str, (c.data_key(ws, model), view_key(res), opt["colour"], opt["k"] if opt["colour"] ==
+    fig_key = "|".join(map(str, (ui.data_key(ws, model), view_key(res), opt["colour"], opt["k"] if opt["colour"] ==
                                  COLOUR_CLUSTER else "", opt["query"] if opt["colour"] == COLOUR_QUERY else "",
                                  len(pairs), len(thumbs))))
 
@@ -222,14 +222,14 @@ def draw_map(ws, model, res, items, opt, where) -> list[str]:
                           customdata=res.ids, dim=res.dim, pair_segments=pairs, thumbs=thumbs,
                           uirevision=f"{res.method}-{res.dim}-{res.gap_corrected}", **extra)
 
-    fig = c.cached_figure(fig_key, build)
+    fig = ui.cached_figure(fig_key, build)
     with where.container():
         if res.dim == 2:
             event = st.plotly_chart(fig, key="map_chart", on_select="rerun",
                                     selection_mode=("points", "box", "lasso"), config=PLOT_CONFIG)
             st.caption("Drag to lasso points (box select and zoom are in the chart's toolbar); double-click "
                        "to clear the selection.")
-            return c.selected_ids(event)
+            return ui.selected_ids(event)
         st.plotly_chart(fig, key="map_chart_3d", config=PLOT_CONFIG)
         st.caption("Drag to rotate. Selecting points works on the 2-D map only.")
     return []
@@ -242,14 +242,14 @@ def gallery(ws, items: pd.DataFrame, rows, *, width: int, captions: bool) -> Non
     caps = None
     if captions:
         text_of = items.set_index("id")["text"].to_dict()
-        caps = [c.plain(text_of.get(items["pair"].iloc[i]) or items["source"].iloc[i] or "", limit=28)
+        caps = [ui.plain(text_of.get(items["pair"].iloc[i]) or items["source"].iloc[i] or "", limit=28)
                 for i in rows]
     st.image([str(ws.abspath(items["thumb"].iloc[i])) for i in rows], caption=caps, width=width)
 
 
 def selection_labels(ws, model: str, sel: pd.DataFrame) -> None:
     """Zero-shot labels of the selection (bundled vocabulary), on demand; needs a text encoder."""
-    if not c.can_encode(model, "text"):
+    if not ui.can_encode(model, "text"):
         return
     if not st.toggle("Label this selection", key="map_label_selection",
                      help="Rank the bundled vocabulary (the model's own words when it ships them, as demo does) "
@@ -257,8 +257,8 @@ def selection_labels(ws, model: str, sel: pd.DataFrame) -> None:
                           "(cosine with the selection's mean minus cosine with the workspace's mean), so words "
                           "that fit everything do not win."):
         return
-    with c.guard(), st.spinner("Labelling…"):
-        labels = c.item_labels(c.data_key(ws, model), model, tuple(sel["id"].astype(str)), contrast=True)
+    with ui.guard(), st.spinner("Labelling…"):
+        labels = ui.item_labels(ui.data_key(ws, model), model, tuple(sel["id"].astype(str)), contrast=True)
         st.dataframe(labels[["label", "score", "cosine"]], hide_index=True, key="selection_labels",
                      column_config={"score": st.column_config.NumberColumn("vs workspace", format="%+.3f"),
                                     "cosine": st.column_config.NumberColumn("cosine", format="%.3f")})
@@ -304,7 +304,7 @@ def selection_section(ws, items, selected_rows) -> None:
         gallery(ws, items, imgs[:MAX_GALLERY], width=80, captions=False)
     show = sel.head(MAX_TABLE_ROWS)
     meta = metadata_columns(sel)
-    table = pd.DataFrame({"thumb": [c.thumb_data_uri(str(ws.abspath(t))) if isinstance(t, str) else None
+    table = pd.DataFrame({"thumb": [ui.thumb_data_uri(str(ws.abspath(t))) if isinstance(t, str) else None
                                     for t in show["thumb"]]}, index=show.index)
     text_of = items.drop_duplicates("id").set_index("id")["text"]
     caption = show["text"].fillna(show["pair"].map(text_of))  # an image shows its caption
@@ -340,12 +340,12 @@ def map_section(ws, model: str, present: dict[str, int]) -> None:
     metrics_box = st.container()
     map_col, side_col = st.columns([3, 1])
     chart = map_col.empty()
-    res = c.stored_map(ws, model, params)
+    res = ui.stored_map(ws, model, params)
     if res is None:
-        key = c.data_key(ws, model)
+        key = ui.data_key(ws, model)
         status = map_col.empty()
         if opt["method"] == "umap":
-            coords, ids, mods = c.pca_preview(key, model, params["modalities"], opt["dim"], opt["gap_corrected"],
+            coords, ids, mods = ui.pca_preview(key, model, params["modalities"], opt["dim"], opt["gap_corrected"],
                                               MAX_MAP_POINTS)
             with chart.container():
                 st.caption("Preview (PCA) — the UMAP map is being computed and replaces it when done.")
@@ -355,8 +355,8 @@ def map_section(ws, model: str, present: dict[str, int]) -> None:
         bar = status.progress(0.0, text=f"{opt['method'].upper()}: starting…")
         t0 = time.perf_counter()
         try:
-            progress = c.stage_progress(bar, MAP_STAGES, f"{opt['method'].upper()}: ")
-            res = c.compute_map(ws, model, params, progress=progress)
+            progress = ui.stage_progress(bar, MAP_STAGES, f"{opt['method'].upper()}: ")
+            res = ui.compute_map(ws, model, params, progress=progress)
         finally:
             status.empty()
         st.session_state["map_last"] = {"path": str(res.path), "seconds": time.perf_counter() - t0,
@@ -364,11 +364,12 @@ def map_section(ws, model: str, present: dict[str, int]) -> None:
     with metrics_box:
         metrics_row(ws, model, res, st.session_state.get("map_last"))
     if res.sampled and opt["colour"] == COLOUR_QUERY and opt["query"]:
-        with st.spinner(c.plain(f"Searching every item for the best {MATCHES_ON_SAMPLE} matches…")):
-            res = c.map_with_matches(c.data_key(ws, model), model, str(res.path), opt["query"], MATCHES_ON_SAMPLE, res)
+        with st.spinner(ui.plain(f"Searching every item for the best {MATCHES_ON_SAMPLE} matches…")):
+            res = ui.map_with_matches(ui.data_key(ws, model), model, str(res.path), opt["query"], MATCHES_ON_SAMPLE,
+                                      res)
         st.caption(f"{res.extra.get('placed', 0)} of the text's {MATCHES_ON_SAMPLE} best matches among all items "
                    "were not in the sample; they are placed into the map (trust not measured for them).")
-    items = c.map_items(c.data_key(ws, model), view_key(res), res.ids)
+    items = ui.map_items(ui.data_key(ws, model), view_key(res), res.ids)
     selected = draw_map(ws, model, res, items, opt, chart)
     pos = {k: i for i, k in enumerate(res.ids.tolist())}
     selected_rows = [pos[s] for s in selected if s in pos]
@@ -379,16 +380,16 @@ def map_section(ws, model: str, present: dict[str, int]) -> None:
 
 
 # ---- page ---------------------------------------------------------------------------------------
-c.init_state()
+ui.init_state()
 st.title("Map")
-with c.guard():
-    ws, model = c.open_workspace_and_model("to map its vectors")
+with ui.guard():
+    ws, model = ui.open_workspace_and_model("to map its vectors")
     if ws is not None:
-        c.summary_line(ws, model)
-        present = c.vector_modalities(c.data_key(ws, model), model)
+        ui.summary_line(ws, model)
+        present = ui.vector_modalities(ui.data_key(ws, model), model)
         n = sum(present.values())
         if n == 0:
-            c.no_vectors_info(ws, model)
+            ui.no_vectors_info(ws, model)
         elif n < MIN_ITEMS:
             st.warning(f"A map needs at least {MIN_ITEMS} items with vectors; this workspace has {n}. "
                        "Add more items on the Data page and embed them.", icon=":material/warning:")

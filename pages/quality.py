@@ -1,7 +1,7 @@
 """Quality: how good the chosen model's space is, which items look wrong, and how another model differs.
 
-Numbers and plots come from core.quality (cached in pages.common); every user text is shown through
-c.plain, st.text or st.dataframe, never as HTML.
+Numbers and plots come from core.quality (cached in pages.ui.cached); every user text is shown through
+ui.plain, st.text or st.dataframe, never as HTML.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from core.plots import gap_figure, histogram_figure, map_figure, recall_figure, spectrum_figure
-from pages import common as c
+from pages import ui
 
 CONFIRM_ABOVE = 200_000  # items; larger workspaces are measured only after the user asks
 MIN_ITEMS = 4
@@ -40,7 +40,7 @@ def cell(table: pd.DataFrame, item_id: str, col: str = "caption") -> str:
 
 
 def thumb_uri(ws, thumb) -> str | None:
-    return c.thumb_data_uri(str(ws.abspath(thumb))) if isinstance(thumb, str) else None
+    return ui.thumb_data_uri(str(ws.abspath(thumb))) if isinstance(thumb, str) else None
 
 
 # ---- sections -----------------------------------------------------------------------------------
@@ -187,8 +187,8 @@ def noisy_tab(ws, qa, table: pd.DataFrame) -> None:
     keep = [j for j, t in enumerate(thumbs) if isinstance(t, str)]
     if keep:
         st.image([str(ws.abspath(thumbs[j])) for j in keep], width=110,
-                 caption=[c.plain(f"{show['noisy_score'].iloc[j]:.1f} · {cell(table, show['text_id'].iloc[j], 'text')}",
-                                  limit=60) for j in keep])
+                 caption=[ui.plain(f"{show['noisy_score'].iloc[j]:.1f} · "
+                                   f"{cell(table, show['text_id'].iloc[j], 'text')}", limit=60) for j in keep])
     rows = bad.head(TABLE_ROWS)
     df = pd.DataFrame({"thumb": [thumb_uri(ws, table["thumb"].get(i)) for i in rows["image_id"]],
                        "caption": [table["text"].get(t) for t in rows["text_id"]],
@@ -216,7 +216,7 @@ def flagged_tab(ws, qa, table: pd.DataFrame, flag: str, score: str, label: str, 
         keep = [j for j, t in enumerate(thumbs) if isinstance(t, str)]
         if keep:
             st.image([str(ws.abspath(thumbs[j])) for j in keep], width=110,
-                     caption=[c.plain(f"{imgs[score].iloc[j]:.2f} · {cell(table, imgs['id'].iloc[j])}",
+                     caption=[ui.plain(f"{imgs[score].iloc[j]:.2f} · {cell(table, imgs['id'].iloc[j])}",
                                       limit=60) for j in keep])
     rows = sel.head(TABLE_ROWS)
     df = pd.DataFrame({"thumb": [thumb_uri(ws, table["thumb"].get(i)) for i in rows["id"]],
@@ -253,7 +253,7 @@ def flags_section(ws, qa) -> None:
 def compare_section(ws, model: str) -> None:
     others = [m for m, info in ws.models().items() if m != model and info.get("n")]
     if not others:
-        st.caption(c.plain(f"Embed the items with a second model on the Data page (e.g. minilm for the captions) "
+        st.caption(ui.plain(f"Embed the items with a second model on the Data page (e.g. minilm for the captions) "
                            f"to compare it with {model} item by item."))
         return
     r = st.columns([2, 1.2, 1.2], vertical_alignment="bottom")
@@ -262,15 +262,15 @@ def compare_section(ws, model: str) -> None:
     if other == NO_COMPARE:
         st.caption("Choose a model to compare neighbourhoods (kNN overlap), whole spaces (linear CKA) and maps.")
         return
-    key_a, key_b = c.data_key(ws, model), c.data_key(ws, other)
-    shared = [m for m in c.vector_modalities(key_a, model) if m in c.vector_modalities(key_b, other)]
+    key_a, key_b = ui.data_key(ws, model), ui.data_key(ws, other)
+    shared = [m for m in ui.vector_modalities(key_a, model) if m in ui.vector_modalities(key_b, other)]
     if not shared:
-        st.warning(c.plain(f"{model} and {other} have no modality in common."), icon=":material/warning:")
+        st.warning(ui.plain(f"{model} and {other} have no modality in common."), icon=":material/warning:")
         return
     modality = r[1].selectbox("Items", ["all shared", *shared], key="quality_compare_modality")
     method = r[2].radio("Maps", ["UMAP", "PCA"], horizontal=True, key="quality_compare_method")
-    with st.spinner(c.plain(f"Comparing {model} with {other}…")):
-        cmp = c.model_comparison(key_a, key_b, model, other, None if modality == "all shared" else modality,
+    with st.spinner(ui.plain(f"Comparing {model} with {other}…")):
+        cmp = ui.model_comparison(key_a, key_b, model, other, None if modality == "all shared" else modality,
                                  method.lower())
     cols = st.columns(4)
     cols[0].metric("shared items", f"{cmp.n:,}", help="Items with vectors for both models (of the chosen kind).")
@@ -298,7 +298,7 @@ def compare_section(ws, model: str) -> None:
         for col, name, x, y, key in ((ma, model, "ax", "ay", "quality_map_a"),
                                      (mb, other, "bx", "by", "quality_map_b")):
             with col:
-                st.caption(c.plain(f"{name} ({cmp.method.upper()}, aligned)"))
+                st.caption(ui.plain(f"{name} ({cmp.method.upper()}, aligned)"))
                 fig = map_figure(df[[x, y]].to_numpy(), color=df["displacement"].to_numpy(), color_title="moved",
                                  hover_text=hover, customdata=df["id"].tolist(), height=360, colorscale="Plasma",
                                  color_range=rng, categorical=False, uirevision=key)
@@ -317,10 +317,10 @@ def compare_section(ws, model: str) -> None:
 
 
 def quality_page(ws, model: str) -> None:
-    k = st.select_slider("Neighbours (k)", K_CHOICES, value=c.QUALITY_K, key="quality_k",
+    k = st.select_slider("Neighbours (k)", K_CHOICES, value=ui.QUALITY_K, key="quality_k",
                          help="Neighbours used for hubness, outliers and the hubness-corrected pair score.")
     with st.spinner("Measuring the space…"):
-        qa = c.quality_analysis(c.data_key(ws, model), model, int(k))
+        qa = ui.quality_analysis(ui.data_key(ws, model), model, int(k))
     headline(qa.report)
     st.subheader("Effective rank and uniformity")
     rank_section(qa)
@@ -337,15 +337,15 @@ def quality_page(ws, model: str) -> None:
 
 
 # ---- page ---------------------------------------------------------------------------------------
-c.init_state()
+ui.init_state()
 st.title("Quality")
-with c.guard():
-    ws, model = c.open_workspace_and_model("to measure its space")
+with ui.guard():
+    ws, model = ui.open_workspace_and_model("to measure its space")
     if ws is not None:
-        c.summary_line(ws, model)
-        n = sum(c.vector_modalities(c.data_key(ws, model), model).values())
+        ui.summary_line(ws, model)
+        n = sum(ui.vector_modalities(ui.data_key(ws, model), model).values())
         if n == 0:
-            c.no_vectors_info(ws, model)
+            ui.no_vectors_info(ws, model)
         elif n < MIN_ITEMS:
             st.warning(f"Measuring a space needs at least {MIN_ITEMS} items with vectors; this workspace has {n}. "
                        "Add more items on the Data page and embed them.", icon=":material/warning:")

@@ -8,7 +8,7 @@ import streamlit as st
 
 from core.plots import axes_figure
 from core.search import hits_frame
-from pages import common as c
+from pages import ui
 
 TEXT, IMAGE, ITEMS = "Text", "Image", "Items"
 MODES = (TEXT, IMAGE, ITEMS)
@@ -34,7 +34,7 @@ def take_inbox(model: str | None) -> None:
     if ids:
         ss[QUERY_IDS] = [str(i) for i in dict.fromkeys(ids)]
         ss["search_mode"] = ITEMS
-    elif "search_mode" not in ss and model and not c.can_encode(model, "text"):
+    elif "search_mode" not in ss and model and not ui.can_encode(model, "text"):
         ss["search_mode"] = ITEMS
 
 
@@ -62,31 +62,31 @@ def query_section(ws, model: str) -> tuple[list[str] | None, str]:
                       help="A text, an image file, or items of the workspace (their mean: 'more like these').")
     with right:
         if mode == TEXT:
-            if not c.can_encode(model, "text"):
-                st.info(c.plain(f"Model {model} cannot encode texts, so it cannot search by text. Search by "
+            if not ui.can_encode(model, "text"):
+                st.info(ui.plain(f"Model {model} cannot encode texts, so it cannot search by text. Search by "
                                 "items, or choose a model that encodes texts in the sidebar."),
                         icon=":material/info:")
                 return None, ""
             q = st.text_input("Query", key="search_text", placeholder="e.g. a red circle — then press Enter")
             return ([q.strip()], f"“{q.strip()}”") if q.strip() else (None, "")
         if mode == IMAGE:
-            if not c.can_encode(model, "image"):
-                what = ("is text-only: it cannot encode an uploaded image" if c.can_encode(model, "text")
+            if not ui.can_encode(model, "image"):
+                what = ("is text-only: it cannot encode an uploaded image" if ui.can_encode(model, "text")
                         else "encodes no images (its vectors came with the data)")
-                st.info(c.plain(f"Model {model} {what}. Choose a model that encodes images (e.g. demo) in the "
+                st.info(ui.plain(f"Model {model} {what}. Choose a model that encodes images (e.g. demo) in the "
                                 "sidebar, or search by text or by items."), icon=":material/hide_image:")
                 return None, ""
-            f = st.file_uploader("Query image", type=c.IMAGE_TYPES, key="search_image",
+            f = st.file_uploader("Query image", type=ui.IMAGE_TYPES, key="search_image",
                                  help="Encoded with the chosen model; a stored copy of it is left out of the results.")
             if f is None:
                 return None, ""
             try:
-                term = c.image_upload_term(f)
+                term = ui.image_upload_term(f)
             except ValueError as e:
-                c.show_error(e)
+                ui.show_error(e)
                 return None, ""
             st.image(f.getvalue(), width=96)
-            return [term], c.upload_name(f.name)
+            return [term], ui.upload_name(f.name)
         # items
         ids = ss.get(QUERY_IDS) or []
         if not ids:
@@ -101,15 +101,15 @@ def query_section(ws, model: str) -> tuple[list[str] | None, str]:
             head[0].markdown(f"More like **{len(ids)}** item{'s' if len(ids) != 1 else ''} "
                              "(the mean of their vectors; they are left out of the results)")
             head[1].button("Clear", key="search_clear", icon=":material/close:", on_click=_clear_items)
-        items = c.items_frame(ws)
+        items = ui.items_frame(ws)
         shown = items.drop_duplicates("id").set_index("id").reindex(ids[:MAX_QUERY_THUMBS])
         thumbs = [str(ws.abspath(t)) for t in shown["thumb"] if isinstance(t, str)]
         if thumbs:
             st.image(thumbs, width=56)
         texts = [t for t in shown["text"] if isinstance(t, str)][:3]
         if texts:
-            st.caption(" · ".join(c.plain(t, limit=60) for t in texts))
-        desc = (f"{len(ids)} items" if len(ids) > 1 else c.term_label(f"item:{ids[0]}", items.set_index("id")))
+            st.caption(" · ".join(ui.plain(t, limit=60) for t in texts))
+        desc = (f"{len(ids)} items" if len(ids) > 1 else ui.term_label(f"item:{ids[0]}", items.set_index("id")))
         return [f"item:{i}" for i in ids], desc
 
 
@@ -121,14 +121,14 @@ def result_controls(present: dict[str, int], meta: dict[str, list[str]]) -> tupl
         ss["search_modality"] = "image" if "image" in options else options[0]
     cols = st.columns([1.4, 1.0, 1.8, 1.2], vertical_alignment="bottom")
     modality = cols[0].radio("Results", options, key="search_modality", horizontal=True,
-                             format_func=lambda m: c.MODALITY_PLURAL.get(m, m) if m != ALL else "all")
+                             format_func=lambda m: ui.MODALITY_PLURAL.get(m, m) if m != ALL else "all")
     if ss.get("search_filter_col") not in [NO_FILTER, *meta]:  # another workspace: start unfiltered
         ss["search_filter_col"] = NO_FILTER
     col = cols[1].selectbox("Filter by", [NO_FILTER, *meta], key="search_filter_col",
                             help="Keep only results whose metadata column has one of the chosen values.")
     filters: dict = {}
     if col != NO_FILTER:
-        values = cols[2].multiselect(c.plain(f"{col} is one of"), meta[col], key=f"search_filter_{col}",
+        values = cols[2].multiselect(ui.plain(f"{col} is one of"), meta[col], key=f"search_filter_{col}",
                                      placeholder="choose values")
         if values:
             filters = {col: values}
@@ -141,8 +141,8 @@ def result_controls(present: dict[str, int], meta: dict[str, list[str]]) -> tupl
 
 def labels_panel(ws, model: str, terms: list[str]) -> None:
     st.markdown("**Labels**")
-    if not c.can_encode(model, "text"):
-        st.caption(c.plain(f"Zero-shot labels need a model that encodes texts; {model} does not."))
+    if not ui.can_encode(model, "text"):
+        st.caption(ui.plain(f"Zero-shot labels need a model that encodes texts; {model} does not."))
         return
     table = st.container()
     words = st.text_area("Your words (optional)", key="search_vocab", height=68,
@@ -153,7 +153,7 @@ def labels_panel(ws, model: str, terms: list[str]) -> None:
     vocab = tuple(dict.fromkeys(w.strip() for w in re.split(r"[\n,]+", words) if w.strip()))[:MAX_LABEL_WORDS]
     with table:
         with st.spinner("Ranking the vocabulary…"):
-            labels = c.term_labels(c.data_key(ws, model), model, tuple(terms), vocab or None, k=10)
+            labels = ui.term_labels(ui.data_key(ws, model), model, tuple(terms), vocab or None, k=10)
         st.dataframe(labels[["label", "score"]], hide_index=True, key="search_labels", width="stretch",
                      column_config={"label": st.column_config.TextColumn("label"),
                                     "score": st.column_config.NumberColumn("cosine", format="%.3f")})
@@ -166,21 +166,21 @@ def labels_panel(ws, model: str, terms: list[str]) -> None:
 
 
 def results_section(ws, model: str, terms: list[str], desc: str, modality, filters: dict, k: int) -> None:
-    key = c.data_key(ws, model)
+    key = ui.data_key(ws, model)
     with st.spinner("Searching…"):
-        hits = c.search_results(key, model, tuple(terms), k, modality, c.filter_key(filters))
+        hits = ui.search_results(key, model, tuple(terms), k, modality, ui.filter_key(filters))
     main, side = st.columns([4, 1])
     with main:
-        what = c.MODALITY_PLURAL.get(modality, "items") if modality else "items"
-        cond = "".join(c.plain(f", {col} in {', '.join(v)}") for col, v in filters.items())
-        st.markdown(f"**{len(hits)}** nearest {what} to {c.plain(desc, limit=80)}{cond} "
+        what = ui.MODALITY_PLURAL.get(modality, "items") if modality else "items"
+        cond = "".join(ui.plain(f", {col} in {', '.join(v)}") for col, v in filters.items())
+        st.markdown(f"**{len(hits)}** nearest {what} to {ui.plain(desc, limit=80)}{cond} "
                     "· score = cosine similarity")
         if not hits:
             st.info("No item passes the filters. Choose other values or clear the filter.", icon=":material/info:")
         else:
             table = hits_frame(ws, hits)
             captions = dict(zip(table["id"], table["text"].where(table["text"].notna(), table["source"])))
-            c.result_cards(hits, key="search", captions={k_: str(v) for k_, v in captions.items()},
+            ui.result_cards(hits, key="search", captions={k_: str(v) for k_, v in captions.items()},
                            actions=[("More like this", _more_like, ":material/manage_search:",
                                      "Search again with this item as the query.")])
             with st.expander("Results as a table"):
@@ -194,8 +194,8 @@ def results_section(ws, model: str, terms: list[str], desc: str, modality, filte
 def axes_section(ws, model: str, meta: dict[str, list[str]]) -> None:
     """Text-defined axes (Parallax-style): items placed by their cosine with two text directions."""
     ss = st.session_state
-    if not c.can_encode(model, "text"):
-        st.caption(c.plain(f"Text-defined axes need a model that encodes texts; {model} does not."))
+    if not ui.can_encode(model, "text"):
+        st.caption(ui.plain(f"Text-defined axes need a model that encodes texts; {model} does not."))
         return
     (xp, xn), (yp, yn) = DEMO_AXES if {"colour", "shape"} <= set(meta) else GENERIC_AXES
     st.caption("Each axis is a direction between two texts (positive − negative); an item's coordinate is the "
@@ -217,7 +217,7 @@ def axes_section(ws, model: str, meta: dict[str, list[str]]) -> None:
         return
     colour = st.selectbox("Colour by", ["modality", *meta], key="axes_colour")
     with st.spinner("Placing the items on the axes…"):
-        df = c.axes_frame(c.data_key(ws, model), model, tuple(spec["x"]), tuple(spec["y"]))
+        df = ui.axes_frame(ui.data_key(ws, model), model, tuple(spec["x"]), tuple(spec["y"]))
     hover = [f"{cap if isinstance(cap, str) else src}\n{mod}" for cap, src, mod
              in zip(df["caption"], df["source"], df["modality"])]
     fig = axes_figure(df["x"].to_numpy(), df["y"].to_numpy(), x_terms=tuple(spec["x"]), y_terms=tuple(spec["y"]),
@@ -228,25 +228,25 @@ def axes_section(ws, model: str, meta: dict[str, list[str]]) -> None:
 
 
 # ---- page ---------------------------------------------------------------------------------------
-c.init_state()
-take_inbox(st.session_state.get(c.MODEL))
+ui.init_state()
+take_inbox(st.session_state.get(ui.MODEL))
 st.title("Search")
-with c.guard():
-    ws, model = c.open_workspace_and_model("to search its vectors")
+with ui.guard():
+    ws, model = ui.open_workspace_and_model("to search its vectors")
     if ws is not None:
-        c.summary_line(ws, model)
-        present = c.vector_modalities(c.data_key(ws, model), model)
+        ui.summary_line(ws, model)
+        present = ui.vector_modalities(ui.data_key(ws, model), model)
         if not present:
-            c.no_vectors_info(ws, model)
+            ui.no_vectors_info(ws, model)
         else:
-            meta = c.metadata_options(c.data_key(ws, model))
+            meta = ui.metadata_options(ui.data_key(ws, model))
             terms, desc = query_section(ws, model)
             modality, filters, k = result_controls(present, meta)
             if terms is None:
-                if st.session_state.get("search_mode", TEXT) == TEXT and c.can_encode(model, "text"):
+                if st.session_state.get("search_mode", TEXT) == TEXT and ui.can_encode(model, "text"):
                     st.caption("Type a query and press Enter. Try “a red circle” on the demo workspace.")
             else:
-                with c.guard():
+                with ui.guard():
                     results_section(ws, model, terms, desc, modality, filters, k)
-            with st.expander("Text-defined axes", icon=":material/open_with:"), c.guard():
+            with st.expander("Text-defined axes", icon=":material/open_with:"), ui.guard():
                 axes_section(ws, model, meta)

@@ -1,4 +1,4 @@
-"""Shared test setup: the repository root is importable (``pages.common``, ``app``)."""
+"""Shared test setup: the repository root is importable (``pages.ui``, ``app``)."""
 from __future__ import annotations
 
 import os

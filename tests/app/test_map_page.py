@@ -185,7 +185,7 @@ def test_fewer_than_four_items(home):
 
 
 def test_selected_ids_reads_customdata():
-    from pages.common import selected_ids
+    from pages.ui import selected_ids
 
     event = {"selection": {"points": [{"customdata": "a"}, {"customdata": ["b"]}, {"x": 1.0},
                                       {"customdata": "a"}], "point_indices": [0, 1, 2, 0]}}

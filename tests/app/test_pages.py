@@ -261,7 +261,7 @@ def test_missing_workspace_shows_error_not_traceback(home):
 
 # ---- helpers -------------------------------------------------------------------------------------
 def test_plain_escapes_markdown():
-    from pages.common import plain
+    from pages.ui import plain
 
     s = plain("![x](http://e/t.png) :red[hi] <b>$x$</b>\nnext")
     assert re.search(r"(?<!\\)[\[\]()<>$:!*_`]", s) is None, s  # every markup character is escaped

@@ -22,7 +22,7 @@ def search_page(**state) -> AppTest:
 
 
 def texts(elements) -> list[str]:
-    """Element texts with pages.common.plain's Markdown escapes removed."""
+    """Element texts with pages.ui.plain's Markdown escapes removed."""
     return [e.value.replace("\\", "") for e in elements]
 
 

@@ -210,9 +210,9 @@ def test_sessions_uploading_the_same_query_image_at_once(tmp_path, monkeypatch):
 
     from PIL import Image
 
-    from pages import common
+    from pages.ui import widgets
 
-    monkeypatch.setattr(common, "UPLOAD_DIR", tmp_path / "uploads")
+    monkeypatch.setattr(widgets, "UPLOAD_DIR", tmp_path / "uploads")
     buf = io.BytesIO()
     Image.new("RGB", (300, 200), (10, 200, 30)).save(buf, format="PNG")
     data = buf.getvalue()
@@ -228,7 +228,7 @@ def test_sessions_uploading_the_same_query_image_at_once(tmp_path, monkeypatch):
     def session() -> None:
         barrier.wait(30)
         try:
-            terms.append(common.image_upload_term(Upload()))
+            terms.append(widgets.image_upload_term(Upload()))
         except Exception as e:  # noqa: BLE001 - collected and reported below
             errors.append(repr(e))
 

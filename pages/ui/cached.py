@@ -1,0 +1,366 @@
+"""Streamlit caches around core: ``st.cache_resource`` for shared heavy objects (workspaces, encoders,
+figures), ``st.cache_data`` for frames and results. Each wrapper calls one core function; the cache key
+of everything derived from a workspace is :func:`data_key` (folder, items version, vectors version).
+Arguments starting with ``_`` are not hashed (a name such as ``map_path`` stands for them).
+"""
+from __future__ import annotations
+
+import base64
+import threading
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+import core
+
+
+@st.cache_resource(show_spinner=False)
+def embed_runs() -> dict[str, threading.Event]:
+    """Embedding runs of this server process that were interrupted: run id -> set once the run has let go
+    (committed what it encoded). Streamlit starts the next run of a page at once (fast reruns) while the
+    interrupted one still finishes its batch, so the next run waits for this before it reports."""
+    return {}
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def _open_workspace(path: str) -> core.Workspace:
+    return core.Workspace(path, create=False)
+
+
+@st.cache_data(show_spinner=False, ttl=600)
+def model_catalogue(include_hub: bool) -> list[dict]:
+    """Known models as plain dicts, bundled first: id, family, available, description, bundled."""
+    bundled = core.list_models(include_hub=False)
+    names = {m.id for m in bundled}
+    infos = core.list_models(include_hub=True) if include_hub else bundled
+    out = [dict(m.to_dict(), bundled=m.id in names) for m in infos if m.id in names]
+    out += [dict(m.to_dict(), bundled=False) for m in infos if m.id not in names]
+    return out
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def get_encoder(model_id: str):
+    """The encoder for a model id, loaded once per process (read-only, shared)."""
+    return core.load_encoder(model_id)
+
+
+def workspace_summary(ws: core.Workspace, model: str | None) -> dict:
+    """Cheap real numbers for a page header: items, by modality, vectors for the chosen model."""
+    items = ws.items
+    models = ws.models()
+    return {
+        "items": len(items),
+        "by_modality": {k: int(v) for k, v in items["modality"].value_counts().items()},
+        "vectors": int(models.get(model, {}).get("n", 0)) if model else 0,
+        "dim": models.get(model, {}).get("dim") if model else None,
+    }
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _stale(path: str, model: str, vkey: tuple, wkey: tuple) -> dict | None:
+    try:
+        return _open_workspace(path).stale_vectors(model, get_encoder(model))
+    except Exception:  # noqa: BLE001 - a model that cannot load is reported where it is used
+        return None
+
+
+def _items_key(ws: core.Workspace) -> tuple:
+    return ws.items_version()
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _filtered_items(path: str, key: tuple, modality: str | None, query: str) -> pd.DataFrame:
+    ws = _open_workspace(path)
+    df = ws.items
+    if modality:
+        df = df[df["modality"] == modality]
+    q = query.strip()
+    if q:
+        hit = pd.Series(False, index=df.index)
+        for col in ("text", "source", "id"):
+            hit |= df[col].astype("string").str.contains(q, case=False, regex=False, na=False)
+        df = df[hit]
+    return df.reset_index(drop=True)
+
+
+def items_frame(ws: core.Workspace, *, modality: str | None = None, query: str = "") -> pd.DataFrame:
+    """The workspace's items, filtered by modality and a case-insensitive substring of
+    text / source / id; cached per workspace + items-file version + filter."""
+    return _filtered_items(str(ws.path.resolve()), _items_key(ws), modality or None, query or "")
+
+
+@st.cache_data(show_spinner=False, max_entries=5000)
+def thumb_data_uri(path: str) -> str | None:
+    """A stored thumbnail as a base64 ``data:`` URI for st.column_config.ImageColumn."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return None
+    ext = Path(path).suffix.lower().lstrip(".")
+    mime = {"jpg": "jpeg", "jpeg": "jpeg", "png": "png", "gif": "gif"}.get(ext, "webp")
+    return f"data:image/{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+@st.cache_resource(show_spinner=False)
+def start_umap_warm_up():
+    """Compile umap's numba kernels in a background thread, once per server process."""
+    from core.projection import start_warm_up
+
+    return start_warm_up()
+
+
+def vectors_key(ws: core.Workspace, model: str) -> tuple:
+    """Changes whenever the model's vectors in the workspace change (Workspace.vectors_version)."""
+    return ws.vectors_version(model) or ()
+
+
+def data_key(ws: core.Workspace, model: str) -> tuple:
+    """(workspace folder, items version, vectors version): the cache key of everything derived."""
+    return (str(ws.path.resolve()), _items_key(ws), vectors_key(ws, model))
+
+
+class _NotCached(Exception):
+    """Raised inside a cached function so that 'no map yet' is never memoised."""
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _stored_map(key: tuple, model: str, params: tuple):
+    from core.projection import cached_map
+
+    res = cached_map(_open_workspace(key[0]), model, **dict(params))
+    if res is None:
+        raise _NotCached
+    return res
+
+
+def _map_params(params: dict) -> tuple:
+    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in params.items()))
+
+
+def stored_map(ws: core.Workspace, model: str, params: dict):
+    """The map saved in the workspace for these parameters and the current items, or None (never computes).
+
+    ``params``: keyword arguments of :func:`core.projection.compute_map` (method, dim, modalities, ...).
+    """
+    try:
+        return _stored_map(data_key(ws, model), model, _map_params(params))
+    except _NotCached:
+        return None
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def map_with_matches(key: tuple, model: str, map_path: str, query: str, k: int, _res):
+    """The map ``_res`` (named by ``map_path``) plus the ``k`` items most similar to ``query`` among
+    every item of the workspace (search over the full index), placed into the map where not on it."""
+    from core.projection import place_in_map
+    from core.search import search
+
+    ws = _open_workspace(key[0])
+    hits = search(ws, model, query, k=k)
+    from dataclasses import replace
+
+    out = place_in_map(ws, model, _res, [h.id for h in hits])
+    # a cache key of its own for colours and figures (never changes the cached map object itself)
+    return replace(out, extra={**out.extra, "view": f"#matches:{k}:{query}"})
+
+
+def compute_map(ws: core.Workspace, model: str, params: dict, progress=None):
+    """Compute (or place new items in) the map and save it in the workspace; not memoised here —
+    :func:`stored_map` reads it back on the next run."""
+    from core.projection import compute_map as _compute
+
+    p = dict(params)
+    if p.get("modalities") is not None:
+        p["modalities"] = list(p["modalities"])
+    return _compute(ws, model, progress=progress, **p)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def pca_preview(key: tuple, model: str, modalities: tuple | None, dim: int, gap_corrected: bool,
+                max_points: int | None = None):
+    """A quick PCA map of the same items (the same sample with ``max_points``):
+    ``(coords (n, dim) float32, ids (n,) str, modality (n,) str)``."""
+    from core.projection import Projector, workspace_vectors
+
+    ws = _open_workspace(key[0])
+    X, ids, mods, _ = workspace_vectors(ws, model, list(modalities) if modalities else None, max_points)
+    coords = Projector("pca", n_components=dim, gap_corrected=gap_corrected).fit(X, modalities=mods).embedding_
+    return coords, ids, mods
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def map_items(key: tuple, map_path: str, _ids) -> pd.DataFrame:
+    """The items of a map, one row per point in map order (``map_path`` names the id set)."""
+    ws = _open_workspace(key[0])
+    items = ws.items.drop_duplicates("id").set_index("id")
+    return items.reindex(list(_ids)).reset_index()
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def kmeans_labels(key: tuple, model: str, map_path: str, k: int, _ids) -> list[str]:
+    """:func:`core.projection.cluster_labels` of the mapped items' vectors (``map_path`` names the id set)."""
+    from core.projection import cluster_labels, map_vectors
+
+    return cluster_labels(map_vectors(_open_workspace(key[0]), model, ids=_ids), k=k, seed=0)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def text_similarity(key: tuple, model: str, map_path: str, query: str, _ids) -> np.ndarray:
+    """:func:`core.projection.similarity_to_text` of the mapped items and ``query``: (n,) float32."""
+    from core.projection import map_vectors, similarity_to_text
+
+    X = map_vectors(_open_workspace(key[0]), model, ids=_ids)
+    return similarity_to_text(X, text=query, encoder=get_encoder(model))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def modality_gap(key: tuple, model: str) -> dict:
+    """:func:`core.quality.workspace_modality_gap` (all the model's vectors, uncorrected; a pair-keeping
+    sample in a large workspace)."""
+    from core.quality import workspace_modality_gap
+
+    return workspace_modality_gap(_open_workspace(key[0]), model)
+
+
+QUALITY_K = 10  # neighbours for hubness, outliers and pair scores (Quality page default, Map colours)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def quality_analysis(key: tuple, model: str, k: int = QUALITY_K):
+    """:func:`core.quality.quality_analysis` of the model's vectors, cached per workspace + items
+    version + vectors version (``key`` from :func:`data_key`) + k."""
+    from core.quality import quality_analysis as _analyse
+
+    return _analyse(_open_workspace(key[0]), model, k=k)
+
+
+def quality_flags(key: tuple, model: str) -> pd.DataFrame:
+    """Per-item quality scores and flags (``id, n_k, lof, noisy_score, noisy_pair, hub, outlier``...)."""
+    return quality_analysis(key, model, QUALITY_K).items
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def model_comparison(key_a: tuple, key_b: tuple, model_a: str, model_b: str, modality: str | None,
+                     method: str, k: int = QUALITY_K):
+    """:func:`core.quality.compare_models` (both models' data keys name its inputs)."""
+    from core.quality import compare_models
+
+    return compare_models(_open_workspace(key_a[0]), model_a, model_b, modality=modality, k=k, method=method)
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def cached_figure(key: str, _build):
+    """A plotly figure built once per ``key`` (which must name every input of ``_build``).
+
+    Kept as one shared object (no copy per run: pickling a 100k-point figure costs as much as
+    building it); pages treat it as read-only.
+    """
+    return _build()
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def vector_modalities(key: tuple, model: str) -> dict[str, int]:
+    """:func:`core.projection.vector_modalities`: ``{modality: count}`` of the items with a vector for ``model``."""
+    from core.projection import vector_modalities as _counts
+
+    return _counts(_open_workspace(key[0]), model)
+
+
+def filter_key(filters: dict[str, list[str]] | None) -> tuple:
+    """A metadata filter as a hashable cache key."""
+    return tuple(sorted((k, tuple(v)) for k, v in (filters or {}).items() if v))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def metadata_options(key: tuple) -> dict[str, list[str]]:
+    """:func:`core.search.metadata_values` of the workspace's items (columns that can filter results)."""
+    from core.search import metadata_values
+
+    return metadata_values(_open_workspace(key[0]).items)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def search_results(key: tuple, model: str, query: tuple[str, ...], k: int, modality: str | None,
+                   filters: tuple, exclude: tuple[str, ...] = ()) -> list[dict]:
+    """:func:`core.search.search` of the terms ``query`` (their mean), as ``Hit.to_dict()`` dicts."""
+    from core.search import search
+
+    hits = search(_open_workspace(key[0]), model, list(query), k=k, modality=modality,
+                  filter=dict(filters) or None, exclude=list(exclude) or None)
+    return [h.to_dict() for h in hits]
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def analogy_results(key: tuple, model: str, plus: tuple[str, ...], minus: tuple[str, ...], method: str, k: int,
+                    modality: str | None, filters: tuple) -> list[dict]:
+    """:func:`core.search.analogy` as ``Hit.to_dict()`` dicts."""
+    from core.search import analogy
+
+    hits = analogy(_open_workspace(key[0]), model, list(plus), list(minus), method=method, k=k,
+                   modality=modality, filter=dict(filters) or None)
+    return [h.to_dict() for h in hits]
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def term_labels(key: tuple, model: str, terms: tuple[str, ...], vocabulary: tuple[str, ...] | None,
+                k: int = 10) -> pd.DataFrame:
+    """Zero-shot labels (:func:`core.search.zero_shot_labels`) of the mean of the terms' vectors."""
+    from core.search import term_vectors, zero_shot_labels
+
+    V = term_vectors(_open_workspace(key[0]), model, list(terms))
+    return zero_shot_labels(V, model, list(vocabulary) if vocabulary else None, k=k)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def item_labels(key: tuple, model: str, ids: tuple[str, ...], vocabulary: tuple[str, ...] | None = None,
+                k: int = 8, contrast: bool = False) -> pd.DataFrame:
+    """Zero-shot labels of items (:func:`core.search.zero_shot_labels` with ``ids``): label, prompt, score."""
+    from core.search import zero_shot_labels
+
+    return zero_shot_labels(_open_workspace(key[0]), model, list(vocabulary) if vocabulary else None,
+                            ids=list(ids), k=k, contrast=contrast)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def axes_frame(key: tuple, model: str, x: tuple[str, str], y: tuple[str, str]) -> pd.DataFrame:
+    """:func:`core.search.text_axes` of every item with a vector, with its caption, source and metadata."""
+    from core.search import text_axes
+
+    ws = _open_workspace(key[0])
+    df = text_axes(ws, model, x=x, y=y)
+    items = ws.items.drop_duplicates("id").set_index("id")
+    caption = items["text"].where(items["text"].notna(), items["pair"].map(items["text"]))
+    extra = items.drop(columns=[c for c in ("modality", "text", "image", "thumb", "added", "width", "height")
+                                if c in items.columns]).assign(caption=caption)
+    return df.join(extra.drop(columns=["pair"], errors="ignore"), on="id")
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def analogy_evaluation(key: tuple | None, model: str, set_name: str, data: bytes, method: str, k: int) -> dict:
+    """:func:`core.search.evaluate_analogies` of a CSV (``data``): on the workspace of ``key`` with ``model``,
+    or, with ``key=None``, on the vocabulary of the set's words encoded with ``model``. Returns
+    ``AnalogyEvaluation.to_dict(rows=True)``."""
+    from core.search import evaluate_analogies, load_analogy_set
+
+    rows = load_analogy_set(data, name=set_name)
+    if key is None:
+        return evaluate_analogies(model, rows, k=k, method=method).to_dict(rows=True)
+    return evaluate_analogies(_open_workspace(key[0]), rows, model=model, k=k, method=method).to_dict(rows=True)
+
+
+@st.cache_data(show_spinner=False, max_entries=2000)
+def concept_crop(path: str, patch: int, grid: tuple, image_size: tuple, size: int = 56):
+    """The crop of one patch (plus half a patch around it) of a stored image, ``size`` px (PIL image)."""
+    from core.concepts import patch_crop
+
+    return patch_crop(path, patch, grid, image_size, context=0.5, size=size)
+
+
+@st.cache_data(show_spinner=False, max_entries=500)
+def concept_frame(path: str, image_size: tuple, size: int = 192) -> np.ndarray:
+    """A stored image as the model sees it (aligned with the patch grid), enlarged: (size, size, 3) uint8."""
+    from core.concepts import input_frame
+
+    return input_frame(path, image_size, size=size)

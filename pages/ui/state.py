@@ -1,0 +1,189 @@
+"""Session state: the keys, their defaults (:func:`init_state`), the chosen workspace and model.
+
+Session state holds small values and ids only (workspace name, model id, last reports as plain dicts);
+heavy objects live in the caches of :mod:`pages.ui.cached`.
+"""
+from __future__ import annotations
+
+import os
+
+import streamlit as st
+
+import core
+from pages.ui.cached import _open_workspace
+from pages.ui.widgets import build_demo, show_error
+
+WS = "workspace"        # str | None — name of the open workspace under JOINTSCOPE_HOME
+MODEL = "model"         # str | None — chosen model id
+SHOW_HUB = "show_hub"   # bool — list every open_clip hub model in the sidebar
+LAST_INGEST = "last_ingest"  # dict | None — IngestReport.to_dict() of the last import
+LAST_EMBED = "last_embed"    # dict | None — EmbedReport.to_dict() of the last embedding run
+EMBED_RUN = "embed_run"      # dict | None — {workspace, model} while an embedding runs; left set when it was stopped
+UPLOAD_ROUND = "upload_round"  # int — bumped after an import to clear the uploader and text area
+DEMO_NAME = "demo"
+DEMO_MODEL = "demo"
+
+
+def list_workspaces() -> list[str]:
+    try:
+        return core.list_workspaces()
+    except OSError:
+        return []
+
+
+def get_workspace(name: str | None = None) -> core.Workspace | None:
+    """The open workspace (default: the chosen one); one cached object per folder.
+
+    Raises ValueError for a bad name and FileNotFoundError when the folder is not a workspace.
+    """
+    name = st.session_state.get(WS) if name is None else name
+    if not name:
+        return None
+    path = core.workspace_path(name).resolve()
+    if not (path / "workspace.json").is_file():
+        _open_workspace.clear()
+        raise FileNotFoundError(f"workspace {name!r} does not exist (any more) under {path.parent}")
+    return _open_workspace(str(path))
+
+
+def create_workspace(name: str) -> core.Workspace:
+    """Create (or open) the named workspace and select it. ValueError names what is wrong."""
+    name = (name or "").strip()
+    path = core.workspace_path(name)
+    ws = core.Workspace(path, create=True)
+    select(workspace=name)
+    return ws
+
+
+_KEEP = object()
+
+
+def select(*, workspace: object = _KEEP, model: object = _KEEP) -> None:
+    """Change the chosen workspace and/or model (the sidebar follows on the next run)."""
+    if workspace is not _KEEP:
+        st.session_state[WS] = workspace
+    if model is not _KEEP:
+        st.session_state[MODEL] = model
+
+
+def default_model(ws_models: dict | None = None) -> str | None:
+    """The model to open with: one that has vectors in the open workspace (``demo`` first), else
+    ``demo`` when it is usable, else any offline one."""
+    if ws_models:
+        return DEMO_MODEL if DEMO_MODEL in ws_models else next(iter(ws_models))
+    try:
+        bundled = core.list_models(include_hub=False)
+    except Exception:  # noqa: BLE001 - a broken registry must not stop the app from opening
+        bundled = []
+    ok = [m.id for m in bundled if m.available]
+    if DEMO_MODEL in ok:
+        return DEMO_MODEL
+    return ok[0] if ok else None
+
+
+def _leave_legacy_pages_mode() -> None:
+    """Hand a page that Streamlit ran alone (legacy pages/ folder mode) back to app.py's router.
+
+    Streamlit decides per process: until app.py has called st.navigation once, a ``pages/`` folder
+    beside it makes the server run ``pages/<name>.py`` directly when the very first request is a deep
+    link (e.g. /map), with no sidebar and a page list of every .py file in pages/. Clearing the flag
+    and rerunning executes app.py, which routes to the same page (same url path).
+    """
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:  # pragma: no cover - internal module moved; nothing to fix then
+        return
+    if getattr(PagesManager, "uses_pages_directory", None):
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+def _first_start_demo() -> str | None:
+    """On a first start (no workspace at all), build the demo so the app opens on something real.
+
+    Off with JOINTSCOPE_AUTODEMO=0 (tests), or when the demo model is not installed.
+    """
+    if os.environ.get("JOINTSCOPE_AUTODEMO", "1") == "0":
+        return None
+    if not any(m.id == DEMO_MODEL and m.available for m in core.list_models(include_hub=False)):
+        return None
+    try:
+        with st.spinner("First start: building the demo workspace (world images with captions, "
+                        "embedded with the bundled 'demo' model)…"):
+            build_demo()
+    except Exception as e:  # noqa: BLE001 - the app must still open
+        show_error(e)
+        return None
+    return DEMO_NAME
+
+
+def init_state() -> None:
+    """Defaults for every session key (idempotent); the first start opens the demo if it exists."""
+    _leave_legacy_pages_mode()
+    ss = st.session_state
+    if WS not in ss:
+        names = list_workspaces()
+        if not names and _first_start_demo():
+            names = list_workspaces()
+        if DEMO_NAME in names:
+            ss[WS] = DEMO_NAME
+            ss.setdefault(MODEL, DEMO_MODEL)
+        else:
+            ss[WS] = names[0] if names else None
+    if ss.get(MODEL) is None and ss[WS]:  # a workspace is open: offer a usable model at once
+        ss.pop(MODEL, None)
+    if MODEL not in ss:
+        models = None
+        if ss[WS]:
+            try:
+                models = get_workspace(ss[WS]).models()
+            except Exception:  # noqa: BLE001
+                models = None
+        ss[MODEL] = default_model(models) if ss[WS] else None
+    ss.setdefault(SHOW_HUB, False)
+    ss.setdefault(LAST_INGEST, None)
+    ss.setdefault(LAST_EMBED, None)
+    ss.setdefault(EMBED_RUN, None)
+    ss.setdefault(UPLOAD_ROUND, 0)
+
+
+def current() -> tuple[core.Workspace | None, str | None]:
+    """(open workspace or None, chosen model id or None); a vanished workspace shows one error."""
+    name = st.session_state.get(WS)
+    if not name:
+        return None, st.session_state.get(MODEL)
+    try:
+        return get_workspace(name), st.session_state.get(MODEL)
+    except Exception as e:  # noqa: BLE001
+        show_error(e)
+        return None, st.session_state.get(MODEL)
+
+
+def open_workspace_and_model(purpose: str, *, hint: str = "") -> tuple[core.Workspace | None, str | None]:
+    """The sidebar's (workspace, model), or (None, None) after one st.info saying what to choose.
+
+    ``purpose`` completes "Choose a model in the sidebar …" (e.g. "to map its vectors"); ``hint`` is
+    added to the no-workspace message (what the page can still do without one).
+    """
+    ws, model = current()
+    if ws is None:
+        if not st.session_state.get(WS):  # a workspace that vanished is reported by the sidebar
+            st.info("No workspace is open. Create one in the sidebar, or load the demo on the Data page."
+                    + (f" {hint}" if hint else ""), icon=":material/folder_open:")
+        return None, None
+    if model is None:
+        st.info(f"Choose a model in the sidebar {purpose}.".replace(" .", "."), icon=":material/info:")
+        return None, None
+    return ws, model
+
+
+def can_encode(model: str | None, modality: str) -> bool:
+    """Whether the model encodes texts / images (without loading it); unknown ids: False."""
+    if not model:
+        return False
+    try:
+        from core.encoders import modalities_of
+
+        return modality in modalities_of(model)
+    except ValueError:
+        return False

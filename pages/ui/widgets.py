@@ -1,0 +1,223 @@
+"""Widgets and display helpers shared by the pages: error display (:func:`guard`, :func:`show_error`),
+progress bars, the workspace summary line, result cards, uploads and map selections.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+import core
+from core.errors import one_line
+from core.images import IMAGE_EXTENSIONS
+from pages.ui.cached import _stale, vectors_key, workspace_summary
+from pages.ui.text import hit_caption, plain, upload_name
+
+log = logging.getLogger("jointscope.app")
+
+
+def show_error(e: BaseException | str, *, where=None) -> None:
+    """st.error with a one-line reason; the full traceback goes to the server log only."""
+    if isinstance(e, BaseException):
+        expected = isinstance(e, (ValueError, OSError, KeyError, core.ModelLoadError))
+        log.log(logging.INFO if expected else logging.WARNING, "page error: %s", e,
+                exc_info=None if expected else e)
+        text = one_line(e, limit=None)  # plain() below cuts it
+    else:
+        text = str(e)
+    (where or st).error(plain(text, limit=500), icon=":material/error:")
+
+
+@contextlib.contextmanager
+def guard(where=None) -> Iterator[None]:
+    """Run a block; any failure becomes one st.error line. st.rerun/st.stop pass through
+    (they are BaseExceptions, not Exceptions)."""
+    try:
+        yield
+    except Exception as e:  # noqa: BLE001 - a page never shows a traceback
+        show_error(e, where=where)
+
+
+def make_progress(bar, label: str = ""):
+    """progress(done, total) for st.progress: 'done/total · items/s · ETA', at most 5 updates/s."""
+    state = {"t0": None, "last": 0.0}
+
+    def cb(done: int, total: int) -> None:
+        now = time.perf_counter()
+        if state["t0"] is None:
+            state["t0"] = now
+        if 0 < done < total and now - state["last"] < 0.2:
+            return
+        state["last"] = now
+        el = now - state["t0"]
+        rate = done / el if el > 0 and done else 0.0
+        eta = f"{(total - done) / rate:.0f}s" if rate > 0 else "…"
+        frac = min(done / total, 1.0) if total else 1.0
+        bar.progress(frac, text=f"{label}{done}/{total} · {rate:.1f} items/s · ETA {eta}")
+
+    return cb
+
+
+def stage_progress(bar, spans: dict[str, tuple[float, float, str]], prefix: str = ""):
+    """progress(stage, done, total) -> one st.progress bar over several stages, at most 5 updates/s.
+
+    ``spans``: stage -> (start, end, words): the share of the bar the stage fills and how it is named.
+    """
+    last = {"t": 0.0}
+
+    def cb(stage: str, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if 0 < done < total and now - last["t"] < 0.2:
+            return
+        last["t"] = now
+        lo, hi, words = spans.get(stage, (0.0, 1.0, stage))
+        frac = lo + (hi - lo) * (min(done / total, 1.0) if total else 1.0)
+        count = f" {done}/{total}" if total > 1 else ""
+        bar.progress(frac, text=f"{prefix}{words}{count}…")
+
+    return cb
+
+
+def no_vectors_info(ws, model: str) -> None:
+    """The message of a page that needs vectors of ``model`` when ``ws`` has none yet."""
+    st.info(plain(f"No vectors for {model} in workspace {ws.name} yet. Open the Data page and embed the items "
+                  f"with {model} (Vectors → Embed), then come back."), icon=":material/bolt:")
+
+
+def build_demo(*, with_vectors: bool = True) -> None:
+    """Build the bundled demo workspace with a progress bar per stage (generate, embed)."""
+    from core.demo import DEMO_WORKSPACE, create_demo_workspace
+
+    bar = st.progress(0.0, text="Building the demo workspace…")
+    per_stage: dict = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage not in per_stage:
+            per_stage[stage] = make_progress(bar, f"{stage}: ")
+        per_stage[stage](done, total)
+
+    create_demo_workspace(core.workspace_path(DEMO_WORKSPACE), progress=progress,
+                          **({} if with_vectors else {"model": None}))
+    bar.empty()
+
+
+def summary_line(ws: core.Workspace | None, model: str | None) -> None:
+    """One caption with the workspace, item counts and vectors of the chosen model."""
+    if ws is None:
+        st.caption("No workspace open — create one or load the demo on the Data page.")
+        return
+    s = workspace_summary(ws, model)
+    mods = ", ".join(f"{v} {k}{'' if v == 1 else 's'}" for k, v in sorted(s["by_modality"].items())) or "empty"
+    vec = (f"{s['vectors']} vectors for {model} ({s['dim']}-d)" if s["vectors"]
+           else f"no vectors for {model} yet" if model else "no model chosen")
+    st.caption(plain(f"Workspace {ws.name}: {s['items']} items ({mods}) · {vec}"))
+    if s["vectors"]:
+        stale_warning(ws, model)
+
+
+def stale_warning(ws: core.Workspace, model: str) -> None:
+    """A warning when the stored vectors of a model whose weights live in a local folder (bundled models,
+    local checkpoints) are not what the model gives now; checked again when either changes."""
+    from core.encoders import weights_key
+    from core.workspace import stale_reason
+
+    wkey = weights_key(model)
+    if wkey is None:
+        return
+    stale = _stale(str(ws.path), model, vectors_key(ws, model), wkey)
+    if stale is not None:
+        st.warning(plain(f"Stale vectors: {stale_reason(model, stale)}, so text queries and new items land in "
+                         f"another space. On the Data page, tick “Embed everything again” and embed.",
+                         limit=1000), icon=":material/sync_problem:")
+
+
+def errors_frame(errors) -> pd.DataFrame:
+    """Per-item errors (list of (source, reason) or {source, reason}) as a two-column table."""
+    rows = [e if isinstance(e, dict) else {"source": e[0], "reason": e[1]} for e in (errors or [])]
+    return pd.DataFrame(rows, columns=["source", "reason"])
+
+
+def selected_ids(event) -> list[str]:
+    """Item ids of the points selected in a map chart (``st.plotly_chart(..., on_select="rerun")``).
+
+    Points carry their item id as ``customdata`` (a list when plotly sends one per dimension); points
+    without one (the pair lines) are ignored. First occurrence order, no duplicates.
+    """
+    try:
+        points = event["selection"]["points"]
+    except (KeyError, TypeError):
+        return []
+    out: dict[str, None] = {}
+    for p in points or []:
+        cd = p.get("customdata") if isinstance(p, dict) else None
+        if isinstance(cd, (list, tuple)):
+            cd = cd[0] if cd else None
+        if cd is not None:
+            out.setdefault(str(cd), None)
+    return list(out)
+
+
+IMAGE_TYPES = [e.lstrip(".") for e in IMAGE_EXTENSIONS]  # st.file_uploader types: without the dot
+UPLOAD_DIR = Path(os.environ.get("TMPDIR", "/tmp")) / "jointscope-uploads"
+MODALITY_PLURAL = {"image": "images", "text": "texts", "row": "table rows"}
+
+
+def image_upload_term(file) -> str:
+    """An uploaded image as an ``image:<path>`` term (see core.search).
+
+    The bytes are decoded first: a corrupt or non-image file raises ValueError naming the file. The
+    file is kept in a content-addressed temp folder under its own name, so the same upload is the same
+    term (cached results stay valid) and core can exclude a stored copy of it from the results.
+    """
+    import hashlib
+    import io
+
+    from PIL import Image
+
+    from core.encoders import load_image
+
+    name, data = upload_name(file.name), file.getvalue()
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            load_image(im).load()
+    except Exception as e:  # noqa: BLE001 - any unreadable upload ends here, named
+        why = ("not an image PIL can read" if isinstance(e, Image.UnidentifiedImageError)
+               else one_line(e, limit=None))
+        raise ValueError(f"{name} is not a readable image ({why})") from None
+    path = UPLOAD_DIR / hashlib.sha256(data).hexdigest()[:20] / name
+    if not path.is_file():  # a temp name of its own: two sessions may upload the same image at once
+        from core.storage import atomic_write_bytes
+
+        atomic_write_bytes(path, data)
+    return f"image:{path}"
+
+
+def result_cards(hits: list[dict], *, key: str, captions: dict[str, str] | None = None, columns: int = 5,
+                 actions=()) -> None:
+    """A gallery of results: images as thumbnails, texts as text cards, each with its rank and score.
+
+    User text goes through :func:`plain` (shown literally). ``actions``: ``(label, callback(item_id),
+    icon, help)`` tuples, one button each on every card (e.g. "More like this").
+    """
+    captions = captions or {}
+    for start in range(0, len(hits), columns):
+        cols = st.columns(columns)
+        for rank, (col, hit) in enumerate(zip(cols, hits[start:start + columns]), start=start + 1):
+            with col.container(border=True):
+                if hit.get("thumb") or hit.get("image"):
+                    st.image(hit.get("thumb") or hit["image"], width="stretch")
+                    st.caption(f"**{rank}** · score **{hit['score']:.3f}**")
+                    st.caption(plain(hit_caption(hit, captions), limit=80))
+                else:
+                    st.caption(f"**{rank}** · score **{hit['score']:.3f}** · {hit['modality']}")
+                    st.markdown(plain(hit_caption(hit, captions), limit=160))
+                spots = st.columns(len(actions), gap="small") if len(actions) > 1 else [st.container()] * len(actions)
+                for i, (spot, (label, fn, icon, helptext)) in enumerate(zip(spots, actions)):
+                    spot.button(label, key=f"{key}_{i}_{hit['id']}", on_click=fn, args=(hit["id"],), icon=icon,
+                                type="tertiary", help=helptext)
