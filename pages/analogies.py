@@ -281,13 +281,9 @@ def show_evaluation(ev: dict, name: str) -> None:
 
 
 # ---- page ---------------------------------------------------------------------------------------
-ui.init_state()
-st.title("Analogies")
-with ui.guard():
-    ws, model = ui.open_workspace_and_model(
-        "to do arithmetic with its vectors", hint="A bundled analogy set can still be scored on a vocabulary below.")
+with ui.page("Analogies", purpose="to do arithmetic with its vectors",
+             hint="A bundled analogy set can still be scored on a vocabulary below.") as (ws, model):
     if ws is not None:
-        ui.summary_line(ws, model)
         present = ui.vector_modalities(ui.data_key(ws, model), model)
         if not present:
             ui.no_vectors_info(ws, model)

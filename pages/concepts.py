@@ -259,12 +259,9 @@ def concepts_section(ws, model: str) -> None:
 
 
 # ---- page ---------------------------------------------------------------------------------------
-ui.init_state()
-st.title("Concepts")
-st.caption("PACE concept explanations: the image model's patch embeddings as a few concepts per image, named "
-           "with the closest words in the joint space.")
-with ui.guard():
-    ws, model = ui.open_workspace_and_model("")
+with ui.page("Concepts", purpose="", summary=False,
+             caption="PACE concept explanations: the image model's patch embeddings as a few concepts per image, "
+                     "named with the closest words in the joint space.") as (ws, model):
     if ws is None:
         pass  # the helper said what to choose
     elif "image" not in modalities_of(model):

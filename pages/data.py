@@ -306,16 +306,12 @@ def embed_section(ws, model: str | None) -> None:
 
 
 # ---- page ---------------------------------------------------------------------------------------
-ui.init_state()
-st.title("Data")
-with ui.guard():
-    ws, model = ui.current()
+with ui.page("Data") as (ws, model):
     if ws is None:
         st.info("No workspace is open. Create one in the sidebar (Workspace → New workspace), "
                 "or load the bundled demo.", icon=":material/folder_open:")
         demo_section(prominent=True)
     else:
-        ui.summary_line(ws, model)
         add_section(ws)
         items_section(ws)
         embed_section(ws, model)

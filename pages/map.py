@@ -380,12 +380,8 @@ def map_section(ws, model: str, present: dict[str, int]) -> None:
 
 
 # ---- page ---------------------------------------------------------------------------------------
-ui.init_state()
-st.title("Map")
-with ui.guard():
-    ws, model = ui.open_workspace_and_model("to map its vectors")
+with ui.page("Map", purpose="to map its vectors") as (ws, model):
     if ws is not None:
-        ui.summary_line(ws, model)
         present = ui.vector_modalities(ui.data_key(ws, model), model)
         n = sum(present.values())
         if n == 0:

@@ -337,12 +337,8 @@ def quality_page(ws, model: str) -> None:
 
 
 # ---- page ---------------------------------------------------------------------------------------
-ui.init_state()
-st.title("Quality")
-with ui.guard():
-    ws, model = ui.open_workspace_and_model("to measure its space")
+with ui.page("Quality", purpose="to measure its space") as (ws, model):
     if ws is not None:
-        ui.summary_line(ws, model)
         n = sum(ui.vector_modalities(ui.data_key(ws, model), model).values())
         if n == 0:
             ui.no_vectors_info(ws, model)

@@ -228,13 +228,9 @@ def axes_section(ws, model: str, meta: dict[str, list[str]]) -> None:
 
 
 # ---- page ---------------------------------------------------------------------------------------
-ui.init_state()
-take_inbox(st.session_state.get(ui.MODEL))
-st.title("Search")
-with ui.guard():
-    ws, model = ui.open_workspace_and_model("to search its vectors")
+with ui.page("Search", purpose="to search its vectors") as (ws, model):
+    take_inbox(st.session_state.get(ui.MODEL))  # before any widget of this page is drawn
     if ws is not None:
-        ui.summary_line(ws, model)
         present = ui.vector_modalities(ui.data_key(ws, model), model)
         if not present:
             ui.no_vectors_info(ws, model)

@@ -64,6 +64,7 @@ from pages.ui.state import (
     init_state,
     list_workspaces,
     open_workspace_and_model,
+    page,
     select,
 )
 from pages.ui.text import (
@@ -109,6 +110,7 @@ __all__ = [
     "init_state",
     "current",
     "open_workspace_and_model",
+    "page",
     "can_encode",
     "embed_runs",
     "model_catalogue",

@@ -5,13 +5,15 @@ heavy objects live in the caches of :mod:`pages.ui.cached`.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 import streamlit as st
 
 import core
 from pages.ui.cached import _open_workspace
-from pages.ui.widgets import build_demo, show_error
+from pages.ui.widgets import build_demo, guard, show_error, summary_line
 
 WS = "workspace"        # str | None — name of the open workspace under JOINTSCOPE_HOME
 MODEL = "model"         # str | None — chosen model id
@@ -187,3 +189,30 @@ def can_encode(model: str | None, modality: str) -> bool:
         return modality in modalities_of(model)
     except ValueError:
         return False
+
+
+@contextlib.contextmanager
+def page(title: str, *, purpose: str | None = None, hint: str = "", caption: str | None = None,
+         summary: bool = True) -> Iterator[tuple[core.Workspace | None, str | None]]:
+    """The opening every page shares, as one ``with`` block around the page's body::
+
+        with ui.page("Map", purpose="to map its vectors") as (ws, model):
+            if ws is not None:
+                ...
+
+    Runs :func:`init_state`, draws the title (and ``caption`` under it), then, guarded like the body
+    (:func:`~pages.ui.widgets.guard`: any failure becomes one st.error line), looks up the workspace and
+    model: with ``purpose``, :func:`open_workspace_and_model` (``(None, None)`` after its st.info when
+    either is missing; ``hint`` is added to the no-workspace message); with ``purpose=None``,
+    :func:`current` (no message, the page says itself what it does without a workspace). With
+    ``summary``, an open workspace gets its :func:`~pages.ui.widgets.summary_line`.
+    """
+    init_state()
+    st.title(title)
+    if caption:
+        st.caption(caption)
+    with guard():
+        ws, model = current() if purpose is None else open_workspace_and_model(purpose, hint=hint)
+        if ws is not None and summary:
+            summary_line(ws, model)
+        yield ws, model
