@@ -229,7 +229,7 @@ def test_pickle_checkpoint_refusal_is_tested():
 # ---- pages never render user text as HTML; downloads are safe for spreadsheets ------------------------
 def test_pages_never_render_html():
     hits = []
-    for path in [ROOT / "app.py", *sorted((ROOT / "pages").glob("*.py"))]:
+    for path in [ROOT / "app.py", *sorted((ROOT / "pages").rglob("*.py"))]:  # pages/ui/ included
         src = path.read_text(encoding="utf-8")
         for pattern in ("unsafe_allow_html", "st.html(", "components.html(", "components.v1", "st.components"):
             if pattern in src:
