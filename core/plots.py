@@ -24,6 +24,7 @@ PAIR_COLOUR = "rgba(90, 90, 90, 0.35)"
 PALETTE = ("#636EFA", "#EF553B", "#00CC96", "#AB63FA", "#FFA15A", "#19D3F3", "#FF6692", "#B6E880",
            "#FF97FF", "#FECB52", "#1F77B4", "#FF7F0E", "#2CA02C", "#D62728", "#9467BD", "#8C564B",
            "#E377C2", "#7F7F7F", "#BCBD22", "#17BECF")
+NAMED_OUTLINE = {"width": 0.6, "color": "rgba(60, 60, 60, 0.7)"}  # keeps "white" or "yellow" points visible
 UIREVISION = "jointscope-map"
 
 
@@ -40,6 +41,32 @@ def plot_text(text: object, limit: int = 200) -> str:
             s = s[: limit - 1] + "…"
         lines.append(s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"))
     return "<br>".join(lines)
+
+
+def safe_palette() -> tuple[str, ...]:
+    """Colours for categories that are not colour names: plotly's colour-blind-safe qualitative palette
+    (``plotly.colors.qualitative.Safe``) without its grey, which stands for missing values and "other"."""
+    from plotly.colors import qualitative
+
+    return tuple(c for c in qualitative.Safe if c != "rgb(136, 136, 136)")
+
+
+def category_colours(order: Sequence[str]) -> dict[str, tuple[str, bool]]:
+    """Colour of each category: ``(colour, named)``. A value that is a CSS colour name ("red", "Orange",
+    "dark green": Pillow's ImageColor table, case and spaces ignored) is drawn in that colour; the other
+    values take :func:`safe_palette` in order (cycling beyond its 10 colours)."""
+    from PIL import ImageColor
+
+    palette = safe_palette()
+    out, k = {}, 0
+    for cat in order:
+        key = "".join(str(cat).lower().split())
+        if key in ImageColor.colormap:
+            out[cat] = ("#{:02x}{:02x}{:02x}".format(*ImageColor.getrgb(key)[:3]), True)
+        else:
+            out[cat] = (palette[k % len(palette)], False)
+            k += 1
+    return out
 
 
 def _natural_key(s: str):
@@ -169,14 +196,17 @@ def map_figure(coords: np.ndarray, *, color=None, color_title: str = "", hover_t
         labels, order = categories(color, max_categories)
         n_coloured = len(order) - 1 - (MISSING in order)  # position of "other (N values)" when present
         has_other = pd.Series(color).nunique(dropna=True) > max_categories
-        for i, cat in enumerate(order):
+        greys = {cat for i, cat in enumerate(order) if cat == MISSING or (has_other and i == n_coloured)}
+        colours = category_colours([cat for cat in order if cat not in greys])
+        for cat in order:
             rows = np.flatnonzero(labels == cat)
-            grey = cat == MISSING or (has_other and i == n_coloured)
-            colour = OTHER_COLOUR if grey else PALETTE[i % len(PALETTE)]
+            colour, named = colours.get(cat, (OTHER_COLOUR, False))
+            marker = {"size": size, "color": colour, "opacity": opacity}
+            if named:
+                marker["line"] = NAMED_OUTLINE
             name = plot_text(cat, limit=60)
             traces.append(trace(**xyz(rows), **extra(rows), mode="markers", name=f"{name} ({len(rows)})",
-                                legendgroup=name, marker={"size": size, "color": colour, "opacity": opacity},
-                                hovertemplate=base_hover + f"<extra>{name}</extra>"))
+                                legendgroup=name, marker=marker, hovertemplate=base_hover + f"<extra>{name}</extra>"))
     else:
         values = pd.to_numeric(pd.Series(color), errors="coerce").to_numpy(dtype=np.float64)
         ok = np.isfinite(values)

@@ -138,3 +138,17 @@ def test_axes_figure_titles_escape_and_keep_ticks():
         axes_figure(x, y[:3], x_terms=("a", "b"), y_terms=("c", "d"))
     with pytest.raises(ValueError, match="x_terms"):
         axes_figure(x, y, x_terms=("a",), y_terms=("c", "d"))
+
+
+def test_colour_names_are_drawn_in_their_colours_and_other_values_in_a_safe_palette():
+    from plotly.colors import qualitative
+
+    X = _points(8)
+    colour = np.array(["red", "Orange", "cyan", "white", "dark green", "apples", "pears", "red"], dtype=object)
+    fig = map_figure(X, color=colour, color_title="colour")
+    got = {t.name.rsplit(" (", 1)[0]: t.marker for t in fig.data if t.mode == "markers"}
+    assert got["red"].color == "#ff0000" and got["Orange"].color == "#ffa500" and got["cyan"].color == "#00ffff"
+    assert got["dark green"].color == "#006400"
+    assert got["white"].line.width > 0, "light named colours get an outline on the white background"
+    others = [got["apples"].color, got["pears"].color]
+    assert others == list(qualitative.Safe[:2]) and got["apples"].line.width is None
