@@ -176,6 +176,13 @@ def _embed_configure(p):
                         "and embed everything again, e.g. after its weights changed")
 
 
+def _print_hint(ws, report) -> None:
+    """A run that could encode none of the items exits 0 (nothing failed) but says which models fit."""
+    hint = ws.unsupported_hint(report)
+    if hint:
+        print(f"jointscope embed: hint: {hint}", file=sys.stderr)
+
+
 def _embed(args):
     from .encoders import ModelLoadError
 
@@ -191,6 +198,7 @@ def _embed(args):
                               progress=_progress_printer(f"embed {args.model}", resumable=True))
         except (ModelLoadError, ValueError) as e:
             raise CLIError(str(e)) from e
+        _print_hint(ws, report)
         out = report.to_dict()
         out["engine"] = "local"
         return out
@@ -209,6 +217,7 @@ def _embed(args):
                                     text_column=args.text_column, **kw)
         else:
             report = embed_workspace(ws, args.model, **kw)
+            _print_hint(ws, report)
     except RayNotInstalled as e:
         raise CLIError(str(e)) from e
     except (ModelLoadError, ValueError, FileNotFoundError) as e:

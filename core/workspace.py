@@ -738,6 +738,22 @@ class Workspace:
                  report.cached, report.seconds)
         return report
 
+    def unsupported_hint(self, report: EmbedReport) -> str | None:
+        """After an embedding run that found nothing its model can encode (every item left is of another
+        modality): one sentence naming the models that do have vectors here, or what kind of model would fit.
+        None when the run encoded, found or failed on anything."""
+        if report.embedded or report.cached or report.errors or not report.unsupported:
+            return None
+        counts = self.items["modality"].value_counts()
+        what = ", ".join(f"{n} {mod} item{'' if n == 1 else 's'}" for mod, n in counts.items())
+        have = sorted(((v["n"], m) for m, v in self.models().items() if m != report.model and v["n"]), reverse=True)
+        head = f"{report.model} encodes none of the items of workspace {self.name!r} ({what})"
+        if have:
+            return (f"{head}; models with vectors here: {', '.join(f'{m} ({n} items)' for n, m in have)}. "
+                    "Choose one of them to map and search this workspace.")
+        return (f"{head}; texts embed with minilm, images and texts with demo or an open_clip model, and table rows "
+                "use the vectors that came with their table (precomputed:<column>).")
+
     # ---- summary ---------------------------------------------------------------------------
     def info(self) -> dict:
         items = self.items

@@ -238,7 +238,7 @@ def run_embedding(ws, model: str, refresh: bool) -> None:
     ss[ui.EMBED_RUN] = None
     ui.embed_runs().pop(run_id, None)
     bar.progress(1.0, text="done")
-    ss[ui.LAST_EMBED] = dict(rep.to_dict(), workspace=ws.name)
+    ss[ui.LAST_EMBED] = dict(rep.to_dict(), workspace=ws.name, hint=ws.unsupported_hint(rep))
     st.rerun()  # the header, the counts and the models table were drawn before these vectors existed
 
 
@@ -292,7 +292,9 @@ def embed_section(ws, model: str | None) -> None:
         elif rep and rep.get("workspace") == ws.name:
             msg = (f"{rep['model']}: {rep['embedded']} embedded, {rep['cached']} already had vectors, "
                    f"{rep['unsupported']} of a modality this model does not encode · {rep['seconds']:.1f} s")
-            (st.success if not rep["errors"] else st.warning)(ui.plain(msg))
+            (st.success if not rep["errors"] and not rep.get("hint") else st.warning)(ui.plain(msg))
+            if rep.get("hint"):
+                st.warning(ui.plain(rep["hint"]), icon=":material/lightbulb:")
             if rep["errors"]:
                 st.dataframe(ui.errors_frame(rep["errors"]), hide_index=True, key="embed_errors")
     models = ws.models()

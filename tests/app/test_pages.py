@@ -220,6 +220,22 @@ def test_data_page_embed_with_minilm(home):
     assert models.to_dict("records") == [{"model": "minilm", "dim": 384, "vectors": 3, "coverage": "3/3"}]
 
 
+def test_data_page_embed_with_a_model_that_fits_nothing_names_the_models_that_do(home, tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    table = tmp_path / "digits.csv"
+    pd.DataFrame({f"px_{i}": np.random.default_rng(i).random(6) for i in range(4)}).to_csv(table, index=False)
+    ws = core.Workspace(core.workspace_path("digits"))
+    ws.ingest([table])
+    at = page("data", workspace="digits", model="minilm")
+    at.button(key="embed").click().run(timeout=120)
+    assert not at.exception
+    warned = [w.replace("\\", "") for w in texts(at.warning)]  # shown as plain text: Markdown escaped
+    assert any("0 embedded" in w for w in warned), warned
+    assert any("minilm encodes none of the items" in w and "precomputed:px (6 items)" in w for w in warned), warned
+
+
 def test_data_page_embed_failure_is_one_line(filled):
     at = page("data", workspace=filled, model="no-such-model")
     at.button(key="embed").click().run()

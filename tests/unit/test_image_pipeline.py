@@ -268,3 +268,20 @@ def test_decoding_threads_give_the_same_batches_as_the_calling_thread(tiny_clip_
     assert [x.sizes for x in a] == [x.sizes for x in b]
     vectors = [np.concatenate([x.vectors for x in run_]) for run_ in (a, b)]
     np.testing.assert_allclose(vectors[0], vectors[1], atol=1e-6)
+
+
+def test_cli_embed_with_a_model_that_fits_nothing_exits_0_with_a_hint(tmp_path, capsys):
+    import pandas as pd
+
+    from core.cli import main
+
+    table = tmp_path / "digits.csv"
+    pd.DataFrame({f"px_{i}": np.random.default_rng(i).random(5) for i in range(4)}).to_csv(table, index=False)
+    ws = core.Workspace(tmp_path / "ws")
+    ws.ingest([table])
+    assert main(["embed", str(ws.path), "--model", "minilm", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["unsupported"] == 5
+    assert "hint: minilm encodes none of the items" in err and "precomputed:px (5 items)" in err
+    assert main(["embed", str(ws.path), "--model", "precomputed:px", "--json"]) == 0
+    assert "hint" not in capsys.readouterr().err, "a model that has the vectors needs no hint"
