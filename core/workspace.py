@@ -77,13 +77,25 @@ def content_id(kind: str, payload: bytes) -> str:
 @dataclass
 class IngestReport:
     added: int = 0
-    skipped: int = 0
+    skipped: int = 0  # items whose content was already there: in the workspace, or earlier in this upload
     errors: list[tuple[str, str]] = field(default_factory=list)
     ids: list[str] = field(default_factory=list)  # ids of added items, in order
+    repeated: int = 0  # of ``skipped``: repeated within this upload (a caption on many rows, a file twice)
 
     def to_dict(self) -> dict:
-        return {"added": self.added, "skipped": self.skipped,
-                "errors": [{"source": s, "reason": r} for s, r in self.errors]}
+        return {"added": self.added, "skipped": self.skipped, "already_in_workspace": self.skipped - self.repeated,
+                "repeated_in_upload": self.repeated, "errors": [{"source": s, "reason": r} for s, r in self.errors]}
+
+    def skipped_words(self) -> str:
+        """'12 skipped (10 already in the workspace, 2 repeated in this upload)', or '' when none was."""
+        return skipped_words(self.skipped - self.repeated, self.repeated)
+
+
+def skipped_words(existing: int, repeated: int) -> str:
+    """How many items an import skipped and why, in words ('' when none)."""
+    parts = [f"{existing} already in the workspace"] if existing else []
+    parts += [f"{repeated} repeated in this upload"] if repeated else []
+    return f"{existing + repeated} skipped ({', '.join(parts)})" if parts else ""
 
 
 class StaleVectorsError(ValueError):
@@ -334,6 +346,7 @@ class Workspace:
                     vecs.setdefault(model, []).append((cid, c.source, v))
                 if cid in existing:
                     report.skipped += 1
+                    report.repeated += cid in added_rows
                     if pair is not None and existing[cid] is None and pair != cid:
                         existing[cid] = pair
                         if cid in added_rows:  # added earlier in this same call

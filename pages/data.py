@@ -13,7 +13,7 @@ import streamlit as st
 import core
 from core.encoders import modalities_of
 from core.ingest import ROLES, TABLE_EXTS, inspect_table
-from core.workspace import ITEM_COLUMNS
+from core.workspace import ITEM_COLUMNS, skipped_words
 from pages import ui
 
 TABLE_TYPES = ["csv", "tsv", "parquet", "json", "jsonl", "xlsx"]
@@ -78,7 +78,7 @@ def import_uploads(ws, files, texts: list[str], roles: dict[str, str] | None) ->
     with tempfile.TemporaryDirectory(prefix="jointscope-upload-") as tmp:
         paths = _write_uploads(files or [], Path(tmp))
         rep = ws.ingest(paths, texts=texts, roles=roles or None)
-    return {"workspace": ws.name, "added": rep.added, "skipped": rep.skipped,
+    return {"workspace": ws.name, "added": rep.added, "skipped": rep.skipped, "repeated": rep.repeated,
             "errors": [{"source": s, "reason": r} for s, r in rep.errors]}
 
 
@@ -165,7 +165,8 @@ def add_section(ws) -> None:
 
     rep = ss.get(ui.LAST_INGEST)
     if rep and rep.get("workspace") == ws.name:
-        msg = f"Import: {rep['added']} added, {rep['skipped']} skipped (already in the workspace)"
+        skipped = skipped_words(rep["skipped"] - rep.get("repeated", 0), rep.get("repeated", 0))
+        msg = f"Import: {rep['added']} added" + (f", {skipped}" if skipped else ", 0 skipped")
         (st.success if not rep["errors"] else st.warning)(
             msg + (f", {len(rep['errors'])} could not be read" if rep["errors"] else ""))
         if rep["errors"]:

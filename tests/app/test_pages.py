@@ -171,7 +171,8 @@ def test_data_page_upload_reports_per_item_errors(filled, home):
     [imp] = [b for b in at.button if b.label == "Import"]
     imp.click().run()
     assert not at.exception
-    assert any("5 added, 1 skipped" in w and "1 could not be read" in w for w in texts(at.warning))
+    assert any("5 added, 1 skipped (1 already in the workspace)" in w and "1 could not be read" in w
+               for w in texts(at.warning))
     errs = frame(at, "ingest_errors")
     assert list(errs.columns) == ["source", "reason"]
     assert len(errs) == 1 and "broken.png" in errs["source"].iloc[0]

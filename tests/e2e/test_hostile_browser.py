@@ -99,7 +99,7 @@ def test_hostile_batch_through_the_data_page(server, browser, tmp_path):
 
         expect(page.get_by_text(re.compile(r"^Import: \d+ added"))).to_be_visible()
         message = page.get_by_text(re.compile(r"^Import: \d+ added")).inner_text()
-        assert message == (f"Import: {len(expected_kept)} added, 0 skipped (already in the workspace), "
+        assert message == (f"Import: {len(expected_kept)} added, 0 skipped, "
                            f"{len(expected_errors)} could not be read"), message
         expect(page.get_by_test_id("stMetricValue").first).to_have_text(str(len(expected_kept)))
         grid = page.get_by_test_id("stDataFrame").filter(has=page.locator("th", has_text="reason")).first

@@ -167,7 +167,7 @@ def test_no_payload_runs_on_any_page(xss_server, browser, tmp_path):
         page.get_by_test_id("stFileUploader").locator("input[type=file]").set_input_files(str(broken))
         expect(page.get_by_test_id("stFileChipDeleteBtn")).to_have_count(1)
         page.get_by_role("button", name="Import", exact=True).click()
-        expect(page.get_by_text("Import: 0 added, 0 skipped (already in the workspace), 1 could not be read")
+        expect(page.get_by_text("Import: 0 added, 0 skipped, 1 could not be read")
                ).to_be_visible()
         errors = page.get_by_test_id("stDataFrame").filter(has=page.locator("th", has_text="reason")).first
         expect(errors.locator("td").filter(has_text=UPLOAD_NAME)).to_have_count(1)

@@ -424,3 +424,14 @@ def test_cached_computes_once_and_publishes_atomically(tmp_path, monkeypatch):
             ws.cached("maps", "demo", bad, compute, load=_json_load, save=_json_save)
     with pytest.raises(ValueError, match="not inside"):
         ws.publish(tmp_path / "w" / "items.parquet", lambda f: None)
+
+
+def test_skipped_items_say_whether_they_were_already_there_or_repeated_in_the_upload(tmp_path):
+    ws = core.Workspace(tmp_path / "ws")
+    rep = ws.ingest(texts=["a cat", "a dog", "a cat", "a cat"])
+    assert (rep.added, rep.skipped, rep.repeated) == (2, 2, 2)
+    assert rep.to_dict()["repeated_in_upload"] == 2 and rep.to_dict()["already_in_workspace"] == 0
+    assert rep.skipped_words() == "2 skipped (2 repeated in this upload)"
+    again = ws.ingest(texts=["a dog", "a bird", "a bird"])
+    assert (again.added, again.skipped, again.repeated) == (1, 2, 1)
+    assert again.skipped_words() == "2 skipped (1 already in the workspace, 1 repeated in this upload)"
