@@ -113,7 +113,7 @@ def _to_rgb(im):
         bg = Image.new("RGB", im.size, (255, 255, 255))
         bg.paste(im, mask=im.getchannel("A"))
         return bg
-    if im.mode == "I;16" or im.mode.startswith("I") or im.mode == "F":
+    if im.mode.startswith("I") or im.mode == "F":  # 16/32-bit integers, floats: scaled to 0..255
         arr = np.asarray(im, dtype=np.float64)
         hi = arr.max() or 1.0
         return Image.fromarray((arr / hi * 255).clip(0, 255).astype(np.uint8)).convert("RGB")
