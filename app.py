@@ -4,6 +4,8 @@ Run with ``make run`` or ``streamlit run app.py`` (binds 127.0.0.1, see .streaml
 """
 from __future__ import annotations
 
+import contextlib
+
 import streamlit as st
 
 st.set_page_config(
@@ -18,8 +20,8 @@ import core  # noqa: E402  (set_page_config must come first)
 from pages import ui  # noqa: E402
 
 PAGES = [
-    st.Page("pages/data.py", title="Data", icon=":material/database:", default=True),
-    st.Page("pages/map.py", title="Map", icon=":material/scatter_plot:"),
+    st.Page("pages/map.py", title="Map", icon=":material/scatter_plot:", default=True),
+    st.Page("pages/data.py", title="Data", icon=":material/database:"),
     st.Page("pages/search.py", title="Search", icon=":material/search:"),
     st.Page("pages/analogies.py", title="Analogies", icon=":material/calculate:"),
     st.Page("pages/concepts.py", title="Concepts", icon=":material/lightbulb:"),
@@ -31,6 +33,8 @@ def _on_workspace_change() -> None:
     ui.select(workspace=st.session_state["_ws_select"])
     st.session_state[ui.LAST_INGEST] = None
     st.session_state[ui.LAST_EMBED] = None
+    with contextlib.suppress(Exception):  # the page reports a broken or vanished workspace itself
+        ui.fit_model(ui.get_workspace(), why="for this workspace")
 
 
 def _on_model_change() -> None:
@@ -61,7 +65,7 @@ def workspace_picker() -> None:
                 ui.show_error(e)
             else:
                 ss[ui.LAST_INGEST] = ss[ui.LAST_EMBED] = None
-                st.rerun()
+                st.switch_page(PAGES[1])  # a new workspace is empty: fill it on the Data page
 
 
 def model_picker() -> None:

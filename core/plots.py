@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import numpy as np
 import pandas as pd
@@ -19,6 +19,7 @@ import pandas as pd
 MAX_CATEGORIES = 20  # above this, the 19 most common values keep a colour and the rest become "other"
 MISSING = "(missing)"
 OTHER_COLOUR = "#b0b0b0"
+UNSELECTED_COLOUR = "#cfcfcf"  # points outside the selection
 PAIR_COLOUR = "rgba(90, 90, 90, 0.35)"
 # 20 distinct colours (plotly's default 10, then the lighter D3 companions), fixed order
 PALETTE = ("#636EFA", "#EF553B", "#00CC96", "#AB63FA", "#FFA15A", "#19D3F3", "#FF6692", "#B6E880",
@@ -133,7 +134,7 @@ def map_figure(coords: np.ndarray, *, color=None, color_title: str = "", hover_t
                thumbs: Sequence[tuple[float, float, str]] | None = None, height: int = 640,
                colorscale: str = "Viridis", color_range: tuple[float, float] | None = None,
                categorical: bool | None = None, max_categories: int = MAX_CATEGORIES,
-               uirevision: str = UIREVISION, thumb_size: float = 0.05):
+               uirevision: str = UIREVISION, thumb_size: float = 0.05, selected: Collection[str] | None = None):
     """A scatter map of ``coords`` (n, dim) float: WebGL ``Scattergl`` in 2-D, ``Scatter3d`` in 3-D.
 
     color: (n,) categories (one trace and legend entry per category, see :func:`categories`) or
@@ -144,6 +145,8 @@ def map_figure(coords: np.ndarray, *, color=None, color_title: str = "", hover_t
     pair_segments: (p, 2) row positions of pairs joined by thin lines (one trace, drawn below points).
     thumbs: (x, y, data URI) of images drawn on the map (2-D only), each ``thumb_size`` of the span.
     uirevision: keep the user's zoom and drag mode while this string stays the same.
+    selected: item ids (``customdata``) drawn as selected (2-D); the other points turn grey, as they do
+        while the user lassos points. None or empty: no selection.
     """
     import plotly.graph_objects as go
 
@@ -225,6 +228,8 @@ def map_figure(coords: np.ndarray, *, color=None, color_title: str = "", hover_t
                                 marker={"size": size, "color": OTHER_COLOUR, "opacity": opacity},
                                 hovertemplate=base_hover + f"<extra>{MISSING}</extra>"))
 
+    if dim == 2:
+        _mark_selection(traces, set(map(str, selected or ())))
     fig = go.Figure(traces)
     legend_title = plot_text(color_title, limit=40) if color is not None else ""
     fig.update_layout(
@@ -246,6 +251,17 @@ def map_figure(coords: np.ndarray, *, color=None, color_title: str = "", hover_t
         fig.update_layout(scene={"xaxis": _axis(3), "yaxis": _axis(3), "zaxis": _axis(3), "aspectmode": "data",
                                  "uirevision": uirevision})
     return fig
+
+
+def _mark_selection(traces, selected: set[str]) -> None:
+    """Grey for unselected points (plotly's own selection styling, also used while the user lassos);
+    with ``selected``, the points of those ids are selected in every point trace."""
+    for tr in traces:
+        if tr.mode != "markers" or tr.customdata is None:
+            continue
+        tr.unselected = {"marker": {"color": UNSELECTED_COLOUR, "opacity": 0.35}}
+        if selected:
+            tr.selectedpoints = [i for i, cid in enumerate(tr.customdata) if str(cid) in selected]
 
 
 def gap_figure(gap: dict, *, height: int = 180):

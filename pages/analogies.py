@@ -19,6 +19,7 @@ UPLOAD = "upload a CSV"
 SETS_DIR = ASSETS_DIR / "analogies"
 EVAL = "eval_request"  # dict | None — the evaluation last asked for (small values only)
 MAX_TERMS_SHOWN = 8
+MAX_SELECTION_TERMS = 20
 
 
 # ---- helpers (no widgets) -----------------------------------------------------------------------
@@ -42,11 +43,20 @@ def text_models(model: str | None) -> list[str]:
 
 # ---- callbacks ----------------------------------------------------------------------------------
 def _load_example(example: dict) -> None:
+    """The worked example replaces every term, uploaded images included (fresh uploaders)."""
     ss = st.session_state
     ss["ana_plus"] = "\n".join(example["plus"])
     ss["ana_minus"] = "\n".join(example["minus"])
     ss["ana_modality"] = example["modality"]
     ss["ana_method"] = "3CosAdd"
+    ss["ana_round"] = ss.get("ana_round", 0) + 1
+
+
+def _add_selection(ids: list[str]) -> None:
+    ss = st.session_state
+    have = set(lines(ss.get("ana_plus", "")))
+    ss["ana_plus"] = "\n".join([*lines(ss.get("ana_plus", "")),
+                                *(t for t in (f"item:{i}" for i in ids) if t not in have)])
 
 
 def _append(which: str, item_id: str) -> None:
@@ -66,14 +76,20 @@ def _add_minus(item_id: str) -> None:
 def builder(ws, model: str) -> tuple[list[str], list[str]]:
     """The term builder: plus and minus terms as texts / item ids (one per line) and uploaded images."""
     ex = worked_example(ws, model) if ui.can_encode(model, "text") else None
-    head = st.columns([1, 3], vertical_alignment="center")
+    head = st.columns([1, 1, 3], vertical_alignment="center")
     head[0].button("Worked example", key="ana_example", icon=":material/auto_awesome:", disabled=ex is None,
                    on_click=_load_example, args=(ex,) if ex else None,
-                   help=("Image of a red circle − “a red object” + “a blue object”: should give blue circles."
-                         if ex else "Needs the demo workspace (items with colour and shape metadata) and a "
-                                    "model that encodes texts."))
-    head[1].caption("b − a + c: each term is a text, an item (`item:<id>`, from the picker below or a result) "
-                    "or an uploaded image. Input items are never results.")
+                   help="Replaces every term." if ex else "Needs items with colour and shape metadata (the "
+                                                         "demo workspace) and a model that encodes texts.")
+    sel = ui.selection(ws)[:MAX_SELECTION_TERMS]
+    head[1].button(f"+ the selection ({len(sel)})" if sel else "+ the selection", key="ana_selection",
+                   icon=":material/select:", disabled=not sel, on_click=_add_selection, args=(sel,),
+                   help="Add the items selected on the Map as plus terms" + (
+                       f" (the first {MAX_SELECTION_TERMS})." if sel else "; select points on the Map first."))
+    head[2].caption(("Worked example: image of a red circle − “a red object” + “a blue object” should give blue "
+                     "circles. " if ex else "")
+                    + "b − a + c: each term is a text, an item (`item:<id>`, from the picker below, a result or the "
+                      "Map selection) or an uploaded image. Input items are never results.")
     can_img = ui.can_encode(model, "image")
     plus_col, minus_col = st.columns(2)
     out = []
@@ -82,7 +98,7 @@ def builder(ws, model: str) -> tuple[list[str], list[str]]:
             typed = lines(st.text_area(f"{sign} terms to {word}, one per line", key=key, height=96,
                                        placeholder="a blue object\nitem:<id>"))
             files = st.file_uploader(f"Images to {word}", type=ui.IMAGE_TYPES, accept_multiple_files=True,
-                                     key=f"{key}_img", disabled=not can_img,
+                                     key=f"{key}_img_{st.session_state.get('ana_round', 0)}", disabled=not can_img,
                                      help=None if can_img else ui.plain(f"Model {model} cannot encode images."))
             images = []
             for f in files or []:

@@ -68,10 +68,12 @@ def controls(ws, model: str, items: pd.DataFrame) -> dict | None:
     from core.search import default_vocabulary, naming_vocabulary
 
     meta = metadata_columns(items)
-    map_ids = list(st.session_state.get("search_ids") or [])
+    map_ids = ui.selection(ws)
     n_map = len(image_ids_for(items, SRC_MAP, map_ids=map_ids))
     r1 = st.columns([2, 1, 2])
     sources = [SRC_ALL] + ([SRC_MAP] if n_map else []) + ([SRC_LABEL] if meta else [])
+    if st.session_state.get("concepts_source") not in sources:  # the selection was cleared
+        st.session_state.pop("concepts_source", None)
     source = r1[0].radio("Images", sources, key="concepts_source", horizontal=True,
                          help="All image items, the images selected on the Map, or those with one label value.")
     column = value = None

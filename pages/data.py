@@ -161,10 +161,11 @@ def add_section(ws) -> None:
         else:
             ss[ui.LAST_INGEST] = report
             ss[ui.UPLOAD_ROUND] = rnd + 1  # fresh (empty) uploader and text area
+            ui.fit_model(ws, why="after the import")  # e.g. a table's vector columns: precomputed:<name>
             st.rerun()
 
     rep = ss.get(ui.LAST_INGEST)
-    if rep and rep.get("workspace") == ws.name:
+    if rep and rep.get("workspace") == ws.name and not (files or texts):  # new files wait: the old report goes
         skipped = skipped_words(rep["skipped"] - rep.get("repeated", 0), rep.get("repeated", 0))
         msg = f"Import: {rep['added']} added" + (f", {skipped}" if skipped else ", 0 skipped")
         (st.success if not rep["errors"] else st.warning)(

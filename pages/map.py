@@ -7,6 +7,7 @@ import time
 import numpy as np
 import pandas as pd
 import streamlit as st
+from streamlit.errors import StreamlitAPIException
 
 from core.encoders import modalities_of
 from core.export import safe_csv_bytes
@@ -81,9 +82,24 @@ def parquet_bytes(df: pd.DataFrame) -> bytes:
 
 
 # ---- sections -----------------------------------------------------------------------------------
+URL_PARAMS = {  # query parameter: (widget key, default) — a reload or a copied link restores the map
+    "method": ("map_method", "UMAP"), "view": ("map_dim", "2-D"), "gap": ("map_gap", False),
+    "neighbors": ("map_neighbors", 15), "min_dist": ("map_min_dist", 0.1), "colour": ("map_colour", COLOUR_MODALITY),
+    "k": ("map_k", 8), "text": ("map_query", ""), "pairs": ("map_pairs", False), "thumbs": ("map_thumbs", False)}
+
+
 def controls(present: dict[str, int], meta: list[str], can_text: bool) -> dict:
-    """The map's widgets in two compact rows; returns the chosen options."""
+    """The map's widgets in two compact rows; returns the chosen options. Their values live in the URL."""
     ss = st.session_state
+    ui.bind_url(URL_PARAMS)
+    options = [COLOUR_MODALITY] + meta + [COLOUR_CLUSTER] + ([COLOUR_QUERY] if can_text else []) + [COLOUR_TRUST]
+    options += list(QUALITY_COLOURS)
+    for key, allowed in (("map_method", ("UMAP", "PCA")), ("map_dim", ("2-D", "3-D")), ("map_colour", options)):
+        if ss.get(key) not in allowed:  # a link from another workspace or an edited URL
+            ss[key] = URL_PARAMS[{"map_method": "method", "map_dim": "view", "map_colour": "colour"}[key]][1]
+    ss["map_neighbors"] = min(max(int(ss["map_neighbors"]), 5), 100)
+    ss["map_min_dist"] = min(max(float(ss["map_min_dist"]), 0.0), 0.99)
+    ss["map_k"] = min(max(int(ss["map_k"]), 2), 30)
     r1 = st.columns([1.1, 0.9, 2.2, 1.2, 1.0], vertical_alignment="bottom")
     method = r1[0].radio("Method", ["UMAP", "PCA"], horizontal=True, key="map_method",
                          help="UMAP keeps local neighbourhoods; PCA is linear, fast and keeps global directions.")
@@ -100,22 +116,21 @@ def controls(present: dict[str, int], meta: list[str], can_text: bool) -> dict:
                             "are not drawn as two separate islands (the modality gap). The gap numbers "
                             "above the map always describe the uncorrected space.")
     with r1[4].popover("UMAP settings", disabled=method != "UMAP", width="stretch"):
-        n_neighbors = st.slider("neighbours", 5, 100, 15, key="map_neighbors",
+        n_neighbors = st.slider("neighbours", 5, 100, key="map_neighbors",
                                 help="More neighbours: more global structure, slower.")
-        min_dist = st.slider("minimum distance", 0.0, 0.99, 0.1, step=0.01, key="map_min_dist",
+        min_dist = st.slider("minimum distance", 0.0, 0.99, step=0.01, key="map_min_dist",
                              help="Smaller: tighter clusters.")
-    options = [COLOUR_MODALITY] + meta + [COLOUR_CLUSTER] + ([COLOUR_QUERY] if can_text else []) + [COLOUR_TRUST]
-    options += list(QUALITY_COLOURS)
     r2 = st.columns([1.6, 1.6, 1.0, 1.0], vertical_alignment="bottom")
     colour = r2[0].selectbox("Colour by", options, key="map_colour")
     k, query = 8, ""
     if colour == COLOUR_CLUSTER:
-        k = r2[1].slider("clusters (k)", 2, 30, 8, key="map_k")
+        k = r2[1].slider("clusters (k)", 2, 30, key="map_k")
     elif colour == COLOUR_QUERY:
         query = r2[1].text_input("Text", key="map_query", placeholder="e.g. a red circle")
     pairs = r2[2].toggle("lines between pairs", key="map_pairs", help="Join each image to its caption.")
     thumbs = r2[3].toggle("thumbnails on map", key="map_thumbs", disabled=dim == "3-D",
                           help=f"Draw a sample of up to {MAX_THUMBS_ON_MAP} images on the map (2-D).")
+    ui.write_url(URL_PARAMS)
     return {"method": method.lower(), "dim": 3 if dim == "3-D" else 2,
             "modalities": None if set(chosen) == set(mods) else sorted(chosen), "gap_corrected": gap,
             "n_neighbors": int(n_neighbors), "min_dist": float(min_dist), "colour": colour, "k": int(k),
@@ -194,8 +209,25 @@ def metrics_row(ws, model, res, last: dict | None) -> None:
                        "distance means the two modalities sit apart (try the gap-corrected map).")
 
 
-def draw_map(ws, model, res, items, opt, where) -> list[str]:
-    """The map figure into ``where``; returns the selected item ids (2-D)."""
+def chart_selection(ws, chart_key: str) -> None:
+    """Make a new selection on the chart (lasso, box, click) the workspace's selection.
+
+    Only a non-empty selection that differs from the last one counts: the chart's own state starts empty
+    whenever its figure changes (drawing the selection changes it) or the page is entered again, and
+    that must not clear the stored selection. Clearing is the Clear selection button's job."""
+    ss = st.session_state
+    event = tuple(ui.selected_ids(ss.get(chart_key)))
+    if event and event != ss.get(ui.SELECTION_EVENT):
+        ss[ui.SELECTION_EVENT] = event
+        ui.set_selection(ws, event)
+
+
+def draw_map(ws, model, res, items, opt, where) -> None:
+    """The map figure into ``where``, with the workspace's selection (2-D) drawn and updated."""
+    chart_key = f"map_chart_{st.session_state.get(ui.SELECTION_ROUND, 0)}"
+    if res.dim == 2:
+        chart_selection(ws, chart_key)
+    selected = ui.selection(ws) if res.dim == 2 else []
     values, title, extra = colour_values(ws, model, res, items, opt)
     meta = metadata_columns(items)
     pairs = np.zeros((0, 2), np.int64)
@@ -215,24 +247,23 @@ def draw_map(ws, model, res, items, opt, where) -> list[str]:
         thumbs = [t for t in thumbs if t[2]]
     fig_key = "|".join(map(str, (ui.data_key(ws, model), view_key(res), opt["colour"], opt["k"] if opt["colour"] ==
                                  COLOUR_CLUSTER else "", opt["query"] if opt["colour"] == COLOUR_QUERY else "",
-                                 len(pairs), len(thumbs))))
+                                 len(pairs), len(thumbs), hash(tuple(selected)))))
 
     def build():
         return map_figure(res.coords, color=values, color_title=title, hover_text=hover_lines(items, meta),
                           customdata=res.ids, dim=res.dim, pair_segments=pairs, thumbs=thumbs,
-                          uirevision=f"{res.method}-{res.dim}-{res.gap_corrected}", **extra)
+                          uirevision=f"{res.method}-{res.dim}-{res.gap_corrected}", selected=selected, **extra)
 
     fig = ui.cached_figure(fig_key, build)
     with where.container():
         if res.dim == 2:
-            event = st.plotly_chart(fig, key="map_chart", on_select="rerun",
-                                    selection_mode=("points", "box", "lasso"), config=PLOT_CONFIG)
-            st.caption("Drag to lasso points (box select and zoom are in the chart's toolbar); double-click "
-                       "to clear the selection.")
-            return ui.selected_ids(event)
+            st.plotly_chart(fig, key=chart_key, on_select="rerun", selection_mode=("points", "box", "lasso"),
+                            config=PLOT_CONFIG)
+            st.caption("Drag to lasso points (box select and zoom are in the chart's toolbar). The selection is "
+                       "kept for Search, Concepts, Analogies and the downloads until you press Clear selection.")
+            return
         st.plotly_chart(fig, key="map_chart_3d", config=PLOT_CONFIG)
         st.caption("Drag to rotate. Selecting points works on the 2-D map only.")
-    return []
 
 
 def gallery(ws, items: pd.DataFrame, rows, *, width: int, captions: bool) -> None:
@@ -277,7 +308,8 @@ def side_panel(ws, model, res, items, selected_rows) -> None:
         return
     sel = items.iloc[selected_rows]
     st.markdown(f"**{len(sel):,} selected**")
-    st.caption("Listed below the map; double-click the map to clear the selection.")
+    st.caption("Listed below the map. The selection stays while you use the other pages.")
+    st.button("Clear selection", icon=":material/deselect:", key="clear_selection", on_click=ui.clear_selection)
     if st.button("Search from here", icon=":material/search:", key="search_from_here", type="primary",
                  help="Open Search with the selected items as the query."):
         st.session_state["search_ids"] = [str(i) for i in sel["id"]]
@@ -370,9 +402,9 @@ def map_section(ws, model: str, present: dict[str, int]) -> None:
         st.caption(f"{res.extra.get('placed', 0)} of the text's {MATCHES_ON_SAMPLE} best matches among all items "
                    "were not in the sample; they are placed into the map (trust not measured for them).")
     items = ui.map_items(ui.data_key(ws, model), view_key(res), res.ids)
-    selected = draw_map(ws, model, res, items, opt, chart)
+    draw_map(ws, model, res, items, opt, chart)
     pos = {k: i for i, k in enumerate(res.ids.tolist())}
-    selected_rows = [pos[s] for s in selected if s in pos]
+    selected_rows = [pos[s] for s in ui.selection(ws) if s in pos] if res.dim == 2 else []
     with side_col:
         side_panel(ws, model, res, items, selected_rows)
     if selected_rows:
@@ -380,8 +412,19 @@ def map_section(ws, model: str, present: dict[str, int]) -> None:
 
 
 # ---- page ---------------------------------------------------------------------------------------
+def start_here(ws) -> None:
+    """On the demo workspace while it is the only one: one line pointing to the Data page."""
+    if ws.name == ui.DEMO_NAME and ui.list_workspaces() == [ui.DEMO_NAME]:
+        label = "Start here: this is the demo world. Bring your own images, texts or tables on the Data page."
+        try:
+            st.page_link("pages/data.py", icon=":material/arrow_forward:", label=label)
+        except StreamlitAPIException:  # the page runs alone (no st.navigation), e.g. in tests
+            st.caption(label)
+
+
 with ui.page("Map", purpose="to map its vectors") as (ws, model):
     if ws is not None:
+        start_here(ws)
         present = ui.vector_modalities(ui.data_key(ws, model), model)
         n = sum(present.values())
         if n == 0:

@@ -23,6 +23,7 @@ PLOT_CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["toImage"]}
 # axes that mean something on the demo world (colour/shape metadata), and Parallax's own examples otherwise
 DEMO_AXES = (("a red object", "a blue object"), ("a circle", "a square"))
 GENERIC_AXES = (("day", "night"), ("a photo", "a sketch"))
+URL_PARAMS = {"mode": ("search_mode", TEXT), "q": ("search_text", ""), "k": ("search_k", 15)}
 
 
 # ---- state --------------------------------------------------------------------------------------
@@ -40,6 +41,10 @@ def take_inbox(model: str | None) -> None:
 
 def _more_like(item_id: str) -> None:
     st.session_state[INBOX] = [item_id]
+
+
+def _use_selection(ids: list[str]) -> None:
+    st.session_state[QUERY_IDS] = list(ids)
 
 
 def _clear_items() -> None:
@@ -90,9 +95,15 @@ def query_section(ws, model: str) -> tuple[list[str] | None, str]:
         # items
         ids = ss.get(QUERY_IDS) or []
         if not ids:
-            typed = st.text_input("Item id(s)", key="search_item_input",
-                                  placeholder="paste ids (item:<id> or bare, space-separated), or use "
-                                              "'More like this' on a result / 'Search from here' on the Map")
+            sel = ui.selection(ws)
+            row = st.columns([3, 1], vertical_alignment="bottom")
+            typed = row[0].text_input("Item id(s)", key="search_item_input",
+                                      placeholder="paste ids (item:<id> or bare, space-separated), or use "
+                                                  "'More like this' on a result / the Map selection")
+            row[1].button(f"Use the Map selection ({len(sel)})" if sel else "Use the Map selection",
+                          key="search_use_selection", icon=":material/select:", disabled=not sel,
+                          on_click=_use_selection, args=(sel,),
+                          help=None if sel else "Select points on the Map first.")
             ids = parse_ids(typed)
             if not ids:
                 return None, ""
@@ -135,7 +146,7 @@ def result_controls(present: dict[str, int], meta: dict[str, list[str]]) -> tupl
     else:
         cols[2].multiselect("Values", [], key="search_filter_none", disabled=True,
                             placeholder="choose a column to filter by" if meta else "no metadata columns")
-    k = cols[3].slider("Results (k)", 1, 60, 15, key="search_k")
+    k = cols[3].slider("Results (k)", 1, 60, key="search_k")
     return (None if modality == ALL else modality), filters, int(k)
 
 
@@ -230,6 +241,10 @@ def axes_section(ws, model: str, meta: dict[str, list[str]]) -> None:
 # ---- page ---------------------------------------------------------------------------------------
 with ui.page("Search", purpose="to search its vectors") as (ws, model):
     take_inbox(st.session_state.get(ui.MODEL))  # before any widget of this page is drawn
+    ui.bind_url(URL_PARAMS)
+    if st.session_state.get("search_mode") not in MODES:
+        st.session_state["search_mode"] = TEXT
+    st.session_state["search_k"] = min(max(int(st.session_state["search_k"]), 1), 60)
     if ws is not None:
         present = ui.vector_modalities(ui.data_key(ws, model), model)
         if not present:
@@ -246,3 +261,4 @@ with ui.page("Search", purpose="to search its vectors") as (ws, model):
                     results_section(ws, model, terms, desc, modality, filters, k)
             with st.expander("Text-defined axes", icon=":material/open_with:"), ui.guard():
                 axes_section(ws, model, meta)
+    ui.write_url(URL_PARAMS)

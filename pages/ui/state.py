@@ -13,6 +13,7 @@ import streamlit as st
 
 import core
 from pages.ui.cached import _open_workspace
+from pages.ui.text import plain
 from pages.ui.widgets import build_demo, guard, show_error, summary_line
 
 WS = "workspace"        # str | None — name of the open workspace under JOINTSCOPE_HOME
@@ -22,6 +23,11 @@ LAST_INGEST = "last_ingest"  # dict | None — IngestReport.to_dict() of the las
 LAST_EMBED = "last_embed"    # dict | None — EmbedReport.to_dict() of the last embedding run
 EMBED_RUN = "embed_run"      # dict | None — {workspace, model} while an embedding runs; left set when it was stopped
 UPLOAD_ROUND = "upload_round"  # int — bumped after an import to clear the uploader and text area
+SELECTION = "selection"      # dict | None — {workspace, ids}: the workspace-level selection (Map, Search, Concepts…)
+SELECTION_ROUND = "selection_round"  # int — bumped by Clear selection, so the map chart starts unselected
+SELECTION_EVENT = "selection_event"  # tuple — the map chart's last non-empty selection (see pages/map.py)
+MODEL_NOTE = "model_note"    # str | None — "switched the model to …" said once on the next page run
+URL_WS, URL_MODEL = "ws", "model"  # query parameters of the chosen workspace and model
 DEMO_NAME = "demo"
 DEMO_MODEL = "demo"
 
@@ -119,10 +125,154 @@ def _first_start_demo() -> str | None:
     return DEMO_NAME
 
 
+def _from_url() -> None:
+    """A new session (a reload, a shared link) starts from the workspace and model in the URL."""
+    ss = st.session_state
+    if "_url_read" in ss:
+        return
+    ss["_url_read"] = True
+    name, model = st.query_params.get(URL_WS), st.query_params.get(URL_MODEL)
+    if name:
+        if name in list_workspaces():
+            ss[WS] = name
+        else:
+            ss[MODEL_NOTE] = f"The link names workspace {name}, which does not exist here; opened another one."
+    if model and WS in ss:
+        ss[MODEL] = model
+
+
+def sync_url() -> None:
+    """Write the chosen workspace and model into the URL's query parameters (only what changed)."""
+    ss, qp = st.session_state, st.query_params
+    for param, value in ((URL_WS, ss.get(WS)), (URL_MODEL, ss.get(MODEL))):
+        if value and qp.get(param) != value:
+            qp[param] = value
+        elif not value and param in qp:
+            del qp[param]
+
+
+def bind_url(params: dict[str, tuple[str, object]]) -> None:
+    """Keep page widgets in the URL: ``{param: (widget key, default)}``.
+
+    Call before the widgets are drawn (they must take their default from session state, not from a
+    ``value=`` argument): a widget with no state yet (a new session, or the page entered again) starts
+    from the URL's value, converted to the default's type. :func:`write_url` puts the values back.
+    """
+    ss, qp = st.session_state, st.query_params
+    for param, (key, default) in params.items():
+        if key in ss:
+            continue
+        raw = qp.get_all(param) if isinstance(default, list) else qp.get(param)
+        # no value in the URL: the page's last value in this session (Streamlit forgets the state of
+        # widgets that were not drawn, e.g. while another page was open), else the default
+        ss[key] = _typed(raw, default) if raw not in (None, []) else ss.get(f"_kept_{key}", default)
+
+
+def write_url(params: dict[str, tuple[str, object]]) -> None:
+    """Write the widgets of :func:`bind_url` into the URL (a value equal to its default is left out)."""
+    ss, qp = st.session_state, st.query_params
+    for param, (key, default) in params.items():
+        value = ss.get(key, default)
+        ss[f"_kept_{key}"] = value
+        if value == default or value is None:
+            if param in qp:
+                del qp[param]
+        elif isinstance(value, list):
+            if qp.get_all(param) != [str(v) for v in value]:
+                qp[param] = [str(v) for v in value]
+        elif qp.get(param) != _url_text(value):
+            qp[param] = _url_text(value)
+
+
+def _url_text(value: object) -> str:
+    return ("1" if value else "0") if isinstance(value, bool) else str(value)
+
+
+def _typed(raw, default):
+    """A query-parameter string as the type of ``default``; the default when it does not parse."""
+    try:
+        if isinstance(default, bool):
+            return raw in ("1", "true", "True")
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, list):
+            return [str(v) for v in raw]
+    except ValueError:
+        return default
+    return str(raw)
+
+
+# ---- the selection --------------------------------------------------------------------------------
+def selection(ws: core.Workspace | None) -> list[str]:
+    """The workspace-level selection (item ids, in order) when it belongs to ``ws``; deleted items drop out."""
+    sel = st.session_state.get(SELECTION)
+    if ws is None or not sel or sel.get("workspace") != ws.name:
+        return []
+    ids = sel.get("ids") or []
+    if not ids:
+        return []
+    known = set(ws.items["id"].astype(str))
+    return [i for i in ids if i in known]
+
+
+def set_selection(ws: core.Workspace, ids) -> None:
+    """Make ``ids`` the selection of ``ws`` (an empty list clears it)."""
+    ids = [str(i) for i in dict.fromkeys(ids)]
+    st.session_state[SELECTION] = {"workspace": ws.name, "ids": ids} if ids else None
+
+
+def clear_selection() -> None:
+    """Clear the selection (a button callback); the map chart is drawn again without one."""
+    ss = st.session_state
+    ss[SELECTION] = None
+    ss[SELECTION_EVENT] = ()
+    ss[SELECTION_ROUND] = ss.get(SELECTION_ROUND, 0) + 1
+
+
+# ---- the right model --------------------------------------------------------------------------------
+def models_with_vectors(ws: core.Workspace | None) -> dict[str, int]:
+    """{model id: number of vectors} of the models that have vectors in ``ws`` (most first)."""
+    if ws is None:
+        return {}
+    try:
+        models = ws.models()
+    except Exception:  # noqa: BLE001 - the page reports a broken workspace itself
+        return {}
+    counts = {m: int(info.get("n") or 0) for m, info in models.items()}
+    return {m: c for m, c in sorted(counts.items(), key=lambda kv: -kv[1]) if c > 0}
+
+
+def fit_model(ws: core.Workspace | None, *, why: str) -> str | None:
+    """When the chosen model has no vectors in ``ws`` but others do, switch to the one with the most
+    (``demo`` first) and remember one line saying so (shown by :func:`model_note`). Returns the new id."""
+    ss = st.session_state
+    have = models_with_vectors(ws)
+    if not have or ss.get(MODEL) in have:
+        return None
+    new = DEMO_MODEL if DEMO_MODEL in have else next(iter(have))
+    old = ss.get(MODEL)
+    select(model=new)
+    others = [m for m in have if m != new]
+    ss[MODEL_NOTE] = (f"Switched the model to {new} {why}: {ws.name} has {have[new]:,} vectors for it"
+                      + (f" and none for {old}" if old else "")
+                      + (f" (also vectors for: {', '.join(others)})" if others else "") + ".")
+    return new
+
+
+def model_note() -> None:
+    """Say once (an st.info) that the model was switched, or that a link's workspace is missing."""
+    note = st.session_state.pop(MODEL_NOTE, None)
+    if note:
+        st.info(plain(note), icon=":material/swap_horiz:")
+
+
 def init_state() -> None:
     """Defaults for every session key (idempotent); the first start opens the demo if it exists."""
     _leave_legacy_pages_mode()
     ss = st.session_state
+    _from_url()
     if WS not in ss:
         names = list_workspaces()
         if not names and _first_start_demo():
@@ -147,6 +297,9 @@ def init_state() -> None:
     ss.setdefault(LAST_EMBED, None)
     ss.setdefault(EMBED_RUN, None)
     ss.setdefault(UPLOAD_ROUND, 0)
+    ss.setdefault(SELECTION, None)
+    ss.setdefault(SELECTION_ROUND, 0)
+    sync_url()
 
 
 def current() -> tuple[core.Workspace | None, str | None]:
@@ -211,6 +364,7 @@ def page(title: str, *, purpose: str | None = None, hint: str = "", caption: str
     st.title(title)
     if caption:
         st.caption(caption)
+    model_note()
     with guard():
         ws, model = current() if purpose is None else open_workspace_and_model(purpose, hint=hint)
         if ws is not None and summary:

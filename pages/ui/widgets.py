@@ -85,9 +85,22 @@ def stage_progress(bar, spans: dict[str, tuple[float, float, str]], prefix: str 
 
 
 def no_vectors_info(ws, model: str) -> None:
-    """The message of a page that needs vectors of ``model`` when ``ws`` has none yet."""
-    st.info(plain(f"No vectors for {model} in workspace {ws.name} yet. Open the Data page and embed the items "
-                  f"with {model} (Vectors → Embed), then come back."), icon=":material/bolt:")
+    """The message of a page that needs vectors of ``model`` when ``ws`` has none yet: the models that do
+    have vectors here, each with a button that switches to it, and how to embed with ``model``."""
+    from pages.ui.state import models_with_vectors, select
+
+    have = models_with_vectors(ws)
+    if not have:
+        st.info(plain(f"No vectors for {model} in workspace {ws.name} yet. Open the Data page and embed the "
+                      f"items with {model} (Vectors → Embed), then come back."), icon=":material/bolt:")
+        return
+    listed = ", ".join(f"{m} ({n:,})" for m, n in have.items())
+    st.info(plain(f"No vectors for {model} in workspace {ws.name}. Models with vectors here: {listed}. Switch "
+                  f"to one of them, or embed the items with {model} on the Data page."), icon=":material/bolt:")
+    cols = st.columns(min(len(have), 4))
+    for i, m in enumerate(list(have)[:4]):
+        cols[i].button(plain(f"Use {m}"), key=f"use_model_{i}", icon=":material/swap_horiz:",
+                       on_click=select, kwargs={"model": m})
 
 
 def build_demo(*, with_vectors: bool = True) -> None:

@@ -99,7 +99,7 @@ def test_uploaded_images_as_terms(demo_home, items):
     single = items[(items["modality"] == "image") & (items["n_objects"].astype(int) == 1)]
     red = single[(single["colour"] == "red") & (single["shape"] == "circle")].iloc[0]
     at = analogies_page(workspace="demo", model="demo")
-    at.file_uploader(key="ana_plus_img").set_value(
+    at.file_uploader(key="ana_plus_img_0").set_value(
         ("red circle.png", (demo_home / "demo" / red["image"]).read_bytes(), "image/png")).run()
     at.text_area(key="ana_plus").input("a blue object").run()
     at.text_area(key="ana_minus").input("a red object").run()
@@ -112,7 +112,7 @@ def test_uploaded_images_as_terms(demo_home, items):
     assert red["id"] not in set(ana["id"]) | set(base["id"])  # the stored copy of the upload is an input
     assert sum(has_object(items.loc[i], "blue", "circle") for i in ana["id"].head(5)) >= 3
     assert sum(has_object(items.loc[i], "red", "circle") for i in base["id"].head(5)) >= 3
-    at.file_uploader(key="ana_minus_img").set_value(("junk.jpg", b"\x00\x01 not a jpeg", "image/jpeg")).run()
+    at.file_uploader(key="ana_minus_img_0").set_value(("junk.jpg", b"\x00\x01 not a jpeg", "image/jpeg")).run()
     assert not at.exception
     assert any("junk.jpg is not a readable image" in e for e in texts(at.error))
 

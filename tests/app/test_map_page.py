@@ -201,8 +201,8 @@ def test_label_this_selection(demo_home):
     at = map_page(workspace="demo", model="demo", map_method="PCA")
     assert not at.exception, at.exception
     assert not [t for t in at.toggle if t.label == "Label this selection"]  # nothing selected yet
-    at.session_state["map_chart"] = {"selection": {"points": [{"customdata": i} for i in reds],
-                                                   "point_indices": [], "box": [], "lasso": []}}
+    at.session_state["map_chart_0"] = {"selection": {"points": [{"customdata": i} for i in reds],
+                                                     "point_indices": [], "box": [], "lasso": []}}
     at.run()
     assert not at.exception, at.exception
     assert any(s.startswith("**12 selected**") for s in texts(at.markdown))
@@ -211,3 +211,74 @@ def test_label_this_selection(demo_home):
     [labels] = [d.value for d in at.dataframe if list(d.value.columns) == ["label", "score", "cosine"]]
     assert len(labels) == 8 and labels["label"].iloc[0] == "red"  # what sets the selection apart
     assert labels["score"].is_monotonic_decreasing
+
+
+def chart_event(ids) -> dict:
+    return {"selection": {"points": [{"customdata": i} for i in ids], "point_indices": [], "box": [], "lasso": []}}
+
+
+def test_one_selection_for_the_workspace(demo_home):
+    """A lasso on the Map becomes the workspace's selection: drawn selected with the rest grey, kept when
+    the chart is drawn anew (another page was open), used by Concepts, and gone with Clear selection."""
+    items = core.Workspace(demo_home / "demo", create=False).items
+    blues = items[(items["modality"] == "image") & (items["colour"] == "blue")]["id"].head(7).tolist()
+    at = map_page(workspace="demo", model="demo", map_method="PCA")
+    at.session_state["map_chart_0"] = chart_event(blues)
+    at.run()
+    assert not at.exception, at.exception
+    assert at.session_state["selection"] == {"workspace": "demo", "ids": blues}
+    traces = marker_traces(map_spec(at))
+    chosen = {t["customdata"][i] for t in traces for i in t.get("selectedpoints", [])}
+    assert chosen == set(blues)
+    assert all(t["unselected"]["marker"]["color"] == "#cfcfcf" for t in traces)
+
+    # the page entered again: a fresh chart without state keeps the stored selection
+    again = map_page(workspace="demo", model="demo", map_method="PCA", selection=at.session_state["selection"])
+    assert not again.exception, again.exception
+    assert any(s.startswith("**7 selected**") for s in texts(again.markdown))
+    assert {t["customdata"][i] for t in marker_traces(map_spec(again)) for i in t.get("selectedpoints", [])} \
+        == set(blues)
+
+    # Concepts offers the selection's images without a detour through Search
+    concepts = AppTest.from_file(str(ROOT / "pages" / "concepts.py"), default_timeout=TIMEOUT)
+    for k, v in {"workspace": "demo", "model": "demo", "selection": at.session_state["selection"]}.items():
+        concepts.session_state[k] = v
+    concepts.run()
+    assert not concepts.exception, concepts.exception
+    [source] = [r for r in concepts.radio if r.key == "concepts_source"]
+    assert "Selected on the Map" in source.options
+    source.set_value("Selected on the Map").run()
+    assert any("7 images selected on the Map" in c for c in texts(concepts.caption))
+
+    # Clear selection: no selection, and the chart starts over without one
+    again.button(key="clear_selection").click().run()
+    assert not again.exception, again.exception
+    assert again.session_state["selection"] is None
+    assert not any(t.get("selectedpoints") for t in marker_traces(map_spec(again)))
+    assert not any(s.endswith(" selected**") for s in texts(again.markdown))
+
+
+def test_map_settings_come_from_the_url(demo_home):
+    """A reload or a shared link restores the map's settings from the query parameters and writes them back."""
+    at = AppTest.from_file(str(ROOT / "pages" / "map.py"), default_timeout=TIMEOUT)
+    at.session_state["workspace"] = "demo"
+    at.session_state["model"] = "demo"
+    at.query_params["method"] = "PCA"
+    at.query_params["colour"] = "colour"
+    at.run()
+    assert not at.exception, at.exception
+    assert at.radio(key="map_method").value == "PCA"
+    assert at.selectbox(key="map_colour").value == "colour"
+    assert "PCA 2-D map" in " ".join(texts(at.caption))
+    at.toggle(key="map_gap").set_value(True).run()
+    assert at.query_params["gap"] in ("1", ["1"]) and at.query_params["method"] in ("PCA", ["PCA"])
+    # a value the page does not offer falls back to the default instead of failing
+    bad = AppTest.from_file(str(ROOT / "pages" / "map.py"), default_timeout=TIMEOUT)
+    bad.session_state["workspace"] = "demo"
+    bad.session_state["model"] = "demo"
+    bad.query_params["method"] = "PCA"
+    bad.query_params["colour"] = "<b>nope</b>"
+    bad.query_params["neighbors"] = "many"
+    bad.run()
+    assert not bad.exception, bad.exception
+    assert bad.selectbox(key="map_colour").value == "modality"

@@ -66,7 +66,7 @@ def test_app_first_start_without_workspaces(home):
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
     assert not at.exception
     assert at.session_state["workspace"] is None
-    assert [t.value for t in at.title] == ["Data"]
+    assert [t.value for t in at.title] == ["Map"]  # the app opens on the Map
     assert any("No workspace is open" in s for s in texts(at.info))
     labels = [s.label for s in at.sidebar.selectbox]
     assert labels == ["Workspace", "Model"]
@@ -74,7 +74,7 @@ def test_app_first_start_without_workspaces(home):
     assert model_opts[:2] == [o for o in model_opts if o.split(" ")[0] in ("demo", "minilm")]
     assert "minilm (offline)" in model_opts
     # every page of the router runs
-    for name in ("map", "search", "analogies", "quality", "concepts"):
+    for name in ("data", "search", "analogies", "quality", "concepts"):
         at.switch_page(f"pages/{name}.py").run()
         assert not at.exception, name
         assert any("No workspace is open" in s for s in texts(at.info)), name
