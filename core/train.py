@@ -376,11 +376,20 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,
     atomic_write_json(out / "train_config.json", asdict(cfg))
     if cfg.data == "world":  # the words the text tower was trained on: names, and the check of query words
         write_world_words(out)
+    else:
+        from .vocabulary import KNOWN_WORDS_FILE, words_of
+
+        _write_words(out / KNOWN_WORDS_FILE, "every word of the captions this model was trained on",
+                     sorted({w for c in data.captions for w in words_of(c)}))
     result = {"checkpoint": str(out / "open_clip_model.safetensors"), "steps": step, "resumed_from": resumed_from,
               "seconds": round(time.perf_counter() - t0, 1),
               "metrics": {"final_loss": float(np.mean(losses[-50:])) if losses else None, **metrics}}
     atomic_write_json(out / "train_metrics.json", result)
     return result
+
+
+def _write_words(path: Path, what: str, words) -> None:
+    atomic_write(path, lambda f: f.write((f"# {what}\n" + "\n".join(words) + "\n").encode()))
 
 
 def write_world_words(out: Path) -> None:
@@ -390,12 +399,10 @@ def write_world_words(out: Path) -> None:
     from .demo import world_vocabulary, world_words
     from .vocabulary import KNOWN_WORDS_FILE, VOCABULARY_FILE
 
-    for name, what, words in ((VOCABULARY_FILE, "words of the procedural world this model was trained on",
-                               world_vocabulary()),
-                              (KNOWN_WORDS_FILE, "every word of the captions and prompts this model was trained on",
-                               sorted(world_words()))):
-        atomic_write(Path(out) / name, lambda f, what=what, words=words: f.write(
-            (f"# {what}\n" + "\n".join(words) + "\n").encode()))
+    _write_words(Path(out) / VOCABULARY_FILE, "words of the procedural world this model was trained on",
+                 world_vocabulary())
+    _write_words(Path(out) / KNOWN_WORDS_FILE, "every word of the captions and prompts this model was trained on",
+                 sorted(world_words()))
 
 
 def _attribute_loss(model, tokenizer, data, idx, img_f, scale, attr_w: float, orth_w: float):
