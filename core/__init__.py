@@ -52,6 +52,8 @@ _EXPORTS = {
     "zero_shot_labels": "search",
     "label_clusters": "search",
     "default_vocabulary": "search",
+    "known_words": "search",
+    "unknown_words": "search",
     "Hit": "search",
 }
 

@@ -66,6 +66,18 @@ def _read_ws(args):
     return ws
 
 
+def _unknown_words(model: str, texts, *, terms: bool = False) -> list[str]:
+    """The words of the user's texts that ``model`` never saw in training (core.search.unknown_words; ``[]``
+    for models without a list of known words), with one warning line on stderr when there are any."""
+    from .search import unknown_words
+
+    words = unknown_words(model, texts, terms=terms)
+    if words:
+        print(f"warning: the model '{model}' never saw these words in training: {', '.join(words)}; results for "
+              "them are guesses", file=sys.stderr)
+    return words
+
+
 def _parse_roles(pairs: list[str] | None) -> dict[str, str] | None:
     if not pairs:
         return None
@@ -429,7 +441,8 @@ def _search(args):
         hits = search(ws, args.model, term, k=k, modality=args.modality, filter=filters)
     except (ModelLoadError, ValueError) as e:
         raise CLIError(str(e)) from e
-    return {"model": args.model, "query": term, "results": [h.to_dict() for h in hits]}
+    return {"model": args.model, "query": term, "results": [h.to_dict() for h in hits],
+            "unknown_words": _unknown_words(args.model, [term], terms=True)}
 
 
 _search.configure = _search_configure
@@ -482,7 +495,8 @@ def _analogy(args):
     except (ModelLoadError, ValueError) as e:
         raise CLIError(str(e)) from e
     return {"model": args.model, "method": args.method, "plus": args.plus, "minus": args.minus,
-            "results": [h.to_dict() for h in hits]}
+            "results": [h.to_dict() for h in hits],
+            "unknown_words": _unknown_words(args.model, args.plus + args.minus, terms=True)}
 
 
 _analogy.configure = _analogy_configure
@@ -684,7 +698,8 @@ def _concepts(args):
                       use_cache=not args.refit)
     except (ModelLoadError, ValueError) as e:
         raise CLIError(str(e)) from e
-    return res.to_dict()
+    return {**res.to_dict(), "unknown_words": _unknown_words(
+        args.model, [*(args.prompts or []), *(args.templates or []), *args.vocab])}
 
 
 _concepts.configure = _concepts_configure

@@ -56,12 +56,16 @@ from .terms import (
     term_vectors,
 )
 from .vocabulary import (
+    KNOWN_WORDS_FILE,
     VOCABULARY_FILE,
     default_vocabulary,
+    known_words,
     label_clusters,
     model_vocabulary_file,
     naming_vocabulary,
+    unknown_words,
     vocabulary_vectors,
+    words_of,
     zero_shot_labels,
 )
 
@@ -78,7 +82,7 @@ __all__ = [
     "AnalogyEvaluation", "load_analogy_set", "suggested_space", "evaluate_analogies",
     # vocabularies and zero-shot labels (core.vocabulary)
     "VOCABULARY_FILE", "model_vocabulary_file", "default_vocabulary", "naming_vocabulary", "vocabulary_vectors",
-    "zero_shot_labels", "label_clusters",
+    "zero_shot_labels", "label_clusters", "KNOWN_WORDS_FILE", "words_of", "known_words", "unknown_words",
     # the demo's worked example (core.demo.examples)
     "worked_example",
 ]

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .demo.world import BACKGROUND_PROMPT
 from .encoders import ASSETS_DIR
 from .progress import StepProgress
 from .storage import atomic_write, atomic_write_json, read_json
@@ -75,7 +76,6 @@ _NOT_RECIPE = ("steps", "ckpt_every", "eval_every", "threads", "workers")
 
 _PHASE2 = ("pattern_steps", "pattern_p", "pattern_lr", "pattern_warmup")
 _PHASE3 = ("dense_steps", "dense_loss", "dense_lr", "dense_warmup")
-BACKGROUND_PROMPT = "the background"
 
 
 def _recipe(cfg: dict) -> dict:
@@ -374,18 +374,35 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,
     _save_weights(model, out / "open_clip_model.safetensors", half=True)
     atomic_write_json(out / "open_clip_config.json", full_cfg)
     atomic_write_json(out / "train_config.json", asdict(cfg))
-    if cfg.data == "world":  # the words the text tower was trained on name concepts and zero-shot labels
-        from .demo import world_vocabulary
-        from .search import VOCABULARY_FILE
+    if cfg.data == "world":  # the words the text tower was trained on: names, and the check of query words
+        write_world_words(out)
+    else:
+        from .vocabulary import KNOWN_WORDS_FILE, words_of
 
-        atomic_write(out / VOCABULARY_FILE, lambda f: f.write(
-            ("# words of the procedural world this model was trained on\n" + "\n".join(world_vocabulary())
-             + "\n").encode()))
+        _write_words(out / KNOWN_WORDS_FILE, "every word of the captions this model was trained on",
+                     sorted({w for c in data.captions for w in words_of(c)}))
     result = {"checkpoint": str(out / "open_clip_model.safetensors"), "steps": step, "resumed_from": resumed_from,
               "seconds": round(time.perf_counter() - t0, 1),
               "metrics": {"final_loss": float(np.mean(losses[-50:])) if losses else None, **metrics}}
     atomic_write_json(out / "train_metrics.json", result)
     return result
+
+
+def _write_words(path: Path, what: str, words) -> None:
+    atomic_write(path, lambda f: f.write((f"# {what}\n" + "\n".join(words) + "\n").encode()))
+
+
+def write_world_words(out: Path) -> None:
+    """The word lists of a model trained on the world: ``vocabulary.txt`` (the words that name concepts and
+    zero-shot labels) and ``known_words.txt`` (every word of its captions and prompts; a query word outside
+    it is flagged as unseen, see core.vocabulary.known_words)."""
+    from .demo import world_vocabulary, world_words
+    from .vocabulary import KNOWN_WORDS_FILE, VOCABULARY_FILE
+
+    _write_words(Path(out) / VOCABULARY_FILE, "words of the procedural world this model was trained on",
+                 world_vocabulary())
+    _write_words(Path(out) / KNOWN_WORDS_FILE, "every word of the captions and prompts this model was trained on",
+                 sorted(world_words()))
 
 
 def _attribute_loss(model, tokenizer, data, idx, img_f, scale, attr_w: float, orth_w: float):

@@ -1,11 +1,13 @@
 """Vocabularies and zero-shot labels: the default word lists (bundled, or a local model's own
 ``vocabulary.txt``), their prompt vectors, ranking words against items or vectors (:func:`zero_shot_labels`)
-and naming clusters (:func:`label_clusters`). Every public name is importable from ``core.search`` too.
+naming clusters (:func:`label_clusters`) and the words a local model knows (:func:`known_words`,
+:func:`unknown_words`). Every public name is importable from ``core.search`` too.
 """
 from __future__ import annotations
 
 import functools
 import hashlib
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,11 +24,22 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 VOCABULARY_FILE = "vocabulary.txt"
+KNOWN_WORDS_FILE = "known_words.txt"
+# a word: letters (any script), with apostrophes inside ("don't"); digits and other signs separate words
+_WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)*")
 
 
 def _read_words(path) -> list[str]:
     words = [w.strip() for w in Path(path).read_text(encoding="utf-8").splitlines()]
     return list(dict.fromkeys(w for w in words if w and not w.startswith("#")))
+
+
+def _model_file(model: str | None, name: str) -> Path | None:
+    from .encoders import local_model_folder
+
+    folder = local_model_folder(model)
+    path = None if folder is None else folder / name
+    return path if path is not None and path.is_file() else None
 
 
 def model_vocabulary_file(model: str | None) -> Path | None:
@@ -36,11 +49,48 @@ def model_vocabulary_file(model: str | None) -> Path | None:
     e.g. ``demo``; :func:`core.encoders.local_model_folder`); hub models have none and use the bundled
     general vocabulary.
     """
-    from .encoders import local_model_folder
+    return _model_file(model, VOCABULARY_FILE)
 
-    folder = local_model_folder(model)
-    path = None if folder is None else folder / VOCABULARY_FILE
-    return path if path is not None and path.is_file() else None
+
+def words_of(text: str) -> list[str]:
+    """The words of a text, lower-cased, in order: runs of letters of any script, apostrophes inside a word
+    kept ("don't", "l'été"; the typographic apostrophe U+2019 reads as '); numbers, punctuation and ``{}``
+    are not words."""
+    return _WORD.findall(str(text).lower().replace("\u2019", "'"))
+
+
+@functools.lru_cache(maxsize=32)
+def _known_words_cached(path: str, stamp: tuple[int, int]) -> frozenset[str]:
+    return frozenset(w for line in _read_words(path) for w in words_of(line))
+
+
+def known_words(model: str | Encoder | None) -> frozenset[str] | None:
+    """The words a model's text tower was trained on, if its local folder says: its ``known_words.txt``
+    (one word per line, ``#`` comments; the bundled ``demo`` model ships every word of its world), else
+    its ``vocabulary.txt`` (a folder that ships only a naming vocabulary). None when the model has no such
+    list (hub models, whose BPE tokenizers read any word): nothing can be checked. Cached per file (and
+    read again when it changes)."""
+    mid = None if model is None else _model_id(model)
+    path = _model_file(mid, KNOWN_WORDS_FILE) or _model_file(mid, VOCABULARY_FILE)
+    if path is None:
+        return None
+    st = path.stat()
+    return _known_words_cached(str(path), (st.st_mtime_ns, st.st_size))
+
+
+def unknown_words(model: str | Encoder | None, texts: str | Sequence[str], *, terms: bool = False) -> list[str]:
+    """The words of ``texts`` (one text or several; see :func:`words_of`) that ``model`` never saw in
+    training, unique, in order of appearance; ``[]`` when the model has no list of known words
+    (:func:`known_words`). Words are compared exactly, without stemming: "circles" is unknown to a model
+    that only saw "circle". ``terms=True`` reads the texts as terms and skips ``item:`` and ``image:`` ones
+    (their words are ids and file names, not text the model reads)."""
+    known = known_words(model)
+    if known is None:
+        return []
+    texts = [str(t) for t in ([texts] if isinstance(texts, str) else texts) if t]  # None / "" are no text
+    if terms:
+        texts = [t for t in texts if not t.startswith(("item:", "image:"))]
+    return list(dict.fromkeys(w for t in texts for w in words_of(t) if w not in known))
 
 
 def default_vocabulary(model: str | None = None) -> list[str]:

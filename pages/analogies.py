@@ -164,6 +164,7 @@ def results(ws, model: str, plus: list[str], minus: list[str], present: dict[str
     mod = None if modality == ALL else modality
     key = ui.data_key(ws, model)
     terms_row(ws, plus, minus)
+    ui.unknown_words_note(model, plus + minus, terms=True)
     with st.spinner("Computing…"):
         hits = ui.analogy_results(key, model, tuple(plus), tuple(minus), METHODS[method], k, mod, ())
         inputs = tuple(i for i in (term_id(t) for t in plus + minus) if i)

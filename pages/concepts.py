@@ -251,6 +251,8 @@ def concepts_section(ws, model: str) -> None:
         return
     if res is None:  # a rerun (another image or concept): the result saved in the workspace
         res = run(ws, model, params)
+    ui.unknown_words_note(model, [*(params.get("prompts") or []), *(params.get("templates") or []),
+                                  *(params.get("vocabulary") or [])])
     images = items[items["modality"] == "image"].drop_duplicates("id").set_index("id")["image"]
     paths = {str(i): ws.abspath(images[i]) for i in res.ids if i in images.index}
     metrics_row(res)

@@ -165,6 +165,7 @@ def labels_panel(ws, model: str, terms: list[str]) -> None:
     with table:
         with st.spinner("Ranking the vocabulary…"):
             labels = ui.term_labels(ui.data_key(ws, model), model, tuple(terms), vocab or None, k=10)
+        ui.unknown_words_note(model, vocab)
         st.dataframe(labels[["label", "score"]], hide_index=True, key="search_labels", width="stretch",
                      column_config={"label": st.column_config.TextColumn("label"),
                                     "score": st.column_config.NumberColumn("cosine", format="%.3f")})
@@ -186,6 +187,7 @@ def results_section(ws, model: str, terms: list[str], desc: str, modality, filte
         cond = "".join(ui.plain(f", {col} in {', '.join(v)}") for col, v in filters.items())
         st.markdown(f"**{len(hits)}** nearest {what} to {ui.plain(desc, limit=80)}{cond} "
                     "· score = cosine similarity")
+        ui.unknown_words_note(model, terms, terms=True)
         if not hits:
             st.info("No item passes the filters. Choose other values or clear the filter.", icon=":material/info:")
         else:
@@ -226,6 +228,7 @@ def axes_section(ws, model: str, meta: dict[str, list[str]]) -> None:
     spec = ss.get(AXES)
     if not spec:
         return
+    ui.unknown_words_note(model, spec["x"] + spec["y"])
     colour = st.selectbox("Colour by", ["modality", *meta], key="axes_colour")
     with st.spinner("Placing the items on the axes…"):
         df = ui.axes_frame(ui.data_key(ws, model), model, tuple(spec["x"]), tuple(spec["y"]))

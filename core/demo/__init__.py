@@ -2,6 +2,7 @@
 
 from core.demo.workspace import DEMO_MODEL, DEMO_SEED, DEMO_WORKSPACE, create_demo_workspace, load_world_masks
 from core.demo.world import (
+    BACKGROUND_PROMPT,
     BACKGROUNDS,
     COLOURS,
     HELDOUT_COMBOS,
@@ -19,9 +20,11 @@ from core.demo.world import (
     render,
     sample_objects,
     world_vocabulary,
+    world_words,
 )
 
 __all__ = [
+    "BACKGROUND_PROMPT",
     "DEMO_MODEL",
     "DEMO_SEED",
     "DEMO_WORKSPACE",
@@ -44,4 +47,5 @@ __all__ = [
     "render",
     "sample_objects",
     "world_vocabulary",
+    "world_words",
 ]

@@ -624,12 +624,14 @@ _NO_COLOUR_TWO: tuple[tuple[float, str], ...] = tuple(
 )
 
 
+# The noun phrase of two-object captions: {sz} and {c} are a size / colour word and a space, or empty.
+_NOUN_PHRASE = "a {sz}{c}{s}"
+
+
 def _noun_phrase(rng: np.random.Generator, o: WorldObject, p_size: float = 0.6, colour: bool = True) -> str:
     """'a [size] colour shape' (size word included with probability ``p_size``)."""
-    c = f"{o.colour} " if colour else ""
-    if rng.random() < p_size:
-        return f"a {_weighted(rng, _SIZE_WORDS[o.size])} {c}{o.shape}"
-    return f"a {c}{o.shape}"
+    sz = f"{_weighted(rng, _SIZE_WORDS[o.size])} " if rng.random() < p_size else ""
+    return _NOUN_PHRASE.format(sz=sz, c=f"{o.colour} " if colour else "", s=o.shape)
 
 
 def _one_object_caption(rng: np.random.Generator, templates, o: WorldObject) -> str:
@@ -650,6 +652,27 @@ def world_vocabulary() -> list[str]:
     plain background lands near "middle" as easily as near "background".  Written to a trained model's
     folder as ``vocabulary.txt`` (see core.search.default_vocabulary); pass more words with ``--vocab``."""
     return list(dict.fromkeys([*COLOURS, *SHAPES, "object", "shape", "background"]))
+
+
+def world_words() -> frozenset[str]:
+    """Every word the world's text reaches a model with: the words of all caption templates (with and
+    without colour), the values their fields take (colours, shapes, size words, position phrases, the
+    noun phrase of two-object captions), "an" where :func:`_fix_articles` makes one, the zero-shot
+    prompts of :func:`prompts_for` and :data:`BACKGROUND_PROMPT` (training's attribute and patch terms).
+
+    Derived from those data structures, so a new template or colour is a known word at once. Written to
+    a trained model's folder as ``known_words.txt`` (see core.vocabulary.known_words): a query word
+    outside it is one the bundled ``demo`` model never saw."""
+    import string
+
+    from ..vocabulary import words_of
+
+    templates = [t for group in (_FULL_ONE, _FULL_TWO, _PARTIAL, _NO_COLOUR_ONE, _NO_COLOUR_TWO) for _, t in group]
+    values = [w for table in (_SIZE_WORDS, _POS_PHRASES) for options in table.values() for _, w in options]
+    prompts = [v for attribute in ("colour", "shape", "size", "position") for v in prompts_for(attribute).values()]
+    texts = [*templates, _NOUN_PHRASE, *values, *COLOURS, *SHAPES, *prompts, BACKGROUND_PROMPT]
+    words = set(words_of(" ".join(lit for t in texts for lit, *_ in string.Formatter().parse(t))))
+    return frozenset(words | {_fix_articles(f"a {w}").split(" ")[0] for w in words})
 
 
 def caption_for(objects: Sequence[WorldObject], rng: np.random.Generator, *, colour: bool = True) -> str:
@@ -749,6 +772,10 @@ def paint_patterns(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator
 # --------------------------------------------------------------------------
 # Zero-shot prompts
 # --------------------------------------------------------------------------
+
+
+#: The prompt training ranks background patches against (core.train's dense term).
+BACKGROUND_PROMPT = "the background"
 
 
 def prompts_for(attribute: str) -> dict[str, str]:

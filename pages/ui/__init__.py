@@ -102,6 +102,7 @@ from pages.ui.widgets import (
     stage_progress,
     stale_warning,
     summary_line,
+    unknown_words_note,
 )
 
 __all__ = [
@@ -177,6 +178,7 @@ __all__ = [
     "build_demo",
     "summary_line",
     "stale_warning",
+    "unknown_words_note",
     "errors_frame",
     "selected_ids",
     "IMAGE_TYPES",

@@ -1,5 +1,6 @@
 """Widgets and display helpers shared by the pages: error display (:func:`guard`, :func:`show_error`),
-progress bars, the workspace summary line, result cards, uploads and map selections.
+progress bars, the workspace summary line, result cards, uploads, map selections and the note on words a
+model never saw (:func:`unknown_words_note`).
 """
 from __future__ import annotations
 
@@ -148,6 +149,18 @@ def stale_warning(ws: core.Workspace, model: str) -> None:
         st.warning(plain(f"Stale vectors: {stale_reason(model, stale)}, so text queries and new items land in "
                          f"another space. On the Data page, tick “Embed everything again” and embed.",
                          limit=1000), icon=":material/sync_problem:")
+
+
+def unknown_words_note(model: str, texts, *, terms: bool = False) -> None:
+    """A warning naming the words of the user's ``texts`` that ``model`` never saw in training
+    (core.search.unknown_words; ``terms=True``: item and image terms are skipped); nothing for a model
+    without a list of known words (hub models)."""
+    from core.search import unknown_words
+
+    words = unknown_words(model, texts, terms=terms)
+    if words:
+        st.warning(plain(f"Model {model} never saw these words in training: {', '.join(words)}. Results for them "
+                         "are guesses; words it knows give better ones.", limit=600), icon=":material/spellcheck:")
 
 
 def errors_frame(errors) -> pd.DataFrame:

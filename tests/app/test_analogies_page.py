@@ -112,6 +112,11 @@ def test_uploaded_images_as_terms(demo_home, items):
     assert red["id"] not in set(ana["id"]) | set(base["id"])  # the stored copy of the upload is an input
     assert sum(has_object(items.loc[i], "blue", "circle") for i in ana["id"].head(5)) >= 3
     assert sum(has_object(items.loc[i], "red", "circle") for i in base["id"].head(5)) >= 3
+    assert not [w for w in texts(at.warning) if "never saw" in w], "an image term's file name is no text"
+    at.text_area(key="ana_plus").input("a navy object").run()
+    assert [w for w in texts(at.warning) if "never saw" in w] == [
+        "Model demo never saw these words in training: navy. Results for them are guesses; words it knows give "
+        "better ones."]
     at.file_uploader(key="ana_minus_img_0").set_value(("junk.jpg", b"\x00\x01 not a jpeg", "image/jpeg")).run()
     assert not at.exception
     assert any("junk.jpg is not a readable image" in e for e in texts(at.error))
@@ -192,6 +197,7 @@ def test_text_only_model_and_empty_states(home):
     assert not at.exception, at.exception
     ana, _base = result_tables(at)
     assert ana["text"].iloc[0] == "queen"
+    assert not [w for w in texts(at.warning) if "never saw" in w], "a hub model: no list of words to check"
 
     core.Workspace(core.workspace_path("empty"))
     at = analogies_page(workspace="empty", model="demo")

@@ -81,7 +81,7 @@ def test_concepts_page_prompt_templates(demo_home):
     at.slider(key="concepts_k").set_value(3)
     at.radio(key="concepts_pred").set_value("Zero-shot over my prompts")
     at.run()
-    at.text_area(key="concepts_prompts").input("red\nblue\nyellow")
+    at.text_area(key="concepts_prompts").input("red\nblue\nscarlet")
     at.text_area(key="concepts_templates").input("a photo")
     at.button(key="concepts_run").click().run()
     assert not at.exception, at.exception
@@ -91,5 +91,7 @@ def test_concepts_page_prompt_templates(demo_home):
     at.button(key="concepts_run").click().run()
     assert not at.exception and not at.error, (at.exception, texts(at.error))
     assert {x.label for x in at.metric} == {"faithfulness", "stability", "sparsity", "parsimony"}
+    assert [w.replace("\\", "").split(".")[0] for w in texts(at.warning)] == [
+        "Model demo never saw these words in training: scarlet"]
     saved = [json.loads(p.read_text()) for p in (demo_home / "demo" / "derived" / "concepts").rglob("*.json")]
     assert any(d.get("params", {}).get("templates") == ["a {} object"] for d in saved)

@@ -171,6 +171,23 @@ def test_custom_label_words(demo_home):
     assert df["label"].iloc[0] == "square" and set(df["label"]) == {"circle", "square", "triangle"}
 
 
+def test_words_the_model_never_saw_are_named(demo_home):
+    """A query (or a label word) with words outside the demo model's training captions gets one warning
+    naming them and the model, next to the results; a query in the world's words gets none."""
+    at = search_page(workspace="demo", model="demo")
+    at.text_input(key="search_text").input("a crimson disc").run()
+    assert not at.exception, at.exception
+    assert len(results(at)) == 15, "the results are still shown"
+    assert texts(at.warning) == ["Model demo never saw these words in training: crimson, disc. Results for them "
+                                 "are guesses; words it knows give better ones."]
+    at.text_area(key="search_vocab").input("red, scarlet\nl'été").run()
+    assert [w.split(": ")[1].split(".")[0] for w in texts(at.warning)] == ["crimson, disc", "scarlet, l'été"]
+    at.text_input(key="search_text").input("a red circle").run()
+    assert not [w for w in texts(at.warning) if "crimson" in w or "disc" in w]
+    at.text_area(key="search_vocab").input("red, circle").run()
+    assert not [w for w in texts(at.warning) if "never saw" in w]
+
+
 def test_text_only_model_cannot_search_by_image(home):
     ws = core.Workspace(core.workspace_path("notes"))
     ws.ingest([], texts=["a cat on a mat", "a dog in the park", "stock prices fell", "**bold** [x](http://e.com)"])

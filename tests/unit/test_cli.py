@@ -108,3 +108,19 @@ def test_entry_points_agree(tmp_path):
     if exe.exists():
         b = subprocess.run([str(exe), "models", "--local", "--json"], capture_output=True, text=True)
         assert json.loads(a.stdout) == json.loads(b.stdout)
+
+
+def test_search_flags_words_the_model_never_saw(capsys, demo_ws):
+    """`search --text` on the demo model names the query words outside its training captions, in the JSON
+    and as one warning line on stderr (human output too); the exit code stays 0."""
+    ws = str(demo_ws.path)
+    code, doc, err = run_json(capsys, "search", ws, "--model", "demo", "--text", "a crimson disc", "--k", "3", "--json")
+    assert code == 0 and len(doc["results"]) == 3
+    assert doc["unknown_words"] == ["crimson", "disc"]
+    assert err.strip() == ("warning: the model 'demo' never saw these words in training: crimson, disc; results "
+                           "for them are guesses")
+    code, doc, err = run_json(capsys, "search", ws, "--model", "demo", "--text", "a red circle", "--k", "3", "--json")
+    assert code == 0 and doc["unknown_words"] == [] and "never saw" not in err
+    assert main(["search", ws, "--model", "demo", "--text", "a crimson square", "--k", "2"]) == 0
+    out, err = capsys.readouterr()
+    assert "unknown_words: [\"crimson\"]" in out and "never saw these words in training: crimson;" in err

@@ -449,7 +449,7 @@ def test_cli_concepts_json(explained, tmp_path, capsys):
     assert isinstance(doc["metrics"]["parsimony"], int)
     assert {"faithfulness", "stability", "sparsity"} <= set(doc["metrics"])
     assert len(doc["concepts"]) == 3 and {"id", "names", "share", "prototypes"} <= set(doc["concepts"][0])
-    assert doc["prediction"]["source"] == "prompts"
+    assert doc["prediction"]["source"] == "prompts" and doc["unknown_words"] == []
     rc = main(["concepts", str(ws.path), "--model", "demo", "--label", "nope", "--json"])
     err = capsys.readouterr().err
     assert rc == 1 and "label column 'nope'" in err and len(err.strip().splitlines()) == 1
@@ -509,9 +509,11 @@ def test_cli_concepts_names_with_the_given_words_only(explained, tmp_path, capsy
     f = tmp_path / "ids.txt"
     f.write_text("\n".join(ids) + "\n")
     args = ["concepts", str(ws.path), "--model", "demo", "--k", "3", "--ids-from", str(f), "--json"]
-    assert main([*args, "--vocab", "red", "blue", "circle", "--vocab-only"]) == 0
-    doc = json.loads(capsys.readouterr().out)
-    assert all(set(c["names"]) <= {"red", "blue", "circle"} for c in doc["concepts"])
+    assert main([*args, "--vocab", "red", "crimson", "circle", "--vocab-only"]) == 0
+    out = capsys.readouterr()
+    doc = json.loads(out.out)
+    assert all(set(c["names"]) <= {"red", "crimson", "circle"} for c in doc["concepts"])
+    assert doc["unknown_words"] == ["crimson"] and "never saw these words in training: crimson;" in out.err
     assert main([*args, "--vocab-only"]) == 1
     assert "--vocab-only needs the words" in capsys.readouterr().err
 

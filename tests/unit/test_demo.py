@@ -109,6 +109,11 @@ def test_train_checkpoints_resumes_and_ships_a_loadable_model(capsys, tmp_path):
     assert main(["train", "--dense-steps", "2", "--dense-lr", "0.5", *dense]) == 1
     words = (out / "vocabulary.txt").read_text().split()
     assert {"red", "triangle", "background"} <= set(words), "a world model ships the words it was trained on"
+    from core.demo import world_words
+    from core.search import known_words, unknown_words
+
+    assert known_words(f"openclip-local:{out}") == world_words(), "... and every word of its captions"
+    assert unknown_words(f"openclip-local:{out}", "a crimson circle") == ["crimson"]
 
 
 def test_pattern_phase_paints_single_objects_and_hides_their_colour():
@@ -166,3 +171,6 @@ def test_train_from_workspace_pairs(capsys, tmp_path):
     assert main(["train", "--out", str(tmp_path / "r"), "--data", str(tmp_path / "ws"), "--model-config", str(cfg),
                  "--steps", "2", "--batch-size", "4", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["steps"] == 2
+    from core.search import known_words
+
+    assert known_words(f"openclip-local:{tmp_path / 'r'}") == {"colour"}, "the words of the captions it saw"

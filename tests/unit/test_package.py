@@ -121,7 +121,7 @@ def test_wheel_installs_and_runs(tmp_path):
             want.add("core/_assets/" + rel.removeprefix("assets/"))
         elif rel == "app.py" or (rel.startswith("pages/") and rel.endswith(".py")):
             want.add("core/_app/" + rel)
-    assert "core/_assets/demo/open_clip_model.safetensors" in want
+    assert {"core/_assets/demo/open_clip_model.safetensors", "core/_assets/demo/known_words.txt"} <= want
     assert sorted(want - names) == []
 
     site = tmp_path / "site"

@@ -21,13 +21,16 @@ from core.search import (
     analogy_scores,
     default_vocabulary,
     evaluate_analogies,
+    known_words,
     label_clusters,
     load_analogy_set,
     parse_term,
     search,
     term_vectors,
     text_axes,
+    unknown_words,
     vocabulary_vectors,
+    words_of,
     zero_shot_labels,
 )
 
@@ -352,7 +355,7 @@ def run(capsys, *argv):
 def test_cli_search_and_analogy_json(capsys, ws, items):
     code, doc, _ = run(capsys, "search", str(ws.path), "--model", "demo", "--text", "a red circle", "--k", "4",
                        "--modality", "image", "--json")
-    assert code == 0 and len(doc["results"]) == 4
+    assert code == 0 and len(doc["results"]) == 4 and doc["unknown_words"] == []
     for r in doc["results"]:
         assert {"id", "score", "modality", "text", "image"} <= set(r)
         assert r["modality"] == "image" and has_object(items.loc[r["id"]], "red", "circle")
@@ -360,14 +363,19 @@ def test_cli_search_and_analogy_json(capsys, ws, items):
     code, doc, _ = run(capsys, "search", str(ws.path), "--model", "demo", "--item", src, "--filter", "colour=green",
                        "--filter", "colour=blue", "--k", "6", "--json")
     assert code == 0 and len(doc["results"]) == 6 and src not in [r["id"] for r in doc["results"]]
+    assert doc["unknown_words"] == [], "an item query has no words"
     assert all(items.loc[r["id"], "colour"] in ("green", "blue") for r in doc["results"])
     colour = items.loc[src, "colour"]
     other = next(c for c in COLOURS if c != colour)
     code, doc, _ = run(capsys, "analogy", str(ws.path), "--model", "demo", "--plus", f"item:{src}",
                        f"a {other} object", "--minus", f"a {colour} object", "--method", "3cosmul",
                        "--modality", "image", "--k", "3", "--json")
-    assert code == 0 and len(doc["results"]) == 3
+    assert code == 0 and len(doc["results"]) == 3 and doc["unknown_words"] == []
     assert all(items.loc[r["id"], "colour"] == other for r in doc["results"])
+    code, doc, err = run(capsys, "analogy", str(ws.path), "--model", "demo", "--plus", f"item:{src}", "a navy disc",
+                         "--minus", f"a {colour} object", "--k", "3", "--json")
+    assert code == 0 and doc["unknown_words"] == ["navy", "disc"], "the text terms' words; not the item id"
+    assert "never saw these words in training: navy, disc;" in err
 
 
 def test_cli_analogy_eval_json(capsys, ws, tmp_path):
@@ -486,3 +494,32 @@ def test_a_model_folder_with_a_vocabulary_names_with_its_words(tmp_path):
     (tmp_path / "vocabulary.txt").write_text("# my words\ncat\n\ndog\ncat\n")
     assert default_vocabulary(f"openclip-local:{tmp_path}") == ["cat", "dog"]
     assert default_vocabulary("no-such-model") == general
+
+
+def test_known_and_unknown_words_of_a_model(tmp_path):
+    """known_words: a local folder's known_words.txt, else its vocabulary.txt, else None (nothing to check);
+    unknown_words: the words outside it, lower-cased, unique, in order, compared exactly (no stemming)."""
+    from core.demo import world_words
+
+    assert known_words("demo") == world_words(), "demo ships every word of its world"
+    shipped = (ASSETS_DIR / "demo" / "known_words.txt").read_text().splitlines()
+    assert shipped[0].startswith("#") and shipped[1:] == sorted(world_words())
+    assert unknown_words("demo", "a crimson disc") == ["crimson", "disc"]
+    assert unknown_words("demo", ["A photo of a CAT", "3 cats, a cat and 2 circles", "a red circle"]) == \
+        ["cat", "cats", "circles"]
+    assert unknown_words("demo", "a red circle on the left") == []
+    assert unknown_words("demo", ["item:0123abcd", "image:/tmp/crimson.png", "a purple disc"], terms=True) == ["disc"]
+    assert unknown_words("demo", ["Don\u2019t", "l'été", "", None]) == ["don't", "l'été"]
+    assert words_of("x_y 42 {} été") == ["x", "y", "été"]
+    hub = "openclip:ViT-B-32/laion2b_s34b_b79k"
+    assert known_words(hub) is None and unknown_words(hub, "a crimson disc") == [], "hub models: no check"
+    assert known_words("minilm") is None and unknown_words("no-such-model", "zzz") == []
+    folder = f"openclip-local:{tmp_path}"
+    assert known_words(folder) is None
+    (tmp_path / "vocabulary.txt").write_text("# names\ncat\ntraffic light\n")
+    assert known_words(folder) == {"cat", "traffic", "light"}, "only a naming vocabulary: its words"
+    assert unknown_words(folder, "a cat at a traffic light") == ["a", "at"]
+    (tmp_path / "known_words.txt").write_text("# all\na\ncat\n")
+    assert unknown_words(folder, "a cat at a traffic light") == ["at", "traffic", "light"], "known_words.txt first"
+    (tmp_path / "known_words.txt").write_text("a\nat\ncat\ntraffic\n")
+    assert unknown_words(folder, "a cat at a traffic light") == ["light"], "a changed file is read again"

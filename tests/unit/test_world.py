@@ -28,6 +28,7 @@ from core.demo.world import (
     prompts_for,
     render,
     sample_objects,
+    world_words,
 )
 
 _COLOUR_NAMES = list(COLOURS)
@@ -388,3 +389,23 @@ def test_contact_sheet(tmp_path: Path) -> None:
         out = tmp_path / "world_sheet.png"
         sheet.save(out)
     assert out.exists()
+
+
+def test_world_words_are_exactly_the_words_of_captions_and_prompts() -> None:
+    """world_words() (derived from the grammar) holds every word of thousands of sampled captions, with
+    and without colour words, of the zero-shot prompts and of the background prompt, and nothing else."""
+    from core.search import words_of
+
+    known, seen = world_words(), set()
+    rng = np.random.default_rng(11)
+    for _ in range(3000):
+        objs = sample_objects(rng, p_two=0.4, combos="all")
+        for colour in (True, False):
+            caption = caption_for(objs, rng, colour=colour)
+            words = words_of(caption)
+            assert set(words) <= known, (caption, set(words) - known)
+            seen.update(words)
+    prompts = [v for a in ("colour", "shape", "size", "position") for v in prompts_for(a).values()]
+    seen.update(w for text in [*prompts, world.BACKGROUND_PROMPT] for w in words_of(text))
+    assert seen == known, f"never produced: {sorted(known - seen)}"
+    assert {"an", "crimson", "disc", "cat"} & known == {"an"}
