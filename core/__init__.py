@@ -53,6 +53,9 @@ _EXPORTS = {
     "label_clusters": "search",
     "default_vocabulary": "search",
     "Hit": "search",
+    "selection_table": "export",
+    "map_html": "export",
+    "write_map_html": "export",
 }
 
 __all__ = sorted(_EXPORTS)
