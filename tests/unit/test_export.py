@@ -47,8 +47,8 @@ def _image(ws, name: str) -> str:
 
 def test_selection_table_caption_file_metadata_and_no_internal_paths(small_ws):
     ws = small_ws
-    ids = [_image(ws, "IMG_0.png"), _image(ws, "IMG_1.png")] + ws.items.loc[ws.items["modality"] == "text",
-                                                                              "id"].tolist()
+    texts = ws.items.loc[ws.items["modality"] == "text", "id"].tolist()
+    ids = [_image(ws, "IMG_0.png"), _image(ws, "IMG_1.png"), *texts]
     coords = np.arange(len(ids) * 2, dtype=np.float32).reshape(-1, 2)
     df = selection_table(ws, ids, coords)
     assert list(df.columns) == ["id", "modality", "caption", "file", "colour", "map_x", "map_y"]
@@ -72,7 +72,7 @@ def test_selection_table_caption_file_metadata_and_no_internal_paths(small_ws):
 
 
 def test_selection_table_bad_input(small_ws):
-    with pytest.raises(ValueError, match="not in workspace.*nope"):
+    with pytest.raises(ValueError, match=r"not in workspace.*nope"):
         selection_table(small_ws, ["nope"])
     with pytest.raises(ValueError, match=r"coords must be \(1, 2 or 3\)"):
         selection_table(small_ws, [_image(small_ws, "IMG_0.png")], np.zeros((2, 2)))
