@@ -55,6 +55,9 @@ _EXPORTS = {
     "known_words": "search",
     "unknown_words": "search",
     "Hit": "search",
+    "selection_table": "export",
+    "map_html": "export",
+    "write_map_html": "export",
 }
 
 __all__ = sorted(_EXPORTS)

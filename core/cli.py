@@ -352,13 +352,34 @@ def _map_configure(p):
     p.add_argument("--min-dist", type=float, default=0.1, help="UMAP min_dist")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--refit", action="store_true", help="ignore the cached map and fit again")
+    p.add_argument("--html", metavar="FILE", help="also write the map as one standalone HTML file (opens offline)")
+    p.add_argument("--color", metavar="NAME", help="with --html: colour by modality (default), cluster, trust "
+                                                   "or a metadata column")
+
+
+def _check_html_args(args, ws) -> None:
+    from pathlib import Path
+
+    from .export import colour_choices
+
+    if args.html is None:
+        if args.color is not None:
+            raise argparse.ArgumentTypeError("--color applies to --html only")
+        return
+    if Path(args.html).is_dir():
+        raise argparse.ArgumentTypeError(f"--html {args.html}: is a folder; give a file name such as map.html")
+    choices = colour_choices(ws)
+    if args.color is not None and args.color not in choices:
+        raise argparse.ArgumentTypeError(f"--color must be one of: {', '.join(choices)}; got {args.color!r}")
 
 
 def _map(args):
+    from .export import map_colour, write_map_html
     from .projection import compute_map, map_to_json
     from .quality import modality_gap, pair_positions
 
     ws = _read_ws(args)
+    _check_html_args(args, ws)
     if args.neighbors < 2:
         raise argparse.ArgumentTypeError(f"--neighbors must be >= 2; got {args.neighbors}")
     if not 0 <= args.min_dist <= 1:
@@ -381,6 +402,13 @@ def _map(args):
     out = map_to_json(res)
     X, _ = ws.vectors(args.model, ids=res.ids)
     out["modality_gap"] = modality_gap(X, res.modality, pair_positions(ws.items, res.ids))
+    if args.html is not None:
+        values, title, options = map_colour(ws, args.model, res, args.color or "modality")
+        try:
+            path = write_map_html(args.html, ws, args.model, res, color=values, color_title=title, **options)
+        except OSError as e:
+            raise CLIError(f"cannot write {args.html}: {e.strerror or e}") from e
+        out["html"] = str(path.resolve())
     return out
 
 

@@ -1,14 +1,22 @@
-"""Export a model's vectors with item metadata: Parquet, or TSV for the TensorFlow Embedding Projector."""
+"""Exports: a model's vectors with item metadata (Parquet, or TSV for the TensorFlow Embedding Projector),
+a table of selected items (:func:`selection_table`) and a map as one standalone HTML file (:func:`map_html`).
+"""
 from __future__ import annotations
 
+import base64
 import csv
+import datetime
+import html
+import io
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .storage import atomic_write, atomic_write_parquet
+from .storage import atomic_write, atomic_write_bytes, atomic_write_parquet
+from .workspace import ITEM_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +43,23 @@ def safe_csv_bytes(df: pd.DataFrame) -> bytes:
     return out.to_csv(index=False).encode("utf-8")
 
 
+def user_columns(items: pd.DataFrame) -> list[str]:
+    """The user's metadata columns of an items frame (every column but :data:`core.workspace.ITEM_COLUMNS`)."""
+    return [c for c in items.columns if c not in ITEM_COLUMNS]
+
+
+def metadata_columns(items: pd.DataFrame) -> list[str]:
+    """The user's metadata columns that have a value for at least one of ``items``."""
+    return [c for c in user_columns(items) if items[c].notna().any()]
+
+
+def _free_name(name: str, taken) -> str:
+    """``name``, or ``meta_name`` (``meta_meta_name``…) when an export's own column already has it."""
+    while name in taken:
+        name = f"meta_{name}"
+    return name
+
+
 def export(ws, model: str, out_dir: str | Path, *, fmt: str = "parquet") -> dict:
     """Write the vectors of ``model`` and their items to ``out_dir``; returns ``{path, n, format}``."""
     X, ids = ws.vectors(model)
@@ -53,18 +78,11 @@ def export(ws, model: str, out_dir: str | Path, *, fmt: str = "parquet") -> dict
         atomic_write(path, lambda f: np.savetxt(f, X, delimiter="\t", fmt="%.6g"))
         label = items["text"].where(items["text"].notna(), items["source"])
         columns = {"label": label, "id": items["id"], "modality": items["modality"], "source": items["source"]}
-        extra = [c for c in items.columns if c not in ("id", "modality", "text", "image", "thumb", "source",
-                                                        "pair", "width", "height", "added")]
-        for c in extra:
-            name = c
-            while name in columns:  # a user column called "label" must not replace the Projector's label
-                name = f"meta_{name}"
-            columns[name] = items[c]
+        for c in user_columns(items):  # a user column called "label" must not replace the Projector's label
+            columns[_free_name(c, columns)] = items[c]
         meta = pd.DataFrame(columns)
 
         def write_meta(f):
-            import io
-
             txt = io.TextIOWrapper(f, encoding="utf-8", newline="")
             w = csv.writer(txt, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar="\\", lineterminator="\n")
             w.writerow([safe_cell(c) for c in meta.columns])
@@ -78,3 +96,178 @@ def export(ws, model: str, out_dir: str | Path, *, fmt: str = "parquet") -> dict
         raise ValueError(f"format must be 'parquet' or 'tsv'; got {fmt!r}")
     log.info("exported %d vectors of %s to %s", len(ids), model, path)
     return {"path": str(path), "n": len(ids), "format": fmt, "model": model}
+
+
+# ---- selections ----------------------------------------------------------------------------------
+SELECTION_COLUMNS = ("id", "modality", "caption", "file", "map_x", "map_y", "map_z")
+
+
+def item_rows(ws, ids: Sequence[str]) -> pd.DataFrame:
+    """The items of ``ids``, one row per id in that order; ValueError naming ids the workspace lacks."""
+    items = ws.items.drop_duplicates("id").set_index("id")
+    ids = [str(i) for i in ids]
+    missing = pd.Index(ids).difference(items.index)
+    if len(missing):
+        raise ValueError(f"{len(missing)} item id(s) not in workspace {ws.name!r}: "
+                         + ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else ""))
+    return items.loc[ids].reset_index()
+
+
+def captions(items: pd.DataFrame, rows: pd.DataFrame) -> pd.Series:
+    """The caption of each of ``rows``: a text's own text; an image's paired caption (the text its ``pair``
+    names, else the first text that names the image); None for the rest. ``items``: all the workspace's."""
+    texts = items[items["modality"] == "text"].drop_duplicates("id")
+    by_id = texts.set_index("id")["text"]
+    by_image = texts.dropna(subset=["pair"]).drop_duplicates("pair").set_index("pair")["text"]
+    paired = rows["pair"].map(by_id).fillna(rows["id"].map(by_image))
+    out = rows["text"].where(rows["modality"] != "image", paired)
+    return out.astype(object).where(out.notna(), None)
+
+
+def selection_table(ws, ids: Sequence[str], coords: np.ndarray | None = None) -> pd.DataFrame:
+    """Items for download: ``id, modality, caption, file``, every user metadata column, and ``map_x,
+    map_y`` (``map_z``) when ``coords`` (len(ids), 2 or 3) are given; no internal image/thumbnail paths.
+
+    ``caption`` is a text's own text or an image's paired caption; ``file`` is where the item came from
+    (the ``source`` ingest recorded: ``photos.zip:IMG_1.jpg``, ``captions.csv row 3``, a manifest's path
+    or URI). A user column named like one of these is exported as ``meta_<name>``.
+    """
+    rows = item_rows(ws, ids)
+    out = pd.DataFrame({"id": rows["id"], "modality": rows["modality"], "caption": captions(ws.items, rows),
+                        "file": rows["source"]})
+    for c in user_columns(rows):
+        out[_free_name(c, SELECTION_COLUMNS)] = rows[c]
+    if coords is not None:
+        coords = np.asarray(coords, dtype=np.float32)
+        if coords.ndim != 2 or coords.shape[0] != len(rows) or coords.shape[1] not in (2, 3):
+            raise ValueError(f"coords must be ({len(rows)}, 2 or 3); got shape {coords.shape}")
+        for j, axis in enumerate("xyz"[: coords.shape[1]]):
+            out[f"map_{axis}"] = coords[:, j]
+    return out
+
+
+def parquet_bytes(df: pd.DataFrame) -> bytes:
+    """``df`` as a Parquet file in memory (for download buttons)."""
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
+def hover_lines(items: pd.DataFrame, meta: Sequence[str] | None = None, captions: Sequence | None = None
+                ) -> list[str]:
+    """One hover text per item (plain text; :func:`core.plots.map_figure` escapes it): the text, or for an
+    image its caption (when ``captions`` gives one, see :func:`captions`) and file, or the file; then the
+    modality and up to four ``meta`` values (default: the metadata columns with a value)."""
+    meta = metadata_columns(items) if meta is None else meta
+    shown = [k for k in meta[:4] if k.isidentifier()]
+    caps = [None] * len(items) if captions is None else list(captions)
+    out = []
+    for row, cap in zip(items.itertuples(index=False), caps):
+        file = row.source if isinstance(row.source, str) else ""
+        if row.modality != "image" and isinstance(row.text, str):
+            head = row.text[:120]
+        else:
+            head = f"{str(cap)[:120]}\n{file}" if isinstance(cap, str) else file[:120]
+        vals = ", ".join(f"{k}={getattr(row, k)}" for k in shown if pd.notna(getattr(row, k, None)))
+        out.append(f"{head}\n{row.modality}" + (f" · {vals}" if vals else ""))
+    return out
+
+
+def thumb_data_uri(path: str | Path | None) -> str | None:
+    """A stored thumbnail (or any small image file) as a base64 ``data:`` URI; None when it cannot be read."""
+    if path is None:
+        return None
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return None
+    ext = Path(path).suffix.lower().lstrip(".")
+    mime = {"jpg": "jpeg", "jpeg": "jpeg", "png": "png", "gif": "gif"}.get(ext, "webp")
+    return f"data:image/{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+# ---- a map as one standalone HTML file -------------------------------------------------------------
+MAX_HTML_THUMBS = 60
+MAP_COLOURS = ("modality", "cluster", "trust")  # besides the user's metadata columns
+# the file may run its inline scripts and show inline images, and load nothing from anywhere
+_CSP = ("default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval'; style-src 'unsafe-inline'; "
+        "img-src data: blob:; font-src data:")
+
+
+def colour_choices(ws) -> list[str]:
+    """What a map can be coloured by (:func:`map_colour`): modality, cluster, trust, metadata columns."""
+    return [*MAP_COLOURS, *[c for c in metadata_columns(ws.items) if c not in MAP_COLOURS]]
+
+
+def map_colour(ws, model: str, res, name: str = "modality", *, k: int = 8) -> tuple[object, str, dict]:
+    """``(values, title, map_figure options)`` colouring the points of map ``res`` by ``name``: "modality",
+    "cluster" (``k`` k-means clusters, :func:`core.projection.cluster_labels`), "trust" (per-point
+    trust), or a metadata column."""
+    if name == "modality":
+        return res.modality, "modality", {}
+    if name == "trust":
+        return res.trust, "trust", {"colorscale": "RdYlGn", "color_range": (0.0, 1.0), "categorical": False}
+    if name == "cluster":
+        from .projection import cluster_labels, map_vectors
+
+        return cluster_labels(map_vectors(ws, model, ids=res.ids), k=k), f"cluster (k={k})", {}
+    if name not in colour_choices(ws):
+        raise ValueError(f"cannot colour by {name!r}: choose one of {', '.join(colour_choices(ws))}")
+    return item_rows(ws, res.ids)[name].to_numpy(), name, {}
+
+
+def map_html(ws, model: str, res, *, color=None, color_title: str = "modality", thumbs: int = MAX_HTML_THUMBS,
+             pairs: bool = False, **figure_options) -> str:
+    """Map ``res`` (a :class:`core.projection.MapResult` of ``model`` in ``ws``) as one HTML document that
+    opens offline and loads nothing: plotly.js inline, thumbnails as ``data:`` URIs, a content security
+    policy that forbids every request.
+
+    ``color``: (n,) values as :func:`core.plots.map_figure` takes them (default: the modality) with
+    ``color_title`` and ``figure_options`` (``colorscale``, ``color_range``, ``categorical``…; see
+    :func:`map_colour`). Hover shows each item's caption, file, modality and metadata (escaped); up to
+    ``thumbs`` images (a seeded sample, 2-D maps) are drawn on the map; ``pairs`` joins images and captions.
+    Above the map a title line (workspace, model, method, points), below it a plain-text footer.
+    """
+    from .plots import map_figure
+    from .quality import pair_positions
+
+    rows = item_rows(ws, res.ids)
+    if color is None:
+        color, color_title = res.modality, "modality"
+    pictures = []
+    if res.dim == 2 and thumbs > 0:
+        has = rows[(rows["modality"] == "image") & rows["thumb"].notna()]
+        for i in has.sample(n=min(thumbs, len(has)), random_state=0).index.sort_values():
+            uri = thumb_data_uri(ws.abspath(rows["thumb"].iloc[i]))
+            if uri:
+                pictures.append((float(res.coords[i, 0]), float(res.coords[i, 1]), uri))
+    segments = pair_positions(ws.items, res.ids) if pairs else None
+    fig = map_figure(res.coords, color=color, color_title=color_title, customdata=res.ids, dim=res.dim,
+                     hover_text=hover_lines(rows, captions=captions(ws.items, rows)), thumbs=pictures,
+                     pair_segments=segments, **figure_options)
+    if res.dim == 2:
+        fig.update_layout(dragmode="zoom")
+    plot = fig.to_html(full_html=False, include_plotlyjs=True, div_id="jointscope-map",
+                       config={"displaylogo": False, "responsive": True, "scrollZoom": True})
+    n_total = res.n_total if res.n_total is not None else res.n
+    title = (f"{ws.name} · {model} · {res.method.upper()} {res.dim}-D map · {res.n:,} points"
+             + (f" (a sample of {n_total:,} items)" if n_total > res.n else "")
+             + (", gap-corrected" if res.gap_corrected else ""))
+    footer = (f"Coloured by {color_title}. Hover a point for its caption, file and metadata; drag to zoom, "
+              "double-click to zoom out, click a legend entry to hide it"
+              + (f"; {len(pictures)} images drawn as thumbnails" if pictures else "")
+              + f". Exported from Jointscope on {datetime.date.today().isoformat()}; "
+              "this file is self-contained and works offline.")
+    esc = html.escape
+    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+            f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">\n'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">\n<title>{esc(title)}</title>\n'
+            '<style>body{font-family:system-ui,sans-serif;margin:16px 24px;color:#222}'
+            'h1{font-size:18px;font-weight:600;margin:0 0 8px}footer{font-size:13px;color:#555;margin-top:8px}'
+            '</style>\n</head>\n<body>\n'
+            f'<h1>{esc(title)}</h1>\n{plot}\n<footer>{esc(footer)}</footer>\n</body>\n</html>\n')
+
+
+def write_map_html(path: str | Path, ws, model: str, res, **options) -> Path:
+    """Write :func:`map_html` ``(ws, model, res, **options)`` to ``path`` atomically; returns the path."""
+    return atomic_write_bytes(path, map_html(ws, model, res, **options).encode("utf-8"))

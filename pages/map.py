@@ -1,7 +1,6 @@
 """Map: UMAP/PCA projection of the chosen model's vectors — colour, pairs, thumbnails, selection."""
 from __future__ import annotations
 
-import io
 import time
 
 import numpy as np
@@ -10,10 +9,9 @@ import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
 from core.encoders import modalities_of
-from core.export import safe_csv_bytes
+from core.export import hover_lines, metadata_columns, parquet_bytes, safe_csv_bytes, selection_table
 from core.plots import gap_figure, map_figure
 from core.quality import pair_positions
-from core.workspace import ITEM_COLUMNS
 from pages import ui
 
 MIN_ITEMS = 4
@@ -38,23 +36,6 @@ def view_key(res) -> str:
     return str(res.path) + res.extra.get("view", "")
 
 
-def metadata_columns(items: pd.DataFrame) -> list[str]:
-    """The user's metadata columns that have a value for at least one mapped item."""
-    return [col for col in items.columns if col not in ITEM_COLUMNS and items[col].notna().any()]
-
-
-def hover_lines(items: pd.DataFrame, meta: list[str]) -> list[str]:
-    """One hover text per item: caption or file, then modality and a few metadata values."""
-    first = items["text"].where(items["modality"] != "image", items["source"]).fillna(items["source"]).fillna("")
-    shown = meta[:4]
-    out = []
-    for row, head in zip(items.itertuples(index=False), first.tolist()):
-        vals = ", ".join(f"{k}={getattr(row, k)}" for k in shown
-                         if k.isidentifier() and pd.notna(getattr(row, k, None)))
-        out.append(f"{str(head)[:120]}\n{row.modality}" + (f" · {vals}" if vals else ""))
-    return out
-
-
 def sample_rows(mask: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
     """Up to k row positions where ``mask`` is true, a seeded sample in ascending order."""
     rows = np.flatnonzero(mask)
@@ -65,20 +46,6 @@ def sample_rows(mask: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
 
 MAP_STAGES = {"neighbours": (0.0, 0.1, "finding neighbours"), "layout": (0.1, 0.85, "laying out"),
               "placing": (0.1, 0.85, "placing new items"), "trust": (0.85, 1.0, "measuring trust")}
-
-
-def selection_frame(items: pd.DataFrame, coords: np.ndarray) -> pd.DataFrame:
-    """Selected items for download: item columns, metadata, map coordinates (no blobs)."""
-    df = items.drop(columns=[col for col in ("thumb",) if col in items.columns]).copy()
-    for j, axis in enumerate("xyz"[: coords.shape[1]]):
-        df[f"map_{axis}"] = coords[:, j]
-    return df
-
-
-def parquet_bytes(df: pd.DataFrame) -> bytes:
-    buf = io.BytesIO()
-    df.to_parquet(buf, index=False)
-    return buf.getvalue()
 
 
 # ---- sections -----------------------------------------------------------------------------------
@@ -314,7 +281,7 @@ def side_panel(ws, model, res, items, selected_rows) -> None:
                  help="Open Search with the selected items as the query."):
         st.session_state["search_ids"] = [str(i) for i in sel["id"]]
         st.switch_page("pages/search.py")
-    out = selection_frame(sel, res.coords[selected_rows])
+    out = selection_table(ws, sel["id"].tolist(), res.coords[selected_rows])
     st.download_button("CSV", safe_csv_bytes(out), file_name="selection.csv", mime="text/csv",
                        icon=":material/download:", key="dl_csv", on_click="ignore",
                        help="The selected items with their metadata and map coordinates.")

@@ -5,9 +5,7 @@ Arguments starting with ``_`` are not hashed (a name such as ``map_path`` stands
 """
 from __future__ import annotations
 
-import base64
 import threading
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -93,14 +91,11 @@ def items_frame(ws: core.Workspace, *, modality: str | None = None, query: str =
 
 @st.cache_data(show_spinner=False, max_entries=5000)
 def thumb_data_uri(path: str) -> str | None:
-    """A stored thumbnail as a base64 ``data:`` URI for st.column_config.ImageColumn."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError:
-        return None
-    ext = Path(path).suffix.lower().lstrip(".")
-    mime = {"jpg": "jpeg", "jpeg": "jpeg", "png": "png", "gif": "gif"}.get(ext, "webp")
-    return f"data:image/{mime};base64,{base64.b64encode(data).decode('ascii')}"
+    """:func:`core.export.thumb_data_uri`: a stored thumbnail as a base64 ``data:`` URI (for
+    st.column_config.ImageColumn and thumbnails on the map)."""
+    from core.export import thumb_data_uri as data_uri
+
+    return data_uri(path)
 
 
 @st.cache_resource(show_spinner=False)
