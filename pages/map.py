@@ -9,7 +9,15 @@ import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
 from core.encoders import modalities_of
-from core.export import hover_lines, metadata_columns, parquet_bytes, safe_csv_bytes, selection_table
+from core.export import (
+    captions,
+    hover_lines,
+    map_html,
+    metadata_columns,
+    parquet_bytes,
+    safe_csv_bytes,
+    selection_table,
+)
 from core.plots import gap_figure, map_figure
 from core.quality import pair_positions
 from pages import ui
@@ -25,6 +33,7 @@ MATCHES_ON_SAMPLE = 200  # on a sampled map, the best matches of a text among al
 COLOUR_MODALITY, COLOUR_CLUSTER, COLOUR_QUERY, COLOUR_TRUST = (
     "modality", "cluster (KMeans)", "similarity to a text", "trust (neighbours kept)")
 PLOT_CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["toImage"]}
+MAP_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "filename": "jointscope-map", "scale": 2}}
 # quality scores from the Quality page (label -> column of core.quality's per-item frame, colour scale)
 QUALITY_COLOURS = {"noisy-pair score": ("noisy_score", "Reds"), "hubness (N_k)": ("n_k", "Viridis"),
                    "outlier score (LOF)": ("lof", "Reds")}
@@ -125,6 +134,7 @@ def colour_values(ws, model, res, items, opt) -> tuple[object, str, dict]:
         if not opt["query"]:
             st.caption("Type a text to colour every point by its cosine similarity to it.")
             return None, "", {}
+        ui.unknown_words_note(model, [opt["query"]])
         with st.spinner(ui.plain(f"Encoding the text with {model}…")):
             sim = ui.text_similarity(key, model, path, opt["query"], res.ids)
         return sim, "similarity", {"categorical": False}
@@ -217,7 +227,8 @@ def draw_map(ws, model, res, items, opt, where) -> None:
                                  len(pairs), len(thumbs), hash(tuple(selected)))))
 
     def build():
-        return map_figure(res.coords, color=values, color_title=title, hover_text=hover_lines(items, meta),
+        hover = hover_lines(items, meta, captions=captions(ws.items, items))
+        return map_figure(res.coords, color=values, color_title=title, hover_text=hover,
                           customdata=res.ids, dim=res.dim, pair_segments=pairs, thumbs=thumbs,
                           uirevision=f"{res.method}-{res.dim}-{res.gap_corrected}", selected=selected, **extra)
 
@@ -225,12 +236,22 @@ def draw_map(ws, model, res, items, opt, where) -> None:
     with where.container():
         if res.dim == 2:
             st.plotly_chart(fig, key=chart_key, on_select="rerun", selection_mode=("points", "box", "lasso"),
-                            config=PLOT_CONFIG)
-            st.caption("Drag to lasso points (box select and zoom are in the chart's toolbar). The selection is "
-                       "kept for Search, Concepts, Analogies and the downloads until you press Clear selection.")
-            return
-        st.plotly_chart(fig, key="map_chart_3d", config=PLOT_CONFIG)
-        st.caption("Drag to rotate. Selecting points works on the 2-D map only.")
+                            config=MAP_CONFIG)
+            how = ("Drag to lasso points (box select, zoom and a PNG of the view are in the chart's toolbar). The "
+                   "selection is kept for Search, Concepts, Analogies and the downloads until you press Clear "
+                   "selection.")
+        else:
+            st.plotly_chart(fig, key="map_chart_3d", config=MAP_CONFIG)
+            how = ("Drag to rotate (a PNG of the view is in the chart's toolbar). Selecting points works on the "
+                   "2-D map only.")
+        left, right = st.columns([4, 1], vertical_alignment="center")
+        left.caption(how)
+        right.download_button(
+            "Map as HTML", lambda: map_html(ws, model, res, color=values, color_title=title, pairs=opt["pairs"],
+                                            **extra),
+            file_name=f"{ws.name}-map.html", mime="text/html", icon=":material/download:", key="dl_map_html",
+            on_click="ignore", help="One file that opens in any browser without the app or a network: the points "
+                                    "coloured as here, captions on hover, thumbnails for a sample, the legend.")
 
 
 def gallery(ws, items: pd.DataFrame, rows, *, width: int, captions: bool) -> None:

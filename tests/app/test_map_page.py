@@ -282,3 +282,13 @@ def test_map_settings_come_from_the_url(demo_home):
     bad.run()
     assert not bad.exception, bad.exception
     assert bad.selectbox(key="map_colour").value == "modality"
+
+
+def test_text_colouring_flags_unknown_words_and_offers_the_html_map(demo_home):
+    at = map_page(workspace="demo", model="demo", map_method="PCA", map_colour="similarity to a text",
+                  map_query="a crimson circle")
+    assert not at.exception, at.exception
+    [warning] = [w for w in texts(at.warning) if "never saw" in w]
+    assert "training\\: crimson\\." in warning  # escaped markdown
+    assert [b.proto.label for b in at.get("download_button")] == ["Map as HTML"]
+    assert json.loads(at.get("plotly_chart")[-1].proto.config)["toImageButtonOptions"]["format"] == "png"
