@@ -46,7 +46,7 @@ def test_create_workspace_upload_and_list(server, browser, tmp_path):
         expect(page.get_by_role("heading", name="Map")).to_be_visible(timeout=120_000)
         expect(page.get_by_text("No workspace is open")).to_be_visible()
         expect(sidebar.get_by_role("link")).to_have_text(  # text follows the icon's ligature name
-            [re.compile(f"{n}$") for n in ("Data", "Map", "Search", "Analogies", "Concepts", "Quality")])
+            [re.compile(f"{n}$") for n in ("Map", "Data", "Search", "Analogies", "Concepts", "Quality")])
         sidebar.get_by_label("New workspace").fill("e2e-shapes")
         sidebar.get_by_role("button", name="Create workspace").click()
         expect(page.get_by_text("Workspace e2e-shapes: 0 items")).to_be_visible()

@@ -83,7 +83,7 @@ def test_hostile_batch_through_the_data_page(server, browser, tmp_path):
     page.set_default_timeout(60_000)
     expect.set_options(timeout=60_000)
     try:
-        page.goto(server)
+        page.goto(f"{server}/data")
         sidebar = page.get_by_test_id("stSidebar")
         expect(page.get_by_role("heading", name="Data")).to_be_visible(timeout=120_000)  # first run imports torch
         sidebar.get_by_label("New workspace").fill("e2e-hostile")

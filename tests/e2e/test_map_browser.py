@@ -69,7 +69,7 @@ def test_map_draws_points_and_box_selection_lists_items(demo_server, browser):
         expect(page.get_by_role("heading", name="Selection")).to_be_visible()
         expect(page.get_by_test_id("stDataFrame").first).to_be_visible()
         expect(page.get_by_role("button", name="Search from here")).to_be_visible()
-        expect(page.get_by_test_id("stDownloadButton")).to_have_count(2)
+        expect(page.get_by_test_id("stDownloadButton")).to_have_count(3)  # map as HTML, selection CSV, Parquet
         page.set_viewport_size({"width": 1440, "height": 2300})  # the app scrolls inside; show it all
         page.wait_for_timeout(1500)  # let the grid and gallery paint before the screenshot
         page.screenshot(path=str(SCREENSHOT), full_page=True)
@@ -77,7 +77,7 @@ def test_map_draws_points_and_box_selection_lists_items(demo_server, browser):
 
         page.get_by_role("button", name="Search from here").click()
         expect(page.get_by_role("heading", name="Search")).to_be_visible()
-        assert page.url.endswith("/search")
+        assert "/search?" in page.url and "ws=demo" in page.url
         # the selection is the query: its mean vector, its items left out of the results
         expect(page.get_by_text(f"More like {n_sel} item")).to_be_visible()
         expect(page.get_by_text(re.compile(r"^\d+ nearest images to"))).to_be_visible()

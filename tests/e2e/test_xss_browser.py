@@ -159,7 +159,7 @@ def test_no_payload_runs_on_any_page(xss_server, browser, tmp_path):
     checks = []
     try:
         # ---- Data: items table (captions, sources, metadata, the payload column), error table, filter
-        page.goto(base)
+        page.goto(f"{base}/data")
         expect(page.get_by_role("heading", name="Data")).to_be_visible(timeout=120_000)
         expect(page.get_by_text(re.compile(r"^Workspace xss: \d+ items"))).to_be_visible()
         broken = tmp_path / UPLOAD_NAME
