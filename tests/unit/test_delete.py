@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 import core
+import core.cli
 from core.index import NeighborIndex, index_dir, workspace_index
 from core.projection import compute_map
 from core.vectorstore import VectorStore
@@ -228,3 +229,41 @@ def test_an_interrupted_workspace_deletion_leaves_a_tombstone_that_is_never_list
     assert (tomb / "workspace.json").is_file() and not (tmp_path / "alpha").exists()
     assert list_workspaces(tmp_path) == ["beta"]
     assert not tomb.exists(), "listing removes a leftover tombstone"
+
+
+# ---- CLI -------------------------------------------------------------------------------------------------
+def test_cli_delete_items_and_workspace(capsys, tmp_path):
+    from test_cli import run_json
+
+    ws = tmp_path / "ws"
+    run_json(capsys, "ingest", str(ws), "--text", "keep me", "--text", "junk one", "--text", "junk two", "--json")
+    items = Workspace(ws, create=False).items.set_index("text")["id"]
+    code, doc, err = run_json(capsys, "delete", str(ws), "--item", items["junk one"], "nope", "--item",
+                              items["junk two"], "--json")
+    assert code == 0, err
+    assert (doc["deleted"], doc["items"], doc["missing"]) == (2, 1, ["nope"])
+    assert doc["ids"] == [items["junk one"], items["junk two"]] and doc["by_modality"] == {"text": 2}
+    assert list(Workspace(ws, create=False).items["text"]) == ["keep me"]
+    code, doc, err = run_json(capsys, "delete", str(ws), "--item", "nope", "--json")
+    assert code == 1 and doc is None and len(err.strip().splitlines()) == 1 and "nothing was deleted" in err
+
+    code, doc, err = run_json(capsys, "delete", str(ws), "--workspace", "--json")
+    assert code == 0, err
+    assert doc["deleted"] == 1 and doc["items"] == 0 and doc["path"] == str(ws) and not ws.exists()
+    code, doc, err = run_json(capsys, "delete", str(ws), "--workspace", "--json")
+    assert code == 1 and doc is None and len(err.strip().splitlines()) == 1 and "no workspace" in err
+    (tmp_path / "mine").mkdir()
+    code, _doc, err = run_json(capsys, "delete", str(tmp_path / "mine"), "--workspace", "--json")
+    assert code == 1 and "workspace.json missing" in err and (tmp_path / "mine").is_dir()
+    code, _doc, err = run_json(capsys, "delete", str(tmp_path / "mine"), "--item", "x", "--json")
+    assert code == 1 and "no workspace" in err
+
+
+def test_cli_delete_usage_errors_exit_2(capsys, tmp_path):
+    Workspace(tmp_path / "ws")
+    for argv in (["delete", str(tmp_path / "ws"), "--json"],  # neither
+                 ["delete", str(tmp_path / "ws"), "--item", "a", "--workspace", "--json"],  # both
+                 ["delete", str(tmp_path / "ws"), "--item", "--json"]):  # --item without an id
+        assert core.cli.main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "not allowed with" in err and (tmp_path / "ws" / "workspace.json").is_file()
