@@ -192,11 +192,11 @@ class VectorStore:
         m = self.manifest()
         if m is None:
             return 0
+        self._remove_orphans(m)  # also the old shards of an earlier removal killed after its commit
         drop = np.asarray(sorted({str(i) for i in ids}), dtype=str)
         n = int((self.positions(drop) >= 0).sum()) if len(drop) else 0
         if not n:
             return 0
-        self._remove_orphans(m)
         shards, nxt = [], _next_shard(m)
         for sh in m["shards"]:
             ids_sh = np.load(self.path / f"{sh['name']}.ids.npy", allow_pickle=False)
