@@ -233,7 +233,7 @@ class Workspace:
                 raise ValueError(f"{str(self.path)!r} exists, is not empty and is not a workspace; "
                                  "choose another folder")
             self.path.mkdir(parents=True, exist_ok=True)
-            with self._lock():
+            with self._lock(exists=False):
                 if not meta.is_file():
                     remove_temp_files(self.path, meta.name)  # a creation killed before its rename
                     atomic_write_json(meta, {"format": FORMAT_VERSION, "created": time.time()})
@@ -253,8 +253,9 @@ class Workspace:
         return self.path.name
 
     # ---- locking ---------------------------------------------------------------------------
-    def _lock(self, timeout: float = 600) -> FileLock:
-        return FileLock(str(self.path / ".lock"), timeout=timeout)
+    def _lock(self, timeout: float = 600, *, exists: bool = True) -> FileLock:
+        return _WriteLock(str(self.path / ".lock"), timeout=timeout,
+                          meta=self.path / "workspace.json" if exists else None)
 
     def writing(self, timeout: float = 600) -> FileLock:
         """The inter-process write lock of the workspace, as a context manager: ``with ws.writing(): ...``.
@@ -559,20 +560,21 @@ class Workspace:
         a concept result's ``.json`` first) and the demo's masks of those items."""
         root = self.derived_root
         for ids_file in sorted(root.glob("index/*/ids.npy")):
-            if np.isin(np.load(ids_file, allow_pickle=False), list(gone)).any():
+            if gone.intersection(np.load(ids_file, allow_pickle=False).astype(str).tolist()):
                 remove_file(ids_file.parent / "meta.json")
                 for f in sorted(ids_file.parent.iterdir()):
                     remove_file(f)
                 with contextlib.suppress(OSError):
                     ids_file.parent.rmdir()
         for npz in sorted(root.rglob("*.npz")):
+            masks = npz.name == "world_masks.npz"  # the demo's masks, keyed by item id
             try:
                 with np.load(npz, allow_pickle=False) as z:
-                    keys = z.files if npz.name == "world_masks.npz" else (z["ids"].astype(str) if "ids" in z else [])
-                    kept = {k: z[k] for k in z.files if k not in gone} if npz.name == "world_masks.npz" else None
+                    keys = z.files if masks else z["ids"].astype(str).tolist() if "ids" in z.files else []
+                    if not gone.intersection(keys):
+                        continue
+                    kept = {k: z[k] for k in z.files if k not in gone} if masks else None
             except (OSError, ValueError):
-                continue
-            if not np.isin(np.asarray(keys, dtype=str), list(gone)).any():
                 continue
             if kept is not None:
                 remove_temp_files(npz.parent, npz.name)
@@ -960,6 +962,22 @@ class Workspace:
             "models": self.models(),
             "metadata_columns": [c for c in items.columns if c not in ITEM_COLUMNS],
         }
+
+
+class _WriteLock(FileLock):
+    """The write lock of a workspace that must exist: a writer that waited while the workspace was deleted
+    gets FileNotFoundError once it holds the lock, instead of writing into a folder that is gone."""
+
+    def __init__(self, lock_file: str, timeout: float, *, meta: Path | None):
+        super().__init__(lock_file, timeout=timeout)
+        self._meta = meta
+
+    def acquire(self, *args, **kwargs):
+        proxy = super().acquire(*args, **kwargs)
+        if self._meta is not None and not self._meta.is_file():
+            self.release()
+            raise FileNotFoundError(f"workspace {str(self._meta.parent)!r} was deleted; nothing was written")
+        return proxy
 
 
 def _manifest_key(store: VectorStore) -> tuple | None:

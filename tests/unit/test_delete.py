@@ -268,3 +268,13 @@ def test_cli_delete_usage_errors_exit_2(capsys, tmp_path):
         assert core.cli.main(argv) == 2
     out, err = capsys.readouterr()
     assert out == "" and "not allowed with" in err and (tmp_path / "ws" / "workspace.json").is_file()
+
+
+def test_a_writer_of_a_deleted_workspace_writes_nothing(tmp_path):
+    ws = Workspace(tmp_path / "alpha")
+    ws.ingest(texts=["one"])
+    delete_workspace(tmp_path / "alpha")
+    with pytest.raises(FileNotFoundError, match="was deleted"):
+        ws.ingest(texts=["two"])  # e.g. a page or process that opened it before
+    assert not (tmp_path / "alpha" / "items.parquet").exists() and list_workspaces(tmp_path) == []
+    assert len(Workspace(tmp_path / "alpha").items) == 0  # the name can be used again
