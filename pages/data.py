@@ -314,6 +314,10 @@ CONFIRM_DELETE = "delete_items_confirm"  # dict | None — {workspace, ids} wait
 LAST_DELETE = "last_delete"  # dict | None — what the last deletion removed, said once after the rerun
 
 
+def items_word(n: int) -> str:
+    return f"{n} item{'s' * (n != 1)}"
+
+
 def count_words(modalities: pd.Series) -> str:
     """'2 images, 1 text' for a column of modalities."""
     one = {"row": "table row"}
@@ -326,7 +330,7 @@ def delete_items_section(ws, df: pd.DataFrame, *, everything: bool) -> None:
     which modality go."""
     ss = st.session_state
     ids = df["id"].astype(str).tolist()
-    what = f"all {len(ids)} items" if everything else f"the {len(ids)} item{'s' * (len(ids) != 1)} the filter shows"
+    what = f"all {items_word(len(ids))}" if everything else f"the {items_word(len(ids))} the filter shows"
     pending = ss.get(CONFIRM_DELETE)
     if pending and (pending["workspace"] != ws.name or pending["ids"] != ids):
         pending = ss[CONFIRM_DELETE] = None  # the filter or the workspace changed since the first click
@@ -335,7 +339,7 @@ def delete_items_section(ws, df: pd.DataFrame, *, everything: bool) -> None:
             ss[CONFIRM_DELETE] = {"workspace": ws.name, "ids": ids}
             st.rerun()
         return
-    st.warning(ui.plain(f"Delete {len(ids)} item{'s' * (len(ids) != 1)} ({count_words(df['modality'])}) from "
+    st.warning(ui.plain(f"Delete {items_word(len(ids))} ({count_words(df['modality'])}) from "
                         f"workspace {ws.name}, with their vectors of every model, their stored images and what "
                         "was computed from them (index, maps, concepts)? Paired items stay, unpaired. This "
                         "cannot be undone."), icon=":material/warning:")
@@ -344,8 +348,8 @@ def delete_items_section(ws, df: pd.DataFrame, *, everything: bool) -> None:
         ss[CONFIRM_DELETE] = None
         with ui.guard(), st.spinner("Deleting…"):
             rep = ws.delete_items(ids)
-            gone = count_words(df[df["id"].isin(rep.ids)]["modality"])
-            ss[LAST_DELETE] = {"workspace": ws.name, "text": f"Deleted {rep.deleted} items ({gone}); {rep.items} left."}
+            gone = f"{items_word(rep.deleted)} ({count_words(df[df['id'].isin(rep.ids)]['modality'])})"
+            ss[LAST_DELETE] = {"workspace": ws.name, "text": f"Deleted {gone}; {rep.items} left."}
             st.rerun()
     if no.button("Cancel", key="delete_items_no"):
         ss[CONFIRM_DELETE] = None
@@ -360,9 +364,9 @@ def delete_workspace_section(ws) -> None:
     if st.button("Delete workspace", icon=":material/delete_forever:", key="delete_ws",
                  disabled=typed.strip() != ws.name):
         with ui.guard():
-            out = core.delete_workspace(ws.path)
+            n = items_word(core.delete_workspace(ws.path)["deleted"])
             ss = st.session_state
-            ss[LAST_DELETE] = {"workspace": None, "text": f"Deleted workspace {ws.name} ({out['deleted']} items)."}
+            ss[LAST_DELETE] = {"workspace": None, "text": f"Deleted workspace {ws.name} ({n})."}
             ss[ui.LAST_INGEST] = ss[ui.LAST_EMBED] = ss[CONFIRM_DELETE] = None
             ss.pop("delete_ws_name", None)
             ui.select(workspace=next(iter(ui.list_workspaces()), None))
