@@ -22,6 +22,8 @@ _EXPORTS = {
     "IngestReport": "workspace",
     "EmbedReport": "workspace",
     "StaleVectorsError": "workspace",
+    "DeleteReport": "workspace",
+    "delete_workspace": "workspace",
     "workspace_path": "workspace",
     "list_workspaces": "workspace",
     "scan": "ingest",

@@ -306,6 +306,38 @@ _index.configure = _index_configure
 command("index", "build or extend (only new items) the saved neighbour index that search and maps use")(_index)
 
 
+# ---- delete -------------------------------------------------------------------------------------
+def _delete_configure(p):
+    p.add_argument("workspace", help="workspace folder")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--item", action="extend", nargs="+", metavar="ID",
+                      help="id of an item to delete (repeatable, or several ids after one --item)")
+    what.add_argument("--workspace", dest="whole", action="store_true",
+                      help="delete the whole workspace folder (refused for a folder that is not a workspace)")
+
+
+def _delete(args):
+    from .workspace import delete_workspace
+
+    if args.whole:
+        try:
+            out = delete_workspace(os.path.abspath(args.workspace))
+        except FileNotFoundError as e:
+            raise CLIError(str(e)) from e
+        return {"workspace": out["path"], "path": out["path"], "deleted": out["deleted"], "items": 0,
+                "deleted_workspace": True}
+    ws = _open_ws(args.workspace)
+    try:
+        report = ws.delete_items(args.item)
+    except ValueError as e:
+        raise CLIError(str(e)) from e
+    return {"workspace": str(ws.path), **report.to_dict(), "deleted_workspace": False}
+
+
+_delete.configure = _delete_configure
+command("delete", "delete items (with their vectors, files and derived data) or a whole workspace")(_delete)
+
+
 # ---- info ---------------------------------------------------------------------------------------
 def _info(args):
     return _open_ws(args.workspace).info()

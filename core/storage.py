@@ -86,6 +86,16 @@ def remove_temp_files(folder: str | os.PathLike, name: str | None = None) -> int
     return n
 
 
+def remove_file(path: str | os.PathLike) -> bool:
+    """Unlink one file (False when it was not there). Deletions name every removal through here, so a
+    crash test can stop a process between two of them."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def read_json(path: str | os.PathLike, default: Any = None) -> Any:
     try:
         with open(path, encoding="utf-8") as f:

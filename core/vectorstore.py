@@ -18,6 +18,7 @@ a per-row scale); readers always get float32.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import re
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .storage import atomic_save_npy, atomic_write_json, read_json, remove_temp_files
+from .storage import atomic_save_npy, atomic_write_json, read_json, remove_file, remove_temp_files
 
 log = logging.getLogger(__name__)
 
@@ -148,13 +149,7 @@ class VectorStore:
             m.update(extra)
         self.path.mkdir(parents=True, exist_ok=True)
         self._remove_orphans(m)
-        n = max([int(s["name"]) for s in m["shards"]] + [0]) + 1
-        name = f"{n:06d}"
-        atomic_save_npy(self.path / f"{name}.npy", data)
-        if scale is not None:
-            atomic_save_npy(self.path / f"{name}.scale.npy", scale)
-        atomic_save_npy(self.path / f"{name}.ids.npy", ids)
-        m["shards"] = m["shards"] + [{"name": name, "n": len(ids)}]
+        m["shards"] = m["shards"] + [self._write_shard(_next_shard(m), data, scale, ids)]
         atomic_write_json(self.manifest_path, m)  # commit point
 
     def rewrite(self, *, dtype: str | None = None, shard_size: int = 262_144) -> dict:
@@ -174,22 +169,63 @@ class VectorStore:
             raise ValueError(f"shard_size must be >= 1; got {shard_size}")
         view = self._view()
         self._remove_orphans(m)
-        first = max([int(sh["name"]) for sh in m["shards"]] + [0]) + 1
+        first = _next_shard(m)
         shards, nbytes = [], 0
         for j, start in enumerate(range(0, len(view.ids), shard_size)):
             rows = np.arange(start, min(start + shard_size, len(view.ids)))
             data, scale = encode_vectors(view.take(rows), dtype)
-            name = f"{first + j:06d}"
-            atomic_save_npy(self.path / f"{name}.npy", data)
-            if scale is not None:
-                atomic_save_npy(self.path / f"{name}.scale.npy", scale)
-            atomic_save_npy(self.path / f"{name}.ids.npy", view.ids[rows])
-            shards.append({"name": name, "n": len(rows)})
+            shards.append(self._write_shard(first + j, data, scale, view.ids[rows]))
             nbytes += data.nbytes + (0 if scale is None else scale.nbytes)
         new = {**m, "dtype": dtype, "shards": shards}
         atomic_write_json(self.manifest_path, new)  # commit point
         self._remove_orphans(new)
         return {"n": len(view.ids), "shards": len(shards), "dtype": dtype, "bytes": int(nbytes)}
+
+    def remove(self, ids) -> int:
+        """Drop every stored vector of ``ids``. Caller holds the workspace write lock.
+
+        Only the shards holding one of them are rewritten (without those rows, in the stored dtype, as new
+        shards beside the old ones); the manifest switches to them in one atomic write (the commit point)
+        and the old files are removed afterwards, as :meth:`rewrite` does. A store left without vectors is
+        removed (its manifest first). Returns how many of ``ids`` had a vector.
+        """
+        m = self.manifest()
+        if m is None:
+            return 0
+        self._remove_orphans(m)  # also the old shards of an earlier removal killed after its commit
+        drop = np.asarray(sorted({str(i) for i in ids}), dtype=str)
+        n = int((self.positions(drop) >= 0).sum()) if len(drop) else 0
+        if not n:
+            return 0
+        shards, nxt = [], _next_shard(m)
+        for sh in m["shards"]:
+            ids_sh = np.load(self.path / f"{sh['name']}.ids.npy", allow_pickle=False)
+            keep = np.flatnonzero(~np.isin(ids_sh, drop))
+            if len(keep) == len(ids_sh):
+                shards.append(sh)
+            elif len(keep):
+                data = np.load(self.path / f"{sh['name']}.npy", mmap_mode="r")[keep]
+                scale = (np.load(self.path / f"{sh['name']}.scale.npy", allow_pickle=False)[keep]
+                         if m.get("dtype") == "int8" else None)
+                shards.append(self._write_shard(nxt, data, scale, ids_sh[keep]))
+                nxt += 1
+        new = {**m, "shards": shards}
+        if shards:
+            atomic_write_json(self.manifest_path, new)  # commit point
+            self._remove_orphans(new)
+        else:
+            remove_file(self.manifest_path)  # commit point: no store
+            remove_uncommitted(self.path)
+        return n
+
+    def _write_shard(self, number: int, data: np.ndarray, scale: np.ndarray | None, ids: np.ndarray) -> dict:
+        """Write one shard's files (vectors, int8 scales, ids), not yet named by the manifest."""
+        name = f"{number:06d}"
+        atomic_save_npy(self.path / f"{name}.npy", data)
+        if scale is not None:
+            atomic_save_npy(self.path / f"{name}.scale.npy", scale)
+        atomic_save_npy(self.path / f"{name}.ids.npy", ids)
+        return {"name": name, "n": len(ids)}
 
     def _remove_orphans(self, manifest: dict) -> None:
         remove_temp_files(self.path)  # temp files of writes that a crash interrupted (we hold the lock)
@@ -198,7 +234,22 @@ class VectorStore:
             stem = f.name.split(".")[0]
             if stem not in known:
                 log.info("removing uncommitted shard file %s", f)
-                f.unlink(missing_ok=True)
+                remove_file(f)
+
+
+def remove_uncommitted(folder: Path) -> None:
+    """Remove a store folder that has no manifest (nothing in it is committed), e.g. what is left of a
+    store whose every vector was deleted when that deletion was interrupted. Caller holds the lock."""
+    remove_temp_files(folder)
+    for f in sorted(folder.glob("*.npy")):
+        remove_file(f)
+    with contextlib.suppress(OSError):
+        folder.rmdir()
+
+
+def _next_shard(manifest: dict) -> int:
+    """The number of a new shard: above every shard the manifest names."""
+    return max([int(sh["name"]) for sh in manifest["shards"]] + [0]) + 1
 
 
 def encode_vectors(X: np.ndarray, dtype: str) -> tuple[np.ndarray, np.ndarray | None]:

@@ -16,6 +16,7 @@ never need one.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -35,7 +36,15 @@ import pandas as pd
 from filelock import FileLock
 
 from .progress import Progress
-from .storage import atomic_write_bytes, atomic_write_json, atomic_write_parquet, read_json, remove_temp_files
+from .storage import (
+    atomic_write,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_parquet,
+    read_json,
+    remove_file,
+    remove_temp_files,
+)
 from .vectorstore import VectorStore
 
 log = logging.getLogger(__name__)
@@ -44,6 +53,8 @@ ITEM_COLUMNS = ["id", "modality", "text", "image", "thumb", "source", "pair", "w
 MODALITIES = ("image", "text", "row")
 THUMB_SIZE = 192
 FORMAT_VERSION = 1
+DELETE_JOURNAL = ".delete.json"  # the items a deletion removes, until it has removed what they left behind
+TOMBSTONE = ".deleted-"  # a deleted workspace folder is renamed to ".<name>.deleted-<random>" before removal
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _KIND_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 T = TypeVar("T")
@@ -63,10 +74,50 @@ def workspace_path(name: str, home: str | os.PathLike | None = None) -> Path:
 
 
 def list_workspaces(home: str | os.PathLike | None = None) -> list[str]:
+    """Names of the workspaces under the root (never a deleted one's tombstone, which is removed here
+    when a deletion was interrupted before it finished)."""
     root = Path(home or default_home())
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir() if (p / "workspace.json").is_file())
+    _remove_tombstones(root)
+    return sorted(p.name for p in root.iterdir() if not p.name.startswith(".") and (p / "workspace.json").is_file())
+
+
+def delete_workspace(target: str | os.PathLike, *, home: str | os.PathLike | None = None) -> dict:
+    """Delete a whole workspace: a folder (a path) or a named workspace under the root (a plain name).
+
+    Refuses a folder that is not a workspace (no workspace.json). Waits for the workspace's writers, then
+    renames the folder to a hidden tombstone beside it (one atomic step: from then on the workspace is
+    gone for every reader) and removes the tombstone; a tombstone left by an interrupted deletion is
+    removed by the next :func:`list_workspaces` or deletion there. Returns ``{"path", "deleted"}``
+    (``deleted``: the number of items it held).
+    """
+    import shutil
+    import uuid
+
+    is_name = isinstance(target, str) and "/" not in target and os.sep not in target
+    path = workspace_path(target, home) if is_name else Path(target).expanduser()
+    if not (path / "workspace.json").is_file():
+        raise FileNotFoundError(f"no workspace at {str(path)!r} (workspace.json missing); nothing was deleted")
+    ws = Workspace(path, create=False)
+    with ws.writing():
+        n = len(ws.items)
+        tomb = path.parent / f".{path.name}{TOMBSTONE}{uuid.uuid4().hex[:12]}"
+        os.replace(path, tomb)  # the commit point
+    from .storage import _fsync_dir
+
+    _fsync_dir(path.parent)
+    shutil.rmtree(tomb, ignore_errors=True)
+    _remove_tombstones(path.parent)
+    return {"path": str(path), "deleted": n}
+
+
+def _remove_tombstones(root: Path) -> None:
+    import shutil
+
+    for tomb in root.glob(f".*{TOMBSTONE}*"):
+        if tomb.is_dir():
+            shutil.rmtree(tomb, ignore_errors=True)
 
 
 def content_id(kind: str, payload: bytes) -> str:
@@ -96,6 +147,20 @@ def skipped_words(existing: int, repeated: int) -> str:
     parts = [f"{existing} already in the workspace"] if existing else []
     parts += [f"{repeated} repeated in this upload"] if repeated else []
     return f"{existing + repeated} skipped ({', '.join(parts)})" if parts else ""
+
+
+@dataclass
+class DeleteReport:
+    deleted: int = 0
+    ids: list[str] = field(default_factory=list)  # ids of the deleted items, in the order asked
+    missing: list[str] = field(default_factory=list)  # ids asked for that are not items here
+    by_modality: dict[str, int] = field(default_factory=dict)  # deleted items per modality
+    unpaired: int = 0  # items left that lost their pair
+    items: int = 0  # items left in the workspace
+
+    def to_dict(self) -> dict:
+        return {"deleted": self.deleted, "items": self.items, "ids": self.ids, "missing": self.missing,
+                "by_modality": self.by_modality, "unpaired": self.unpaired}
 
 
 class StaleVectorsError(ValueError):
@@ -168,7 +233,7 @@ class Workspace:
                 raise ValueError(f"{str(self.path)!r} exists, is not empty and is not a workspace; "
                                  "choose another folder")
             self.path.mkdir(parents=True, exist_ok=True)
-            with self._lock():
+            with self._lock(exists=False):
                 if not meta.is_file():
                     remove_temp_files(self.path, meta.name)  # a creation killed before its rename
                     atomic_write_json(meta, {"format": FORMAT_VERSION, "created": time.time()})
@@ -188,8 +253,9 @@ class Workspace:
         return self.path.name
 
     # ---- locking ---------------------------------------------------------------------------
-    def _lock(self, timeout: float = 600) -> FileLock:
-        return FileLock(str(self.path / ".lock"), timeout=timeout)
+    def _lock(self, timeout: float = 600, *, exists: bool = True) -> FileLock:
+        return _WriteLock(str(self.path / ".lock"), timeout=timeout,
+                          meta=self.path / "workspace.json" if exists else None)
 
     def writing(self, timeout: float = 600) -> FileLock:
         """The inter-process write lock of the workspace, as a context manager: ``with ws.writing(): ...``.
@@ -415,6 +481,115 @@ class Workspace:
         log.info("added %d item rows to %s", len(new), self.name)
         return len(new)
 
+    # ---- deleting ----------------------------------------------------------------------------
+    def delete_items(self, ids: Iterable[str] | str) -> DeleteReport:
+        """Delete items by id: their rows, their vectors of every model, their stored image and thumbnail
+        files (when no other item refers to them) and every derived file that holds them (neighbour
+        indexes, maps, patch and concept caches, demo masks). A text whose image is deleted stays, unpaired,
+        and the other way round (an image whose caption goes is paired with another of its captions, if it
+        has one). Metadata columns that only the deleted items had are dropped.
+
+        Ids that are not items are reported in ``missing``; ValueError when none is an item.
+
+        Crash-safe: under the write lock, the ids and their files are first written to a journal
+        (``.delete.json``), then ``items.parquet`` is replaced (the commit point: a reader sees the items
+        before or after, never a mix), then vectors, files and derived data are removed and the journal
+        last. Until then readers ignore vectors of journaled ids that are no longer items, and the next
+        writer of items (ingest, another deletion) finishes the removal.
+        """
+        want = list(dict.fromkeys(str(i) for i in ([ids] if isinstance(ids, str) else ids)))
+        if not want:
+            raise ValueError("give at least one item id to delete")
+        with self._lock():
+            self._finish_delete(self.items)
+            items = self.items
+            gone_mask = items["id"].isin(want).to_numpy()
+            if not gone_mask.any():
+                raise ValueError(f"none of the {len(want)} id(s) is an item of workspace {self.name!r}, "
+                                 f"e.g. {want[0]!r}; nothing was deleted")
+            gone, left = items[gone_mask], items[~gone_mask]
+            gone_ids = set(gone["id"])
+            files = sorted({f for col in ("image", "thumb") for f in gone[col].dropna()
+                            if isinstance(f, str) and f.split("/", 1)[0] in ("images", "thumbs")})
+            report = DeleteReport(ids=[i for i in want if i in gone_ids],
+                                  missing=[i for i in want if i not in gone_ids],
+                                  by_modality={k: int(v) for k, v in gone["modality"].value_counts().items()})
+            report.deleted = len(report.ids)
+            left, report.unpaired = _unlink_pairs(left, gone_ids)
+            atomic_write_json(self.path / DELETE_JOURNAL, {"ids": sorted(gone_ids), "files": files})
+            self._write_items(left)  # the commit point; it also finishes the journal
+            report.items = len(left)
+        log.info("deleted %d items from %s", report.deleted, self.name)
+        return report
+
+    def delete(self) -> dict:
+        """Delete this whole workspace folder (see :func:`delete_workspace`)."""
+        return delete_workspace(self.path)
+
+    def _finish_delete(self, items: pd.DataFrame) -> None:
+        """Remove what a journaled deletion left behind (caller holds the lock; ``items``: the items now).
+
+        Only ids that are not items remove anything (an id added again since keeps its vectors and files),
+        so this is safe to repeat after a crash at any point; the journal goes last."""
+        from .vectorstore import remove_uncommitted
+
+        journal = self.path / DELETE_JOURNAL
+        remove_temp_files(self.path, DELETE_JOURNAL)
+        job = read_json(journal)
+        if job is None:
+            return
+        gone = set(job["ids"]) - set(items["id"])
+        if gone:
+            root = self.path / "vectors"
+            for folder in sorted(root.iterdir()) if root.is_dir() else []:
+                m = read_json(folder / "manifest.json")
+                if m is not None:
+                    self.store(m["model"]).remove(gone)
+                elif folder.is_dir():
+                    remove_uncommitted(folder)
+            self._purge_derived(gone)
+            used = set(items["image"].dropna()) | set(items["thumb"].dropna())
+            for rel in job["files"]:
+                if rel not in used:
+                    remove_file(self.path / rel)
+        remove_file(journal)
+
+    def _purge_derived(self, gone: set[str]) -> None:
+        """Remove the derived files that hold any of ``gone``: saved neighbour indexes (meta.json first, so
+        a half-removed index never loads), maps, patch and concept caches (``.npz`` with an ``ids`` array;
+        a concept result's ``.json`` first) and the demo's masks of those items."""
+        root = self.derived_root
+        for ids_file in sorted(root.glob("index/*/ids.npy")):
+            if gone.intersection(np.load(ids_file, allow_pickle=False).astype(str).tolist()):
+                remove_file(ids_file.parent / "meta.json")
+                for f in sorted(ids_file.parent.iterdir()):
+                    remove_file(f)
+                with contextlib.suppress(OSError):
+                    ids_file.parent.rmdir()
+        for npz in sorted(root.rglob("*.npz")):
+            masks = npz.name == "world_masks.npz"  # the demo's masks, keyed by item id
+            try:
+                with np.load(npz, allow_pickle=False) as z:
+                    keys = z.files if masks else z["ids"].astype(str).tolist() if "ids" in z.files else []
+                    if not gone.intersection(keys):
+                        continue
+                    kept = {k: z[k] for k in z.files if k not in gone} if masks else None
+            except (OSError, ValueError):
+                continue
+            if kept is not None:
+                remove_temp_files(npz.parent, npz.name)
+                atomic_write(npz, lambda f, kept=kept: np.savez_compressed(f, **kept))
+                continue
+            if (read_json(npz.parent / "latest.json") or {}).get("file") == npz.name:
+                remove_file(npz.parent / "latest.json")  # a map: its pointer first
+            remove_file(npz.with_suffix(".json"))  # a concept result: its commit point first
+            remove_file(npz)
+
+    def _pending_deleted(self) -> set[str]:
+        """Ids of a deletion that committed but has not removed their vectors yet (normally none)."""
+        job = read_json(self.path / DELETE_JOURNAL)
+        return set(job["ids"]) - set(self.items["id"]) if job else set()
+
     def _identify(self, candidates: Iterable, report: IngestReport) -> tuple[list, list[str]]:
         """(candidates, their ids); a candidate whose file can no longer be read is reported and left out."""
         kept, ids = [], []
@@ -487,6 +662,7 @@ class Workspace:
         atomic_write_parquet(self.items_path, df)
         with self._mutex:
             self._items, self._items_key = None, None
+        self._finish_delete(df)  # a deletion interrupted after its commit point
 
     # ---- vectors ---------------------------------------------------------------------------
     def store(self, model: str) -> VectorStore:
@@ -505,10 +681,15 @@ class Workspace:
         root = self.path / "vectors"
         if not root.is_dir():
             return out
+        gone = self._pending_deleted()
         for d in sorted(root.iterdir()):
             m = read_json(d / "manifest.json")
             if m:
-                out[m["model"]] = {"dim": int(m["dim"]), "n": self.store(m["model"]).count()}
+                store = self.store(m["model"])
+                n = store.count()
+                if gone:
+                    n -= int((store.positions(sorted(gone)) >= 0).sum())
+                out[m["model"]] = {"dim": int(m["dim"]), "n": n}
         return out
 
     def vectors(self, model: str, *, modality: str | Sequence[str] | None = None,
@@ -543,6 +724,9 @@ class Workspace:
             order = items["id"].to_numpy()
         else:
             order = np.asarray(list(ids), dtype=object)
+            gone = self._pending_deleted()
+            if gone:
+                order = order[~np.isin(order.astype(str), sorted(gone))]
         rows = store.positions(order)
         mask = rows >= 0
         return rows[mask], order[mask].astype(object)
@@ -780,6 +964,22 @@ class Workspace:
         }
 
 
+class _WriteLock(FileLock):
+    """The write lock of a workspace that must exist: a writer that waited while the workspace was deleted
+    gets FileNotFoundError once it holds the lock, instead of writing into a folder that is gone."""
+
+    def __init__(self, lock_file: str, timeout: float, *, meta: Path | None):
+        super().__init__(lock_file, timeout=timeout)
+        self._meta = meta
+
+    def acquire(self, *args, **kwargs):
+        proxy = super().acquire(*args, **kwargs)
+        if self._meta is not None and not self._meta.is_file():
+            self.release()
+            raise FileNotFoundError(f"workspace {str(self._meta.parent)!r} was deleted; nothing was written")
+        return proxy
+
+
 def _manifest_key(store: VectorStore) -> tuple | None:
     """Changes whenever the store's manifest (its commit point) is rewritten."""
     try:
@@ -795,6 +995,21 @@ def _drop_stored(store: VectorStore, xs: list[np.ndarray], ids: list[str]) -> tu
     keep = np.array([i not in stored for i in ids], dtype=bool)
     X = np.concatenate(xs, axis=0)[keep] if len(ids) else np.zeros((0, 0), np.float32)
     return [X], [i for i, k in zip(ids, keep) if k]
+
+
+def _unlink_pairs(items: pd.DataFrame, gone: set[str]) -> tuple[pd.DataFrame, int]:
+    """``items`` without pairs that point at a deleted id: such an item is paired with another item that
+    points at it (an image with several captions keeps one of them), else left unpaired.
+    Also drops metadata columns that are empty once the deleted rows are gone. Returns (items, unpaired)."""
+    items = items.copy()
+    lost = items["pair"].isin(gone).to_numpy()
+    if lost.any():
+        back = items[items["pair"].notna() & ~lost].drop_duplicates("pair").set_index("pair")["id"]
+        items.loc[lost, "pair"] = items.loc[lost, "id"].map(back)
+        items["pair"] = items["pair"].astype(object).where(items["pair"].notna(), None)
+    empty = [c for c in items.columns if c not in ITEM_COLUMNS and items[c].isna().all()]
+    unpaired = int((lost & items["pair"].isna().to_numpy()).sum())
+    return items.drop(columns=empty).reset_index(drop=True), unpaired
 
 
 def _creation_leftover(name: str) -> bool:

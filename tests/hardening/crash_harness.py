@@ -15,6 +15,8 @@ Kill points are real boundaries inside real writes. In the child, ``core.storage
 * ``replace``  before the rename over the target
 * ``renamed``  after the rename, before the folder is fsynced
 
+* ``unlink``   before a file is removed (``core.storage.remove_file``: what a deletion removes)
+
 plus ``progress`` (every progress callback of an embedding run: between encoder batches). A request
 with ``kill_at=N`` kills the child at event N; ``timer=S`` kills it S seconds into the job (mid-
 compute). Every event is appended to the ``events`` file as it happens (unbuffered, so it survives
@@ -26,6 +28,7 @@ Request: ``{"job", "ws", "data", "events", "journal", "kill_at": int|null, "time
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -132,6 +135,10 @@ class _OsProxy:
         KILLER.hit("replace", KILLER.rel(dst))
         self._real.replace(src, dst)
         KILLER.hit("renamed", KILLER.rel(dst))
+
+    def unlink(self, path, *args, **kwargs):  # core.storage.remove_file: every removal of a deletion
+        KILLER.hit("unlink", KILLER.rel(path))
+        return self._real.unlink(path, *args, **kwargs)
 
 
 class _TempfileProxy:
@@ -258,9 +265,28 @@ def _job_map(params: dict):
     return job
 
 
+def delete_ids(data: Path) -> list[str]:
+    """The items the delete job removes (content ids, so a rerun names the same ones): a captioned image,
+    another image's caption, a text with a precomputed vector and a loose text."""
+    from core.workspace import content_id
+
+    texts = ["caption 1-1 of a shape", "a loose text number 2-0", "a loose text number 0-1"]
+    return [content_id("image", (data / "imgs0" / "0_0.png").read_bytes())] + \
+        [content_id("text", t.encode()) for t in texts]
+
+
+def job_delete(ws_path: Path, data: Path, journal: str | None) -> None:
+    from core.workspace import Workspace
+
+    ws = Workspace(ws_path, create=False)
+    with contextlib.suppress(ValueError):  # rerun after the commit point: none is an item now (the rest is finished)
+        ws.delete_items(delete_ids(data))
+    _journal(journal, {"step": "delete"})
+
+
 JOBS = {"ingest": job_ingest, "embed": job_embed, "embed-manifest-first": job_embed_manifest_first,
         "prep-index": job_prep_index, "index": job_index,
-        "map-pca": _job_map(PCA_PARAMS), "map-umap": _job_map(UMAP_PARAMS)}
+        "map-pca": _job_map(PCA_PARAMS), "map-umap": _job_map(UMAP_PARAMS), "delete": job_delete}
 
 
 # ---- server -------------------------------------------------------------------------------------------

@@ -88,9 +88,25 @@ PLAN = {
         ("write", r"^derived/maps/.*\.npz$", 0),
         ("renamed", r"^derived/maps/.*\.npz$", 0),
     ],
+    "delete": [
+        ("renamed", r"^\.delete\.json$", 0),          # journal written, items not yet
+        ("write", r"^items\.parquet$", 0),
+        ("replace", r"^items\.parquet$", 0),
+        ("renamed", r"^items\.parquet$", 0),          # the commit point, nothing removed yet
+        ("write", r"^vectors/demo.*\.npy$", 0),        # a shard without the deleted rows, half-written
+        ("renamed", r"^vectors/demo.*manifest\.json$", 0),
+        ("unlink", r"^vectors/demo.*\.npy$", 0),       # an old shard being removed
+        ("renamed", r"^vectors/precomputed.*manifest\.json$", 0),
+        ("unlink", r"^derived/index/.*meta\.json$", 0),
+        ("unlink", r"^derived/maps/", 0),
+        ("unlink", r"^images/", 0),
+        ("unlink", r"^thumbs/", 0),
+        ("unlink", r"^\.delete\.json$", 0),           # all removed but the journal
+    ],
 }
 TIMERS = {"embed": 0.5, "index": 0.5, "map-pca": 0.5, "map-umap": 0.5}  # share of the reference run time
-TEMPLATE = {"ingest": None, "embed": "ingest", "index": "index-start", "map-pca": "embed", "map-umap": "index"}
+TEMPLATE = {"ingest": None, "embed": "ingest", "index": "index-start", "map-pca": "embed", "map-umap": "index",
+            "delete": "map-pca"}
 
 
 # ---- harness client ------------------------------------------------------------------------------------
@@ -316,6 +332,38 @@ def check_committed(ws, job: str, journal: list, refs: dict) -> None:
     if job.startswith("map"):
         check_index(ws, must_exist=False)
         check_map(ws, job, refs[job]["end"], must_exist=any(r["step"] == "map" for r in journal))
+    if job == "delete":
+        check_deleted(ws, refs, done=any(r["step"] == "delete" for r in journal))
+
+
+def check_deleted(ws, refs: dict, *, done: bool) -> None:
+    """Readers see the items before the deletion or after it, never a mix, and nothing of a deleted item:
+    no vector (in a store's count, by id or in a model's vectors), no map point, no search hit."""
+    from core.projection import cached_map, compute_map
+    from core.search import search
+
+    gone = set(H.delete_ids(refs["_data"]))
+    before = set(_ref_ws(refs, "map-pca").items["id"])
+    have = set(ws.items["id"])
+    assert have in (before, before - gone) and (not done or have == before - gone), "a deletion is all-or-nothing"
+    if have == before:
+        return
+    for model, info in ws.models().items():
+        _X, ids = ws.vectors(model)
+        assert info["n"] == len(ids) and not set(ids) & gone
+        assert len(ws.vectors(model, ids=sorted(gone))[1]) == 0, f"a deleted item's vector of {model} is readable"
+    hit = cached_map(ws, H.MODEL, **H.PCA_PARAMS)
+    assert hit is None or not set(hit.ids) & gone
+    probe = _probe(ws.path)  # a search and a map write caches: on a copy, so the resume starts as killed
+    q = probe.vectors(H.MODEL)[0][0]
+    assert not {h.id for h in search(probe, H.MODEL, q, k=50)} & gone
+    assert not set(compute_map(probe, H.MODEL, **H.PCA_PARAMS).ids) & gone
+
+
+def _probe(path: Path):
+    from core.workspace import Workspace
+
+    return Workspace(_copy(path, path.parent / f"{path.name}-probe"), create=False)
 
 
 def _ref_ws(refs: dict, job: str):
