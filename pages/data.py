@@ -215,7 +215,8 @@ def items_section(ws) -> None:
     shown = f"rows {start + 1}–{start + len(view)} of {n}" if n > PAGE_SIZE else f"all {n} rows"
     st.caption(f"Showing {shown}" + ("" if n == len(items) else f" ({len(items)} items in the workspace)")
                + (f"; at most {PAGE_SIZE} rows per page" if n > PAGE_SIZE else ""))
-    delete_items_section(ws, df, everything=n == len(items))
+    what = f"all {ui.items_word(n)}" if n == len(items) else f"the {ui.items_word(n)} the filter shows"
+    ui.delete_items_button(ws, df, what=what, key="delete_items")
 
 
 def run_embedding(ws, model: str, refresh: bool) -> None:
@@ -311,52 +312,6 @@ def embed_section(ws, model: str | None) -> None:
 
 
 # ---- deleting -----------------------------------------------------------------------------------
-CONFIRM_DELETE = "delete_items_confirm"  # dict | None — {workspace, ids} waiting for the user's confirmation
-LAST_DELETE = "last_delete"  # dict | None — what the last deletion removed, said once after the rerun
-
-
-def items_word(n: int) -> str:
-    return f"{n} item{'s' * (n != 1)}"
-
-
-def count_words(modalities: pd.Series) -> str:
-    """'2 images, 1 text' for a column of modalities."""
-    one = {"row": "table row"}
-    return ", ".join(f"{n} {one.get(m, m) if n == 1 else ui.MODALITY_PLURAL.get(m, m)}"
-                     for m, n in modalities.value_counts().sort_index().items())
-
-
-def delete_items_section(ws, df: pd.DataFrame, *, everything: bool) -> None:
-    """Delete the items the filter shows (every page of them), after a confirmation that says how many of
-    which modality go."""
-    ss = st.session_state
-    ids = df["id"].astype(str).tolist()
-    what = f"all {items_word(len(ids))}" if everything else f"the {items_word(len(ids))} the filter shows"
-    pending = ss.get(CONFIRM_DELETE)
-    if pending and (pending["workspace"] != ws.name or pending["ids"] != ids):
-        pending = ss[CONFIRM_DELETE] = None  # the filter or the workspace changed since the first click
-    if not pending:
-        if st.button(f"Delete {what}…", icon=":material/delete:", key="delete_items"):
-            ss[CONFIRM_DELETE] = {"workspace": ws.name, "ids": ids}
-            st.rerun()
-        return
-    st.warning(ui.plain(f"Delete {items_word(len(ids))} ({count_words(df['modality'])}) from "
-                        f"workspace {ws.name}, with their vectors of every model, their stored images and what "
-                        "was computed from them (index, maps, concepts)? Paired items stay, unpaired. This "
-                        "cannot be undone."), icon=":material/warning:")
-    yes, no = st.columns([1, 4])
-    if yes.button("Delete", type="primary", key="delete_items_yes"):
-        ss[CONFIRM_DELETE] = None
-        with ui.guard(), st.spinner("Deleting…"):
-            rep = ws.delete_items(ids)
-            gone = f"{items_word(rep.deleted)} ({count_words(df[df['id'].isin(rep.ids)]['modality'])})"
-            ss[LAST_DELETE] = {"workspace": ws.name, "text": f"Deleted {gone}; {rep.items} left."}
-            st.rerun()
-    if no.button("Cancel", key="delete_items_no"):
-        ss[CONFIRM_DELETE] = None
-        st.rerun()
-
-
 def delete_workspace_section(ws) -> None:
     """Delete the whole workspace once its name is typed; the sidebar then opens another one (or none)."""
     st.caption(ui.plain(f"Deletes the folder {ws.path} with every item, vector and stored file in it. This "
@@ -365,26 +320,18 @@ def delete_workspace_section(ws) -> None:
     if st.button("Delete workspace", icon=":material/delete_forever:", key="delete_ws",
                  disabled=typed.strip() != ws.name):
         with ui.guard():
-            n = items_word(core.delete_workspace(ws.path)["deleted"])
+            n = ui.items_word(core.delete_workspace(ws.path)["deleted"])
             ss = st.session_state
-            ss[LAST_DELETE] = {"workspace": None, "text": f"Deleted workspace {ws.name} ({n})."}
-            ss[ui.LAST_INGEST] = ss[ui.LAST_EMBED] = ss[CONFIRM_DELETE] = None
+            ss[ui.LAST_DELETE] = {"workspace": None, "text": f"Deleted workspace {ws.name} ({n})."}
+            ss[ui.LAST_INGEST] = ss[ui.LAST_EMBED] = ss[ui.CONFIRM_DELETE] = None
             ss.pop("delete_ws_name", None)
             ui.select(workspace=next(iter(ui.list_workspaces()), None))
             st.rerun()
 
 
-def deleted_message(ws) -> None:
-    """What the last deletion removed (once, in the workspace it concerned or after a workspace went)."""
-    done = st.session_state.get(LAST_DELETE)
-    if done and done["workspace"] in (None, getattr(ws, "name", None)):
-        st.session_state[LAST_DELETE] = None
-        st.success(ui.plain(done["text"]), icon=":material/delete:")
-
-
 # ---- page ---------------------------------------------------------------------------------------
 with ui.page("Data") as (ws, model):
-    deleted_message(ws)
+    ui.deleted_message(ws)
     if ws is None:
         st.info("No workspace is open. Create one in the sidebar (Workspace → New workspace), "
                 "or load the bundled demo.", icon=":material/folder_open:")

@@ -310,6 +310,8 @@ def side_panel(ws, model, res, items, selected_rows) -> None:
                        mime="application/vnd.apache.parquet", icon=":material/download:", key="dl_parquet",
                        on_click="ignore", help="The selected items with their metadata and map coordinates.")
     selection_labels(ws, model, sel)
+    ui.delete_items_button(ws, sel, what=f"the {ui.items_word(len(sel))} selected", key="map_delete",
+                           on_done=ui.clear_selection)
 
 
 def selection_section(ws, items, selected_rows) -> None:
@@ -413,6 +415,7 @@ def start_here(ws) -> None:
 with ui.page("Map", purpose="to map its vectors") as (ws, model):
     if ws is not None:
         start_here(ws)
+        ui.deleted_message(ws)
         present = ui.vector_modalities(ui.data_key(ws, model), model)
         n = sum(present.values())
         if n == 0:

@@ -247,3 +247,60 @@ def result_cards(hits: list[dict], *, key: str, captions: dict[str, str] | None 
                 for i, (spot, (label, fn, icon, helptext)) in enumerate(zip(spots, actions)):
                     spot.button(label, key=f"{key}_{i}_{hit['id']}", on_click=fn, args=(hit["id"],), icon=icon,
                                 type="tertiary", help=helptext)
+
+
+# ---- deleting items (Data page filter, Map selection) ---------------------------------------------
+CONFIRM_DELETE = "delete_items_confirm"  # dict | None — {workspace, ids, key} waiting for the user's confirmation
+LAST_DELETE = "last_delete"  # dict | None — what the last deletion removed, said once after the rerun
+
+
+def items_word(n: int) -> str:
+    return f"{n} item{'s' * (n != 1)}"
+
+
+def count_words(modalities: pd.Series) -> str:
+    """'2 images, 1 text' for a column of modalities."""
+    one = {"row": "table row"}
+    return ", ".join(f"{n} {one.get(m, m) if n == 1 else MODALITY_PLURAL.get(m, m)}"
+                     for m, n in modalities.value_counts().sort_index().items())
+
+
+def delete_items_button(ws, df: pd.DataFrame, *, what: str, key: str, on_done=None) -> None:
+    """A "Delete {what}…" button for the items of ``df`` (columns id, modality); the deletion runs after a
+    confirmation that says how many of which modality go. ``on_done()`` runs after a deletion (e.g. clear
+    the selection); :func:`deleted_message` says what went on the next run."""
+    ss = st.session_state
+    ids = df["id"].astype(str).tolist()
+    pending = ss.get(CONFIRM_DELETE)
+    if pending and (pending["workspace"] != ws.name or pending["ids"] != ids or pending["key"] != key):
+        pending = None  # the filter, the selection or the workspace changed since the first click
+    if not pending:
+        if st.button(plain(f"Delete {what}…"), icon=":material/delete:", key=key):
+            ss[CONFIRM_DELETE] = {"workspace": ws.name, "ids": ids, "key": key}
+            st.rerun()
+        return
+    st.warning(plain(f"Delete {items_word(len(ids))} ({count_words(df['modality'])}) from "
+                     f"workspace {ws.name}, with their vectors of every model, their stored images and what "
+                     "was computed from them (index, maps, concepts)? Paired items stay, unpaired. This "
+                     "cannot be undone."), icon=":material/warning:")
+    yes, no = st.columns([1, 2])
+    if yes.button("Delete", type="primary", key=f"{key}_yes"):
+        ss[CONFIRM_DELETE] = None
+        with guard(), st.spinner("Deleting…"):
+            rep = ws.delete_items(ids)
+            gone = f"{items_word(rep.deleted)} ({count_words(df[df['id'].isin(rep.ids)]['modality'])})"
+            ss[LAST_DELETE] = {"workspace": ws.name, "text": f"Deleted {gone}; {rep.items} left."}
+            if on_done is not None:
+                on_done()
+            st.rerun()
+    if no.button("Cancel", key=f"{key}_no"):
+        ss[CONFIRM_DELETE] = None
+        st.rerun()
+
+
+def deleted_message(ws) -> None:
+    """What the last deletion removed (once, in the workspace it concerned or after a workspace went)."""
+    done = st.session_state.get(LAST_DELETE)
+    if done and done["workspace"] in (None, getattr(ws, "name", None)):
+        st.session_state[LAST_DELETE] = None
+        st.success(plain(done["text"]), icon=":material/delete:")

@@ -15,7 +15,8 @@ def _app(workspace: str) -> AppTest:
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
     at.session_state["workspace"] = workspace
     at.session_state["model"] = "minilm"
-    return at.run()
+    at.run()
+    return at.switch_page("pages/data.py").run()  # the app opens on the Map
 
 
 def _shown(elements) -> list[str]:

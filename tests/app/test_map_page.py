@@ -292,3 +292,27 @@ def test_text_colouring_flags_unknown_words_and_offers_the_html_map(demo_home):
     assert "training\\: crimson\\." in warning  # escaped markdown
     assert [b.proto.label for b in at.get("download_button")] == ["Map as HTML"]
     assert json.loads(at.get("plotly_chart")[-1].proto.config)["toImageButtonOptions"]["format"] == "png"
+
+
+def test_delete_the_selection(demo_home):
+    """The Map selection can be deleted after a confirmation: gone from the workspace, the map and search."""
+    from core.search import search
+
+    ws = core.Workspace(demo_home / "demo", create=False)
+    n = n_vectors(demo_home)
+    reds = ws.items[(ws.items["modality"] == "image") & (ws.items["colour"] == "red")]["id"].head(5).tolist()
+    at = map_page(workspace="demo", model="demo", map_method="PCA")
+    at.session_state["map_chart_0"] = chart_event(reds)
+    at.run()
+    at.button(key="map_delete").click().run()
+    [confirm] = [w.replace("\\", "") for w in texts(at.warning) if w.startswith("Delete 5 items")]
+    assert "5 images" in confirm
+    assert set(ws.items["id"]) >= set(reds)  # nothing deleted before the confirmation
+    at.button(key="map_delete_yes").click().run()
+    assert not at.exception, at.exception
+    assert any(s.replace("\\", "").startswith("Deleted 5 items (5 images)") for s in texts(at.success))
+    assert at.session_state["selection"] is None
+    assert not set(reds) & set(ws.items["id"])
+    assert n_points(map_spec(at)) == n - 5
+    hits = search(ws, "demo", "a red object", k=50, modality="image")
+    assert not set(reds) & {h.id for h in hits}

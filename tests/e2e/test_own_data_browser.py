@@ -113,12 +113,37 @@ def test_own_table_reload_selection_unknown_words(serve_home, browser, tmp_path,
             expect(page.get_by_text(f"{N_ROWS} selected: ")).to_be_visible()
             with page.expect_download() as dl:
                 page.get_by_test_id("stDownloadButton").filter(has_text="CSV").click()
-            rows = list(csv.DictReader(open(dl.value.path(), encoding="utf-8")))
+            with open(dl.value.path(), encoding="utf-8") as f:
+                rows = list(csv.DictReader(f))
             assert len(rows) == N_ROWS
             assert {"caption", "file", "group", "map_x", "map_y"} <= set(rows[0])
             assert {r["caption"] for r in rows} == {f"{'alpha' if i % 2 == 0 else 'beta'} note number {i}"
                                                     for i in range(N_ROWS)}
             assert all(r["file"].startswith("notes.csv") for r in rows)
+
+            # deleting the items a Data-page filter shows: gone from the Map and from Search
+            import core
+
+            items = core.Workspace(home / "mine", create=False).items
+            alpha = set(items.loc[items["group"] == "alpha", "id"])
+            beta = sorted(set(items["id"]) - alpha)
+            sidebar.get_by_role("link", name="Data").click()
+            page.get_by_label("Filter by text, source or id").fill("alpha")
+            page.keyboard.press("Enter")
+            page.get_by_role("button", name=f"Delete the {N_ROWS // 2} items the filter shows…").click()
+            page.get_by_role("button", name="Delete", exact=True).click()
+            expect(page.get_by_text(f"Deleted {N_ROWS // 2} items")).to_be_visible()
+            sidebar.get_by_role("link", name="Map").click()
+            page.wait_for_function(f"() => ({_MAP_POINTS_JS})() === {N_ROWS // 2}")
+            on_map = set(page.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')].flatMap(
+                gd => (gd.data || []).filter(t => t.mode === 'markers' && t.customdata).flatMap(t => t.customdata))"""))
+            assert on_map == set(beta)
+            page.goto(f"{base}/search?ws=mine&model=precomputed:emb&mode=Items&k=60")
+            page.get_by_label("Item id(s)").fill(beta[0])
+            page.keyboard.press("Enter")
+            expect(page.get_by_text(re.compile(r"^\d+ nearest "))).to_be_visible()
+            expect(page.get_by_text(re.compile(r"beta note number"))).not_to_have_count(0)
+            assert page.get_by_text(re.compile(r"alpha note number")).count() == 0
 
             # the demo workspace by link: a word the model never saw is named next to the results
             page.goto(f"{base}/search?ws=demo&model=demo&q=a+crimson+disc")
