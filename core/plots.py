@@ -20,6 +20,9 @@ MAX_CATEGORIES = 20  # above this, the 19 most common values keep a colour and t
 MISSING = "(missing)"
 OTHER_COLOUR = "#b0b0b0"
 UNSELECTED_COLOUR = "#cfcfcf"  # points outside the selection
+NEIGHBOUR_COLOUR = "rgba(20, 20, 20, 0.8)"  # lines from a point to its true neighbours
+DENSITY_SCALE = [[0.0, "rgba(255,255,255,0)"], [1.0, "rgba(90,110,160,0.35)"]]
+DENSITY_LINE = "rgba(90,110,160,0.45)"
 PAIR_COLOUR = "rgba(90, 90, 90, 0.35)"
 # 20 distinct colours (plotly's default 10, then the lighter D3 companions), fixed order
 PALETTE = ("#636EFA", "#EF553B", "#00CC96", "#AB63FA", "#FFA15A", "#19D3F3", "#FF6692", "#B6E880",
@@ -134,7 +137,8 @@ def map_figure(coords: np.ndarray, *, color=None, color_title: str = "", hover_t
                thumbs: Sequence[tuple[float, float, str]] | None = None, height: int = 640,
                colorscale: str = "Viridis", color_range: tuple[float, float] | None = None,
                categorical: bool | None = None, max_categories: int = MAX_CATEGORIES,
-               uirevision: str = UIREVISION, thumb_size: float = 0.05, selected: Collection[str] | None = None):
+               uirevision: str = UIREVISION, thumb_size: float = 0.05, selected: Collection[str] | None = None,
+               density: bool = False, neighbours: tuple[int, Sequence[int]] | None = None):
     """A scatter map of ``coords`` (n, dim) float: WebGL ``Scattergl`` in 2-D, ``Scatter3d`` in 3-D.
 
     color: (n,) categories (one trace and legend entry per category, see :func:`categories`) or
@@ -147,6 +151,9 @@ def map_figure(coords: np.ndarray, *, color=None, color_title: str = "", hover_t
     uirevision: keep the user's zoom and drag mode while this string stays the same.
     selected: item ids (``customdata``) drawn as selected (2-D); the other points turn grey, as they do
         while the user lassos points. None or empty: no selection.
+    density: density contours of the points drawn under them (2-D; see :func:`density_grid`).
+    neighbours: ``(row, rows)``: lines from the point at ``row`` to the points at ``rows`` (its true
+        neighbours, see :func:`core.projection.true_neighbours`), drawn over the points (2-D).
     """
     import plotly.graph_objects as go
 
@@ -180,6 +187,12 @@ def map_figure(coords: np.ndarray, *, color=None, color_title: str = "", hover_t
         return out
 
     traces = []
+    if density and dim == 2 and n >= 3:
+        gx, gy, z = density_grid(coords[:, :2])
+        traces.append(go.Contour(x=gx, y=gy, z=z, name="density", showscale=False, hoverinfo="skip",
+                                 ncontours=8, colorscale=DENSITY_SCALE, line={"width": 0.6, "color": DENSITY_LINE},
+                                 contours={"coloring": "fill", "start": float(z.max()) * 0.08,
+                                           "end": float(z.max()), "showlines": True}))
     if pair_segments is not None and len(pair_segments):
         seg = np.asarray(pair_segments, dtype=np.int64)
         pts = np.full((len(seg) * 3, dim), np.nan, dtype=np.float32)
@@ -228,6 +241,13 @@ def map_figure(coords: np.ndarray, *, color=None, color_title: str = "", hover_t
                                 marker={"size": size, "color": OTHER_COLOUR, "opacity": opacity},
                                 hovertemplate=base_hover + f"<extra>{MISSING}</extra>"))
 
+    if neighbours is not None and dim == 2 and len(neighbours[1]):
+        row, rows = int(neighbours[0]), np.asarray(neighbours[1], dtype=np.int64)
+        pts = np.full((len(rows) * 3, 2), np.nan, dtype=np.float32)
+        pts[0::3] = coords[row, :2]
+        pts[1::3] = coords[rows, :2]
+        traces.append(trace(x=pts[:, 0], y=pts[:, 1], mode="lines", name=f"true neighbours ({len(rows)})",
+                            hoverinfo="skip", line={"color": NEIGHBOUR_COLOUR, "width": 1.6}, connectgaps=False))
     if dim == 2:
         _mark_selection(traces, set(map(str, selected or ())))
     fig = go.Figure(traces)
@@ -253,11 +273,26 @@ def map_figure(coords: np.ndarray, *, color=None, color_title: str = "", hover_t
     return fig
 
 
+def density_grid(xy: np.ndarray, *, bins: int = 90, sigma: float = 1.6) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Smoothed point density of 2-D coordinates for contours: ``(x centres (bins,), y centres (bins,),
+    z (bins, bins))``, z[i, j] for y centre i and x centre j. numpy's histogram2d smoothed by scipy's
+    gaussian_filter (``sigma`` in bins); a few kilobytes whatever the number of points."""
+    from scipy.ndimage import gaussian_filter
+
+    xy = np.asarray(xy, dtype=np.float64)
+    lo, hi = xy.min(0), xy.max(0)
+    pad = (hi - lo) * 0.05 + 1e-9
+    H, ex, ey = np.histogram2d(xy[:, 0], xy[:, 1], bins=bins, range=[[lo[0] - pad[0], hi[0] + pad[0]],
+                                                                     [lo[1] - pad[1], hi[1] + pad[1]]])
+    z = gaussian_filter(H, sigma=sigma).T
+    return (ex[:-1] + ex[1:]) / 2, (ey[:-1] + ey[1:]) / 2, z
+
+
 def _mark_selection(traces, selected: set[str]) -> None:
     """Grey for unselected points (plotly's own selection styling, also used while the user lassos);
     with ``selected``, the points of those ids are selected in every point trace."""
     for tr in traces:
-        if tr.mode != "markers" or tr.customdata is None:
+        if getattr(tr, "mode", None) != "markers" or tr.customdata is None:
             continue
         tr.unselected = {"marker": {"color": UNSELECTED_COLOUR, "opacity": 0.35}}
         if selected:

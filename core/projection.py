@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from .encoders import unit_rows
 from .errors import not_fitted_getattr
@@ -861,3 +862,36 @@ def vector_modalities(ws, model: str) -> dict[str, int]:
     order = ["image", "text", "row"]
     return {str(m): int(counts[m]) for m in sorted(counts.index, key=lambda m: (order.index(m) if m in order
                                                                                   else len(order), m))}
+
+
+def true_neighbours(X: np.ndarray, coords: np.ndarray, row: int, *, k: int = 10) -> pd.DataFrame:
+    """Where a 2-D/3-D map misleads about one point: its ``k`` nearest neighbours in the original space.
+
+    ``X`` (n, d) the mapped points' vectors, ``coords`` (n, dim) their map positions, ``row`` the point.
+    Returns one row per neighbour, nearest first: ``row`` (position in the map), ``cosine`` (in the
+    original space), ``map_rank`` (1 = the point's nearest neighbour on the map; a neighbour the map kept
+    close has a small rank, one it tore away a large one). Exact: a cosine against every mapped point
+    (one matrix-vector product), so it holds for the sampled maps of large workspaces too.
+    """
+    X = np.asarray(X, dtype=np.float32)
+    coords = np.asarray(coords, dtype=np.float32)
+    n = len(X)
+    if coords.shape[0] != n:
+        raise ValueError(f"coords must have one row per vector ({n}); got {coords.shape[0]}")
+    if not 0 <= row < n:
+        raise ValueError(f"row must be in [0, {n}); got {row}")
+    k = int(min(max(k, 1), n - 1))
+    if k < 1:
+        return pd.DataFrame({"row": np.zeros(0, np.int64), "cosine": np.zeros(0, np.float32),
+                             "map_rank": np.zeros(0, np.int64)})
+    U = unit_rows(X)
+    cos = U @ U[row]
+    cos[row] = -np.inf
+    near = np.argpartition(-cos, k - 1)[:k]
+    near = near[np.argsort(-cos[near], kind="stable")]
+    dist = np.linalg.norm(coords - coords[row], axis=1)
+    dist[row] = -np.inf  # the point itself comes first on the map
+    rank = np.empty(n, np.int64)
+    rank[np.argsort(dist, kind="stable")] = np.arange(n)  # the point is 0, its nearest on the map 1
+    return pd.DataFrame({"row": near.astype(np.int64), "cosine": cos[near].astype(np.float32),
+                         "map_rank": rank[near]})

@@ -28,6 +28,7 @@ MAX_PAIR_LINES = 5000
 MAX_GALLERY = 40
 SAMPLE_GALLERY = 10
 MAX_TABLE_ROWS = 1000
+N_NEIGHBOURS = 10  # true neighbours listed and drawn for a single selected point
 MAX_MAP_POINTS = 50_000  # larger workspaces are mapped through a representative sample (core.projection)
 MATCHES_ON_SAMPLE = 200  # on a sampled map, the best matches of a text among all items are added
 COLOUR_MODALITY, COLOUR_CLUSTER, COLOUR_QUERY, COLOUR_TRUST = (
@@ -61,7 +62,8 @@ MAP_STAGES = {"neighbours": (0.0, 0.1, "finding neighbours"), "layout": (0.1, 0.
 URL_PARAMS = {  # query parameter: (widget key, default) — a reload or a copied link restores the map
     "method": ("map_method", "UMAP"), "view": ("map_dim", "2-D"), "gap": ("map_gap", False),
     "neighbors": ("map_neighbors", 15), "min_dist": ("map_min_dist", 0.1), "colour": ("map_colour", COLOUR_MODALITY),
-    "k": ("map_k", 8), "text": ("map_query", ""), "pairs": ("map_pairs", False), "thumbs": ("map_thumbs", False)}
+    "k": ("map_k", 8), "text": ("map_query", ""), "pairs": ("map_pairs", False), "thumbs": ("map_thumbs", False),
+    "density": ("map_density", False)}
 
 
 def controls(present: dict[str, int], meta: list[str], can_text: bool) -> dict:
@@ -96,7 +98,7 @@ def controls(present: dict[str, int], meta: list[str], can_text: bool) -> dict:
                                 help="More neighbours: more global structure, slower.")
         min_dist = st.slider("minimum distance", 0.0, 0.99, step=0.01, key="map_min_dist",
                              help="Smaller: tighter clusters.")
-    r2 = st.columns([1.6, 1.6, 1.0, 1.0], vertical_alignment="bottom")
+    r2 = st.columns([1.6, 1.6, 1.0, 1.0, 1.0], vertical_alignment="bottom")
     colour = r2[0].selectbox("Colour by", options, key="map_colour")
     k, query = 8, ""
     if colour == COLOUR_CLUSTER:
@@ -106,11 +108,14 @@ def controls(present: dict[str, int], meta: list[str], can_text: bool) -> dict:
     pairs = r2[2].toggle("lines between pairs", key="map_pairs", help="Join each image to its caption.")
     thumbs = r2[3].toggle("thumbnails on map", key="map_thumbs", disabled=dim == "3-D",
                           help=f"Draw a sample of up to {MAX_THUMBS_ON_MAP} images on the map (2-D).")
+    density = r2[4].toggle("density", key="map_density", disabled=dim == "3-D",
+                           help="Draw density contours under the points (2-D): where the map is crowded, "
+                                "useful when there are too many points to see them one by one.")
     ui.write_url(URL_PARAMS)
     return {"method": method.lower(), "dim": 3 if dim == "3-D" else 2,
             "modalities": None if set(chosen) == set(mods) else sorted(chosen), "gap_corrected": gap,
             "n_neighbors": int(n_neighbors), "min_dist": float(min_dist), "colour": colour, "k": int(k),
-            "query": query.strip(), "pairs": pairs, "thumbs": thumbs}
+            "query": query.strip(), "pairs": pairs, "thumbs": thumbs, "density": density}
 
 
 def colour_values(ws, model, res, items, opt) -> tuple[object, str, dict]:
@@ -199,6 +204,11 @@ def chart_selection(ws, chart_key: str) -> None:
         ui.set_selection(ws, event)
 
 
+def point_neighbours(ws, model, res, row: int) -> pd.DataFrame:
+    """The true neighbours (original space) of the map's point at ``row``: row, cosine, map_rank."""
+    return ui.true_neighbours(ui.data_key(ws, model), model, view_key(res), row, N_NEIGHBOURS, res.ids, res.coords)
+
+
 def draw_map(ws, model, res, items, opt, where) -> None:
     """The map figure into ``where``, with the workspace's selection (2-D) drawn and updated."""
     chart_key = f"map_chart_{st.session_state.get(ui.SELECTION_ROUND, 0)}"
@@ -222,15 +232,20 @@ def draw_map(ws, model, res, items, opt, where) -> None:
         thumbs = [(float(res.coords[i, 0]), float(res.coords[i, 1]),
                    ui.thumb_data_uri(str(ws.abspath(items["thumb"].iloc[i])))) for i in rows]
         thumbs = [t for t in thumbs if t[2]]
+    near = None
+    if len(selected) == 1 and selected[0] in set(res.ids.tolist()):  # one point: its true neighbours
+        row = int(np.flatnonzero(res.ids == selected[0])[0])
+        near = (row, point_neighbours(ws, model, res, row)["row"].tolist())
     fig_key = "|".join(map(str, (ui.data_key(ws, model), view_key(res), opt["colour"], opt["k"] if opt["colour"] ==
                                  COLOUR_CLUSTER else "", opt["query"] if opt["colour"] == COLOUR_QUERY else "",
-                                 len(pairs), len(thumbs), hash(tuple(selected)))))
+                                 len(pairs), len(thumbs), hash(tuple(selected)), opt["density"])))
 
     def build():
         hover = hover_lines(items, meta, captions=captions(ws.items, items))
         return map_figure(res.coords, color=values, color_title=title, hover_text=hover,
                           customdata=res.ids, dim=res.dim, pair_segments=pairs, thumbs=thumbs,
-                          uirevision=f"{res.method}-{res.dim}-{res.gap_corrected}", selected=selected, **extra)
+                          uirevision=f"{res.method}-{res.dim}-{res.gap_corrected}", selected=selected,
+                          density=opt["density"], neighbours=near, **extra)
 
     fig = ui.cached_figure(fig_key, build)
     with where.container():
@@ -296,6 +311,8 @@ def side_panel(ws, model, res, items, selected_rows) -> None:
         return
     sel = items.iloc[selected_rows]
     st.markdown(f"**{len(sel):,} selected**")
+    if len(selected_rows) == 1:
+        neighbours_panel(ws, model, res, items, selected_rows[0])
     st.caption("Listed below the map. The selection stays while you use the other pages.")
     st.button("Clear selection", icon=":material/deselect:", key="clear_selection", on_click=ui.clear_selection)
     if st.button("Search from here", icon=":material/search:", key="search_from_here", type="primary",
@@ -312,6 +329,24 @@ def side_panel(ws, model, res, items, selected_rows) -> None:
     selection_labels(ws, model, sel)
     ui.delete_items_button(ws, sel, what=f"the {ui.items_word(len(sel))} selected", key="map_delete",
                            on_done=ui.clear_selection)
+
+
+def neighbours_panel(ws, model, res, items, row: int) -> None:
+    """One selected point: its trust and its true neighbours (lines on the map, listed here)."""
+    near = point_neighbours(ws, model, res, row)
+    kept = int((near["map_rank"] <= N_NEIGHBOURS).sum())
+    st.caption(f"Trust {float(res.trust[row]):.2f}: {kept} of its {len(near)} nearest neighbours in the space are "
+               f"among its {N_NEIGHBOURS} nearest on the map. Lines join it to them; map rank 1 is its nearest "
+               "point on the map, a large rank means the map tore that neighbour away.")
+    rows = items.iloc[near["row"]]
+    caption = captions(ws.items, rows)
+    head = caption.where(caption.notna(), rows["source"])  # a table cell is plain text: no escaping needed
+    table = pd.DataFrame({"item": head.fillna("").astype(str).str.slice(0, 80).to_numpy(),
+                          "cosine": near["cosine"].to_numpy(), "map rank": near["map_rank"].to_numpy(),
+                          "id": rows["id"].to_numpy()})
+    st.dataframe(table, hide_index=True, key="neighbours_table",
+                 column_config={"cosine": st.column_config.NumberColumn("cosine", format="%.3f"),
+                                "item": st.column_config.TextColumn("true neighbour", width="medium")})
 
 
 def selection_section(ws, items, selected_rows) -> None:

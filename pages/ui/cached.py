@@ -201,6 +201,15 @@ def kmeans_labels(key: tuple, model: str, map_path: str, k: int, _ids) -> list[s
     return cluster_labels(map_vectors(_open_workspace(key[0]), model, ids=_ids), k=k, seed=0)
 
 
+@st.cache_data(show_spinner=False, max_entries=64)
+def true_neighbours(key: tuple, model: str, map_path: str, row: int, k: int, _ids, _coords) -> pd.DataFrame:
+    """:func:`core.projection.true_neighbours` of the point at ``row`` of a map (``map_path`` names it)."""
+    from core.projection import map_vectors
+    from core.projection import true_neighbours as neighbours
+
+    return neighbours(map_vectors(_open_workspace(key[0]), model, ids=_ids), _coords, row, k=k)
+
+
 @st.cache_data(show_spinner=False, max_entries=32)
 def text_similarity(key: tuple, model: str, map_path: str, query: str, _ids) -> np.ndarray:
     """:func:`core.projection.similarity_to_text` of the mapped items and ``query``: (n,) float32."""

@@ -288,3 +288,25 @@ def test_vector_modalities_counts_items_with_vectors_images_first(demo_ws):
     by_mod = demo_ws.items["modality"].value_counts()
     assert counts == {"image": int(by_mod["image"]), "text": int(by_mod["text"])}
     assert core.vector_modalities is vector_modalities  # reachable from the Python API
+
+
+def test_true_neighbours_are_exact_and_ranked_on_the_map():
+    from core.projection import true_neighbours
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(300, 12)).astype(np.float32)
+    coords = rng.normal(size=(300, 2)).astype(np.float32)
+    coords[[7, 9]] = coords[4] + 1e-3  # the map puts 7 and 9 right next to point 4
+    df = true_neighbours(X, coords, 4, k=8)
+    U = X / np.linalg.norm(X, axis=1, keepdims=True)
+    cos = U @ U[4]
+    cos[4] = -2
+    assert df["row"].tolist() == np.argsort(-cos)[:8].tolist()  # brute force agrees, nearest first
+    assert np.allclose(df["cosine"], np.sort(cos)[::-1][:8], atol=1e-6)
+    d = np.linalg.norm(coords - coords[4], axis=1)
+    for r, rank in zip(df["row"], df["map_rank"]):
+        assert rank == int((d < d[r]).sum())  # points strictly closer on the map, the point itself included
+    far = true_neighbours(X, coords, 7, k=299)
+    assert 4 in set(far["row"]) and int(far.loc[far["row"] == 4, "map_rank"].iloc[0]) <= 2
+    with pytest.raises(ValueError, match="row must be"):
+        true_neighbours(X, coords, 300)
