@@ -69,6 +69,11 @@ def test_importing_a_tables_vectors_switches_to_their_model(home, tmp_path):
     assert any(i.startswith("Switched the model to precomputed:emb after the import: mine has 12 vectors for it "
                             "and none for demo") for i in _plain(at.info))
     assert at.sidebar.selectbox(key="_model_select").value == "precomputed:emb"
+    assert any(m.startswith("Import: 12 added") for m in _plain(at.success))
+    # the next files wait in the (fresh) uploader: the old report goes away
+    [uploader] = [u for u in at.get("file_uploader") if u.key.startswith("upload_")]
+    uploader.set_value(("more.txt", b"a new line\n", "text/plain")).run()
+    assert not any(m.startswith("Import:") for m in _plain(at.success))
 
 
 def test_pages_name_the_models_that_have_vectors_and_switch(home, tmp_path):
