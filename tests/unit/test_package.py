@@ -153,7 +153,7 @@ def test_wheel_installs_and_runs(tmp_path):
 
     page = json.loads(py("-c", APP_CHECK).stdout)  # the packaged router and pages run (AppTest)
     assert Path(page["app"]) == site / "core" / "_app" / "app.py"
-    assert page["titles"] == ["Data", "Search"] and page["sidebar"] == ["Workspace", "Model"]
+    assert page["titles"] == ["Map", "Search"] and page["sidebar"] == ["Workspace", "Model"]
 
     port = _free_port()
     log_path = tmp_path / "app.log"
