@@ -34,6 +34,7 @@ LEVELS = ("coarse", "fine")
 FIT_SAMPLE = 20_000  # k-means is fitted on at most this many points; the rest go to their nearest centre
 TOP_IDS = 5
 FINE_SPLIT = 3
+SECOND_WORD = 0.75  # c-TF-IDF: a second word joins the name when its weight is at least this share of the first's
 _FORMAT = 1
 
 
@@ -157,7 +158,7 @@ def _names_ctfidf(ws, ids, cluster, words, only_words) -> dict[int, tuple]:
         if not r:
             out[c] = ("none", f"cluster {c + 1}", None, None, None)
             continue
-        name = [r[0][0]] + ([r[1][0]] if len(r) > 1 and r[1][1] >= 0.5 * r[0][1] else [])
+        name = [r[0][0]] + ([r[1][0]] if len(r) > 1 and r[1][1] >= SECOND_WORD * r[0][1] else [])
         rest = r[len(name)] if len(r) > len(name) else (None, None)
         out[c] = ("c-tf-idf", ", ".join(name), r[0][1], *rest)
     return out
