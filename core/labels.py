@@ -133,9 +133,11 @@ def _texts(ws, ids: np.ndarray) -> list[str]:
     rows = item_rows(ws, ids)
     caps = captions(ws.items, rows)
     meta = [c for c in user_columns(rows) if rows[c].dtype == object]
-    if meta:
-        extra = rows[meta].apply(lambda r: " ".join(str(v) for v in r if isinstance(v, str)), axis=1)
-        caps = caps.where(caps.notna(), extra)
+    bare = caps.isna().to_numpy()
+    if meta and bare.any():
+        caps = caps.copy()
+        caps[bare] = [" ".join(v for v in r if isinstance(v, str))
+                      for r in rows.loc[bare, meta].itertuples(index=False)]
     return ["" if t is None else str(t) for t in caps.tolist()]
 
 
