@@ -20,7 +20,6 @@
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import os
 import platform
@@ -45,16 +44,9 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _majority(rows, first: str, second: str) -> str:
-    counts = collections.Counter()
-    for a, b in zip(rows[first], rows[second]):
-        counts.update({v for v in (a, b) if isinstance(v, str)})
-    return counts.most_common(1)[0][0]
-
-
 def floor(ws_path: Path | None, n: int, tmp: Path) -> dict:
+    from core.demo.evaluate import cluster_names
     from core.demo.workspace import create_demo_workspace
-    from core.demo.world import COLOURS, SHAPES
     from core.labels import map_labels
     from core.projection import compute_map
 
@@ -62,25 +54,15 @@ def floor(ws_path: Path | None, n: int, tmp: Path) -> dict:
     ws = create_demo_workspace(ws_path or tmp / "demo", n=n)
     log(f"demo workspace ready in {time.perf_counter() - t0:.0f}s")
     res = compute_map(ws, "demo", method="pca", modalities=["image"])
-    items = ws.items.drop_duplicates("id").set_index("id")
     out = {"n_images": res.n}
     for level in ("coarse", "fine"):
         t0 = time.perf_counter()
         labels = map_labels(ws, "demo", res, level=level, use_cache=False)
         seconds = time.perf_counter() - t0
-        right, wrong = 0, []
-        for d in labels:
-            rows = items.loc[d["ids"]]
-            colour, shape = _majority(rows, "colour", "colour2"), _majority(rows, "shape", "shape2")
-            ok = d["name"] == colour if d["name"] in COLOURS else d["name"] == shape if d["name"] in SHAPES else False
-            right += d["n"] * ok
-            if not ok:
-                wrong.append({"name": d["name"], "n": d["n"], "majority_colour": colour, "majority_shape": shape})
-        named = collections.Counter("colour" if d["name"] in COLOURS else "shape" if d["name"] in SHAPES
-                                    else "other" for d in labels)
-        out[level] = {"clusters": len(labels), "share": round(right / res.n, 4), "named_by": dict(named),
-                      "wrong": wrong, "seconds": round(seconds, 2)}
-        log(f"{level}: {len(labels)} clusters, share {right / res.n:.3f}")
+        fit = cluster_names(ws, labels)
+        out[level] = {"clusters": len(labels), "share": round(fit["share"], 4), "named_by": fit["named_by"],
+                      "wrong": fit["wrong"], "seconds": round(seconds, 2)}
+        log(f"{level}: {len(labels)} clusters, share {fit['share']:.3f}")
     out["floor"] = SHARE_FLOOR
     out["meets_floor"] = out["coarse"]["share"] >= SHARE_FLOOR
     return out

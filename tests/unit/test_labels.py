@@ -11,7 +11,7 @@ import pytest
 
 import core.labels
 from core.cli import main
-from core.demo.world import COLOURS, SHAPES
+from core.demo.evaluate import cluster_names
 from core.export import map_html
 from core.labels import map_labels
 from core.plots import map_figure
@@ -20,26 +20,6 @@ from core.workspace import Workspace
 
 KEYS = {"cluster", "level", "name", "score", "runner_up", "runner_up_score", "method", "n", "x", "y", "parent",
         "ids", "top_ids"}
-
-
-def _majority(rows: pd.DataFrame, first: str, second: str) -> str:
-    """The value most images of ``rows`` show in either object (``colour``/``colour2``, ``shape``/``shape2``)."""
-    counts = collections.Counter()
-    for a, b in zip(rows[first], rows[second]):
-        counts.update({v for v in (a, b) if isinstance(v, str)})
-    return counts.most_common(1)[0][0]
-
-
-def _matching_share(ws, labels) -> float:
-    items = ws.items.drop_duplicates("id").set_index("id")
-    hit = 0
-    for d in labels:
-        rows = items.loc[d["ids"]]
-        if d["name"] in COLOURS:
-            hit += d["n"] * (d["name"] == _majority(rows, "colour", "colour2"))
-        elif d["name"] in SHAPES:
-            hit += d["n"] * (d["name"] == _majority(rows, "shape", "shape2"))
-    return hit / sum(d["n"] for d in labels)
 
 
 def test_demo_world_clusters_are_named_by_their_colour_or_shape(demo_ws):
@@ -51,7 +31,8 @@ def test_demo_world_clusters_are_named_by_their_colour_or_shape(demo_ws):
         assert [d["cluster"] for d in labels] == list(range(len(labels)))
         members = [i for d in labels for i in d["ids"]]
         assert sorted(members) == sorted(res.ids.tolist()), "every point in exactly one cluster"
-        assert _matching_share(demo_ws, labels) >= 0.9
+        assert cluster_names(demo_ws, labels)["share"] >= 0.9
+        assert cluster_names(demo_ws, [{**d, "name": "object"} for d in labels])["share"] == 0
         pos = {k: i for i, k in enumerate(res.ids.tolist())}
         for d in labels:
             rows = [pos[i] for i in d["ids"]]
