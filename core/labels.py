@@ -6,7 +6,7 @@ captions apart (c-TF-IDF).
   points, not on the 2-D coordinates. ``coarse``: k = clip(round(sqrt(n / 2)), 2, 12); ``fine``: each
   coarse cluster split again into up to 3 (clip(round(sqrt(n_c / 2)), 1, 3)), so fine clusters nest in
   coarse ones. Above :data:`FIT_SAMPLE` points k-means is fitted on a seeded sample and every point goes
-  to its nearest centre.
+  to its nearest centre. On a gap-corrected map every modality is mean-centred first, as the map is.
 * Names: a model that encodes texts (:func:`core.encoders.modalities_of`) ranks its vocabulary against
   each cluster's mean vector, mean-centred over the clusters (:func:`core.vocabulary.label_clusters`,
   ``method="zero-shot"``). Otherwise the items' captions (a text's own text, an image's paired caption,
@@ -173,7 +173,14 @@ def _round(v):
 def _compute(ws, model: str, res, level: str, words, only_words) -> list[dict]:
     ids = np.asarray(res.ids).astype(str)
     X = unit_rows(map_vectors(ws, model, ids=ids))
-    cluster, parent = clusters(X, level)
+    Z = X
+    if res.gap_corrected:  # cluster what the map shows: every modality mean-centred
+        mods = np.asarray(res.modality).astype(str)
+        Z = X.copy()
+        for m in np.unique(mods):
+            Z[mods == m] -= X[mods == m].mean(0)
+        Z = unit_rows(Z)
+    cluster, parent = clusters(Z, level)
     if "text" in modalities_of(model):
         names = _names_zero_shot(X, cluster, model, words, only_words)
     else:

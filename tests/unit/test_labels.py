@@ -118,6 +118,16 @@ def test_second_call_reads_the_cache_until_the_items_change(demo_ws, monkeypatch
     assert calls["cluster"] == 3
 
 
+def test_gap_corrected_maps_cluster_images_with_their_captions(demo_ws):
+    def mixed(gap: bool) -> int:
+        res = compute_map(demo_ws, "demo", method="pca", gap_corrected=gap)
+        modality = dict(zip(res.ids.tolist(), res.modality.tolist()))
+        shares = [np.mean([modality[i] == "image" for i in d["ids"]]) for d in map_labels(demo_ws, "demo", res)]
+        return sum(0.25 <= s <= 0.75 for s in shares)
+
+    assert mixed(True) >= 8 > mixed(False)
+
+
 def _texts_of(fig) -> list[str]:
     d = fig.to_dict()
     notes = d["layout"].get("annotations") or d["layout"].get("scene", {}).get("annotations") or []
