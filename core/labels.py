@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from .encoders import modalities_of, unit_rows
 from .projection import map_vectors
@@ -132,7 +133,7 @@ def _texts(ws, ids: np.ndarray) -> list[str]:
 
     rows = item_rows(ws, ids)
     caps = captions(ws.items, rows)
-    meta = [c for c in user_columns(rows) if rows[c].dtype == object]
+    meta = [c for c in user_columns(rows) if pd.api.types.is_string_dtype(rows[c])]
     bare = caps.isna().to_numpy()
     if meta and bare.any():
         caps = caps.copy()
@@ -149,11 +150,10 @@ def _names_zero_shot(X, cluster, model, words, only_words) -> dict[int, tuple]:
 
 
 def _names_ctfidf(ws, ids, cluster, words, only_words) -> dict[int, tuple]:
-    texts = np.array(_texts(ws, ids), dtype=object)
-    n_clusters = int(cluster.max()) + 1
-    docs = [" \n".join(texts[cluster == c]) for c in range(n_clusters)]
     if only_words:
         naming_vocabulary(None, words or (), only=True)  # the same error as zero-shot without words
+    texts = np.array(_texts(ws, ids), dtype=object)
+    docs = [" \n".join(texts[cluster == c]) for c in range(int(cluster.max()) + 1)]
     ranked = ctfidf(docs, vocabulary=words if only_words else None)
     out = {}
     for c, r in enumerate(ranked):

@@ -92,6 +92,21 @@ def test_clusters_without_any_text_are_numbered(tmp_path):
     assert {d["method"] for d in labels} == {"none"} and all(d["score"] is None for d in labels)
 
 
+def test_rows_without_captions_are_named_from_their_text_metadata(tmp_path):
+    rng = np.random.default_rng(1)
+    tags = ["harbour"] * 6 + ["orchard"] * 6
+    vecs = np.repeat(np.eye(4, dtype=np.float32)[:2] * 5, 6, axis=0) + rng.normal(scale=0.2, size=(12, 4))
+    pd.DataFrame({"vec": list(vecs.astype(np.float32)), "tag": tags, "size": rng.random(12)}).to_parquet(
+        tmp_path / "rows.parquet")
+    ws = Workspace(tmp_path / "w")
+    ws.ingest([tmp_path / "rows.parquet"], roles={"tag": "metadata"})
+    assert set(ws.items["modality"]) == {"row"}
+    res = compute_map(ws, "precomputed:vec", method="pca")
+    labels = map_labels(ws, "precomputed:vec", res)
+    assert sorted(d["name"] for d in labels) == ["harbour", "orchard"]
+    assert {d["method"] for d in labels} == {"c-tf-idf"}
+
+
 def test_second_call_reads_the_cache_until_the_items_change(demo_ws, monkeypatch):
     res = compute_map(demo_ws, "demo", method="pca")
     first = map_labels(demo_ws, "demo", res, words=["crimson"])
