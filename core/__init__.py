@@ -36,6 +36,7 @@ _EXPORTS = {
     "compute_map": "projection",
     "cluster_labels": "projection",
     "similarity_to_text": "projection",
+    "map_labels": "labels",
     "vector_modalities": "projection",
     "modality_gap": "quality",
     "workspace_modality_gap": "quality",

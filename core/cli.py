@@ -387,6 +387,12 @@ def _map_configure(p):
     p.add_argument("--html", metavar="FILE", help="also write the map as one standalone HTML file (opens offline)")
     p.add_argument("--color", metavar="NAME", help="with --html: colour by modality (default), cluster, trust "
                                                    "or a metadata column")
+    p.add_argument("--labels", nargs="?", const="coarse", choices=["coarse", "fine"],
+                   help="name the map's clusters (coarse: 2-12, fine: each split into up to 3; default coarse); "
+                        "with --html the names are drawn too")
+    p.add_argument("--vocab", action="extend", nargs="+", metavar="WORD", default=[],
+                   help="with --labels: extra words to name clusters with (repeatable)")
+    p.add_argument("--vocab-only", action="store_true", help="with --labels: name clusters with the --vocab words only")
 
 
 def _check_html_args(args, ws) -> None:
@@ -412,6 +418,10 @@ def _map(args):
 
     ws = _read_ws(args)
     _check_html_args(args, ws)
+    if args.labels is None and (args.vocab or args.vocab_only):
+        raise argparse.ArgumentTypeError("--vocab and --vocab-only apply to --labels only")
+    if args.vocab_only and not args.vocab:
+        raise argparse.ArgumentTypeError("--vocab-only needs the words to name with: --vocab WORD [WORD ...]")
     if args.neighbors < 2:
         raise argparse.ArgumentTypeError(f"--neighbors must be >= 2; got {args.neighbors}")
     if not 0 <= args.min_dist <= 1:
@@ -434,10 +444,22 @@ def _map(args):
     out = map_to_json(res)
     X, _ = ws.vectors(args.model, ids=res.ids)
     out["modality_gap"] = modality_gap(X, res.modality, pair_positions(ws.items, res.ids))
+    labels = None
+    if args.labels is not None:
+        from .labels import map_labels
+
+        try:
+            labels = map_labels(ws, args.model, res, level=args.labels, words=args.vocab, only_words=args.vocab_only,
+                                use_cache=not args.refit)
+        except ValueError as e:
+            raise CLIError(str(e)) from e
+        out["labels"] = labels
+        out["unknown_words"] = _unknown_words(args.model, args.vocab)
     if args.html is not None:
         values, title, options = map_colour(ws, args.model, res, args.color or "modality")
         try:
-            path = write_map_html(args.html, ws, args.model, res, color=values, color_title=title, **options)
+            path = write_map_html(args.html, ws, args.model, res, color=values, color_title=title, labels=labels,
+                                  **options)
         except OSError as e:
             raise CLIError(f"cannot write {args.html}: {e.strerror or e}") from e
         out["html"] = str(path.resolve())

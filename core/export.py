@@ -217,7 +217,7 @@ def map_colour(ws, model: str, res, name: str = "modality", *, k: int = 8) -> tu
 
 
 def map_html(ws, model: str, res, *, color=None, color_title: str = "modality", thumbs: int = MAX_HTML_THUMBS,
-             pairs: bool = False, **figure_options) -> str:
+             pairs: bool = False, labels: Sequence[dict] | None = None, **figure_options) -> str:
     """Map ``res`` (a :class:`core.projection.MapResult` of ``model`` in ``ws``) as one HTML document that
     opens offline and loads nothing: plotly.js inline, thumbnails as ``data:`` URIs, a content security
     policy that forbids every request.
@@ -225,7 +225,8 @@ def map_html(ws, model: str, res, *, color=None, color_title: str = "modality", 
     ``color``: (n,) values as :func:`core.plots.map_figure` takes them (default: the modality) with
     ``color_title`` and ``figure_options`` (``colorscale``, ``color_range``, ``categorical``…; see
     :func:`map_colour`). Hover shows each item's caption, file, modality and metadata (escaped); up to
-    ``thumbs`` images (a seeded sample, 2-D maps) are drawn on the map; ``pairs`` joins images and captions.
+    ``thumbs`` images (a seeded sample, 2-D maps) are drawn on the map; ``pairs`` joins images and captions;
+    ``labels`` (:func:`core.labels.map_labels`) draws the clusters' names at their centres.
     Above the map a title line (workspace, model, method, points), below it a plain-text footer.
     """
     from .plots import map_figure
@@ -244,7 +245,7 @@ def map_html(ws, model: str, res, *, color=None, color_title: str = "modality", 
     segments = pair_positions(ws.items, res.ids) if pairs else None
     fig = map_figure(res.coords, color=color, color_title=color_title, customdata=res.ids, dim=res.dim,
                      hover_text=hover_lines(rows, captions=captions(ws.items, rows)), thumbs=pictures,
-                     pair_segments=segments, **figure_options)
+                     pair_segments=segments, labels=labels, **figure_options)
     if res.dim == 2:
         fig.update_layout(dragmode="zoom")
     plot = fig.to_html(full_html=False, include_plotlyjs=True, div_id="jointscope-map",
@@ -256,6 +257,8 @@ def map_html(ws, model: str, res, *, color=None, color_title: str = "modality", 
     footer = (f"Coloured by {color_title}. Hover a point for its caption, file and metadata; drag to zoom, "
               "double-click to zoom out, click a legend entry to hide it"
               + (f"; {len(pictures)} images drawn as thumbnails" if pictures else "")
+              + (f"; {len(labels)} clusters named ({', '.join(sorted({d['method'] for d in labels}))}; "
+                 "hover a name for its score)" if labels else "")
               + f". Exported from Jointscope on {datetime.date.today().isoformat()}; "
               "this file is self-contained and works offline.")
     esc = html.escape

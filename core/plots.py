@@ -138,7 +138,8 @@ def map_figure(coords: np.ndarray, *, color=None, color_title: str = "", hover_t
                colorscale: str = "Viridis", color_range: tuple[float, float] | None = None,
                categorical: bool | None = None, max_categories: int = MAX_CATEGORIES,
                uirevision: str = UIREVISION, thumb_size: float = 0.05, selected: Collection[str] | None = None,
-               density: bool = False, neighbours: tuple[int, Sequence[int]] | None = None):
+               density: bool = False, neighbours: tuple[int, Sequence[int]] | None = None,
+               labels: Sequence[dict] | None = None):
     """A scatter map of ``coords`` (n, dim) float: WebGL ``Scattergl`` in 2-D, ``Scatter3d`` in 3-D.
 
     color: (n,) categories (one trace and legend entry per category, see :func:`categories`) or
@@ -154,6 +155,8 @@ def map_figure(coords: np.ndarray, *, color=None, color_title: str = "", hover_t
     density: density contours of the points drawn under them (2-D; see :func:`density_grid`).
     neighbours: ``(row, rows)``: lines from the point at ``row`` to the points at ``rows`` (its true
         neighbours, see :func:`core.projection.true_neighbours`), drawn over the points (2-D).
+    labels: named clusters (:func:`core.labels.map_labels` dicts: ``name``, ``n``, ``x``, ``y`` (``z``),
+        ``cluster``, ``score``, ``runner_up``, ``runner_up_score``) drawn at their centres; see :func:`label_layer`.
     """
     import plotly.graph_objects as go
 
@@ -209,13 +212,13 @@ def map_figure(coords: np.ndarray, *, color=None, color_title: str = "", hover_t
                             marker={"size": size, "color": PALETTE[0], "opacity": opacity},
                             hovertemplate=base_hover + "<extra></extra>"))
     elif (is_categorical(color) if categorical is None else categorical):
-        labels, order = categories(color, max_categories)
+        cats, order = categories(color, max_categories)
         n_coloured = len(order) - 1 - (MISSING in order)  # position of "other (N values)" when present
         has_other = pd.Series(color).nunique(dropna=True) > max_categories
         greys = {cat for i, cat in enumerate(order) if cat == MISSING or (has_other and i == n_coloured)}
         colours = category_colours([cat for cat in order if cat not in greys])
         for cat in order:
-            rows = np.flatnonzero(labels == cat)
+            rows = np.flatnonzero(cats == cat)
             colour, named = colours.get(cat, (OTHER_COLOUR, False))
             marker = {"size": size, "color": colour, "opacity": opacity}
             if named:
@@ -250,6 +253,10 @@ def map_figure(coords: np.ndarray, *, color=None, color_title: str = "", hover_t
                             hoverinfo="skip", line={"color": NEIGHBOUR_COLOUR, "width": 1.6}, connectgaps=False))
     if dim == 2:
         _mark_selection(traces, set(map(str, selected or ())))
+    notes = []
+    if labels:
+        label_trace, notes = label_layer(labels, dim)
+        traces.append(label_trace)
     fig = go.Figure(traces)
     legend_title = plot_text(color_title, limit=40) if color is not None else ""
     fig.update_layout(
@@ -260,7 +267,8 @@ def map_figure(coords: np.ndarray, *, color=None, color_title: str = "", hover_t
         hoverlabel={"align": "left"}, plot_bgcolor="white",
     )
     if dim == 2:
-        fig.update_layout(xaxis=_axis(), yaxis=_axis(), dragmode="lasso")  # map axes have no units: fill the box
+        fig.update_layout(xaxis=_axis(), yaxis=_axis(), dragmode="lasso",  # map axes have no units: fill the box
+                          annotations=notes)
         if thumbs and n:
             span = float(max(np.ptp(coords[:, 0]), np.ptp(coords[:, 1]), 1e-6))
             s = thumb_size * span
@@ -269,7 +277,7 @@ def map_figure(coords: np.ndarray, *, color=None, color_title: str = "", hover_t
                                        "layer": "above", "sizing": "contain"} for x, y, uri in thumbs])
     else:
         fig.update_layout(scene={"xaxis": _axis(3), "yaxis": _axis(3), "zaxis": _axis(3), "aspectmode": "data",
-                                 "uirevision": uirevision})
+                                 "uirevision": uirevision, "annotations": notes})
     return fig
 
 
@@ -286,6 +294,42 @@ def density_grid(xy: np.ndarray, *, bins: int = 90, sigma: float = 1.6) -> tuple
                                                                      [lo[1] - pad[1], hi[1] + pad[1]]])
     z = gaussian_filter(H, sigma=sigma).T
     return (ex[:-1] + ex[1:]) / 2, (ey[:-1] + ey[1:]) / 2, z
+
+
+LABEL_FONT = {"size": 14, "color": "#111111", "weight": "bold",
+              "shadow": "0 0 3px #ffffff, 0 0 3px #ffffff, 0 0 2px #ffffff"}  # dark text, white halo
+
+
+def label_hover(label: dict) -> str:
+    """Plain hover line of a named cluster: "name · n items · score s (runner-up w s2)"."""
+    out = f"{label['name']} · {label['n']:,} items"
+    if label.get("score") is not None:
+        out += f" · score {label['score']:.3f}"
+        if label.get("runner_up") is not None:
+            out += f" (runner-up {label['runner_up']} {label['runner_up_score']:.3f})"
+    return out
+
+
+def label_layer(labels: Sequence[dict], dim: int = 2):
+    """Cluster names on a map: ``(trace, annotations)``.
+
+    The names are drawn as annotations (bold dark text with a white halo, above every point: WebGL points
+    cover any SVG trace, annotations lie above them) and carried by one ``mode="text"`` trace of the
+    same type as the points (``Scattergl`` / ``Scatter3d``, its own glyphs transparent under the
+    annotations) at the centres, with ``customdata`` ``"cluster:<cluster>"`` (clicks and selections
+    report it) and the hover line of :func:`label_hover`. Names and hover text are escaped.
+    """
+    import plotly.graph_objects as go
+
+    names = [plot_text(d["name"], limit=40) for d in labels]
+    xyz = {a: [float(d[a]) for d in labels] for a in "xyz"[:dim]}
+    trace = (go.Scattergl if dim == 2 else go.Scatter3d)(
+        **xyz, mode="text", text=names, customdata=[f"cluster:{d['cluster']}" for d in labels],
+        hovertext=[plot_text(label_hover(d)) for d in labels], hovertemplate="%{hovertext}<extra></extra>",
+        textfont={"size": LABEL_FONT["size"], "color": "rgba(0,0,0,0)"}, name="cluster names", showlegend=False)
+    notes = [{**{a: v[i] for a, v in xyz.items()}, "text": t, "showarrow": False, "font": LABEL_FONT,
+              **({"xref": "x", "yref": "y"} if dim == 2 else {})} for i, t in enumerate(names)]
+    return trace, notes
 
 
 def _mark_selection(traces, selected: set[str]) -> None:

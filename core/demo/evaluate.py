@@ -112,3 +112,33 @@ def evaluate_all(encode_images: EncodeFn, encode_texts: EncodeFn, *, scale: floa
     out.update(text_to_image_recall(encode_images, encode_texts, n=s(1000), seed=seed + 2))
     out.update(analogy(encode_images, encode_texts, n_gallery=s(1500), n_queries=s(300), seed=seed + 3))
     return out
+
+
+def cluster_names(ws, labels: Sequence[dict]) -> dict:
+    """How well named clusters (:func:`core.labels.map_labels`) of demo-world items fit them: a name is right
+    when it is a colour word and the colour most of the cluster's items show (either object of a two-object
+    image counts: metadata ``colour`` / ``colour2``), or a shape word and the shape most of them show
+    (``shape`` / ``shape2``). Returns ``{"share": size-weighted share right, "named_by": {"colour", "shape",
+    "other": clusters}, "wrong": [{name, n, majority_colour, majority_shape}]}``."""
+    from collections import Counter
+
+    items = ws.items.drop_duplicates("id").set_index("id")
+
+    def majority(rows, first: str, second: str) -> str:
+        counts = Counter()
+        for a, b in zip(rows[first], rows[second]):
+            counts.update({v for v in (a, b) if isinstance(v, str)})
+        return counts.most_common(1)[0][0]
+
+    right, wrong, named_by = 0, [], Counter()
+    for d in labels:
+        rows = items.loc[d["ids"]]
+        colour, shape = majority(rows, "colour", "colour2"), majority(rows, "shape", "shape2")
+        kind = "colour" if d["name"] in COLOURS else "shape" if d["name"] in SHAPES else "other"
+        named_by[kind] += 1
+        if d["name"] == {"colour": colour, "shape": shape}.get(kind):
+            right += d["n"]
+        else:
+            wrong.append({"name": d["name"], "n": d["n"], "majority_colour": colour, "majority_shape": shape})
+    total = sum(d["n"] for d in labels)
+    return {"share": right / total if total else 0.0, "named_by": dict(named_by), "wrong": wrong}
