@@ -29,6 +29,8 @@ MAX_GALLERY = 40
 SAMPLE_GALLERY = 10
 MAX_TABLE_ROWS = 1000
 N_NEIGHBOURS = 10  # true neighbours listed and drawn for a single selected point
+NAMES_COARSE, NAMES_FINE, NAMES_OFF = "coarse", "fine", "off"
+NAME_LEVELS = (NAMES_COARSE, NAMES_FINE, NAMES_OFF)
 MAX_MAP_POINTS = 50_000  # larger workspaces are mapped through a representative sample (core.projection)
 MATCHES_ON_SAMPLE = 200  # on a sampled map, the best matches of a text among all items are added
 COLOUR_MODALITY, COLOUR_CLUSTER, COLOUR_QUERY, COLOUR_TRUST = (
@@ -63,7 +65,7 @@ URL_PARAMS = {  # query parameter: (widget key, default) — a reload or a copie
     "method": ("map_method", "UMAP"), "view": ("map_dim", "2-D"), "gap": ("map_gap", False),
     "neighbors": ("map_neighbors", 15), "min_dist": ("map_min_dist", 0.1), "colour": ("map_colour", COLOUR_MODALITY),
     "k": ("map_k", 8), "text": ("map_query", ""), "pairs": ("map_pairs", False), "thumbs": ("map_thumbs", False),
-    "density": ("map_density", False)}
+    "density": ("map_density", False), "names": ("map_names", NAMES_COARSE)}
 
 
 def controls(present: dict[str, int], meta: list[str], can_text: bool) -> dict:
@@ -72,9 +74,11 @@ def controls(present: dict[str, int], meta: list[str], can_text: bool) -> dict:
     ui.bind_url(URL_PARAMS)
     options = [COLOUR_MODALITY] + meta + [COLOUR_CLUSTER] + ([COLOUR_QUERY] if can_text else []) + [COLOUR_TRUST]
     options += list(QUALITY_COLOURS)
-    for key, allowed in (("map_method", ("UMAP", "PCA")), ("map_dim", ("2-D", "3-D")), ("map_colour", options)):
+    for param, allowed in (("method", ("UMAP", "PCA")), ("view", ("2-D", "3-D")), ("colour", options),
+                           ("names", NAME_LEVELS)):
+        key, default = URL_PARAMS[param]
         if ss.get(key) not in allowed:  # a link from another workspace or an edited URL
-            ss[key] = URL_PARAMS[{"map_method": "method", "map_dim": "view", "map_colour": "colour"}[key]][1]
+            ss[key] = default
     ss["map_neighbors"] = min(max(int(ss["map_neighbors"]), 5), 100)
     ss["map_min_dist"] = min(max(float(ss["map_min_dist"]), 0.0), 0.99)
     ss["map_k"] = min(max(int(ss["map_k"]), 2), 30)
@@ -98,8 +102,13 @@ def controls(present: dict[str, int], meta: list[str], can_text: bool) -> dict:
                                 help="More neighbours: more global structure, slower.")
         min_dist = st.slider("minimum distance", 0.0, 0.99, step=0.01, key="map_min_dist",
                              help="Smaller: tighter clusters.")
-    r2 = st.columns([1.6, 1.6, 1.0, 1.0, 1.0], vertical_alignment="bottom")
+    r2 = st.columns([1.6, 1.6, 1.0, 1.0, 1.0, 1.0], vertical_alignment="bottom")
     colour = r2[0].selectbox("Colour by", options, key="map_colour")
+    names = r2[5].selectbox("Cluster names", NAME_LEVELS, key="map_names",
+                            help="Clusters found in the embedding space (k-means), named by the model's own text "
+                                 "side (zero-shot over its vocabulary) or, without one, by their captions' "
+                                 "distinctive words (c-TF-IDF). Coarse: a few large clusters; fine: each split. "
+                                 "Click a name (or a row of the table under the map) to select its points.")
     k, query = 8, ""
     if colour == COLOUR_CLUSTER:
         k = r2[1].slider("clusters (k)", 2, 30, key="map_k")
@@ -115,7 +124,7 @@ def controls(present: dict[str, int], meta: list[str], can_text: bool) -> dict:
     return {"method": method.lower(), "dim": 3 if dim == "3-D" else 2,
             "modalities": None if set(chosen) == set(mods) else sorted(chosen), "gap_corrected": gap,
             "n_neighbors": int(n_neighbors), "min_dist": float(min_dist), "colour": colour, "k": int(k),
-            "query": query.strip(), "pairs": pairs, "thumbs": thumbs, "density": density}
+            "query": query.strip(), "pairs": pairs, "thumbs": thumbs, "density": density, "names": names}
 
 
 def colour_values(ws, model, res, items, opt) -> tuple[object, str, dict]:
@@ -191,8 +200,9 @@ def metrics_row(ws, model, res, last: dict | None) -> None:
                        "distance means the two modalities sit apart (try the gap-corrected map).")
 
 
-def chart_selection(ws, chart_key: str) -> None:
-    """Make a new selection on the chart (lasso, box, click) the workspace's selection.
+def chart_selection(ws, chart_key: str, labels: list[dict]) -> None:
+    """Make a new selection on the chart (lasso, box, click) the workspace's selection; a click on a
+    cluster's name (a point ``cluster:<n>`` of the names' trace) selects the cluster's members.
 
     Only a non-empty selection that differs from the last one counts: the chart's own state starts empty
     whenever its figure changes (drawing the selection changes it) or the page is entered again, and
@@ -201,7 +211,19 @@ def chart_selection(ws, chart_key: str) -> None:
     event = tuple(ui.selected_ids(ss.get(chart_key)))
     if event and event != ss.get(ui.SELECTION_EVENT):
         ss[ui.SELECTION_EVENT] = event
-        ui.set_selection(ws, event)
+        ids = [e for e in event if not e.startswith("cluster:")]
+        if not ids:  # only names were clicked
+            chosen = {e.split(":", 1)[1] for e in event}
+            ids = [i for lab in labels if str(lab["cluster"]) in chosen for i in lab["ids"]]
+        ui.set_selection(ws, ids)
+
+
+def cluster_labels_of(ws, model, res, opt) -> list[dict]:
+    """The named clusters of the map at the chosen level ([] when names are off)."""
+    if opt["names"] == NAMES_OFF:
+        return []
+    with st.spinner("Naming the clusters…"):
+        return ui.map_labels(ui.data_key(ws, model), model, view_key(res), opt["names"], res)
 
 
 def point_neighbours(ws, model, res, row: int) -> pd.DataFrame:
@@ -209,11 +231,13 @@ def point_neighbours(ws, model, res, row: int) -> pd.DataFrame:
     return ui.true_neighbours(ui.data_key(ws, model), model, view_key(res), row, N_NEIGHBOURS, res.ids, res.coords)
 
 
-def draw_map(ws, model, res, items, opt, where) -> None:
-    """The map figure into ``where``, with the workspace's selection (2-D) drawn and updated."""
+def draw_map(ws, model, res, items, opt, where) -> list[dict]:
+    """The map figure into ``where``, with the workspace's selection (2-D) drawn and updated; returns the
+    named clusters drawn on it."""
     chart_key = f"map_chart_{st.session_state.get(ui.SELECTION_ROUND, 0)}"
+    labels = cluster_labels_of(ws, model, res, opt)
     if res.dim == 2:
-        chart_selection(ws, chart_key)
+        chart_selection(ws, chart_key, labels)
     selected = ui.selection(ws) if res.dim == 2 else []
     values, title, extra = colour_values(ws, model, res, items, opt)
     meta = metadata_columns(items)
@@ -238,14 +262,14 @@ def draw_map(ws, model, res, items, opt, where) -> None:
         near = (row, point_neighbours(ws, model, res, row)["row"].tolist())
     fig_key = "|".join(map(str, (ui.data_key(ws, model), view_key(res), opt["colour"], opt["k"] if opt["colour"] ==
                                  COLOUR_CLUSTER else "", opt["query"] if opt["colour"] == COLOUR_QUERY else "",
-                                 len(pairs), len(thumbs), hash(tuple(selected)), opt["density"])))
+                                 len(pairs), len(thumbs), hash(tuple(selected)), opt["density"], opt["names"])))
 
     def build():
         hover = hover_lines(items, meta, captions=captions(ws.items, items))
         return map_figure(res.coords, color=values, color_title=title, hover_text=hover,
                           customdata=res.ids, dim=res.dim, pair_segments=pairs, thumbs=thumbs,
                           uirevision=f"{res.method}-{res.dim}-{res.gap_corrected}", selected=selected,
-                          density=opt["density"], neighbours=near, **extra)
+                          density=opt["density"], neighbours=near, labels=labels, **extra)
 
     fig = ui.cached_figure(fig_key, build)
     with where.container():
@@ -263,10 +287,49 @@ def draw_map(ws, model, res, items, opt, where) -> None:
         left.caption(how)
         right.download_button(
             "Map as HTML", lambda: map_html(ws, model, res, color=values, color_title=title, pairs=opt["pairs"],
-                                            **extra),
+                                            labels=labels, **extra),
             file_name=f"{ws.name}-map.html", mime="text/html", icon=":material/download:", key="dl_map_html",
             on_click="ignore", help="One file that opens in any browser without the app or a network: the points "
                                     "coloured as here, captions on hover, thumbnails for a sample, the legend.")
+    return labels
+
+
+METHOD_NOTES = {
+    "zero-shot": "named zero-shot with the model's own text side: the words of its vocabulary closest to each "
+                 "cluster's mean vector, minus their mean closeness to all clusters (score; runner-up beside it)",
+    "c-tf-idf": "named by the words most distinctive of each cluster's captions and text metadata (class-based "
+                "TF-IDF; this model encodes no text)",
+    "none": "not named: these items have no text and the model encodes none",
+}
+
+
+def clusters_section(ws, labels: list[dict]) -> None:
+    """The named clusters as a table under the map; choosing a row selects the cluster's points."""
+    if not labels:
+        return
+    ss = st.session_state
+    by_id = ws.items.drop_duplicates("id").set_index("id")
+    top = {i for lab in labels for i in lab["top_ids"]}
+    rows = by_id.loc[[i for i in by_id.index if i in top]].reset_index()
+    first = dict(zip(rows["id"], captions(ws.items, rows).where(lambda c: c.notna(), rows["source"])))
+    table = pd.DataFrame({
+        "name": [lab["name"] for lab in labels], "items": [lab["n"] for lab in labels],
+        "score": [lab["score"] for lab in labels],
+        "runner-up": [lab["runner_up"] or "" for lab in labels],
+        "top items": [" · ".join(str(first.get(i) or "")[:40] for i in lab["top_ids"][:3]) for lab in labels]})
+    level = labels[0]["level"]
+    with st.expander(f"Named clusters ({len(labels)}, {level})", expanded=True, icon=":material/label:"):
+        st.caption(f"Clusters of the embedding space (k-means), {METHOD_NOTES.get(labels[0]['method'], '')}. "
+                   "Choose a row to select the cluster's points.")
+        key = f"clusters_table_{ss.get(ui.SELECTION_ROUND, 0)}"
+        event = st.dataframe(table, hide_index=True, key=key, on_select="rerun", selection_mode="single-row",
+                             column_config={"score": st.column_config.NumberColumn("score", format="%.3f"),
+                                            "top items": st.column_config.TextColumn("top items", width="large")})
+        chosen = event.selection.rows if event is not None else []
+        if chosen and (key, level, chosen[0]) != ss.get("clusters_event"):
+            ss["clusters_event"] = (key, level, chosen[0])
+            ui.set_selection(ws, labels[chosen[0]]["ids"])
+            st.rerun()
 
 
 def gallery(ws, items: pd.DataFrame, rows, *, width: int, captions: bool) -> None:
@@ -427,11 +490,13 @@ def map_section(ws, model: str, present: dict[str, int]) -> None:
         st.caption(f"{res.extra.get('placed', 0)} of the text's {MATCHES_ON_SAMPLE} best matches among all items "
                    "were not in the sample; they are placed into the map (trust not measured for them).")
     items = ui.map_items(ui.data_key(ws, model), view_key(res), res.ids)
-    draw_map(ws, model, res, items, opt, chart)
+    labels = draw_map(ws, model, res, items, opt, chart)
     pos = {k: i for i, k in enumerate(res.ids.tolist())}
     selected_rows = [pos[s] for s in ui.selection(ws) if s in pos] if res.dim == 2 else []
     with side_col:
         side_panel(ws, model, res, items, selected_rows)
+    with ui.guard():
+        clusters_section(ws, labels)
     if selected_rows:
         selection_section(ws, items, selected_rows)
 

@@ -201,6 +201,14 @@ def kmeans_labels(key: tuple, model: str, map_path: str, k: int, _ids) -> list[s
     return cluster_labels(map_vectors(_open_workspace(key[0]), model, ids=_ids), k=k, seed=0)
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def map_labels(key: tuple, model: str, map_path: str, level: str, _res) -> list[dict]:
+    """:func:`core.labels.map_labels` of a map (``map_path`` names it; cached in the workspace too)."""
+    from core.labels import map_labels as labels
+
+    return labels(_open_workspace(key[0]), model, _res, level=level)
+
+
 @st.cache_data(show_spinner=False, max_entries=64)
 def true_neighbours(key: tuple, model: str, map_path: str, row: int, k: int, _ids, _coords) -> pd.DataFrame:
     """:func:`core.projection.true_neighbours` of the point at ``row`` of a map (``map_path`` names it)."""

@@ -316,3 +316,34 @@ def test_delete_the_selection(demo_home):
     assert n_points(map_spec(at)) == n - 5
     hits = search(ws, "demo", "a red object", k=50, modality="image")
     assert not set(reds) & {h.id for h in hits}
+
+
+def test_named_clusters_are_drawn_listed_and_select_their_points(demo_home):
+    """Coarse names by default, drawn over the points and listed in a table; a table row or a click on a
+    name selects the cluster's members; fine names on request; off draws none."""
+    at = map_page(workspace="demo", model="demo", map_method="PCA")
+    assert not at.exception, at.exception
+    spec = map_spec(at)
+    notes = spec["layout"].get("annotations", [])
+    [names] = [t for t in spec["data"] if t.get("name") == "cluster names"]
+    assert len(notes) == len(names["customdata"]) >= 2
+    from core.search import default_vocabulary
+
+    assert {n["text"] for n in notes} <= set(default_vocabulary("demo"))  # named with the model's own words
+    table = [d.value for d in at.dataframe if "top items" in d.value.columns][0]
+    assert list(table["name"]) == [n["text"] for n in notes]
+    assert table["items"].sum() == n_vectors(demo_home)
+
+    # a click on the first name: its members become the selection
+    at.session_state["map_chart_0"] = chart_event([names["customdata"][0]])
+    at.run()
+    assert not at.exception, at.exception
+    n0 = int(table["items"].iloc[0])
+    assert len(at.session_state["selection"]["ids"]) == n0
+    assert any(s.startswith(f"**{n0:,} selected**") for s in texts(at.markdown))
+
+    fine = map_page(workspace="demo", model="demo", map_method="PCA", map_names="fine")
+    assert len(map_spec(fine)["layout"]["annotations"]) > len(notes)
+    off = map_page(workspace="demo", model="demo", map_method="PCA", map_names="off")
+    assert not map_spec(off)["layout"].get("annotations")
+    assert not [d for d in off.dataframe if "top items" in d.value.columns]
