@@ -267,8 +267,9 @@ def map_figure(coords: np.ndarray, *, color=None, color_title: str = "", hover_t
         hoverlabel={"align": "left"}, plot_bgcolor="white",
     )
     if dim == 2:
-        fig.update_layout(xaxis=_axis(), yaxis=_axis(), dragmode="lasso",  # map axes have no units: fill the box
-                          annotations=notes)
+        # map axes have no units: fill the box. Dragging pans, so that a click selects the point (or the
+        # name) under it: Streamlit turns click selection off while the lasso or box tool is active
+        fig.update_layout(xaxis=_axis(), yaxis=_axis(), dragmode="pan", clickmode="event+select", annotations=notes)
         if thumbs and n:
             span = float(max(np.ptp(coords[:, 0]), np.ptp(coords[:, 1]), 1e-6))
             s = thumb_size * span

@@ -114,8 +114,8 @@ def controls(present: dict[str, int], meta: list[str], can_text: bool) -> dict:
         k = r2[1].slider("clusters (k)", 2, 30, key="map_k")
     elif colour == COLOUR_QUERY:
         query = r2[1].text_input("Text", key="map_query", placeholder="e.g. a red circle")
-    pairs = r2[2].toggle("lines between pairs", key="map_pairs", help="Join each image to its caption.")
-    thumbs = r2[3].toggle("thumbnails on map", key="map_thumbs", disabled=dim == "3-D",
+    pairs = r2[2].toggle("pair lines", key="map_pairs", help="Join each image to its caption.")
+    thumbs = r2[3].toggle("thumbnails", key="map_thumbs", disabled=dim == "3-D",
                           help=f"Draw a sample of up to {MAX_THUMBS_ON_MAP} images on the map (2-D).")
     density = r2[4].toggle("density", key="map_density", disabled=dim == "3-D",
                            help="Draw density contours under the points (2-D): where the map is crowded, "
@@ -276,9 +276,9 @@ def draw_map(ws, model, res, items, opt, where) -> list[dict]:
         if res.dim == 2:
             st.plotly_chart(fig, key=chart_key, on_select="rerun", selection_mode=("points", "box", "lasso"),
                             config=MAP_CONFIG)
-            how = ("Drag to lasso points (box select, zoom and a PNG of the view are in the chart's toolbar). The "
-                   "selection is kept for Search, Concepts, Analogies and the downloads until you press Clear "
-                   "selection.")
+            how = ("Click a point or a cluster's name to select it; lasso and box select, zoom and a PNG of the view "
+                   "are in the chart's toolbar. The selection is kept for Search, Concepts, Analogies and the "
+                   "downloads until you press Clear selection.")
         else:
             st.plotly_chart(fig, key="map_chart_3d", config=MAP_CONFIG)
             how = ("Drag to rotate (a PNG of the view is in the chart's toolbar). Selecting points works on the "

@@ -330,7 +330,7 @@ def test_named_clusters_are_drawn_listed_and_select_their_points(demo_home):
     from core.search import default_vocabulary
 
     assert {n["text"] for n in notes} <= set(default_vocabulary("demo"))  # named with the model's own words
-    table = [d.value for d in at.dataframe if "top items" in d.value.columns][0]
+    table = next(d.value for d in at.dataframe if "top items" in d.value.columns)
     assert list(table["name"]) == [n["text"] for n in notes]
     assert table["items"].sum() == n_vectors(demo_home)
 

@@ -98,8 +98,10 @@ def test_own_table_reload_selection_unknown_words(serve_home, browser, tmp_path,
             expect(page.get_by_text(re.compile(r"Workspace mine: 40 items .* 40 vectors for precomputed:emb"))
                    ).to_be_visible()
             page.get_by_test_id("stRadio").filter(has_text="Method").get_by_text("PCA").click()
+            expect(page.get_by_text(re.compile(r"^PCA 2-D map of 40 points"))).to_be_visible()
             page.wait_for_function(f"() => ({_MAP_POINTS_JS})() === {N_ROWS}")
-            assert "ws=mine" in page.url and "method=PCA" in page.url, page.url
+            page.wait_for_url(re.compile(r"method=PCA"))
+            assert "ws=mine" in page.url, page.url
 
             # a reload (or the copied link) restores workspace, model and map settings
             page.reload()

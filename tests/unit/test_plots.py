@@ -31,7 +31,7 @@ def test_map_figure_categories_become_legend_entries():
     got = {cid: (x, y) for t in markers for cid, x, y in zip(t.customdata, t.x, t.y)}
     assert set(got) == set(ids)
     assert np.allclose(got["id7"], X[7])
-    assert fig.layout.uirevision and fig.layout.dragmode == "lasso"
+    assert fig.layout.uirevision and fig.layout.dragmode == "pan" and fig.layout.clickmode == "event+select"
 
 
 def test_map_figure_is_deterministic():
