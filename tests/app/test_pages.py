@@ -131,7 +131,7 @@ def test_sidebar_hub_models_checkbox(home):
     assert not at.exception
     many = at.sidebar.selectbox(key="_model_select").options
     assert len(many) > len(few)
-    assert any(o.startswith("openclip:") and o.endswith("(download)") for o in many)
+    assert any(o.startswith("openclip:") and o.endswith("(download, needs a network)") for o in many)
     at.sidebar.selectbox(key="_model_select").select("minilm").run()
     assert at.session_state["model"] == "minilm"
 
