@@ -302,16 +302,25 @@ def test_data_page_paginates_long_lists(home):
 def test_first_start_builds_and_opens_the_demo_workspace(home, monkeypatch):
     """Nothing chosen and no workspace at all: the app builds the demo (embedded with `demo`) and opens it."""
     import core.demo
+    from pages.ui.cached import first_start_gate
 
     real = core.demo.create_demo_workspace
-    monkeypatch.setattr(core.demo, "create_demo_workspace",
-                        lambda path, *, progress=None, **kw: real(path, n=12, progress=progress, **kw))
+    gate_during_build = []
+
+    def build(path, *, progress=None, **kw):
+        gate_during_build.append(first_start_gate().is_set())
+        return real(path, n=12, progress=progress, **kw)
+
+    monkeypatch.setattr(core.demo, "create_demo_workspace", build)
     monkeypatch.setenv("JOINTSCOPE_AUTODEMO", "1")
+    first_start_gate.clear()
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
     assert not at.exception, at.exception
     assert at.session_state["workspace"] == "demo" and at.session_state["model"] == "demo"
     ws = core.Workspace(home / "demo", create=False)
     assert len(ws.items) == 24 and ws.models()["demo"]["n"] == 24
+    # the UMAP warm-up waits for this gate: closed while the demo is built, open afterwards
+    assert gate_during_build == [False] and first_start_gate().is_set()
 
 
 def test_pages_warn_when_the_model_weights_changed_under_the_vectors(home, filled):
