@@ -152,7 +152,7 @@ def _hf_cache_dir() -> str:
 def _in_hf_cache(repo: str, names: Sequence[str], *, file: bool = True) -> str | None:
     """The cached path of the first of ``names`` in hub repo ``repo`` (huggingface_hub's own cache lookup);
     None when none is cached. ``file=False`` also accepts the cache's record that the repo has no such file
-    (what a library that asks for an optional file leaves there)."""
+    (what a library that asks for an optional file leaves there), and returns the name then."""
     from huggingface_hub import try_to_load_from_cache
 
     for name in names:
@@ -172,7 +172,7 @@ def _openclip_hub_files(arch: str, tag: str) -> list[tuple[str, str | None]]:
 
     cfg = open_clip.get_pretrained_cfg(arch, tag) or {}
     if cfg.get("file"):
-        files = [(f"weights {cfg['file']}", cfg["file"] if Path(cfg["file"]).is_file() else None)]
+        files = [(f"weights ({cfg['file']})", cfg["file"] if Path(cfg["file"]).is_file() else None)]
     elif cfg.get("hf_hub"):
         repo, name = os.path.split(cfg["hf_hub"])  # "org/repo/" names open_clip's default file
         name = name or pretrained.HF_WEIGHTS_NAME
