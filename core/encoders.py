@@ -511,9 +511,10 @@ def _load_openclip_hub(model_id: str, target: str, device: str) -> Encoder:
     if missing:  # a download: fail at once, in whole words, when it cannot happen
         source = _hub_endpoint() if cfg.get("hf_hub") or not cfg.get("url") else cfg["url"]
         why = hub_unreachable(source)
+        verb = "is" if len(missing) == 1 and not missing[0].startswith("weights") else "are"
         if why:
             raise ModelLoadError(
-                f"{model_id}: its {' and '.join(missing)} are not on this computer, and the Hugging Face hub "
+                f"{model_id}: its {' and '.join(missing)} {verb} not on this computer, and the Hugging Face hub "
                 f"({source}) cannot be reached ({why}). Connect to the network once to download them "
                 "(they are kept in the Hugging Face cache), or use a local folder: openclip-local:DIR.")
     else:  # cached weights load from their file: no look-up on the network

@@ -210,15 +210,14 @@ def test_hub_probe_gives_up_after_its_timeout(monkeypatch):
         assert hub_unreachable(f"http://127.0.0.1:{server.getsockname()[1]}") is None
 
 
-def test_cached_hub_model_loads_without_a_network(monkeypatch, tmp_path, tiny_clip_dir, no_network):
-    """Weights in the Hugging Face cache (hub layout) load with the hub unreachable, with the
-    preprocessing of their pretrained entry."""
+def _cached_hub_pair(monkeypatch, tmp_path, tiny_clip_dir, arch: str, model_cfg: dict) -> None:
+    """Register ``arch``/hub, whose weights sit in a temporary Hugging Face cache (hub layout: refs/main
+    names a snapshot), with the hub unreachable (HF_HUB_OFFLINE and a closed HF_ENDPOINT)."""
     import shutil
 
-    import open_clip
     from open_clip import factory, pretrained
 
-    repo, rev = "jointscope-test/tiny-clip", "0123456789abcdef0123456789abcdef01234567"
+    rev = "0123456789abcdef0123456789abcdef01234567"
     folder = tmp_path / "hf" / "hub" / "models--jointscope-test--tiny-clip"
     (folder / "snapshots" / rev).mkdir(parents=True)
     (folder / "refs").mkdir()
@@ -228,9 +227,29 @@ def test_cached_hub_model_loads_without_a_network(monkeypatch, tmp_path, tiny_cl
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
-    monkeypatch.setitem(factory._MODEL_CONFIGS, "JSTinyHub", TINY_CFG["model_cfg"])
-    monkeypatch.setitem(pretrained._PRETRAINED, "JSTinyHub", {"hub": pretrained._pcfg(
-        hf_hub=f"{repo}/", mean=(0.25,) * 3, std=(0.75,) * 3, interpolation="bilinear", resize_mode="squash")})
+    monkeypatch.setitem(factory._MODEL_CONFIGS, arch, model_cfg)
+    monkeypatch.setitem(pretrained._PRETRAINED, arch, {"hub": pretrained._pcfg(
+        hf_hub="jointscope-test/tiny-clip/", mean=(0.25,) * 3, std=(0.75,) * 3, interpolation="bilinear",
+        resize_mode="squash")})
+
+
+def test_cached_weights_with_an_uncached_hub_tokenizer_name_the_tokenizer(monkeypatch, tmp_path, tiny_clip_dir,
+                                                                          no_network):
+    cfg = json.loads(json.dumps(TINY_CFG["model_cfg"]))
+    cfg["text_cfg"]["hf_tokenizer_name"] = "jointscope-test/tokenizer"
+    _cached_hub_pair(monkeypatch, tmp_path, tiny_clip_dir, "JSTinyHubTok", cfg)
+    assert not next(m for m in core.list_models() if m.id == "openclip:JSTinyHubTok/hub").available
+    with pytest.raises(ModelLoadError, match=r"^openclip:JSTinyHubTok/hub: its tokenizer \(jointscope-test/"
+                                             r"tokenizer\) is not on this computer, and the Hugging Face hub"):
+        core.load_encoder("openclip:JSTinyHubTok/hub")
+
+
+def test_cached_hub_model_loads_without_a_network(monkeypatch, tmp_path, tiny_clip_dir, no_network):
+    """Weights in the Hugging Face cache (hub layout) load with the hub unreachable, with the
+    preprocessing of their pretrained entry."""
+    import open_clip
+
+    _cached_hub_pair(monkeypatch, tmp_path, tiny_clip_dir, "JSTinyHub", TINY_CFG["model_cfg"])
     assert ("JSTinyHub", "hub") in open_clip.list_pretrained()
     assert next(m for m in core.list_models() if m.id == "openclip:JSTinyHub/hub").available
     t0 = time.perf_counter()
