@@ -245,6 +245,22 @@ def test_data_page_embed_failure_is_one_line(filled):
     assert "unknown model id" in err and "\n" not in err
 
 
+def test_data_page_offline_hub_model_fails_fast_in_one_whole_line(filled, monkeypatch, tmp_path):
+    """A hub model whose weights were never downloaded, on a computer without the hub: one whole error."""
+    import time
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    at = page("data", workspace=filled, model="openclip:ViT-B-32/laion2b_s34b_b79k")
+    t0 = time.perf_counter()
+    at.button(key="embed").click().run()
+    assert time.perf_counter() - t0 < 10 and not at.exception
+    [err] = texts(at.error)
+    plain_err = err.replace("\\", "")  # the page escapes Markdown
+    assert plain_err.startswith("openclip:ViT-B-32/laion2b_s34b_b79k: its weights") and "\n" not in err
+    assert plain_err.endswith("use a local folder: openclip-local:DIR.") and "…" not in err, err
+
+
 def test_data_page_without_workspace_offers_demo(home, monkeypatch):
     import core.demo
 
