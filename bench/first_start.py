@@ -33,9 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from bench.map_browser import free_port  # noqa: E402
-
-from helpers import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+from helpers import CHROMIUM, CHROMIUM_ARGS, free_port  # noqa: E402
 
 USABLE_JS = """() => {
   const t = document.body.innerText;

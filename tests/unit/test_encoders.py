@@ -11,7 +11,7 @@ import torch
 import core
 from core.encoders import ModelLoadError, clear_encoder_cache, parse_model_id
 
-from helpers import TINY_CFG, make_png, write_tiny_clip
+from helpers import TINY_CFG, free_port, make_png, write_tiny_clip
 
 
 def test_list_models_has_bundled_and_every_openclip_pair():
@@ -149,14 +149,6 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", local_only)
 
 
-def _closed_port() -> int:
-    import socket
-
-    with socket.socket() as s:  # bound, never listening: a connection is refused at once
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize("offline", ["HF_HUB_OFFLINE", "closed endpoint"])
 def test_uncached_hub_model_without_a_hub_fails_fast_in_whole_words(monkeypatch, tmp_path, no_network, offline):
     import open_clip  # noqa: F401 - imported before timing, as the app's sidebar has done
@@ -171,7 +163,7 @@ def test_uncached_hub_model_without_a_hub_fails_fast_in_whole_words(monkeypatch,
         why = "HF_HUB_OFFLINE is set"
     else:
         monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{free_port()}")
         why = "refused"
     t0 = time.perf_counter()
     with pytest.raises(ModelLoadError) as ei:
@@ -226,7 +218,7 @@ def _cached_hub_pair(monkeypatch, tmp_path, tiny_clip_dir, arch: str, model_cfg:
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{free_port()}")
     monkeypatch.setitem(factory._MODEL_CONFIGS, arch, model_cfg)
     monkeypatch.setitem(pretrained._PRETRAINED, arch, {"hub": pretrained._pcfg(
         hf_hub="jointscope-test/tiny-clip/", mean=(0.25,) * 3, std=(0.75,) * 3, interpolation="bilinear",
