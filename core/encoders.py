@@ -134,28 +134,107 @@ def parse_model_id(model_id: str) -> tuple[str, str]:
     )
 
 
-def _openclip_hub_cached(arch: str, tag: str) -> bool:
-    """True when the weights of an open_clip pretrained pair are in the local Hugging Face cache."""
-    import open_clip
+HUB_PROBE_TIMEOUT = 3.0  # seconds a hub that is not answering may take before a download is given up
 
-    cfg = open_clip.get_pretrained_cfg(arch, tag)
-    if not cfg:
-        return False
-    if cfg.get("file"):  # a pretrained entry that points at a local file
-        return Path(cfg["file"]).is_file()
-    hub = (cfg.get("hf_hub") or "").strip("/")
-    if not hub:
-        return False
+
+def _hf_cache_dir() -> str:
+    """The Hugging Face hub cache the environment names now: HF_HUB_CACHE, else HF_HOME/hub, else
+    huggingface_hub's default."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.path.expanduser(os.environ["HF_HUB_CACHE"])
+    if os.environ.get("HF_HOME"):
+        return os.path.join(os.path.expanduser(os.environ["HF_HOME"]), "hub")
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_CACHE
+
+
+def _in_hf_cache(repo: str, names: Sequence[str], *, file: bool = True) -> str | None:
+    """The cached path of the first of ``names`` in hub repo ``repo`` (huggingface_hub's own cache lookup);
+    None when none is cached. ``file=False`` also accepts the cache's record that the repo has no such file
+    (what a library that asks for an optional file leaves there), and returns the name then."""
+    from huggingface_hub import try_to_load_from_cache
+
+    for name in names:
+        hit = try_to_load_from_cache(repo, name, cache_dir=_hf_cache_dir())
+        if isinstance(hit, str) or (hit is not None and not file):
+            return hit if isinstance(hit, str) else name
+    return None
+
+
+def _openclip_hub_files(arch: str, tag: str) -> list[tuple[str, str | None]]:
+    """What open_clip downloads for a pretrained pair, as (what it is, local path or None when it is not on
+    this computer): the weights first (the hub file, its safetensors alternative first, as open_clip
+    resolves ``pretrained``; a ``file`` entry; or a URL's copy in ``~/.cache/clip``), then the config of a
+    Hugging Face text tower and its tokenizer where the architecture has them."""
+    import open_clip
+    from open_clip import pretrained
+
+    cfg = open_clip.get_pretrained_cfg(arch, tag) or {}
+    if cfg.get("file"):
+        files = [(f"weights ({cfg['file']})", cfg["file"] if Path(cfg["file"]).is_file() else None)]
+    elif cfg.get("hf_hub"):
+        repo, name = os.path.split(cfg["hf_hub"])  # "org/repo/" names open_clip's default file
+        name = name or pretrained.HF_WEIGHTS_NAME
+        alternatives = getattr(pretrained, "_get_safe_alternatives", lambda n: ())(name)
+        files = [(f"weights ({repo}/{name})", _in_hf_cache(repo, [*alternatives, name]))]
+    else:
+        url = cfg.get("url", "")
+        path = Path("~/.cache/clip").expanduser() / os.path.basename(url)
+        files = [(f"weights ({url})", str(path) if url and path.is_file() else None)]
+    text_cfg = (open_clip.get_model_config(arch) or {}).get("text_cfg", {})
+    for key, what, name in (("hf_model_name", "text tower", "config.json"),
+                            ("hf_tokenizer_name", "tokenizer", "tokenizer_config.json")):
+        if text_cfg.get(key):
+            files.append((f"{what} ({text_cfg[key]})", _in_hf_cache(text_cfg[key], [name], file=False)))
+    return files
+
+
+def _openclip_hub_cached(arch: str, tag: str) -> bool:
+    """True when everything open_clip downloads for a pretrained pair is in the local caches."""
+    files = _openclip_hub_files(arch, tag)
+    return bool(files) and all(path for _, path in files)
+
+
+def _hub_endpoint() -> str:
+    """The Hugging Face hub's address: HF_ENDPOINT, else huggingface_hub's default."""
+    from huggingface_hub import constants
+
+    return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+
+
+def hub_unreachable(url: str, timeout: float = HUB_PROBE_TIMEOUT) -> str | None:
+    """Why ``url``'s host cannot be reached now, or None when it answers: ``HF_HUB_OFFLINE`` (or
+    ``TRANSFORMERS_OFFLINE``) is set, or no connection (through the proxy the environment names, if any)
+    within ``timeout`` seconds, name lookup included."""
+    import socket
+    import urllib.parse
+    import urllib.request
+
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(var, "").strip().upper() in ("1", "ON", "YES", "TRUE"):
+            return f"{var} is set"
+    parts = urllib.parse.urlsplit(url)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):
+        parts = urllib.parse.urlsplit(proxy if "//" in proxy else f"http://{proxy}")
     try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:  # pragma: no cover - open_clip depends on it
-        return False
-    repo = "/".join(hub.split("/")[:2])
-    for name in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin", "open_clip_pytorch_model.safetensors"):
-        hit = try_to_load_from_cache(repo, name)
-        if isinstance(hit, str):
-            return True
-    return False
+        address = (parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
+    except ValueError as e:  # a port that is not a number
+        return one_line(e)
+    answer: dict[str, str | None] = {}
+
+    def connect() -> None:
+        try:
+            socket.create_connection(address, timeout=timeout).close()
+            answer["why"] = None
+        except OSError as e:
+            answer["why"] = one_line(e)
+
+    probe = threading.Thread(target=connect, name="jointscope-hub-probe", daemon=True)
+    probe.start()
+    probe.join(timeout)  # the name lookup is not bounded by the socket's timeout
+    return answer.get("why", f"no answer within {timeout:g} s")
 
 
 def _local_openclip_ok(path: str) -> bool:
@@ -425,14 +504,30 @@ def _load_openclip_hub(model_id: str, target: str, device: str) -> Encoder:
             f"{model_id}: not an open_clip pretrained pair (<arch>/<pretrained>); "
             f"see `jointscope models` for all {len(pairs)}, e.g. {some}"
         )
+    cfg = open_clip.get_pretrained_cfg(arch, tag) or {}
+    files = _openclip_hub_files(arch, tag)
+    missing = [what for what, path in files if path is None]
+    kwargs: dict = {"pretrained": tag}
+    if missing:  # a download: fail at once, in whole words, when it cannot happen
+        source = _hub_endpoint() if cfg.get("hf_hub") or not cfg.get("url") else cfg["url"]
+        why = hub_unreachable(source)
+        verb = "is" if len(missing) == 1 and not missing[0].startswith("weights") else "are"
+        if why:
+            raise ModelLoadError(
+                f"{model_id}: its {' and '.join(missing)} {verb} not on this computer, and the Hugging Face hub "
+                f"({source}) cannot be reached ({why}). Connect to the network once to download them "
+                "(they are kept in the Hugging Face cache), or use a local folder: openclip-local:DIR.")
+    else:  # cached weights load from their file: no look-up on the network
+        kwargs = {"pretrained": files[0][1], "image_mean": cfg.get("mean"), "image_std": cfg.get("std"),
+                  "image_interpolation": cfg.get("interpolation"), "image_resize_mode": cfg.get("resize_mode")}
     try:
-        model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=tag, device=device)
+        model, _, preprocess = open_clip.create_model_and_transforms(arch, device=device, **kwargs)
         tokenizer = open_clip.get_tokenizer(arch)
     except Exception as e:  # network, cache or config problems all end here
         raise ModelLoadError(
             f"{model_id}: could not load ({type(e).__name__}: {one_line(e)}). "
             "Weights download from the Hugging Face hub on first use: connect to the network once, "
-            "or download them elsewhere and use openclip-local:<dir>."
+            "or download them elsewhere and use openclip-local:DIR."
         ) from e
     return OpenCLIPEncoder(model_id, model, preprocess, tokenizer, device)
 

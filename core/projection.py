@@ -119,14 +119,20 @@ def warm_up() -> float:
     return dt
 
 
-def start_warm_up() -> threading.Thread:
-    """Run :func:`warm_up` in a daemon thread (call once when a server starts)."""
-    t = threading.Thread(target=_warm_up_quietly, name="jointscope-umap-warmup", daemon=True)
+def start_warm_up(after: threading.Event | None = None, wait: float = 600) -> threading.Thread:
+    """Run :func:`warm_up` in a daemon thread (call once when a server starts).
+
+    ``after``: an event the thread waits for first (at most ``wait`` seconds), so that the compile does
+    not share the cores with work that must finish sooner (the app's first-start build of the demo).
+    """
+    t = threading.Thread(target=_warm_up_quietly, args=(after, wait), name="jointscope-umap-warmup", daemon=True)
     t.start()
     return t
 
 
-def _warm_up_quietly() -> None:
+def _warm_up_quietly(after: threading.Event | None = None, wait: float = 600) -> None:
+    if after is not None:
+        after.wait(wait)
     try:
         warm_up()
     except Exception as e:  # noqa: BLE001 - a failed warm-up only means the first map compiles

@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 ITEM_COLUMNS = ["id", "modality", "text", "image", "thumb", "source", "pair", "width", "height", "added"]
 MODALITIES = ("image", "text", "row")
 THUMB_SIZE = 192
+STORE_THREADS = 8  # images stored at once by an import (their files wait for the disk, see _store_images)
 FORMAT_VERSION = 1
 DELETE_JOURNAL = ".delete.json"  # the items a deletion removes, until it has removed what they left behind
 TOMBSTONE = ".deleted-"  # a deleted workspace folder is renamed to ".<name>.deleted-<random>" before removal
@@ -404,9 +405,8 @@ class Workspace:
             added_rows: dict[str, dict] = {}
             vecs: dict[str, list[tuple[str, str, np.ndarray]]] = {}
             now = pd.Timestamp.now(tz="UTC")
-            for i, (c, cid) in enumerate(zip(candidates, ids)):
-                if progress is not None and i % 500 == 0 and i:
-                    progress(i, len(candidates))
+            images: list[tuple[dict, Any]] = []  # (row, candidate) of new images, stored after this loop
+            for c, cid in zip(candidates, ids):
                 pair = partner(c)
                 for model, v in (c.vectors or {}).items():
                     vecs.setdefault(model, []).append((cid, c.source, v))
@@ -423,11 +423,7 @@ class Workspace:
                 row = {"id": cid, "modality": c.modality, "text": c.text, "image": None, "thumb": None,
                        "source": c.source, "pair": pair, "width": None, "height": None, "added": now}
                 if c.modality == "image":
-                    try:
-                        row.update(self._store_image(cid, c.read_image(), c.image_ext))
-                    except Exception as e:  # noqa: BLE001 - one bad image must not stop the upload
-                        report.errors.append((c.source, f"could not store image ({e})"))
-                        continue
+                    images.append((row, c))
                 for k, v in (c.meta or {}).items():
                     key = f"meta_{k}" if k in ITEM_COLUMNS else str(k)
                     row[key] = v
@@ -435,6 +431,12 @@ class Workspace:
                 new_rows.append(row)
                 added_rows[cid] = row
                 report.ids.append(cid)
+            failed = self._store_images(images, report, progress, len(candidates))
+            if failed:  # one bad image must not stop the upload
+                new_rows = [r for r in new_rows if r["id"] not in failed]
+                report.ids = [i for i in report.ids if i not in failed]
+                for cid in failed:
+                    existing.pop(cid, None)
             report.added = len(new_rows)
             if progress is not None:
                 progress(len(candidates), len(candidates))
@@ -613,6 +615,36 @@ class Workspace:
                                                          for k, v in sorted((c.vectors or {}).items())}},
                              sort_keys=True, default=str)
         return content_id("row", payload.encode("utf-8"))
+
+    def _store_images(self, images: list[tuple[dict, Any]], report: IngestReport, progress: Progress | None,
+                      total: int) -> set[str]:
+        """Store the files of new image rows (``(row, candidate)``; each row gets its paths and size) and
+        return the ids that could not be stored (reported in ``report.errors``). Several images are stored
+        at once: every file is fsynced before it is renamed into place, and threads overlap those waits for
+        the disk (and Pillow's thumbnails); at most ``STORE_THREADS`` images are read into memory at a time.
+        ``progress(done, total)`` counts the candidates before them as done."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        failed: set[str] = set()
+        if not images:
+            return failed
+        base = total - len(images)
+
+        def store(job: tuple[dict, Any]) -> dict:
+            row, c = job
+            return self._store_image(row["id"], c.read_image(), c.image_ext)
+
+        with ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="jointscope-store") as pool:
+            results = pool.map(lambda job: _outcome(store, job), images)
+            for k, ((row, c), (stored, error)) in enumerate(zip(images, results), start=1):
+                if error is None:
+                    row.update(stored)
+                else:
+                    report.errors.append((c.source, f"could not store image ({error})"))
+                    failed.add(row["id"])
+                if progress is not None and (k % 100 == 0 or k == len(images)):
+                    progress(base + k, total)
+        return failed
 
     def _store_image(self, cid: str, data: bytes, ext: str | None) -> dict:
         from .images import open_image
@@ -1016,6 +1048,14 @@ def _creation_leftover(name: str) -> bool:
     """Files that creating a workspace makes before workspace.json exists (the lock, its temp file):
     a folder holding only these is a workspace whose creation was interrupted or is under way."""
     return name == ".lock" or (name.startswith(".workspace.json.") and name.endswith(".tmp"))
+
+
+def _outcome(fn: Callable[[Any], T], arg: Any) -> tuple[T | None, Exception | None]:
+    """``(fn(arg), None)``, or ``(None, the exception)`` when it raised."""
+    try:
+        return fn(arg), None
+    except Exception as e:  # noqa: BLE001 - the caller reports it per item
+        return None, e
 
 
 def _append_rows(df: pd.DataFrame, rows: list[dict]) -> pd.DataFrame:

@@ -34,6 +34,15 @@ def write_tiny_clip(folder: Path, seed: int = 0) -> Path:
 
 
 
+def free_port() -> int:
+    """A loopback port that nothing listens on (bound once by the OS, then released)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def make_png(path: Path, colour=(200, 30, 30), size=(24, 20)) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new("RGB", size, colour).save(path)

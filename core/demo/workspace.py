@@ -4,9 +4,11 @@ from __future__ import annotations
 import io
 import logging
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
+from ..encoders import load_encoder
 from ..progress import StageProgress
 
 log = logging.getLogger(__name__)
@@ -25,12 +27,42 @@ def create_demo_workspace(path: str | os.PathLike, *, n: int = 2000, seed: int =
     become metadata columns; per-pixel object masks are saved to ``derived/world_masks.npz`` keyed by
     item id. Idempotent: running it again adds nothing. ``progress(stage, done, total)``.
     Returns the Workspace.
+
+    On a new workspace the model loads while the images are drawn and encodes them while they are stored
+    (storing is mostly waiting for the disk), in a background thread; its vectors are committed after the
+    items, and :meth:`~core.workspace.Workspace.embed` then completes whatever is still missing.
     """
-    from ..ingest import Candidate
     from ..workspace import Workspace
-    from .world import iter_generate
 
     ws = Workspace(path)
+    fresh = bool(model) and ws.store(model).count() == 0
+    with ThreadPoolExecutor(1, thread_name_prefix="jointscope-demo") as pool:
+        if fresh:  # imports torch and open_clip (seconds) while the world is drawn
+            pool.submit(load_encoder, model)
+        cands, masks = _generate(n, seed, progress)
+        state: dict = {}
+        encoded = pool.submit(_encode, model, cands, state) if fresh else None
+        report = ws.add_candidates(cands, progress=(lambda d, t: progress("store", d, t)) if progress else None)
+        # masks by item id (image ids are content hashes, so recompute them the same way)
+        ids = [ws.candidate_id(c) for c in cands[0::2]]
+        mask_path = ws.derived_root / "world_masks.npz"
+        if report.added or not mask_path.exists():
+            arrays = {cid: masks[i] for i, cid in enumerate(ids)}
+            ws.publish(mask_path, lambda f: np.savez_compressed(f, **arrays))
+        log.info("demo workspace %s: %d added, %d already there", ws.path, report.added, report.skipped)
+        if encoded is not None:
+            _commit_vectors(ws, model, encoded, state, progress)
+    if model:
+        cb = (lambda d, t: t and progress("embed", d, t)) if progress is not None else None  # t = 0: nothing left
+        ws.embed(model, progress=cb)
+    return ws
+
+
+def _generate(n: int, seed: int, progress: StageProgress | None) -> tuple[list, dict[int, np.ndarray]]:
+    """``n`` world items as paired image and caption candidates (image first), and their masks by index."""
+    from ..ingest import Candidate
+    from .world import iter_generate
+
     cands, masks = [], {}
     for i, it in enumerate(iter_generate(n, seed=seed, combos="all")):
         buf = io.BytesIO()
@@ -44,18 +76,55 @@ def create_demo_workspace(path: str | os.PathLike, *, n: int = 2000, seed: int =
         masks[i] = it.mask
         if progress is not None and ((i + 1) % 100 == 0 or i + 1 == n):
             progress("generate", i + 1, n)
-    report = ws.add_candidates(cands, progress=(lambda d, t: progress("store", d, t)) if progress else None)
-    # masks by item id (image ids are content hashes, so recompute them the same way)
-    ids = [ws.candidate_id(c) for c in cands[0::2]]
-    mask_path = ws.derived_root / "world_masks.npz"
-    if report.added or not mask_path.exists():
-        arrays = {cid: masks[i] for i, cid in enumerate(ids)}
-        ws.publish(mask_path, lambda f: np.savez_compressed(f, **arrays))
-    log.info("demo workspace %s: %d added, %d already there", ws.path, report.added, report.skipped)
-    if model:
-        cb = (lambda d, t: progress("embed", d, t)) if progress is not None else None
-        ws.embed(model, progress=cb)
-    return ws
+    return cands, masks
+
+
+def _encode(model: str, cands: list, state: dict) -> tuple[list[str], np.ndarray]:
+    """(ids, vectors) of the distinct candidates (captions repeat) that ``model`` encodes, encoded as
+    :meth:`~core.workspace.Workspace.embed` would: the same encoder on the same PNG bytes and texts.
+    ``state`` gets ``total`` and a running ``done`` (read by the thread that reports progress)."""
+    from ..workspace import Workspace
+
+    first: dict[str, object] = {}
+    for c in cands:
+        first.setdefault(Workspace.candidate_id(c), c)
+    enc = load_encoder(model)
+    texts = [(cid, c) for cid, c in first.items() if c.modality == "text" and "text" in enc.modalities]
+    images = [(cid, c) for cid, c in first.items() if c.modality == "image" and "image" in enc.modalities]
+    state["total"] = len(texts) + len(images)
+
+    def count(base: int):
+        return lambda done, _total: state.__setitem__("done", base + done)
+
+    X = [np.zeros((0, enc.dim), np.float32)]
+    if texts:
+        X.append(enc.encode_texts([c.text for _, c in texts], progress=count(0)))
+    if images:
+        X.append(enc.encode_images([c.image_bytes for _, c in images], progress=count(len(texts))))
+    return [cid for cid, _ in texts + images], np.concatenate(X)
+
+
+def _commit_vectors(ws, model: str, encoded: Future, state: dict, progress: StageProgress | None) -> None:
+    """Wait for the background encoding (reporting its progress from this thread) and commit its vectors
+    of the stored items, unless vectors of ``model`` were committed meanwhile; a failure is left to
+    ``Workspace.embed``, which encodes again and reports it."""
+    while True:
+        try:
+            ids, X = encoded.result(timeout=0.2)
+            break
+        except TimeoutError:
+            if progress is not None and state.get("total"):
+                progress("embed", state.get("done", 0), state["total"])
+        except Exception as e:  # noqa: BLE001 - embed() below tries again and says what is wrong
+            log.warning("demo vectors not encoded in the background: %s", e)
+            return
+    if progress is not None:
+        progress("embed", len(ids), len(ids))
+    keep = np.isin(np.asarray(ids), ws.items["id"].to_numpy(dtype=str))
+    with ws.writing():
+        store = ws.store(model)
+        if store.count() == 0 and keep.any():
+            store.append(X[keep], np.asarray(ids)[keep])
 
 
 def load_world_masks(ws) -> dict[str, np.ndarray]:

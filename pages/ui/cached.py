@@ -5,6 +5,7 @@ Arguments starting with ``_`` are not hashed (a name such as ``map_path`` stands
 """
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
@@ -99,11 +100,30 @@ def thumb_data_uri(path: str) -> str | None:
 
 
 @st.cache_resource(show_spinner=False)
+def first_start_gate() -> threading.Event:
+    """Set once this server process has no first-start build of the demo ahead of it: at once when a
+    workspace exists or JOINTSCOPE_AUTODEMO=0, else when the first start has built (or skipped) the demo."""
+    gate = threading.Event()
+    if os.environ.get("JOINTSCOPE_AUTODEMO", "1") == "0" or _has_workspaces():
+        gate.set()
+    return gate
+
+
+def _has_workspaces() -> bool:
+    try:
+        return bool(core.list_workspaces())
+    except OSError:
+        return False
+
+
+@st.cache_resource(show_spinner=False)
 def start_umap_warm_up():
-    """Compile umap's numba kernels in a background thread, once per server process."""
+    """Compile umap's numba kernels in a background thread, once per server process. On a first start it
+    waits until the demo workspace is built (:func:`first_start_gate`): on two cores the compile would
+    slow the build down, and no map is drawn before the workspace exists."""
     from core.projection import start_warm_up
 
-    return start_warm_up()
+    return start_warm_up(after=first_start_gate())
 
 
 def vectors_key(ws: core.Workspace, model: str) -> tuple:

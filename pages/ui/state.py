@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import streamlit as st
 
 import core
-from pages.ui.cached import _open_workspace
+from pages.ui.cached import _open_workspace, first_start_gate
 from pages.ui.text import plain
 from pages.ui.widgets import build_demo, guard, show_error, summary_line
 
@@ -109,19 +109,22 @@ def _leave_legacy_pages_mode() -> None:
 def _first_start_demo() -> str | None:
     """On a first start (no workspace at all), build the demo so the app opens on something real.
 
-    Off with JOINTSCOPE_AUTODEMO=0 (tests), or when the demo model is not installed.
+    Off with JOINTSCOPE_AUTODEMO=0 (tests), or when the demo model is not installed. The UMAP warm-up
+    waits until this is over (:func:`~pages.ui.cached.first_start_gate`).
     """
-    if os.environ.get("JOINTSCOPE_AUTODEMO", "1") == "0":
-        return None
-    if not any(m.id == DEMO_MODEL and m.available for m in core.list_models(include_hub=False)):
-        return None
     try:
+        if os.environ.get("JOINTSCOPE_AUTODEMO", "1") == "0":
+            return None
+        if not any(m.id == DEMO_MODEL and m.available for m in core.list_models(include_hub=False)):
+            return None
         with st.spinner("First start: building the demo workspace (world images with captions, "
                         "embedded with the bundled 'demo' model)…"):
             build_demo()
     except Exception as e:  # noqa: BLE001 - the app must still open
         show_error(e)
         return None
+    finally:
+        first_start_gate().set()
     return DEMO_NAME
 
 

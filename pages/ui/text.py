@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from core.errors import shorten
+
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:&=\"'%^])")
 
 
@@ -18,20 +20,20 @@ def plain(text: object, limit: int = 300) -> str:
     """One line of user-derived text, safe to pass to st.caption / st.error / st.info.
 
     Streamlit renders those as Markdown (links, images, colour directives); escaping every
-    punctuation character makes the text show literally.
+    punctuation character makes the text show literally. Longer text ends after a whole word with "…".
     """
-    s = " ".join(str(text).split())
-    if len(s) > limit:
-        s = s[: limit - 1] + "…"
+    s = shorten(" ".join(str(text).split()), limit)
     return _MD_SPECIAL.sub(r"\\\1", s)
 
 
 def model_label(info: dict | None, model_id: str) -> str:
+    """A model's name in the sidebar with where it comes from: vectors only, offline, or a download that
+    needs a network (a hub model whose weights are not on this computer yet)."""
     if info is None:
         return f"{model_id} (vectors in workspace)"
     if info["available"]:
         return f"{model_id} (offline)"
-    return f"{model_id} (download)" if not info["bundled"] else f"{model_id} (not installed)"
+    return f"{model_id} (download, needs a network)" if not info["bundled"] else f"{model_id} (not installed)"
 
 
 def upload_name(name: str) -> str:
@@ -57,7 +59,7 @@ def term_label(term: str, items: pd.DataFrame | None = None, limit: int = 60) ->
             if isinstance(r, pd.DataFrame):
                 r = r.iloc[0]
             s = f"“{r['text']}”" if isinstance(r["text"], str) else str(r["source"] or s)
-    return s if len(s) <= limit else s[: limit - 1] + "…"
+    return shorten(s, limit)
 
 
 def hit_caption(hit: dict, captions: dict[str, str]) -> str:

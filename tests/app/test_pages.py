@@ -131,7 +131,7 @@ def test_sidebar_hub_models_checkbox(home):
     assert not at.exception
     many = at.sidebar.selectbox(key="_model_select").options
     assert len(many) > len(few)
-    assert any(o.startswith("openclip:") and o.endswith("(download)") for o in many)
+    assert any(o.startswith("openclip:") and o.endswith("(download, needs a network)") for o in many)
     at.sidebar.selectbox(key="_model_select").select("minilm").run()
     assert at.session_state["model"] == "minilm"
 
@@ -245,6 +245,22 @@ def test_data_page_embed_failure_is_one_line(filled):
     assert "unknown model id" in err and "\n" not in err
 
 
+def test_data_page_offline_hub_model_fails_fast_in_one_whole_line(filled, monkeypatch, tmp_path):
+    """A hub model whose weights were never downloaded, on a computer without the hub: one whole error."""
+    import time
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    at = page("data", workspace=filled, model="openclip:ViT-B-32/laion2b_s34b_b79k")
+    t0 = time.perf_counter()
+    at.button(key="embed").click().run()
+    assert time.perf_counter() - t0 < 10 and not at.exception
+    [err] = texts(at.error)
+    plain_err = err.replace("\\", "")  # the page escapes Markdown
+    assert plain_err.startswith("openclip:ViT-B-32/laion2b_s34b_b79k: its weights") and "\n" not in err
+    assert plain_err.endswith("use a local folder: openclip-local:DIR.") and "…" not in err, err
+
+
 def test_data_page_without_workspace_offers_demo(home, monkeypatch):
     import core.demo
 
@@ -302,16 +318,25 @@ def test_data_page_paginates_long_lists(home):
 def test_first_start_builds_and_opens_the_demo_workspace(home, monkeypatch):
     """Nothing chosen and no workspace at all: the app builds the demo (embedded with `demo`) and opens it."""
     import core.demo
+    from pages.ui.cached import first_start_gate
 
     real = core.demo.create_demo_workspace
-    monkeypatch.setattr(core.demo, "create_demo_workspace",
-                        lambda path, *, progress=None, **kw: real(path, n=12, progress=progress, **kw))
+    gate_during_build = []
+
+    def build(path, *, progress=None, **kw):
+        gate_during_build.append(first_start_gate().is_set())
+        return real(path, n=12, progress=progress, **kw)
+
+    monkeypatch.setattr(core.demo, "create_demo_workspace", build)
     monkeypatch.setenv("JOINTSCOPE_AUTODEMO", "1")
+    first_start_gate.clear()
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
     assert not at.exception, at.exception
     assert at.session_state["workspace"] == "demo" and at.session_state["model"] == "demo"
     ws = core.Workspace(home / "demo", create=False)
     assert len(ws.items) == 24 and ws.models()["demo"]["n"] == 24
+    # the UMAP warm-up waits for this gate: closed while the demo is built, open afterwards
+    assert gate_during_build == [False] and first_start_gate().is_set()
 
 
 def test_pages_warn_when_the_model_weights_changed_under_the_vectors(home, filled):

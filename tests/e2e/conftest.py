@@ -4,28 +4,21 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from helpers import CHROMIUM, CHROMIUM_ARGS, stop_process, wait_until_healthy
+from helpers import CHROMIUM, CHROMIUM_ARGS, free_port, stop_process, wait_until_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager
 def streamlit_server(home: Path, log_path: Path):
     """Run `streamlit run app.py` with JOINTSCOPE_HOME=home on 127.0.0.1; yields the base URL."""
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = dict(os.environ, JOINTSCOPE_HOME=str(home), PYTHONUNBUFFERED="1")
     with open(log_path, "w+b") as log:

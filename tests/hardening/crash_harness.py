@@ -160,12 +160,16 @@ def install(events_path: str | None, target: int | None, ws_root: Path) -> None:
     import tempfile
 
     import core.storage as storage
+    import core.workspace
 
     global KILLER
     KILLER = Killer(events_path, target, ws_root)
     os_proxy = _OsProxy(os)
     storage.os = os_proxy
     storage.tempfile = _TempfileProxy(tempfile, os_proxy)
+    # kill points are numbered in the order of the writes: an import stores one image at a time here, so
+    # that order is the same in every run (stored at once, each file is still written the same atomic way)
+    core.workspace.STORE_THREADS = 1
 
 
 # ---- jobs -------------------------------------------------------------------------------------------

@@ -67,6 +67,27 @@ def test_demo_workspace_is_paired_embedded_and_idempotent(tmp_path):
     assert len(again.items) == len(items)
 
 
+def test_demo_vectors_encoded_during_the_store_equal_what_embed_gives(tmp_path, monkeypatch):
+    """The build encodes the generated images and captions in a background thread while it stores them;
+    its vectors are the ones Workspace.embed computes from the stored items, and embed has nothing left."""
+    from core.demo import create_demo_workspace
+    from core.workspace import Workspace
+
+    reports = []
+    embed = Workspace.embed
+    monkeypatch.setattr(Workspace, "embed", lambda self, *a, **k: reports.append(embed(self, *a, **k)) or reports[-1])
+    stages = []
+    fast = create_demo_workspace(tmp_path / "fast", n=24, progress=lambda s, d, t: stages.append((s, d, t)))
+    assert [r.embedded for r in reports] == [0] and reports[0].cached == len(fast.items)
+    assert ("embed", len(fast.items), len(fast.items)) in stages
+    slow = create_demo_workspace(tmp_path / "slow", n=24, model=None)
+    slow.embed("demo")
+    X, ids = fast.vectors("demo")
+    Y, ids_slow = slow.vectors("demo", ids=list(ids))
+    assert list(ids_slow) == list(ids) and sorted(ids) == sorted(fast.items["id"])
+    np.testing.assert_allclose(X, Y, atol=1e-5)
+
+
 def test_demo_cli(capsys, tmp_path):
     assert main(["demo", str(tmp_path / "d"), "--n", "10", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)

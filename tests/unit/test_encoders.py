@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ import torch
 import core
 from core.encoders import ModelLoadError, clear_encoder_cache, parse_model_id
 
-from helpers import TINY_CFG, make_png, write_tiny_clip
+from helpers import TINY_CFG, free_port, make_png, write_tiny_clip
 
 
 def test_list_models_has_bundled_and_every_openclip_pair():
@@ -131,6 +132,142 @@ def test_hub_model_offline_and_uncached_fails_with_what_to_do(monkeypatch, tmp_p
     with pytest.raises(ModelLoadError) as ei:
         core.load_encoder("openclip:RN50/openai")
     assert "openclip:RN50/openai" in str(ei.value) and "network" in str(ei.value)
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Sockets may connect to this computer only: a test that reached for the real hub fails."""
+    import socket
+
+    connect = socket.socket.connect
+
+    def local_only(sock, address):
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and address[0] not in ("127.0.0.1", "::1"):
+            raise AssertionError(f"the test tried the network: {address}")
+        return connect(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", local_only)
+
+
+@pytest.mark.parametrize("offline", ["HF_HUB_OFFLINE", "closed endpoint"])
+def test_uncached_hub_model_without_a_hub_fails_fast_in_whole_words(monkeypatch, tmp_path, no_network, offline):
+    import open_clip  # noqa: F401 - imported before timing, as the app's sidebar has done
+
+    from pages.ui.text import plain
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    if offline == "HF_HUB_OFFLINE":
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        why = "HF_HUB_OFFLINE is set"
+    else:
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{free_port()}")
+        why = "refused"
+    t0 = time.perf_counter()
+    with pytest.raises(ModelLoadError) as ei:
+        core.load_encoder("openclip:ViT-B-32/laion2b_s34b_b79k")
+    assert time.perf_counter() - t0 < 5
+    msg = str(ei.value)
+    assert msg.startswith("openclip:ViT-B-32/laion2b_s34b_b79k: its weights (laion/CLIP-ViT-B-32-laion2B-s34B-b79K/")
+    for words in ("are not on this computer", "cannot be reached", why, "Connect to the network once",
+                  "openclip-local:DIR"):
+        assert words in msg, msg
+    assert msg.endswith("openclip-local:DIR.") and "\n" not in msg
+    assert "…" not in plain(msg, limit=500), "the app's error box shows the message whole"
+
+
+def test_hub_probe_gives_up_after_its_timeout(monkeypatch):
+    import socket
+
+    from core.encoders import hub_unreachable
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    def never_answers(*args, **kwargs):
+        time.sleep(3)
+        raise OSError("too late")
+
+    monkeypatch.setattr(socket, "create_connection", never_answers)
+    t0 = time.perf_counter()
+    assert hub_unreachable("https://hub.invalid", timeout=0.5) == "no answer within 0.5 s"
+    assert time.perf_counter() - t0 < 1.5
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        monkeypatch.undo()
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+        assert hub_unreachable(f"http://127.0.0.1:{server.getsockname()[1]}") is None
+
+
+def _cached_hub_pair(monkeypatch, tmp_path, tiny_clip_dir, arch: str, model_cfg: dict) -> None:
+    """Register ``arch``/hub, whose weights sit in a temporary Hugging Face cache (hub layout: refs/main
+    names a snapshot), with the hub unreachable (HF_HUB_OFFLINE and a closed HF_ENDPOINT)."""
+    import shutil
+
+    from open_clip import factory, pretrained
+
+    rev = "0123456789abcdef0123456789abcdef01234567"
+    folder = tmp_path / "hf" / "hub" / "models--jointscope-test--tiny-clip"
+    (folder / "snapshots" / rev).mkdir(parents=True)
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text(rev)
+    shutil.copy(tiny_clip_dir / "open_clip_model.safetensors", folder / "snapshots" / rev)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setitem(factory._MODEL_CONFIGS, arch, model_cfg)
+    monkeypatch.setitem(pretrained._PRETRAINED, arch, {"hub": pretrained._pcfg(
+        hf_hub="jointscope-test/tiny-clip/", mean=(0.25,) * 3, std=(0.75,) * 3, interpolation="bilinear",
+        resize_mode="squash")})
+
+
+def test_cached_weights_with_an_uncached_hub_tokenizer_name_the_tokenizer(monkeypatch, tmp_path, tiny_clip_dir,
+                                                                          no_network):
+    cfg = json.loads(json.dumps(TINY_CFG["model_cfg"]))
+    cfg["text_cfg"]["hf_tokenizer_name"] = "jointscope-test/tokenizer"
+    _cached_hub_pair(monkeypatch, tmp_path, tiny_clip_dir, "JSTinyHubTok", cfg)
+    assert not next(m for m in core.list_models() if m.id == "openclip:JSTinyHubTok/hub").available
+    with pytest.raises(ModelLoadError, match=r"^openclip:JSTinyHubTok/hub: its tokenizer \(jointscope-test/"
+                                             r"tokenizer\) is not on this computer, and the Hugging Face hub"):
+        core.load_encoder("openclip:JSTinyHubTok/hub")
+
+
+def test_cached_hub_model_loads_without_a_network(monkeypatch, tmp_path, tiny_clip_dir, no_network):
+    """Weights in the Hugging Face cache (hub layout) load with the hub unreachable, with the
+    preprocessing of their pretrained entry."""
+    import open_clip
+
+    _cached_hub_pair(monkeypatch, tmp_path, tiny_clip_dir, "JSTinyHub", TINY_CFG["model_cfg"])
+    assert ("JSTinyHub", "hub") in open_clip.list_pretrained()
+    assert next(m for m in core.list_models() if m.id == "openclip:JSTinyHub/hub").available
+    t0 = time.perf_counter()
+    enc = core.load_encoder("openclip:JSTinyHub/hub")
+    assert time.perf_counter() - t0 < 5
+    norm = next(t for t in enc.preprocess.transforms if type(t).__name__ == "Normalize")
+    assert tuple(norm.mean) == (0.25,) * 3 and tuple(norm.std) == (0.75,) * 3
+    local = core.load_encoder(f"openclip-local:{tiny_clip_dir}")
+    np.testing.assert_allclose(enc.encode_texts(["a red square"]), local.encode_texts(["a red square"]), atol=1e-5)
+    clear_encoder_cache()
+
+
+def test_one_line_and_plain_never_cut_a_word():
+    from core.errors import one_line
+    from pages.ui.text import plain
+
+    e = RuntimeError("Failed to download weights for tag 'x': Last error: trying to locate the file on the hub "
+                     "failed because the connection was refused by the remote host\nsecond line")
+    for limit in range(20, 150, 7):
+        s = one_line(e, limit=limit)
+        assert len(s) <= limit and s.endswith("…") and "\n" not in s
+        assert str(e).startswith(s[:-1]) and str(e)[len(s) - 1] in " ,;:-(", f"cut inside a word: {s!r}"
+    assert one_line(e, limit=None) == str(e).splitlines()[0]
+    assert plain("a b " + "word " * 80, limit=60).endswith("word…")
+    long_path = "/data/" + "x" * 300  # one word longer than the limit is cut inside, not dropped
+    assert one_line(ValueError(long_path), limit=40) == long_path[:39] + "…"
 
 
 def test_hub_id_that_is_not_a_pretrained_pair():

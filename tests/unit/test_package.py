@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -19,15 +18,9 @@ import pytest
 
 from core.cli import app_command, app_script, main
 
-from helpers import stop_process, wait_until_healthy
+from helpers import free_port, stop_process, wait_until_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ---- quick: the `app` command line ----------------------------------------------------------------
@@ -155,7 +148,7 @@ def test_wheel_installs_and_runs(tmp_path):
     assert Path(page["app"]) == site / "core" / "_app" / "app.py"
     assert page["titles"] == ["Map", "Search"] and page["sidebar"] == ["Workspace", "Model"]
 
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path / "app.log"
     with open(log_path, "w+b") as log:
         proc = subprocess.Popen([sys.executable, "-m", "core", "app", "--port", str(port)], cwd=run_dir, env=env,

@@ -30,6 +30,27 @@ def blobs(n_per=60, centres=4, d=16, seed=0):
     return X, np.repeat(np.arange(centres), n_per)
 
 
+def test_warm_up_waits_for_its_gate(monkeypatch):
+    """The app's first start builds the demo before the UMAP compile starts (two cores are not shared)."""
+    import threading
+    import time
+
+    from core import projection
+
+    calls = []
+    monkeypatch.setattr(projection, "warm_up", lambda: calls.append(time.perf_counter()))
+    gate = threading.Event()
+    t = projection.start_warm_up(after=gate)
+    time.sleep(0.3)
+    assert not calls and t.is_alive()
+    opened = time.perf_counter()
+    gate.set()
+    t.join(5)
+    assert len(calls) == 1 and calls[0] >= opened
+    projection.start_warm_up(after=threading.Event(), wait=0.1).join(5)  # a gate never opened only delays it
+    assert len(calls) == 2
+
+
 # ---- estimator ---------------------------------------------------------------------------------
 def test_umap_is_deterministic_with_a_seed_and_keeps_clusters(umap_warm):
     X, y = blobs()

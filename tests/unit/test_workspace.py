@@ -435,3 +435,46 @@ def test_skipped_items_say_whether_they_were_already_there_or_repeated_in_the_up
     again = ws.ingest(texts=["a dog", "a bird", "a bird"])
     assert (again.added, again.skipped, again.repeated) == (1, 2, 1)
     assert again.skipped_words() == "2 skipped (1 already in the workspace, 1 repeated in this upload)"
+
+
+def test_images_of_an_import_are_stored_at_once_and_a_bad_one_is_reported_alone(tmp_path, monkeypatch):
+    """An import stores several images at a time (their writes wait for the disk); an image that cannot be
+    stored is one error, and every other image, its thumbnail and the texts are committed."""
+    import io
+    import threading
+    import time
+
+    from PIL import Image
+
+    from core.ingest import Candidate
+
+    def png(colour) -> bytes:
+        buf = io.BytesIO()
+        Image.new("RGB", (40, 30), colour).save(buf, format="PNG")
+        return buf.getvalue()
+
+    ws = Workspace(tmp_path / "ws")
+    threads, real = set(), Workspace._store_image
+
+    def slow_store(self, *args):
+        threads.add(threading.get_ident())
+        time.sleep(0.05)
+        return real(self, *args)
+
+    monkeypatch.setattr(Workspace, "_store_image", slow_store)
+    cands = [Candidate(modality="image", source=f"img{i}.png", image_bytes=png((i * 20, 0, 0)), image_ext="png")
+             for i in range(12)]
+    cands.insert(5, Candidate(modality="image", source="broken.png", image_bytes=b"not an image", image_ext="png"))
+    cands.append(Candidate(modality="text", source="caption", text="a red square"))
+    seen = []
+    rep = ws.add_candidates(cands, progress=lambda d, t: seen.append((d, t)))
+    assert rep.added == 13 and len(threads) > 1
+    assert [(s, r.split(" (")[0]) for s, r in rep.errors] == [("broken.png", "could not store image")]
+    items = ws.items
+    assert len(items) == 13 and set(rep.ids) == set(items["id"])
+    imgs = items[items["modality"] == "image"]
+    assert sorted(imgs["source"]) == sorted(f"img{i}.png" for i in range(12))
+    for rel in list(imgs["image"]) + list(imgs["thumb"]):
+        with Image.open(ws.abspath(rel)) as im:
+            im.load()
+    assert (imgs["width"] == 40).all() and seen[-1] == (len(cands), len(cands))
