@@ -35,10 +35,13 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from helpers import CHROMIUM, CHROMIUM_ARGS, free_port  # noqa: E402
 
+# usable: the Map (the app's start page) shows the demo workspace with its vectors and draws its points
+# (the PCA preview counts: UMAP may still be running in the background, with its progress bar)
 USABLE_JS = """() => {
   const t = document.body.innerText;
-  return /Workspace demo: .* vectors for demo/.test(t) && !t.includes('First start')
-    && !document.querySelector('[data-testid="stProgress"]');
+  const drawn = [...document.querySelectorAll('.js-plotly-plot')].some(
+    gd => (gd.data || []).some(tr => tr.mode === 'markers' && tr.customdata && tr.customdata.length));
+  return /Workspace demo: .* vectors for demo/.test(t) && !t.includes('First start') && drawn;
 }"""
 STAGE_JS = "() => [...document.querySelectorAll('[data-testid=\"stProgress\"]')].map(e => e.innerText).join(' ')"
 

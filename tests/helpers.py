@@ -94,3 +94,29 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=timeout)
+
+
+# ---- the Map in a browser (Playwright) ------------------------------------------------------------------
+MAP_POINTS_JS = """() => {
+  for (const gd of document.querySelectorAll('.js-plotly-plot')) {
+    const traces = (gd.data || []).filter(t => t.mode === 'markers' && t.customdata);
+    if (traces.length) return traces.reduce((n, t) => n + t.customdata.length, 0);
+  }
+  return 0;
+}"""  # the number of points of the map (the plotly graph whose traces carry item ids)
+
+
+def box_select(page, plot, margin: float = 0.2) -> None:
+    """Box-select the plot area of a plotly ``plot`` locator with the mouse, ``margin`` of it left out on
+    every side: the toolbar's Box Select, then a drag in ten steps."""
+    drag = plot.locator(".nsewdrag").first
+    box = drag.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    plot.locator('.modebar-btn[data-title="Box Select"]').click()
+    x0, y0 = box["x"] + box["width"] * margin, box["y"] + box["height"] * margin
+    x1, y1 = box["x"] + box["width"] * (1 - margin), box["y"] + box["height"] * (1 - margin)
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    for i in range(1, 11):
+        page.mouse.move(x0 + (x1 - x0) * i / 10, y0 + (y1 - y0) * i / 10)
+    page.mouse.up()

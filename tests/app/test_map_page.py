@@ -258,14 +258,19 @@ def test_one_selection_for_the_workspace(demo_home):
     assert not any(s.endswith(" selected**") for s in texts(again.markdown))
 
 
-def test_map_settings_come_from_the_url(demo_home):
-    """A reload or a shared link restores the map's settings from the query parameters and writes them back."""
+def map_link(**params) -> AppTest:
+    """The Map page opened on the demo workspace from a link with these query parameters."""
     at = AppTest.from_file(str(ROOT / "pages" / "map.py"), default_timeout=TIMEOUT)
     at.session_state["workspace"] = "demo"
     at.session_state["model"] = "demo"
-    at.query_params["method"] = "PCA"
-    at.query_params["colour"] = "colour"
-    at.run()
+    for k, v in params.items():
+        at.query_params[k] = v
+    return at.run()
+
+
+def test_map_settings_come_from_the_url(demo_home):
+    """A reload or a shared link restores the map's settings from the query parameters and writes them back."""
+    at = map_link(method="PCA", colour="colour")
     assert not at.exception, at.exception
     assert at.radio(key="map_method").value == "PCA"
     assert at.selectbox(key="map_colour").value == "colour"
@@ -273,15 +278,10 @@ def test_map_settings_come_from_the_url(demo_home):
     at.toggle(key="map_gap").set_value(True).run()
     assert at.query_params["gap"] in ("1", ["1"]) and at.query_params["method"] in ("PCA", ["PCA"])
     # a value the page does not offer falls back to the default instead of failing
-    bad = AppTest.from_file(str(ROOT / "pages" / "map.py"), default_timeout=TIMEOUT)
-    bad.session_state["workspace"] = "demo"
-    bad.session_state["model"] = "demo"
-    bad.query_params["method"] = "PCA"
-    bad.query_params["colour"] = "<b>nope</b>"
-    bad.query_params["neighbors"] = "many"
-    bad.run()
+    bad = map_link(method="PCA", colour="<b>nope</b>", neighbors="many", names="all")
     assert not bad.exception, bad.exception
     assert bad.selectbox(key="map_colour").value == "modality"
+    assert bad.selectbox(key="map_names").value == "coarse"
 
 
 def test_text_colouring_flags_unknown_words_and_offers_the_html_map(demo_home):

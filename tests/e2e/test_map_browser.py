@@ -12,21 +12,11 @@ from pathlib import Path
 
 import core
 
-from helpers import e2e_marks
+from helpers import MAP_POINTS_JS, box_select, e2e_marks
 
 SCREENSHOT = Path("/tmp/jointscope_map_page.png")
 
 pytestmark = e2e_marks()
-
-# the plotly graph div of the map: the one whose traces carry item ids
-_MAP_POINTS_JS = """() => {
-  for (const gd of document.querySelectorAll('.js-plotly-plot')) {
-    const traces = (gd.data || []).filter(t => t.mode === 'markers' && t.customdata);
-    if (traces.length) return traces.reduce((n, t) => n + t.customdata.length, 0);
-  }
-  return 0;
-}"""
-
 
 def test_map_draws_points_and_box_selection_lists_items(demo_server, browser):
     from playwright.sync_api import expect
@@ -41,7 +31,7 @@ def test_map_draws_points_and_box_selection_lists_items(demo_server, browser):
         expect(page.get_by_role("heading", name="Map")).to_be_visible()
         # the real map (not the PCA preview) is there once its metrics are
         expect(page.get_by_test_id("stMetricLabel").filter(has_text="trustworthiness")).to_be_visible()
-        page.wait_for_function(f"() => ({_MAP_POINTS_JS})() === {n}")
+        page.wait_for_function(f"() => ({MAP_POINTS_JS})() === {n}")
         plot = page.locator(".js-plotly-plot").filter(has=page.locator(".gl-container canvas")).first
         expect(plot).to_be_visible()
         # 2-D points are drawn with WebGL (scattergl), not as one SVG node per point
@@ -49,18 +39,7 @@ def test_map_draws_points_and_box_selection_lists_items(demo_server, browser):
         assert plot.locator("g.trace.scatter .point").count() == 0
         expect(page.get_by_text("Images on this map")).to_be_visible()
 
-        # box selection: modebar "Box Select", then drag over the middle of the plot area
-        drag = plot.locator(".nsewdrag").first
-        box = drag.bounding_box()
-        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-        plot.locator('.modebar-btn[data-title="Box Select"]').click()
-        x0, y0 = box["x"] + box["width"] * 0.2, box["y"] + box["height"] * 0.2
-        x1, y1 = box["x"] + box["width"] * 0.8, box["y"] + box["height"] * 0.8
-        page.mouse.move(x0, y0)
-        page.mouse.down()
-        for i in range(1, 11):
-            page.mouse.move(x0 + (x1 - x0) * i / 10, y0 + (y1 - y0) * i / 10)
-        page.mouse.up()
+        box_select(page, plot)  # the middle of the plot area
 
         caption = page.get_by_text(re.compile(r"^\d+ selected: "))
         expect(caption).to_be_visible()

@@ -16,21 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from helpers import e2e_marks
+from helpers import MAP_POINTS_JS, box_select, e2e_marks
 
 pytestmark = e2e_marks()
 
 SCREENSHOT = Path("/tmp/jointscope_own_data.png")
 N_ROWS = 40
-
-_MAP_POINTS_JS = """() => {
-  for (const gd of document.querySelectorAll('.js-plotly-plot')) {
-    const traces = (gd.data || []).filter(t => t.mode === 'markers' && t.customdata);
-    if (traces.length) return traces.reduce((n, t) => n + t.customdata.length, 0);
-  }
-  return 0;
-}"""
-
 
 def _table(path: Path) -> Path:
     """Two planted groups of rows, each with a caption, a group label and a 6-d vector (JSON list)."""
@@ -44,21 +35,6 @@ def _table(path: Path) -> Path:
             v = centres[g] + rng.normal(0, 0.3, 6)
             w.writerow([f"{g} note number {i}", g, json.dumps([round(float(x), 4) for x in v])])
     return path
-
-
-def _box_select(page, plot) -> None:
-    """Box-select the middle 80 % of the plot area with the mouse."""
-    drag = plot.locator(".nsewdrag").first
-    box = drag.bounding_box()
-    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-    plot.locator('.modebar-btn[data-title="Box Select"]').click()
-    x0, y0 = box["x"] + box["width"] * 0.02, box["y"] + box["height"] * 0.02
-    x1, y1 = box["x"] + box["width"] * 0.98, box["y"] + box["height"] * 0.98
-    page.mouse.move(x0, y0)
-    page.mouse.down()
-    for i in range(1, 11):
-        page.mouse.move(x0 + (x1 - x0) * i / 10, y0 + (y1 - y0) * i / 10)
-    page.mouse.up()
 
 
 def _map_plot(page):
@@ -99,7 +75,7 @@ def test_own_table_reload_selection_unknown_words(serve_home, browser, tmp_path,
                    ).to_be_visible()
             page.get_by_test_id("stRadio").filter(has_text="Method").get_by_text("PCA").click()
             expect(page.get_by_text(re.compile(r"^PCA 2-D map of 40 points"))).to_be_visible()
-            page.wait_for_function(f"() => ({_MAP_POINTS_JS})() === {N_ROWS}")
+            page.wait_for_function(f"() => ({MAP_POINTS_JS})() === {N_ROWS}")
             page.wait_for_url(re.compile(r"method=PCA"))
             assert "ws=mine" in page.url, page.url
 
@@ -108,10 +84,10 @@ def test_own_table_reload_selection_unknown_words(serve_home, browser, tmp_path,
             expect(page.get_by_text(re.compile(r"Workspace mine: 40 items .* vectors for precomputed:emb"))
                    ).to_be_visible(timeout=120_000)
             expect(page.get_by_text(re.compile(r"^PCA 2-D map of 40 points"))).to_be_visible()
-            page.wait_for_function(f"() => ({_MAP_POINTS_JS})() === {N_ROWS}")
+            page.wait_for_function(f"() => ({MAP_POINTS_JS})() === {N_ROWS}")
 
             # a box selection is the selection of the workspace: listed, downloadable with captions
-            _box_select(page, _map_plot(page))
+            box_select(page, _map_plot(page), margin=0.02)
             expect(page.get_by_text(f"{N_ROWS} selected: ")).to_be_visible()
             with page.expect_download() as dl:
                 page.get_by_test_id("stDownloadButton").filter(has_text="CSV").click()
@@ -136,7 +112,7 @@ def test_own_table_reload_selection_unknown_words(serve_home, browser, tmp_path,
             page.get_by_role("button", name="Delete", exact=True).click()
             expect(page.get_by_text(f"Deleted {N_ROWS // 2} items")).to_be_visible()
             sidebar.get_by_role("link", name="Map").click()
-            page.wait_for_function(f"() => ({_MAP_POINTS_JS})() === {N_ROWS // 2}")
+            page.wait_for_function(f"() => ({MAP_POINTS_JS})() === {N_ROWS // 2}")
             on_map = set(page.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')].flatMap(
                 gd => (gd.data || []).filter(t => t.mode === 'markers' && t.customdata).flatMap(t => t.customdata))"""))
             assert on_map == set(beta)
@@ -155,8 +131,8 @@ def test_own_table_reload_selection_unknown_words(serve_home, browser, tmp_path,
 
             # a selection on the demo Map is offered by Concepts (images selected on the Map)
             page.goto(f"{base}/?ws=demo&model=demo&method=PCA")
-            page.wait_for_function(f"() => ({_MAP_POINTS_JS})() > 0")
-            _box_select(page, _map_plot(page))
+            page.wait_for_function(f"() => ({MAP_POINTS_JS})() > 0")
+            box_select(page, _map_plot(page), margin=0.02)
             caption = page.get_by_text(re.compile(r"^\d+ selected: "))
             expect(caption).to_be_visible()
             sidebar.get_by_role("link", name="Concepts").click()
