@@ -303,21 +303,13 @@ METHOD_NOTES = {
 }
 
 
-def clusters_section(ws, labels: list[dict]) -> None:
+def clusters_section(ws, model: str, res, labels: list[dict]) -> None:
     """The named clusters as a table under the map; choosing a row selects the cluster's points."""
     if not labels:
         return
     ss = st.session_state
-    by_id = ws.items.drop_duplicates("id").set_index("id")
-    top = {i for lab in labels for i in lab["top_ids"]}
-    rows = by_id.loc[[i for i in by_id.index if i in top]].reset_index()
-    first = dict(zip(rows["id"], captions(ws.items, rows).where(lambda c: c.notna(), rows["source"])))
-    table = pd.DataFrame({
-        "name": [lab["name"] for lab in labels], "items": [lab["n"] for lab in labels],
-        "score": [lab["score"] for lab in labels],
-        "runner-up": [lab["runner_up"] or "" for lab in labels],
-        "top items": [" · ".join(str(first.get(i) or "")[:40] for i in lab["top_ids"][:3]) for lab in labels]})
     level = labels[0]["level"]
+    table = ui.cluster_table(ui.data_key(ws, model), view_key(res), level, labels)
     with st.expander(f"Named clusters ({len(labels)}, {level})", expanded=True, icon=":material/label:"):
         st.caption(f"Clusters of the embedding space (k-means), {METHOD_NOTES.get(labels[0]['method'], '')}. "
                    "Choose a row to select the cluster's points.")
@@ -496,7 +488,7 @@ def map_section(ws, model: str, present: dict[str, int]) -> None:
     with side_col:
         side_panel(ws, model, res, items, selected_rows)
     with ui.guard():
-        clusters_section(ws, labels)
+        clusters_section(ws, model, res, labels)
     if selected_rows:
         selection_section(ws, items, selected_rows)
 

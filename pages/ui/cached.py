@@ -229,6 +229,21 @@ def map_labels(key: tuple, model: str, map_path: str, level: str, _res) -> list[
     return labels(_open_workspace(key[0]), model, _res, level=level)
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def cluster_table(key: tuple, map_path: str, level: str, _labels: list[dict]) -> pd.DataFrame:
+    """The named clusters of a map as a table: name, items, score, runner-up and the captions (else file
+    names) of the first three typical members (``map_path`` and ``level`` name the label set)."""
+    from core.export import captions, item_rows
+
+    ws = _open_workspace(key[0])
+    rows = item_rows(ws, list(dict.fromkeys(i for lab in _labels for i in lab["top_ids"][:3])))
+    first = dict(zip(rows["id"], captions(ws.items, rows).where(lambda c: c.notna(), rows["source"])))
+    return pd.DataFrame({
+        "name": [lab["name"] for lab in _labels], "items": [lab["n"] for lab in _labels],
+        "score": [lab["score"] for lab in _labels], "runner-up": [lab["runner_up"] or "" for lab in _labels],
+        "top items": [" · ".join(str(first.get(i) or "")[:40] for i in lab["top_ids"][:3]) for lab in _labels]})
+
+
 @st.cache_data(show_spinner=False, max_entries=64)
 def true_neighbours(key: tuple, model: str, map_path: str, row: int, k: int, _ids, _coords) -> pd.DataFrame:
     """:func:`core.projection.true_neighbours` of the point at ``row`` of a map (``map_path`` names it)."""

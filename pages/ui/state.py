@@ -9,6 +9,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 
+import pandas as pd
 import streamlit as st
 
 import core
@@ -140,7 +141,7 @@ def _from_url() -> None:
             ss[WS] = name
         else:
             ss[MODEL_NOTE] = f"The link names workspace {name}, which does not exist here; opened another one."
-    if model and WS in ss:
+    if model:
         ss[MODEL] = model
 
 
@@ -216,8 +217,12 @@ def selection(ws: core.Workspace | None) -> list[str]:
     ids = sel.get("ids") or []
     if not ids:
         return []
-    known = set(ws.items["id"].astype(str))
-    return [i for i in ids if i in known]
+    key = (ws.name, ws.items_version(), len(ids), hash(tuple(ids)))  # pages ask several times a run
+    cached = st.session_state.get("_selection_known")
+    if cached is None or cached[0] != key:
+        cached = (key, pd.Index(ids)[pd.Index(ids).isin(ws.items["id"])].tolist())
+        st.session_state["_selection_known"] = cached
+    return list(cached[1])
 
 
 def set_selection(ws: core.Workspace, ids) -> None:
