@@ -120,6 +120,21 @@ def test_uploaded_images_as_terms(demo_home, items):
     at.file_uploader(key="ana_minus_img_0").set_value(("junk.jpg", b"\x00\x01 not a jpeg", "image/jpeg")).run()
     assert not at.exception
     assert any("junk.jpg is not a readable image" in e for e in texts(at.error))
+    # the worked example replaces every term: the uploaded image is not mixed in
+    at.button(key="ana_example").click().run()
+    assert not at.exception, at.exception
+    md = [s.replace("*", "") for s in texts(at.markdown)]
+    assert not [s for s in md if "red circle.png" in s]
+    assert [u.key for u in at.get("file_uploader")] == ["ana_plus_img_1", "ana_minus_img_1"]
+    assert not any("junk.jpg" in e for e in texts(at.error))
+
+
+def test_the_map_selection_becomes_plus_terms(demo_home, items):
+    picked = items[items["modality"] == "image"]["id"].head(3).tolist()
+    at = analogies_page(workspace="demo", model="demo", selection={"workspace": "demo", "ids": picked})
+    at.button(key="ana_selection").click().run()
+    assert not at.exception, at.exception
+    assert at.text_area(key="ana_plus").value.splitlines() == [f"item:{i}" for i in picked]
 
 
 def test_evaluate_the_bundled_demo_set(demo_home):
