@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 
-import core
 from core.export import map_colour, write_map_html
 from core.projection import compute_map
 
@@ -23,10 +22,10 @@ _STATE_JS = """() => {
 }"""
 
 
-def test_html_map_renders_offline_without_requests(demo_ws_template, browser, tmp_path):
+def test_html_map_renders_offline_without_requests(demo_ws, browser, tmp_path):
     from playwright.sync_api import expect
 
-    ws = core.Workspace(demo_ws_template.path, create=False)
+    ws = demo_ws  # a private copy: the map and its neighbour index are written into the workspace
     res = compute_map(ws, "demo", method="pca")
     values, title, options = map_colour(ws, "demo", res, "modality")
     path = write_map_html(tmp_path / "map.html", ws, "demo", res, color=values, color_title=title, **options)

@@ -182,6 +182,8 @@ def test_no_payload_runs_on_any_page(xss_server, browser, tmp_path):
         # ---- Map: legend of a payload metadata column, hover labels, side gallery captions, box selection
         sidebar.get_by_role("link", name="Map").click()
         expect(page.get_by_test_id("stMetricLabel").filter(has_text="trustworthiness")).to_be_visible()
+        # the run is over once the cluster table under the map is drawn (a click during the run is lost)
+        expect(page.get_by_text(re.compile(r"^Named clusters \("))).to_be_visible()
         page.get_by_test_id("stSelectbox").filter(has=page.get_by_text("Colour by", exact=True)).click()
         expect(page.get_by_role("option", name=PAYLOAD_COLUMN, exact=True)).to_be_visible()  # a column name
         _check(page, "map_options", literal=False)
