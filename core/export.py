@@ -119,7 +119,8 @@ def captions(items: pd.DataFrame, rows: pd.DataFrame) -> pd.Series:
     texts = items[items["modality"] == "text"].drop_duplicates("id")
     by_id = texts.set_index("id")["text"]
     by_image = texts.dropna(subset=["pair"]).drop_duplicates("pair").set_index("pair")["text"]
-    paired = rows["pair"].map(by_id).fillna(rows["id"].map(by_image))
+    paired = rows["pair"].map(by_id).astype(object)
+    paired = paired.where(paired.notna(), rows["id"].map(by_image).astype(object))
     out = rows["text"].where(rows["modality"] != "image", paired)
     return out.astype(object).where(out.notna(), None)
 
