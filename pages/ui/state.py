@@ -6,6 +6,7 @@ heavy objects live in the caches of :mod:`pages.ui.cached`.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from collections.abc import Iterator
 
@@ -200,7 +201,8 @@ def _typed(raw, default):
         if isinstance(default, int):
             return int(raw)
         if isinstance(default, float):
-            return float(raw)
+            value = float(raw)
+            return value if math.isfinite(value) else default
         if isinstance(default, list):
             return [str(v) for v in raw]
     except ValueError:

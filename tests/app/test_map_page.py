@@ -278,7 +278,7 @@ def test_map_settings_come_from_the_url(demo_home):
     at.toggle(key="map_gap").set_value(True).run()
     assert at.query_params["gap"] in ("1", ["1"]) and at.query_params["method"] in ("PCA", ["PCA"])
     # a value the page does not offer falls back to the default instead of failing
-    bad = map_link(method="PCA", colour="<b>nope</b>", neighbors="many", names="all")
+    bad = map_link(method="PCA", colour="<b>nope</b>", neighbors="many", names="all", min_dist="nan")
     assert not bad.exception, bad.exception
     assert bad.selectbox(key="map_colour").value == "modality"
     assert bad.selectbox(key="map_names").value == "coarse"
