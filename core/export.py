@@ -125,6 +125,14 @@ def captions(items: pd.DataFrame, rows: pd.DataFrame) -> pd.Series:
     return out.astype(object).where(out.notna(), None)
 
 
+def item_titles(items: pd.DataFrame, rows: pd.DataFrame, limit: int = 80) -> pd.Series:
+    """One short plain line per row for tables: its caption (:func:`captions`), else where it came from
+    (``source``), cut to ``limit`` characters."""
+    caption = captions(items, rows)
+    head = caption.where(caption.notna(), rows["source"])
+    return head.fillna("").astype(str).str.slice(0, limit)
+
+
 def selection_table(ws, ids: Sequence[str], coords: np.ndarray | None = None) -> pd.DataFrame:
     """Items for download: ``id, modality, caption, file``, every user metadata column, and ``map_x,
     map_y`` (``map_z``) when ``coords`` (len(ids), 2 or 3) are given; no internal image/thumbnail paths.

@@ -10,8 +10,6 @@ from streamlit.errors import StreamlitAPIException
 
 from core.encoders import modalities_of
 from core.export import (
-    captions,
-    hover_lines,
     map_html,
     metadata_columns,
     parquet_bytes,
@@ -240,7 +238,6 @@ def draw_map(ws, model, res, items, opt, where) -> list[dict]:
         chart_selection(ws, chart_key, labels)
     selected = ui.selection(ws) if res.dim == 2 else []
     values, title, extra = colour_values(ws, model, res, items, opt)
-    meta = metadata_columns(items)
     pairs = np.zeros((0, 2), np.int64)
     if opt["pairs"]:
         pairs = pair_positions(items, res.ids)
@@ -265,7 +262,7 @@ def draw_map(ws, model, res, items, opt, where) -> list[dict]:
                                  len(pairs), len(thumbs), hash(tuple(selected)), opt["density"], opt["names"])))
 
     def build():
-        hover = hover_lines(items, meta, captions=captions(ws.items, items))
+        hover = ui.map_hover(ui.data_key(ws, model), view_key(res), items)  # the same for every colouring
         return map_figure(res.coords, color=values, color_title=title, hover_text=hover,
                           customdata=res.ids, dim=res.dim, pair_segments=pairs, thumbs=thumbs,
                           uirevision=f"{res.method}-{res.dim}-{res.gap_corrected}", selected=selected,
@@ -367,7 +364,7 @@ def side_panel(ws, model, res, items, selected_rows) -> None:
     sel = items.iloc[selected_rows]
     st.markdown(f"**{len(sel):,} selected**")
     if len(selected_rows) == 1:
-        neighbours_panel(ws, model, res, items, selected_rows[0])
+        neighbours_panel(ws, model, res, selected_rows[0])
     st.caption("Listed below the map. The selection stays while you use the other pages.")
     st.button("Clear selection", icon=":material/deselect:", key="clear_selection", on_click=ui.clear_selection)
     if st.button("Search from here", icon=":material/search:", key="search_from_here", type="primary",
@@ -386,20 +383,15 @@ def side_panel(ws, model, res, items, selected_rows) -> None:
                            on_done=ui.clear_selection)
 
 
-def neighbours_panel(ws, model, res, items, row: int) -> None:
+def neighbours_panel(ws, model, res, row: int) -> None:
     """One selected point: its trust and its true neighbours (lines on the map, listed here)."""
     near = point_neighbours(ws, model, res, row)
     kept = int((near["map_rank"] <= N_NEIGHBOURS).sum())
     st.caption(f"Trust {float(res.trust[row]):.2f}: {kept} of its {len(near)} nearest neighbours in the space are "
                f"among its {N_NEIGHBOURS} nearest on the map. Lines join it to them; map rank 1 is its nearest "
                "point on the map, a large rank means the map tore that neighbour away.")
-    rows = items.iloc[near["row"]]
-    caption = captions(ws.items, rows)
-    head = caption.where(caption.notna(), rows["source"])  # a table cell is plain text: no escaping needed
-    table = pd.DataFrame({"item": head.fillna("").astype(str).str.slice(0, 80).to_numpy(),
-                          "cosine": near["cosine"].to_numpy(), "map rank": near["map_rank"].to_numpy(),
-                          "id": rows["id"].to_numpy()})
-    st.dataframe(table, hide_index=True, key="neighbours_table",
+    table = near[["item", "cosine", "map_rank", "id"]].rename(columns={"map_rank": "map rank"})
+    st.dataframe(table, hide_index=True, key="neighbours_table",  # cells are plain text: no escaping needed
                  column_config={"cosine": st.column_config.NumberColumn("cosine", format="%.3f"),
                                 "item": st.column_config.TextColumn("true neighbour", width="medium")})
 

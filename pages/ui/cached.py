@@ -214,6 +214,15 @@ def map_items(key: tuple, map_path: str, _ids) -> pd.DataFrame:
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
+def map_hover(key: tuple, map_path: str, _items: pd.DataFrame) -> list[str]:
+    """:func:`core.export.hover_lines` of a map's items (caption, file, modality, a few metadata values),
+    computed once per map: the figure is rebuilt whenever the colouring or the selection changes."""
+    from core.export import captions, hover_lines, metadata_columns
+
+    return hover_lines(_items, metadata_columns(_items), captions=captions(_open_workspace(key[0]).items, _items))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
 def kmeans_labels(key: tuple, model: str, map_path: str, k: int, _ids) -> list[str]:
     """:func:`core.projection.cluster_labels` of the mapped items' vectors (``map_path`` names the id set)."""
     from core.projection import cluster_labels, map_vectors
@@ -233,24 +242,29 @@ def map_labels(key: tuple, model: str, map_path: str, level: str, _res) -> list[
 def cluster_table(key: tuple, map_path: str, level: str, _labels: list[dict]) -> pd.DataFrame:
     """The named clusters of a map as a table: name, items, score, runner-up and the captions (else file
     names) of the first three typical members (``map_path`` and ``level`` name the label set)."""
-    from core.export import captions, item_rows
+    from core.export import item_rows, item_titles
 
     ws = _open_workspace(key[0])
     rows = item_rows(ws, list(dict.fromkeys(i for lab in _labels for i in lab["top_ids"][:3])))
-    first = dict(zip(rows["id"], captions(ws.items, rows).where(lambda c: c.notna(), rows["source"])))
+    first = dict(zip(rows["id"], item_titles(ws.items, rows, limit=40)))
     return pd.DataFrame({
         "name": [lab["name"] for lab in _labels], "items": [lab["n"] for lab in _labels],
         "score": [lab["score"] for lab in _labels], "runner-up": [lab["runner_up"] or "" for lab in _labels],
-        "top items": [" · ".join(str(first.get(i) or "")[:40] for i in lab["top_ids"][:3]) for lab in _labels]})
+        "top items": [" · ".join(first.get(i, "") for i in lab["top_ids"][:3]) for lab in _labels]})
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def true_neighbours(key: tuple, model: str, map_path: str, row: int, k: int, _ids, _coords) -> pd.DataFrame:
-    """:func:`core.projection.true_neighbours` of the point at ``row`` of a map (``map_path`` names it)."""
+    """:func:`core.projection.true_neighbours` of the point at ``row`` of a map (``map_path`` names it):
+    ``row, cosine, map_rank``, plus each neighbour's ``id`` and ``item`` (caption, else source)."""
+    from core.export import item_rows, item_titles
     from core.projection import map_vectors
     from core.projection import true_neighbours as neighbours
 
-    return neighbours(map_vectors(_open_workspace(key[0]), model, ids=_ids), _coords, row, k=k)
+    ws = _open_workspace(key[0])
+    near = neighbours(map_vectors(ws, model, ids=_ids), _coords, row, k=k)
+    rows = item_rows(ws, [str(_ids[r]) for r in near["row"]])
+    return near.assign(id=rows["id"].to_numpy(), item=item_titles(ws.items, rows).to_numpy())
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
