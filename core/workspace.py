@@ -967,6 +967,11 @@ class Workspace:
                  report.cached, report.seconds)
         return report
 
+    def models_with_vectors(self) -> dict[str, int]:
+        """``{model_id: number of vectors}`` of the models with at least one vector here, most first."""
+        counts = {m: int(v["n"]) for m, v in self.models().items() if v["n"]}
+        return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
     def unsupported_hint(self, report: EmbedReport) -> str | None:
         """After an embedding run that found nothing its model can encode (every item left is of another
         modality): one sentence naming the models that do have vectors here, or what kind of model would fit.
@@ -975,10 +980,10 @@ class Workspace:
             return None
         counts = self.items["modality"].value_counts()
         what = ", ".join(f"{n} {mod} item{'' if n == 1 else 's'}" for mod, n in counts.items())
-        have = sorted(((v["n"], m) for m, v in self.models().items() if m != report.model and v["n"]), reverse=True)
+        have = {m: n for m, n in self.models_with_vectors().items() if m != report.model}
         head = f"{report.model} encodes none of the items of workspace {self.name!r} ({what})"
         if have:
-            return (f"{head}; models with vectors here: {', '.join(f'{m} ({n} items)' for n, m in have)}. "
+            return (f"{head}; models with vectors here: {', '.join(f'{m} ({n} items)' for m, n in have.items())}. "
                     "Choose one of them to map and search this workspace.")
         return (f"{head}; texts embed with minilm, images and texts with demo or an open_clip model, and table rows "
                 "use the vectors that came with their table (precomputed:<column>).")

@@ -243,15 +243,13 @@ def clear_selection() -> None:
 
 # ---- the right model --------------------------------------------------------------------------------
 def models_with_vectors(ws: core.Workspace | None) -> dict[str, int]:
-    """{model id: number of vectors} of the models that have vectors in ``ws`` (most first)."""
+    """:meth:`core.Workspace.models_with_vectors` of ``ws`` ({} without one, or when it cannot be read)."""
     if ws is None:
         return {}
     try:
-        models = ws.models()
+        return ws.models_with_vectors()
     except Exception:  # noqa: BLE001 - the page reports a broken workspace itself
         return {}
-    counts = {m: int(info.get("n") or 0) for m, info in models.items()}
-    return {m: c for m, c in sorted(counts.items(), key=lambda kv: -kv[1]) if c > 0}
 
 
 def fit_model(ws: core.Workspace | None, *, why: str) -> str | None:
