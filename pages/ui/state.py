@@ -28,7 +28,7 @@ UPLOAD_ROUND = "upload_round"  # int — bumped after an import to clear the upl
 SELECTION = "selection"      # dict | None — {workspace, ids}: the workspace-level selection (Map, Search, Concepts…)
 SELECTION_ROUND = "selection_round"  # int — bumped by Clear selection, so the map chart starts unselected
 SELECTION_EVENT = "selection_event"  # tuple — the map chart's last non-empty selection (see pages/map.py)
-MODEL_NOTE = "model_note"    # str | None — "switched the model to …" said once on the next page run
+MODEL_NOTE = "model_note"    # str | None — said once on the next page run: a model switch, a link's missing workspace
 URL_WS, URL_MODEL = "ws", "model"  # query parameters of the chosen workspace and model
 DEMO_NAME = "demo"
 DEMO_MODEL = "demo"
@@ -259,7 +259,7 @@ def fit_model(ws: core.Workspace | None, *, why: str) -> str | None:
     have = models_with_vectors(ws)
     if not have or ss.get(MODEL) in have:
         return None
-    new = DEMO_MODEL if DEMO_MODEL in have else next(iter(have))
+    new = default_model(have)
     old = ss.get(MODEL)
     select(model=new)
     others = [m for m in have if m != new]
