@@ -3,7 +3,10 @@
 Analogy sets (``evaluate_analogies``)
 -------------------------------------
 A CSV with columns ``a, b, c, d`` (one analogy ``a : b :: c : d`` per row, so ``d ≈ b − a + c``);
-any other column is kept (``category`` gives per-category accuracy). Two kinds of space:
+any other column is kept (``category`` gives per-category accuracy). The plain-text format of word2vec's
+``questions-words.txt`` (as gensim reads it) is read too: ``: section`` lines start a category, every other
+line holds the four words ``a b c d`` separated by white space; a line that does not is reported in
+``malformed`` (with its line number) and the rest of the file is kept. Two kinds of space:
 
 - a **vocabulary** (a model id such as ``minilm`` or an Encoder): every cell is a text; the candidates
   are every distinct text in the set; ``a``, ``b`` and ``c`` of a row are never candidates for it.
@@ -160,6 +163,7 @@ class AnalogyEvaluation:
     per_category: dict[str, dict] = field(default_factory=dict)
     skipped: list[tuple[int, str]] = field(default_factory=list)
     rows: list[dict] = field(default_factory=list)
+    malformed: list[tuple[int, str]] = field(default_factory=list)  # (line, reason): lines of a text set not read
 
     @property
     def accuracy(self) -> float:
@@ -185,6 +189,7 @@ class AnalogyEvaluation:
             out["per_category"][cat] = {"n": c["n"], **acc(c["h1"], c["hk"], c["n"]),
                                         "baseline": acc(c["b1"], c["bk"], c["n"])}
         out["skipped"] = [{"row": r, "reason": why} for r, why in self.skipped]
+        out["malformed"] = [{"line": n, "reason": why} for n, why in self.malformed]
         if rows:
             out["rows"] = self.rows
         return out
@@ -194,16 +199,79 @@ def _ratio(h: int, n: int) -> float | None:
     return round(h / n, 4) if n else None
 
 
+def is_questions_words(text: str) -> bool:
+    """True when ``text`` looks like word2vec's ``questions-words.txt`` format: its first non-blank line is a
+    ``: section`` line, or four words separated by white space with no comma (a CSV header has commas)."""
+    for line in text.splitlines():
+        s = line.strip()
+        if s:
+            return s.startswith(":") or ("," not in s and len(s.split()) == 4)
+    return False
+
+
+def read_questions_words(text: str, *, where: str = "the analogy set") -> pd.DataFrame:
+    """Analogies in the ``questions-words.txt`` format (``: section`` lines, then ``a b c d`` per line) as a
+    frame with columns a, b, c, d, category (the section; absent when the file has none) and line (the
+    line number in the file). Lines that are not four words are left out and listed, as ``(line, reason)``,
+    in ``frame.attrs["malformed"]``. Words keep their case. Raises ``ValueError`` when no line is an analogy.
+    """
+    rows, malformed, section, sections = [], [], "", False
+    for no, line in enumerate(text.splitlines(), 1):
+        s = line.strip()
+        if not s:
+            continue
+        if s.startswith(":"):
+            section, sections = s[1:].strip(), True
+            continue
+        words = s.split()
+        if len(words) != 4:
+            malformed.append((no, f"line {no}: expected four words 'a b c d', got {len(words)}: {one_line(s)!r}"))
+            continue
+        rows.append([*words, section, str(no)])
+    if not rows:
+        raise ValueError(f"{where} holds no analogy line (four words 'a b c d' per line"
+                         + (f"; {len(malformed)} malformed, e.g. {malformed[0][1]}" if malformed else "") + ")")
+    df = pd.DataFrame(rows, columns=[*ANALOGY_COLUMNS, "category", "line"])
+    if not sections:
+        df = df.drop(columns="category")
+    df.attrs["malformed"] = malformed
+    return df
+
+
+def _questions_words_text(data: bytes) -> str | None:
+    """``data`` decoded when it is a ``questions-words.txt`` style file; None otherwise (then it is read as
+    a CSV, which reports what is wrong with it)."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return None
+    return text if is_questions_words(text) else None
+
+
 def load_analogy_set(source: str | Path | bytes | pd.DataFrame | Sequence[Mapping], *,
                      name: str | None = None) -> pd.DataFrame:
     """An analogy set as a frame of text cells (columns a, b, c, d, then any extra columns).
 
-    ``source``: a CSV path, the bytes of a CSV (an upload; ``name`` is its file name, used in errors),
-    a DataFrame or a list of dicts. Raises ``ValueError`` when a required column is missing (naming
-    it) or the file cannot be read.
+    ``source``: a CSV or ``questions-words.txt`` path, the bytes of one (an upload; ``name`` is its file
+    name, used in errors), a DataFrame or a list of dicts. The text format is recognised by its content
+    (:func:`is_questions_words`); its malformed lines are in ``frame.attrs["malformed"]``. Raises
+    ``ValueError`` when a required column is missing (naming it) or the file cannot be read.
     """
+    if isinstance(source, (str, Path)):
+        path = Path(source).expanduser()
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            raise ValueError(f"analogy set {str(path)!r} does not exist") from None
+        except OSError as e:
+            raise ValueError(f"analogy set {str(path)!r} cannot be read ({type(e).__name__}: "
+                             f"{one_line(e, limit=None)})") from None
+        if (text := _questions_words_text(raw)) is not None:
+            return read_questions_words(text, where=f"analogy set {str(path)!r}")
     if isinstance(source, (bytes, bytearray)):
         label = name or "the uploaded CSV"
+        if (text := _questions_words_text(bytes(source))) is not None:
+            return read_questions_words(text, where=f"analogy set {label!r}")
         try:
             df = pd.read_csv(io.BytesIO(bytes(source)), dtype=str, keep_default_na=False, skipinitialspace=True)
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
@@ -211,12 +279,9 @@ def load_analogy_set(source: str | Path | bytes | pd.DataFrame | Sequence[Mappin
                              f"({type(e).__name__}: {one_line(e, limit=None)})") from None
         where = repr(label)
     elif isinstance(source, (str, Path)):
-        path = Path(source).expanduser()
         try:
-            df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-        except FileNotFoundError:
-            raise ValueError(f"analogy set {str(path)!r} does not exist") from None
-        except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+            df = pd.read_csv(io.BytesIO(raw), dtype=str, keep_default_na=False, skipinitialspace=True)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
             raise ValueError(f"analogy set {str(path)!r} is not a readable CSV "
                              f"({type(e).__name__}: {one_line(e, limit=None)})") from None
         where = repr(str(path))
@@ -228,10 +293,13 @@ def load_analogy_set(source: str | Path | bytes | pd.DataFrame | Sequence[Mappin
     if missing:
         raise ValueError(f"{where} lacks column(s) {', '.join(missing)}; expected a, b, c, d "
                          f"(got {', '.join(df.columns) or 'none'})")
+    malformed = list(df.attrs.get("malformed", ()))
     df = df.fillna("").astype(str)
     for c in df.columns:
         df[c] = df[c].str.strip()
-    return df.reset_index(drop=True)
+    df = df.reset_index(drop=True)
+    df.attrs = {"malformed": malformed}
+    return df
 
 
 _CONSTRAINT = re.compile(r"^\s*([^=;]+?)\s*=\s*([^;]*?)\s*$")
@@ -274,6 +342,33 @@ def suggested_space(rows) -> str:
     return "vocabulary"
 
 
+def bundled_analogy_sets() -> dict[str, Path]:
+    """``{file name: path}`` of the analogy sets shipped with Jointscope (``assets/analogies/*.csv``)."""
+    from .encoders import ASSETS_DIR
+
+    return {p.name: p for p in sorted((ASSETS_DIR / "analogies").glob("*.csv"))}
+
+
+def default_analogy_set(model: str | None, names: Sequence[str]) -> str | None:
+    """The set of ``names`` (bundled file names) to offer first for ``model``: the one named after the model
+    (``demo`` → ``demo.csv``), else the first set of plain words (scored on a vocabulary, so it suits any
+    model that encodes texts: a workspace set refers to items of one particular workspace), else the first."""
+    names = list(names)
+    if not names:
+        return None
+    if model and f"{model}.csv" in names:
+        return f"{model}.csv"
+    sets = bundled_analogy_sets()
+    for n in names:
+        if n in sets:
+            try:
+                if suggested_space(sets[n]) == "vocabulary":
+                    return n
+            except ValueError:  # an unreadable bundled file is reported when it is chosen
+                continue
+    return names[0]
+
+
 def evaluate_analogies(space: Workspace | str | Encoder, rows, *, model: str | None = None, k: int = 5,
                        method: str = "3cosadd", modality: ModalitySpec = None) -> AnalogyEvaluation:
     """Score an analogy set ``a : b :: c : d`` (see the module docstring for the format and spaces).
@@ -291,10 +386,13 @@ def evaluate_analogies(space: Workspace | str | Encoder, rows, *, model: str | N
     if isinstance(space, Workspace):
         if model is None:
             raise ValueError("evaluating on a workspace needs model=<id>")
-        return _evaluate_workspace(space, model, df, k=k, method=method, modality=modality)
-    if model is not None and not isinstance(space, str):
+        ev = _evaluate_workspace(space, model, df, k=k, method=method, modality=modality)
+    elif model is not None and not isinstance(space, str):
         raise ValueError("give the model either as space or as model=, not both")
-    return _evaluate_vocabulary(space if model is None else model, df, k=k, method=method)
+    else:
+        ev = _evaluate_vocabulary(space if model is None else model, df, k=k, method=method)
+    ev.malformed = list(df.attrs.get("malformed", ()))
+    return ev
 
 
 def _record(ev: AnalogyEvaluation, row_no: int, r: pd.Series, rank: int | None, base_rank: int | None,

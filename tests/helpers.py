@@ -120,3 +120,64 @@ def box_select(page, plot, margin: float = 0.2) -> None:
     for i in range(1, 11):
         page.mouse.move(x0 + (x1 - x0) * i / 10, y0 + (y1 - y0) * i / 10)
     page.mouse.up()
+
+
+# ---- nothing leaves the machine (browser tests) ------------------------------------------------------------
+def is_local_url(url: str) -> bool:
+    """True for a URL that stays on this machine: loopback hosts (127.0.0.0/8, ::1, localhost) and the
+    browser's own schemes (data:, blob:, file:, about:); False for every other host."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme in ("data", "blob", "file", "about", "chrome", "chrome-error"):
+        return True
+    host = (parts.hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class OfflineBrowser:
+    """A Playwright (sync) browser whose every context aborts each request that would leave the machine and
+    records its URL in :attr:`attempts`, so a test (or the fixture that hands it out) can fail on any.
+
+    ``new_page``/``new_context`` take Playwright's keyword arguments; every other attribute is the browser's.
+    A page's own ``page.route`` handlers run first (Playwright's order), so tests that route more strictly
+    still work. Each URL is recorded once."""
+
+    def __init__(self, browser):
+        self.browser = browser
+        self.attempts: list[str] = []
+
+    def _route(self, route) -> None:
+        url = route.request.url
+        if is_local_url(url):
+            route.fallback()
+        else:
+            self._record(url)
+            route.abort("blockedbyclient")
+
+    def _record(self, url: str) -> None:
+        if url not in self.attempts:
+            self.attempts.append(url)
+
+    def _on_request(self, request) -> None:
+        # requests the router never sees (e.g. a favicon in some chromium builds) are still recorded
+        if not is_local_url(request.url):
+            self._record(request.url)
+
+    def new_context(self, **kwargs):
+        context = self.browser.new_context(**kwargs)
+        context.route("**/*", self._route)
+        context.on("request", self._on_request)
+        return context
+
+    def new_page(self, **kwargs):
+        return self.new_context(**kwargs).new_page()  # its context closes with the browser
+
+    def __getattr__(self, name):
+        return getattr(self.browser, name)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import CHROMIUM, CHROMIUM_ARGS, free_port, stop_process, wait_until_healthy
+from helpers import CHROMIUM, CHROMIUM_ARGS, OfflineBrowser, free_port, stop_process, wait_until_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,11 +59,14 @@ def demo_server(tmp_path_factory, demo_ws_template):
 
 @pytest.fixture(scope="module")
 def browser():
+    """Debian chromium (an :class:`helpers.OfflineBrowser`): every request that would leave the machine is
+    aborted, and the module's tests fail at teardown if any page tried one."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        b = OfflineBrowser(p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS))
         try:
             yield b
         finally:
-            b.close()
+            b.browser.close()
+        assert b.attempts == [], f"pages tried to reach other machines: {sorted(set(b.attempts))[:10]}"

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import CHROMIUM, CHROMIUM_ARGS, e2e_marks, make_png
+from helpers import CHROMIUM, CHROMIUM_ARGS, e2e_marks, is_local_url, make_png
 
 pytestmark = e2e_marks()
 
@@ -105,6 +105,15 @@ async def _session(browser, base: str, ws: str, tag: str, files: list[Path], for
 
     out = {"ws": ws, "tag": tag}
     context = await browser.new_context(viewport={"width": 1400, "height": 1500})
+
+    async def offline(route) -> None:  # nothing may leave the machine (see helpers.OfflineBrowser)
+        if is_local_url(route.request.url):
+            await route.fallback()
+        else:
+            out.setdefault("offsite", []).append(route.request.url)
+            await route.abort("blockedbyclient")
+
+    await context.route("**/*", offline)
     page = await context.new_page()
     page.set_default_timeout(STEP)
     main = page.get_by_test_id("stMain")
@@ -224,6 +233,8 @@ def test_four_sessions_upload_and_search_without_cross_talk(server_and_home, tmp
     failures = [f"{tag}: {r!r}" for (_, tag), r in zip(SESSIONS, results) if isinstance(r, BaseException)]
     assert not failures, "\n".join(failures) + f"\n(screenshots in {shots})"
     by_tag = {r["tag"]: r for r in results}
+    offsite = sorted({u for r in results for u in r.get("offsite", [])})
+    assert not offsite, f"pages tried to reach other machines: {offsite[:10]}"
 
     from core.workspace import Workspace, content_id
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -523,3 +524,88 @@ def test_known_and_unknown_words_of_a_model(tmp_path):
     assert unknown_words(folder, "a cat at a traffic light") == ["at", "traffic", "light"], "known_words.txt first"
     (tmp_path / "known_words.txt").write_text("a\nat\ncat\ntraffic\n")
     assert unknown_words(folder, "a cat at a traffic light") == ["light"], "a changed file is read again"
+
+
+# ---- word2vec's questions-words.txt (the format gensim's evaluate_word_analogies reads) ----------------
+def _gensim_questions_words():
+    pytest.importorskip("gensim")
+    from gensim.test.utils import datapath
+
+    return Path(datapath("questions-words.txt"))
+
+
+def _gensim_sections(path: Path) -> dict[str, list[tuple[str, str, str, str]]]:
+    """The file read the way gensim's KeyedVectors.evaluate_word_analogies reads it (its loop, restated)."""
+    sections, section = {}, None
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith(": "):
+            section = line.lstrip(": ").strip()
+            sections[section] = []
+        else:
+            a, b, c, expected = line.split()
+            sections[section].append((a, b, c, expected))
+    return sections
+
+
+def test_questions_words_reads_gensims_file_as_gensim_does():
+    from core.analogies import is_questions_words
+
+    path = _gensim_questions_words()
+    assert is_questions_words(path.read_text(encoding="utf-8"))
+    df = load_analogy_set(path)
+    ref = _gensim_sections(path)
+    assert list(df.columns) == ["a", "b", "c", "d", "category", "line"]
+    assert len(df) == sum(len(v) for v in ref.values()) == 19544
+    assert df["category"].unique().tolist() == list(ref)  # sections in file order
+    for cat, rows in ref.items():
+        got = df[df["category"] == cat]
+        assert list(got[["a", "b", "c", "d"]].itertuples(index=False, name=None)) == rows
+    assert df.attrs["malformed"] == []
+    # the uploaded bytes read the same
+    up = load_analogy_set(path.read_bytes(), name="questions-words.txt")
+    assert up[["a", "b", "c", "d", "category"]].equals(df[["a", "b", "c", "d", "category"]])
+
+
+def test_questions_words_keeps_good_lines_and_names_bad_ones(tmp_path):
+    text = ("\ufeff: capital-common-countries\nAthens Greece Baghdad Iraq\n\nAthens Greece\n"
+            "Athens Greece Berlin Germany extra\nparis france rome italy\n")
+    df = load_analogy_set(text.encode(), name="mine.txt")
+    assert df[["a", "d", "line"]].values.tolist() == [["Athens", "Iraq", "2"], ["paris", "italy", "6"]]
+    assert [n for n, _ in df.attrs["malformed"]] == [4, 5]
+    assert "line 4: expected four words" in df.attrs["malformed"][0][1]
+    no_sections = load_analogy_set(b"king man queen woman\n", name="w.txt")
+    assert list(no_sections.columns) == ["a", "b", "c", "d", "line"]
+    with pytest.raises(ValueError, match=r"'bad\.txt' holds no analogy line.*line 2: expected four words"):
+        load_analogy_set(b": only-a-section\nhello world\n", name="bad.txt")
+    # a CSV whose header has four words and commas is still a CSV
+    assert list(load_analogy_set(b"a,b,c,d\nx,y,z,w\n").columns) == ["a", "b", "c", "d"]
+
+
+def test_questions_words_scored_with_malformed_lines_reported(tmp_path):
+    f = tmp_path / "questions-words.txt"
+    f.write_text(": family\nman woman king queen\nboy girl brother sister\nbroken line\n"
+                 ": gram9-plural-verbs\nwork works run runs\n", encoding="utf-8")
+    ev = evaluate_analogies("minilm", str(f), k=3)
+    d = ev.to_dict(rows=False)
+    assert d["n"] == 3 and set(d["per_category"]) == {"family", "gram9-plural-verbs"}
+    assert d["malformed"] == [{"line": 4, "reason": "line 4: expected four words 'a b c d', got 2: 'broken line'"}]
+
+
+def test_cli_scores_questions_words(capsys, tmp_path):
+    f = tmp_path / "questions-words.txt"
+    f.write_text(": family\nman woman king queen\nboy girl brother sister\n", encoding="utf-8")
+    code, out, err = run(capsys, "analogy", "--model", "minilm", "--eval", str(f), "--json")
+    assert code == 0, err
+    assert out["n"] == 2 and list(out["per_category"]) == ["family"] and out["malformed"] == []
+
+
+def test_default_analogy_set_suits_the_model():
+    from core.analogies import bundled_analogy_sets, default_analogy_set
+
+    names = list(bundled_analogy_sets())
+    assert {"demo.csv", "minilm.csv"} <= set(names)
+    assert default_analogy_set("demo", names) == "demo.csv"
+    assert default_analogy_set("minilm", names) == "minilm.csv"
+    # any other text model gets the set of plain words, never the demo world's item set
+    assert default_analogy_set("openclip:ViT-B-32/openai", names) == "minilm.csv"
+    assert default_analogy_set(None, []) is None
