@@ -4,13 +4,17 @@ Run with ``make run`` or ``streamlit run app.py`` (binds 127.0.0.1, see .streaml
 """
 from __future__ import annotations
 
-import contextlib
-
 import streamlit as st
+
+from core.encoders import ASSETS_DIR
+
+# The tab icon is a file served by this server: a ":material/...:" page icon would make the browser fetch
+# the icon from a web-font server (the pages' navigation icons below come from Streamlit's bundled font).
+_ICON = ASSETS_DIR / "icon.png"
 
 st.set_page_config(
     page_title="Jointscope",
-    page_icon=":material/scatter_plot:",
+    page_icon=str(_ICON) if _ICON.is_file() else "🔭",
     layout="wide",
     initial_sidebar_state="expanded",
     menu_items={"About": "Jointscope — explore joint (CLIP-style) embedding spaces, locally."},
@@ -30,11 +34,8 @@ PAGES = [
 
 
 def _on_workspace_change() -> None:
+    # ui.select drops the old workspace's page state (queries, item ids, settings) and fits the model
     ui.select(workspace=st.session_state["_ws_select"])
-    st.session_state[ui.LAST_INGEST] = None
-    st.session_state[ui.LAST_EMBED] = None
-    with contextlib.suppress(Exception):  # the page reports a broken or vanished workspace itself
-        ui.fit_model(ui.get_workspace(), why="for this workspace")
 
 
 def _on_model_change() -> None:

@@ -40,6 +40,7 @@ _EXPORTS = {
     "vector_modalities": "projection",
     "modality_gap": "quality",
     "workspace_modality_gap": "quality",
+    "fit_verdict": "quality",
     "quality_report": "quality",
     "quality_analysis": "quality",
     "item_flags": "quality",

@@ -599,7 +599,7 @@ def _quality_configure(p):
 
 
 def _quality(args):
-    from .quality import compare_models, quality_report
+    from .quality import compare_models, fit_verdict, quality_report
 
     if args.k < 1:
         raise argparse.ArgumentTypeError(f"--k must be >= 1; got {args.k}")
@@ -610,6 +610,7 @@ def _quality(args):
     ws = _read_ws(args)
     try:
         out = quality_report(ws, args.model, k=args.k, sample=args.sample)
+        out["fit"] = fit_verdict(ws, args.model)
         if args.compare:
             out["compare"] = compare_models(ws, args.model, args.compare, modality=args.modality, k=args.k,
                                             method=args.compare_method).to_dict()

@@ -29,6 +29,8 @@ PALETTE = ("#636EFA", "#EF553B", "#00CC96", "#AB63FA", "#FFA15A", "#19D3F3", "#F
            "#FF97FF", "#FECB52", "#1F77B4", "#FF7F0E", "#2CA02C", "#D62728", "#9467BD", "#8C564B",
            "#E377C2", "#7F7F7F", "#BCBD22", "#17BECF")
 NAMED_OUTLINE = {"width": 0.6, "color": "rgba(60, 60, 60, 0.7)"}  # keeps "white" or "yellow" points visible
+MAX_RINGED = 20  # a selection of at most this many points is ringed, so a lone point is seen at once
+RING = {"size": 18.0, "width": 2.5, "color": "rgba(20, 20, 20, 0.9)"}  # open circle around a selected point
 UIREVISION = "jointscope-map"
 
 
@@ -129,7 +131,9 @@ def marker_size(n: int, dim: int = 2) -> float:
 def _axis(dim: int = 2) -> dict:
     if dim == 3:  # plotly names empty 3-D axis titles x/y/z; the axes have no units to show anyway
         return {"visible": False}
-    return {"showticklabels": False, "showgrid": False, "zeroline": False, "title": {"text": ""}, "showline": False}
+    # not visible at all: no tick marks either, whatever the traces (a density contour) or the theme ask
+    return {"visible": False, "showticklabels": False, "ticks": "", "showgrid": False, "zeroline": False,
+            "title": {"text": ""}, "showline": False}
 
 
 def map_figure(coords: np.ndarray, *, color=None, color_title: str = "", hover_text: Sequence[str] | None = None,
@@ -253,6 +257,9 @@ def map_figure(coords: np.ndarray, *, color=None, color_title: str = "", hover_t
                             hoverinfo="skip", line={"color": NEIGHBOUR_COLOUR, "width": 1.6}, connectgaps=False))
     if dim == 2:
         _mark_selection(traces, set(map(str, selected or ())))
+        ring = selection_rings(coords, ids, selected, size)
+        if ring is not None:
+            traces.append(ring)
     notes = []
     if labels:
         label_trace, notes = label_layer(labels, dim)
@@ -331,6 +338,25 @@ def label_layer(labels: Sequence[dict], dim: int = 2):
     notes = [{**{a: v[i] for a, v in xyz.items()}, "text": t, "showarrow": False, "font": LABEL_FONT,
               **({"xref": "x", "yref": "y"} if dim == 2 else {})} for i, t in enumerate(names)]
     return trace, notes
+
+
+def selection_rings(coords: np.ndarray, ids: np.ndarray | None, selected: Collection[str] | None, size: float):
+    """An open dark circle around each selected point of a 2-D map when at most :data:`MAX_RINGED` are
+    selected (a lone point of a few pixels is otherwise lost among the grey ones), or None. The ring is
+    at least three times the point ``size``; it carries no ``customdata`` and no hover, so clicks and
+    selections pass to the points under it."""
+    import plotly.graph_objects as go
+
+    if ids is None or not selected or len(selected) > MAX_RINGED:
+        return None
+    want = set(map(str, selected))
+    rows = [i for i, cid in enumerate(ids) if str(cid) in want]
+    if not rows:
+        return None
+    return go.Scattergl(x=coords[rows, 0], y=coords[rows, 1], mode="markers", name=f"selected ({len(rows)})",
+                        showlegend=False, hoverinfo="skip",
+                        marker={"symbol": "circle-open", "size": max(RING["size"], 3 * size),
+                                "line": {"width": RING["width"], "color": RING["color"]}, "color": RING["color"]})
 
 
 def _mark_selection(traces, selected: set[str]) -> None:

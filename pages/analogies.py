@@ -8,15 +8,14 @@ import re
 import pandas as pd
 import streamlit as st
 
-from core.encoders import ASSETS_DIR
+from core.analogies import bundled_analogy_sets, default_analogy_set
 from core.export import safe_csv_bytes
 from core.search import hits_frame, load_analogy_set, suggested_space, term_id, worked_example
 from pages import ui
 
 METHODS = {"3CosAdd": "3cosadd", "3CosMul": "3cosmul"}
 ALL = "all"
-UPLOAD = "upload a CSV"
-SETS_DIR = ASSETS_DIR / "analogies"
+UPLOAD = "upload a set"
 EVAL = "eval_request"  # dict | None — the evaluation last asked for (small values only)
 MAX_TERMS_SHOWN = 8
 MAX_SELECTION_TERMS = 20
@@ -26,11 +25,6 @@ MAX_SELECTION_TERMS = 20
 def lines(text: str) -> list[str]:
     """One term per non-empty line (a text, or item:<id>)."""
     return [s.strip() for s in (text or "").splitlines() if s.strip()]
-
-
-def bundled_sets() -> dict[str, str]:
-    """{file name: path} of the analogy sets shipped in assets/analogies/."""
-    return {p.name: str(p) for p in sorted(SETS_DIR.glob("*.csv"))}
 
 
 def text_models(model: str | None) -> list[str]:
@@ -169,12 +163,17 @@ def results(ws, model: str, plus: list[str], minus: list[str], present: dict[str
         hits = ui.analogy_results(key, model, tuple(plus), tuple(minus), METHODS[method], k, mod, ())
         inputs = tuple(i for i in (term_id(t) for t in plus + minus) if i)
         base = ui.search_results(key, model, (plus[0],), k, mod, (), inputs)
-    new = len({h["id"] for h in hits} - {h["id"] for h in base})
+    got, plain_nn = [h["id"] for h in hits], [h["id"] for h in base]
+    new = len(set(got) - set(plain_nn))
     if not minus and len(plus) == 1:
         st.caption("With one plus term and nothing to subtract, the analogy is its nearest neighbours.")
-    elif new == 0:
+    elif got == plain_nn:  # "nothing" only when the ranked lists are the same, in the same order
         st.warning(f"The arithmetic changed nothing: the top {len(hits)} equal the plain nearest neighbours of "
-                   "the first plus term.", icon=":material/drag_handle:")
+                   "the first plus term, in the same order.", icon=":material/drag_handle:")
+    elif new == 0:
+        moved = sum(a != b for a, b in zip(got, plain_nn))
+        st.info(f"The arithmetic only reordered the results: the top {len(hits)} are plain nearest neighbours of "
+                f"the first plus term, {moved} of them at another rank.", icon=":material/swap_vert:")
     else:
         st.success(f"{new} of the top {len(hits)} differ from the plain nearest neighbours of the first plus term.",
                    icon=":material/difference:")
@@ -202,14 +201,18 @@ def evaluation(ws, model: str | None) -> None:
     ss = st.session_state
     st.subheader("Evaluate an analogy set")
     st.caption("A CSV with columns a, b, c, d (a : b :: c : d, so d ≈ b − a + c) and optional category / "
-               "modality. acc@k counts rows whose expected d is in the top k; the baseline ranks by "
-               "similarity to c alone.")
-    sets = bundled_sets()
+               "modality, or word2vec's questions-words.txt (': section' lines, then 'a b c d' per line). "
+               "acc@k counts rows whose expected d is in the top k; the baseline ranks by similarity to c alone.")
+    sets = bundled_analogy_sets()
+    choices = [*sets, UPLOAD]
+    if ss.get("eval_set") not in choices or ss.get("eval_set_model") != model:  # the set that suits this model
+        ss["eval_set"] = default_analogy_set(model, list(sets)) or UPLOAD
+        ss["eval_set_model"] = model
     r = st.columns([1.4, 1.6, 1.0, 1.0], vertical_alignment="bottom")
-    name = r[0].selectbox("Analogy set", [*sets, UPLOAD], key="eval_set",
+    name = r[0].selectbox("Analogy set", choices, key="eval_set",
                           format_func=lambda n: n if n == UPLOAD else f"{n} (bundled)")
     if name == UPLOAD:
-        f = st.file_uploader("Analogy CSV", type=["csv"], key="eval_upload")
+        f = st.file_uploader("Analogy set (CSV or questions-words.txt)", type=["csv", "txt"], key="eval_upload")
         if f is None:
             return
         name, data = ui.upload_name(f.name), f.getvalue()
@@ -288,6 +291,10 @@ def show_evaluation(ev: dict, name: str) -> None:
         with st.expander(f"{len(ev['skipped'])} skipped rows", expanded=not ev["n"]):
             st.dataframe(pd.DataFrame(ev["skipped"], columns=["row", "reason"]), hide_index=True,
                          key="eval_skipped", column_config={"reason": st.column_config.TextColumn(width="large")})
+    if ev.get("malformed"):
+        with st.expander(f"{len(ev['malformed'])} lines not read (not four words)"):
+            st.dataframe(pd.DataFrame(ev["malformed"], columns=["line", "reason"]), hide_index=True,
+                         key="eval_malformed", column_config={"reason": st.column_config.TextColumn(width="large")})
     per_row = pd.DataFrame(ev.get("rows") or [])
     if len(per_row):
         with st.expander("Per-row results"):

@@ -15,6 +15,7 @@ PRED_VOCAB, PRED_LABEL, PRED_PROMPTS = ("Zero-shot over the vocabulary", "A labe
 PARAMS = "concepts_params"  # dict | None — the parameters of the last run (small values only)
 MAX_CHOICE_IMAGES = 2000
 HEATMAPS = 6
+USES = 0.1  # an image uses a concept when its share θ is at least USES / K (as the dataset level counts them)
 PLOT_CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["toImage"]}
 METRIC_HELP = {
     "faithfulness": "Held-out accuracy of a logistic regression that predicts the model's label from the concept "
@@ -192,9 +193,13 @@ def concept_across_images(res, paths: dict) -> None:
     st.subheader("One concept across images")
     labels = [con.label for con in res.concepts]
     k = labels.index(st.selectbox("Concept", labels, key="concepts_pick"))
-    top = res.top_images(k, n=HEATMAPS)
-    st.caption(ui.plain(f"The {len(top)} images with the most of concept {labels[k]}; the heat map is φ, the "
-                       "probability that each patch shows the concept."))
+    top = res.top_images(k, n=HEATMAPS, min_share=USES)
+    if not len(top):
+        st.caption(ui.plain(f"No image uses concept {labels[k]}: its share θ is below 0.1 / K in every image."))
+        return
+    st.caption(ui.plain(f"The {len(top)} image{'s' * (len(top) != 1)} with the most of concept {labels[k]} (only "
+                       "images that use it: θ ≥ 0.1 / K); the heat map is φ, the probability that each patch shows "
+                       "the concept."))
     cols = st.columns(3)
     for n, m in enumerate(top):
         item = str(res.ids[m])
@@ -246,6 +251,8 @@ def concepts_section(ws, model: str) -> None:
             bar.empty()
         st.session_state[PARAMS] = params
     params = st.session_state.get(PARAMS)
+    if params and params.get("ids") and not set(params["ids"]) <= set(image_ids_for(items, SRC_ALL)):
+        params = st.session_state[PARAMS] = None  # some of its images were deleted since (another tab)
     if not params or params.get("workspace") != ws.name or params.get("model") != model:
         st.info("Choose the images and K, then press Find concepts.", icon=":material/info:")
         return
@@ -273,6 +280,7 @@ with ui.page("Concepts", purpose="", summary=False,
                         "tower (e.g. demo)."), icon=":material/info:")
     else:
         ui.summary_line(ws, model)
+        ui.fit_note(ws, model)
         n_images = int((ws.items["modality"] == "image").sum())
         if n_images < 2:
             st.info("Concepts need at least 2 images. Add images on the Data page.", icon=":material/image:")

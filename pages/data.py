@@ -12,6 +12,7 @@ import streamlit as st
 
 import core
 from core.encoders import modalities_of
+from core.export import captions
 from core.ingest import ROLES, TABLE_EXTS, inspect_table
 from core.workspace import ITEM_COLUMNS, skipped_words
 from pages import ui
@@ -82,13 +83,21 @@ def import_uploads(ws, files, texts: list[str], roles: dict[str, str] | None) ->
             "errors": [{"source": s, "reason": r} for s, r in rep.errors]}
 
 
+@st.cache_data(show_spinner=False, max_entries=32)
+def page_captions(path: str, version: tuple, ids: tuple[str, ...], _ws, _rows: pd.DataFrame) -> list:
+    """:func:`core.export.captions` of one page of the item table (``ids``, in order), computed once per
+    page and version of the items (reruns while typing a filter or paging back reuse it)."""
+    return captions(_ws.items, _rows).tolist()
+
+
 def display_table(ws, df: pd.DataFrame) -> pd.DataFrame:
-    """Items for st.dataframe: thumbnail data URI first, then caption, source, pair, metadata, id."""
-    core_cols = ["modality", "text", "source", "pair", "width", "height"]
+    """Items for st.dataframe: thumbnail data URI first, then caption (a text's own text, an image's paired
+    caption: :func:`core.export.captions`), source, pair, metadata, id."""
     meta = [col for col in df.columns if col not in ITEM_COLUMNS]
     out = pd.DataFrame({"thumb": [ui.thumb_data_uri(str(ws.abspath(t))) if isinstance(t, str) else None
-                                  for t in df["thumb"]]}, index=df.index)
-    return pd.concat([out, df[core_cols + meta + ["id"]]], axis=1)
+                                  for t in df["thumb"]], "modality": df["modality"]}, index=df.index)
+    out["text"] = page_captions(str(ws.path), ws.items_version(), tuple(df["id"].astype(str)), ws, df)
+    return pd.concat([out, df[["source", "pair", "width", "height", *meta, "id"]]], axis=1)
 
 
 # ---- sections -----------------------------------------------------------------------------------
@@ -263,9 +272,25 @@ def stopped_run(ws) -> None:
     st.rerun()  # the header above was drawn before the stopped run's last vectors were committed
 
 
+def own_vectors_note(ws, model: str) -> None:
+    """A model that encodes nothing holds vectors that came with the data: say how many items have them and
+    how to embed the others (another model), instead of offering an Embed button that cannot do anything."""
+    have, n = ws.store(model).count(), len(ws.items)
+    if have:
+        st.info(ui.plain(f"{model} is this workspace's own vectors: they came with the data ({have} of {n} items "
+                         "have one). It encodes nothing itself, so there is nothing to embed with it; to embed "
+                         "items with a model, choose one that encodes them in the sidebar (e.g. demo or minilm)."),
+                icon=":material/table_chart:")
+    else:
+        st.info(ui.plain(f"{model} encodes nothing: it stands for vectors that come with a table's data, and this "
+                         "workspace has none for it. Choose a model that encodes your items in the sidebar "
+                         "(e.g. demo or minilm)."), icon=":material/info:")
+
+
 def embed_section(ws, model: str | None) -> None:
     ss = st.session_state
     st.subheader("Vectors")
+    can: tuple | None = None
     if model is None:
         st.info("Choose a model in the sidebar to embed the items.", icon=":material/info:")
     else:
@@ -273,14 +298,17 @@ def embed_section(ws, model: str | None) -> None:
             can = modalities_of(model)
         except ValueError:
             can = None  # an unknown id: the button reports it in one line
-        if can is not None:
+        if can == ():  # a table's own vectors (precomputed:<column>): nothing to embed with
+            own_vectors_note(ws, model)
+        elif can is not None:
             left = {k: v for k, v in ws.items["modality"].value_counts().items() if k not in can}
             if left:
-                st.caption(ui.plain(f"{model} encodes {' and '.join(can) or 'nothing (stored vectors only)'}; "
+                st.caption(ui.plain(f"{model} encodes {' and '.join(can)}; "
                                    + ", ".join(f"{v} {k} item{'' if v == 1 else 's'}" for k, v in left.items())
                                    + " will be left out."))
         if model.startswith("openclip:"):
             st.caption("Hub models download their weights on first use (the network is needed once).")
+    if model is not None and can != ():
         refresh = st.checkbox("Embed everything again", key="embed_refresh",
                               help="Delete this model's vectors and what was derived from them (index, maps, "
                                    "concepts), then embed every item: needed when the model's weights changed.")

@@ -10,6 +10,7 @@ from streamlit.errors import StreamlitAPIException
 
 from core.encoders import modalities_of
 from core.export import (
+    captions,
     map_html,
     metadata_columns,
     parquet_bytes,
@@ -171,10 +172,15 @@ def metrics_row(ws, model, res, last: dict | None) -> None:
     else:
         cols[3].metric("modality gap", "—", help="Needs both images and texts with vectors.")
     if gap["pair_cosine"] is not None:
+        fit = ui.model_fit(ws, model) or {}  # a green arrow only for a difference beyond noise
+        significant = bool(fit.get("evidence", {}).get("pair_cosine_significant"))
         cols[4].metric("true-pair cosine", f"{gap['pair_cosine']:.3f}",
                        delta=f"{gap['pair_cosine'] - gap['random_pair_cosine']:+.2f} vs random",
+                       delta_color="normal" if significant else "off",
+                       delta_arrow="auto" if significant else "off",
                        help=f"Mean cosine of {gap['n_pairs']} image–caption pairs; random image–text pairs: "
-                            f"{gap['random_pair_cosine']:.3f} (uncorrected space).")
+                            f"{gap['random_pair_cosine']:.3f} (uncorrected space)."
+                            + ("" if significant else " The difference is not beyond noise here."))
     else:
         cols[4].metric("true-pair cosine", "—", help="Needs images paired with captions.")
     what = (f"{res.method.upper()} {res.dim}-D map of {res.n:,} points"
@@ -296,6 +302,9 @@ METHOD_NOTES = {
                  "cluster's mean vector, minus their mean closeness to all clusters (score; runner-up beside it)",
     "c-tf-idf": "named by the words most distinctive of each cluster's captions and text metadata (class-based "
                 "TF-IDF; this model encodes no text)",
+    "c-tf-idf+model": "named by the words and phrases most distinctive of each cluster's texts (class-based "
+                      "TF-IDF), re-ranked by closeness to the cluster's mean vector",
+    "metadata": "named by the metadata value most of the cluster's items share (its share is the score)",
     "none": "not named: these items have no text and the model encodes none",
 }
 
@@ -308,11 +317,16 @@ def clusters_section(ws, model: str, res, labels: list[dict]) -> None:
     level = labels[0]["level"]
     table = ui.cluster_table(ui.data_key(ws, model), view_key(res), level, labels)
     with st.expander(f"Named clusters ({len(labels)}, {level})", expanded=True, icon=":material/label:"):
-        st.caption(f"Clusters of the embedding space (k-means), {METHOD_NOTES.get(labels[0]['method'], '')}. "
+        notes = "; ".join(dict.fromkeys(METHOD_NOTES.get(d["method"].split(":")[0], "") for d in labels))
+        st.caption(f"Clusters of the embedding space (k-means), {notes}. "
                    "Choose a row to select the cluster's points.")
         key = f"clusters_table_{ss.get(ui.SELECTION_ROUND, 0)}"
         event = st.dataframe(table, hide_index=True, key=key, on_select="rerun", selection_mode="single-row",
                              column_config={"score": st.column_config.NumberColumn("score", format="%.3f"),
+                                            "share": st.column_config.ProgressColumn(
+                                                "share", format="percent", min_value=0.0, max_value=1.0,
+                                                help="Share of the cluster's texts that hold the name (a "
+                                                     "metadata name: of its items that hold the value)"),
                                             "top items": st.column_config.TextColumn("top items", width="large")})
         chosen = event.selection.rows if event is not None else []
         if chosen and (key, level, chosen[0]) != ss.get("clusters_event"):
@@ -390,9 +404,11 @@ def neighbours_panel(ws, model, res, row: int) -> None:
     st.caption(f"Trust {float(res.trust[row]):.2f}: {kept} of its {len(near)} nearest neighbours in the space are "
                f"among its {N_NEIGHBOURS} nearest on the map. Lines join it to them; map rank 1 is its nearest "
                "point on the map, a large rank means the map tore that neighbour away.")
-    table = near[["item", "cosine", "map_rank", "id"]].rename(columns={"map_rank": "map rank"})
+    # the narrow side column: the two numbers first and small, so "map rank" is never cut off
+    table = near[["map_rank", "cosine", "item", "id"]].rename(columns={"map_rank": "map rank"})
     st.dataframe(table, hide_index=True, key="neighbours_table",  # cells are plain text: no escaping needed
-                 column_config={"cosine": st.column_config.NumberColumn("cosine", format="%.3f"),
+                 column_config={"map rank": st.column_config.NumberColumn("map rank", format="%d", width="small"),
+                                "cosine": st.column_config.NumberColumn("cosine", format="%.3f", width="small"),
                                 "item": st.column_config.TextColumn("true neighbour", width="medium")})
 
 
@@ -410,10 +426,9 @@ def selection_section(ws, items, selected_rows) -> None:
     meta = metadata_columns(sel)
     table = pd.DataFrame({"thumb": [ui.thumb_data_uri(str(ws.abspath(t))) if isinstance(t, str) else None
                                     for t in show["thumb"]]}, index=show.index)
-    text_of = items.drop_duplicates("id").set_index("id")["text"]
-    caption = show["text"].fillna(show["pair"].map(text_of))  # an image shows its caption
+    caption = captions(ws.items, show)  # an image shows its paired caption
     table = pd.concat([table, show[["modality"]], caption.rename("text"), show[["source", *meta, "id"]]], axis=1)
-    st.dataframe(table, hide_index=True, key="selection_table", row_height=56,
+    st.dataframe(table, hide_index=True, key="selection_table", row_height=56, placeholder="",  # a text: no thumb
                  column_config={"thumb": st.column_config.ImageColumn("thumb", width="small"),
                                 "text": st.column_config.TextColumn("caption / text", width="large")})
     if len(sel) > MAX_TABLE_ROWS:
@@ -508,4 +523,5 @@ with ui.page("Map", purpose="to map its vectors") as (ws, model):
             st.warning(f"A map needs at least {MIN_ITEMS} items with vectors; this workspace has {n}. "
                        "Add more items on the Data page and embed them.", icon=":material/warning:")
         else:
+            ui.fit_note(ws, model)
             map_section(ws, model, present)

@@ -145,7 +145,7 @@ def hubness_section(qa) -> None:
             st.caption("Cross-modal hubness needs both images and texts with vectors.")
 
 
-def retrieval_section(qa) -> None:
+def retrieval_section(qa, chance: bool = False) -> None:
     ret = qa.report["retrieval"]
     pairs = qa.pairs
     if not ret or not ret["n_pairs"]:
@@ -172,13 +172,20 @@ def retrieval_section(qa) -> None:
                                          split=pairs["noisy"], split_names=("noisy", "other pairs")),
                         key="quality_pair_scores", config=PLOT_CONFIG)
         st.caption("The pair's CSLS similarity (cosine corrected for hubness) compared with all pairs: pairs "
-                   f"more than {th:g} robust SDs below the median are flagged as likely wrong captions.")
+                   f"more than {th:g} robust SDs below the median are flagged as likely wrong captions"
+                   + (": not on this model, which is near chance here, so these scores mean nothing."
+                      if chance else "."))
 
 
-def noisy_tab(ws, qa, table: pd.DataFrame) -> None:
+def noisy_tab(ws, qa, table: pd.DataFrame, chance: bool = False) -> None:
     bad = qa.pairs[qa.pairs["noisy"]]
     if bad.empty:
         st.caption("No pair scores far below the others.")
+        return
+    if chance:  # every pair scores like a random one: a low score says nothing about a caption
+        st.info(ui.plain(f"{len(bad)} pairs score far below the others, but {qa.report['model']} matches images to "
+                         "captions here no better than chance, so these scores mean nothing on this model: no caption "
+                         "is flagged as wrong."), icon=":material/info:")
         return
     st.caption(f"{len(bad)} image–caption pairs whose caption fits its image much worse than the other pairs "
                "fit theirs (likely a wrong or unrelated caption). Worst first.")
@@ -230,12 +237,13 @@ def flagged_tab(ws, qa, table: pd.DataFrame, flag: str, score: str, label: str, 
                                 score: st.column_config.NumberColumn(format="%.2f")})
 
 
-def flags_section(ws, qa) -> None:
+def flags_section(ws, qa, chance: bool = False) -> None:
     table = item_table(ws, ws.items)
     f = qa.report["flags"]
-    tabs = st.tabs([f"Noisy pairs ({f.get('noisy_pairs', 0)})", f"Hubs ({f['hub']})", f"Outliers ({f['outlier']})"])
+    noisy = "—" if chance else f.get("noisy_pairs", 0)
+    tabs = st.tabs([f"Noisy pairs ({noisy})", f"Hubs ({f['hub']})", f"Outliers ({f['outlier']})"])
     with tabs[0]:
-        noisy_tab(ws, qa, table)
+        noisy_tab(ws, qa, table, chance)
     with tabs[1]:
         flagged_tab(ws, qa, table, "hub", "n_k", "hubs",
                     "items in far more neighbour lists than average (generic captions, average-looking images).")
@@ -316,7 +324,8 @@ def compare_section(ws, model: str) -> None:
                                 "kNN overlap": st.column_config.NumberColumn(format="%.2f")})
 
 
-def quality_page(ws, model: str) -> None:
+def quality_page(ws, model: str, fit: dict | None = None) -> None:
+    chance = bool(fit) and fit["verdict"] == "near chance"  # core.quality.fit_verdict
     k = st.select_slider("Neighbours (k)", K_CHOICES, value=ui.QUALITY_K, key="quality_k",
                          help="Neighbours used for hubness, outliers and the hubness-corrected pair score.")
     with st.spinner("Measuring the space…"):
@@ -329,9 +338,9 @@ def quality_page(ws, model: str) -> None:
     st.subheader("Hubness")
     hubness_section(qa)
     st.subheader("Paired retrieval")
-    retrieval_section(qa)
+    retrieval_section(qa, chance)
     st.subheader("Flagged items")
-    flags_section(ws, qa)
+    flags_section(ws, qa, chance)
     st.subheader("Compare with another model")
     compare_section(ws, model)
 
@@ -354,4 +363,4 @@ with ui.page("Quality", purpose="to measure its space") as (ws, model):
                 st.session_state[confirm_key] = True
                 st.rerun()
         else:
-            quality_page(ws, model)
+            quality_page(ws, model, ui.fit_note(ws, model))

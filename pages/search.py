@@ -93,7 +93,12 @@ def query_section(ws, model: str) -> tuple[list[str] | None, str]:
             st.image(f.getvalue(), width=96)
             return [term], ui.upload_name(f.name)
         # items
+        items = ui.items_frame(ws)
+        by_id = items.drop_duplicates("id").set_index("id")
         ids = ss.get(QUERY_IDS) or []
+        if ids and (by_id.index.get_indexer(ids) < 0).any():  # deleted since (e.g. in another tab)
+            ids = ss[QUERY_IDS] = [i for i, j in zip(ids, by_id.index.get_indexer(ids)) if j >= 0]
+            st.caption("Items of the query that were deleted are left out of it.")
         if not ids:
             sel = ui.selection(ws)
             row = st.columns([3, 1], vertical_alignment="bottom")
@@ -112,15 +117,14 @@ def query_section(ws, model: str) -> tuple[list[str] | None, str]:
             head[0].markdown(f"More like **{len(ids)}** item{'s' if len(ids) != 1 else ''} "
                              "(the mean of their vectors; they are left out of the results)")
             head[1].button("Clear", key="search_clear", icon=":material/close:", on_click=_clear_items)
-        items = ui.items_frame(ws)
-        shown = items.drop_duplicates("id").set_index("id").reindex(ids[:MAX_QUERY_THUMBS])
+        shown = by_id.reindex(ids[:MAX_QUERY_THUMBS])
         thumbs = [str(ws.abspath(t)) for t in shown["thumb"] if isinstance(t, str)]
         if thumbs:
             st.image(thumbs, width=56)
         texts = [t for t in shown["text"] if isinstance(t, str)][:3]
         if texts:
             st.caption(" · ".join(ui.plain(t, limit=60) for t in texts))
-        desc = (f"{len(ids)} items" if len(ids) > 1 else ui.term_label(f"item:{ids[0]}", items.set_index("id")))
+        desc = f"{len(ids)} items" if len(ids) > 1 else ui.term_label(f"item:{ids[0]}", by_id)
         return [f"item:{i}" for i in ids], desc
 
 
@@ -253,6 +257,7 @@ with ui.page("Search", purpose="to search its vectors") as (ws, model):
         if not present:
             ui.no_vectors_info(ws, model)
         else:
+            ui.fit_note(ws, model)
             meta = ui.metadata_options(ui.data_key(ws, model))
             terms, desc = query_section(ws, model)
             modality, filters, k = result_controls(present, meta)

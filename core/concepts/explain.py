@@ -110,10 +110,14 @@ class ConceptsResult:
         """Most likely concept of every patch: (M, J) int."""
         return self.phi.argmax(2)
 
-    def top_images(self, concept: int, *, n: int) -> np.ndarray:
+    def top_images(self, concept: int, *, n: int, min_share: float = 0.0) -> np.ndarray:
         """Rows of the ``n`` images with the largest share θ of ``concept``: (≤ n,) int, largest first
-        (ties in row order)."""
-        return np.argsort(-self.theta[:, int(concept)], kind="stable")[: int(n)]
+        (ties in row order). Only images that have some of it: θ > 0 and θ ≥ ``min_share / k`` (0.1: the
+        images that use it, as :attr:`Concept.images` counts them); none may qualify (an empty array)."""
+        share = self.theta[:, int(concept)]
+        order = np.argsort(-share, kind="stable")
+        keep = (share[order] > 0) & (share[order] >= min_share / self.k)
+        return order[keep][: int(n)]
 
     def used_concepts(self, row: int, *, n: int, min_share: float = 0.1) -> list[int]:
         """Concepts that image ``row`` uses: those with θ at least ``min_share / k`` (a tenth of an even
@@ -229,14 +233,19 @@ def label_predictions(values: Sequence) -> tuple[np.ndarray, np.ndarray, list[st
 # ---- naming -------------------------------------------------------------------------------------
 
 def name_concepts(concept_vectors: np.ndarray, patch_vectors: np.ndarray, vocab_vectors: np.ndarray,
-                  vocabulary: Sequence[str], *, n: int = 5, patch_weights: np.ndarray | None = None
-                  ) -> list[list[tuple[str, float]]]:
+                  vocabulary: Sequence[str], *, n: int = 5, patch_weights: np.ndarray | None = None,
+                  distinct: bool = True) -> list[list[tuple[str, float]]]:
     """Rank a vocabulary for every concept in the joint space.
 
     ``concept_vectors`` (K, E) joint-space prototypes, ``patch_vectors`` (N, E) joint-space patch vectors
     (their weighted mean is the image-side centre), ``vocab_vectors`` (V, E). Each modality is mean-centred
     (patches by their centre, words by the vocabulary mean) so the modality gap does not decide; score =
     cosine of the centred vectors. Returns per concept the top ``n`` (word, score), best first.
+
+    ``distinct``: every concept leads with a word no other concept leads with, so two concepts never
+    share a name. Concepts choose in order of their best score; one whose best word is taken leads with
+    its best free word (its runner-up, or further down), then its other top words by score. Only when
+    the vocabulary has fewer words than there are concepts can a lead word repeat.
     """
     C = unit_rows(concept_vectors, np.float64)
     Pn = unit_rows(patch_vectors, np.float64)
@@ -244,10 +253,18 @@ def name_concepts(concept_vectors: np.ndarray, patch_vectors: np.ndarray, vocab_
     centre = (Pn * w[:, None]).sum(0) / max(w.sum(), 1e-12)
     T = unit_rows(vocab_vectors, np.float64)
     S = unit_rows(C - centre, np.float64) @ unit_rows(T - T.mean(0), np.float64).T
-    out = []
-    for s in S:
-        top = np.argsort(-s, kind="stable")[: min(n, len(s))]
-        out.append([(str(vocabulary[j]), float(s[j])) for j in top])
+    ranked = [np.argsort(-s, kind="stable")[: min(n + len(S), len(s))] for s in S]  # room for a free lead
+    out = [[(str(vocabulary[j]), float(s[j])) for j in top[:n]] for s, top in zip(S, ranked)]
+    if not distinct or n <= 0:
+        return out
+    taken: set[str] = set()
+    for c in np.argsort(-S.max(1) if S.size else np.zeros(len(S)), kind="stable"):
+        words = [(str(vocabulary[j]), float(S[c, j])) for j in ranked[c]]
+        lead = next((w for w in words if w[0] not in taken), words[0] if words else None)
+        if lead is None:
+            continue
+        taken.add(lead[0])
+        out[c] = [lead, *[w for w in words if w[0] != lead[0]][: max(n - 1, 0)]]
     return out
 
 

@@ -116,9 +116,11 @@ def evaluate_all(encode_images: EncodeFn, encode_texts: EncodeFn, *, scale: floa
 
 def cluster_names(ws, labels: Sequence[dict]) -> dict:
     """How well named clusters (:func:`core.labels.map_labels`) of demo-world items fit them: a name is right
-    when it is a colour word and the colour most of the cluster's items show (either object of a two-object
-    image counts: metadata ``colour`` / ``colour2``), or a shape word and the shape most of them show
-    (``shape`` / ``shape2``). Returns ``{"share": size-weighted share right, "named_by": {"colour", "shape",
+    when every word of its head (the part before a comma: "red circle" in "red circle, small"; what
+    follows only tells siblings with the same head apart and is not judged) is a colour word and the colour
+    most of the cluster's items show (either object of a two-object image counts: metadata ``colour`` /
+    ``colour2``), or a shape word and the shape most of them show (``shape`` / ``shape2``); ``named_by``
+    counts the kind of the first word. Returns ``{"share": size-weighted share right, "named_by": {"colour", "shape",
     "other": clusters}, "wrong": [{name, n, majority_colour, majority_shape}]}``."""
     from collections import Counter
 
@@ -134,9 +136,10 @@ def cluster_names(ws, labels: Sequence[dict]) -> dict:
     for d in labels:
         rows = items.loc[d["ids"]]
         colour, shape = majority(rows, "colour", "colour2"), majority(rows, "shape", "shape2")
-        kind = "colour" if d["name"] in COLOURS else "shape" if d["name"] in SHAPES else "other"
-        named_by[kind] += 1
-        if d["name"] == {"colour": colour, "shape": shape}.get(kind):
+        words = str(d["name"]).split(",")[0].split()
+        kinds = ["colour" if w in COLOURS else "shape" if w in SHAPES else "other" for w in words]
+        named_by[kinds[0] if kinds else "other"] += 1
+        if words and all(w == {"colour": colour, "shape": shape}.get(kind) for w, kind in zip(words, kinds)):
             right += d["n"]
         else:
             wrong.append({"name": d["name"], "n": d["n"], "majority_colour": colour, "majority_shape": shape})

@@ -249,6 +249,9 @@ def cluster_table(key: tuple, map_path: str, level: str, _labels: list[dict]) ->
     first = dict(zip(rows["id"], item_titles(ws.items, rows, limit=40)))
     return pd.DataFrame({
         "name": [lab["name"] for lab in _labels], "items": [lab["n"] for lab in _labels],
+        "named by": [lab["method"] for lab in _labels],
+        # the share of the cluster's texts holding the name, or of its items holding the metadata value
+        "share": [lab.get("share") for lab in _labels],
         "score": [lab["score"] for lab in _labels], "runner-up": [lab["runner_up"] or "" for lab in _labels],
         "top items": [" · ".join(first.get(i, "") for i in lab["top_ids"][:3]) for lab in _labels]})
 
@@ -425,3 +428,12 @@ def concept_frame(path: str, image_size: tuple, size: int = 192) -> np.ndarray:
     from core.concepts import input_frame
 
     return input_frame(path, image_size, size=size)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def fit_verdict(key: tuple, model: str) -> dict:
+    """:func:`core.quality.fit_verdict` (does the model fit this workspace's data?), cached per workspace +
+    items version + vectors version (``key`` from :func:`data_key`)."""
+    from core.quality import fit_verdict as _fit_verdict
+
+    return _fit_verdict(_open_workspace(key[0]), model)

@@ -1,17 +1,21 @@
 """Session state: the keys, their defaults (:func:`init_state`), the chosen workspace and model.
 
 Session state holds small values and ids only (workspace name, model id, last reports as plain dicts);
-heavy objects live in the caches of :mod:`pages.ui.cached`.
+heavy objects live in the caches of :mod:`pages.ui.cached`. What a page keeps for the open workspace is
+named in one registry (``WORKSPACE_PREFIXES`` and friends): :func:`select` drops it when the workspace
+changes (:func:`on_workspace_change`) and :func:`after_delete` takes deleted items out of it.
 """
 from __future__ import annotations
 
 import contextlib
 import math
 import os
+import re
 from collections.abc import Iterator
 
 import pandas as pd
 import streamlit as st
+from streamlit.errors import StreamlitAPIException
 
 import core
 from pages.ui.cached import _open_workspace, first_start_gate
@@ -69,11 +73,101 @@ _KEEP = object()
 
 
 def select(*, workspace: object = _KEEP, model: object = _KEEP) -> None:
-    """Change the chosen workspace and/or model (the sidebar follows on the next run)."""
-    if workspace is not _KEEP:
-        st.session_state[WS] = workspace
+    """Change the chosen workspace and/or model (the sidebar follows on the next run).
+
+    A different workspace goes through :func:`on_workspace_change`: what the pages kept for the old one
+    is dropped and, unless ``model`` is given too, the model is fitted to the new workspace.
+    """
+    ss = st.session_state
     if model is not _KEEP:
-        st.session_state[MODEL] = model
+        ss[MODEL] = model
+    if workspace is not _KEEP:
+        changed = workspace != ss.get(WS)
+        ss[WS] = workspace
+        if changed:
+            on_workspace_change(fit=model is _KEEP)
+
+
+# ---- state that belongs to one workspace ----------------------------------------------------------
+# Every session key a page keeps for the open workspace: item ids, a query, a result's parameters, a
+# page's settings. One registry, so a workspace switch or a deletion cannot miss one page's copy.
+WORKSPACE_PREFIXES = ("search_", "axes_", "map_", "concepts_", "items_", "ana_", "quality_", "clusters_",
+                      "delete_ws_", "embed_refresh", "neighbours_", "selection_labels", "selection_table",
+                      "_kept_")  # _kept_: a page's last widget values (see bind_url)
+WORKSPACE_KEYS = (LAST_INGEST, LAST_EMBED, "delete_items_confirm", "eval_request")  # set to None
+ITEM_ID_LISTS = ("search_ids", "search_query_ids")  # lists of item ids (Search's query, its inbox)
+ITEM_ID_TEXTS = {"search_item_input": "tokens", "ana_plus": "lines", "ana_minus": "lines"}  # ids typed in texts
+RESULT_PARAMS = ("concepts_params",)  # {workspace, ids, …} of a computed result, redone from its ids
+PAGE_URL_KEEP = (URL_WS, URL_MODEL)  # every other query parameter is a page's setting for the open workspace
+
+
+def workspace_scoped(key: str) -> bool:
+    """Whether the session key ``key`` holds something of the open workspace (see WORKSPACE_PREFIXES)."""
+    return key in WORKSPACE_KEYS or key in RESULT_PARAMS or key.startswith(WORKSPACE_PREFIXES)
+
+
+def on_workspace_change(*, fit: bool = True) -> None:
+    """The open workspace changed (sidebar, Data page, a deletion, the demo button): drop every page's
+    state of the old one (queries, item ids, settings, their copies in the URL), so nothing of it
+    runs in the new one; then, with ``fit``, choose a model that has vectors in the new one
+    (:func:`fit_model`)."""
+    ss = st.session_state
+    for key in [k for k in list(ss.keys()) if workspace_scoped(str(k))]:
+        if key in WORKSPACE_KEYS:
+            ss[key] = None
+        else:
+            del ss[key]
+    qp = st.query_params
+    for param in [p for p in list(qp.keys()) if p not in PAGE_URL_KEEP]:
+        del qp[param]  # else bind_url would give the new workspace the old one's query
+    if fit and ss.get(WS):
+        with contextlib.suppress(Exception):  # the page reports a broken or vanished workspace itself
+            fit_model(get_workspace(), why="for this workspace")
+
+
+def _without_ids(text: str, gone: set[str], how: str) -> str:
+    """``text`` without the item ids of ``gone``: ``lines`` drops lines ``item:<id>``; ``tokens`` drops
+    ids typed bare or as ``item:<id>``, separated by spaces, commas or semicolons."""
+    if how == "lines":
+        def kept(line: str) -> bool:
+            term = line.strip()
+            return not (term.startswith("item:") and term[5:] in gone)
+
+        return "\n".join(line for line in text.splitlines() if kept(line))
+    return " ".join(t for t in re.split(r"[\s,;]+", text.strip()) if t and t.removeprefix("item:") not in gone)
+
+
+def after_delete(ws_name: str, ids) -> None:
+    """Items ``ids`` of workspace ``ws_name`` were deleted: take them out of every session value that
+    names items (Search's query, ids typed on Search and Analogies, the selection) and drop the
+    parameters of a result computed from the workspace's items (the Concepts run), so no page keeps
+    asking for items that are gone."""
+    ss = st.session_state
+    gone = {str(i) for i in ids}
+    if not gone:
+        return
+    for key in ITEM_ID_LISTS:
+        if ss.get(key):
+            ss[key] = [i for i in ss[key] if str(i) not in gone]
+    for key, how in ITEM_ID_TEXTS.items():
+        for k in (key, f"_kept_{key}"):
+            text = ss.get(k)
+            if not isinstance(text, str) or not text:
+                continue
+            new = _without_ids(text, gone, how)
+            if new != _without_ids(text, set(), how):  # an id of a deleted item was in it
+                try:
+                    ss[k] = new
+                except StreamlitAPIException:  # the widget is on this run's page already: start it afresh
+                    del ss[k]
+    sel = ss.get(SELECTION)
+    if sel and sel.get("workspace") == ws_name:
+        set_ids = [i for i in sel.get("ids") or [] if i not in gone]
+        ss[SELECTION] = {"workspace": ws_name, "ids": set_ids} if set_ids else None
+    for key in RESULT_PARAMS:
+        params = ss.get(key)
+        if params and params.get("workspace") == ws_name:
+            ss[key] = None  # its items changed (and core dropped what was computed from them): run again
 
 
 def default_model(ws_models: dict | None = None) -> str | None:
@@ -142,6 +236,8 @@ def _from_url() -> None:
             ss[WS] = name
         else:
             ss[MODEL_NOTE] = f"The link names workspace {name}, which does not exist here; opened another one."
+            for param in [p for p in list(st.query_params.keys()) if p not in PAGE_URL_KEEP]:
+                del st.query_params[param]  # its page settings (a query…) were for that workspace
     if model:
         ss[MODEL] = model
 
@@ -257,16 +353,37 @@ def fit_model(ws: core.Workspace | None, *, why: str) -> str | None:
     (``demo`` first) and remember one line saying so (shown by :func:`model_note`). Returns the new id."""
     ss = st.session_state
     have = models_with_vectors(ws)
-    if not have or ss.get(MODEL) in have:
+    old = ss.get(MODEL)
+    if not have:
+        # a table's own vectors (a model that encodes nothing) mean nothing in a workspace without them
+        if ws is None or not old or _encodes_something(old):
+            return None
+        new = default_model(None)
+        if new is None or new == old:
+            return None
+        select(model=new)
+        ss[MODEL_NOTE] = (f"Switched the model to {new} {why}: {old} stands for vectors that come with a "
+                          f"table's data, and {ws.name} has none for it.")
+        return new
+    if old in have:
         return None
     new = default_model(have)
-    old = ss.get(MODEL)
     select(model=new)
     others = [m for m in have if m != new]
     ss[MODEL_NOTE] = (f"Switched the model to {new} {why}: {ws.name} has {have[new]:,} vectors for it"
                       + (f" and none for {old}" if old else "")
                       + (f" (also vectors for: {', '.join(others)})" if others else "") + ".")
     return new
+
+
+def _encodes_something(model: str) -> bool:
+    """Whether ``model`` encodes anything itself (an unknown id counts as one that does: it is left alone)."""
+    try:
+        from core.encoders import modalities_of
+
+        return bool(modalities_of(model))
+    except ValueError:
+        return True
 
 
 def model_note() -> None:

@@ -46,21 +46,23 @@ def guard(where=None) -> Iterator[None]:
 
 
 def make_progress(bar, label: str = ""):
-    """progress(done, total) for st.progress: 'done/total · items/s · ETA', at most 5 updates/s."""
-    state = {"t0": None, "last": 0.0}
+    """progress(done, total) for st.progress: 'done/total · items/s · ETA', at most 5 updates/s. The rate
+    and ETA appear once they can be measured (items done after the first report); until then 'done/total …'."""
+    state = {"t0": None, "last": 0.0, "done0": 0}
 
     def cb(done: int, total: int) -> None:
         now = time.perf_counter()
         if state["t0"] is None:
-            state["t0"] = now
+            state["t0"], state["done0"] = now, done  # a rate counts what was done after the first report
         if 0 < done < total and now - state["last"] < 0.2:
             return
         state["last"] = now
-        el = now - state["t0"]
-        rate = done / el if el > 0 and done else 0.0
-        eta = f"{(total - done) / rate:.0f}s" if rate > 0 else "…"
+        el, since = now - state["t0"], done - state.get("done0", 0)
+        rate = since / el if el > 0 and since > 0 else 0.0
         frac = min(done / total, 1.0) if total else 1.0
-        bar.progress(frac, text=f"{label}{done}/{total} · {rate:.1f} items/s · ETA {eta}")
+        # no rate until one can be measured (e.g. a stage that reports only in large steps)
+        speed = f" · {rate:.1f} items/s · ETA {(total - done) / rate:.0f}s" if rate > 0 and done < total else ""
+        bar.progress(frac, text=f"{label}{done}/{total}{speed}" + ("" if speed or done >= total else " …"))
 
     return cb
 
@@ -288,6 +290,9 @@ def delete_items_button(ws, df: pd.DataFrame, *, what: str, key: str, on_done=No
         ss[CONFIRM_DELETE] = None
         with guard(), st.spinner("Deleting…"):
             rep = ws.delete_items(ids)
+            from pages.ui.state import after_delete
+
+            after_delete(ws.name, rep.ids)  # queries, typed ids, selections and results that named them
             gone = f"{items_word(rep.deleted)} ({count_words(df[df['id'].isin(rep.ids)]['modality'])})"
             ss[LAST_DELETE] = {"workspace": ws.name, "text": f"Deleted {gone}; {rep.items} left."}
             if on_done is not None:
@@ -304,3 +309,33 @@ def deleted_message(ws) -> None:
     if done and done["workspace"] in (None, getattr(ws, "name", None)):
         st.session_state[LAST_DELETE] = None
         st.success(plain(done["text"]), icon=":material/delete:")
+
+
+def model_fit(ws, model: str | None) -> dict | None:
+    """The cached :func:`core.quality.fit_verdict` of ``model`` on ``ws`` (``{"verdict", "evidence",
+    "reason"}``); None without a workspace or model, or when it cannot be measured (logged: the pages work
+    without it)."""
+    from pages.ui.cached import data_key, fit_verdict
+
+    if ws is None or not model:
+        return None
+    try:
+        return fit_verdict(data_key(ws, model), model)
+    except Exception as e:  # noqa: BLE001 - the verdict is a note; the page itself still works
+        log.warning("fit of %s on %s not measured: %s", model, getattr(ws, "name", ws), one_line(e))
+        return None
+
+
+def fit_note(ws, model: str | None) -> dict | None:
+    """One plain sentence when ``model`` does not fit the workspace's data (verdict "weak" or "near chance":
+    a warning; "unknown" with items to measure: an info); nothing when it fits or has no vectors here (the
+    pages say that themselves). Returns the verdict (see :func:`model_fit`)."""
+    fit = model_fit(ws, model)
+    if fit is None or fit["verdict"] == "fits":
+        return fit
+    if fit["verdict"] == "unknown":
+        if fit["evidence"].get("n_items"):
+            st.info(plain(fit["reason"], limit=500), icon=":material/help:")
+    else:
+        st.warning(plain(fit["reason"], limit=500), icon=":material/report:")
+    return fit

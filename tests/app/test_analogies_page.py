@@ -170,7 +170,7 @@ def test_evaluate_minilm_set_on_its_vocabulary(demo_home):
 
 def test_uploaded_sets_report_bad_files_and_rows(demo_home, items):
     at = analogies_page(workspace="demo", model="demo")
-    at.selectbox(key="eval_set").select("upload a CSV").run()
+    at.selectbox(key="eval_set").select("upload a set").run()
     at.file_uploader(key="eval_upload").set_value(("mine.csv", b"a,b,c\nx,y,z\n", "text/csv")).run()
     assert not at.exception
     [err] = texts(at.error)
@@ -218,3 +218,34 @@ def test_text_only_model_and_empty_states(home):
     at = analogies_page(workspace="empty", model="demo")
     assert not at.exception
     assert any("No vectors for demo" in s for s in texts(at.info))
+
+
+def test_the_set_offered_first_suits_the_model(demo_home):
+    assert analogies_page(workspace="demo", model="demo").selectbox(key="eval_set").value == "demo.csv"
+    ws = core.Workspace(core.workspace_path("notes"))
+    ws.ingest([], texts=["king", "queen", "man", "woman"])
+    ws.embed("minilm")
+    at = analogies_page(workspace="notes", model="minilm")
+    assert not at.exception, at.exception
+    assert at.selectbox(key="eval_set").value == "minilm.csv"  # words, not the demo world's items
+    at.session_state["model"] = "demo"  # the sidebar switches model: the set follows
+    at.run()
+    assert at.selectbox(key="eval_set").value == "demo.csv"
+
+
+def test_questions_words_upload_is_scored_with_bad_lines_listed(demo_home):
+    text = (b": capital-common-countries\nAthens Greece Baghdad Iraq\nAthens Greece Berlin Germany\n"
+            b"Athens Greece Oslo\n: gram8-plural\nbanana bananas bird birds\ncat cats dog dogs\n")
+    at = analogies_page(workspace="demo", model="demo")
+    at.selectbox(key="eval_set").select("upload a set").run()
+    at.file_uploader(key="eval_upload").set_value(("questions-words.txt", text, "text/plain")).run()
+    assert not at.exception, at.exception
+    assert not at.error, texts(at.error)
+    assert at.radio(key="eval_space_questions-words.txt").value == "vocabulary"
+    at.button(key="eval_run").click().run()
+    assert not at.exception, at.exception
+    assert any("4 rows scored (0 skipped)" in s for s in texts(at.caption))
+    cats = [d.value for d in at.dataframe if "category" in d.value.columns and "rows" in d.value.columns]
+    assert sorted(cats[0]["category"]) == ["capital-common-countries", "gram8-plural"]
+    [bad] = [d.value for d in at.dataframe if list(d.value.columns) == ["line", "reason"]]
+    assert bad["line"].tolist() == [4] and "four words" in bad["reason"].iloc[0]
