@@ -41,6 +41,8 @@ _EXPORTS = {
     "modality_gap": "quality",
     "workspace_modality_gap": "quality",
     "fit_verdict": "quality",
+    "MapParams": "mapview",
+    "build_view": "mapview",
     "quality_report": "quality",
     "quality_analysis": "quality",
     "item_flags": "quality",
