@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-fast chromium bench clean
+.PHONY: install run test test-fast chromium bench scatter clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -36,6 +36,10 @@ test-fast: install
 
 bench: install
 	for f in bench/*.py; do $(BIN)/python $$f; done
+
+# rebuild the map component's bundle (assets/scatter/scatter.js) from frontend/scatter; needs Node + npm
+scatter:
+	cd frontend/scatter && npm ci --no-audit --no-fund && npm run build
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -91,7 +91,8 @@ def _parse_roles(pairs: list[str] | None) -> dict[str, str] | None:
 
 
 # what the done/total of a stage counts, where it is not items (map and concepts stages)
-STAGE_UNITS = {"patches": "images", "stability": "images", "fit": "EM iterations", "layout": "epochs"}
+STAGE_UNITS = {"patches": "images", "stability": "images", "fit": "EM iterations", "layout": "epochs",
+               "placing": "items"}
 
 
 def _progress_printer(label: str, unit: str = "items", *, resumable: bool = False):
@@ -152,8 +153,18 @@ def _ingest(args):
         raise CLIError(str(e)) from e
     out = report.to_dict()
     out["workspace"] = str(ws.path)
-    out["items"] = len(ws.items)
+    out["items"] = _item_count(ws)
     return out
+
+
+def _item_count(ws) -> int:
+    """How many items ``ws`` has, from the Parquet footer of its item list (not reading a million rows)."""
+    import pyarrow.parquet as pq
+
+    try:
+        return int(pq.ParquetFile(ws.items_path).metadata.num_rows)
+    except FileNotFoundError:
+        return 0
 
 
 _ingest.configure = _ingest_configure
@@ -374,19 +385,26 @@ command("export", "write vectors + metadata (Parquet, or TSV for TensorFlow Proj
 def _map_configure(p):
     p.add_argument("workspace")
     p.add_argument("--model", required=True)
-    p.add_argument("--method", choices=["umap", "pca"], default="umap")
-    p.add_argument("--dim", type=int, choices=[2, 3], default=2)
+    from .mapview import PARAMETERS as P
+
+    p.add_argument("--method", choices=P["method"].choices, default=P["method"].default, help=P["method"].help)
+    p.add_argument("--dim", type=int, choices=P["dim"].choices, default=P["dim"].default)
     p.add_argument("--gap-corrected", action="store_true",
                    help="mean-centre each modality before projecting (removes the modality gap)")
     p.add_argument("--modality", action="append", choices=["image", "text", "row"],
                    help="map only this modality (repeatable; default: all)")
-    p.add_argument("--neighbors", type=int, default=15, help="UMAP n_neighbors")
-    p.add_argument("--min-dist", type=float, default=0.1, help="UMAP min_dist")
-    p.add_argument("--seed", type=int, default=0)
+    for flag, name, kind in (("--neighbors", "n_neighbors", int), ("--min-dist", "min_dist", float)):
+        spec = P[name]
+        p.add_argument(flag, type=kind, default=spec.default,
+                       help=f"{spec.help} In [{spec.low}, {spec.high}]; default {spec.default}")
+    p.add_argument("--seed", type=int, default=P["seed"].default)
     p.add_argument("--refit", action="store_true", help="ignore the cached map and fit again")
     p.add_argument("--html", metavar="FILE", help="also write the map as one standalone HTML file (opens offline)")
     p.add_argument("--color", metavar="NAME", help="with --html: colour by modality (default), cluster, trust "
                                                    "or a metadata column")
+    spec = P["k"]
+    p.add_argument("--k", type=int, default=spec.default,
+                   help=f"with --color cluster: {spec.help} In [{spec.low}, {spec.high}]; default {spec.default}")
     p.add_argument("--labels", nargs="?", const="coarse", choices=["coarse", "fine"],
                    help="name the map's clusters (coarse: 2-12, fine: each split into up to 3; default coarse); "
                         "with --html the names are drawn too")
@@ -412,7 +430,7 @@ def _check_html_args(args, ws) -> None:
 
 
 def _map(args):
-    from .export import map_colour, write_map_html
+    from .export import write_map_html
     from .projection import compute_map, map_to_json
     from .quality import modality_gap, pair_positions
 
@@ -422,10 +440,19 @@ def _map(args):
         raise argparse.ArgumentTypeError("--vocab and --vocab-only apply to --labels only")
     if args.vocab_only and not args.vocab:
         raise argparse.ArgumentTypeError("--vocab-only needs the words to name with: --vocab WORD [WORD ...]")
-    if args.neighbors < 2:
-        raise argparse.ArgumentTypeError(f"--neighbors must be >= 2; got {args.neighbors}")
-    if not 0 <= args.min_dist <= 1:
-        raise argparse.ArgumentTypeError(f"--min-dist must be in [0, 1]; got {args.min_dist}")
+    from .mapview import MapParams, build_view
+
+    try:  # the one check of every map setting (bounds and choices: core.mapview.PARAMETERS)
+        params = MapParams(method=args.method, dim=args.dim, modalities=args.modality, gap_corrected=args.gap_corrected,
+                           n_neighbors=args.neighbors, min_dist=args.min_dist, seed=args.seed,
+                           colour=args.color or "modality", k=args.k, names=args.labels or "off")
+    except ValueError as e:
+        flags = {"n_neighbors": "--neighbors", "min_dist": "--min-dist", "seed": "--seed", "k": "--k"}
+        msg = str(e)
+        for name, flag in flags.items():
+            if msg.startswith(name + " "):
+                msg = flag + msg[len(name):]
+        raise argparse.ArgumentTypeError(msg) from e
     state = {"stage": None}
     printer = {}
 
@@ -436,9 +463,7 @@ def _map(args):
         printer[stage](done, total)
 
     try:
-        res = compute_map(ws, args.model, method=args.method, dim=args.dim, modalities=args.modality,
-                          gap_corrected=args.gap_corrected, n_neighbors=args.neighbors, min_dist=args.min_dist,
-                          random_state=args.seed, progress=progress, use_cache=not args.refit)
+        res = compute_map(ws, args.model, **params.map_kwargs(), progress=progress, use_cache=not args.refit)
     except ValueError as e:
         raise CLIError(str(e)) from e
     out = map_to_json(res)
@@ -455,11 +480,14 @@ def _map(args):
             raise CLIError(str(e)) from e
         out["labels"] = labels
         out["unknown_words"] = _unknown_words(args.model, args.vocab)
+    try:  # what the map shows (colour, named clusters), as the app and the HTML file draw it
+        view = build_view(ws, args.model, params, res=res, labels=labels or ())
+    except ValueError as e:
+        raise CLIError(str(e)) from e
+    out["view"] = view.to_dict()
     if args.html is not None:
-        values, title, options = map_colour(ws, args.model, res, args.color or "modality")
         try:
-            path = write_map_html(args.html, ws, args.model, res, color=values, color_title=title, labels=labels,
-                                  **options)
+            path = write_map_html(args.html, ws, args.model, res, view=view)
         except OSError as e:
             raise CLIError(f"cannot write {args.html}: {e.strerror or e}") from e
         out["html"] = str(path.resolve())

@@ -168,18 +168,28 @@ def hover_lines(items: pd.DataFrame, meta: Sequence[str] | None = None, captions
     image its caption (when ``captions`` gives one, see :func:`captions`) and file, or the file; then the
     modality and up to four ``meta`` values (default: the metadata columns with a value)."""
     meta = metadata_columns(items) if meta is None else meta
-    shown = [k for k in meta[:4] if k.isidentifier()]
+    shown = hover_columns(meta)
     caps = [None] * len(items) if captions is None else list(captions)
-    out = []
-    for row, cap in zip(items.itertuples(index=False), caps):
-        file = row.source if isinstance(row.source, str) else ""
-        if row.modality != "image" and isinstance(row.text, str):
-            head = row.text[:120]
-        else:
-            head = f"{str(cap)[:120]}\n{file}" if isinstance(cap, str) else file[:120]
-        vals = ", ".join(f"{k}={getattr(row, k)}" for k in shown if pd.notna(getattr(row, k, None)))
-        out.append(f"{head}\n{row.modality}" + (f" · {vals}" if vals else ""))
-    return out
+    return [hover_line(row._asdict(), cap, shown) for row, cap in zip(items.itertuples(index=False), caps)]
+
+
+def hover_columns(meta: Sequence[str]) -> list[str]:
+    """The metadata columns a hover text shows: the first four of ``meta`` that are identifiers."""
+    return [k for k in list(meta)[:4] if k.isidentifier()]
+
+
+def hover_line(row, caption: str | None, shown: Sequence[str]) -> str:
+    """The hover text of one item (see :func:`hover_lines`): ``row`` maps column -> value (``modality``,
+    ``text``, ``source`` and the ``shown`` columns, from :func:`hover_columns`); ``caption`` is an
+    image's caption (:func:`captions`) or None."""
+    source, text, modality = row.get("source"), row.get("text"), row.get("modality")
+    file = source if isinstance(source, str) else ""
+    if modality != "image" and isinstance(text, str):
+        head = text[:120]
+    else:
+        head = f"{str(caption)[:120]}\n{file}" if isinstance(caption, str) else file[:120]
+    vals = ", ".join(f"{k}={row.get(k)}" for k in shown if pd.notna(row.get(k)))
+    return f"{head}\n{modality}" + (f" · {vals}" if vals else "")
 
 
 def thumb_data_uri(path: str | Path | None) -> str | None:
@@ -197,64 +207,69 @@ def thumb_data_uri(path: str | Path | None) -> str | None:
 
 # ---- a map as one standalone HTML file -------------------------------------------------------------
 MAX_HTML_THUMBS = 60
-MAP_COLOURS = ("modality", "cluster", "trust")  # besides the user's metadata columns
+MAP_COLOURS = ("modality", "cluster", "trust")  # besides the user's metadata columns (core.mapview.colour_choices)
 # the file may run its inline scripts and show inline images, and load nothing from anywhere
 _CSP = ("default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval'; style-src 'unsafe-inline'; "
         "img-src data: blob:; font-src data:")
 
 
 def colour_choices(ws) -> list[str]:
-    """What a map can be coloured by (:func:`map_colour`): modality, cluster, trust, metadata columns."""
-    return [*MAP_COLOURS, *[c for c in metadata_columns(ws.items) if c not in MAP_COLOURS]]
+    """What a map can be coloured by (:func:`map_colour`): modality, cluster, trust, metadata columns
+    (:func:`core.mapview.colour_choices` of the workspace's metadata columns)."""
+    from .mapview import colour_choices as choices
+
+    return choices(metadata_columns(ws.items))
 
 
 def map_colour(ws, model: str, res, name: str = "modality", *, k: int = 8) -> tuple[object, str, dict]:
     """``(values, title, map_figure options)`` colouring the points of map ``res`` by ``name``: "modality",
     "cluster" (``k`` k-means clusters, :func:`core.projection.cluster_labels`), "trust" (per-point
-    trust), or a metadata column."""
-    if name == "modality":
-        return res.modality, "modality", {}
-    if name == "trust":
-        return res.trust, "trust", {"colorscale": "RdYlGn", "color_range": (0.0, 1.0), "categorical": False}
-    if name == "cluster":
-        from .projection import cluster_labels, map_vectors
+    trust), or a metadata column (:func:`core.mapview.colour_values`, what :func:`core.mapview.build_view`
+    colours by)."""
+    from .mapview import MapParams, colour_values
 
-        return cluster_labels(map_vectors(ws, model, ids=res.ids), k=k), f"cluster (k={k})", {}
-    if name not in colour_choices(ws):
-        raise ValueError(f"cannot colour by {name!r}: choose one of {', '.join(colour_choices(ws))}")
-    return item_rows(ws, res.ids)[name].to_numpy(), name, {}
+    choices = colour_choices(ws)
+    if name not in choices:
+        raise ValueError(f"cannot colour by {name!r}: choose one of {', '.join(choices)}")
+    return colour_values(ws, model, MapParams(dim=res.dim, colour=name, k=k, names="off"), res)
 
 
 def map_html(ws, model: str, res, *, color=None, color_title: str = "modality", thumbs: int = MAX_HTML_THUMBS,
-             pairs: bool = False, labels: Sequence[dict] | None = None, **figure_options) -> str:
+             pairs: bool = False, labels: Sequence[dict] | None = None, view=None, **figure_options) -> str:
     """Map ``res`` (a :class:`core.projection.MapResult` of ``model`` in ``ws``) as one HTML document that
     opens offline and loads nothing: plotly.js inline, thumbnails as ``data:`` URIs, a content security
     policy that forbids every request.
 
-    ``color``: (n,) values as :func:`core.plots.map_figure` takes them (default: the modality) with
-    ``color_title`` and ``figure_options`` (``colorscale``, ``color_range``, ``categorical``…; see
-    :func:`map_colour`). Hover shows each item's caption, file, modality and metadata (escaped); up to
-    ``thumbs`` images (a seeded sample, 2-D maps) are drawn on the map; ``pairs`` joins images and captions;
-    ``labels`` (:func:`core.labels.map_labels`) draws the clusters' names at their centres.
+    ``view``: a :class:`core.mapview.MapView` of ``res`` to draw as it is (its colouring, names, pairs,
+    density; ``color``, ``pairs`` and ``labels`` are then ignored). Else ``color``: (n,) values as
+    :func:`core.plots.map_figure` takes them (default: the modality) with ``color_title`` and the colour
+    options among ``figure_options`` (``colorscale``, ``color_range``, ``categorical``; see
+    :func:`map_colour`); ``pairs`` joins images and captions; ``labels`` (:func:`core.labels.map_labels`)
+    draws the clusters' names at their centres. Hover shows each item's caption, file, modality and
+    metadata (escaped); up to ``thumbs`` images (spread over the map, 2-D maps) are drawn on the map.
     Above the map a title line (workspace, model, method, points), below it a plain-text footer.
     """
-    from .plots import map_figure
-    from .quality import pair_positions
+    from .mapview import MapParams, build_view
 
-    rows = item_rows(ws, res.ids)
-    if color is None:
-        color, color_title = res.modality, "modality"
-    pictures = []
-    if res.dim == 2 and thumbs > 0:
-        has = rows[(rows["modality"] == "image") & rows["thumb"].notna()]
-        for i in has.sample(n=min(thumbs, len(has)), random_state=0).index.sort_values():
-            uri = thumb_data_uri(ws.abspath(rows["thumb"].iloc[i]))
-            if uri:
-                pictures.append((float(res.coords[i, 0]), float(res.coords[i, 1]), uri))
-    segments = pair_positions(ws.items, res.ids) if pairs else None
-    fig = map_figure(res.coords, color=color, color_title=color_title, customdata=res.ids, dim=res.dim,
-                     hover_text=hover_lines(rows, captions=captions(ws.items, rows)), thumbs=pictures,
-                     pair_segments=segments, labels=labels, **figure_options)
+    colour_keys = ("categorical", "colorscale", "color_range", "max_categories")  # colour_fields' options
+    if view is None:
+        params = MapParams(method=res.method, dim=res.dim, gap_corrected=bool(res.gap_corrected), pairs=bool(pairs),
+                           names="off")
+        view = build_view(ws, model, params, res=res, labels=labels or ())
+        if color is not None:
+            view = view.with_colour(color, color_title, **{k: figure_options[k] for k in colour_keys
+                                                           if k in figure_options})
+    return view_html(view, thumbs=thumbs, **{k: v for k, v in figure_options.items() if k not in colour_keys})
+
+
+def view_html(view, *, thumbs: int = MAX_HTML_THUMBS, **figure_options) -> str:
+    """A :class:`core.mapview.MapView` as one standalone HTML document (see :func:`map_html`)."""
+    from .mapview import view_figure
+
+    ws, model, res, labels = view.ws, view.model, view.res, list(view.labels)
+    rows = view.thumbnail_rows(max_n=thumbs) if res.dim == 2 and thumbs > 0 else []
+    fig = view_figure(view, thumbnail_rows=rows, **figure_options)
+    n_pictures = len(fig.layout.images) if res.dim == 2 else 0
     if res.dim == 2:
         fig.update_layout(dragmode="zoom")
     plot = fig.to_html(full_html=False, include_plotlyjs=True, div_id="jointscope-map",
@@ -263,9 +278,10 @@ def map_html(ws, model: str, res, *, color=None, color_title: str = "modality", 
     title = (f"{ws.name} · {model} · {res.method.upper()} {res.dim}-D map · {res.n:,} points"
              + (f" (a sample of {n_total:,} items)" if n_total > res.n else "")
              + (", gap-corrected" if res.gap_corrected else ""))
+    color_title = view.colour_title or "modality"
     footer = (f"Coloured by {color_title}. Hover a point for its caption, file and metadata; drag to zoom, "
               "double-click to zoom out, click a legend entry to hide it"
-              + (f"; {len(pictures)} images drawn as thumbnails" if pictures else "")
+              + (f"; {n_pictures} images drawn as thumbnails" if n_pictures else "")
               + (f"; {len(labels)} clusters named ({', '.join(sorted({d['method'] for d in labels}))}; "
                  "hover a name for its score)" if labels else "")
               + f". Exported from Jointscope on {datetime.date.today().isoformat()}; "

@@ -75,6 +75,52 @@ def category_colours(order: Sequence[str]) -> dict[str, tuple[str, bool]]:
     return out
 
 
+def is_colour_name(value: object) -> bool:
+    """Whether ``value`` is a CSS colour name (Pillow's ImageColor table, case and spaces ignored)."""
+    from PIL import ImageColor
+
+    return "".join(str(value).lower().split()) in ImageColor.colormap
+
+
+def hex_colour(colour: str) -> str:
+    """A plotly colour as ``#rrggbb``: ``#RRGGBB`` (lower-cased), ``rgb(r, g, b)`` or a CSS colour name."""
+    c = str(colour).strip()
+    if c.startswith("#") and len(c) == 7:
+        return c.lower()
+    m = re.fullmatch(r"rgba?\(\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*(?:,\s*[\d.]+\s*)?\)", c)
+    if m:
+        return "#{:02x}{:02x}{:02x}".format(*(int(v) for v in m.groups()))
+    from PIL import ImageColor
+
+    return "#{:02x}{:02x}{:02x}".format(*ImageColor.getrgb(c)[:3])
+
+
+def category_codes(values, max_categories: int = MAX_CATEGORIES) -> tuple[np.ndarray, list[str], list[str]]:
+    """Categorical colours of ``values`` (n,): ``(codes (n,) uint8/uint16, categories, palette)``.
+
+    ``categories`` and their order are :func:`categories`' ("(missing)" last, "other (N values)" beyond
+    ``max_categories``); ``codes[i]`` indexes them; ``palette[j]`` is category j's colour
+    (:func:`category_colours`: its own colour for a CSS colour name, else the safe palette in order; grey,
+    :data:`OTHER_COLOUR`, for "(missing)" and "other")."""
+    labels, order = categories(values, max_categories)
+    n_coloured = len(order) - 1 - (MISSING in order)  # position of "other (N values)" when present
+    has_other = pd.Series(values).nunique(dropna=True) > max_categories
+    greys = {cat for i, cat in enumerate(order) if cat == MISSING or (has_other and i == n_coloured)}
+    colours = category_colours([cat for cat in order if cat not in greys])
+    palette = [colours[cat][0] if cat in colours else OTHER_COLOUR for cat in order]
+    codes = pd.Categorical(labels, categories=order).codes
+    return codes.astype(np.uint8 if len(order) <= 256 else np.uint16), list(order), palette
+
+
+def colorscale_hex(name: str, steps: int = 11) -> list[str]:
+    """A plotly colour scale (a name such as "Viridis" or "RdYlGn") as ``steps`` evenly spaced ``#rrggbb``
+    colours, for renderers that take a list of colours (the WebGL map)."""
+    from plotly.colors import get_colorscale, sample_colorscale
+
+    rgb = sample_colorscale(get_colorscale(name), [i / (steps - 1) for i in range(steps)], colortype="rgb")
+    return [hex_colour(c) for c in rgb]
+
+
 def _natural_key(s: str):
     return [(0, int(t), "") if t.isdigit() else (1, 0, t.lower()) for t in re.split(r"(\d+)", s) if t]
 
@@ -143,12 +189,15 @@ def map_figure(coords: np.ndarray, *, color=None, color_title: str = "", hover_t
                categorical: bool | None = None, max_categories: int = MAX_CATEGORIES,
                uirevision: str = UIREVISION, thumb_size: float = 0.05, selected: Collection[str] | None = None,
                density: bool = False, neighbours: tuple[int, Sequence[int]] | None = None,
-               labels: Sequence[dict] | None = None):
+               labels: Sequence[dict] | None = None, categories: Sequence[str] | None = None,
+               palette: Sequence[str] | None = None):
     """A scatter map of ``coords`` (n, dim) float: WebGL ``Scattergl`` in 2-D, ``Scatter3d`` in 3-D.
 
     color: (n,) categories (one trace and legend entry per category, see :func:`categories`) or
         numbers (one trace with a continuous ``colorscale`` and colour bar; NaN is drawn grey);
-        None: one colour.
+        None: one colour. With ``categories`` (and ``palette``, one colour per category; default
+        :func:`category_codes`' colours), ``color`` holds integer codes into ``categories`` instead
+        (:class:`core.mapview.MapView` gives them).
     hover_text: (n,) plain strings shown on hover ("\\n" breaks lines; escaped, never HTML).
     customdata: (n,) item ids, carried by every point (selection events report them).
     pair_segments: (p, 2) row positions of pairs joined by thin lines (one trace, drawn below points).
@@ -209,23 +258,27 @@ def map_figure(coords: np.ndarray, *, color=None, color_title: str = "", hover_t
         traces.append(trace(**line, mode="lines", name=f"pairs ({len(seg)})", hoverinfo="skip",
                             line={"color": PAIR_COLOUR, "width": 1}, connectgaps=False))
 
+    given_codes = categories is not None and color is not None
+    if given_codes and palette is not None and len(palette) != len(categories):
+        raise ValueError(f"palette must have one colour per category ({len(categories)}); got {len(palette)}")
     base_hover = "%{text}" if text is not None else ("%{x:.2f}, %{y:.2f}" + (", %{z:.2f}" if dim == 3 else ""))
     all_rows = np.arange(n)
     if color is None:
         traces.append(trace(**xyz(all_rows), **extra(all_rows), mode="markers", name="items", showlegend=False,
                             marker={"size": size, "color": PALETTE[0], "opacity": opacity},
                             hovertemplate=base_hover + "<extra></extra>"))
-    elif (is_categorical(color) if categorical is None else categorical):
-        cats, order = categories(color, max_categories)
-        n_coloured = len(order) - 1 - (MISSING in order)  # position of "other (N values)" when present
-        has_other = pd.Series(color).nunique(dropna=True) > max_categories
-        greys = {cat for i, cat in enumerate(order) if cat == MISSING or (has_other and i == n_coloured)}
-        colours = category_colours([cat for cat in order if cat not in greys])
-        for cat in order:
-            rows = np.flatnonzero(cats == cat)
-            colour, named = colours.get(cat, (OTHER_COLOUR, False))
-            marker = {"size": size, "color": colour, "opacity": opacity}
-            if named:
+    elif given_codes or (is_categorical(color) if categorical is None else categorical):
+        if given_codes:
+            codes, order = np.asarray(color), [str(c) for c in categories]
+            colours = list(palette) if palette is not None else category_codes(order, max_categories)[2]
+        else:
+            codes, order, colours = category_codes(color, max_categories)
+        for j, cat in enumerate(order):
+            rows = np.flatnonzero(codes == j)
+            if not len(rows):
+                continue
+            marker = {"size": size, "color": colours[j], "opacity": opacity}
+            if is_colour_name(cat):
                 marker["line"] = NAMED_OUTLINE
             name = plot_text(cat, limit=60)
             traces.append(trace(**xyz(rows), **extra(rows), mode="markers", name=f"{name} ({len(rows)})",

@@ -128,7 +128,7 @@ class VectorStore:
         if dtype is not None and dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}; got {dtype!r}")
         X = np.ascontiguousarray(X, dtype=np.float32)
-        ids = np.asarray(list(ids), dtype=str)
+        ids = np.asarray(ids if isinstance(ids, np.ndarray) else list(ids), dtype=str)
         if X.ndim != 2 or len(X) != len(ids):
             raise ValueError(f"vectors must be (n, d) aligned with ids; got {X.shape} and {len(ids)} ids")
         if len(ids) == 0:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import json
 import logging
 import os
 import re
@@ -371,11 +370,18 @@ class Workspace:
     def ingest(self, paths: Sequence[str | os.PathLike] | str | os.PathLike = (), *,
                texts: Sequence[str] = (), roles: Mapping[str, str] | None = None,
                limits=None) -> IngestReport:
-        """Add files, folders, ZIPs, tables and pasted texts. Bad items are reported, good ones kept."""
-        from .ingest import scan
+        """Add files, folders, ZIPs, tables and pasted texts. Bad items are reported, good ones kept.
+
+        One Parquet/CSV/TSV table of vectors (no image or text column) is read in chunks and committed in
+        bulk (:func:`core.ingest.stream_table`, :meth:`add_row_table`): the same items, faster."""
+        from .ingest import scan, stream_table
 
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
+        if len(paths) == 1 and not texts:
+            table = stream_table(paths[0], roles=roles, limits=limits)
+            if table is not None:
+                return self.add_row_table(table)
         res = scan(list(paths), texts=list(texts), roles=roles, limits=limits)
         return self.add_candidates(res.candidates, errors=res.errors)
 
@@ -450,6 +456,51 @@ class Workspace:
                     df.loc[m, "pair"] = df.loc[m, "id"].map(pair_updates)
                 if new_rows:
                     df = _append_rows(df, new_rows)
+                self._write_items(df)
+        log.info("ingest into %s: %d added, %d skipped, %d errors", self.name, report.added,
+                 report.skipped, len(report.errors))
+        return report
+
+    def add_row_table(self, table) -> IngestReport:
+        """Commit a streamed table's rows (core.ingest.RowTable) in bulk, as :meth:`add_candidates` commits
+        the same rows one by one: first row of an id wins, ids already here are skipped, vectors stored
+        for items that have none of that model, the table's row errors first in the report."""
+        report = IngestReport(errors=list(table.errors))
+        ids = np.asarray(table.ids, dtype=str)
+        sources = table.sources()
+        index = pd.Index(ids)
+        with self._lock():
+            items = self.items
+            first = ~index.duplicated(keep="first")
+            in_ws = index.isin(items["id"]) if len(items) else np.zeros(len(ids), bool)
+            new = first & ~in_ws
+            report.added = int(new.sum())
+            report.skipped = len(ids) - report.added
+            report.repeated = int((~first & ~in_ws).sum())
+            report.ids = ids[new].tolist()
+            for model, X in table.vectors.items():
+                store = self.store(model)
+                todo = np.flatnonzero(store.positions(ids) < 0)
+                dim = store.dim
+                if dim is not None and X.shape[1] != dim:
+                    report.errors += [(sources[i], f"vector for {model!r} has {X.shape[1]} values, expected {dim} "
+                                                   "(the dimension already in this workspace)") for i in todo]
+                    continue
+                todo = todo[~pd.Index(ids[todo]).duplicated(keep="first")]
+                if len(todo):
+                    store.append(X[todo], ids[todo])
+            if report.added:
+                none = pd.Series(pd.NA, index=pd.RangeIndex(report.added), dtype="Int64")
+                rows = {"id": ids[new], "modality": "row", "text": None, "image": None, "thumb": None,
+                        "source": sources[new], "pair": None, "width": none, "height": none,
+                        "added": pd.Timestamp.now(tz="UTC")}
+                meta = table.meta.loc[new].reset_index(drop=True)
+                df_new = pd.DataFrame(rows, index=pd.RangeIndex(report.added))
+                for k in meta.columns:
+                    df_new[f"meta_{k}" if k in ITEM_COLUMNS else str(k)] = meta[k].to_numpy()
+                with warnings.catch_warnings():  # all-NA columns in one part are expected
+                    warnings.simplefilter("ignore", FutureWarning)
+                    df = pd.concat([items, df_new], ignore_index=True) if len(items) else df_new
                 self._write_items(df)
         log.info("ingest into %s: %d added, %d skipped, %d errors", self.name, report.added,
                  report.skipped, len(report.errors))
@@ -611,10 +662,9 @@ class Workspace:
             return content_id("image", c.read_image())
         if c.modality == "text":
             return content_id("text", (c.text or "").encode("utf-8"))
-        payload = json.dumps({"meta": c.meta, "vectors": {k: np.asarray(v, np.float32).round(6).tolist()
-                                                         for k, v in sorted((c.vectors or {}).items())}},
-                             sort_keys=True, default=str)
-        return content_id("row", payload.encode("utf-8"))
+        from .ingest.rowids import row_content_id
+
+        return row_content_id(c.meta or {}, c.vectors or {})
 
     def _store_images(self, images: list[tuple[dict, Any]], report: IngestReport, progress: Progress | None,
                       total: int) -> set[str]:
@@ -1080,16 +1130,29 @@ def _empty_items() -> pd.DataFrame:
     return df
 
 
+def _all_none(values: np.ndarray) -> bool:
+    """Whether every element of an object array is None (not NaN, pd.NA, NaT)."""
+    try:
+        return bool((values == None).all())  # noqa: E711 - elementwise
+    except (TypeError, ValueError):  # pd.NA compared: ambiguous
+        return False
+
+
 def _normalise_columns(df: pd.DataFrame) -> pd.DataFrame:
     """Make the frame writable as Parquet: fixed types for core columns, mixed metadata as text."""
     df = df.copy()
     for c in ("id", "modality", "text", "image", "thumb", "source", "pair"):
-        df[c] = df[c].astype("object").where(df[c].notna(), None)
+        if df[c].dtype != object:
+            df[c] = df[c].astype("object")
+        missing = df[c].isna().to_numpy()
+        if missing.any() and not _all_none(df[c].to_numpy()[missing]):
+            df[c] = df[c].where(~missing, None)  # NaN and the like -> None (no copy when they are None)
     for c in ("width", "height"):
-        df[c] = pd.to_numeric(df[c], errors="coerce").astype("Int64")
+        if not isinstance(df[c].dtype, pd.Int64Dtype):
+            df[c] = pd.to_numeric(df[c], errors="coerce").astype("Int64")
     for c in df.columns:
-        if c in ITEM_COLUMNS or df[c].dtype != object:
-            continue
+        if c in ITEM_COLUMNS or df[c].dtype != object or pd.api.types.infer_dtype(df[c], skipna=True) == "string":
+            continue  # (only strings: nothing to convert; infer_dtype answers without a Python loop)
         kinds = {type(v) for v in df[c] if v is not None and not (isinstance(v, float) and np.isnan(v))}
         if len(kinds) > 1 or (kinds and not kinds <= {str, int, float, bool}):
             df[c] = df[c].map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))

@@ -17,8 +17,18 @@ from core.export import (
     safe_csv_bytes,
     selection_table,
 )
+from core.mapview import (
+    COLOUR_CLUSTER,
+    COLOUR_LABELS,
+    COLOUR_SIMILARITY,
+    NAMES_OFF,
+    PARAMETERS,
+    QUALITY_COLOURS,
+    MapParams,
+    colour_choices,
+    view_figure,
+)
 from core.plots import gap_figure, map_figure
-from core.quality import pair_positions
 from pages import ui
 
 MIN_ITEMS = 4
@@ -28,17 +38,12 @@ MAX_GALLERY = 40
 SAMPLE_GALLERY = 10
 MAX_TABLE_ROWS = 1000
 N_NEIGHBOURS = 10  # true neighbours listed and drawn for a single selected point
-NAMES_COARSE, NAMES_FINE, NAMES_OFF = "coarse", "fine", "off"
-NAME_LEVELS = (NAMES_COARSE, NAMES_FINE, NAMES_OFF)
-MAX_MAP_POINTS = 50_000  # larger workspaces are mapped through a representative sample (core.projection)
+NAME_LEVELS = PARAMETERS["names"].choices
+WEBGL_FROM = 50_000  # 2-D maps of more points are drawn with the WebGL map (pages.ui.scatter), smaller with plotly
+MAX_MAP_POINTS = 50_000  # maps of more items are fitted on a sample of this size, the rest placed (core.projection)
 MATCHES_ON_SAMPLE = 200  # on a sampled map, the best matches of a text among all items are added
-COLOUR_MODALITY, COLOUR_CLUSTER, COLOUR_QUERY, COLOUR_TRUST = (
-    "modality", "cluster (KMeans)", "similarity to a text", "trust (neighbours kept)")
 PLOT_CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["toImage"]}
 MAP_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "filename": "jointscope-map", "scale": 2}}
-# quality scores from the Quality page (label -> column of core.quality's per-item frame, colour scale)
-QUALITY_COLOURS = {"noisy-pair score": ("noisy_score", "Reds"), "hubness (N_k)": ("n_k", "Viridis"),
-                   "outlier score (LOF)": ("lof", "Reds")}
 
 
 # ---- helpers (no widgets) -----------------------------------------------------------------------
@@ -60,31 +65,38 @@ MAP_STAGES = {"neighbours": (0.0, 0.1, "finding neighbours"), "layout": (0.1, 0.
 
 
 # ---- sections -----------------------------------------------------------------------------------
+P = PARAMETERS  # bounds, choices, defaults and help of every setting (core.mapview)
+METHOD_LABELS = {"umap": "UMAP", "pca": "PCA"}
+DIM_LABELS = {2: "2-D", 3: "3-D"}
 URL_PARAMS = {  # query parameter: (widget key, default) — a reload or a copied link restores the map
-    "method": ("map_method", "UMAP"), "view": ("map_dim", "2-D"), "gap": ("map_gap", False),
-    "neighbors": ("map_neighbors", 15), "min_dist": ("map_min_dist", 0.1), "colour": ("map_colour", COLOUR_MODALITY),
-    "k": ("map_k", 8), "text": ("map_query", ""), "pairs": ("map_pairs", False), "thumbs": ("map_thumbs", False),
-    "density": ("map_density", False), "names": ("map_names", NAMES_COARSE)}
+    "method": ("map_method", METHOD_LABELS[P["method"].default]), "view": ("map_dim", DIM_LABELS[P["dim"].default]),
+    "gap": ("map_gap", P["gap_corrected"].default), "neighbors": ("map_neighbors", P["n_neighbors"].default),
+    "min_dist": ("map_min_dist", P["min_dist"].default), "colour": ("map_colour", COLOUR_LABELS[P["colour"].default]),
+    "k": ("map_k", P["k"].default), "text": ("map_query", P["text"].default),
+    "pairs": ("map_pairs", P["pairs"].default), "thumbs": ("map_thumbs", P["thumbnails"].default),
+    "density": ("map_density", P["density"].default),
+    "names": ("map_names", P["names"].default)}
 
 
-def controls(present: dict[str, int], meta: list[str], can_text: bool) -> dict:
-    """The map's widgets in two compact rows; returns the chosen options. Their values live in the URL."""
+def controls(present: dict[str, int], meta: list[str], can_text: bool) -> MapParams | None:
+    """The map's widgets in two compact rows; returns the chosen view (None: no modality chosen). Their
+    values live in the URL; bounds, choices and defaults come from core.mapview.PARAMETERS."""
     ss = st.session_state
     ui.bind_url(URL_PARAMS)
-    options = [COLOUR_MODALITY] + meta + [COLOUR_CLUSTER] + ([COLOUR_QUERY] if can_text else []) + [COLOUR_TRUST]
-    options += list(QUALITY_COLOURS)
-    for param, allowed in (("method", ("UMAP", "PCA")), ("view", ("2-D", "3-D")), ("colour", options),
-                           ("names", NAME_LEVELS)):
+    keys = colour_choices(meta, text=can_text, quality=True, metadata_first=True)
+    label = {k: COLOUR_LABELS.get(k, k) for k in keys}
+    options = list(label.values())
+    for param, allowed in (("method", tuple(METHOD_LABELS.values())), ("view", tuple(DIM_LABELS.values())),
+                           ("colour", options), ("names", NAME_LEVELS)):
         key, default = URL_PARAMS[param]
         if ss.get(key) not in allowed:  # a link from another workspace or an edited URL
             ss[key] = default
-    ss["map_neighbors"] = min(max(int(ss["map_neighbors"]), 5), 100)
-    ss["map_min_dist"] = min(max(float(ss["map_min_dist"]), 0.0), 0.99)
-    ss["map_k"] = min(max(int(ss["map_k"]), 2), 30)
+    for name, key in (("n_neighbors", "map_neighbors"), ("min_dist", "map_min_dist"), ("k", "map_k")):
+        ss[key] = P[name].clamp(ss.get(key))
     r1 = st.columns([1.1, 0.9, 2.2, 1.2, 1.0], vertical_alignment="bottom")
-    method = r1[0].radio("Method", ["UMAP", "PCA"], horizontal=True, key="map_method",
-                         help="UMAP keeps local neighbourhoods; PCA is linear, fast and keeps global directions.")
-    dim = r1[1].radio("View", ["2-D", "3-D"], horizontal=True, key="map_dim")
+    method = r1[0].radio("Method", list(METHOD_LABELS.values()), horizontal=True, key="map_method",
+                         help=P["method"].help)
+    dim = r1[1].radio("View", list(DIM_LABELS.values()), horizontal=True, key="map_dim")
     mods = list(present)
     kept = [m for m in ss.get("map_modalities", mods) if m in mods]
     if not kept and ss.get("map_modalities"):  # another workspace or model: start from all of them
@@ -93,65 +105,54 @@ def controls(present: dict[str, int], meta: list[str], can_text: bool) -> dict:
     chosen = r1[2].multiselect("Modalities", mods, key="map_modalities",
                                format_func=lambda m: f"{m} ({present[m]})")
     gap = r1[3].toggle("gap-corrected", key="map_gap",
-                       help="Subtract each modality's mean vector before projecting, so images and texts "
-                            "are not drawn as two separate islands (the modality gap). The gap numbers "
-                            "above the map always describe the uncorrected space.")
+                       help=P["gap_corrected"].help + " The gap numbers above the map always describe the "
+                                                      "uncorrected space.")
     with r1[4].popover("UMAP settings", disabled=method != "UMAP", width="stretch"):
-        n_neighbors = st.slider("neighbours", 5, 100, key="map_neighbors",
-                                help="More neighbours: more global structure, slower.")
-        min_dist = st.slider("minimum distance", 0.0, 0.99, step=0.01, key="map_min_dist",
-                             help="Smaller: tighter clusters.")
+        st.slider("neighbours", P["n_neighbors"].low, P["n_neighbors"].high, key="map_neighbors",
+                  help=P["n_neighbors"].help)
+        st.slider("minimum distance", P["min_dist"].low, P["min_dist"].high, step=0.01, key="map_min_dist",
+                  help=P["min_dist"].help)
     r2 = st.columns([1.6, 1.6, 1.0, 1.0, 1.0, 1.0], vertical_alignment="bottom")
-    colour = r2[0].selectbox("Colour by", options, key="map_colour")
+    colour = colour_key_of(r2[0].selectbox("Colour by", options, key="map_colour"), label)
     names = r2[5].selectbox("Cluster names", NAME_LEVELS, key="map_names",
                             help="Clusters found in the embedding space (k-means), named by the model's own text "
                                  "side (zero-shot over its vocabulary) or, without one, by their captions' "
                                  "distinctive words (c-TF-IDF). Coarse: a few large clusters; fine: each split. "
                                  "Click a name (or a row of the table under the map) to select its points.")
-    k, query = 8, ""
+    k, query = P["k"].default, ""
     if colour == COLOUR_CLUSTER:
-        k = r2[1].slider("clusters (k)", 2, 30, key="map_k")
-    elif colour == COLOUR_QUERY:
+        k = r2[1].slider("clusters (k)", P["k"].low, P["k"].high, key="map_k")
+    elif colour == COLOUR_SIMILARITY:
         query = r2[1].text_input("Text", key="map_query", placeholder="e.g. a red circle")
-    pairs = r2[2].toggle("pair lines", key="map_pairs", help="Join each image to its caption.")
+    pairs = r2[2].toggle("pair lines", key="map_pairs", help=P["pairs"].help)
     thumbs = r2[3].toggle("thumbnails", key="map_thumbs", disabled=dim == "3-D",
                           help=f"Draw a sample of up to {MAX_THUMBS_ON_MAP} images on the map (2-D).")
     density = r2[4].toggle("density", key="map_density", disabled=dim == "3-D",
-                           help="Draw density contours under the points (2-D): where the map is crowded, "
-                                "useful when there are too many points to see them one by one.")
+                           help=P["density"].help + " Useful when there are too many points to see them one by one.")
     ui.write_url(URL_PARAMS)
-    return {"method": method.lower(), "dim": 3 if dim == "3-D" else 2,
-            "modalities": None if set(chosen) == set(mods) else sorted(chosen), "gap_corrected": gap,
-            "n_neighbors": int(n_neighbors), "min_dist": float(min_dist), "colour": colour, "k": int(k),
-            "query": query.strip(), "pairs": pairs, "thumbs": thumbs, "density": density, "names": names}
+    if not chosen:
+        return None
+    raw = {"method": method, "dim": 3 if dim == "3-D" else 2,
+           "modalities": None if set(chosen) == set(mods) else sorted(chosen), "gap_corrected": gap,
+           "n_neighbors": ss["map_neighbors"], "min_dist": ss["map_min_dist"], "colour": colour, "k": k,
+           "text": query, "pairs": pairs, "thumbnails": thumbs, "density": density, "names": names}
+    return MapParams.from_dict(raw, columns=meta, text=can_text)
 
 
-def colour_values(ws, model, res, items, opt) -> tuple[object, str, dict]:
-    """(values or None, title, extra map_figure kwargs) for the chosen 'colour by'."""
-    key, path = ui.data_key(ws, model), view_key(res)
-    colour = opt["colour"]
-    if colour == COLOUR_MODALITY:
-        return res.modality, "modality", {}
-    if colour == COLOUR_TRUST:
-        return res.trust, "trust", {"colorscale": "RdYlGn", "color_range": (0.0, 1.0)}
-    if colour in QUALITY_COLOURS:
-        col, scale = QUALITY_COLOURS[colour]
-        with st.spinner("Measuring quality…"):
-            flags = ui.quality_flags(key, model).set_index("id")[col]
-        return (flags.reindex(res.ids.astype(str)).to_numpy(np.float64), colour,
-                {"categorical": False, "colorscale": scale})
-    if colour == COLOUR_CLUSTER:
-        with st.spinner("Clustering…"):
-            return ui.kmeans_labels(key, model, path, opt["k"], res.ids), f"cluster (k={opt['k']})", {}
-    if colour == COLOUR_QUERY:
-        if not opt["query"]:
-            st.caption("Type a text to colour every point by its cosine similarity to it.")
-            return None, "", {}
-        ui.unknown_words_note(model, [opt["query"]])
-        with st.spinner(ui.plain(f"Encoding the text with {model}…")):
-            sim = ui.text_similarity(key, model, path, opt["query"], res.ids)
-        return sim, "similarity", {"categorical": False}
-    return items[colour].to_numpy(), colour, {}
+def colour_key_of(choice: str, label: dict[str, str]) -> str:
+    """The colouring (core.mapview key or metadata column) a 'Colour by' option names."""
+    return next(k for k, v in label.items() if v == choice)
+
+
+def view_spinner(params: MapParams, model: str) -> str:
+    """What building the view waits for, in words."""
+    if params.colour == COLOUR_CLUSTER:
+        return "Clustering…"
+    if params.colour == COLOUR_SIMILARITY and params.text:
+        return ui.plain(f"Encoding the text with {model}…")
+    if params.colour in QUALITY_COLOURS:
+        return "Measuring quality…"
+    return "Naming the clusters…" if params.names != NAMES_OFF else "Preparing the map…"
 
 
 def metrics_row(ws, model, res, last: dict | None) -> None:
@@ -162,7 +163,7 @@ def metrics_row(ws, model, res, last: dict | None) -> None:
     cols[1].metric("trustworthiness", f"{res.trustworthiness:.3f}",
                    help="scikit-learn's trustworthiness (10 neighbours, on a sample of up to 2,000 points): "
                         "1.0 means no point has map neighbours that are far away in the space.")
-    cols[2].metric("mean trust", f"{float(np.mean(res.trust)):.2f}",
+    cols[2].metric("mean trust", f"{float(np.nanmean(res.trust)):.2f}" if np.isfinite(res.trust).any() else "—",
                    help="Average share of each point's 10 nearest neighbours in the space that are also "
                         "its neighbours on the map. Colour by trust to see where the map misleads.")
     if gap["centroid_distance"] is not None:
@@ -185,11 +186,10 @@ def metrics_row(ws, model, res, last: dict | None) -> None:
         cols[4].metric("true-pair cosine", "—", help="Needs images paired with captions.")
     what = (f"{res.method.upper()} {res.dim}-D map of {res.n:,} points"
             + (", gap-corrected" if res.gap_corrected else ""))
-    if res.sampled:
-        st.caption(f"This workspace has {res.n_total:,} items with vectors: the map draws a representative "
-                   f"sample of {res.n:,} (the items with the smallest content ids, a uniform random sample that "
-                   "stays the same as items are added). Search covers every item, and colouring by "
-                   f"similarity to a text adds its {MATCHES_ON_SAMPLE} best matches among all items to the map.")
+    if res.n_fitted < res.n:
+        st.caption(f"Every one of the {res.n:,} items is on the map: {res.method.upper()} was fitted on a random "
+                   f"sample of {res.n_fitted:,} and the other {res.n - res.n_fitted:,} were placed next to their "
+                   "nearest sample items (their trust compares them with the sample).")
     if last and last.get("path") == str(res.path):
         how = {"fit": "computed", "incremental": f"{last['n_new']} new items placed"}.get(last["cache"], "read")
         st.caption(f"{what} · {how} in {last['seconds']:.1f} s and saved in the workspace")
@@ -222,57 +222,107 @@ def chart_selection(ws, chart_key: str, labels: list[dict]) -> None:
         ui.set_selection(ws, ids)
 
 
-def cluster_labels_of(ws, model, res, opt) -> list[dict]:
-    """The named clusters of the map at the chosen level ([] when names are off)."""
-    if opt["names"] == NAMES_OFF:
-        return []
-    with st.spinner("Naming the clusters…"):
-        return ui.map_labels(ui.data_key(ws, model), model, view_key(res), opt["names"], res)
+def point_neighbours(view, row: int) -> pd.DataFrame:
+    """The true neighbours (original space) of the map's point at ``row``: row, cosine, map_rank, id, item."""
+    return ui.true_neighbours(ui.data_key(view.ws, view.model), view_key(view.res), row, N_NEIGHBOURS, view)
 
 
-def point_neighbours(ws, model, res, row: int) -> pd.DataFrame:
-    """The true neighbours (original space) of the map's point at ``row``: row, cosine, map_rank."""
-    return ui.true_neighbours(ui.data_key(ws, model), model, view_key(res), row, N_NEIGHBOURS, res.ids, res.coords)
+def webgl_map(ws, model, view, where) -> None:
+    """A 2-D map of more points than plotly draws well, with the WebGL map (:mod:`pages.ui.scatter`): every
+    point drawn, lasso/box/click and cluster names select, hover captions and thumbnails fetched for the
+    rows that need them."""
+    from core.plots import colorscale_hex
+    from pages.ui.scatter import current_state, scatter_map
+
+    ss, res, params = st.session_state, view.res, view.params
+    key = f"map_webgl_{ss.get(ui.SELECTION_ROUND, 0)}"
+    state = current_state(key, res.n)
+    rows = state["selection"]
+    if len(rows):
+        digest = (view_key(res), len(rows), hash(rows.tobytes()))
+        if digest != ss.get("map_webgl_event"):  # a new lasso, box or click
+            ss["map_webgl_event"] = digest
+            ui.set_selection(ws, res.ids[rows].astype(str).tolist())
+    if state["label_clicked"] is not None:
+        chosen = str(state["label_clicked"])
+        ui.set_selection(ws, [i for lab in view.labels if str(lab["cluster"]) == chosen for i in lab["ids"]])
+    if state["view"]:
+        ss["map_webgl_view"] = state["view"]
+    view = view.with_selection(ui.selection(ws))
+    if view.note:
+        st.caption(view.note)
+    lines = []
+    if len(view.selection) == 1:
+        row = int(view.selection[0])
+        lines.append([(row, int(r)) for r in point_neighbours(view, row)["row"]])
+    if params.pairs:
+        pairs = view.pair_rows()
+        if len(pairs) > MAX_PAIR_LINES:
+            st.caption(f"Lines for a sample of {MAX_PAIR_LINES:,} of {len(pairs):,} pairs.")
+            pairs = pairs[sample_rows(np.ones(len(pairs), bool), MAX_PAIR_LINES)]
+        lines.append([tuple(map(int, p)) for p in pairs])
+    lines = [p for part in lines for p in part]
+    colour = ({"codes": view.codes, "categories": view.categories, "palette": view.palette}
+              if view.codes is not None else
+              {"values": view.values, "colorscale": colorscale_hex(view.colorscale), "value_range": view.value_range}
+              if view.values is not None else {})
+    with where.container():
+        scatter_map(key=key, x=view.x, y=view.y, **colour, labels=list(view.labels),
+                    selected=view.selection if len(view.selection) else None,
+                    lines=np.asarray(lines, dtype=np.int32).reshape(-1, 2) if lines else None,
+                    density=view.density_grid() if params.density else None,
+                    view=ss.get("map_webgl_view"), hover_text=view.hover_text,
+                    thumbnails=(lambda r: [u or "" for u in view.thumbnails(r)]) if params.thumbnails else None,
+                    data_version=view_key(res))
+        if view.colour_title and view.categories:
+            counts = np.bincount(view.codes, minlength=len(view.categories))
+            st.caption(f"{view.colour_title}: " + " · ".join(
+                f"{ui.plain(c)} ({k:,})" for c, k in zip(view.categories, counts)))
+        left, right = st.columns([4, 1], vertical_alignment="center")
+        left.caption(f"All {res.n:,} points, drawn with WebGL: drag to pan, scroll to zoom; lasso, box and a PNG of "
+                     "the view are in the map's toolbar, a click on a point or a cluster's name selects it. The "
+                     "selection is kept for Search, Concepts, Analogies and the downloads until you press Clear "
+                     "selection.")
+        right.download_button(
+            "Map as HTML", lambda: map_html(ws, model, res, view=view.with_selection([])),
+            file_name=f"{ws.name}-map.html", mime="text/html", icon=":material/download:", key="dl_map_html",
+            on_click="ignore", help="One file that opens in any browser without the app or a network.")
 
 
-def draw_map(ws, model, res, items, opt, where) -> list[dict]:
-    """The map figure into ``where``, with the workspace's selection (2-D) drawn and updated; returns the
-    named clusters drawn on it."""
+def draw_map(ws, model, view, where) -> None:
+    """The map figure of ``view`` into ``where``, with the workspace's selection (2-D) drawn and updated."""
+    res, params = view.res, view.params
+    if res.dim == 2 and res.n > WEBGL_FROM:
+        webgl_map(ws, model, view, where)
+        return
     chart_key = f"map_chart_{st.session_state.get(ui.SELECTION_ROUND, 0)}"
-    labels = cluster_labels_of(ws, model, res, opt)
+    labels = list(view.labels)
     if res.dim == 2:
         chart_selection(ws, chart_key, labels)
-    selected = ui.selection(ws) if res.dim == 2 else []
-    values, title, extra = colour_values(ws, model, res, items, opt)
+    view = view.with_selection(ui.selection(ws) if res.dim == 2 else [])
+    if view.note:
+        st.caption(view.note)
     pairs = np.zeros((0, 2), np.int64)
-    if opt["pairs"]:
-        pairs = pair_positions(items, res.ids)
+    if params.pairs:
+        pairs = view.pair_rows()
         if not len(pairs):
             st.caption("No image–caption pairs among the mapped items.")
         elif len(pairs) > MAX_PAIR_LINES:
             st.caption(f"Lines for a sample of {MAX_PAIR_LINES:,} of {len(pairs):,} pairs.")
             pairs = pairs[sample_rows(np.ones(len(pairs), bool), MAX_PAIR_LINES)]
-    thumbs = []
-    if opt["thumbs"] and res.dim == 2:
-        rows = sample_rows((items["modality"] == "image").to_numpy() & items["thumb"].notna().to_numpy(),
-                           MAX_THUMBS_ON_MAP)
-        thumbs = [(float(res.coords[i, 0]), float(res.coords[i, 1]),
-                   ui.thumb_data_uri(str(ws.abspath(items["thumb"].iloc[i])))) for i in rows]
-        thumbs = [t for t in thumbs if t[2]]
+    thumbs = view.thumbnail_rows(max_n=MAX_THUMBS_ON_MAP) if params.thumbnails and res.dim == 2 else []
     near = None
-    if len(selected) == 1 and selected[0] in set(res.ids.tolist()):  # one point: its true neighbours
-        row = int(np.flatnonzero(res.ids == selected[0])[0])
-        near = (row, point_neighbours(ws, model, res, row)["row"].tolist())
-    fig_key = "|".join(map(str, (ui.data_key(ws, model), view_key(res), opt["colour"], opt["k"] if opt["colour"] ==
-                                 COLOUR_CLUSTER else "", opt["query"] if opt["colour"] == COLOUR_QUERY else "",
-                                 len(pairs), len(thumbs), hash(tuple(selected)), opt["density"], opt["names"])))
+    if len(view.selection) == 1:  # one point: its true neighbours
+        row = int(view.selection[0])
+        near = (row, point_neighbours(view, row)["row"].tolist())
+    data = params.data_params()
+    fig_key = "|".join(map(str, (ui.data_key(ws, model), view_key(res), data.colour, data.k, data.text, len(pairs),
+                                 len(thumbs), hash(tuple(view.selected_ids)), params.density, params.names)))
 
     def build():
-        hover = ui.map_hover(ui.data_key(ws, model), view_key(res), items)  # the same for every colouring
-        return map_figure(res.coords, color=values, color_title=title, hover_text=hover,
-                          customdata=res.ids, dim=res.dim, pair_segments=pairs, thumbs=thumbs,
-                          uirevision=f"{res.method}-{res.dim}-{res.gap_corrected}", selected=selected,
-                          density=opt["density"], neighbours=near, labels=labels, **extra)
+        hover = ui.map_hover(ui.data_key(ws, model), view_key(res), view)  # the same for every colouring
+        return view_figure(view, hover=hover, pair_rows=pairs, thumbnail_rows=thumbs, neighbours=near,
+                           uirevision=f"{res.method}-{res.dim}-{res.gap_corrected}")
 
     fig = ui.cached_figure(fig_key, build)
     with where.container():
@@ -289,12 +339,10 @@ def draw_map(ws, model, res, items, opt, where) -> list[dict]:
         left, right = st.columns([4, 1], vertical_alignment="center")
         left.caption(how)
         right.download_button(
-            "Map as HTML", lambda: map_html(ws, model, res, color=values, color_title=title, pairs=opt["pairs"],
-                                            labels=labels, **extra),
+            "Map as HTML", lambda: map_html(ws, model, res, view=view.with_selection([])),
             file_name=f"{ws.name}-map.html", mime="text/html", icon=":material/download:", key="dl_map_html",
             on_click="ignore", help="One file that opens in any browser without the app or a network: the points "
                                     "coloured as here, captions on hover, thumbnails for a sample, the legend.")
-    return labels
 
 
 METHOD_NOTES = {
@@ -364,8 +412,9 @@ def selection_labels(ws, model: str, sel: pd.DataFrame) -> None:
                                     "cosine": st.column_config.NumberColumn("cosine", format="%.3f")})
 
 
-def side_panel(ws, model, res, items, selected_rows) -> None:
+def side_panel(ws, view, selected_rows) -> None:
     """Beside the map: a sample of its images, or what is selected with the actions on it."""
+    model, res, items = view.model, view.res, view.items
     is_image = (items["modality"] == "image").to_numpy()
     if not selected_rows:
         if not is_image.any():
@@ -378,7 +427,7 @@ def side_panel(ws, model, res, items, selected_rows) -> None:
     sel = items.iloc[selected_rows]
     st.markdown(f"**{len(sel):,} selected**")
     if len(selected_rows) == 1:
-        neighbours_panel(ws, model, res, selected_rows[0])
+        neighbours_panel(view, selected_rows[0])
     st.caption("Listed below the map. The selection stays while you use the other pages.")
     st.button("Clear selection", icon=":material/deselect:", key="clear_selection", on_click=ui.clear_selection)
     if st.button("Search from here", icon=":material/search:", key="search_from_here", type="primary",
@@ -397,9 +446,9 @@ def side_panel(ws, model, res, items, selected_rows) -> None:
                            on_done=ui.clear_selection)
 
 
-def neighbours_panel(ws, model, res, row: int) -> None:
+def neighbours_panel(view, row: int) -> None:
     """One selected point: its trust and its true neighbours (lines on the map, listed here)."""
-    near = point_neighbours(ws, model, res, row)
+    near, res = point_neighbours(view, row), view.res
     kept = int((near["map_rank"] <= N_NEIGHBOURS).sum())
     st.caption(f"Trust {float(res.trust[row]):.2f}: {kept} of its {len(near)} nearest neighbours in the space are "
                f"among its {N_NEIGHBOURS} nearest on the map. Lines join it to them; map rank 1 is its nearest "
@@ -443,18 +492,16 @@ def map_section(ws, model: str, present: dict[str, int]) -> None:
     all_items = ws.items
     has_vec = all_items["modality"].isin(list(present))
     opt = controls(present, metadata_columns(all_items[has_vec]), can_text)
-    if opt["modalities"] is not None and not opt["modalities"]:
+    if opt is None:
         st.info("Choose at least one modality to map.", icon=":material/info:")
         return
-    n_chosen = sum(present[m] for m in (opt["modalities"] or present))
+    n_chosen = sum(present[m] for m in (opt.modalities or present))
     if n_chosen < MIN_ITEMS:
         st.warning(f"A map needs at least {MIN_ITEMS} items with vectors; the chosen modalities have "
                    f"{n_chosen}. Add items on the Data page and embed them, or choose more modalities.",
                    icon=":material/warning:")
         return
-    params = {"method": opt["method"], "dim": opt["dim"],
-              "modalities": tuple(opt["modalities"]) if opt["modalities"] else None,
-              "gap_corrected": opt["gap_corrected"], "n_neighbors": opt["n_neighbors"], "min_dist": opt["min_dist"],
+    params = {**opt.map_kwargs(), "modalities": opt.modalities,  # a tuple: part of the cache key
               "max_points": MAX_MAP_POINTS}
     metrics_box = st.container()
     map_col, side_col = st.columns([3, 1])
@@ -463,18 +510,18 @@ def map_section(ws, model: str, present: dict[str, int]) -> None:
     if res is None:
         key = ui.data_key(ws, model)
         status = map_col.empty()
-        if opt["method"] == "umap":
-            coords, ids, mods = ui.pca_preview(key, model, params["modalities"], opt["dim"], opt["gap_corrected"],
+        if opt.method == "umap":
+            coords, ids, mods = ui.pca_preview(key, model, params["modalities"], opt.dim, opt.gap_corrected,
                                               MAX_MAP_POINTS)
             with chart.container():
                 st.caption("Preview (PCA) — the UMAP map is being computed and replaces it when done.")
-                st.plotly_chart(map_figure(coords, color=mods, color_title="modality", dim=opt["dim"],
+                st.plotly_chart(map_figure(coords, color=mods, color_title="modality", dim=opt.dim,
                                            customdata=ids, uirevision="preview"),
                                 key="map_preview", config=PLOT_CONFIG)
-        bar = status.progress(0.0, text=f"{opt['method'].upper()}: starting…")
+        bar = status.progress(0.0, text=f"{opt.method.upper()}: starting…")
         t0 = time.perf_counter()
         try:
-            progress = ui.stage_progress(bar, MAP_STAGES, f"{opt['method'].upper()}: ")
+            progress = ui.stage_progress(bar, MAP_STAGES, f"{opt.method.upper()}: ")
             res = ui.compute_map(ws, model, params, progress=progress)
         finally:
             status.empty()
@@ -482,20 +529,27 @@ def map_section(ws, model: str, present: dict[str, int]) -> None:
                                         "cache": res.cache, "n_new": res.n_new}
     with metrics_box:
         metrics_row(ws, model, res, st.session_state.get("map_last"))
-    if res.sampled and opt["colour"] == COLOUR_QUERY and opt["query"]:
+    if opt.colour == COLOUR_SIMILARITY and opt.text:
+        ui.unknown_words_note(model, [opt.text])
+    if res.sampled and opt.colour == COLOUR_SIMILARITY and opt.text:
         with st.spinner(ui.plain(f"Searching every item for the best {MATCHES_ON_SAMPLE} matches…")):
-            res = ui.map_with_matches(ui.data_key(ws, model), model, str(res.path), opt["query"], MATCHES_ON_SAMPLE,
+            res = ui.map_with_matches(ui.data_key(ws, model), model, str(res.path), opt.text, MATCHES_ON_SAMPLE,
                                       res)
         st.caption(f"{res.extra.get('placed', 0)} of the text's {MATCHES_ON_SAMPLE} best matches among all items "
                    "were not in the sample; they are placed into the map (trust not measured for them).")
-    items = ui.map_items(ui.data_key(ws, model), view_key(res), res.ids)
-    labels = draw_map(ws, model, res, items, opt, chart)
-    pos = {k: i for i, k in enumerate(res.ids.tolist())}
-    selected_rows = [pos[s] for s in ui.selection(ws) if s in pos] if res.dim == 2 else []
+    quality = None
+    if opt.colour in QUALITY_COLOURS:
+        with st.spinner("Measuring quality…"):
+            quality = ui.quality_flags(ui.data_key(ws, model), model)
+    with st.spinner(view_spinner(opt, model)):
+        view = ui.map_view(ws, model, res, opt, map_path=view_key(res), quality=quality)
+    draw_map(ws, model, view, chart)
+    selected_rows = view.with_selection(ui.selection(ws)).selection.tolist() if res.dim == 2 else []
+    items = view.items
     with side_col:
-        side_panel(ws, model, res, items, selected_rows)
+        side_panel(ws, view, selected_rows)
     with ui.guard():
-        clusters_section(ws, model, res, labels)
+        clusters_section(ws, model, res, list(view.labels))
     if selected_rows:
         selection_section(ws, items, selected_rows)
 

@@ -24,9 +24,10 @@ own folder.
 Modules
 -------
 ``sources`` (files, folders, ZIP archives and their safety limits), ``tables`` (table readers and
-row errors), ``roles`` (column roles), ``images`` (image checks; resolving the images tables refer
-to), ``candidates`` (candidate items from table rows and text) and ``common`` (limits, errors,
-helpers). Every public name is importable from ``core.ingest``.
+row errors), ``stream`` (large vector tables read in chunks), ``rowids`` (content ids of table rows),
+``roles`` (column roles), ``images`` (image checks; resolving the images tables refer to),
+``candidates`` (candidate items from table rows and text) and ``common`` (limits, errors, helpers).
+Every public name is importable from ``core.ingest``.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from .common import TEXT_EXTS as TEXT_EXTS
 from .images import _ImageCache, _ImageResolver
 from .roles import ROLES, _check_roles, detect_roles, inspect_table
 from .sources import _Entry, _Expander
+from .stream import RowTable, stream_table
 from .tables import _load_table, read_table
 
 logger = logging.getLogger(__name__)
@@ -60,6 +62,8 @@ __all__ = [
     "read_table",
     "detect_roles",
     "inspect_table",
+    "stream_table",
+    "RowTable",
 ]
 
 

@@ -13,6 +13,7 @@ import pandas as pd
 import streamlit as st
 
 import core
+from core.mapview import QUALITY_K as MAP_QUALITY_K
 
 
 @st.cache_resource(show_spinner=False)
@@ -205,37 +206,30 @@ def pca_preview(key: tuple, model: str, modalities: tuple | None, dim: int, gap_
     return coords, ids, mods
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
-def map_items(key: tuple, map_path: str, _ids) -> pd.DataFrame:
-    """The items of a map, one row per point in map order (``map_path`` names the id set)."""
-    ws = _open_workspace(key[0])
-    items = ws.items.drop_duplicates("id").set_index("id")
-    return items.reindex(list(_ids)).reset_index()
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _map_view(key: tuple, model: str, map_path: str, params, _res, _quality):
+    from core.mapview import COLOUR_SIMILARITY, build_view
+
+    encoder = get_encoder(model) if params.colour == COLOUR_SIMILARITY and params.text else None
+    return build_view(_open_workspace(key[0]), model, params, res=_res, quality=_quality, encoder=encoder)
+
+
+def map_view(ws: core.Workspace, model: str, res, params, *, map_path: str, quality: pd.DataFrame | None = None):
+    """:func:`core.mapview.build_view` of the map ``res`` (``map_path`` names its point set) for ``params``
+    (a :class:`core.mapview.MapParams`), built once per data key + ``params.data_params()`` (an overlay
+    toggle reuses it) and shared read-only; ``quality``: the per-item quality frame when colouring by a
+    quality score. The returned view carries ``params`` themselves."""
+    from dataclasses import replace
+
+    view = _map_view(data_key(ws, model), model, map_path, params.data_params(), res, quality)
+    return replace(view, params=params)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def map_hover(key: tuple, map_path: str, _items: pd.DataFrame) -> list[str]:
-    """:func:`core.export.hover_lines` of a map's items (caption, file, modality, a few metadata values),
-    computed once per map: the figure is rebuilt whenever the colouring or the selection changes."""
-    from core.export import captions, hover_lines, metadata_columns
-
-    return hover_lines(_items, metadata_columns(_items), captions=captions(_open_workspace(key[0]).items, _items))
-
-
-@st.cache_data(show_spinner=False, max_entries=16)
-def kmeans_labels(key: tuple, model: str, map_path: str, k: int, _ids) -> list[str]:
-    """:func:`core.projection.cluster_labels` of the mapped items' vectors (``map_path`` names the id set)."""
-    from core.projection import cluster_labels, map_vectors
-
-    return cluster_labels(map_vectors(_open_workspace(key[0]), model, ids=_ids), k=k, seed=0)
-
-
-@st.cache_data(show_spinner=False, max_entries=16)
-def map_labels(key: tuple, model: str, map_path: str, level: str, _res) -> list[dict]:
-    """:func:`core.labels.map_labels` of a map (``map_path`` names it; cached in the workspace too)."""
-    from core.labels import map_labels as labels
-
-    return labels(_open_workspace(key[0]), model, _res, level=level)
+def map_hover(key: tuple, map_path: str, _view) -> list[str]:
+    """:meth:`core.mapview.MapView.hover_texts` of every point (caption, file, modality, a few metadata
+    values), computed once per map: the figure is rebuilt whenever the colouring or the selection changes."""
+    return _view.hover_texts()
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -257,26 +251,10 @@ def cluster_table(key: tuple, map_path: str, level: str, _labels: list[dict]) ->
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def true_neighbours(key: tuple, model: str, map_path: str, row: int, k: int, _ids, _coords) -> pd.DataFrame:
-    """:func:`core.projection.true_neighbours` of the point at ``row`` of a map (``map_path`` names it):
+def true_neighbours(key: tuple, map_path: str, row: int, k: int, _view) -> pd.DataFrame:
+    """:meth:`core.mapview.MapView.neighbours` of the point at ``row`` (``map_path`` names the map):
     ``row, cosine, map_rank``, plus each neighbour's ``id`` and ``item`` (caption, else source)."""
-    from core.export import item_rows, item_titles
-    from core.projection import map_vectors
-    from core.projection import true_neighbours as neighbours
-
-    ws = _open_workspace(key[0])
-    near = neighbours(map_vectors(ws, model, ids=_ids), _coords, row, k=k)
-    rows = item_rows(ws, [str(_ids[r]) for r in near["row"]])
-    return near.assign(id=rows["id"].to_numpy(), item=item_titles(ws.items, rows).to_numpy())
-
-
-@st.cache_data(show_spinner=False, max_entries=32)
-def text_similarity(key: tuple, model: str, map_path: str, query: str, _ids) -> np.ndarray:
-    """:func:`core.projection.similarity_to_text` of the mapped items and ``query``: (n,) float32."""
-    from core.projection import map_vectors, similarity_to_text
-
-    X = map_vectors(_open_workspace(key[0]), model, ids=_ids)
-    return similarity_to_text(X, text=query, encoder=get_encoder(model))
+    return _view.neighbours(row, k)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -288,7 +266,7 @@ def modality_gap(key: tuple, model: str) -> dict:
     return workspace_modality_gap(_open_workspace(key[0]), model)
 
 
-QUALITY_K = 10  # neighbours for hubness, outliers and pair scores (Quality page default, Map colours)
+QUALITY_K = MAP_QUALITY_K  # neighbours for hubness, outliers and pair scores (Quality page default, Map colours)
 
 
 @st.cache_data(show_spinner=False, max_entries=8)

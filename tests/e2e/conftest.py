@@ -16,19 +16,20 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @contextlib.contextmanager
-def streamlit_server(home: Path, log_path: Path):
-    """Run `streamlit run app.py` with JOINTSCOPE_HOME=home on 127.0.0.1; yields the base URL."""
+def streamlit_server(home: Path, log_path: Path, *, script: str = "app.py", env: dict | None = None):
+    """Run `streamlit run SCRIPT` (default app.py) with JOINTSCOPE_HOME=home (and ``env``) on 127.0.0.1;
+    yields the base URL."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = dict(os.environ, JOINTSCOPE_HOME=str(home), PYTHONUNBUFFERED="1")
+    env = dict(os.environ, JOINTSCOPE_HOME=str(home), PYTHONUNBUFFERED="1", **(env or {}))
     with open(log_path, "w+b") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+            [sys.executable, "-m", "streamlit", "run", script, "--server.port", str(port),
              "--server.address", "127.0.0.1", "--server.headless", "true",
              "--browser.gatherUsageStats", "false"],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            wait_until_healthy(base, proc, log, "streamlit")
+            wait_until_healthy(base, proc, log, f"streamlit ({script})")
             yield base
         finally:
             stop_process(proc)

@@ -1,5 +1,5 @@
 """Large workspaces: float16/int8 vector storage, lazy (memory-mapped) stores, incremental index builds,
-sampled maps. Speed and memory are measured in bench/scale.py, not here."""
+maps of every item. Speed and memory are measured in bench/scale.py, not here."""
 from __future__ import annotations
 
 import json
@@ -209,48 +209,45 @@ def test_index_cli_reports_added_items(tmp_path, capsys):
 
 
 # ---- sampled maps ----------------------------------------------------------------------------------------
-def test_sampled_map_reads_only_the_sample(tmp_path, monkeypatch):
+def test_large_map_covers_every_item_and_reopens_without_vectors(tmp_path, monkeypatch):
     n, m = 6000, 800
     X, ids = unit_rows(n, 24, clusters=6), hex_ids(n)
     ws = vector_workspace(tmp_path / "w", X, ids)
     reads = ReadCounter(monkeypatch)
     res = compute_map(ws, MODEL, method="pca", max_points=m)
-    assert res.n == m and res.n_total == n and res.sampled and res.cache == "fit"
-    assert list(res.ids) == sorted(ids)[:m]  # the smallest content ids
-    assert reads.rows <= 2 * m  # the sample (its kNN graph and trust reuse it), never the rest
+    assert res.n == n and res.n_total == n and not res.sampled and res.cache == "fit"
+    assert res.n_fitted == m and list(res.ids) == sorted(ids)
+    assert max(reads.calls) <= max(m, 65_536) and reads.rows <= n + m + 2000  # in chunks, each row about once
     # reopening reads ids and the cache file only
     reads.calls.clear()
     hit = cached_map(core.Workspace(ws.path, create=False), MODEL, method="pca", max_points=m)
     assert hit is not None and hit.cache == "hit" and hit.n_total == n and reads.rows == 0
     np.testing.assert_array_equal(hit.coords, res.coords)
-    # without max_points (or with room for all) the same workspace is mapped whole, under another key
+    # with room for all, the same workspace is fitted whole, under another key
     whole = compute_map(ws, MODEL, method="pca", max_points=n)
-    assert whole.n == n and not whole.sampled and whole.path != res.path
-    # a new item joins the sample only if its id is smaller than the sample's largest
-    extra = np.array(["0" * 16, "f" * 16])
-    with ws.writing():
-        ws.store(MODEL).append(unit_rows(2, 24, seed=9), extra)
-    ws.add_rows(pd.DataFrame({"id": extra, "modality": "row"}))
-    again = compute_map(ws, MODEL, method="pca", max_points=m)
-    assert again.n == m and again.n_total == n + 2
-    assert "0" * 16 in set(again.ids) and "f" * 16 not in set(again.ids)
+    assert whole.n == n and whole.fitted is None and whole.path != res.path
 
 
 def test_place_in_map_adds_items_next_to_their_neighbours(tmp_path):
-    n, m = 4000, 600
+    n = 4000
     X, ids = unit_rows(n, 24, clusters=4, seed=3), hex_ids(n, seed=3)
-    ws = vector_workspace(tmp_path / "w", X, ids)
-    res = compute_map(ws, MODEL, method="pca", max_points=m)
-    outside = [i for i in ids[:200] if i not in set(res.ids)][:20]
+    ws = core.Workspace(tmp_path / "w")
+    mods = np.where(np.arange(n) < 3800, "image", "text")
+    ws.add_rows(pd.DataFrame({"id": list(ids), "modality": mods, "source": "synthetic"}))
+    with ws.writing():
+        ws.store(MODEL).append(X, ids)
+    res = compute_map(ws, MODEL, method="pca", modalities=["image"])
+    assert res.n == 3800
+    outside = list(ids[3800:3820])
     more = place_in_map(ws, MODEL, res, [*outside, res.ids[0], "not-an-item"])
-    assert more.n == m + len(outside) and more.extra["placed"] == len(outside)
-    assert list(more.ids[m:]) == outside and np.isnan(more.trust[m:]).all()
-    np.testing.assert_array_equal(more.coords[:m], res.coords)  # the map itself does not move
+    assert more.n == res.n + len(outside) and more.extra["placed"] == len(outside)
+    assert list(more.ids[res.n:]) == outside and np.isnan(more.trust[res.n:]).all()
+    np.testing.assert_array_equal(more.coords[:res.n], res.coords)  # the map itself does not move
     # each placed item lands among map points of its own cluster
     pos = {k: i for i, k in enumerate(ids)}
     Xs, _ = ws.vectors(MODEL, ids=res.ids)
     for j, item in enumerate(outside):
-        d = np.linalg.norm(res.coords - more.coords[m + j], axis=1)
+        d = np.linalg.norm(res.coords - more.coords[res.n + j], axis=1)
         near = np.argsort(d)[:10]
         cos_near = Xs[near] @ X[pos[item]]
         assert np.median(cos_near) > 0.5

@@ -1,0 +1,49 @@
+// Build the map component into ONE self-contained ES module: assets/scatter/scatter.js (no CDN, no runtime
+// network). SOURCE_HASH next to it records the sha256 of the sources it was built from
+// (tests/unit/test_scatter_bundle.py recomputes it and fails when the bundle is stale).
+import { createHash } from 'node:crypto';
+import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { dirname, join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { build } from 'esbuild';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const out = join(here, '..', '..', 'assets', 'scatter');
+
+function walk(dir) {
+  return readdirSync(dir).flatMap((name) => {
+    const p = join(dir, name);
+    return statSync(p).isDirectory() ? walk(p) : [p];
+  });
+}
+
+// the files that decide the bundle, in a fixed order (the Python test lists them the same way)
+export function sourceHash() {
+  const files = ['package.json', 'package-lock.json', 'build.mjs', ...walk(join(here, 'src')).map((p) => relative(here, p))]
+    .map((p) => p.split('\\').join('/'));
+  const sorted = [...new Set(files)].sort();
+  const h = createHash('sha256');
+  for (const rel of sorted) {
+    h.update(`${rel}\0`);
+    h.update(readFileSync(join(here, rel)));
+    h.update('\0');
+  }
+  return h.digest('hex');
+}
+
+mkdirSync(out, { recursive: true });
+const result = await build({
+  entryPoints: [join(here, 'src', 'index.js')],
+  bundle: true,
+  format: 'esm',
+  platform: 'browser',
+  target: ['es2020'],
+  minify: true,
+  legalComments: 'eof',
+  outfile: join(out, 'scatter.js'),
+  metafile: true,
+  logLevel: 'warning',
+});
+writeFileSync(join(out, 'SOURCE_HASH'), `${sourceHash()}\n`);
+const bytes = statSync(join(out, 'scatter.js')).size;
+console.log(`assets/scatter/scatter.js: ${bytes} bytes from ${Object.keys(result.metafile.inputs).length} modules`);

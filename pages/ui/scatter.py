@@ -1,0 +1,411 @@
+"""The WebGL map: a Streamlit components-v2 element on regl-scatterplot (bundle: assets/scatter/scatter.js).
+
+:func:`scatter_map` draws up to millions of 2-D points in the browser and returns what the user did (lasso,
+box or click selection, hovered row, settled view, clicked cluster label). What travels:
+
+* down: the columns as binary Arrow tables — x, y float32 (8 bytes a point) once per ``data_version``, the
+  colour code uint8/uint16 (1–2 bytes a point) once per colouring — and small JSON for the rest. Every heavy
+  part (points, colours, selected rows, neighbour lines, density grid, thumbnails) has a key; a part this
+  browser session already holds goes down as its key alone, so a rerun with an unchanged map sends a few
+  hundred bytes. A browser that lacks a key (its store was cleared) asks for it again (trigger
+  ``missing``) and the next run sends it.
+* up: the selection as base64 packed int32 row numbers (5.3 bytes a selected point; a trigger, sent once and
+  kept in the session state), the hovered row, the view {x0, x1, y0, y1} once it settles (250 ms), the
+  clicked row and the clicked label's cluster.
+
+Hover captions and thumbnails are computed here, in Python, only for the hovered row and for at most
+:data:`MAX_THUMBS` rows spread over the current view (grid-bucketed, seeded), never for every row.
+The bundle is built from frontend/scatter (``make scatter``; Node is only needed to rebuild it).
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import streamlit as st
+
+log = logging.getLogger(__name__)
+
+COMPONENT = "jointscope.scatter"  # "<project>.<component>", the name Streamlit serves the assets under
+MAX_THUMBS = 150  # thumbnails asked for at one view
+THUMB_GRID = 12  # the view is cut into THUMB_GRID × THUMB_GRID cells; thumbnails are spread over them
+VALUE_LEVELS = 255  # continuous values are drawn in this many colour steps (code 255: no value)
+NAN_COLOUR = "#e0e0e0"
+DEFAULT_COLOUR = "#1f77b4"
+KINDS = ("points", "colours", "selected", "lines", "density", "thumbs")
+
+_mounts: dict[int, Callable[..., Any]] = {}  # id(component manager) -> mounting command
+
+
+def asset_dir() -> Path:
+    """The folder holding scatter.js (packaged as core/_assets/scatter, or assets/scatter of a checkout)."""
+    from core.encoders import ASSETS_DIR, PROJECT_ROOT
+
+    for folder in (ASSETS_DIR / "scatter", PROJECT_ROOT / "core" / "_assets" / "scatter",
+                   PROJECT_ROOT / "assets" / "scatter"):
+        if (folder / "scatter.js").is_file():
+            return folder
+    raise FileNotFoundError(f"the map component's bundle scatter.js is missing under {ASSETS_DIR / 'scatter'} "
+                            "(run `make scatter` in a checkout)")
+
+
+def _mount_command() -> Callable[..., Any]:
+    """The component's mounting command on the active Streamlit runtime, registered once per runtime.
+
+    The bundle is served as a file (``/_stcore/bidi-components/jointscope.scatter/scatter.js``, cached by the
+    browser) rather than inlined, so a rerun does not carry its 240 kB: the asset folder is declared to the
+    runtime's component manager the way a ``[tool.streamlit.component]`` manifest would declare it. Where that
+    is refused (another Streamlit) the bundle goes inline. No shadow root (``isolate_styles=False``, its CSS is
+    scoped by class): regl-scatterplot finds its canvas with ``document.elementsFromPoint``, which a shadow root
+    hides."""
+    from streamlit.components.v2.get_bidi_component_manager import get_bidi_component_manager
+
+    manager = get_bidi_component_manager()
+    mount = _mounts.get(id(manager))
+    if mount is not None and manager.get(COMPONENT) is not None:
+        return mount
+    folder = asset_dir()
+    try:
+        from streamlit.components.v2.manifest_scanner import ComponentConfig, ComponentManifest
+
+        project, name = COMPONENT.split(".")
+        manager.register_from_manifest(
+            ComponentManifest(name=project, version="1", components=[ComponentConfig(name=name, asset_dir=".")]),
+            folder)
+        mount = st.components.v2.component(COMPONENT, js="scatter.js", isolate_styles=False)
+    except Exception as err:  # noqa: BLE001 — any failure of the file-backed route falls back to inline JS
+        log.warning("the map component's bundle is sent inline (%s)", err)
+        mount = st.components.v2.component(COMPONENT, js=(folder / "scatter.js").read_text(encoding="utf-8"),
+                                           isolate_styles=False)
+    _mounts[id(manager)] = mount
+    return mount
+
+
+# ---- encoding ----------------------------------------------------------------------------------------------
+def _digest(*parts: bytes | str) -> str:
+    h = hashlib.blake2b(digest_size=12)
+    for p in parts:
+        h.update(p.encode() if isinstance(p, str) else p)
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def _column(name: str, values, n: int, dtype) -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.ndim != 1 or len(arr) != n:
+        raise ValueError(f"scatter_map: {name} must be a 1-D array of {n} values (the length of x); "
+                         f"got shape {arr.shape}")
+    return arr.astype(dtype, copy=False)
+
+
+def _interpolate(colorscale: Sequence[str], steps: int) -> list[str]:
+    """``steps`` hex colours evenly along ``colorscale`` (a list of at least one hex colour)."""
+    rgb = []
+    for c in colorscale:
+        s = str(c).lstrip("#")
+        if len(s) == 3:
+            s = "".join(ch * 2 for ch in s)
+        try:
+            rgb.append([int(s[i:i + 2], 16) for i in (0, 2, 4)])
+        except ValueError:
+            raise ValueError(f"scatter_map: colorscale colour {c!r} is not a hex colour (#rrggbb)") from None
+    if not rgb:
+        raise ValueError("scatter_map: colorscale must list at least one hex colour")
+    if len(rgb) == 1:
+        return ["#{:02x}{:02x}{:02x}".format(*rgb[0])] * steps
+    stops = np.asarray(rgb, dtype=float)
+    pos = np.linspace(0, 1, len(stops))
+    t = np.linspace(0, 1, steps)
+    out = np.stack([np.interp(t, pos, stops[:, k]) for k in range(3)], axis=1).round().astype(int)
+    return ["#{:02x}{:02x}{:02x}".format(*c) for c in out]
+
+
+def encode_colours(n: int, *, codes=None, palette: Sequence[str] = (), categories: Sequence[str] = (),
+                   values=None, colorscale: Sequence[str] | None = None,
+                   value_range: tuple[float, float] | None = None) -> tuple[np.ndarray | None, list[str]]:
+    """One small-int colour code per point and the palette it indexes: ``(codes (n,) uint8/uint16 or None,
+    palette)``. Categories keep their codes; continuous ``values`` are cut into :data:`VALUE_LEVELS` steps of
+    ``colorscale`` over ``value_range`` (default: their finite min–max), a missing value takes the last slot."""
+    if codes is not None and values is not None:
+        raise ValueError("scatter_map: pass codes (categories) or values (continuous colour), not both")
+    if codes is not None:
+        c = np.asarray(codes)
+        if c.ndim != 1 or len(c) != n:
+            raise ValueError(f"scatter_map: codes must be a 1-D array of {n} ints; got shape {c.shape}")
+        if len(c) and (not np.issubdtype(c.dtype, np.integer) or c.min() < 0):
+            raise ValueError("scatter_map: codes must be non-negative integers (indices into palette)")
+        top = int(c.max()) + 1 if len(c) else 1
+        pal = [str(p) for p in palette] or _interpolate(["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd"],
+                                                        max(top, len(categories), 1))
+        if top > len(pal):
+            raise ValueError(f"scatter_map: codes go up to {top - 1} but palette has {len(pal)} colours")
+        if len(pal) > 65535:
+            raise ValueError(f"scatter_map: palette has {len(pal)} colours; at most 65,535 are drawn")
+        return c.astype(np.uint8 if len(pal) <= 255 else np.uint16, copy=False), pal
+    if values is not None:
+        v = _column("values", values, n, np.float32)
+        finite = np.isfinite(v)
+        if value_range is not None:
+            lo, hi = (float(value_range[0]), float(value_range[1]))
+        elif finite.any():
+            lo, hi = float(v[finite].min()), float(v[finite].max())
+        else:
+            lo, hi = 0.0, 1.0
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise ValueError(f"scatter_map: value_range must be two finite numbers; got {value_range!r}")
+        span = hi - lo if hi > lo else 1.0
+        with np.errstate(invalid="ignore"):
+            q = np.clip(np.rint((v - lo) / span * (VALUE_LEVELS - 1)), 0, VALUE_LEVELS - 1)
+        c = np.where(finite, q, VALUE_LEVELS).astype(np.uint8)
+        steps = _interpolate(colorscale or ["#440154", "#3b528b", "#21918c", "#5ec962", "#fde725"], VALUE_LEVELS)
+        return c, [*steps, NAN_COLOUR]
+    return None, [str(palette[0])] if palette else [DEFAULT_COLOUR]
+
+
+def thumbnail_rows(x: np.ndarray, y: np.ndarray, view: dict, *, limit: int = MAX_THUMBS,
+                   grid: int = THUMB_GRID, seed: int = 0) -> np.ndarray:
+    """Up to ``limit`` rows (int64) whose points lie inside ``view`` {x0, x1, y0, y1}, spread over it: the view
+    is cut into ``grid`` × ``grid`` cells and the cells are visited round-robin, each giving its next row of a
+    seeded shuffle, so sparse regions get thumbnails as well as dense ones. Deterministic for one view."""
+    x0, x1, y0, y1 = (float(view[k]) for k in ("x0", "x1", "y0", "y1"))
+    if not (x1 > x0 and y1 > y0):
+        return np.zeros(0, dtype=np.int64)
+    with np.errstate(invalid="ignore"):
+        inside = np.flatnonzero((x >= x0) & (x <= x1) & (y >= y0) & (y <= y1))
+    if len(inside) <= limit:
+        return inside
+    rng = np.random.default_rng(seed)
+    order = inside[rng.permutation(len(inside))]
+    gx = np.minimum(((x[order] - x0) / (x1 - x0) * grid).astype(np.int64), grid - 1)
+    gy = np.minimum(((y[order] - y0) / (y1 - y0) * grid).astype(np.int64), grid - 1)
+    cell = gy * grid + gx
+    # rank of each row within its cell (0 for the first of the shuffle, 1 for the next, …)
+    by_cell = np.argsort(cell, kind="stable")
+    sorted_cells = cell[by_cell]
+    starts = np.searchsorted(sorted_cells, sorted_cells, side="left")
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[by_cell] = np.arange(len(order)) - starts
+    pick = np.lexsort((cell, rank))[:limit]  # round-robin: every cell's first row, then every cell's second, …
+    return np.sort(order[pick])
+
+
+def decode_rows(sel: Any, n: int) -> np.ndarray:
+    """The rows of a selection state ``{"rows": base64 of little-endian int32, ...}`` as (k,) int32, rows
+    outside 0..n-1 dropped; empty for no selection."""
+    if not isinstance(sel, dict) or not sel.get("rows"):
+        return np.zeros(0, dtype=np.int32)
+    try:
+        rows = np.frombuffer(base64.b64decode(sel["rows"]), dtype="<i4").astype(np.int32)
+    except (ValueError, TypeError):
+        log.warning("scatter_map: the selection from the browser is not base64 int32; ignored")
+        return np.zeros(0, dtype=np.int32)
+    return rows[(rows >= 0) & (rows < n)]
+
+
+def _view_of(v: Any) -> dict | None:
+    if not isinstance(v, dict):
+        return None
+    try:
+        out = {k: float(v[k]) for k in ("x0", "x1", "y0", "y1")}
+    except (KeyError, TypeError, ValueError):
+        return None
+    ok = all(math.isfinite(val) for val in out.values()) and out["x1"] > out["x0"] and out["y1"] > out["y0"]
+    return out if ok else None
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _labels(labels: Sequence[dict]) -> list[dict]:
+    out = []
+    for i, lab in enumerate(labels):
+        try:
+            x, y = float(lab["x"]), float(lab["y"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"scatter_map: labels[{i}] needs numeric x and y; got {lab!r}") from None
+        if math.isfinite(x) and math.isfinite(y):
+            out.append({"name": str(lab.get("name", "")), "x": x, "y": y, "cluster": _jsonable(lab.get("cluster"))})
+    return out
+
+
+# ---- the element -------------------------------------------------------------------------------------------
+def _before(key: str) -> dict:
+    """The browser's state of this run for the element ``key`` (state values and this run's triggers)."""
+    try:
+        state = st.session_state[key]
+    except (KeyError, AttributeError):
+        return {}
+    return dict(state) if isinstance(state, dict) else {}
+
+
+def _selection(key: str, n: int, before: dict) -> dict:
+    """The user's last selection {rows (k,) int32, token, clicked}. It comes up once, as a trigger (so the
+    following reruns do not carry it up again), and is kept in the session state from then on."""
+    name = f"_scatter_selection::{key}"
+    event = before.get("selection")
+    if isinstance(event, dict):
+        clicked = event.get("clicked")
+        st.session_state[name] = {"rows": decode_rows(event, n), "token": event.get("token") or None, "n": n,
+                                  "clicked": int(clicked) if isinstance(clicked, int) and 0 <= clicked < n else None}
+    kept = st.session_state.get(name)
+    if not isinstance(kept, dict) or kept.get("n") != n:
+        return {"rows": np.zeros(0, dtype=np.int32), "token": None, "clicked": None}
+    return kept
+
+
+def current_state(key: str, n: int) -> dict:
+    """What :func:`scatter_map` with this ``key`` (and ``n`` points) returns in this run, readable before it is
+    drawn, so a page can draw the selection it gets in the same run (``selected=``)."""
+    before = _before(key)
+    sel = _selection(key, n, before)
+    hovered = before.get("hovered")
+    return {
+        "selection": sel["rows"],
+        "hovered": int(hovered) if isinstance(hovered, int) and 0 <= hovered < n else None,
+        "view": _view_of(before.get("view")),
+        "label_clicked": _jsonable(before.get("label_clicked")),
+        "clicked": sel["clicked"],
+    }
+
+
+def scatter_map(*, key: str, x, y, codes=None, categories: Sequence[str] = (), palette: Sequence[str] = (),
+                values=None, colorscale: Sequence[str] | None = None,
+                value_range: tuple[float, float] | None = None, labels: Sequence[dict] = (),
+                selected=None, lines=None, density: tuple | None = None, height: int = 640,
+                view: dict | None = None, point_size: float | None = None,
+                hover_text: Callable[[int], str] | None = None,
+                thumbnails: Callable[[np.ndarray], list[str]] | None = None,
+                data_version: str | int | None = None) -> dict:
+    """Draw a WebGL map of ``len(x)`` points and return what the user did with it.
+
+    Parameters (all keyword-only):
+        key: the element's Streamlit key (also names its session state).
+        x, y: (n,) map coordinates (float32 on the wire); a point with a NaN coordinate is not drawn.
+        codes: (n,) small ints, each point's index into ``palette`` (hex colours); ``categories`` names them.
+        values: (n,) floats coloured along ``colorscale`` (hex colours) over ``value_range`` (default min–max).
+        labels: cluster names ``[{name, x, y, cluster}]`` drawn at (x, y); clicking one reports its cluster.
+        selected: row numbers drawn in their colour while every other point is grey; None: no selection.
+        lines: (m, 2) row pairs drawn as segments (e.g. the true neighbours of a clicked point).
+        density: ``(gx (w,), gy (h,), z (h, w))`` grid drawn under the points as a heat layer.
+        height: pixels. view: {x0, x1, y0, y1} to show (pass the returned view back to keep it on reload).
+        point_size: pixels (default: from n). hover_text: ``row -> caption``, called for the hovered row only.
+        thumbnails: ``rows (k,) -> k data: URLs``, called for at most :data:`MAX_THUMBS` rows of the settled
+            view; drawn as small images at their points.
+        data_version: names the (x, y) columns; the same version is not sent again. Default: their hash.
+
+    Returns {"selection": (k,) int32 rows (lasso, box or click; empty when none), "hovered": row | None,
+    "view": {x0, x1, y0, y1} | None, "label_clicked": cluster | None (this run only), "clicked": row | None}.
+    """
+    xa = np.ascontiguousarray(np.asarray(x, dtype=np.float32).reshape(-1))
+    n = len(xa)
+    if np.asarray(x).ndim != 1:
+        raise ValueError(f"scatter_map: x must be 1-D; got shape {np.asarray(x).shape}")
+    ya = np.ascontiguousarray(_column("y", y, n, np.float32))
+    colour_codes, pal = encode_colours(n, codes=codes, palette=palette, categories=categories, values=values,
+                                       colorscale=colorscale, value_range=value_range)
+    held_name = f"_scatter_held::{key}"
+    held: dict[str, str] = st.session_state.setdefault(held_name, {})
+    before = _before(key)
+    # parts the browser says it lacks are sent again
+    missing = before.get("missing")
+    if isinstance(missing, list):
+        for kind in KINDS:
+            if held.get(kind) in missing:
+                held.pop(kind, None)
+    sel_kept = _selection(key, n, before)
+    reported, token = sel_kept["rows"], sel_kept["token"]
+    if token and st.session_state.get(f"{held_name}::token") != token:
+        st.session_state[f"{held_name}::token"] = token
+        held["selected"] = token  # the browser stored the rows it reported under this token
+    data: dict[str, Any] = {"uid": str(key), "n": n, "height": int(height), "palette": pal,
+                            "point_size": float(point_size) if point_size else None}
+
+    def part(kind: str, part_key: str | None, make: Callable[[], Any]) -> None:
+        data[f"{kind}_key"] = part_key
+        if part_key is None:
+            held.pop(kind, None)
+            return
+        if held.get(kind) != part_key:
+            data[kind] = make()
+            held[kind] = part_key
+
+    points_key = f"v:{data_version}" if data_version is not None else _digest(xa.tobytes(), ya.tobytes())
+    part("points", f"{points_key}:{n}", lambda: pa.table({"x": xa, "y": ya}))
+    if colour_codes is None:
+        part("colours", None, dict)
+    else:
+        part("colours", _digest(colour_codes.tobytes()), lambda: pa.table({"c": colour_codes}))
+
+    if selected is None:
+        part("selected", None, dict)
+    else:
+        rows = np.ascontiguousarray(np.asarray(selected).astype(np.int32).reshape(-1))
+        if len(rows) and (rows.min() < 0 or rows.max() >= n):
+            raise ValueError(f"scatter_map: selected holds row numbers outside 0–{n - 1}")
+        same = token and len(rows) == len(reported) and np.array_equal(np.sort(rows), reported)
+        part("selected", token if same else _digest(rows.tobytes()), lambda: pa.table({"row": rows}))
+
+    if lines is None or len(lines) == 0:
+        part("lines", None, dict)
+    else:
+        pairs = np.asarray(lines).astype(np.int32)
+        if pairs.ndim != 2 or pairs.shape[1] != 2:
+            raise ValueError(f"scatter_map: lines must be (m, 2) row pairs; got shape {pairs.shape}")
+        pairs = np.ascontiguousarray(pairs)
+        part("lines", _digest(pairs.tobytes()),
+             lambda: pa.table({"a": np.ascontiguousarray(pairs[:, 0]), "b": np.ascontiguousarray(pairs[:, 1])}))
+
+    if density is None:
+        part("density", None, dict)
+    else:
+        gx, gy, z = (np.asarray(a, dtype=np.float32) for a in density)
+        if gx.ndim != 1 or gy.ndim != 1 or z.shape != (len(gy), len(gx)) or len(gx) < 2 or len(gy) < 2:
+            raise ValueError(f"scatter_map: density must be (gx (w,), gy (h,), z (h, w)) with w, h ≥ 2; got "
+                             f"gx {gx.shape}, gy {gy.shape}, z {z.shape}")
+        zf = np.ascontiguousarray(z.reshape(-1))
+        meta = {"x0": float(gx[0]), "x1": float(gx[-1]), "y0": float(gy[0]), "y1": float(gy[-1]),
+                "w": len(gx), "h": len(gy)}
+        part("density", _digest(zf.tobytes(), json.dumps(meta)), lambda: meta)
+        if "density" in data:
+            data["density_z"] = pa.table({"z": zf})
+
+    current_view = _view_of(before.get("view")) or _view_of(view)
+    if thumbnails is None or current_view is None or n == 0:
+        part("thumbs", None, dict)
+    else:
+        vkey = _digest(points_key, json.dumps(current_view, sort_keys=True))
+        cache_name = f"{held_name}::thumbs"
+        cached = st.session_state.get(cache_name)
+        if not (isinstance(cached, dict) and cached.get("key") == vkey):
+            rows = thumbnail_rows(xa, ya, current_view)
+            urls = list(thumbnails(rows)) if len(rows) else []
+            if len(urls) != len(rows):
+                raise ValueError(f"scatter_map: thumbnails returned {len(urls)} images for {len(rows)} rows")
+            items = [{"row": int(r), "url": u} for r, u in zip(rows, urls) if isinstance(u, str) and u]
+            cached = {"key": vkey, "items": items}
+            st.session_state[cache_name] = cached
+        part("thumbs", vkey, lambda: {"items": cached["items"]})
+
+    data["labels"] = _labels(labels)
+    hovered = before.get("hovered")
+    hovered = int(hovered) if isinstance(hovered, int) and 0 <= hovered < n else None
+    data["hover"] = ({"row": hovered, "text": str(hover_text(hovered))}
+                     if hover_text is not None and hovered is not None else None)
+    data["view"] = _view_of(view)
+
+    _mount_command()(
+        key=key, data=data, height="content",
+        on_selection_change=lambda: None, on_hovered_change=lambda: None, on_view_change=lambda: None,
+        on_label_clicked_change=lambda: None, on_missing_change=lambda: None)
+    return current_state(key, n)  # the state and triggers of this run (as read before the element was drawn)
