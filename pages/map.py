@@ -187,9 +187,10 @@ def metrics_row(ws, model, res, last: dict | None) -> None:
     what = (f"{res.method.upper()} {res.dim}-D map of {res.n:,} points"
             + (", gap-corrected" if res.gap_corrected else ""))
     if res.n_fitted < res.n:
+        how = ("projected onto its components" if res.method == "pca" else
+               "placed next to their nearest sample items (their trust compares them with the sample)")
         st.caption(f"Every one of the {res.n:,} items is on the map: {res.method.upper()} was fitted on a random "
-                   f"sample of {res.n_fitted:,} and the other {res.n - res.n_fitted:,} were placed next to their "
-                   "nearest sample items (their trust compares them with the sample).")
+                   f"sample of {res.n_fitted:,} and the other {res.n - res.n_fitted:,} were {how}.")
     if last and last.get("path") == str(res.path):
         how = {"fit": "computed", "incremental": f"{last['n_new']} new items placed"}.get(last["cache"], "read")
         st.caption(f"{what} · {how} in {last['seconds']:.1f} s and saved in the workspace")
