@@ -181,3 +181,19 @@ class OfflineBrowser:
 
     def __getattr__(self, name):
         return getattr(self.browser, name)
+
+
+# ---- AppTest (tests/app) -----------------------------------------------------------------------------------
+def run_page(name: str, *, timeout: float = 180, **state):
+    """``pages/<name>.py`` run once in Streamlit's AppTest with ``state`` put into its session state first."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "pages" / f"{name}.py"), default_timeout=timeout)
+    for k, v in state.items():
+        at.session_state[k] = v
+    return at.run()
+
+
+def texts(elements) -> list[str]:
+    """The values of AppTest elements (captions, warnings, …)."""
+    return [e.value for e in elements]

@@ -15,6 +15,9 @@ import core
 from core.quality import fit_verdict
 from pages.ui.text import plain
 
+import helpers
+from helpers import texts
+
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 180  # quality measures + a first map on 2 busy cores
 NOTE = "no better than chance"
@@ -33,14 +36,7 @@ def photos_home(home, photos_template) -> Path:
 
 
 def run_page(name: str, **state) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "pages" / f"{name}.py"), default_timeout=TIMEOUT)
-    for k, v in state.items():
-        at.session_state[k] = v
-    return at.run()
-
-
-def texts(elements) -> list[str]:
-    return [e.value for e in elements]
+    return helpers.run_page(name, timeout=TIMEOUT, **state)
 
 
 def pair_metric(at: AppTest):

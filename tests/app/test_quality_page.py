@@ -12,6 +12,9 @@ from streamlit.testing.v1 import AppTest
 import core
 from core.quality import quality_report
 
+import helpers
+from helpers import texts
+
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 180  # quality + two UMAP maps on 2 busy cores
 
@@ -32,14 +35,7 @@ def demo_home(home, demo_with_minilm, umap_warm) -> Path:
 
 
 def run_page(name: str, **state) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "pages" / f"{name}.py"), default_timeout=TIMEOUT)
-    for k, v in state.items():
-        at.session_state[k] = v
-    return at.run()
-
-
-def texts(elements) -> list[str]:
-    return [e.value for e in elements]
+    return helpers.run_page(name, timeout=TIMEOUT, **state)
 
 
 def metrics(at: AppTest) -> dict[str, str]:
