@@ -8,7 +8,9 @@ import csv
 import datetime
 import html
 import io
+import json
 import logging
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -206,11 +208,17 @@ def thumb_data_uri(path: str | Path | None) -> str | None:
 
 
 # ---- a map as one standalone HTML file -------------------------------------------------------------
-MAX_HTML_THUMBS = 60
+MAX_HTML_THUMBS = 150  # images drawn as thumbnails (a sample spread over the map)
+MAX_HTML_CAPTIONS = 200_000  # 2-D maps of up to this many points carry every point's hover text
+MAX_HTML_CAPTION_CHARS = 240  # each hover text cut to this (its caption to 120, see hover_line)
+MAX_HTML_LINES = 50_000  # image-caption pair lines drawn (a seeded sample above)
 MAP_COLOURS = ("modality", "cluster", "trust")  # besides the user's metadata columns (core.mapview.colour_choices)
+VALUE_STEPS = 255  # continuous colour: codes 0..254 step from the range's low to its high end; 255: no value
+NO_VALUE_COLOUR = "#e0e0e0"
 # the file may run its inline scripts and show inline images, and load nothing from anywhere
 _CSP = ("default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval'; style-src 'unsafe-inline'; "
         "img-src data: blob:; font-src data:")
+_HEX = re.compile(r"#[0-9a-fA-F]{6}")
 
 
 def colour_choices(ws) -> list[str]:
@@ -237,17 +245,15 @@ def map_colour(ws, model: str, res, name: str = "modality", *, k: int = 8) -> tu
 def map_html(ws, model: str, res, *, color=None, color_title: str = "modality", thumbs: int = MAX_HTML_THUMBS,
              pairs: bool = False, labels: Sequence[dict] | None = None, view=None, **figure_options) -> str:
     """Map ``res`` (a :class:`core.projection.MapResult` of ``model`` in ``ws``) as one HTML document that
-    opens offline and loads nothing: plotly.js inline, thumbnails as ``data:`` URIs, a content security
-    policy that forbids every request.
+    opens offline and loads nothing (a content security policy forbids every request); see :func:`view_html`.
 
     ``view``: a :class:`core.mapview.MapView` of ``res`` to draw as it is (its colouring, names, pairs,
-    density; ``color``, ``pairs`` and ``labels`` are then ignored). Else ``color``: (n,) values as
-    :func:`core.plots.map_figure` takes them (default: the modality) with ``color_title`` and the colour
-    options among ``figure_options`` (``colorscale``, ``color_range``, ``categorical``; see
-    :func:`map_colour`); ``pairs`` joins images and captions; ``labels`` (:func:`core.labels.map_labels`)
-    draws the clusters' names at their centres. Hover shows each item's caption, file, modality and
-    metadata (escaped); up to ``thumbs`` images (spread over the map, 2-D maps) are drawn on the map.
-    Above the map a title line (workspace, model, method, points), below it a plain-text footer.
+    density; ``color``, ``pairs`` and ``labels`` are then ignored). Else ``color``: (n,) values
+    (default: the modality) with ``color_title`` and the colour options among ``figure_options``
+    (``categorical``, ``colorscale``, ``color_range``, ``max_categories``; see :func:`map_colour`);
+    ``pairs`` joins images and captions; ``labels`` (:func:`core.labels.map_labels`) names the clusters.
+    ``thumbs``: at most this many images (spread over the map) drawn as thumbnails. The other
+    ``figure_options`` go to the plotly figure of a 3-D map (``height``...).
     """
     from .mapview import MapParams, build_view
 
@@ -262,38 +268,218 @@ def map_html(ws, model: str, res, *, color=None, color_title: str = "modality", 
     return view_html(view, thumbs=thumbs, **{k: v for k, v in figure_options.items() if k not in colour_keys})
 
 
-def view_html(view, *, thumbs: int = MAX_HTML_THUMBS, **figure_options) -> str:
-    """A :class:`core.mapview.MapView` as one standalone HTML document (see :func:`map_html`)."""
-    from .mapview import view_figure
+def standalone_script() -> str:
+    """The standalone map's script (assets/scatter/standalone.js, built from frontend/scatter/src/standalone.js:
+    the Map page's WebGL map as one classic script that sets ``window.jointscopeMap``)."""
+    from .encoders import ASSETS_DIR, PROJECT_ROOT
 
-    ws, model, res, labels = view.ws, view.model, view.res, list(view.labels)
-    rows = view.thumbnail_rows(max_n=thumbs) if res.dim == 2 and thumbs > 0 else []
-    fig = view_figure(view, thumbnail_rows=rows, **figure_options)
-    n_pictures = len(fig.layout.images) if res.dim == 2 else 0
-    if res.dim == 2:
-        fig.update_layout(dragmode="zoom")
-    plot = fig.to_html(full_html=False, include_plotlyjs=True, div_id="jointscope-map",
-                       config={"displaylogo": False, "responsive": True, "scrollZoom": True})
+    for folder in (ASSETS_DIR / "scatter", PROJECT_ROOT / "core" / "_assets" / "scatter",
+                   PROJECT_ROOT / "assets" / "scatter"):
+        path = folder / "standalone.js"
+        if path.is_file():
+            js = path.read_text(encoding="utf-8")
+            if "</script" in js.lower():  # would end the inline <script> element early
+                raise ValueError(f"{path} contains '</script' and cannot be inlined into an HTML page")
+            return js
+    raise FileNotFoundError(f"the standalone map's script standalone.js is missing under {ASSETS_DIR / 'scatter'} "
+                            "(run `make scatter` in a checkout)")
+
+
+def _b64_column(values, dtype: str) -> dict:
+    """(m,) values as ``{dtype, b64}``: little-endian ``dtype`` ("f4", "i4", "u1", "u2") bytes in base64."""
+    arr = np.ascontiguousarray(np.asarray(values).astype(f"<{dtype}", copy=False).reshape(-1))
+    return {"dtype": dtype, "b64": base64.b64encode(arr.tobytes()).decode("ascii")}
+
+
+def colour_codes(view) -> tuple[np.ndarray | None, list[str]]:
+    """The colouring of ``view`` as one small-int code per point and the palette it indexes: categories
+    keep their codes and colours (uint8, uint16 above 255 categories); continuous values are cut into
+    :data:`VALUE_STEPS` steps (codes 0..254) of the view's colour scale over its value range, code 255 (the
+    last palette slot, :data:`NO_VALUE_COLOUR`) for a missing value. ``(None, [one colour])`` when nothing
+    colours it."""
+    from .plots import colorscale_hex
+
+    if view.codes is not None:
+        palette = [p if _HEX.fullmatch(str(p)) else "#888888" for p in view.palette]
+        return np.asarray(view.codes).astype(np.uint8 if len(palette) <= 255 else np.uint16), palette
+    if view.values is not None:
+        v = np.asarray(view.values, dtype=np.float64)
+        lo, hi = view.value_range
+        span = hi - lo if hi > lo else 1.0
+        finite = np.isfinite(v)
+        with np.errstate(invalid="ignore"):
+            q = np.clip(np.rint((v - lo) / span * (VALUE_STEPS - 1)), 0, VALUE_STEPS - 1)
+        return np.where(finite, q, VALUE_STEPS).astype(np.uint8), [
+            *colorscale_hex(view.colorscale, VALUE_STEPS), NO_VALUE_COLOUR]
+    return None, ["#1f77b4"]
+
+
+def map_payload(view, *, thumbs: int = MAX_HTML_THUMBS, max_captions: int = MAX_HTML_CAPTIONS) -> dict:
+    """What the standalone map's script draws for the 2-D ``view`` (JSON-safe; the format is described at the
+    top of frontend/scatter/src/standalone.js): x, y (float32), colour codes (uint8/uint16) and the
+    label/selection rows (int32) as base64; every point's hover text (:meth:`core.mapview.MapView.hover_text`,
+    cut to :data:`MAX_HTML_CAPTION_CHARS`) when the map has at most ``max_captions`` points, else None; the
+    named clusters with their rows; image-caption pair lines (``view.params.pairs``, at most
+    :data:`MAX_HTML_LINES`); the density grid (``view.params.density``); up to ``thumbs`` thumbnails as
+    ``data:`` URLs with their rows."""
+    if view.dim != 2:
+        raise ValueError(f"map_payload draws 2-D maps; this view is {view.dim}-D")
+    codes, palette = colour_codes(view)
+    columns = {"x": _b64_column(view.x, "f4"), "y": _b64_column(view.y, "f4")}
+    if codes is not None:
+        columns["c"] = _b64_column(codes, "u1" if codes.dtype == np.uint8 else "u2")
+    out: dict = {"uid": "html-map", "n": view.n, "height": None, "point_size": None, "palette": palette,
+                 "colour_title": view.colour_title, "columns": columns,
+                 "categories": [str(c) for c in view.categories] if view.codes is not None else None,
+                 "value_range": ([float(v) for v in view.value_range]
+                                 if view.values is not None and view.value_range else None)}
+    captions = None
+    if view.n <= max_captions:
+        captions = [t[:MAX_HTML_CAPTION_CHARS] for t in view.hover_texts()]
+    out["captions"] = captions
+    out["labels"] = [{"name": str(lab["name"]), "x": float(lab["x"]), "y": float(lab["y"]),
+                      "cluster": lab["cluster"].item() if isinstance(lab["cluster"], np.generic) else lab["cluster"],
+                      "rows": _b64_column(view.rows_of(lab.get("ids", ())), "i4")}
+                     for lab in view.labels if np.isfinite([lab["x"], lab["y"]]).all()]
+    out["selected"] = _b64_column(view.selection, "i4") if len(view.selection) else None
+    out["lines"] = out["n_lines"] = None
+    if view.params.pairs:
+        pairs = np.asarray(view.pair_rows(), dtype=np.int64).reshape(-1, 2)
+        out["n_lines"] = [min(len(pairs), MAX_HTML_LINES), len(pairs)]
+        if len(pairs) > MAX_HTML_LINES:
+            pairs = pairs[np.sort(np.random.default_rng(0).choice(len(pairs), MAX_HTML_LINES, replace=False))]
+        if len(pairs):
+            out["lines"] = {"a": _b64_column(pairs[:, 0], "i4"), "b": _b64_column(pairs[:, 1], "i4")}
+    out["density"] = None
+    if view.params.density and view.n >= 2:
+        gx, gy, z = view.density_grid()
+        out["density"] = {"x0": float(gx[0]), "x1": float(gx[-1]), "y0": float(gy[0]), "y1": float(gy[-1]),
+                          "w": len(gx), "h": len(gy), "z": _b64_column(np.asarray(z).reshape(-1), "f4")}
+    rows = view.thumbnail_rows(max_n=thumbs) if thumbs > 0 else []
+    out["thumbs"] = [{"row": int(r), "url": u} for r, u in zip(rows, view.thumbnails(rows)) if u]
+    return out
+
+
+def _script_json(obj) -> str:
+    """``obj`` as JSON to sit inside a ``<script type="application/json">`` element: every ``<`` written as
+    ``\\u003c`` (so no string in it can close the element or open a comment), ``&`` and ``>`` likewise."""
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def legend_html(view) -> str:
+    """The colour legend of ``view`` as escaped HTML: one swatch per category with its name and count, or
+    a gradient over the value range (its ends, and a swatch for points without a value); "" when
+    nothing colours the map."""
+    esc = html.escape
+    title = f'<span class="lg-title">{esc(view.colour_title)}</span>' if view.colour_title else ""
+    if view.codes is not None:
+        codes, palette = colour_codes(view)
+        counts = np.bincount(codes, minlength=len(view.categories))
+        entries = "".join(f'<li><span class="sw" style="background:{palette[i]}"></span><span class="lg-name">'
+                          f'{esc(str(c))}</span> <span class="lg-n">({int(counts[i]):,})</span></li>'
+                          for i, c in enumerate(view.categories))
+        return f'<div class="legend" data-kind="categories">{title}<ul>{entries}</ul></div>'
+    if view.values is not None:
+        _, palette = colour_codes(view)
+        stops = ",".join([*palette[:VALUE_STEPS:32], palette[VALUE_STEPS - 1]])
+        lo, hi = view.value_range
+        missing = int((~np.isfinite(np.asarray(view.values, dtype=np.float64))).sum())
+        none = (f'<span class="sw" style="background:{NO_VALUE_COLOUR}"></span>'
+                f'<span class="lg-name">no value</span> <span class="lg-n">({missing:,})</span>' if missing else "")
+        return (f'<div class="legend" data-kind="values">{title}<span class="lg-lo">{lo:.4g}</span>'
+                f'<span class="grad" style="background:linear-gradient(to right,{stops})"></span>'
+                f'<span class="lg-hi">{hi:.4g}</span>{none}</div>')
+    return ""
+
+
+def _title(view) -> str:
+    ws, model, res = view.ws, view.model, view.res
     n_total = res.n_total if res.n_total is not None else res.n
-    title = (f"{ws.name} · {model} · {res.method.upper()} {res.dim}-D map · {res.n:,} points"
-             + (f" (a sample of {n_total:,} items)" if n_total > res.n else "")
-             + (", gap-corrected" if res.gap_corrected else ""))
-    color_title = view.colour_title or "modality"
-    footer = (f"Coloured by {color_title}. Hover a point for its caption, file and metadata; drag to zoom, "
-              "double-click to zoom out, click a legend entry to hide it"
-              + (f"; {n_pictures} images drawn as thumbnails" if n_pictures else "")
-              + (f"; {len(labels)} clusters named ({', '.join(sorted({d['method'] for d in labels}))}; "
-                 "hover a name for its score)" if labels else "")
-              + f". Exported from Jointscope on {datetime.date.today().isoformat()}; "
-              "this file is self-contained and works offline.")
+    return (f"{ws.name} · {model} · {res.method.upper()} {res.dim}-D map · {res.n:,} points"
+            + (f" (a sample of {n_total:,} items)" if n_total > res.n else "")
+            + (", gap-corrected" if res.gap_corrected else ""))
+
+
+def _document(title: str, body: str, style: str = "") -> str:
     esc = html.escape
     return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
             f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">\n'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">\n<title>{esc(title)}</title>\n'
             '<style>body{font-family:system-ui,sans-serif;margin:16px 24px;color:#222}'
             'h1{font-size:18px;font-weight:600;margin:0 0 8px}footer{font-size:13px;color:#555;margin-top:8px}'
-            '</style>\n</head>\n<body>\n'
-            f'<h1>{esc(title)}</h1>\n{plot}\n<footer>{esc(footer)}</footer>\n</body>\n</html>\n')
+            f'{style}</style>\n</head>\n<body>\n<h1>{esc(title)}</h1>\n{body}\n</body>\n</html>\n')
+
+
+_LEGEND_CSS = (".legend{font-size:13px;margin:6px 0;display:flex;align-items:center;gap:8px;flex-wrap:wrap}"
+               ".legend ul{list-style:none;margin:0;padding:0;display:flex;flex-wrap:wrap;gap:4px 14px}"
+               ".legend li{display:flex;align-items:center;gap:4px}.lg-title{font-weight:600}.lg-n{color:#666}"
+               ".sw{display:inline-block;width:11px;height:11px;border-radius:50%;border:1px solid rgba(0,0,0,.2)}"
+               ".grad{display:inline-block;width:220px;height:11px;border:1px solid rgba(0,0,0,.2);border-radius:2px}")
+
+
+def view_html(view, *, thumbs: int = MAX_HTML_THUMBS, **figure_options) -> str:
+    """A :class:`core.mapview.MapView` as one standalone HTML document: a title line (workspace, model,
+    method, points), the map, a plain-text footer; it opens offline and loads nothing (a content security
+    policy forbids every request).
+
+    A 2-D map is drawn with the Map page's WebGL map (regl-scatterplot; assets/scatter/standalone.js, inline)
+    from :func:`map_payload` inlined as JSON, so every point is drawn, a million included: pan and zoom,
+    lasso, box, a click on a point or on a cluster's name select (the other points turn grey, the count
+    shows above the map; Escape or Clear clears), hover shows a point's text (caption cut to 120
+    characters, file, modality, metadata) for maps of up to :data:`MAX_HTML_CAPTIONS` points (above that
+    the point's colour category or value), up to ``thumbs`` images are drawn as thumbnails, and the
+    toolbar's PNG button saves the view. An HTML legend above the map shows the colours. A 3-D map is a
+    plotly figure (plotly.js inline; ``figure_options`` go to :func:`core.mapview.view_figure`).
+    """
+    if view.dim != 2:
+        return _plotly_html(view, **figure_options)
+    payload = map_payload(view, thumbs=thumbs)
+    labels = list(view.labels)
+    color_title = view.colour_title or "one colour"
+    lines = payload["n_lines"]
+    captions = (f"hover a point for its caption, file and metadata (included for maps of up to "
+                f"{MAX_HTML_CAPTIONS:,} points)" if payload["captions"] is not None else
+                f"hover a point for its {view.colour_title or 'number'} (this map has more than "
+                f"{MAX_HTML_CAPTIONS:,} points, so captions are not inlined)")
+    footer = (f"Coloured by {color_title}. Every point is drawn: drag to pan, scroll to zoom; {captions}. "
+              "Lasso or Box in the map's toolbar, a click on a point"
+              + (" or on a cluster's name" if labels else "")
+              + " selects: the other points turn grey and the count shows above the map; Escape or Clear clears "
+              "the selection. PNG saves the view as an image"
+              + (f"; {len(payload['thumbs'])} images drawn as thumbnails where they are in view"
+                 if payload["thumbs"] else "")
+              + (f"; {len(labels)} clusters named ({', '.join(sorted({str(d.get('method')) for d in labels}))})"
+                 if labels else "")
+              + (f"; lines join {lines[0]:,} image-caption pairs" + (f" (a sample of {lines[1]:,})"
+                                                                     if lines[1] > lines[0] else "")
+                 if lines and lines[0] else "")
+              + f". Exported from Jointscope on {datetime.date.today().isoformat()}; "
+              "this file is self-contained and works offline.")
+    body = (f'{legend_html(view)}\n<div id="jointscope-map"></div>\n'
+            f'<script type="application/json" id="jointscope-map-data">{_script_json(payload)}</script>\n'
+            f"<script>{standalone_script()}</script>\n"
+            "<script>window.jointscopeMap.mount(document.getElementById('jointscope-map'), "
+            "JSON.parse(document.getElementById('jointscope-map-data').textContent));</script>\n"
+            f"<footer>{html.escape(footer)}</footer>")
+    return _document(_title(view), body, _LEGEND_CSS)
+
+
+def _plotly_html(view, **figure_options) -> str:
+    """A 3-D :class:`core.mapview.MapView` as a standalone HTML document with its plotly figure."""
+    from .mapview import view_figure
+
+    fig = view_figure(view, **figure_options)
+    plot = fig.to_html(full_html=False, include_plotlyjs=True, div_id="jointscope-map",
+                       config={"displaylogo": False, "responsive": True, "scrollZoom": True})
+    labels = list(view.labels)
+    footer = (f"Coloured by {view.colour_title or 'modality'}. Hover a point for its caption, file and metadata; "
+              "drag to turn the map, scroll to zoom, click a legend entry to hide it"
+              + (f"; {len(labels)} clusters named ({', '.join(sorted({d['method'] for d in labels}))}; "
+                 "hover a name for its score)" if labels else "")
+              + f". Exported from Jointscope on {datetime.date.today().isoformat()}; "
+              "this file is self-contained and works offline.")
+    return _document(_title(view), f"{plot}\n<footer>{html.escape(footer)}</footer>")
 
 
 def write_map_html(path: str | Path, ws, model: str, res, **options) -> Path:

@@ -7,8 +7,8 @@ and the parameters into a :class:`MapView`: the map's float32 coordinates, its c
 with categories and a hex palette, or as float32 values with a colour scale, the named clusters and the
 selected rows. What is costly per point (hover texts, thumbnails, true neighbours, density) is computed
 on demand, for the rows a renderer asks for. :func:`view_figure` renders a view with plotly
-(:func:`core.plots.map_figure`); the Map page, the standalone HTML map (:func:`core.export.map_html`) and
-``jointscope map --html`` all draw through it.
+(:func:`core.plots.map_figure`) for the Map page's plotly maps and 3-D HTML maps; 2-D maps of the standalone HTML map
+(:func:`core.export.map_html`, ``jointscope map --html``) are drawn by the WebGL map (:func:`core.export.map_payload`).
 """
 from __future__ import annotations
 

@@ -32,14 +32,12 @@ from core.plots import gap_figure, map_figure
 from pages import ui
 
 MIN_ITEMS = 4
-MAX_THUMBS_ON_MAP = 60
 MAX_PAIR_LINES = 5000
 MAX_GALLERY = 40
 SAMPLE_GALLERY = 10
 MAX_TABLE_ROWS = 1000
 N_NEIGHBOURS = 10  # true neighbours listed and drawn for a single selected point
 NAME_LEVELS = PARAMETERS["names"].choices
-WEBGL_FROM = 50_000  # 2-D maps of more points are drawn with the WebGL map (pages.ui.scatter), smaller with plotly
 MAX_MAP_POINTS = 50_000  # maps of more items are fitted on a sample of this size, the rest placed (core.projection)
 MATCHES_ON_SAMPLE = 200  # on a sampled map, the best matches of a text among all items are added
 PLOT_CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["toImage"]}
@@ -126,7 +124,8 @@ def controls(present: dict[str, int], meta: list[str], can_text: bool) -> MapPar
         query = r2[1].text_input("Text", key="map_query", placeholder="e.g. a red circle")
     pairs = r2[2].toggle("pair lines", key="map_pairs", help=P["pairs"].help)
     thumbs = r2[3].toggle("thumbnails", key="map_thumbs", disabled=dim == "3-D",
-                          help=f"Draw a sample of up to {MAX_THUMBS_ON_MAP} images on the map (2-D).")
+                          help="Draw the images in view at their points (up to 150, spread over the view); zoom "
+                               "in to see more of them (2-D).")
     density = r2[4].toggle("density", key="map_density", disabled=dim == "3-D",
                            help=P["density"].help + " Useful when there are too many points to see them one by one.")
     ui.write_url(URL_PARAMS)
@@ -205,42 +204,71 @@ def metrics_row(ws, model, res, last: dict | None) -> None:
                        "distance means the two modalities sit apart (try the gap-corrected map).")
 
 
-def chart_selection(ws, chart_key: str, labels: list[dict]) -> None:
-    """Make a new selection on the chart (lasso, box, click) the workspace's selection; a click on a
-    cluster's name (a point ``cluster:<n>`` of the names' trace) selects the cluster's members.
-
-    Only a non-empty selection that differs from the last one counts: the chart's own state starts empty
-    whenever its figure changes (drawing the selection changes it) or the page is entered again, and
-    that must not clear the stored selection. Clearing is the Clear selection button's job."""
-    ss = st.session_state
-    event = tuple(ui.selected_ids(ss.get(chart_key)))
-    if event and event != ss.get(ui.SELECTION_EVENT):
-        ss[ui.SELECTION_EVENT] = event
-        ids = [e for e in event if not e.startswith("cluster:")]
-        if not ids:  # only names were clicked
-            chosen = {e.split(":", 1)[1] for e in event}
-            ids = [i for lab in labels if str(lab["cluster"]) in chosen for i in lab["ids"]]
-        ui.set_selection(ws, ids)
-
-
 def point_neighbours(view, row: int) -> pd.DataFrame:
     """The true neighbours (original space) of the map's point at ``row``: row, cosine, map_rank, id, item."""
     return ui.true_neighbours(ui.data_key(view.ws, view.model), view_key(view.res), row, N_NEIGHBOURS, view)
 
 
-def webgl_map(ws, model, view, where) -> None:
-    """A 2-D map of more points than plotly draws well, with the WebGL map (:mod:`pages.ui.scatter`): every
-    point drawn, lasso/box/click and cluster names select, hover captions and thumbnails fetched for the
-    rows that need them."""
+def draw_map(ws, model, view, where) -> None:
+    """The map of ``view`` into ``where``: a 2-D map with the WebGL map (:mod:`pages.ui.scatter`) — every point
+    drawn, lasso/box/click and cluster names select, hover captions and thumbnails fetched for the rows that need
+    them — or a 3-D map with plotly (no selection)."""
+    box = where.container()  # ``where`` is a placeholder (it showed the preview): one container for all of it
+    if view.res.dim == 2:
+        webgl_map(ws, view, box)
+    else:
+        plotly_3d(view, box)
+    left, right = box.columns([4, 1], vertical_alignment="center")
+    if view.res.dim == 2:
+        left.caption(f"All {view.res.n:,} points: drag to pan, scroll to zoom; lasso, box and a PNG of the view are in "
+                     "the map's toolbar, a click on a point or a cluster's name selects it. The selection is kept for "
+                     "Search, Concepts, Analogies and the downloads until you press Clear selection.")
+    else:
+        left.caption("Drag to rotate (a PNG of the view is in the chart's toolbar). Selecting points works on the "
+                     "2-D map only.")
+    right.download_button(
+        "Map as HTML", lambda: map_html(ws, model, view.res, view=view.with_selection([])),
+        file_name=f"{ws.name}-map.html", mime="text/html", icon=":material/download:", key="dl_map_html",
+        on_click="ignore", help="One file that opens in any browser without the app or a network: every point "
+                                "coloured as here, captions on hover, thumbnails for a sample, the legend.")
+
+
+def plotly_3d(view, where) -> None:
+    """A 3-D map with plotly (rotate, zoom; no selection)."""
+    res, params = view.res, view.params
+    view = view.with_selection([])
+    if view.note:
+        where.caption(view.note)
+    pairs = None
+    if params.pairs:
+        pairs = view.pair_rows()
+        if len(pairs) > MAX_PAIR_LINES:
+            where.caption(f"Lines for a sample of {MAX_PAIR_LINES:,} of {len(pairs):,} pairs.")
+            pairs = pairs[sample_rows(np.ones(len(pairs), bool), MAX_PAIR_LINES)]
+    data = params.data_params()
+    fig_key = "|".join(map(str, (ui.data_key(view.ws, view.model), view_key(res), data.colour, data.k, data.text,
+                                 None if pairs is None else len(pairs), params.names)))
+
+    def build():
+        hover = ui.map_hover(ui.data_key(view.ws, view.model), view_key(res), view)  # the same for every colouring
+        return view_figure(view, hover=hover, pair_rows=pairs,
+                           uirevision=f"{res.method}-{res.dim}-{res.gap_corrected}")
+
+    where.plotly_chart(ui.cached_figure(fig_key, build), key="map_chart_3d", config=MAP_CONFIG)
+
+
+def webgl_map(ws, view, where) -> None:
+    """The 2-D map (:func:`pages.ui.scatter.scatter_map`): what the user selected on it (lasso, box, click, a
+    cluster's name) becomes the workspace's selection, drawn back in the same run."""
     from core.plots import colorscale_hex
     from pages.ui.scatter import current_state, scatter_map
 
     ss, res, params = st.session_state, view.res, view.params
-    key = f"map_webgl_{ss.get(ui.SELECTION_ROUND, 0)}"
+    key = f"map_webgl_{ss.get(ui.WORKSPACE_ROUND, 0)}"  # kept through Clear selection: the map is not resent
     state = current_state(key, res.n)
     rows = state["selection"]
     if len(rows):
-        digest = (view_key(res), len(rows), hash(rows.tobytes()))
+        digest = (view_key(res), state["token"], len(rows), hash(rows.tobytes()))
         if digest != ss.get("map_webgl_event"):  # a new lasso, box or click
             ss["map_webgl_event"] = digest
             ui.set_selection(ws, res.ids[rows].astype(str).tolist())
@@ -251,15 +279,17 @@ def webgl_map(ws, model, view, where) -> None:
         ss["map_webgl_view"] = state["view"]
     view = view.with_selection(ui.selection(ws))
     if view.note:
-        st.caption(view.note)
+        where.caption(view.note)
     lines = []
-    if len(view.selection) == 1:
+    if len(view.selection) == 1:  # one point: its true neighbours
         row = int(view.selection[0])
         lines.append([(row, int(r)) for r in point_neighbours(view, row)["row"]])
     if params.pairs:
         pairs = view.pair_rows()
-        if len(pairs) > MAX_PAIR_LINES:
-            st.caption(f"Lines for a sample of {MAX_PAIR_LINES:,} of {len(pairs):,} pairs.")
+        if not len(pairs):
+            where.caption("No image–caption pairs among the mapped items.")
+        elif len(pairs) > MAX_PAIR_LINES:
+            where.caption(f"Lines for a sample of {MAX_PAIR_LINES:,} of {len(pairs):,} pairs.")
             pairs = pairs[sample_rows(np.ones(len(pairs), bool), MAX_PAIR_LINES)]
         lines.append([tuple(map(int, p)) for p in pairs])
     lines = [p for part in lines for p in part]
@@ -267,83 +297,14 @@ def webgl_map(ws, model, view, where) -> None:
               if view.codes is not None else
               {"values": view.values, "colorscale": colorscale_hex(view.colorscale), "value_range": view.value_range}
               if view.values is not None else {})
-    with where.container():
-        scatter_map(key=key, x=view.x, y=view.y, **colour, labels=list(view.labels),
+    with where:
+        scatter_map(key=key, x=view.x, y=view.y, **colour, colour_title=view.colour_title, labels=list(view.labels),
                     selected=view.selection if len(view.selection) else None,
                     lines=np.asarray(lines, dtype=np.int32).reshape(-1, 2) if lines else None,
                     density=view.density_grid() if params.density else None,
                     view=ss.get("map_webgl_view"), hover_text=view.hover_text,
                     thumbnails=(lambda r: [u or "" for u in view.thumbnails(r)]) if params.thumbnails else None,
                     data_version=view_key(res))
-        if view.colour_title and view.categories:
-            counts = np.bincount(view.codes, minlength=len(view.categories))
-            st.caption(f"{view.colour_title}: " + " · ".join(
-                f"{ui.plain(c)} ({k:,})" for c, k in zip(view.categories, counts)))
-        left, right = st.columns([4, 1], vertical_alignment="center")
-        left.caption(f"All {res.n:,} points, drawn with WebGL: drag to pan, scroll to zoom; lasso, box and a PNG of "
-                     "the view are in the map's toolbar, a click on a point or a cluster's name selects it. The "
-                     "selection is kept for Search, Concepts, Analogies and the downloads until you press Clear "
-                     "selection.")
-        right.download_button(
-            "Map as HTML", lambda: map_html(ws, model, res, view=view.with_selection([])),
-            file_name=f"{ws.name}-map.html", mime="text/html", icon=":material/download:", key="dl_map_html",
-            on_click="ignore", help="One file that opens in any browser without the app or a network.")
-
-
-def draw_map(ws, model, view, where) -> None:
-    """The map figure of ``view`` into ``where``, with the workspace's selection (2-D) drawn and updated."""
-    res, params = view.res, view.params
-    if res.dim == 2 and res.n > WEBGL_FROM:
-        webgl_map(ws, model, view, where)
-        return
-    chart_key = f"map_chart_{st.session_state.get(ui.SELECTION_ROUND, 0)}"
-    labels = list(view.labels)
-    if res.dim == 2:
-        chart_selection(ws, chart_key, labels)
-    view = view.with_selection(ui.selection(ws) if res.dim == 2 else [])
-    if view.note:
-        st.caption(view.note)
-    pairs = np.zeros((0, 2), np.int64)
-    if params.pairs:
-        pairs = view.pair_rows()
-        if not len(pairs):
-            st.caption("No image–caption pairs among the mapped items.")
-        elif len(pairs) > MAX_PAIR_LINES:
-            st.caption(f"Lines for a sample of {MAX_PAIR_LINES:,} of {len(pairs):,} pairs.")
-            pairs = pairs[sample_rows(np.ones(len(pairs), bool), MAX_PAIR_LINES)]
-    thumbs = view.thumbnail_rows(max_n=MAX_THUMBS_ON_MAP) if params.thumbnails and res.dim == 2 else []
-    near = None
-    if len(view.selection) == 1:  # one point: its true neighbours
-        row = int(view.selection[0])
-        near = (row, point_neighbours(view, row)["row"].tolist())
-    data = params.data_params()
-    fig_key = "|".join(map(str, (ui.data_key(ws, model), view_key(res), data.colour, data.k, data.text, len(pairs),
-                                 len(thumbs), hash(tuple(view.selected_ids)), params.density, params.names)))
-
-    def build():
-        hover = ui.map_hover(ui.data_key(ws, model), view_key(res), view)  # the same for every colouring
-        return view_figure(view, hover=hover, pair_rows=pairs, thumbnail_rows=thumbs, neighbours=near,
-                           uirevision=f"{res.method}-{res.dim}-{res.gap_corrected}")
-
-    fig = ui.cached_figure(fig_key, build)
-    with where.container():
-        if res.dim == 2:
-            st.plotly_chart(fig, key=chart_key, on_select="rerun", selection_mode=("points", "box", "lasso"),
-                            config=MAP_CONFIG)
-            how = ("Click a point or a cluster's name to select it; lasso and box select, zoom and a PNG of the view "
-                   "are in the chart's toolbar. The selection is kept for Search, Concepts, Analogies and the "
-                   "downloads until you press Clear selection.")
-        else:
-            st.plotly_chart(fig, key="map_chart_3d", config=MAP_CONFIG)
-            how = ("Drag to rotate (a PNG of the view is in the chart's toolbar). Selecting points works on the "
-                   "2-D map only.")
-        left, right = st.columns([4, 1], vertical_alignment="center")
-        left.caption(how)
-        right.download_button(
-            "Map as HTML", lambda: map_html(ws, model, res, view=view.with_selection([])),
-            file_name=f"{ws.name}-map.html", mime="text/html", icon=":material/download:", key="dl_map_html",
-            on_click="ignore", help="One file that opens in any browser without the app or a network: the points "
-                                    "coloured as here, captions on hover, thumbnails for a sample, the legend.")
 
 
 METHOD_NOTES = {

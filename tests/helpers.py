@@ -97,22 +97,34 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
 
 
 # ---- the Map in a browser (Playwright) ------------------------------------------------------------------
+_MAP_ROOT_JS = "[...document.querySelectorAll('.js-scatter')].find(r => r.getClientRects().length)"  # the shown one
 MAP_POINTS_JS = """() => {
-  for (const gd of document.querySelectorAll('.js-plotly-plot')) {
-    const traces = (gd.data || []).filter(t => t.mode === 'markers' && t.customdata);
-    if (traces.length) return traces.reduce((n, t) => n + t.customdata.length, 0);
-  }
-  return 0;
-}"""  # the number of points of the map (the plotly graph whose traces carry item ids)
+  const root = """ + _MAP_ROOT_JS + """;
+  return root && root.dataset.ready === '1' ? Number(root.dataset.points) : 0;
+}"""  # the number of points the WebGL map (pages.ui.scatter) has drawn
+
+# the page position of a map row: the map's scales are in its canvas's CSS pixels
+MAP_ROW_XY_JS = """(row) => {
+  const root = """ + _MAP_ROOT_JS + """;
+  const view = window.jointscopeScatter.get(root.dataset.uid);
+  const p = view.screenOfRow(row);
+  const box = view.canvas.getBoundingClientRect();
+  return p ? [box.left + p[0], box.top + p[1]] : null;
+}"""
 
 
-def box_select(page, plot, margin: float = 0.2) -> None:
-    """Box-select the plot area of a plotly ``plot`` locator with the mouse, ``margin`` of it left out on
-    every side: the toolbar's Box Select, then a drag in ten steps."""
-    drag = plot.locator(".nsewdrag").first
-    box = drag.bounding_box()
-    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-    plot.locator('.modebar-btn[data-title="Box Select"]').click()
+def map_view_js(expr: str) -> str:
+    """A JS function returning ``expr`` evaluated with ``view``, the page's WebGL map (its MapView)."""
+    return (f"() => {{ const root = {_MAP_ROOT_JS}; if (!root) return null;"
+            f" const view = window.jointscopeScatter.get(root.dataset.uid); return view ? ({expr}) : null; }}")
+
+
+def box_select(page, margin: float = 0.2) -> None:
+    """Box-select on the page's WebGL map with the mouse, ``margin`` of it left out on every side: the map
+    toolbar's Box, then a drag in ten steps."""
+    root = page.locator(".js-scatter:visible").first
+    root.locator(".js-toolbar button[data-mode=box]").click()
+    box = root.bounding_box()
     x0, y0 = box["x"] + box["width"] * margin, box["y"] + box["height"] * margin
     x1, y1 = box["x"] + box["width"] * (1 - margin), box["y"] + box["height"] * (1 - margin)
     page.mouse.move(x0, y0)
@@ -120,6 +132,7 @@ def box_select(page, plot, margin: float = 0.2) -> None:
     for i in range(1, 11):
         page.mouse.move(x0 + (x1 - x0) * i / 10, y0 + (y1 - y0) * i / 10)
     page.mouse.up()
+    root.locator(".js-toolbar button[data-mode=pan]").click()
 
 
 # ---- nothing leaves the machine (browser tests) ------------------------------------------------------------
@@ -197,3 +210,45 @@ def run_page(name: str, *, timeout: float = 180, **state):
 def texts(elements) -> list[str]:
     """The values of AppTest elements (captions, warnings, …)."""
     return [e.value for e in elements]
+
+
+def shown_map(at) -> dict:
+    """What the last WebGL map (pages.ui.scatter) of an AppTest run shows, read from the data it sends to the
+    browser: ``n`` points; ``points`` (x, y arrays; None when this run sent only their key); ``legend``
+    {name: count} (categories) or {"low", "high"} (a colour ramp) with ``legend_title``; cluster ``labels``
+    (names) and their ``clusters``; ``selected`` (row count; 0 for none; None when this run sent only the key
+    of rows the browser already holds); ``lines`` (segment count, same rule); ``density`` (drawn or not);
+    ``thumbnails`` (images sent for the view). Fails when no WebGL map was drawn."""
+    import json
+
+    import pyarrow as pa
+
+    maps = [e for e in at.get("bidi_component") if e.proto.component_name == "jointscope.scatter"]
+    assert maps, "no WebGL map on the page"
+    proto = maps[-1].proto
+    mixed = proto.mixed if proto.WhichOneof("data") == "mixed" else None
+    data = json.loads(mixed.json if mixed is not None else proto.json)
+
+    def table(part):
+        ref = data.get(part)
+        if mixed is None or not isinstance(ref, dict) or "__streamlit_arrow_ref__" not in ref:
+            return None
+        return pa.ipc.open_stream(mixed.arrow_blobs[ref["__streamlit_arrow_ref__"]].data).read_all()
+
+    def rows(kind: str) -> int | None:
+        if data.get(f"{kind}_key") is None:
+            return 0
+        t = table(kind)
+        return None if t is None else t.num_rows
+
+    legend = data.get("legend") or {}
+    shown = ({item["name"]: item["count"] for item in legend["items"]} if "items" in legend
+             else {"low": legend["low"], "high": legend["high"]} if "ramp" in legend else {})
+    thumbs = data.get("thumbs")
+    points = table("points")
+    return {"n": data["n"], "legend": shown, "legend_title": legend.get("title", ""),
+            "points": None if points is None else (points.column("x").to_numpy(), points.column("y").to_numpy()),
+            "labels": [lab["name"] for lab in data.get("labels", [])],
+            "clusters": [lab["cluster"] for lab in data.get("labels", [])], "selected": rows("selected"),
+            "lines": rows("lines"), "density": data.get("density_key") is not None,
+            "thumbnails": len(thumbs["items"]) if isinstance(thumbs, dict) else 0}

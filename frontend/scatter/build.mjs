@@ -1,6 +1,7 @@
 // Build the map component into ONE self-contained ES module: assets/scatter/scatter.js (no CDN, no runtime
-// network). SOURCE_HASH next to it records the sha256 of the sources it was built from
-// (tests/unit/test_scatter_bundle.py recomputes it and fails when the bundle is stale).
+// network), and the standalone HTML map's script: assets/scatter/standalone.js. SOURCE_HASH next to them
+// records the sha256 of the sources they were built from (tests/unit/test_scatter_bundle.py recomputes it and
+// fails when the bundles are stale).
 import { createHash } from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
@@ -44,6 +45,22 @@ const result = await build({
   metafile: true,
   logLevel: 'warning',
 });
+// the standalone HTML map (core/export.py view_html) inlines the same map as one classic script (an IIFE that
+// sets window.jointscopeMap), since a file:// page cannot import a module
+const standalone = await build({
+  entryPoints: [join(here, 'src', 'standalone.js')],
+  bundle: true,
+  format: 'iife',
+  platform: 'browser',
+  target: ['es2020'],
+  minify: true,
+  legalComments: 'eof',
+  outfile: join(out, 'standalone.js'),
+  metafile: true,
+  logLevel: 'warning',
+});
 writeFileSync(join(out, 'SOURCE_HASH'), `${sourceHash()}\n`);
-const bytes = statSync(join(out, 'scatter.js')).size;
-console.log(`assets/scatter/scatter.js: ${bytes} bytes from ${Object.keys(result.metafile.inputs).length} modules`);
+for (const [name, res] of [['scatter.js', result], ['standalone.js', standalone]]) {
+  const bytes = statSync(join(out, name)).size;
+  console.log(`assets/scatter/${name}: ${bytes} bytes from ${Object.keys(res.metafile.inputs).length} modules`);
+}

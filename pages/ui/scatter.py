@@ -41,6 +41,7 @@ VALUE_LEVELS = 255  # continuous values are drawn in this many colour steps (cod
 NAN_COLOUR = "#e0e0e0"
 DEFAULT_COLOUR = "#1f77b4"
 KINDS = ("points", "colours", "selected", "lines", "density", "thumbs")
+MAX_LEGEND = 15  # categories listed in the map's legend, the largest (the rest are counted in one line)
 
 _mounts: dict[int, Callable[..., Any]] = {}  # id(component manager) -> mounting command
 
@@ -197,6 +198,32 @@ def thumbnail_rows(x: np.ndarray, y: np.ndarray, view: dict, *, limit: int = MAX
     return np.sort(order[pick])
 
 
+def legend(codes: np.ndarray | None, palette: Sequence[str], *, categories: Sequence[str] = (),
+           title: str = "", values=None, value_range: tuple[float, float] | None = None) -> dict | None:
+    """What the map's colours mean, for the legend drawn on it: ``{title, items: [{name, colour, count}],
+    more}`` for categories (the :data:`MAX_LEGEND` largest, by count), ``{title, ramp, low, high, missing}`` for
+    continuous values; None when every point has one colour and nothing names it."""
+    if values is not None:
+        v = np.asarray(values, dtype=np.float32)
+        finite = np.isfinite(v)
+        if value_range is None:
+            value_range = (float(v[finite].min()), float(v[finite].max())) if finite.any() else (0.0, 1.0)
+        ramp = list(palette[:-1:max(1, (len(palette) - 1) // 8)])
+        n_missing = int((~finite).sum())
+        return {"title": title, "ramp": [*ramp, palette[-2]], "low": f"{value_range[0]:.3g}",
+                "high": f"{value_range[1]:.3g}",
+                "missing": f"{n_missing:,} without a value (grey)" if n_missing else ""}
+    if codes is None or not len(categories):
+        return None
+    counts = np.bincount(np.asarray(codes, dtype=np.int64), minlength=len(categories))[:len(categories)]
+    order = [int(i) for i in np.argsort(-counts, kind="stable") if counts[i] > 0]
+    items = [{"name": str(categories[i]), "colour": str(palette[i]), "count": int(counts[i])}
+             for i in order[:MAX_LEGEND]]
+    rest = order[MAX_LEGEND:]
+    more = f"… and {len(rest):,} more ({int(counts[rest].sum()):,} points)" if rest else ""
+    return {"title": title, "items": items, "more": more}
+
+
 def decode_rows(sel: Any, n: int) -> np.ndarray:
     """The rows of a selection state ``{"rows": base64 of little-endian int32, ...}`` as (k,) int32, rows
     outside 0..n-1 dropped; empty for no selection."""
@@ -235,7 +262,8 @@ def _labels(labels: Sequence[dict]) -> list[dict]:
         except (KeyError, TypeError, ValueError):
             raise ValueError(f"scatter_map: labels[{i}] needs numeric x and y; got {lab!r}") from None
         if math.isfinite(x) and math.isfinite(y):
-            out.append({"name": str(lab.get("name", "")), "x": x, "y": y, "cluster": _jsonable(lab.get("cluster"))})
+            out.append({"name": str(lab.get("name", "")), "x": x, "y": y, "cluster": _jsonable(lab.get("cluster")),
+                        "n": int(lab.get("n") or 0)})
     return out
 
 
@@ -276,12 +304,13 @@ def current_state(key: str, n: int) -> dict:
         "view": _view_of(before.get("view")),
         "label_clicked": _jsonable(before.get("label_clicked")),
         "clicked": sel["clicked"],
+        "token": sel["token"],  # names one selection the browser made (a new lasso of the same rows has another)
     }
 
 
 def scatter_map(*, key: str, x, y, codes=None, categories: Sequence[str] = (), palette: Sequence[str] = (),
                 values=None, colorscale: Sequence[str] | None = None,
-                value_range: tuple[float, float] | None = None, labels: Sequence[dict] = (),
+                value_range: tuple[float, float] | None = None, colour_title: str = "", labels: Sequence[dict] = (),
                 selected=None, lines=None, density: tuple | None = None, height: int = 640,
                 view: dict | None = None, point_size: float | None = None,
                 hover_text: Callable[[int], str] | None = None,
@@ -294,7 +323,9 @@ def scatter_map(*, key: str, x, y, codes=None, categories: Sequence[str] = (), p
         x, y: (n,) map coordinates (float32 on the wire); a point with a NaN coordinate is not drawn.
         codes: (n,) small ints, each point's index into ``palette`` (hex colours); ``categories`` names them.
         values: (n,) floats coloured along ``colorscale`` (hex colours) over ``value_range`` (default min–max).
-        labels: cluster names ``[{name, x, y, cluster}]`` drawn at (x, y); clicking one reports its cluster.
+        colour_title: names the colouring in the map's legend (categories with their counts, or a ramp).
+        labels: cluster names ``[{name, x, y, cluster, n}]`` drawn at (x, y), the largest (``n``) first; one that
+            would cover a larger one is hidden until a zoom separates them. Clicking one reports its cluster.
         selected: row numbers drawn in their colour while every other point is grey; None: no selection.
         lines: (m, 2) row pairs drawn as segments (e.g. the true neighbours of a clicked point).
         density: ``(gx (w,), gy (h,), z (h, w))`` grid drawn under the points as a heat layer.
@@ -305,7 +336,8 @@ def scatter_map(*, key: str, x, y, codes=None, categories: Sequence[str] = (), p
         data_version: names the (x, y) columns; the same version is not sent again. Default: their hash.
 
     Returns {"selection": (k,) int32 rows (lasso, box or click; empty when none), "hovered": row | None,
-    "view": {x0, x1, y0, y1} | None, "label_clicked": cluster | None (this run only), "clicked": row | None}.
+    "view": {x0, x1, y0, y1} | None, "label_clicked": cluster | None (this run only), "clicked": row | None,
+    "token": names the selection (None for none)}.
     """
     xa = np.ascontiguousarray(np.asarray(x, dtype=np.float32).reshape(-1))
     n = len(xa)
@@ -398,6 +430,8 @@ def scatter_map(*, key: str, x, y, codes=None, categories: Sequence[str] = (), p
         part("thumbs", vkey, lambda: {"items": cached["items"]})
 
     data["labels"] = _labels(labels)
+    data["legend"] = legend(colour_codes, pal, categories=categories, title=colour_title, values=values,
+                            value_range=value_range)
     hovered = before.get("hovered")
     hovered = int(hovered) if isinstance(hovered, int) and 0 <= hovered < n else None
     data["hover"] = ({"row": hovered, "text": str(hover_text(hovered))}

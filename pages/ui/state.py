@@ -30,8 +30,8 @@ LAST_EMBED = "last_embed"    # dict | None — EmbedReport.to_dict() of the last
 EMBED_RUN = "embed_run"      # dict | None — {workspace, model} while an embedding runs; left set when it was stopped
 UPLOAD_ROUND = "upload_round"  # int — bumped after an import to clear the uploader and text area
 SELECTION = "selection"      # dict | None — {workspace, ids}: the workspace-level selection (Map, Search, Concepts…)
-SELECTION_ROUND = "selection_round"  # int — bumped by Clear selection, so the map chart starts unselected
-SELECTION_EVENT = "selection_event"  # tuple — the map chart's last non-empty selection (see pages/map.py)
+SELECTION_ROUND = "selection_round"  # int — bumped by Clear selection: selection tables start unselected
+WORKSPACE_ROUND = "workspace_round"  # int — bumped by a workspace change: a map element without the old one's state
 MODEL_NOTE = "model_note"    # str | None — said once on the next page run: a model switch, a link's missing workspace
 URL_WS, URL_MODEL = "ws", "model"  # query parameters of the chosen workspace and model
 DEMO_NAME = "demo"
@@ -93,7 +93,8 @@ def select(*, workspace: object = _KEEP, model: object = _KEEP) -> None:
 # page's settings. One registry, so a workspace switch or a deletion cannot miss one page's copy.
 WORKSPACE_PREFIXES = ("search_", "axes_", "map_", "concepts_", "items_", "ana_", "quality_", "clusters_",
                       "delete_ws_", "embed_refresh", "neighbours_", "selection_labels", "selection_table",
-                      "_kept_")  # _kept_: a page's last widget values (see bind_url)
+                      "_kept_", "_scatter_")  # _kept_: a page's last widget values (see bind_url); _scatter_:
+# what a WebGL map holds (pages.ui.scatter)
 WORKSPACE_KEYS = (LAST_INGEST, LAST_EMBED, "delete_items_confirm", "eval_request")  # set to None
 ITEM_ID_LISTS = ("search_ids", "search_query_ids")  # lists of item ids (Search's query, its inbox)
 ITEM_ID_TEXTS = {"search_item_input": "tokens", "ana_plus": "lines", "ana_minus": "lines"}  # ids typed in texts
@@ -117,6 +118,7 @@ def on_workspace_change(*, fit: bool = True) -> None:
             ss[key] = None
         else:
             del ss[key]
+    ss[WORKSPACE_ROUND] = ss.get(WORKSPACE_ROUND, 0) + 1
     qp = st.query_params
     for param in [p for p in list(qp.keys()) if p not in PAGE_URL_KEEP]:
         del qp[param]  # else bind_url would give the new workspace the old one's query
@@ -333,7 +335,6 @@ def clear_selection() -> None:
     """Clear the selection (a button callback); the map chart is drawn again without one."""
     ss = st.session_state
     ss[SELECTION] = None
-    ss[SELECTION_EVENT] = ()
     ss[SELECTION_ROUND] = ss.get(SELECTION_ROUND, 0) + 1
 
 

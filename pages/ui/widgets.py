@@ -171,26 +171,6 @@ def errors_frame(errors) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["source", "reason"])
 
 
-def selected_ids(event) -> list[str]:
-    """Item ids of the points selected in a map chart (``st.plotly_chart(..., on_select="rerun")``).
-
-    Points carry their item id as ``customdata`` (a list when plotly sends one per dimension); points
-    without one (the pair lines) are ignored. First occurrence order, no duplicates.
-    """
-    try:
-        points = event["selection"]["points"]
-    except (KeyError, TypeError):
-        return []
-    out: dict[str, None] = {}
-    for p in points or []:
-        cd = p.get("customdata") if isinstance(p, dict) else None
-        if isinstance(cd, (list, tuple)):
-            cd = cd[0] if cd else None
-        if cd is not None:
-            out.setdefault(str(cd), None)
-    return list(out)
-
-
 IMAGE_TYPES = [e.lstrip(".") for e in IMAGE_EXTENSIONS]  # st.file_uploader types: without the dot
 UPLOAD_DIR = Path(os.environ.get("TMPDIR", "/tmp")) / "jointscope-uploads"
 MODALITY_PLURAL = {"image": "images", "text": "texts", "row": "table rows"}

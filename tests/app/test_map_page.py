@@ -1,21 +1,27 @@
 """AppTest checks of the Map page on a real demo-world workspace (400 images + captions, model `demo`).
 
-Selection by box/lasso needs a browser (tests/e2e/test_map_browser.py); here the page is driven through
-its widgets and the plotly spec it sends is read back.
+The 2-D map is the WebGL map (pages.ui.scatter): what it shows is read from the data the page sends to the
+browser (tests.helpers.shown_map), and what the user does on it (a lasso, a click on a cluster's name, a zoom)
+is played back as the browser's state of the element. The drawing itself is checked in Chromium
+(tests/e2e/test_map_browser.py, tests/e2e/test_scatter_browser.py).
 """
 from __future__ import annotations
 
-import json
+import base64
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
 import core
 
+from helpers import shown_map, texts
+
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 120  # a first UMAP in this process, on 2 busy cores
+MAP_KEY = "map_webgl_0"  # the map element's key until the workspace changes
 
 
 @pytest.fixture
@@ -32,55 +38,63 @@ def map_page(**state) -> AppTest:
     return at.run()
 
 
-def texts(elements) -> list[str]:
-    return [e.value for e in elements]
-
-
 def metrics(at: AppTest) -> dict[str, str]:
     return {m.label: m.value for m in at.metric}
-
-
-def map_spec(at: AppTest) -> dict:
-    """The plotly figure of the map chart (the 2-D one has key map_chart)."""
-    charts = [json.loads(e.proto.spec) for e in at.get("plotly_chart")]
-    maps = [c for c in charts if any(t.get("type") in ("scattergl", "scatter3d") for t in c["data"])]
-    assert maps, f"no map chart among {len(charts)} plotly charts"
-    return maps[-1]
-
-
-def marker_traces(spec: dict) -> list[dict]:
-    """The traces of the points (they carry item ids; a selection's rings carry none)."""
-    return [t for t in spec["data"] if t.get("mode") == "markers" and "customdata" in t]
-
-
-def n_points(spec: dict) -> int:
-    return sum(len(t["customdata"]) for t in marker_traces(spec))
 
 
 def n_vectors(home: Path) -> int:
     return core.Workspace(home / "demo", create=False).models()["demo"]["n"]
 
 
+def map_rows(home: Path, ids, method: str = "pca") -> list[int]:
+    """The rows of ``ids`` on the saved 2-D map of the demo workspace (what the browser reports back)."""
+    res = core.compute_map(core.Workspace(home / "demo", create=False), "demo", method=method, max_points=50_000)
+    row_of = {str(i): r for r, i in enumerate(res.ids)}
+    return [row_of[str(i)] for i in ids]
+
+
+def browser_does(at: AppTest, key: str = MAP_KEY, **state) -> AppTest:
+    """Play back what the browser reports for the map element ``key`` (selection, label_clicked, view…)."""
+    at.session_state[key] = state
+    return at.run()
+
+
+def lasso(rows, token: str = "lasso-1") -> dict:
+    """A lasso/box selection of ``rows`` as the map component sends it up (base64 int32)."""
+    packed = base64.b64encode(np.asarray(sorted(rows), dtype="<i4").tobytes()).decode()
+    return {"rows": packed, "n": len(rows), "token": token, "clicked": None}
+
+
+def selected_count(at: AppTest) -> int | None:
+    """The "N selected" heading of the side panel (None when nothing is selected)."""
+    for s in texts(at.markdown):
+        if s.startswith("**") and s.endswith(" selected**"):
+            return int(s[2:].split()[0].replace(",", ""))
+    return None
+
+
 def test_umap_map_with_metrics(demo_home):
     at = map_page(workspace="demo", model="demo")
     assert not at.exception, at.exception
     assert not at.error, texts(at.error)
-    spec = map_spec(at)
     n = n_vectors(demo_home)
-    assert n_points(spec) == n
-    assert {t["type"] for t in marker_traces(spec)} == {"scattergl"}
-    assert sorted(t["name"].split(" (")[0] for t in marker_traces(spec)) == ["image", "text"]
+    shown = shown_map(at)
+    assert shown["n"] == n
+    assert shown["legend_title"] == "modality"
+    assert set(shown["legend"]) == {"image", "text"} and sum(shown["legend"].values()) == n
+    assert not at.get("plotly_chart") or all("scattergl" not in e.proto.spec for e in at.get("plotly_chart"))
     m = metrics(at)
     assert m["points"] == f"{n:,}"
     assert 0.5 < float(m["trustworthiness"]) <= 1.0
     assert 0.0 < float(m["mean trust"]) <= 1.0
     assert float(m["modality gap"]) > 0
     assert float(m["true-pair cosine"]) > 0
-    # the map was saved in the workspace: a rerun reads it back
+    # the map was saved in the workspace: a rerun reads it back and does not send the points again
     assert list((demo_home / "demo" / "derived" / "maps").rglob("*.npz"))
     at.run()
     assert not at.exception
     assert metrics(at)["points"] == f"{n:,}"
+    assert shown_map(at)["points"] is None  # the browser holds them
     # nothing selected: a sample gallery of the workspace's images
     assert any("Images on this map" in s for s in texts(at.markdown))
     [gallery] = at.image
@@ -89,22 +103,21 @@ def test_umap_map_with_metrics(demo_home):
 
 def test_pca_3d_and_gap_corrected(demo_home):
     at = map_page(workspace="demo", model="demo")
-    umap_spec = map_spec(at)
+    umap_xy = shown_map(at)["points"]
     at.radio(key="map_method").set_value("PCA").run()
     assert not at.exception, at.exception
-    pca_spec = map_spec(at)
-    assert n_points(pca_spec) == n_points(umap_spec)
-    assert pca_spec["data"] != umap_spec["data"]
+    pca_xy = shown_map(at)["points"]
+    assert pca_xy is not None and len(pca_xy[0]) == len(umap_xy[0])
+    assert not np.allclose(pca_xy[0], umap_xy[0])
     at.toggle(key="map_gap").set_value(True).run()
     assert not at.exception and not at.error
-    gap_spec = map_spec(at)
-    assert gap_spec["data"] != pca_spec["data"]
+    gap_xy = shown_map(at)["points"]
+    assert gap_xy is not None and not np.allclose(gap_xy[0], pca_xy[0])
     # the gap numbers describe the uncorrected space either way
     assert float(metrics(at)["modality gap"]) > 0
     at.radio(key="map_dim").set_value("3-D").run()
     assert not at.exception
-    spec3 = map_spec(at)
-    assert {t["type"] for t in marker_traces(spec3)} == {"scatter3d"}
+    assert [c for c in at.get("plotly_chart") if "scatter3d" in c.proto.spec]  # 3-D stays on plotly
     assert any("2-D map only" in s for s in texts(at.caption))
 
 
@@ -115,16 +128,17 @@ def test_colour_by_metadata_cluster_and_trust(demo_home):
     assert "similarity to a text" in opts  # demo encodes texts
     at.selectbox(key="map_colour").select("shape").run()
     assert not at.exception
-    names = {t["name"].split(" (")[0] for t in marker_traces(map_spec(at))}
-    assert {"circle", "square", "triangle", "star", "cross", "ring"} <= names
+    assert {"circle", "square", "triangle", "star", "cross", "ring"} <= set(shown_map(at)["legend"])
     at.selectbox(key="map_colour").select("cluster (KMeans)").run()
     at.slider(key="map_k").set_value(5).run()
     assert not at.exception
-    names = [t["name"].split(" (")[0] for t in marker_traces(map_spec(at))]
-    assert names == [f"cluster {i}" for i in range(1, 6)]
+    legend = shown_map(at)["legend"]
+    assert sorted(legend) == [f"cluster {i}" for i in range(1, 6)]
+    assert sum(legend.values()) == n_vectors(demo_home)
     at.selectbox(key="map_colour").select("trust (neighbours kept)").run()
-    [trace] = marker_traces(map_spec(at))
-    assert trace["marker"]["colorbar"]["title"]["text"] == "trust"
+    shown = shown_map(at)
+    assert shown["legend_title"] == "trust" and set(shown["legend"]) == {"low", "high"}
+    assert 0 <= float(shown["legend"]["low"]) < float(shown["legend"]["high"]) <= 1
 
 
 def test_colour_by_text_similarity(demo_home):
@@ -133,28 +147,34 @@ def test_colour_by_text_similarity(demo_home):
     assert any("Type a text" in s for s in texts(at.caption))
     at.text_input(key="map_query").input("a red circle").run()
     assert not at.exception, at.exception
-    [trace] = marker_traces(map_spec(at))
-    assert trace["marker"]["colorbar"]["title"]["text"] == "similarity"
+    shown = shown_map(at)
+    assert shown["legend_title"] == "similarity" and set(shown["legend"]) == {"low", "high"}
 
 
-def test_pair_lines_and_thumbnails(demo_home):
+def test_pair_lines_and_thumbnails_at_the_view(demo_home):
     at = map_page(workspace="demo", model="demo")
     at.toggle(key="map_pairs").set_value(True).run()
-    at.toggle(key="map_thumbs").set_value(True).run()
     assert not at.exception, at.exception
-    spec = map_spec(at)
-    [lines] = [t for t in spec["data"] if t.get("mode") == "lines"]
-    assert lines["name"] == "pairs (400)"
-    images = spec["layout"]["images"]
-    assert 0 < len(images) <= 60 and images[0]["source"].startswith("data:image/webp;base64,")
+    assert shown_map(at)["lines"] == 400  # one line per image–caption pair
+    at.toggle(key="map_thumbs").set_value(True).run()
+    assert shown_map(at)["thumbnails"] == 0  # no view reported yet: nothing asked for
+    xy = shown_map(map_page(workspace="demo", model="demo"))["points"]
+    x0, x1, y0, y1 = float(xy[0].min()), float(xy[0].max()), float(xy[1].min()), float(xy[1].max())
+    browser_does(at, view={"x0": x0, "x1": x1, "y0": y0, "y1": y1})
+    assert not at.exception, at.exception
+    whole = shown_map(at)["thumbnails"]
+    assert 50 <= whole <= 150  # the images spread over the whole map, up to the component's limit
+    # zoomed into a corner: only images inside that view
+    browser_does(at, view={"x0": x0, "x1": (x0 + x1) / 2, "y0": y0, "y1": (y0 + y1) / 2})
+    assert 0 < shown_map(at)["thumbnails"] <= whole
 
 
 def test_only_one_modality(demo_home):
     at = map_page(workspace="demo", model="demo")
     at.multiselect(key="map_modalities").set_value(["image"]).run()
     assert not at.exception, at.exception
-    spec = map_spec(at)
-    assert n_points(spec) == 400 and [t["name"] for t in marker_traces(spec)] == ["image (400)"]
+    shown = shown_map(at)
+    assert shown["n"] == 400 and shown["legend"] == {"image": 400}
     at.multiselect(key="map_modalities").set_value([]).run()
     assert any("at least one modality" in s for s in texts(at.info))
 
@@ -169,7 +189,7 @@ def test_empty_states(home):
     assert not at.exception
     [info] = texts(at.info)
     assert "No vectors for demo" in info and "Data page" in info
-    assert not at.get("plotly_chart")
+    assert not at.get("bidi_component") and not at.get("plotly_chart")
 
 
 def test_fewer_than_four_items(home):
@@ -182,31 +202,20 @@ def test_fewer_than_four_items(home):
     assert not at.exception
     [warning] = texts(at.warning)
     assert "at least 4 items" in warning and "has 3" in warning
-    assert not at.get("plotly_chart")
-
-
-def test_selected_ids_reads_customdata():
-    from pages.ui import selected_ids
-
-    event = {"selection": {"points": [{"customdata": "a"}, {"customdata": ["b"]}, {"x": 1.0},
-                                      {"customdata": "a"}], "point_indices": [0, 1, 2, 0]}}
-    assert selected_ids(event) == ["a", "b"]
-    assert selected_ids({"selection": {"points": []}}) == []
-    assert selected_ids(None) == []
+    assert not at.get("bidi_component")
 
 
 def test_label_this_selection(demo_home):
-    """A selection (seeded as the chart's selection state) is labelled zero-shot from the side panel."""
+    """A lasso around red images is labelled zero-shot from the side panel."""
     items = core.Workspace(demo_home / "demo", create=False).items
     reds = items[(items["modality"] == "image") & (items["colour"] == "red")]["id"].head(12).tolist()
     at = map_page(workspace="demo", model="demo", map_method="PCA")
     assert not at.exception, at.exception
     assert not [t for t in at.toggle if t.label == "Label this selection"]  # nothing selected yet
-    at.session_state["map_chart_0"] = {"selection": {"points": [{"customdata": i} for i in reds],
-                                                     "point_indices": [], "box": [], "lasso": []}}
-    at.run()
+    browser_does(at, selection=lasso(map_rows(demo_home, reds)))
     assert not at.exception, at.exception
-    assert any(s.startswith("**12 selected**") for s in texts(at.markdown))
+    assert selected_count(at) == 12
+    assert sorted(at.session_state["selection"]["ids"]) == sorted(reds)
     at.toggle(key="map_label_selection").set_value(True).run()
     assert not at.exception, at.exception
     [labels] = [d.value for d in at.dataframe if list(d.value.columns) == ["label", "score", "cosine"]]
@@ -214,31 +223,24 @@ def test_label_this_selection(demo_home):
     assert labels["score"].is_monotonic_decreasing
 
 
-def chart_event(ids) -> dict:
-    return {"selection": {"points": [{"customdata": i} for i in ids], "point_indices": [], "box": [], "lasso": []}}
-
-
 def test_one_selection_for_the_workspace(demo_home):
     """A lasso on the Map becomes the workspace's selection: drawn selected with the rest grey, kept when
-    the chart is drawn anew (another page was open), used by Concepts, and gone with Clear selection."""
+    the map is drawn anew (another page was open), used by Concepts, and gone with Clear selection."""
     items = core.Workspace(demo_home / "demo", create=False).items
     blues = items[(items["modality"] == "image") & (items["colour"] == "blue")]["id"].head(7).tolist()
+    rows = map_rows(demo_home, blues)
     at = map_page(workspace="demo", model="demo", map_method="PCA")
-    at.session_state["map_chart_0"] = chart_event(blues)
-    at.run()
+    browser_does(at, selection=lasso(rows))
     assert not at.exception, at.exception
-    assert at.session_state["selection"] == {"workspace": "demo", "ids": blues}
-    traces = marker_traces(map_spec(at))
-    chosen = {t["customdata"][i] for t in traces for i in t.get("selectedpoints", [])}
-    assert chosen == set(blues)
-    assert all(t["unselected"]["marker"]["color"] == "#cfcfcf" for t in traces)
+    assert at.session_state["selection"]["workspace"] == "demo"
+    assert sorted(at.session_state["selection"]["ids"]) == sorted(blues)
+    assert shown_map(at)["selected"] is None  # drawn from the rows the browser reported: not sent back down
 
-    # the page entered again: a fresh chart without state keeps the stored selection
+    # the page entered again: a fresh map without state draws the stored selection
     again = map_page(workspace="demo", model="demo", map_method="PCA", selection=at.session_state["selection"])
     assert not again.exception, again.exception
-    assert any(s.startswith("**7 selected**") for s in texts(again.markdown))
-    assert {t["customdata"][i] for t in marker_traces(map_spec(again)) for i in t.get("selectedpoints", [])} \
-        == set(blues)
+    assert selected_count(again) == 7
+    assert shown_map(again)["selected"] == 7
 
     # Concepts offers the selection's images without a detour through Search
     concepts = AppTest.from_file(str(ROOT / "pages" / "concepts.py"), default_timeout=TIMEOUT)
@@ -251,12 +253,23 @@ def test_one_selection_for_the_workspace(demo_home):
     source.set_value("Selected on the Map").run()
     assert any("7 images selected on the Map" in c for c in texts(concepts.caption))
 
-    # Clear selection: no selection, and the chart starts over without one
+    # Clear selection: no selection, and the map draws none
     again.button(key="clear_selection").click().run()
     assert not again.exception, again.exception
     assert again.session_state["selection"] is None
-    assert not any(t.get("selectedpoints") for t in marker_traces(map_spec(again)))
-    assert not any(s.endswith(" selected**") for s in texts(again.markdown))
+    assert shown_map(again)["selected"] == 0
+    assert selected_count(again) is None
+
+
+def test_one_point_clicked_shows_its_true_neighbours(demo_home):
+    """A click on one point lists its true neighbours beside the map and draws lines to them."""
+    at = map_page(workspace="demo", model="demo", map_method="PCA")
+    browser_does(at, selection={**lasso([5], token="click-1"), "clicked": 5})
+    assert not at.exception, at.exception
+    assert selected_count(at) == 1
+    [table] = [d.value for d in at.dataframe if "map rank" in d.value.columns]
+    assert len(table) == 10 and table["cosine"].is_monotonic_decreasing
+    assert shown_map(at)["lines"] == 10
 
 
 def map_link(**params) -> AppTest:
@@ -292,7 +305,6 @@ def test_text_colouring_flags_unknown_words_and_offers_the_html_map(demo_home):
     [warning] = [w for w in texts(at.warning) if "never saw" in w]
     assert "training\\: crimson\\." in warning  # escaped markdown
     assert [b.proto.label for b in at.get("download_button")] == ["Map as HTML"]
-    assert json.loads(at.get("plotly_chart")[-1].proto.config)["toImageButtonOptions"]["format"] == "png"
 
 
 def test_delete_the_selection(demo_home):
@@ -303,8 +315,7 @@ def test_delete_the_selection(demo_home):
     n = n_vectors(demo_home)
     reds = ws.items[(ws.items["modality"] == "image") & (ws.items["colour"] == "red")]["id"].head(5).tolist()
     at = map_page(workspace="demo", model="demo", map_method="PCA")
-    at.session_state["map_chart_0"] = chart_event(reds)
-    at.run()
+    browser_does(at, selection=lasso(map_rows(demo_home, reds)))
     at.button(key="map_delete").click().run()
     [confirm] = [w.replace("\\", "") for w in texts(at.warning) if w.startswith("Delete 5 items")]
     assert "5 images" in confirm
@@ -314,7 +325,7 @@ def test_delete_the_selection(demo_home):
     assert any(s.replace("\\", "").startswith("Deleted 5 items (5 images)") for s in texts(at.success))
     assert at.session_state["selection"] is None
     assert not set(reds) & set(ws.items["id"])
-    assert n_points(map_spec(at)) == n - 5
+    assert shown_map(at)["n"] == n - 5
     hits = search(ws, "demo", "a red object", k=50, modality="image")
     assert not set(reds) & {h.id for h in hits}
 
@@ -324,29 +335,26 @@ def test_named_clusters_are_drawn_listed_and_select_their_points(demo_home):
     name selects the cluster's members; fine names on request; off draws none."""
     at = map_page(workspace="demo", model="demo", map_method="PCA")
     assert not at.exception, at.exception
-    spec = map_spec(at)
-    notes = spec["layout"].get("annotations", [])
-    [names] = [t for t in spec["data"] if t.get("name") == "cluster names"]
-    assert len(notes) == len(names["customdata"]) >= 2
+    names = shown_map(at)["labels"]
+    assert len(names) >= 2
     from core.search import default_vocabulary
 
     # named by the demo world's own words (its metadata values, its captions' words); a second word after a
     # comma only tells two clusters with the same name apart
-    assert {w for n in notes for w in n["text"].split(",")[0].split()} <= set(default_vocabulary("demo"))
+    assert {w for n in names for w in n.split(",")[0].split()} <= set(default_vocabulary("demo"))
     table = next(d.value for d in at.dataframe if "top items" in d.value.columns)
-    assert list(table["name"]) == [n["text"] for n in notes]
+    assert list(table["name"]) == names
     assert table["items"].sum() == n_vectors(demo_home)
 
-    # a click on the first name: its members become the selection
-    at.session_state["map_chart_0"] = chart_event([names["customdata"][0]])
-    at.run()
+    # a click on the first name on the map: its members become the selection
+    browser_does(at, label_clicked=shown_map(at)["clusters"][0])
     assert not at.exception, at.exception
     n0 = int(table["items"].iloc[0])
     assert len(at.session_state["selection"]["ids"]) == n0
-    assert any(s.startswith(f"**{n0:,} selected**") for s in texts(at.markdown))
+    assert selected_count(at) == n0
 
     fine = map_page(workspace="demo", model="demo", map_method="PCA", map_names="fine")
-    assert len(map_spec(fine)["layout"]["annotations"]) > len(notes)
+    assert len(shown_map(fine)["labels"]) > len(names)
     off = map_page(workspace="demo", model="demo", map_method="PCA", map_names="off")
-    assert not map_spec(off)["layout"].get("annotations")
+    assert shown_map(off)["labels"] == []
     assert not [d for d in off.dataframe if "top items" in d.value.columns]

@@ -13,7 +13,7 @@ import core
 from core.quality import quality_report
 
 import helpers
-from helpers import texts
+from helpers import shown_map, texts
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 180  # quality + two UMAP maps on 2 busy cores
@@ -123,12 +123,10 @@ def test_map_colours_by_quality_scores(demo_home):
     assert {"noisy-pair score", "hubness (N_k)", "outlier score (LOF)"} <= set(opts)
     at.selectbox(key="map_colour").select("hubness (N_k)").run()
     assert not at.exception, at.exception
-    specs = [json.loads(e.proto.spec) for e in at.get("plotly_chart")]
-    [spec] = [s for s in specs if any(t.get("type") == "scattergl" for t in s["data"])]
-    [trace] = [t for t in spec["data"] if t.get("mode") == "markers"]
-    assert trace["marker"]["colorbar"]["title"]["text"] == "hubness (N_k)"
-    assert len(trace["customdata"]) == core.Workspace(demo_home / "demo", create=False).models()["demo"]["n"]
-    assert trace["marker"]["cmin"] >= 0 and trace["marker"]["cmax"] > 10  # N_k: mean k = 10, hubs above
+    shown = shown_map(at)
+    assert shown["legend_title"] == "hubness (N_k)"
+    assert shown["n"] == core.Workspace(demo_home / "demo", create=False).models()["demo"]["n"]
+    assert float(shown["legend"]["low"]) >= 0 and float(shown["legend"]["high"]) > 10  # N_k: mean k = 10
 
 
 def test_empty_states_and_no_second_model(home, demo_ws_template):

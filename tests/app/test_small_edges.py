@@ -10,6 +10,8 @@ from streamlit.testing.v1 import AppTest
 
 import core
 
+from helpers import shown_map
+
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 120
 
@@ -21,29 +23,23 @@ def page(name: str, **state) -> AppTest:
     return at.run()
 
 
-def chart_event(ids) -> dict:
-    return {"selection": {"points": [{"customdata": i} for i in ids], "point_indices": [], "box": [], "lasso": []}}
-
-
 def test_map_neighbour_table_shows_the_rank_first_and_the_selection_table_no_none(demo_home, items):
     ws = core.Workspace(demo_home / "demo", create=False)
     image = ws.items[ws.items["modality"] == "image"].iloc[0]
-    at = page("map", workspace="demo", model="demo", map_method="PCA")
-    at.session_state["map_chart_0"] = chart_event([image["id"]])
-    at.run()
+    at = page("map", workspace="demo", model="demo", map_method="PCA",
+              selection={"workspace": "demo", "ids": [image["id"]]})
     assert not at.exception, at.exception
     near = next(d for d in at.dataframe if "map rank" in d.value.columns)
     assert list(near.value.columns)[:2] == ["map rank", "cosine"]  # the narrow side column keeps both visible
     cfg = json.loads(near.proto.columns)
     assert cfg["map rank"]["width"] == "small"
-    # the lone point is ringed on the map
-    spec = [json.loads(e.proto.spec) for e in at.get("plotly_chart")][-1]
-    rings = [t for t in spec["data"] if t.get("marker", {}).get("symbol") == "circle-open"]
-    assert len(rings) == 1 and rings[0]["name"] == "selected (1)"
+    # the lone point is drawn selected on the map (the browser rings it), with lines to its 10 true neighbours
+    shown = shown_map(at)
+    assert shown["selected"] == 1 and shown["lines"] == 10
 
     # an image and a text selected: the text's thumbnail cell is blank, the image shows its caption
     caption = ws.items[ws.items["pair"] == image["id"]].iloc[0]
-    at.session_state["map_chart_0"] = chart_event([image["id"], caption["id"]])
+    at.session_state["selection"] = {"workspace": "demo", "ids": [image["id"], caption["id"]]}
     at.run()
     sel = next(d for d in at.dataframe if "thumb" in d.value.columns and "source" in d.value.columns)
     assert sel.proto.placeholder == ""  # Streamlit writes "None" in empty cells otherwise

@@ -1,6 +1,7 @@
 """Selection exports (core.export.selection_table) and the standalone HTML map (map_html, `map --html`)."""
 from __future__ import annotations
 
+import base64
 import io
 import json
 import re
@@ -14,6 +15,7 @@ import pytest
 import core
 from core.cli import main
 from core.export import captions, hover_lines, item_rows, parquet_bytes, safe_csv_bytes, selection_table
+from core.projection import compute_map
 
 from helpers import make_png
 
@@ -85,20 +87,54 @@ def test_hover_lines_show_an_images_caption_and_file(small_ws):
     assert hover_lines(rows, []) == ["photos.zip:IMG_1.png\nimage"]  # the page's call without captions
 
 
-class _Attrs(HTMLParser):
-    """The attributes of the document's real tags (script bodies are data, not tags)."""
+class _Page(HTMLParser):
+    """What a browser makes of the document: the real tags' attributes, each script element's type and
+    body (a script body is data, not tags), the legend's entries and the text of h1 and footer."""
 
     def __init__(self):
         super().__init__()
         self.attrs: list[tuple[str, str, str | None]] = []
+        self.scripts: list[tuple[str | None, str]] = []
+        self.legend: list[str] = []
+        self.text: dict[str, str] = {}
+        self._in: list[str] = []
 
     def handle_starttag(self, tag, attrs):
         self.attrs += [(tag, k, v) for k, v in attrs]
+        if tag == "script":
+            self.scripts.append((dict(attrs).get("type"), ""))
+        if tag == "li":
+            self.legend.append("")
+        self._in.append(tag)
+
+    def handle_endtag(self, tag):
+        if tag in self._in:
+            del self._in[len(self._in) - 1 - self._in[::-1].index(tag):]
+
+    def handle_data(self, data):
+        if "script" in self._in:
+            kind, body = self.scripts[-1]
+            self.scripts[-1] = (kind, body + data)
+        elif "li" in self._in:
+            self.legend[-1] += data
+        for tag in ("h1", "footer"):
+            if tag in self._in:
+                self.text[tag] = self.text.get(tag, "") + data
 
 
-def _json_text(html: str) -> str:
-    """The document with plotly's JSON escapes of ``< > /`` undone (what the browser's JS sees)."""
-    return html.replace("\\u003c", "<").replace("\\u003e", ">").replace("\\u002f", "/")
+def _read_page(html: str) -> tuple[_Page, dict]:
+    """The parsed document and the map's data, decoded as the page's script decodes it (JSON.parse of the
+    ``application/json`` script element)."""
+    page = _Page()
+    page.feed(html)
+    data = [body for kind, body in page.scripts if kind == "application/json"]
+    assert len(data) == 1, f"one JSON data element; got {len(data)}"
+    return page, json.loads(data[0])
+
+
+def _column(col: dict) -> np.ndarray:
+    """A payload column ``{dtype, b64}`` as the numpy array the page's typed array holds."""
+    return np.frombuffer(base64.b64decode(col["b64"]), dtype=f"<{col['dtype']}")
 
 
 def test_cli_map_html_is_standalone_and_escapes_captions(small_ws, tiny_clip_id, tmp_path, capsys):
@@ -110,21 +146,68 @@ def test_cli_map_html_is_standalone_and_escapes_captions(small_ws, tiny_clip_id,
     doc = json.loads(stdout)
     assert doc["html"] == str(out.resolve()) and doc["n"] == 7
     html = out.read_text(encoding="utf-8")
-    parser = _Attrs()
-    parser.feed(html)
-    links = [(t, k, v) for t, k, v in parser.attrs if k in ("src", "href") and re.search(r"https?:", v or "", re.I)]
+    page, data = _read_page(html)
+    links = [(t, k, v) for t, k, v in page.attrs if k in ("src", "href") and re.search(r"https?:", v or "", re.I)]
     assert not links, f"network references: {links}"
-    assert ("script", "src") not in {(t, k) for t, k, _ in parser.attrs}, "plotly.js is inlined"
+    assert ("script", "src") not in {(t, k) for t, k, _ in page.attrs}, "the map's script is inlined"
     assert "Content-Security-Policy" in html and "default-src 'none'" in html
-    text = _json_text(html)
-    for caption in ("a blue one", "a loose note", "photos.zip:IMG_1.png"):
-        assert caption in text
-    assert "&lt;img src=x onerror=alert(1)&gt;" in text and HOSTILE not in text
-    assert "&lt;/script&gt;&lt;script&gt;alert(2)&lt;/script&gt;" in text and "alert(2)</script>" not in text
-    assert '"name":"red (2)"' in text and '"name":"blue (2)"' in text  # legend: the colour column's values
-    assert text.count('"source":"data:image/webp;base64,') == 3  # the thumbnails, inline
-    assert re.search(r"<h1>ws · openclip-local:\S+ · PCA 2-D map · 7 points</h1>", html)
-    assert "<footer>Coloured by colour." in html
+    # every point, at the map's coordinates
+    res = compute_map(small_ws, tiny_clip_id, method="pca")
+    assert data["n"] == 7 and len(_column(data["columns"]["x"])) == 7
+    np.testing.assert_array_equal(_column(data["columns"]["x"]), res.coords[:, 0].astype(np.float32))
+    np.testing.assert_array_equal(_column(data["columns"]["y"]), res.coords[:, 1].astype(np.float32))
+    # hostile captions arrive as the same literal text; in the file they cannot end the script or add a tag
+    captions = data["captions"]
+    assert len(captions) == 7
+    for caption in ("a blue one", "a loose note", "photos.zip:IMG_1.png", HOSTILE, BREAKOUT):
+        assert any(caption in c for c in captions)
+    assert HOSTILE not in html and "alert(2)</script>" not in html and "</script><script>" not in html
+    assert [kind for kind, _ in page.scripts] == ["application/json", None, None]
+    assert not [t for t, k, _ in page.attrs if k.startswith("on")], "no event handler attributes"
+    # legend: the colour column's values, with their counts, in the colours the points are drawn in
+    codes = _column(data["columns"]["c"])
+    assert sorted(page.legend) == sorted(f"{c} ({int((codes == i).sum())})" for i, c in enumerate(data["categories"]))
+    assert {"red (2)", "blue (2)"} <= set(page.legend)
+    assert len(data["palette"]) == len(data["categories"])
+    thumbs = data["thumbs"]
+    assert len(thumbs) == 3 and all(t["url"].startswith("data:image/webp;base64,") for t in thumbs)
+    assert sorted(res.modality[[t["row"] for t in thumbs]]) == ["image"] * 3
+    assert re.fullmatch(r"ws · openclip-local:\S+ · PCA 2-D map · 7 points", page.text["h1"])
+    assert page.text["footer"].startswith("Coloured by colour. Every point is drawn")
+
+
+def test_html_map_bounds_captions_and_colours_values(small_ws, tiny_clip_id):
+    from core.export import MAX_HTML_CAPTION_CHARS, map_html, map_payload, view_html
+    from core.mapview import MapParams, build_view
+
+    res = compute_map(small_ws, tiny_clip_id, method="pca")
+    view = build_view(small_ws, tiny_clip_id, MapParams(method="pca", names="off"), res=res)
+    assert [len(c) <= MAX_HTML_CAPTION_CHARS for c in map_payload(view)["captions"]] == [True] * 7
+    assert map_payload(view, max_captions=6)["captions"] is None  # above the bound: no captions inlined
+    assert map_payload(view, thumbs=1)["thumbs"].__len__() == 1
+    # a continuous colour: 254 steps over the range, 255 for "no value"; the legend shows the range
+    trust = res.trust.astype(np.float64)
+    trust[0] = np.nan
+    page, data = _read_page(view_html(view.with_colour(trust, "trust", colorscale="RdYlGn", color_range=(0.0, 1.0))))
+    codes = _column(data["columns"]["c"])
+    assert codes[0] == 255 and codes[1:].max() <= 254 and data["value_range"] == [0.0, 1.0]
+    np.testing.assert_array_equal(codes[1:], np.rint(trust[1:].astype(np.float32).astype(np.float64) * 254))
+    assert len(data["palette"]) == 256 and data["categories"] is None
+    assert page.legend == [] and '<span class="lg-lo">0</span>' in map_html(
+        small_ws, tiny_clip_id, res, color=trust, color_title="trust", categorical=False, color_range=(0.0, 1.0))
+
+
+def test_three_d_html_map_is_a_plotly_figure(small_ws, tiny_clip_id):
+    from core.export import map_html
+
+    res = compute_map(small_ws, tiny_clip_id, method="pca", dim=3)
+    html = map_html(small_ws, tiny_clip_id, res)
+    page = _Page()
+    page.feed(html)
+    assert "jointscope-map-data" not in html and "Plotly.newPlot" in html
+    assert re.fullmatch(r"ws · openclip-local:\S+ · PCA 3-D map · 7 points", page.text["h1"])
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html.replace("\\u003c", "<").replace("\\u003e", ">")
+    assert HOSTILE not in html and "alert(2)</script>" not in html
 
 
 def test_cli_map_html_usage_errors(small_ws, tiny_clip_id, tmp_path, capsys):
@@ -138,5 +221,5 @@ def test_cli_map_html_usage_errors(small_ws, tiny_clip_id, tmp_path, capsys):
     assert out == "" and "is a folder" in err and not (tmp_path / "m.html").exists()
     # default colour: modality
     assert main([*base, "--html", str(tmp_path / "m.html")]) == 0
-    text = _json_text((tmp_path / "m.html").read_text())
-    assert '"name":"image (3)"' in text and '"name":"text (4)"' in text
+    page, data = _read_page((tmp_path / "m.html").read_text())
+    assert sorted(page.legend) == ["image (3)", "text (4)"] and data["colour_title"] == "modality"

@@ -20,6 +20,7 @@ const HOVER_SETTLE_MS = 120;
 // (software WebGL spends about a microsecond a point a frame); all of them again once the view settles
 const LOD_MIN = 400000;
 const LOD_POINTS = 200000;
+const MAX_RINGED = 50; // a selection of at most this many points is ringed as well (one point among many greys)
 
 // ---- small helpers -------------------------------------------------------------------------------------
 function linearScale(domain, range) {
@@ -89,6 +90,14 @@ const CSS = `
   color:#222;display:none;box-shadow:0 1px 4px rgba(0,0,0,.15)}
 .js-scatter .js-status{position:absolute;left:8px;bottom:6px;z-index:5;color:#555;font-size:11px;
   background:rgba(255,255,255,.8);padding:1px 4px;border-radius:3px}
+.js-scatter .js-legend{position:absolute;left:6px;top:6px;z-index:5;max-height:45%;max-width:40%;overflow:hidden;pointer-events:none;
+  background:rgba(255,255,255,.9);border:1px solid rgba(0,0,0,.15);border-radius:5px;padding:4px 7px;font-size:11px;
+  color:#222;display:none}
+.js-scatter .js-legend .js-ltitle{font-weight:600;margin-bottom:2px}
+.js-scatter .js-legend .js-lrow{display:flex;align-items:center;gap:5px;white-space:nowrap;line-height:16px}
+.js-scatter .js-legend .js-swatch{width:10px;height:10px;border-radius:50%;flex:none;border:1px solid rgba(0,0,0,.2)}
+.js-scatter .js-legend .js-ramp{height:10px;width:140px;border:1px solid rgba(0,0,0,.2);margin:2px 0}
+.js-scatter .js-legend .js-lends{display:flex;justify-content:space-between;width:140px;color:#444}
 .js-scatter .js-msg{position:absolute;inset:0;display:flex;align-items:center;justify-content:center;color:#666;
   z-index:4;pointer-events:none}
 `;
@@ -112,6 +121,7 @@ class MapView {
     this.tip = el('div', 'js-tip', this.root);
     this.status = el('div', 'js-status', this.root);
     this.msg = el('div', 'js-msg', this.root);
+    this.legendEl = el('div', 'js-legend', this.root);
     this.toolbar = el('div', 'js-toolbar', this.root);
     this.buttons = {};
     for (const [mode, label, title] of [
@@ -220,6 +230,7 @@ class MapView {
       if (pointsChanged || data.density_key !== this.densityKey) this.setDensity(density, data.density_key);
       if (pointsChanged || data.thumbs_key !== this.thumbsKey) this.setThumbs(thumbs, data.thumbs_key);
       this.setLabels(data.labels || []);
+      this.setLegend(data.legend || null);
       this.setHover(data.hover || null);
       const sizeChanged = this.pointSize !== this.drawnSize;
       if (pointsChanged || coloursChanged || selChanged || sizeChanged) this.redrawPoints();
@@ -360,7 +371,7 @@ class MapView {
       lassoOnLongPress: false,
       deselectOnDblClick: true,
       deselectOnEscape: true,
-      actionKeyMap: { shift: 'lasso' },
+      actionKeyMap: {},
       mouseMode: 'panZoom',
       performanceMode: false,
       showReticle: false,
@@ -368,8 +379,6 @@ class MapView {
     this.plot.subscribe('view', () => this.onView());
     this.plot.subscribe('select', ({ points }) => this.onSelect(points));
     this.plot.subscribe('deselect', () => this.onDeselect());
-    this.plot.subscribe('lassoEnd', () => { this.lassoEndedAt = performance.now(); });
-    this.plot.subscribe('lassoStart', () => this.endLod()); // a lasso selects among all points
     this.plot.subscribe('pointOver', (i) => this.onHover(i));
     this.plot.subscribe('pointOut', () => this.onHover(null));
   }
@@ -451,8 +460,6 @@ class MapView {
 
   onSelect(points) {
     if (!points) return;
-    // a lasso that ends where it began also fires a click, which would replace the lasso by one point
-    if (points.length === 1 && performance.now() - (this.lassoEndedAt || -1e9) < 400) return;
     const rows = this.rowsOfPoints(points);
     this.selectionCounter += 1;
     const token = `sel-${Date.now().toString(36)}-${this.selectionCounter}`;
@@ -604,51 +611,109 @@ class MapView {
   setMode(mode) {
     this.mode = mode;
     for (const [m, b] of Object.entries(this.buttons)) b.classList.toggle('on', m === mode);
-    if (!this.plot) return;
-    this.plot.set({ mouseMode: mode === 'lasso' ? 'lasso' : 'panZoom' });
-    this.boxCatch.style.display = mode === 'box' ? 'block' : 'none';
+    // lasso and box are drawn on a layer above the points and selected straight from the typed arrays:
+    // regl-scatterplot's own lasso selection of a few 100k points costs seconds in software GL
+    this.boxCatch.style.display = mode === 'box' || mode === 'lasso' ? 'block' : 'none';
+  }
+
+  dataOfClient(rect, clientX, clientY) {
+    // the scales are in the canvas's CSS pixels
+    const xs = this.plot.get('xScale');
+    const ys = this.plot.get('yScale');
+    return [xs.invert(clientX - rect.left), ys.invert(clientY - rect.top)];
   }
 
   boxStart(e) {
     if (!this.plot || !this.drawn) return;
     e.preventDefault();
-    const rect = this.canvas.getBoundingClientRect(); // the scales are in the canvas's pixels
+    this.endLod();
+    const lasso = this.mode === 'lasso';
+    const rect = this.canvas.getBoundingClientRect();
     const x0 = e.clientX - rect.left;
     const y0 = e.clientY - rect.top;
+    const path = [[x0, y0]]; // the lasso in pixels
     this.boxCatch.setPointerCapture(e.pointerId);
+    this.pointerDown = true;
+    const ctx = this.overlay.getContext('2d');
     const move = (ev) => {
       const x1 = ev.clientX - rect.left;
       const y1 = ev.clientY - rect.top;
-      Object.assign(this.boxEl.style, { display: 'block', left: `${Math.min(x0, x1)}px`, top: `${Math.min(y0, y1)}px`,
-        width: `${Math.abs(x1 - x0)}px`, height: `${Math.abs(y1 - y0)}px` });
+      if (!lasso) {
+        Object.assign(this.boxEl.style, { display: 'block', left: `${Math.min(x0, x1)}px`,
+          top: `${Math.min(y0, y1)}px`, width: `${Math.abs(x1 - x0)}px`, height: `${Math.abs(y1 - y0)}px` });
+        return;
+      }
+      const last = path[path.length - 1];
+      if (Math.hypot(x1 - last[0], y1 - last[1]) < 2) return;
+      path.push([x1, y1]);
+      ctx.strokeStyle = '#333';
+      ctx.lineWidth = 1.2;
+      ctx.setLineDash([4, 3]);
+      ctx.beginPath();
+      ctx.moveTo(last[0], last[1]);
+      ctx.lineTo(x1, y1);
+      ctx.stroke();
+      ctx.setLineDash([]);
     };
     const up = (ev) => {
       this.boxCatch.removeEventListener('pointermove', move);
       this.boxCatch.removeEventListener('pointerup', up);
       this.boxEl.style.display = 'none';
+      this.pointerDown = false;
+      this.root.dataset.pointerUpAt = String(Date.now()); // wall clock, for bench/map_component.py
       const x1 = ev.clientX - rect.left;
       const y1 = ev.clientY - rect.top;
-      if (Math.abs(x1 - x0) < 3 || Math.abs(y1 - y0) < 3) return;
-      const xs = this.plot.get('xScale');
-      const ys = this.plot.get('yScale');
-      const toData = (px, py) => [xs.invert(px), ys.invert(py)];
-      const a = toData(Math.min(x0, x1), Math.min(y0, y1));
-      const b = toData(Math.max(x0, x1), Math.max(y0, y1));
-      // the points inside the rectangle, straight from the typed arrays (regl-scatterplot's own selection
-      // of a few 100k points costs seconds); the caller draws them back as `selected`
-      const [xa, xb, ya, yb] = [Math.min(a[0], b[0]), Math.max(a[0], b[0]), Math.min(a[1], b[1]), Math.max(a[1], b[1])];
-      const inside = [];
-      const px = this.xs;
-      const py = this.ys;
-      for (let i = 0; i < this.drawn; i++) {
-        const xv = px[i];
-        const yv = py[i];
-        if (xv >= xa && xv <= xb && yv >= ya && yv <= yb) inside.push(i);
+      this.queueOverlay(); // wipes the lasso's trail
+      if (lasso) {
+        path.push([x1, y1]);
+        if (path.length < 3) return;
+        this.onSelect(this.rowsInPolygon(path.map(([px, py]) => this.dataOfClient(rect, px + rect.left, py + rect.top))));
+        return;
       }
-      this.onSelect(inside);
+      if (Math.abs(x1 - x0) < 3 || Math.abs(y1 - y0) < 3) return;
+      const a = this.dataOfClient(rect, Math.min(x0, x1) + rect.left, Math.min(y0, y1) + rect.top);
+      const b = this.dataOfClient(rect, Math.max(x0, x1) + rect.left, Math.max(y0, y1) + rect.top);
+      this.onSelect(this.rowsInPolygon([[a[0], a[1]], [b[0], a[1]], [b[0], b[1]], [a[0], b[1]]]));
     };
     this.boxCatch.addEventListener('pointermove', move);
     this.boxCatch.addEventListener('pointerup', up);
+  }
+
+  rowsInPolygon(poly) {
+    // drawn indices of the points inside polygon ``poly`` ([[x, y], …] in data units, closed implicitly):
+    // a bounding-box pass over the typed arrays, then an even-odd ray test for the points inside the box
+    let xa = Infinity;
+    let xb = -Infinity;
+    let ya = Infinity;
+    let yb = -Infinity;
+    for (const [x, y] of poly) {
+      if (x < xa) xa = x;
+      if (x > xb) xb = x;
+      if (y < ya) ya = y;
+      if (y > yb) yb = y;
+    }
+    const m = poly.length;
+    const px = Float64Array.from(poly, (p) => p[0]);
+    const py = Float64Array.from(poly, (p) => p[1]);
+    const isBox = m === 4 && px[0] === px[3] && px[1] === px[2] && py[0] === py[1] && py[2] === py[3];
+    const xs = this.xs;
+    const ys = this.ys;
+    const out = [];
+    for (let i = 0; i < this.drawn; i++) {
+      const x = xs[i];
+      const y = ys[i];
+      if (x < xa || x > xb || y < ya || y > yb) continue;
+      if (isBox) {
+        out.push(i);
+        continue;
+      }
+      let inside = false;
+      for (let a = 0, b = m - 1; a < m; b = a++) {
+        if ((py[a] > y) !== (py[b] > y) && x < ((px[b] - px[a]) * (y - py[a])) / (py[b] - py[a]) + px[a]) inside = !inside;
+      }
+      if (inside) out.push(i);
+    }
+    return out;
   }
 
   // -- overlays: lines, thumbnails, labels, density ----------------------------------------------------------
@@ -733,6 +798,38 @@ class MapView {
     });
   }
 
+  setLegend(legend) {
+    // what the colours mean: a swatch and a count per category, or a colour ramp with its two ends
+    const sig = JSON.stringify(legend);
+    if (sig === this.legendSig) return;
+    this.legendSig = sig;
+    const box = this.legendEl;
+    box.textContent = '';
+    if (!legend || (!Array.isArray(legend.items) && !Array.isArray(legend.ramp))) {
+      box.style.display = 'none';
+      return;
+    }
+    box.style.display = 'block';
+    if (legend.title) el('div', 'js-ltitle', box).textContent = String(legend.title);
+    if (Array.isArray(legend.items)) {
+      for (const item of legend.items) {
+        const row = el('div', 'js-lrow', box);
+        const sw = el('span', 'js-swatch', row);
+        sw.style.background = /^#[0-9a-fA-F]{3,8}$/.test(String(item.colour)) ? String(item.colour) : GREY;
+        el('span', '', row).textContent = item.count === undefined || item.count === null
+          ? String(item.name) : `${item.name} (${Number(item.count).toLocaleString()})`;
+      }
+      if (legend.more) el('div', 'js-lrow', box).textContent = String(legend.more);
+    } else {
+      const stops = legend.ramp.filter((c) => /^#[0-9a-fA-F]{3,8}$/.test(String(c)));
+      el('div', 'js-ramp', box).style.background = `linear-gradient(to right, ${stops.join(', ')})`;
+      const ends = el('div', 'js-lends', box);
+      el('span', '', ends).textContent = String(legend.low);
+      el('span', '', ends).textContent = String(legend.high);
+      if (legend.missing) el('div', 'js-lrow', box).textContent = String(legend.missing);
+    }
+  }
+
   screenOfData(x, y) {
     if (!this.plot) return null;
     const xs = this.plot.get('xScale');
@@ -812,6 +909,20 @@ class MapView {
       drawnThumbs++;
     }
     this.root.dataset.thumbs = String(drawnThumbs);
+    let ringed = 0;
+    if (this.selectedRows && this.selectedRows.length <= MAX_RINGED) {
+      ctx.strokeStyle = '#d6336c';
+      ctx.lineWidth = 2;
+      for (const row of this.selectedRows) {
+        const p = this.screenOfRow(row);
+        if (!p || p[0] < -10 || p[1] < -10 || p[0] > w + 10 || p[1] > h + 10) continue;
+        ctx.beginPath();
+        ctx.arc(p[0], p[1], 7, 0, 2 * Math.PI);
+        ctx.stroke();
+        ringed++;
+      }
+    }
+    this.root.dataset.ringed = String(ringed);
     if (this.hoverRow !== null) {
       const p = this.screenOfRow(this.hoverRow);
       if (p) {
@@ -822,17 +933,32 @@ class MapView {
         ctx.stroke();
       }
     }
-    (this.labelEls || []).forEach((b, i) => {
+    // cluster names: the largest clusters first; a name that would cover one already placed is hidden (it is
+    // still in the table under the map, and shows when a zoom pulls the two apart)
+    const placed = [];
+    const order = (this.labelEls || []).map((b, i) => i)
+      .sort((a, b) => (Number(this.labels[b].n) || 0) - (Number(this.labels[a].n) || 0));
+    for (const i of order) {
+      const b = this.labelEls[i];
       const lab = this.labels[i];
       const p = this.screenOfData(Number(lab.x), Number(lab.y));
       if (!p || p[0] < -100 || p[1] < -30 || p[0] > w + 100 || p[1] > h + 30) {
         b.style.display = 'none';
-        return;
+        continue;
       }
       b.style.display = 'block';
       b.style.left = `${p[0]}px`;
       b.style.top = `${p[1]}px`;
-    });
+      const bw = b.offsetWidth / 2 + 2;
+      const bh = b.offsetHeight / 2 + 1;
+      const box = [p[0] - bw, p[1] - bh, p[0] + bw, p[1] + bh];
+      if (placed.some((q) => box[0] < q[2] && box[2] > q[0] && box[1] < q[3] && box[3] > q[1])) {
+        b.style.display = 'none';
+        continue;
+      }
+      placed.push(box);
+    }
+    this.root.dataset.labelsShown = String(placed.length);
   }
 
   resize() {
