@@ -213,8 +213,6 @@ MAX_HTML_CAPTIONS = 200_000  # 2-D maps of up to this many points carry every po
 MAX_HTML_CAPTION_CHARS = 240  # each hover text cut to this (its caption to 120, see hover_line)
 MAX_HTML_LINES = 50_000  # image-caption pair lines drawn (a seeded sample above)
 MAP_COLOURS = ("modality", "cluster", "trust")  # besides the user's metadata columns (core.mapview.colour_choices)
-VALUE_STEPS = 255  # continuous colour: codes 0..254 step from the range's low to its high end; 255: no value
-NO_VALUE_COLOUR = "#e0e0e0"
 # the file may run its inline scripts and show inline images, and load nothing from anywhere
 _CSP = ("default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval'; style-src 'unsafe-inline'; "
         "img-src data: blob:; font-src data:")
@@ -292,26 +290,19 @@ def _b64_column(values, dtype: str) -> dict:
 
 
 def colour_codes(view) -> tuple[np.ndarray | None, list[str]]:
-    """The colouring of ``view`` as one small-int code per point and the palette it indexes: categories
-    keep their codes and colours (uint8, uint16 above 255 categories); continuous values are cut into
-    :data:`VALUE_STEPS` steps (codes 0..254) of the view's colour scale over its value range, code 255 (the
-    last palette slot, :data:`NO_VALUE_COLOUR`) for a missing value. ``(None, [one colour])`` when nothing
-    colours it."""
-    from .plots import colorscale_hex
+    """The colouring of ``view`` as the WebGL map draws it (:func:`core.plots.encode_colours`): one small-int
+    code per point and the palette it indexes (categories keep their codes and colours; continuous values in
+    :data:`core.plots.VALUE_STEPS` steps of the view's colour scale, the last slot for a missing value).
+    ``(None, [one colour])`` when nothing colours it."""
+    from .plots import colorscale_hex, encode_colours
 
     if view.codes is not None:
         palette = [p if _HEX.fullmatch(str(p)) else "#888888" for p in view.palette]
-        return np.asarray(view.codes).astype(np.uint8 if len(palette) <= 255 else np.uint16), palette
+        return encode_colours(view.n, codes=view.codes, palette=palette, categories=view.categories)
     if view.values is not None:
-        v = np.asarray(view.values, dtype=np.float64)
-        lo, hi = view.value_range
-        span = hi - lo if hi > lo else 1.0
-        finite = np.isfinite(v)
-        with np.errstate(invalid="ignore"):
-            q = np.clip(np.rint((v - lo) / span * (VALUE_STEPS - 1)), 0, VALUE_STEPS - 1)
-        return np.where(finite, q, VALUE_STEPS).astype(np.uint8), [
-            *colorscale_hex(view.colorscale, VALUE_STEPS), NO_VALUE_COLOUR]
-    return None, ["#1f77b4"]
+        return encode_colours(view.n, values=view.values, colorscale=colorscale_hex(view.colorscale, 11),
+                              value_range=view.value_range)
+    return encode_colours(view.n)
 
 
 def map_payload(view, *, thumbs: int = MAX_HTML_THUMBS, max_captions: int = MAX_HTML_CAPTIONS) -> dict:
@@ -322,6 +313,8 @@ def map_payload(view, *, thumbs: int = MAX_HTML_THUMBS, max_captions: int = MAX_
     named clusters with their rows; image-caption pair lines (``view.params.pairs``, at most
     :data:`MAX_HTML_LINES`); the density grid (``view.params.density``); up to ``thumbs`` thumbnails as
     ``data:`` URLs with their rows."""
+    from .plots import colour_legend
+
     if view.dim != 2:
         raise ValueError(f"map_payload draws 2-D maps; this view is {view.dim}-D")
     codes, palette = colour_codes(view)
@@ -332,14 +325,17 @@ def map_payload(view, *, thumbs: int = MAX_HTML_THUMBS, max_captions: int = MAX_
                  "colour_title": view.colour_title, "columns": columns,
                  "categories": [str(c) for c in view.categories] if view.codes is not None else None,
                  "value_range": ([float(v) for v in view.value_range]
-                                 if view.values is not None and view.value_range else None)}
+                                 if view.values is not None and view.value_range else None),
+                 "legend": colour_legend(codes, palette, categories=view.categories if view.codes is not None else (),
+                                         title=view.colour_title, values=view.values,
+                                         value_range=view.value_range)}
     captions = None
     if view.n <= max_captions:
         captions = [t[:MAX_HTML_CAPTION_CHARS] for t in view.hover_texts()]
     out["captions"] = captions
     out["labels"] = [{"name": str(lab["name"]), "x": float(lab["x"]), "y": float(lab["y"]),
                       "cluster": lab["cluster"].item() if isinstance(lab["cluster"], np.generic) else lab["cluster"],
-                      "rows": _b64_column(view.rows_of(lab.get("ids", ())), "i4")}
+                      "n": int(lab.get("n") or 0), "rows": _b64_column(view.rows_of(lab.get("ids", ())), "i4")}
                      for lab in view.labels if np.isfinite([lab["x"], lab["y"]]).all()]
     out["selected"] = _b64_column(view.selection, "i4") if len(view.selection) else None
     out["lines"] = out["n_lines"] = None
@@ -367,32 +363,6 @@ def _script_json(obj) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def legend_html(view) -> str:
-    """The colour legend of ``view`` as escaped HTML: one swatch per category with its name and count, or
-    a gradient over the value range (its ends, and a swatch for points without a value); "" when
-    nothing colours the map."""
-    esc = html.escape
-    title = f'<span class="lg-title">{esc(view.colour_title)}</span>' if view.colour_title else ""
-    if view.codes is not None:
-        codes, palette = colour_codes(view)
-        counts = np.bincount(codes, minlength=len(view.categories))
-        entries = "".join(f'<li><span class="sw" style="background:{palette[i]}"></span><span class="lg-name">'
-                          f'{esc(str(c))}</span> <span class="lg-n">({int(counts[i]):,})</span></li>'
-                          for i, c in enumerate(view.categories))
-        return f'<div class="legend" data-kind="categories">{title}<ul>{entries}</ul></div>'
-    if view.values is not None:
-        _, palette = colour_codes(view)
-        stops = ",".join([*palette[:VALUE_STEPS:32], palette[VALUE_STEPS - 1]])
-        lo, hi = view.value_range
-        missing = int((~np.isfinite(np.asarray(view.values, dtype=np.float64))).sum())
-        none = (f'<span class="sw" style="background:{NO_VALUE_COLOUR}"></span>'
-                f'<span class="lg-name">no value</span> <span class="lg-n">({missing:,})</span>' if missing else "")
-        return (f'<div class="legend" data-kind="values">{title}<span class="lg-lo">{lo:.4g}</span>'
-                f'<span class="grad" style="background:linear-gradient(to right,{stops})"></span>'
-                f'<span class="lg-hi">{hi:.4g}</span>{none}</div>')
-    return ""
-
-
 def _title(view) -> str:
     ws, model, res = view.ws, view.model, view.res
     n_total = res.n_total if res.n_total is not None else res.n
@@ -411,13 +381,6 @@ def _document(title: str, body: str, style: str = "") -> str:
             f'{style}</style>\n</head>\n<body>\n<h1>{esc(title)}</h1>\n{body}\n</body>\n</html>\n')
 
 
-_LEGEND_CSS = (".legend{font-size:13px;margin:6px 0;display:flex;align-items:center;gap:8px;flex-wrap:wrap}"
-               ".legend ul{list-style:none;margin:0;padding:0;display:flex;flex-wrap:wrap;gap:4px 14px}"
-               ".legend li{display:flex;align-items:center;gap:4px}.lg-title{font-weight:600}.lg-n{color:#666}"
-               ".sw{display:inline-block;width:11px;height:11px;border-radius:50%;border:1px solid rgba(0,0,0,.2)}"
-               ".grad{display:inline-block;width:220px;height:11px;border:1px solid rgba(0,0,0,.2);border-radius:2px}")
-
-
 def view_html(view, *, thumbs: int = MAX_HTML_THUMBS, **figure_options) -> str:
     """A :class:`core.mapview.MapView` as one standalone HTML document: a title line (workspace, model,
     method, points), the map, a plain-text footer; it opens offline and loads nothing (a content security
@@ -429,7 +392,7 @@ def view_html(view, *, thumbs: int = MAX_HTML_THUMBS, **figure_options) -> str:
     shows above the map; Escape or Clear clears), hover shows a point's text (caption cut to 120
     characters, file, modality, metadata) for maps of up to :data:`MAX_HTML_CAPTIONS` points (above that
     the point's colour category or value), up to ``thumbs`` images are drawn as thumbnails, and the
-    toolbar's PNG button saves the view. An HTML legend above the map shows the colours. A 3-D map is a
+    toolbar's PNG button saves the view. The legend on the map shows the colours. A 3-D map is a
     plotly figure (plotly.js inline; ``figure_options`` go to :func:`core.mapview.view_figure`).
     """
     if view.dim != 2:
@@ -456,13 +419,13 @@ def view_html(view, *, thumbs: int = MAX_HTML_THUMBS, **figure_options) -> str:
                  if lines and lines[0] else "")
               + f". Exported from Jointscope on {datetime.date.today().isoformat()}; "
               "this file is self-contained and works offline.")
-    body = (f'{legend_html(view)}\n<div id="jointscope-map"></div>\n'
+    body = ('<div id="jointscope-map"></div>\n'
             f'<script type="application/json" id="jointscope-map-data">{_script_json(payload)}</script>\n'
             f"<script>{standalone_script()}</script>\n"
             "<script>window.jointscopeMap.mount(document.getElementById('jointscope-map'), "
             "JSON.parse(document.getElementById('jointscope-map-data').textContent));</script>\n"
             f"<footer>{html.escape(footer)}</footer>")
-    return _document(_title(view), body, _LEGEND_CSS)
+    return _document(_title(view), body)
 
 
 def _plotly_html(view, **figure_options) -> str:

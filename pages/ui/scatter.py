@@ -32,16 +32,14 @@ import numpy as np
 import pyarrow as pa
 import streamlit as st
 
+from core.plots import colour_legend, encode_colours
+
 log = logging.getLogger(__name__)
 
 COMPONENT = "jointscope.scatter"  # "<project>.<component>", the name Streamlit serves the assets under
 MAX_THUMBS = 150  # thumbnails asked for at one view
 THUMB_GRID = 12  # the view is cut into THUMB_GRID × THUMB_GRID cells; thumbnails are spread over them
-VALUE_LEVELS = 255  # continuous values are drawn in this many colour steps (code 255: no value)
-NAN_COLOUR = "#e0e0e0"
-DEFAULT_COLOUR = "#1f77b4"
 KINDS = ("points", "colours", "selected", "lines", "density", "thumbs")
-MAX_LEGEND = 15  # categories listed in the map's legend, the largest (the rest are counted in one line)
 
 _mounts: dict[int, Callable[..., Any]] = {}  # id(component manager) -> mounting command
 
@@ -107,70 +105,6 @@ def _column(name: str, values, n: int, dtype) -> np.ndarray:
     return arr.astype(dtype, copy=False)
 
 
-def _interpolate(colorscale: Sequence[str], steps: int) -> list[str]:
-    """``steps`` hex colours evenly along ``colorscale`` (a list of at least one hex colour)."""
-    rgb = []
-    for c in colorscale:
-        s = str(c).lstrip("#")
-        if len(s) == 3:
-            s = "".join(ch * 2 for ch in s)
-        try:
-            rgb.append([int(s[i:i + 2], 16) for i in (0, 2, 4)])
-        except ValueError:
-            raise ValueError(f"scatter_map: colorscale colour {c!r} is not a hex colour (#rrggbb)") from None
-    if not rgb:
-        raise ValueError("scatter_map: colorscale must list at least one hex colour")
-    if len(rgb) == 1:
-        return ["#{:02x}{:02x}{:02x}".format(*rgb[0])] * steps
-    stops = np.asarray(rgb, dtype=float)
-    pos = np.linspace(0, 1, len(stops))
-    t = np.linspace(0, 1, steps)
-    out = np.stack([np.interp(t, pos, stops[:, k]) for k in range(3)], axis=1).round().astype(int)
-    return ["#{:02x}{:02x}{:02x}".format(*c) for c in out]
-
-
-def encode_colours(n: int, *, codes=None, palette: Sequence[str] = (), categories: Sequence[str] = (),
-                   values=None, colorscale: Sequence[str] | None = None,
-                   value_range: tuple[float, float] | None = None) -> tuple[np.ndarray | None, list[str]]:
-    """One small-int colour code per point and the palette it indexes: ``(codes (n,) uint8/uint16 or None,
-    palette)``. Categories keep their codes; continuous ``values`` are cut into :data:`VALUE_LEVELS` steps of
-    ``colorscale`` over ``value_range`` (default: their finite min–max), a missing value takes the last slot."""
-    if codes is not None and values is not None:
-        raise ValueError("scatter_map: pass codes (categories) or values (continuous colour), not both")
-    if codes is not None:
-        c = np.asarray(codes)
-        if c.ndim != 1 or len(c) != n:
-            raise ValueError(f"scatter_map: codes must be a 1-D array of {n} ints; got shape {c.shape}")
-        if len(c) and (not np.issubdtype(c.dtype, np.integer) or c.min() < 0):
-            raise ValueError("scatter_map: codes must be non-negative integers (indices into palette)")
-        top = int(c.max()) + 1 if len(c) else 1
-        pal = [str(p) for p in palette] or _interpolate(["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd"],
-                                                        max(top, len(categories), 1))
-        if top > len(pal):
-            raise ValueError(f"scatter_map: codes go up to {top - 1} but palette has {len(pal)} colours")
-        if len(pal) > 65535:
-            raise ValueError(f"scatter_map: palette has {len(pal)} colours; at most 65,535 are drawn")
-        return c.astype(np.uint8 if len(pal) <= 255 else np.uint16, copy=False), pal
-    if values is not None:
-        v = _column("values", values, n, np.float32)
-        finite = np.isfinite(v)
-        if value_range is not None:
-            lo, hi = (float(value_range[0]), float(value_range[1]))
-        elif finite.any():
-            lo, hi = float(v[finite].min()), float(v[finite].max())
-        else:
-            lo, hi = 0.0, 1.0
-        if not (math.isfinite(lo) and math.isfinite(hi)):
-            raise ValueError(f"scatter_map: value_range must be two finite numbers; got {value_range!r}")
-        span = hi - lo if hi > lo else 1.0
-        with np.errstate(invalid="ignore"):
-            q = np.clip(np.rint((v - lo) / span * (VALUE_LEVELS - 1)), 0, VALUE_LEVELS - 1)
-        c = np.where(finite, q, VALUE_LEVELS).astype(np.uint8)
-        steps = _interpolate(colorscale or ["#440154", "#3b528b", "#21918c", "#5ec962", "#fde725"], VALUE_LEVELS)
-        return c, [*steps, NAN_COLOUR]
-    return None, [str(palette[0])] if palette else [DEFAULT_COLOUR]
-
-
 def thumbnail_rows(x: np.ndarray, y: np.ndarray, view: dict, *, limit: int = MAX_THUMBS,
                    grid: int = THUMB_GRID, seed: int = 0) -> np.ndarray:
     """Up to ``limit`` rows (int64) whose points lie inside ``view`` {x0, x1, y0, y1}, spread over it: the view
@@ -196,32 +130,6 @@ def thumbnail_rows(x: np.ndarray, y: np.ndarray, view: dict, *, limit: int = MAX
     rank[by_cell] = np.arange(len(order)) - starts
     pick = np.lexsort((cell, rank))[:limit]  # round-robin: every cell's first row, then every cell's second, …
     return np.sort(order[pick])
-
-
-def legend(codes: np.ndarray | None, palette: Sequence[str], *, categories: Sequence[str] = (),
-           title: str = "", values=None, value_range: tuple[float, float] | None = None) -> dict | None:
-    """What the map's colours mean, for the legend drawn on it: ``{title, items: [{name, colour, count}],
-    more}`` for categories (the :data:`MAX_LEGEND` largest, by count), ``{title, ramp, low, high, missing}`` for
-    continuous values; None when every point has one colour and nothing names it."""
-    if values is not None:
-        v = np.asarray(values, dtype=np.float32)
-        finite = np.isfinite(v)
-        if value_range is None:
-            value_range = (float(v[finite].min()), float(v[finite].max())) if finite.any() else (0.0, 1.0)
-        ramp = list(palette[:-1:max(1, (len(palette) - 1) // 8)])
-        n_missing = int((~finite).sum())
-        return {"title": title, "ramp": [*ramp, palette[-2]], "low": f"{value_range[0]:.3g}",
-                "high": f"{value_range[1]:.3g}",
-                "missing": f"{n_missing:,} without a value (grey)" if n_missing else ""}
-    if codes is None or not len(categories):
-        return None
-    counts = np.bincount(np.asarray(codes, dtype=np.int64), minlength=len(categories))[:len(categories)]
-    order = [int(i) for i in np.argsort(-counts, kind="stable") if counts[i] > 0]
-    items = [{"name": str(categories[i]), "colour": str(palette[i]), "count": int(counts[i])}
-             for i in order[:MAX_LEGEND]]
-    rest = order[MAX_LEGEND:]
-    more = f"… and {len(rest):,} more ({int(counts[rest].sum()):,} points)" if rest else ""
-    return {"title": title, "items": items, "more": more}
 
 
 def decode_rows(sel: Any, n: int) -> np.ndarray:
@@ -430,8 +338,8 @@ def scatter_map(*, key: str, x, y, codes=None, categories: Sequence[str] = (), p
         part("thumbs", vkey, lambda: {"items": cached["items"]})
 
     data["labels"] = _labels(labels)
-    data["legend"] = legend(colour_codes, pal, categories=categories, title=colour_title, values=values,
-                            value_range=value_range)
+    data["legend"] = colour_legend(colour_codes, pal, categories=categories, title=colour_title, values=values,
+                                   value_range=value_range)
     hovered = before.get("hovered")
     hovered = int(hovered) if isinstance(hovered, int) and 0 <= hovered < n else None
     data["hover"] = ({"row": hovered, "text": str(hover_text(hovered))}

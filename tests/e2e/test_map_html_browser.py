@@ -87,7 +87,9 @@ def test_html_map_draws_every_point_hovers_and_selects_offline(demo_ws, browser,
         page.wait_for_selector(".js-scatter[data-ready='1']", timeout=60_000)
         assert page.locator(".js-scatter").get_attribute("data-points") == str(res.n), "every point is drawn"
         mods, counts = np.unique(res.modality, return_counts=True)
-        assert page.locator(".legend li").all_text_contents() == [f"{m} ({c})" for m, c in zip(mods, counts)]
+        legend = page.locator(".js-scatter .js-legend")  # on the map, as in the app: the largest first
+        assert legend.locator(".js-lrow").all_text_contents() == [
+            f"{m} ({c:,})" for c, m in sorted(zip(counts, mods), key=lambda t: -t[0])]
         assert page.locator(".js-label").count() == len(labels)
         expect(page.locator("footer")).to_contain_text("Coloured by modality")
 

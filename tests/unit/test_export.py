@@ -89,13 +89,12 @@ def test_hover_lines_show_an_images_caption_and_file(small_ws):
 
 class _Page(HTMLParser):
     """What a browser makes of the document: the real tags' attributes, each script element's type and
-    body (a script body is data, not tags), the legend's entries and the text of h1 and footer."""
+    body (a script body is data, not tags) and the text of h1 and footer."""
 
     def __init__(self):
         super().__init__()
         self.attrs: list[tuple[str, str, str | None]] = []
         self.scripts: list[tuple[str | None, str]] = []
-        self.legend: list[str] = []
         self.text: dict[str, str] = {}
         self._in: list[str] = []
 
@@ -103,8 +102,6 @@ class _Page(HTMLParser):
         self.attrs += [(tag, k, v) for k, v in attrs]
         if tag == "script":
             self.scripts.append((dict(attrs).get("type"), ""))
-        if tag == "li":
-            self.legend.append("")
         self._in.append(tag)
 
     def handle_endtag(self, tag):
@@ -115,8 +112,6 @@ class _Page(HTMLParser):
         if "script" in self._in:
             kind, body = self.scripts[-1]
             self.scripts[-1] = (kind, body + data)
-        elif "li" in self._in:
-            self.legend[-1] += data
         for tag in ("h1", "footer"):
             if tag in self._in:
                 self.text[tag] = self.text.get(tag, "") + data
@@ -166,8 +161,10 @@ def test_cli_map_html_is_standalone_and_escapes_captions(small_ws, tiny_clip_id,
     assert not [t for t, k, _ in page.attrs if k.startswith("on")], "no event handler attributes"
     # legend: the colour column's values, with their counts, in the colours the points are drawn in
     codes = _column(data["columns"]["c"])
-    assert sorted(page.legend) == sorted(f"{c} ({int((codes == i).sum())})" for i, c in enumerate(data["categories"]))
-    assert {"red (2)", "blue (2)"} <= set(page.legend)
+    legend = {d["name"]: (d["count"], d["colour"]) for d in data["legend"]["items"]}
+    assert legend == {c: (int((codes == i).sum()), data["palette"][i]) for i, c in enumerate(data["categories"])
+                      if (codes == i).any()}
+    assert legend["red"][0] == legend["blue"][0] == 2 and data["legend"]["title"] == "colour"
     assert len(data["palette"]) == len(data["categories"])
     thumbs = data["thumbs"]
     assert len(thumbs) == 3 and all(t["url"].startswith("data:image/webp;base64,") for t in thumbs)
@@ -188,13 +185,17 @@ def test_html_map_bounds_captions_and_colours_values(small_ws, tiny_clip_id):
     # a continuous colour: 254 steps over the range, 255 for "no value"; the legend shows the range
     trust = res.trust.astype(np.float64)
     trust[0] = np.nan
-    page, data = _read_page(view_html(view.with_colour(trust, "trust", colorscale="RdYlGn", color_range=(0.0, 1.0))))
+    _, data = _read_page(view_html(view.with_colour(trust, "trust", colorscale="RdYlGn", color_range=(0.0, 1.0))))
     codes = _column(data["columns"]["c"])
     assert codes[0] == 255 and codes[1:].max() <= 254 and data["value_range"] == [0.0, 1.0]
     np.testing.assert_array_equal(codes[1:], np.rint(trust[1:].astype(np.float32).astype(np.float64) * 254))
     assert len(data["palette"]) == 256 and data["categories"] is None
-    assert page.legend == [] and '<span class="lg-lo">0</span>' in map_html(
-        small_ws, tiny_clip_id, res, color=trust, color_title="trust", categorical=False, color_range=(0.0, 1.0))
+    assert {k: data["legend"][k] for k in ("title", "low", "high", "missing")} == {
+        "title": "trust", "low": "0", "high": "1", "missing": "1 without a value (grey)"}
+    _, again = _read_page(map_html(small_ws, tiny_clip_id, res, color=trust, color_title="trust", categorical=False,
+                                   color_range=(0.0, 1.0)))
+    assert {k: v for k, v in again["legend"].items() if k != "ramp"} == {
+        k: v for k, v in data["legend"].items() if k != "ramp"}
 
 
 def test_three_d_html_map_is_a_plotly_figure(small_ws, tiny_clip_id):
@@ -221,5 +222,6 @@ def test_cli_map_html_usage_errors(small_ws, tiny_clip_id, tmp_path, capsys):
     assert out == "" and "is a folder" in err and not (tmp_path / "m.html").exists()
     # default colour: modality
     assert main([*base, "--html", str(tmp_path / "m.html")]) == 0
-    page, data = _read_page((tmp_path / "m.html").read_text())
-    assert sorted(page.legend) == ["image (3)", "text (4)"] and data["colour_title"] == "modality"
+    _, data = _read_page((tmp_path / "m.html").read_text())
+    assert {d["name"]: d["count"] for d in data["legend"]["items"]} == {"image": 3, "text": 4}
+    assert data["colour_title"] == data["legend"]["title"] == "modality"

@@ -3,11 +3,12 @@
 // and its data as JSON; `window.jointscopeMap.mount(element, payload)` draws it.
 //
 // payload (written by core.export.view_html):
-//   uid, n, height (px or null: fit the window), point_size, palette [#rrggbb], colour_title,
+//   uid, n, height (px or null: fit the window), point_size, palette [#rrggbb], colour_title, legend (as the
+//   app's map gets it, core.plots.colour_legend),
 //   categories [name] (one per palette slot) | null, value_range [lo, hi] | null (continuous colour: codes
 //   0..254 are steps from lo to hi, 255 is "no value"),
 //   columns {x, y, c?}: {dtype: "f4" | "i4" | "u1" | "u2", b64} little-endian typed arrays,
-//   captions [text] | null (one hover text per row), labels [{name, x, y, cluster, rows: column}],
+//   captions [text] | null (one hover text per row), labels [{name, x, y, cluster, n, rows: column}],
 //   lines {a, b} | null (row pairs), density {x0, x1, y0, y1, w, h, z: column, colour?} | null,
 //   thumbs [{row, url}] (data: URLs), selected: column | null (rows selected when the map was saved).
 // The Streamlit bridge (setStateValue / setTriggerValue) is answered here: a selection (lasso, box, click,
@@ -88,8 +89,8 @@ export function mount(element, payload) {
     colours_key: codes ? 'colours' : null, colours: codes ? table({ c: codes }) : null,
     selected_key: null, selected: null,
     lines_key: null, lines: null, density_key: null, density: null, thumbs_key: null, thumbs: null,
-    labels: labels.map((l) => ({ name: String(l.name), x: Number(l.x), y: Number(l.y), cluster: l.cluster })),
-    hover: null, view: null,
+    labels: labels.map((l) => ({ name: String(l.name), x: Number(l.x), y: Number(l.y), cluster: l.cluster, n: Number(l.n) || 0 })),
+    legend: payload.legend || null, hover: null, view: null,
   };
   if (payload.lines) {
     data.lines_key = 'lines';
