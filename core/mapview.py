@@ -32,6 +32,7 @@ COLOUR_LABELS = {COLOUR_MODALITY: "modality", COLOUR_CLUSTER: "cluster (KMeans)"
                  **{k: label for k, (_, label) in QUALITY_COLOURS.items()}}
 NAMES_COARSE, NAMES_FINE, NAMES_OFF = "coarse", "fine", "off"
 MAX_THUMBNAILS = 150  # thumbnail_rows' default
+THUMB_CELL_PX = 48  # with the map's pixel size known, one thumbnail (drawn 36 px) at most per cell of this size
 
 
 @dataclass(frozen=True)
@@ -387,35 +388,28 @@ class MapView:
         return self.memo["images"]
 
     def thumbnail_rows(self, view_box: Sequence[float] | None = None, max_n: int = MAX_THUMBNAILS,
-                       seed: int = 0) -> np.ndarray:
+                       seed: int = 0, pixels: tuple[float, float] | None = None) -> np.ndarray:
         """Up to ``max_n`` rows of images with a thumbnail inside ``view_box`` ``(x0, x1, y0, y1)`` (None:
-        the whole map), spread over it: the box is cut into a grid of about ``max_n`` cells and every
-        occupied cell gives one image (a seeded random one) before any gives a second. (k,) int32, sorted."""
+        the whole map), spread over it by :func:`spread_rows`; with the map's size in ``pixels`` (w, h) at most
+        one per :data:`THUMB_CELL_PX`-pixel cell, so they do not cover one another. (k,) int32, sorted."""
         if max_n < 0:
             raise ValueError(f"max_n must be >= 0; got {max_n}")
         rows = self.image_rows()
         xy = self.res.coords[rows, :2]
-        if view_box is not None:
-            x0, x1, y0, y1 = (float(v) for v in view_box)
-            if not (x0 <= x1 and y0 <= y1):
-                raise ValueError(f"view_box must be (x0, x1, y0, y1) with x0 <= x1 and y0 <= y1; got {view_box}")
-            inside = (xy[:, 0] >= x0) & (xy[:, 0] <= x1) & (xy[:, 1] >= y0) & (xy[:, 1] <= y1)
-            rows, xy = rows[inside], xy[inside]
-        if len(rows) <= max_n:
-            return np.sort(rows).astype(np.int32)
-        lo, hi = xy.min(0), xy.max(0)
-        g = max(1, math.ceil(math.sqrt(max_n)))
-        cell = np.minimum(((xy - lo) / np.maximum(hi - lo, 1e-12) * g).astype(np.int64), g - 1)
-        bucket = cell[:, 1] * g + cell[:, 0]
-        order = np.random.default_rng(seed).permutation(len(rows))
-        b = bucket[order]
-        # rank of each point within its cell, in the shuffled order: 0 for the first of every cell
-        by_cell = np.argsort(b, kind="stable")
-        starts = np.r_[0, np.flatnonzero(np.diff(b[by_cell])) + 1]
-        rank = np.empty(len(b), np.int64)
-        rank[by_cell] = np.arange(len(b)) - np.repeat(starts, np.diff(np.r_[starts, len(b)]))
-        chosen = order[np.lexsort((np.arange(len(b)), rank))[:max_n]]
-        return np.sort(rows[chosen]).astype(np.int32)
+        grid = per_cell = None
+        if pixels is not None:
+            grid = (max(1, int(pixels[0] // THUMB_CELL_PX)), max(1, int(pixels[1] // THUMB_CELL_PX)))
+            per_cell = 1
+        picked = spread_rows(xy[:, 0], xy[:, 1], view_box, limit=max_n, grid=grid, per_cell=per_cell, seed=seed)
+        return np.sort(rows[picked]).astype(np.int32)
+
+    def thumbnail_items(self, view: dict, max_n: int = MAX_THUMBNAILS) -> list[tuple[int, str]]:
+        """The ``(row, data: URL)`` thumbnails to draw for a map view ``{x0, x1, y0, y1}`` (with ``w``, ``h``: its
+        size in pixels) — what the WebGL map asks for when a view settles (:func:`pages.ui.scatter.scatter_map`)."""
+        box = (view["x0"], view["x1"], view["y0"], view["y1"])
+        pixels = (view["w"], view["h"]) if view.get("w") and view.get("h") else None
+        rows = self.thumbnail_rows(box, max_n=max_n, pixels=pixels)
+        return [(int(r), u) for r, u in zip(rows, self.thumbnails(rows)) if u]
 
     def thumbnails(self, rows: Sequence[int]) -> list[str | None]:
         """The stored thumbnails of ``rows`` as ``data:`` URLs (None where a row has none or it cannot be
@@ -589,6 +583,44 @@ def build_view(ws, model: str, params: MapParams, *, res=None, selection: Sequen
 
 
 # ---- plotly ----------------------------------------------------------------------------------------
+def spread_rows(x: np.ndarray, y: np.ndarray, box: Sequence[float] | None = None, *, limit: int,
+                grid: tuple[int, int] | None = None, per_cell: int | None = None, seed: int = 0) -> np.ndarray:
+    """Up to ``limit`` indices (int64, sorted) of the points (x, y) inside ``box`` ``(x0, x1, y0, y1)`` (None: all
+    finite points), spread over it: the box is cut into ``grid`` (nx, ny) cells (default about ``limit`` square
+    cells) visited round-robin, each giving the next point of a seeded shuffle, so sparse regions get points as
+    well as dense ones; ``per_cell`` caps what one cell gives. Without a cap every point inside is returned when
+    they are at most ``limit``. Deterministic for one box and seed."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    finite = np.isfinite(x) & np.isfinite(y)
+    if box is None:
+        if not finite.any():
+            return np.zeros(0, dtype=np.int64)
+        box = (x[finite].min(), x[finite].max(), y[finite].min(), y[finite].max())
+    x0, x1, y0, y1 = (float(v) for v in box)
+    if not (x0 <= x1 and y0 <= y1):
+        raise ValueError(f"box must be (x0, x1, y0, y1) with x0 <= x1 and y0 <= y1; got {tuple(box)}")
+    with np.errstate(invalid="ignore"):
+        inside = np.flatnonzero(finite & (x >= x0) & (x <= x1) & (y >= y0) & (y <= y1))
+    if limit <= 0 or not len(inside):
+        return np.zeros(0, dtype=np.int64)
+    if per_cell is None and len(inside) <= limit:
+        return inside
+    nx, ny = grid or (max(1, math.ceil(math.sqrt(limit))),) * 2
+    order = inside[np.random.default_rng(seed).permutation(len(inside))]
+    gx = np.minimum(((x[order] - x0) / max(x1 - x0, 1e-12) * nx).astype(np.int64), nx - 1)
+    gy = np.minimum(((y[order] - y0) / max(y1 - y0, 1e-12) * ny).astype(np.int64), ny - 1)
+    cell = gy * nx + gx
+    by_cell = np.argsort(cell, kind="stable")  # rank of each point in its cell, in the shuffled order
+    sorted_cells = cell[by_cell]
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[by_cell] = np.arange(len(order)) - np.searchsorted(sorted_cells, sorted_cells, side="left")
+    pick = np.lexsort((cell, rank))  # every cell's first point, then every cell's second, …
+    if per_cell is not None:
+        pick = pick[rank[pick] < per_cell]
+    return np.sort(order[pick[:limit]])
+
+
 def view_figure(view: MapView, *, hover: Sequence[str] | None = None, pair_rows: np.ndarray | None = None,
                 thumbnail_rows: Sequence[int] | None = None, neighbours: tuple[int, Sequence[int]] | None = None,
                 uirevision: str | None = None, **figure_options):

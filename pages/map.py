@@ -303,7 +303,7 @@ def webgl_map(ws, view, where) -> None:
                     lines=np.asarray(lines, dtype=np.int32).reshape(-1, 2) if lines else None,
                     density=view.density_grid() if params.density else None,
                     view=ss.get("map_webgl_view"), hover_text=view.hover_text,
-                    thumbnails=(lambda r: [u or "" for u in view.thumbnails(r)]) if params.thumbnails else None,
+                    thumbnails=view.thumbnail_items if params.thumbnails else None,
                     data_version=view_key(res))
 
 

@@ -13,8 +13,8 @@ box or click selection, hovered row, settled view, clicked cluster label). What 
   kept in the session state), the hovered row, the view {x0, x1, y0, y1} once it settles (250 ms), the
   clicked row and the clicked label's cluster.
 
-Hover captions and thumbnails are computed here, in Python, only for the hovered row and for at most
-:data:`MAX_THUMBS` rows spread over the current view (grid-bucketed, seeded), never for every row.
+Hover captions and thumbnails are computed in Python, only for the hovered row and for the settled view (the
+caller's ``thumbnails(view)`` picks at most a few hundred rows spread over it), never for every row.
 The bundle is built from frontend/scatter (``make scatter``; Node is only needed to rebuild it).
 """
 from __future__ import annotations
@@ -37,8 +37,6 @@ from core.plots import colour_legend, encode_colours
 log = logging.getLogger(__name__)
 
 COMPONENT = "jointscope.scatter"  # "<project>.<component>", the name Streamlit serves the assets under
-MAX_THUMBS = 150  # thumbnails asked for at one view
-THUMB_GRID = 12  # the view is cut into THUMB_GRID × THUMB_GRID cells; thumbnails are spread over them
 KINDS = ("points", "colours", "selected", "lines", "density", "thumbs")
 
 _mounts: dict[int, Callable[..., Any]] = {}  # id(component manager) -> mounting command
@@ -105,33 +103,6 @@ def _column(name: str, values, n: int, dtype) -> np.ndarray:
     return arr.astype(dtype, copy=False)
 
 
-def thumbnail_rows(x: np.ndarray, y: np.ndarray, view: dict, *, limit: int = MAX_THUMBS,
-                   grid: int = THUMB_GRID, seed: int = 0) -> np.ndarray:
-    """Up to ``limit`` rows (int64) whose points lie inside ``view`` {x0, x1, y0, y1}, spread over it: the view
-    is cut into ``grid`` × ``grid`` cells and the cells are visited round-robin, each giving its next row of a
-    seeded shuffle, so sparse regions get thumbnails as well as dense ones. Deterministic for one view."""
-    x0, x1, y0, y1 = (float(view[k]) for k in ("x0", "x1", "y0", "y1"))
-    if not (x1 > x0 and y1 > y0):
-        return np.zeros(0, dtype=np.int64)
-    with np.errstate(invalid="ignore"):
-        inside = np.flatnonzero((x >= x0) & (x <= x1) & (y >= y0) & (y <= y1))
-    if len(inside) <= limit:
-        return inside
-    rng = np.random.default_rng(seed)
-    order = inside[rng.permutation(len(inside))]
-    gx = np.minimum(((x[order] - x0) / (x1 - x0) * grid).astype(np.int64), grid - 1)
-    gy = np.minimum(((y[order] - y0) / (y1 - y0) * grid).astype(np.int64), grid - 1)
-    cell = gy * grid + gx
-    # rank of each row within its cell (0 for the first of the shuffle, 1 for the next, …)
-    by_cell = np.argsort(cell, kind="stable")
-    sorted_cells = cell[by_cell]
-    starts = np.searchsorted(sorted_cells, sorted_cells, side="left")
-    rank = np.empty(len(order), dtype=np.int64)
-    rank[by_cell] = np.arange(len(order)) - starts
-    pick = np.lexsort((cell, rank))[:limit]  # round-robin: every cell's first row, then every cell's second, …
-    return np.sort(order[pick])
-
-
 def decode_rows(sel: Any, n: int) -> np.ndarray:
     """The rows of a selection state ``{"rows": base64 of little-endian int32, ...}`` as (k,) int32, rows
     outside 0..n-1 dropped; empty for no selection."""
@@ -153,6 +124,9 @@ def _view_of(v: Any) -> dict | None:
     except (KeyError, TypeError, ValueError):
         return None
     ok = all(math.isfinite(val) for val in out.values()) and out["x1"] > out["x0"] and out["y1"] > out["y0"]
+    for k in ("w", "h"):  # the map's size in CSS pixels, when the browser reports it
+        if isinstance(v.get(k), (int, float)) and math.isfinite(v[k]) and v[k] > 0:
+            out[k] = float(v[k])
     return out if ok else None
 
 
@@ -222,7 +196,7 @@ def scatter_map(*, key: str, x, y, codes=None, categories: Sequence[str] = (), p
                 selected=None, lines=None, density: tuple | None = None, height: int = 640,
                 view: dict | None = None, point_size: float | None = None,
                 hover_text: Callable[[int], str] | None = None,
-                thumbnails: Callable[[np.ndarray], list[str]] | None = None,
+                thumbnails: Callable[[dict], Sequence[tuple[int, str]]] | None = None,
                 data_version: str | int | None = None) -> dict:
     """Draw a WebGL map of ``len(x)`` points and return what the user did with it.
 
@@ -239,8 +213,9 @@ def scatter_map(*, key: str, x, y, codes=None, categories: Sequence[str] = (), p
         density: ``(gx (w,), gy (h,), z (h, w))`` grid drawn under the points as a heat layer.
         height: pixels. view: {x0, x1, y0, y1} to show (pass the returned view back to keep it on reload).
         point_size: pixels (default: from n). hover_text: ``row -> caption``, called for the hovered row only.
-        thumbnails: ``rows (k,) -> k data: URLs``, called for at most :data:`MAX_THUMBS` rows of the settled
-            view; drawn as small images at their points.
+        thumbnails: ``view -> [(row, data: URL)]``, called once per settled view {x0, x1, y0, y1, w, h} (w, h:
+            the map's size in CSS pixels); the images are drawn small at their points (e.g.
+            :meth:`core.mapview.MapView.thumbnail_items`).
         data_version: names the (x, y) columns; the same version is not sent again. Default: their hash.
 
     Returns {"selection": (k,) int32 rows (lasso, box or click; empty when none), "hovered": row | None,
@@ -328,11 +303,8 @@ def scatter_map(*, key: str, x, y, codes=None, categories: Sequence[str] = (), p
         cache_name = f"{held_name}::thumbs"
         cached = st.session_state.get(cache_name)
         if not (isinstance(cached, dict) and cached.get("key") == vkey):
-            rows = thumbnail_rows(xa, ya, current_view)
-            urls = list(thumbnails(rows)) if len(rows) else []
-            if len(urls) != len(rows):
-                raise ValueError(f"scatter_map: thumbnails returned {len(urls)} images for {len(rows)} rows")
-            items = [{"row": int(r), "url": u} for r, u in zip(rows, urls) if isinstance(u, str) and u]
+            items = [{"row": int(r), "url": u} for r, u in thumbnails(current_view)
+                     if isinstance(u, str) and u.startswith("data:image/") and 0 <= int(r) < n]
             cached = {"key": vkey, "items": items}
             st.session_state[cache_name] = cached
         part("thumbs", vkey, lambda: {"items": cached["items"]})

@@ -164,6 +164,9 @@ def test_pair_lines_and_thumbnails_at_the_view(demo_home):
     assert not at.exception, at.exception
     whole = shown_map(at)["thumbnails"]
     assert 50 <= whole <= 150  # the images spread over the whole map, up to the component's limit
+    # the browser says the map is 480 × 240 pixels: at most one image per 48-pixel cell, so they do not pile up
+    browser_does(at, view={"x0": x0, "x1": x1, "y0": y0, "y1": y1, "w": 480, "h": 240})
+    assert 10 <= shown_map(at)["thumbnails"] <= 10 * 5
     # zoomed into a corner: only images inside that view
     browser_does(at, view={"x0": x0, "x1": (x0 + x1) / 2, "y0": y0, "y1": (y0 + y1) / 2})
     assert 0 < shown_map(at)["thumbnails"] <= whole

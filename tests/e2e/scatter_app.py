@@ -5,7 +5,9 @@ clusters with :func:`pages.ui.scatter.scatter_map`, passes the returned selectio
 keeps the view in the URL (``?view=x0,x1,y0,y1``, so a reload keeps it) and echoes the returned state as
 text (an st.code block) for the test to read. JOINTSCOPE_SCATTER_NAN=k gives the first k points NaN
 coordinates; ?n= and ?nan= in the URL override both. ?engine=plotly draws the same points with lean Plotly
-scattergl instead (the bench's baseline).
+scattergl instead (the bench's baseline). Overlays, all off by default: ?density=W draws a W × W histogram of
+the points as the density layer, ?lines=a-b,c-d draws segments between those row pairs (as the Map draws a
+clicked point's true neighbours), and ?thumbs=0 leaves thumbnails out (they would cover the overlay canvas).
 """
 from __future__ import annotations
 
@@ -61,6 +63,29 @@ def thumb(row: int) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
+def density_grid(x: np.ndarray, y: np.ndarray, bins: int):
+    """(gx (bins,), gy (bins,), z (bins, bins)): the points' 2-D histogram over their finite extent, bin centres
+    as the grid, row 0 of z the lowest y (what scatter_map's ``density`` takes)."""
+    ok = np.isfinite(x) & np.isfinite(y)
+    z, ex, ey = np.histogram2d(x[ok], y[ok], bins=bins)
+    return (ex[:-1] + ex[1:]) / 2, (ey[:-1] + ey[1:]) / 2, z.T
+
+
+def row_pairs(text: str) -> np.ndarray:
+    """``"a-b,c-d"`` -> (m, 2) int rows."""
+    return np.array([[int(v) for v in pair.split("-")] for pair in text.split(",") if pair], dtype=np.int64)
+
+
+def thumbnails(view: dict) -> list[tuple[int, str]]:
+    """The (row, image) pairs of the settled view: spread over it, one per 48-pixel cell, as the Map page does."""
+    from core.mapview import THUMB_CELL_PX, spread_rows
+
+    grid = (max(1, int(view["w"] // THUMB_CELL_PX)), max(1, int(view["h"] // THUMB_CELL_PX))) if "w" in view else None
+    rows = spread_rows(x, y, (view["x0"], view["x1"], view["y0"], view["y1"]), limit=150, grid=grid,
+                       per_cell=1 if grid else None)
+    return [(int(r), thumb(int(r))) for r in rows]
+
+
 x, y, codes, centres = points(N, CLUSTERS, NAN)
 if st.query_params.get("engine") == "plotly":
     # the baseline of bench/map_component.py: lean Plotly scattergl (float32 columns, no per-point text)
@@ -84,9 +109,12 @@ sel = current_state("map", N)["selection"]  # this run's selection, drawn in thi
 state = scatter_map(key="map", x=x, y=y, codes=codes, palette=PALETTE[:max(1, min(CLUSTERS, len(PALETTE)))],
                     categories=[f"cluster {k}" for k in range(CLUSTERS)], labels=labels,
                     selected=sel if len(sel) else None, view=view,
+                    lines=row_pairs(st.query_params["lines"]) if st.query_params.get("lines") else None,
+                    density=density_grid(x, y, int(st.query_params["density"])) if st.query_params.get("density")
+                    else None,
                     hover_text=lambda r: f"point {r} of cluster {int(codes[r])}",
-                    thumbnails=lambda rows: [thumb(int(r)) for r in rows], data_version=f"demo-{N}-{CLUSTERS}-{NAN}",
-                    height=600)
+                    thumbnails=None if st.query_params.get("thumbs") == "0" else thumbnails,
+                    data_version=f"demo-{N}-{CLUSTERS}-{NAN}", height=600)
 if state["view"]:
     v = state["view"]
     st.query_params["view"] = ",".join(f"{v[k]:.6g}" for k in ("x0", "x1", "y0", "y1"))

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core import plots
 from pages.ui import scatter
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,45 +70,51 @@ def test_asset_dir_finds_the_bundle():
 
 # ---- the wrapper's encoding ----------------------------------------------------------------------------------
 def test_category_codes_keep_their_palette_and_use_one_byte():
-    codes, pal = scatter.encode_colours(4, codes=np.array([0, 2, 1, 2]), palette=["#111111", "#222222", "#333333"])
+    codes, pal = plots.encode_colours(4, codes=np.array([0, 2, 1, 2]), palette=["#111111", "#222222", "#333333"])
     assert codes.dtype == np.uint8 and codes.tolist() == [0, 2, 1, 2] and pal == ["#111111", "#222222", "#333333"]
     with pytest.raises(ValueError, match="palette has 2 colours"):
-        scatter.encode_colours(2, codes=np.array([0, 2]), palette=["#000000", "#ffffff"])
+        plots.encode_colours(2, codes=np.array([0, 2]), palette=["#000000", "#ffffff"])
     with pytest.raises(ValueError, match="1-D array of 3"):
-        scatter.encode_colours(3, codes=np.array([0, 1]))
-    big, pal = scatter.encode_colours(2, codes=np.array([0, 299]), palette=["#000000"] * 300)
+        plots.encode_colours(3, codes=np.array([0, 1]))
+    big, pal = plots.encode_colours(2, codes=np.array([0, 299]), palette=["#000000"] * 300)
     assert big.dtype == np.uint16 and big.tolist() == [0, 299]
 
 
 def test_values_are_cut_into_colour_steps_with_a_slot_for_missing_values():
-    codes, pal = scatter.encode_colours(4, values=np.array([0.0, 5.0, 10.0, np.nan]), colorscale=["#000000", "#ffffff"])
+    codes, pal = plots.encode_colours(4, values=np.array([0.0, 5.0, 10.0, np.nan]), colorscale=["#000000", "#ffffff"])
     assert codes.tolist() == [0, 127, 254, 255]
-    assert len(pal) == 256 and pal[0] == "#000000" and pal[254] == "#ffffff" and pal[255] == scatter.NAN_COLOUR
-    clipped, _ = scatter.encode_colours(2, values=np.array([-1.0, 3.0]), value_range=(0.0, 2.0))
+    assert len(pal) == 256 and pal[0] == "#000000" and pal[254] == "#ffffff" and pal[255] == plots.NO_VALUE_COLOUR
+    clipped, _ = plots.encode_colours(2, values=np.array([-1.0, 3.0]), value_range=(0.0, 2.0))
     assert clipped.tolist() == [0, 254]
     with pytest.raises(ValueError, match="not both"):
-        scatter.encode_colours(1, codes=np.array([0]), values=np.array([1.0]))
+        plots.encode_colours(1, codes=np.array([0]), values=np.array([1.0]))
     with pytest.raises(ValueError, match="not a hex colour"):
-        scatter.encode_colours(1, values=np.array([1.0]), colorscale=["red"])
+        plots.encode_colours(1, values=np.array([1.0]), colorscale=["red"])
 
 
-def test_thumbnail_rows_lie_in_the_view_and_spread_over_it():
+def test_spread_rows_lie_in_the_view_and_spread_over_it():
+    from core.mapview import spread_rows
+
     rng = np.random.default_rng(1)
-    # a dense blob in one corner and a sparse rest: the thumbnails must not all come from the blob
+    # a dense blob in one corner and a sparse rest: the rows must not all come from the blob
     x = np.concatenate([rng.normal(0.1, 0.02, 50_000), rng.uniform(0, 1, 2_000)]).astype(np.float32)
     y = np.concatenate([rng.normal(0.1, 0.02, 50_000), rng.uniform(0, 1, 2_000)]).astype(np.float32)
-    view = {"x0": 0.0, "x1": 1.0, "y0": 0.0, "y1": 1.0}
-    rows = scatter.thumbnail_rows(x, y, view)
-    assert len(rows) == scatter.MAX_THUMBS and len(set(rows.tolist())) == len(rows)
+    view = (0.0, 1.0, 0.0, 1.0)
+    rows = spread_rows(x, y, view, limit=150, grid=(12, 12))
+    assert len(rows) == 150 and len(set(rows.tolist())) == len(rows)
     assert np.all((x[rows] >= 0) & (x[rows] <= 1) & (y[rows] >= 0) & (y[rows] <= 1))
     cells = set(zip((x[rows] * 12).astype(int).tolist(), (y[rows] * 12).astype(int).tolist()))
     assert len(cells) >= 100  # one per cell before any cell gets a second
-    assert np.array_equal(rows, scatter.thumbnail_rows(x, y, view))  # seeded
-    zoomed = scatter.thumbnail_rows(x, y, {"x0": 0.5, "x1": 0.6, "y0": 0.5, "y1": 0.6})
-    assert 0 < len(zoomed) < scatter.MAX_THUMBS
+    assert np.array_equal(rows, spread_rows(x, y, view, limit=150, grid=(12, 12)))  # seeded
+    zoomed = spread_rows(x, y, (0.5, 0.6, 0.5, 0.6), limit=150)
+    assert 0 < len(zoomed) < 150
     assert np.array_equal(np.sort(zoomed), np.flatnonzero((x >= 0.5) & (x <= 0.6) & (y >= 0.5) & (y <= 0.6)))
+    # a map 480 × 240 pixels: cells of 48 px, at most one row each, so thumbnails do not pile up
+    one_each = spread_rows(x, y, view, limit=150, grid=(10, 5), per_cell=1)
+    cells = list(zip((x[one_each] * 10).astype(int).tolist(), (y[one_each] * 5).astype(int).tolist()))
+    assert len(cells) == len(set(cells)) == 50
     x[:] = np.nan
-    assert len(scatter.thumbnail_rows(x, y, view)) == 0
+    assert len(spread_rows(x, y, view, limit=150)) == 0
 
 
 def test_selection_comes_up_as_packed_int32_rows():

@@ -447,6 +447,11 @@ class MapView {
     this.selectedKey = key;
     const rows = columnArray(table, 'row');
     this.selectedRows = key ? (rows || new Int32Array(0)) : null;
+    this.selMask = null; // row -> 1 when selected (thumbnails of the others are drawn faded)
+    if (this.selectedRows) {
+      this.selMask = new Uint8Array(Math.max(this.n, 1));
+      for (const r of this.selectedRows) if (r >= 0 && r < this.selMask.length) this.selMask[r] = 1;
+    }
     this.root.dataset.selected = this.selectedRows ? String(this.selectedRows.length) : '';
     if (this.plot && this.plot.get('isPointsDrawn')) this.plot.deselect({ preventEvent: true });
   }
@@ -576,7 +581,8 @@ class MapView {
     const v = this.currentView();
     if (!v) return;
     const r = (a) => Number(a.toPrecision(7));
-    const view = { x0: r(v.x0), x1: r(v.x1), y0: r(v.y0), y1: r(v.y1) };
+    // with the map's size in CSS pixels (Python spreads thumbnails over cells of a fixed pixel size)
+    const view = { x0: r(v.x0), x1: r(v.x1), y0: r(v.y0), y1: r(v.y1), w: this.root.clientWidth, h: this.root.clientHeight };
     if (this.reportedView && JSON.stringify(this.reportedView) === JSON.stringify(view)) return;
     this.reportedView = view;
     this.root.dataset.view = JSON.stringify(view);
@@ -903,9 +909,11 @@ class MapView {
       const ratio = img.naturalWidth / img.naturalHeight;
       const iw = ratio >= 1 ? s : s * ratio;
       const ih = ratio >= 1 ? s / ratio : s;
+      ctx.globalAlpha = this.selMask && !this.selMask[t.row] ? 0.25 : 1; // not selected: faded, as its point is grey
       ctx.fillStyle = '#fff';
       ctx.fillRect(p[0] - iw / 2 - 1, p[1] - ih / 2 - 1, iw + 2, ih + 2);
       ctx.drawImage(img, p[0] - iw / 2, p[1] - ih / 2, iw, ih);
+      ctx.globalAlpha = 1;
       drawnThumbs++;
     }
     this.root.dataset.thumbs = String(drawnThumbs);
