@@ -313,7 +313,7 @@ def map_payload(view, *, thumbs: int = MAX_HTML_THUMBS, max_captions: int = MAX_
     named clusters with their rows; image-caption pair lines (``view.params.pairs``, at most
     :data:`MAX_HTML_LINES`); the density grid (``view.params.density``); up to ``thumbs`` thumbnails as
     ``data:`` URLs with their rows."""
-    from .plots import colour_legend
+    from .plots import colour_legend, density_layer
 
     if view.dim != 2:
         raise ValueError(f"map_payload draws 2-D maps; this view is {view.dim}-D")
@@ -348,9 +348,8 @@ def map_payload(view, *, thumbs: int = MAX_HTML_THUMBS, max_captions: int = MAX_
             out["lines"] = {"a": _b64_column(pairs[:, 0], "i4"), "b": _b64_column(pairs[:, 1], "i4")}
     out["density"] = None
     if view.params.density and view.n >= 2:
-        gx, gy, z = view.density_grid()
-        out["density"] = {"x0": float(gx[0]), "x1": float(gx[-1]), "y0": float(gy[0]), "y1": float(gy[-1]),
-                          "w": len(gx), "h": len(gy), "z": _b64_column(np.asarray(z).reshape(-1), "f4")}
+        layer = density_layer(*view.density_grid())
+        out["density"] = {**layer, "z": _b64_column(layer["z"], "f4")}
     rows = view.thumbnail_rows(max_n=thumbs) if thumbs > 0 else []
     out["thumbs"] = [{"row": int(r), "url": u} for r, u in zip(rows, view.thumbnails(rows)) if u]
     return out

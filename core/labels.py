@@ -8,6 +8,10 @@ else, for clusters without text, the model's own text tower ranking a vocabulary
   coarse cluster split again into up to 3 (clip(round(sqrt(n_c / 2)), 1, 3)), so fine clusters nest in
   coarse ones. Above :data:`FIT_SAMPLE` points k-means is fitted on a seeded sample and every point goes
   to its nearest centre. On a gap-corrected map every modality is mean-centred first, as the map is.
+* Memory: the vectors are read from the store :data:`CHUNK` rows at a time (:class:`MapVectors`), never
+  all at once: k-means reads its sample, and the assignment to centres, the modality and cluster means and
+  the items closest to each mean are computed chunk by chunk, so beyond a chunk and the sample only a few
+  per-item scalars (cluster numbers) are held, however many items the map shows.
 * Names, per cluster, the first that applies (``method``):
 
   1. ``metadata:<column>``: a categorical metadata column (strings or booleans, 2–50 values, not an id,
@@ -44,16 +48,18 @@ import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
 
 from .encoders import modalities_of, unit_rows
 from .projection import map_vectors
-from .vocabulary import default_vocabulary, label_clusters, naming_vocabulary, vocabulary_vectors, words_of
+from .vocabulary import default_vocabulary, naming_vocabulary, vocabulary_vectors, words_of
 
 LEVELS = ("coarse", "fine")
 FIT_SAMPLE = 20_000  # k-means is fitted on at most this many points; the rest go to their nearest centre
+CHUNK = 65_536  # mapped items whose vectors are read (and assigned, summed, scored) at a time
 TOP_IDS = 5
 FINE_SPLIT = 3
 TEXT_SAMPLE = 2_000  # texts per cluster counted for names (a seeded sample above)
@@ -73,40 +79,171 @@ def coarse_k(n: int) -> int:
     return max(1, min(n, min(12, max(2, round(math.sqrt(n / 2))))))
 
 
-def kmeans(X: np.ndarray, k: int, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded k-means of the unit rows of ``X`` (n, d): ``(labels (n,) int, centres (k, d))``.
+class Rows(Protocol):
+    """Rows read on demand: ``len(rows)`` and ``rows[positions]`` -> (len(positions), d) float32 (an (n, d)
+    array is one; :class:`MapVectors` reads a map's vectors from the store)."""
 
-    Up to :data:`FIT_SAMPLE` rows scikit-learn's ``KMeans`` (``n_init=3``) on all of them; above, on a
-    seeded sample of that size, and every row is assigned to its nearest centre."""
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray: ...
+
+
+def kmeans(X: Rows, k: int, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded k-means of the unit rows of ``X``: ``(labels (n,) int, centres (k, d))``.
+
+    ``X``: an (n, d) array, or any row source with ``len(X)`` and ``X[rows]`` -> (len(rows), d) rows (a
+    :class:`MapVectors`), which is then read a sample and a chunk at a time. Up to :data:`FIT_SAMPLE` rows
+    scikit-learn's ``KMeans`` (``n_init=3``) on all of them; above, on a seeded sample of that size, and
+    every row is assigned to its nearest centre, :data:`CHUNK` rows at a time."""
     from sklearn.cluster import KMeans
 
-    X = unit_rows(np.asarray(X, dtype=np.float32))
-    k = max(1, min(int(k), len(X)))
-    fit = X if len(X) <= FIT_SAMPLE else X[np.sort(np.random.default_rng(seed).choice(len(X), FIT_SAMPLE,
-                                                                                      replace=False))]
-    km = KMeans(n_clusters=k, n_init=3, random_state=seed).fit(fit)
+    n = len(X)
+    k = max(1, min(int(k), n))
+    whole = n <= FIT_SAMPLE
+    fit_rows = np.arange(n) if whole else np.sort(np.random.default_rng(seed).choice(n, FIT_SAMPLE, replace=False))
+    km = KMeans(n_clusters=k, n_init=3, random_state=seed).fit(_unit_rows_of(X, fit_rows))
     C = km.cluster_centers_.astype(np.float32)
-    if fit is X:
+    if whole:
         return km.labels_.astype(np.int64), C
-    return np.argmax(X @ C.T - 0.5 * (C * C).sum(1), axis=1).astype(np.int64), C
+    labels = np.empty(n, np.int64)
+    half = 0.5 * (C * C).sum(1)
+    for start in range(0, n, CHUNK):
+        rows = np.arange(start, min(n, start + CHUNK))
+        labels[rows] = np.argmax(_unit_rows_of(X, rows) @ C.T - half, axis=1)
+    return labels, C
 
 
-def clusters(X: np.ndarray, level: str = "coarse", *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Cluster labels of the rows of ``X`` at ``level``: ``(cluster (n,) int, parent (n,) int)``; clusters
-    are numbered by size (0 the largest); ``parent`` is the coarse cluster (equal to ``cluster`` when
-    coarse)."""
+def _unit_rows_of(X: Rows, rows: np.ndarray) -> np.ndarray:
+    """Rows ``rows`` (an int array) of an array or row source ``X``, scaled to unit length: (len(rows), d)
+    float32. ``X[rows]`` is a copy of our own (fancy indexing, or a fresh read), so it is scaled in place."""
+    return _unit_in_place(np.asarray(X[rows], dtype=np.float32))
+
+
+def _unit_in_place(A: np.ndarray) -> np.ndarray:
+    """:func:`core.encoders.unit_rows` of a float32 array computed in the array itself (no second copy of a
+    chunk); the same values."""
+    A /= np.maximum(np.linalg.norm(A, axis=-1, keepdims=True), 1e-12)
+    return A
+
+
+class _Subset:
+    """Rows ``rows`` of an array or row source ``X`` as a row source of their own (read only when indexed)."""
+
+    def __init__(self, X: Rows, rows: np.ndarray):
+        self.X, self.rows = X, rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
+        return self.X[self.rows[rows]]
+
+
+def clusters(X: Rows, level: str = "coarse", *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Cluster labels of the rows of ``X`` (an (n, d) array or a row source, see :func:`kmeans`) at
+    ``level``: ``(cluster (n,) int, parent (n,) int)``; clusters are numbered by size (0 the largest);
+    ``parent`` is the coarse cluster (equal to ``cluster`` when coarse)."""
     if level not in LEVELS:
         raise ValueError(f"level must be one of {', '.join(LEVELS)}; got {level!r}")
-    coarse = _by_size(kmeans(X, coarse_k(len(X)), seed=seed)[0])
+    n = len(X)
+    coarse = _by_size(kmeans(X, coarse_k(n), seed=seed)[0])
     if level == "coarse":
         return coarse, coarse
-    fine = np.zeros(len(X), np.int64)
+    fine = np.zeros(n, np.int64)
     for c in range(coarse.max() + 1):
         rows = np.flatnonzero(coarse == c)
         k = max(1, min(FINE_SPLIT, round(math.sqrt(len(rows) / 2))))
-        fine[rows] = c * FINE_SPLIT + (kmeans(X[rows], k, seed=seed)[0] if k > 1 else 0)
+        fine[rows] = c * FINE_SPLIT + (kmeans(_Subset(X, rows), k, seed=seed)[0] if k > 1 else 0)
     fine = _by_size(fine, coarse)
     return fine, coarse
+
+
+class MapVectors:
+    """The vectors of a map's points as a row source, read from the workspace's store in chunks.
+
+    ``ws``, ``model``: where the vectors are; ``ids`` (n,) the map's item ids; ``modality`` (n,) the
+    points' modalities, given for a gap-corrected map. ``vectors[rows]`` -> (len(rows), d) float32 are
+    the rows that are clustered: the unit vectors, on a gap-corrected map with every modality's mean
+    (over the map's points of that modality) subtracted and scaled to unit length again, as the map is.
+    :meth:`unit` gives the unit vectors themselves and :meth:`chunks` walks them all. Every read asks the
+    store for at most :data:`CHUNK` rows; ValueError (:func:`core.projection.map_vectors`) when an item
+    has lost its vector."""
+
+    def __init__(self, ws, model: str, ids: np.ndarray, *, modality: np.ndarray | None = None):
+        self.ws, self.model, self.ids = ws, model, np.asarray(ids)
+        self._codes = None
+        if modality is not None:
+            uniq, codes = np.unique(np.asarray(modality).astype(str), return_inverse=True)
+            self._codes, self._n_modalities = codes.reshape(-1).astype(np.int64), len(uniq)
+        self._shift = None  # (modalities, d) float32 mean of each modality's unit vectors, read on first use
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def unit(self, rows: np.ndarray) -> np.ndarray:
+        """The unit vectors of the points at ``rows`` (m,): (m, d) float32, read :data:`CHUNK` at a time."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        parts = [_unit_in_place(map_vectors(self.ws, self.model, ids=self.ids[rows[s:s + CHUNK]]))
+                 for s in range(0, max(len(rows), 1), CHUNK)]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def chunks(self):
+        """Every point's unit vector, :data:`CHUNK` points at a time: yields ``(rows (m,) int, (m, d))``."""
+        for start in range(0, len(self.ids), CHUNK):
+            rows = np.arange(start, min(len(self.ids), start + CHUNK))
+            yield rows, self.unit(rows)
+
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        X = self.unit(rows)
+        if self._codes is None:
+            return X
+        if self._shift is None:
+            self._shift = group_means(self, self._codes, self._n_modalities)[0]
+        codes = self._codes[rows]
+        for m in range(self._n_modalities):
+            X[codes == m] -= self._shift[m]
+        return _unit_in_place(X)
+
+
+def group_means(vectors: MapVectors, group: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean vectors of ``k`` groups of the points of ``vectors``, read chunk by chunk: ``(mean (k, d),
+    unit_mean (k, d))`` float32. ``group`` (n,) ints in 0..k-1. ``mean`` averages the unit vectors;
+    ``unit_mean`` the same rows scaled to unit length once more (what :func:`core.vocabulary.label_clusters`
+    averages; equal up to rounding). A group without points has zero means."""
+    sums = sums2 = None
+    for rows, X in vectors.chunks():
+        if sums is None:
+            sums, sums2 = np.zeros((k, X.shape[1]), np.float32), np.zeros((k, X.shape[1]), np.float32)
+        g = group[rows]
+        present = np.unique(g)
+        for c in present:
+            sums[c] += X[g == c].sum(0)
+        _unit_in_place(X)  # unit_rows(X) once more, as label_clusters scales its rows
+        for c in present:
+            sums2[c] += X[g == c].sum(0)
+    if sums is None:
+        return np.zeros((k, 0), np.float32), np.zeros((k, 0), np.float32)
+    counts = np.maximum(np.bincount(group, minlength=k)[:k], 1)[:, None]
+    return (sums / counts).astype(np.float32), (sums2 / counts).astype(np.float32)
+
+
+def nearest_to_means(vectors: MapVectors, cluster: np.ndarray, mean: np.ndarray,
+                     n_top: int = TOP_IDS) -> list[np.ndarray]:
+    """The points of each cluster closest (cosine) to the cluster's ``mean`` (k, d), read chunk by chunk:
+    one (≤ n_top,) int array of rows per cluster, closest first, ties by row."""
+    centre = unit_rows(mean)
+    best_s = [np.zeros(0, np.float32) for _ in range(len(mean))]
+    best_r = [np.zeros(0, np.int64) for _ in range(len(mean))]
+    for rows, X in vectors.chunks():
+        g = cluster[rows]
+        for c in np.unique(g):
+            at = np.flatnonzero(g == c)
+            s = np.concatenate([best_s[c], X[at] @ centre[c]])  # as one product over the cluster's rows would
+            r = np.concatenate([best_r[c], rows[at]])
+            keep = np.argsort(-s, kind="stable")[:n_top]  # earlier rows first among ties, as one sort would
+            best_s[c], best_r[c] = s[keep], r[keep]
+    return best_r
 
 
 def _by_size(labels: np.ndarray, parent: np.ndarray | None = None) -> np.ndarray:
@@ -225,7 +362,7 @@ def _mmr(relevance: np.ndarray, sim: np.ndarray, n: int, diversity: float) -> li
     return chosen
 
 
-def _text_names(texts: Sequence[str], cluster: np.ndarray, k: int, X: np.ndarray | None, model: str | None,
+def _text_names(texts: Sequence[str], cluster: np.ndarray, k: int, mean: np.ndarray | None, model: str | None,
                 vocabulary: Sequence[str] | None = None) -> dict[int, dict]:
     """Names from the clusters' texts: c-TF-IDF candidates, re-ranked by ``model`` when it encodes text.
 
@@ -234,8 +371,8 @@ def _text_names(texts: Sequence[str], cluster: np.ndarray, k: int, X: np.ndarray
     computed on per-text presence). With a text model each candidate's relevance = (1 - MODEL_WEIGHT) ×
     weight / the cluster's top weight + MODEL_WEIGHT × its cosine with the cluster's mean vector, scaled
     0..1 over the candidates; the words are then chosen by MMR (diversity :data:`DIVERSITY`) over the
-    candidates' own vectors. ``{cluster: {method, words [(phrase, relevance, share)], ...}}`` for clusters
-    with a candidate."""
+    candidates' own vectors. ``mean`` (k, d): the clusters' mean vectors (:func:`group_means`).
+    ``{cluster: {method, words [(phrase, relevance, share)], ...}}`` for clusters with a candidate."""
     phrases, present, n_texts = phrase_counts(texts, cluster, k, vocabulary=vocabulary)
     if not len(phrases):
         return {}
@@ -250,7 +387,7 @@ def _text_names(texts: Sequence[str], cluster: np.ndarray, k: int, X: np.ndarray
         cand = np.flatnonzero(ok)
         if len(cand):
             picks[c] = cand[np.lexsort((phrases[cand], -W[c, cand]))[:CANDIDATES]]
-    encode = model is not None and X is not None and picks
+    encode = model is not None and mean is not None and picks
     if encode:
         uniq = sorted({str(phrases[j]) for p in picks.values() for j in p})
         V = vocabulary_vectors(model, uniq)
@@ -260,7 +397,7 @@ def _text_names(texts: Sequence[str], cluster: np.ndarray, k: int, X: np.ndarray
         w = W[c, cand] / W[c, cand].max()
         if encode:
             P = V[[row[str(phrases[j])] for j in cand]]
-            cos = P @ unit_rows(X[cluster == c].mean(0))
+            cos = P @ unit_rows(mean[c])
             span = cos.max() - cos.min()
             scaled = (cos - cos.min()) / span if span > 1e-9 else np.ones_like(cos)
             rel = (1 - MODEL_WEIGHT) * w + MODEL_WEIGHT * scaled
@@ -296,7 +433,7 @@ def _categorical_columns(rows: pd.DataFrame) -> dict[str, np.ndarray]:
             named = v.astype(str).str.strip()
             named = named[named != ""]
             if not len(named) or named.str.contains(_PATHLIKE).mean() >= 0.5 or (
-                    named.str.len().median() > 60 or named.str.split().str.len().median() > 6):
+                    named.str.len().median() > 60 or named.str.count(r"\S+").median() > 6):  # words, no lists
                 continue
         else:
             continue
@@ -432,9 +569,23 @@ def _texts(ws, ids: np.ndarray, rows: pd.DataFrame | None = None) -> list[str]:
     return ["" if t is None else str(t) for t in caps.tolist()]
 
 
-def _zero_shot(X, cluster, model, words, only_words) -> dict[int, list[tuple[str, float]]]:
+def _zero_shot(unit_mean: np.ndarray, cluster: np.ndarray, model: str, words, only_words) -> dict[int, list]:
+    """Up to 5 words per cluster ``{cluster: [(word, score), ...]}`` from the model's vocabulary (or only
+    ``words``), ranked as :func:`core.vocabulary.label_clusters` ranks them, from the clusters' means
+    ``unit_mean`` (k, d) (:func:`group_means`) instead of every point's vector: cosine with the unit mean,
+    minus the word's mean cosine over the clusters (in the order they first occur in ``cluster``)."""
     vocab = naming_vocabulary(model, words or (), only=only_words) or default_vocabulary(model)
-    return label_clusters(X, cluster, vocabulary_vectors(model, vocab), vocab, k=min(5, len(vocab)))
+    T = np.asarray(vocabulary_vectors(model, vocab), dtype=np.float32)
+    order = pd.unique(cluster)
+    S = unit_rows(unit_mean[order]) @ T.T
+    if len(order) > 1:
+        S = S - S.mean(0, keepdims=True)
+    out = {}
+    for c, s in zip(order.tolist(), S):
+        k = min(5, len(vocab), int(np.isfinite(s).sum()))
+        part = np.argpartition(-s, k - 1)[:k] if k else np.zeros(0, np.int64)
+        out[c] = [(vocab[j], float(s[j])) for j in part[np.argsort(-s[part], kind="stable")]]
+    return out
 
 
 def _entry(method: str, ranked: list[tuple], *, share=None, **extra) -> dict:
@@ -446,15 +597,17 @@ def _entry(method: str, ranked: list[tuple], *, share=None, **extra) -> dict:
             "alts": list(ranked[1:]), **extra}
 
 
-def _name_clusters(ws, ids: np.ndarray, X: np.ndarray, cluster: np.ndarray, parent: np.ndarray, level: str,
-                   model: str, words: Sequence[str], only_words: bool) -> list[dict]:
-    """One naming dict per cluster (see the module docstring for which method names which cluster)."""
+def _name_clusters(ws, ids: np.ndarray, means: tuple[np.ndarray, np.ndarray], cluster: np.ndarray,
+                   parent: np.ndarray, level: str, model: str, words: Sequence[str], only_words: bool) -> list[dict]:
+    """One naming dict per cluster (see the module docstring for which method names which cluster).
+    ``means``: the clusters' ``(mean, unit_mean)`` vectors, (k, d) each (:func:`group_means`)."""
     from .export import item_rows
 
+    mean, unit_mean = means
     k = int(cluster.max()) + 1
     text_model = "text" in modalities_of(model)
     if only_words and text_model:  # the user's words, ranked by the model
-        ranked = _zero_shot(X, cluster, model, words, True)
+        ranked = _zero_shot(unit_mean, cluster, model, words, True)
         return [_entry("zero-shot", ranked[c]) for c in range(k)]
     if only_words:
         naming_vocabulary(None, words or (), only=True)  # the same error as zero-shot without words
@@ -462,7 +615,7 @@ def _name_clusters(ws, ids: np.ndarray, X: np.ndarray, cluster: np.ndarray, pare
     texts = _texts(ws, ids, rows)
     has_text = np.array([bool(t.strip()) for t in texts])
     text_share = np.bincount(cluster, weights=has_text, minlength=k) / np.maximum(np.bincount(cluster, minlength=k), 1)
-    by_text = _text_names(texts, cluster, k, X if text_model else None, model if text_model else None,
+    by_text = _text_names(texts, cluster, k, mean if text_model else None, model if text_model else None,
                           vocabulary=words if only_words else None) if has_text.any() else {}
     meta, traits = ({}, [{} for _ in range(k)]) if only_words else _metadata_names(_categorical_columns(rows),
                                                                                    cluster, k)
@@ -483,7 +636,7 @@ def _name_clusters(ws, ids: np.ndarray, X: np.ndarray, cluster: np.ndarray, pare
             e = _entry(t["method"], tw, share=t["words"][0][2], shares={w: s for w, _, s in t["words"]})
         elif text_model:
             if zero is None:
-                zero = _zero_shot(X, cluster, model, words, False)
+                zero = _zero_shot(unit_mean, cluster, model, words, False)
             e = _entry("zero-shot", zero[c])
         else:
             e = {"method": "none", "name": f"cluster {c + 1}", "score": None, "runner_up": None,
@@ -506,22 +659,18 @@ def _round(v):
 
 def _compute(ws, model: str, res, level: str, words, only_words) -> list[dict]:
     ids = np.asarray(res.ids).astype(str)
-    X = unit_rows(map_vectors(ws, model, ids=ids))
-    Z = X
-    if res.gap_corrected:  # cluster what the map shows: every modality mean-centred
-        mods = np.asarray(res.modality).astype(str)
-        Z = X.copy()
-        for m in np.unique(mods):
-            Z[mods == m] -= X[mods == m].mean(0)
-        Z = unit_rows(Z)
-    cluster, parent = clusters(Z, level)
-    names = _name_clusters(ws, ids, X, cluster, parent, level, model, words, only_words)
+    # cluster what the map shows (a gap-corrected map: every modality mean-centred); vectors read in chunks
+    vectors = MapVectors(ws, model, ids, modality=res.modality if res.gap_corrected else None)
+    cluster, parent = clusters(vectors, level)
+    k = int(cluster.max()) + 1
+    means = group_means(vectors, cluster, k)
+    names = _name_clusters(ws, ids, means, cluster, parent, level, model, words, only_words)
+    tops = nearest_to_means(vectors, cluster, means[0])
     coords = np.asarray(res.coords, dtype=np.float32)
     out = []
-    for c in range(int(cluster.max()) + 1):
+    for c in range(k):
         rows = np.flatnonzero(cluster == c)
-        mean = unit_rows(X[rows].mean(0))
-        top = rows[np.argsort(-(X[rows] @ mean), kind="stable")[:TOP_IDS]]
+        top = tops[c]
         centre = np.median(coords[rows], axis=0)
         e = names[c]
         d = {"cluster": c, "level": level, "name": e["name"], "score": _round(e["score"]),

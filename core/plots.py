@@ -458,6 +458,20 @@ LABEL_FONT = {"size": 14, "color": "#111111", "weight": "bold",
               "shadow": "0 0 3px #ffffff, 0 0 3px #ffffff, 0 0 2px #ffffff"}  # dark text, white halo
 
 
+def density_layer(gx: np.ndarray, gy: np.ndarray, z: np.ndarray) -> dict:
+    """A density grid (:func:`density_grid`: cell centres ``gx`` (w,), ``gy`` (h,), values ``z`` (h, w)) as the
+    WebGL maps draw it: the box its w × h cells cover — the outer centres plus half a cell — ``{x0, x1, y0, y1,
+    w, h}`` and ``z`` flattened row by row (float32, row 0 the lowest y)."""
+    gx, gy, z = (np.asarray(a, dtype=np.float32) for a in (gx, gy, z))
+    if gx.ndim != 1 or gy.ndim != 1 or z.shape != (len(gy), len(gx)) or len(gx) < 2 or len(gy) < 2:
+        raise ValueError(f"density must be (gx (w,), gy (h,), z (h, w)) with w, h >= 2; got gx {gx.shape}, "
+                         f"gy {gy.shape}, z {z.shape}")
+    hx = float(gx[-1] - gx[0]) / (len(gx) - 1) / 2
+    hy = float(gy[-1] - gy[0]) / (len(gy) - 1) / 2
+    return {"x0": float(gx[0]) - hx, "x1": float(gx[-1]) + hx, "y0": float(gy[0]) - hy, "y1": float(gy[-1]) + hy,
+            "w": len(gx), "h": len(gy), "z": np.ascontiguousarray(z.reshape(-1))}
+
+
 def label_hover(label: dict) -> str:
     """Plain hover line of a named cluster: "name · n items · score s (runner-up w s2)"."""
     out = f"{label['name']} · {label['n']:,} items"

@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 import streamlit as st
 
-from core.plots import colour_legend, encode_colours
+from core.plots import colour_legend, density_layer, encode_colours
 
 log = logging.getLogger(__name__)
 
@@ -284,13 +284,12 @@ def scatter_map(*, key: str, x, y, codes=None, categories: Sequence[str] = (), p
     if density is None:
         part("density", None, dict)
     else:
-        gx, gy, z = (np.asarray(a, dtype=np.float32) for a in density)
-        if gx.ndim != 1 or gy.ndim != 1 or z.shape != (len(gy), len(gx)) or len(gx) < 2 or len(gy) < 2:
-            raise ValueError(f"scatter_map: density must be (gx (w,), gy (h,), z (h, w)) with w, h ≥ 2; got "
-                             f"gx {gx.shape}, gy {gy.shape}, z {z.shape}")
-        zf = np.ascontiguousarray(z.reshape(-1))
-        meta = {"x0": float(gx[0]), "x1": float(gx[-1]), "y0": float(gy[0]), "y1": float(gy[-1]),
-                "w": len(gx), "h": len(gy)}
+        try:
+            layer = density_layer(*density)
+        except ValueError as err:
+            raise ValueError(f"scatter_map: {err}") from None
+        zf = layer.pop("z")
+        meta = layer
         part("density", _digest(zf.tobytes(), json.dumps(meta)), lambda: meta)
         if "density" in data:
             data["density_z"] = pa.table({"z": zf})
@@ -317,6 +316,7 @@ def scatter_map(*, key: str, x, y, codes=None, categories: Sequence[str] = (), p
     data["hover"] = ({"row": hovered, "text": str(hover_text(hovered))}
                      if hover_text is not None and hovered is not None else None)
     data["view"] = _view_of(view)
+    data["selection_token"] = token  # the browser sends a selection again until it sees its token here
 
     _mount_command()(
         key=key, data=data, height="content",

@@ -288,3 +288,141 @@ def test_small_and_nan_maps_draw_without_errors(open_map, n, nan, drawn):
     m = open_map(f"?n={n}&nan={nan}")
     assert m.attr("points") == str(drawn) and m.attr("rows") == str(n)
     assert m.attr("error") is None
+
+
+# ---- overlays: density, neighbour lines; the PNG -----------------------------------------------------------
+PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]  # scatter_app's
+
+# the largest alpha (0-255) of a canvas of the map within r canvas pixels of each data point [x, y]; the screen
+# positions are taken in the same call, so a view that moves between calls cannot shift them
+_ALPHA_NEAR = """([cls, pts, r]) => {
+  const m = window.jointscopeScatter.get('map');
+  const c = m.root.querySelector(`canvas.${cls}`);
+  const k = c.width / c.clientWidth;
+  const ctx = c.getContext('2d');
+  return pts.map(([x, y]) => {
+    const p = m.screenOfData(x, y);
+    const d = ctx.getImageData(Math.round(p[0] * k) - r, Math.round(p[1] * k) - r, 2 * r + 1, 2 * r + 1).data;
+    let a = 0;
+    for (let i = 3; i < d.length; i += 4) a = Math.max(a, d[i]);
+    return a;
+  });
+}"""
+# how many pixels of a canvas of the map are not fully transparent
+_PAINTED = """(cls) => {
+  const c = window.jointscopeScatter.get('map').root.querySelector(`canvas.${cls}`);
+  const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+  let n = 0;
+  for (let i = 3; i < d.length; i += 4) if (d[i]) n++;
+  return n;
+}"""
+
+
+def alpha_near(m: MapPage, canvas: str, points, r: int = 1) -> list[int]:
+    return m.page.evaluate(_ALPHA_NEAR, [canvas, [[float(a), float(b)] for a, b in points], r])
+
+
+def painted(m: MapPage, canvas: str) -> int:
+    return m.page.evaluate(_PAINTED, canvas)
+
+
+def wait_painted(m: MapPage, canvas: str, timeout: float = 20) -> None:
+    m.page.wait_for_function(f"() => ({_PAINTED})('{canvas}') > 0", timeout=timeout * 1000)
+
+
+def overlays_drawn(m: MapPage) -> None:
+    """Wait until the overlays were drawn at least once for the settled view (then an empty canvas means it)."""
+    m.page.wait_for_selector(".js-scatter[data-labels-shown]", timeout=20_000)
+    m.settle()
+    m.page.wait_for_timeout(300)
+
+
+def nearest_row(x: np.ndarray, y: np.ndarray, at) -> int:
+    return int(np.argmin((x - at[0]) ** 2 + (y - at[1]) ** 2))
+
+
+# four spots at least 8 units (6.7 standard deviations) from every cluster centre: no point lands there
+EMPTY = [(0.0, 0.0), (2.0, 0.0), (-2.0, 0.0), (0.0, 2.0), (0.0, -2.0)]
+
+
+def test_density_layer_is_drawn_where_the_points_are(open_map, data):
+    _, _, _, centres = data
+    m = open_map("?thumbs=0")
+    overlays_drawn(m)
+    assert painted(m, "js-density") == 0, "no density layer unless one is passed"
+
+    m = open_map("?thumbs=0&density=64")
+    wait_painted(m, "js-density")
+    overlays_drawn(m)
+    at_centres = alpha_near(m, "js-density", centres)
+    # 3 units (2.5 standard deviations) out from each centre, away from the circle's middle: sparser, not empty
+    outward = alpha_near(m, "js-density", centres * 1.3)
+    assert all(a > b > 0 for a, b in zip(at_centres, outward)), (at_centres, outward)
+    assert alpha_near(m, "js-density", EMPTY, r=2) == [0] * len(EMPTY), "nothing drawn far from every point"
+
+
+def test_neighbour_lines_are_drawn_between_their_points(open_map, data):
+    x, y, _, centres = data
+    # two parallel segments, 7 units apart: across the empty middle of the circle from cluster 0 to cluster 4,
+    # and from cluster 1 to cluster 3
+    pairs = [(nearest_row(x, y, centres[0]), nearest_row(x, y, centres[4])),
+             (nearest_row(x, y, centres[1]), nearest_row(x, y, centres[3]))]
+    m = open_map("?thumbs=0")
+    overlays_drawn(m)
+    assert painted(m, "js-overlay") == 0, "no lines (and no thumbnails, hover or selection): an empty overlay"
+
+    m = open_map("?thumbs=0&lines=" + ",".join(f"{a}-{b}" for a, b in pairs))
+    wait_painted(m, "js-overlay")
+    overlays_drawn(m)
+    ts = np.linspace(0.3, 0.7, 9)
+    for a, b in pairs:
+        pa, pb = np.array([x[a], y[a]]), np.array([x[b], y[b]])
+        on = [pa + t * (pb - pa) for t in ts]
+        assert min(alpha_near(m, "js-overlay", on)) > 100, f"the segment {a}-{b} is drawn all along"
+        normal = np.array([-(pb - pa)[1], (pb - pa)[0]]) / np.linalg.norm(pb - pa)
+        off = [p + 1.5 * normal for p in on] + [p - 1.5 * normal for p in on]  # ~30 px beside it
+        assert max(alpha_near(m, "js-overlay", off)) == 0, "nothing beside the segment"
+    # the two segments are all the overlay holds: about their length in pixels times the line's width
+    length = sum(np.hypot(*np.subtract(m.screen_of(float(x[a]), float(y[a])), m.screen_of(float(x[b]), float(y[b]))))
+                 for a, b in pairs)
+    assert length < painted(m, "js-overlay") < 6 * length
+
+
+def test_png_button_saves_the_map_as_drawn(open_map, data, tmp_path):
+    from PIL import Image
+
+    x, y, _, centres = data
+    a, b = nearest_row(x, y, centres[0]), nearest_row(x, y, centres[4])
+    m = open_map(f"?thumbs=0&lines={a}-{b}")
+    wait_painted(m, "js-overlay")
+    overlays_drawn(m)
+    with m.page.expect_download() as download:
+        m.page.get_by_role("button", name="PNG").click()
+    assert download.value.suggested_filename == "map.png"
+    path = tmp_path / "map.png"
+    download.value.save_as(path)
+    with Image.open(path) as im:
+        assert im.format == "PNG"
+        size = im.size
+        rgb = np.asarray(im.convert("RGB")).astype(np.int16)
+    w, h, dpr = m.page.evaluate("() => { const r = window.jointscopeScatter.get('map').root;"
+                                " return [r.clientWidth, r.clientHeight, window.devicePixelRatio || 1]; }")
+    assert size == (round(w * dpr), round(h * dpr))
+    assert (rgb < 245).any(axis=2).mean() > 0.02, "not a blank image"
+    ox, oy = m.origin()
+
+    def around(px: float, py: float, r: int = 2) -> np.ndarray:
+        """The PNG's pixels within r of page position (px, py): (k, 3)."""
+        cx, cy = round((px - ox) * dpr), round((py - oy) * dpr)
+        return rgb[cy - r: cy + r + 1, cx - r: cx + r + 1].reshape(-1, 3)
+
+    for k, colour in enumerate(PALETTE):
+        want = np.array([int(colour[i:i + 2], 16) for i in (1, 3, 5)])
+        near = (np.abs(rgb - want).max(axis=2) <= 12).sum()
+        assert near > 100, f"cluster {k}'s colour {colour} is in the image ({near} pixels)"
+        # inside the cluster (1 unit below its name, which is drawn at its centre), the cluster's own colour
+        got = np.median(around(*m.screen_of(float(centres[k][0]), float(centres[k][1]) - 1.0)), axis=0)
+        assert np.abs(got - want).max() <= 30, (k, colour, got)
+    line = around(*m.screen_of(float(x[a] + x[b]) / 2, float(y[a] + y[b]) / 2)).max(axis=1).min()
+    assert line < 150, f"the neighbour line crosses the empty middle of the map (darkest {line})"
+    assert around(*m.screen_of(0.0, 2.0)).min() >= 245, "beside it the background is white"

@@ -2,6 +2,7 @@
 text encoder, the cache, the CLI's JSON, names drawn literally in figures and HTML, 3-D maps."""
 from __future__ import annotations
 
+import base64
 import collections
 import json
 
@@ -177,9 +178,9 @@ def test_names_with_markup_stay_literal_in_figure_and_html(demo_ws):
     assert not any("<b>" in t or "<img" in t for t in texts)
     assert any("&lt;b&gt;red&lt;/b&gt;" in t for t in texts)
     page = map_html(demo_ws, "demo", res, labels=labels, thumbs=0)
-    # plotly writes the figure as JSON with < > / as \u003c \u003e \u002f
-    assert "<b>red</b>" not in page and "\\u003cb\\u003ered" not in page and "\\u003cimg src=x" not in page
-    assert '"text":"&lt;b&gt;red&lt;' in page and "clusters named (zero-shot" in page
+    # the HTML map gets the names as JSON data (its script sets them as text), never as markup in the page
+    assert [d["name"] for d in _map_data(page)["labels"]] == [d["name"] for d in labels]
+    assert "<b>red</b>" not in page and "<img src=x" not in page and "clusters named (zero-shot" in page
 
 
 def test_three_d_maps_get_names_in_space(demo_ws):
@@ -193,6 +194,12 @@ def test_three_d_maps_get_names_in_space(demo_ws):
     assert trace.type == "scatter3d" and trace.mode == "text"
     assert list(trace.z) == pytest.approx([d["z"] for d in labels])
     assert [a.text for a in fig.layout.scene.annotations] == [d["name"] for d in labels]
+
+
+def _map_data(page: str) -> dict:
+    """The data of a standalone HTML map (core.export.view_html): its ``application/json`` script element."""
+    start = page.index('<script type="application/json" id="jointscope-map-data">')
+    return json.loads(page[page.index(">", start) + 1: page.index("</script>", start)])
 
 
 def run_json(capsys, *argv):
@@ -212,7 +219,10 @@ def test_cli_map_labels_json_and_html(demo_ws, capsys, tmp_path):
     assert sum(d["n"] for d in labels) == doc["n"] and doc["unknown_words"] == []
     assert all(isinstance(d["x"], float) and isinstance(d["ids"][0], str) for d in labels)
     methods = ", ".join(sorted({d["method"] for d in labels}))
-    assert f'"text":"{labels[0]["name"]}"' in page.read_text() and f"clusters named ({methods};" in page.read_text()
+    drawn = _map_data(page.read_text())["labels"]
+    assert [d["name"] for d in drawn] == [d["name"] for d in labels]
+    assert f"clusters named ({methods})" in page.read_text()
+    assert [len(np.frombuffer(base64.b64decode(d["rows"]["b64"]), "<i4")) for d in drawn] == [d["n"] for d in labels]
     code, fine, err = run_json(capsys, "map", ws, "--model", "demo", "--method", "pca", "--labels", "fine",
                                "--vocab", "crimson", "--vocab", "disc", "--json")
     assert code == 0 and len(fine["labels"]) > len(labels) and {d["level"] for d in fine["labels"]} == {"fine"}
@@ -289,3 +299,121 @@ def test_images_without_any_text_are_named_zero_shot(demo_ws, tmp_path):
     assert {d["method"] for d in labels} == {"zero-shot"} and all(d["share"] is None for d in labels)
     assert {d["name"] for d in labels} <= set(default_vocabulary("demo"))
     assert len({d["name"] for d in labels}) == len(labels), "siblings never share a name"
+
+
+def _comparable(labels: list[dict]) -> list[tuple]:
+    return [(d["name"], d["method"], d["n"], d["parent"], d["ids"], d["top_ids"], d["runner_up"], d["words"],
+             d["share"]) for d in labels]
+
+
+@pytest.mark.parametrize("gap", [False, True])
+def test_names_read_chunk_by_chunk_are_those_of_every_vector_at_once(demo_ws, monkeypatch, gap):
+    """Naming reads the map's vectors :data:`core.labels.CHUNK` rows at a time; with chunks of 64 rows (12 of
+    them) the clusters, names and closest items are those read in one chunk, and they match what the
+    cluster means of every vector held at once give (the items closest to the mean; the zero-shot ranking
+    of core.vocabulary.label_clusters)."""
+    from core.encoders import unit_rows
+    from core.projection import map_vectors
+    from core.vocabulary import label_clusters, naming_vocabulary, vocabulary_vectors
+
+    res = compute_map(demo_ws, "demo", method="pca", gap_corrected=gap)
+    assert len(res.ids) > 10 * 64
+    words = ["red", "blue", "green", "disc", "square", "triangle"]
+    runs = [{"level": "coarse"}, {"level": "fine"}, {"level": "coarse", "words": words, "only_words": True}]
+    whole = [map_labels(demo_ws, "demo", res, use_cache=False, **kw) for kw in runs]
+    monkeypatch.setattr(core.labels, "CHUNK", 64)
+    parts = [map_labels(demo_ws, "demo", res, use_cache=False, **kw) for kw in runs]
+    for a, b in zip(whole, parts):
+        assert _comparable(a) == _comparable(b)
+        assert [d["score"] for d in a] == pytest.approx([d["score"] for d in b], abs=2e-4)
+
+    X = unit_rows(map_vectors(demo_ws, "demo", ids=res.ids))  # every vector at once, as naming once read them
+    pos = {k: i for i, k in enumerate(res.ids.tolist())}
+    for labels in whole:
+        for d in labels:
+            rows = np.array([pos[i] for i in d["ids"]])
+            mean = unit_rows(X[rows].mean(0))
+            assert d["top_ids"] == res.ids[rows[np.argsort(-(X[rows] @ mean), kind="stable")[:5]]].tolist()
+    cluster = np.empty(len(res.ids), np.int64)
+    for d in whole[2]:
+        cluster[[pos[i] for i in d["ids"]]] = d["cluster"]
+    vocab = naming_vocabulary("demo", words, only=True)
+    ranked = label_clusters(X, cluster, vocabulary_vectors("demo", vocab), vocab, k=5)
+    assert {d["method"] for d in whole[2]} == {"zero-shot"}
+    for d in whole[2]:
+        assert d["words"] == [w for w, _ in ranked[d["cluster"]]]
+        assert d["score"] in {round(s, 4) for _, s in ranked[d["cluster"]]}
+
+
+MODEL = "precomputed:emb"
+KINDS = ["apple", "river", "stone", "cloud", "tiger", "violin", "copper", "meadow"]
+
+
+def _synthetic_map(path, n: int, dim: int):
+    """A workspace of ``n`` rows in 8 kinds written directly (items + one float16 vector shard: ``dim``-d
+    vectors around one centre per kind), each row with a "kind" value and a short note, and a map of it
+    (a :class:`core.projection.MapResult` with 2-D coordinates near its kind's place)."""
+    from core.projection import MapResult
+
+    rng = np.random.default_rng(0)
+    ids = np.array([f"{i:016x}" for i in range(n)])
+    kind = rng.integers(0, len(KINDS), n)
+    centres = rng.normal(size=(len(KINDS), dim)).astype(np.float32)
+    X = centres[kind] + 0.6 * rng.normal(size=(n, dim)).astype(np.float32)
+    ws = Workspace(path)
+    ws.add_rows(pd.DataFrame({"id": ids, "modality": "row", "source": "synthetic.parquet",
+                              "kind": [f"kind {KINDS[v]}" for v in kind],
+                              "text": [f"a note on {KINDS[v]} and {KINDS[(v + i) % 8]}" for i, v in enumerate(kind)]}))
+    with ws.writing():
+        ws.store(MODEL).append(X, ids, dtype="float16")
+    coords = (centres[kind, :2] * 5 + rng.normal(size=(n, 2))).astype(np.float32)
+    res = MapResult(ids=ids, coords=coords, modality=np.full(n, "row"), trust=np.ones(n, np.float32),
+                    trustworthiness=1.0, method="pca", dim=2, gap_corrected=False, params={}, seconds=0.0,
+                    path=path / "maps" / "synthetic" / "map.npz", cache="fit")
+    return ws, res
+
+
+@pytest.mark.slow  # ~60 s: two workspaces of 50,000 and 200,000 256-d vectors named
+def test_naming_a_large_map_reads_its_vectors_in_chunks_and_its_memory_does_not_grow_with_it(tmp_path,
+                                                                                                monkeypatch):
+    """No read of the vector store asks for more than CHUNK rows (the k-means sample included), and the
+    peak memory naming takes grows by less than one float32 vector per item from 50,000 to 200,000 items:
+    no array of every vector is ever held (reading them at once would cost 1 kB per item, 4 × 256)."""
+    import tracemalloc
+
+    from core import vectorstore
+
+    dim, chunk = 256, 16_384
+    monkeypatch.setattr(core.labels, "CHUNK", chunk)  # the same chunks at both sizes (both above it)
+    reads: list[int] = []
+    take = vectorstore._StoreView.take
+
+    def counting(view, rows):
+        reads.append(len(rows))
+        return take(view, rows)
+
+    monkeypatch.setattr(vectorstore._StoreView, "take", counting)
+    warm_ws, warm_res = _synthetic_map(tmp_path / "warm", 3_000, dim)
+    map_labels(warm_ws, MODEL, warm_res)  # imports and first-call caches, outside the measurement
+    peak = {}
+    for n in (50_000, 200_000):
+        ws, res = _synthetic_map(tmp_path / f"w{n}", n, dim)
+        ws.items  # noqa: B018 - the items frame is read before measuring (the app holds it anyway)
+        reads.clear()
+        tracemalloc.start()
+        try:
+            labels = map_labels(ws, MODEL, res, use_cache=False)
+            peak[n] = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert reads and max(reads) <= chunk, max(reads)
+        assert sum(reads) >= 3 * n  # clusters assigned, means and closest items: every vector read, in chunks
+        assert sorted(i for d in labels for i in d["ids"]) == res.ids.tolist()
+        items = ws.items.set_index("id")["kind"]
+        assert len(labels) >= len(KINDS)
+        for d in labels:  # each cluster is one kind, named by it (the kinds are far apart)
+            (kind,) = set(items.loc[d["ids"]])
+            assert d["method"] == "metadata:kind" and d["name"].startswith(kind), (d["name"], kind)
+            assert set(d["top_ids"]) <= set(d["ids"]) and len(d["top_ids"]) == 5
+    per_item = (peak[200_000] - peak[50_000]) / 150_000
+    assert per_item < 4 * dim, f"naming holds {per_item:.0f} more bytes per item (peaks {peak})"

@@ -207,6 +207,7 @@ class MapView {
       return;
     }
     this.showMessage('');
+    this.confirmSelection(data.selection_token === undefined ? null : data.selection_token);
     const palette = (data.palette && data.palette.length ? data.palette : ['#1f77b4']).map(String);
     const paletteChanged = JSON.stringify(palette) !== JSON.stringify(this.palette);
     this.palette = palette;
@@ -473,15 +474,32 @@ class MapView {
     const clicked = this.lastSelectWasClick && rows.length === 1 ? rows[0] : null;
     this.lastSelectWasClick = false;
     this.root.dataset.lastSelection = String(rows.length);
-    // a trigger: it goes up once; Python keeps it (a state value would ride along with every later rerun)
-    this.setTriggerValue('selection', { rows: b64FromInt32(rows), n: rows.length, token, clicked });
+    // a trigger: it goes up once; Python keeps it (a state value would ride along with every later rerun). A
+    // rerun asked for by a state change at the same moment (a hover, a view) can replace the one that carries
+    // it, so it is sent again (at most twice) until Python's data says it has it (selection_token)
+    this.pendingSelection = { value: { rows: b64FromInt32(rows), n: rows.length, token, clicked }, tries: 0 };
+    this.setTriggerValue('selection', this.pendingSelection.value);
     this.root.dataset.selectionSentAt = String(Date.now()); // wall clock, for bench/map_component.py
   }
 
   onDeselect() {
     if (this.root.dataset.lastSelection === '0') return;
     this.root.dataset.lastSelection = '0';
+    this.pendingSelection = null;
     this.setTriggerValue('selection', { rows: '', n: 0, token: null, clicked: null });
+  }
+
+  confirmSelection(token) {
+    // called with every update from Python: the token of the last selection it holds
+    const pending = this.pendingSelection;
+    if (!pending) return;
+    if (token === pending.value.token || pending.tries >= 2) {
+      this.pendingSelection = null;
+      return;
+    }
+    pending.tries += 1;
+    this.root.dataset.selectionResent = String(pending.tries);
+    this.setTriggerValue('selection', pending.value);
   }
 
   // -- hover ---------------------------------------------------------------------------------------------
@@ -583,7 +601,11 @@ class MapView {
     const r = (a) => Number(a.toPrecision(7));
     // with the map's size in CSS pixels (Python spreads thumbnails over cells of a fixed pixel size)
     const view = { x0: r(v.x0), x1: r(v.x1), y0: r(v.y0), y1: r(v.y1), w: this.root.clientWidth, h: this.root.clientHeight };
-    if (this.reportedView && JSON.stringify(this.reportedView) === JSON.stringify(view)) return;
+    const last = this.reportedView;
+    // a camera that moved less than a ten-thousandth of the view (float noise after a redraw) is not a new view:
+    // every report is a rerun, and a rerun that races a selection's can cost Python the selection
+    const tol = (view.x1 - view.x0) * 1e-4;
+    if (last && last.w === view.w && last.h === view.h && ['x0', 'x1', 'y0', 'y1'].every((k) => Math.abs(last[k] - view[k]) <= tol)) return;
     this.reportedView = view;
     this.root.dataset.view = JSON.stringify(view);
     this.setStateValue('view', view);
