@@ -429,9 +429,18 @@ class MapView:
         (:func:`core.projection.true_neighbours`): ``row, cosine, map_rank``, plus each neighbour's ``id``
         and ``item`` (its caption, else where it came from)."""
         from .export import item_rows, item_titles
-        from .projection import map_vectors, true_neighbours
+        from .labels import MapVectors
+        from .projection import neighbours_by_cosine
 
-        near = true_neighbours(map_vectors(self.ws, self.model, ids=self.res.ids), self.res.coords, int(row), k=k)
+        if not 0 <= int(row) < self.n:
+            raise ValueError(f"row must be in [0, {self.n}); got {row}")
+        # the cosine with every mapped point, read chunk by chunk: memory does not grow with the map
+        vectors = MapVectors(self.ws, self.model, self.res.ids)
+        query = vectors.unit(np.array([int(row)]))[0]
+        cos = np.empty(self.n, dtype=np.float32)
+        for rows, unit in vectors.chunks():
+            cos[rows] = unit @ query
+        near = neighbours_by_cosine(cos, self.res.coords, int(row), k=k)
         rows = item_rows(self.ws, [str(self.res.ids[r]) for r in near["row"]])
         return near.assign(id=rows["id"].to_numpy(), item=item_titles(self.ws.items, rows).to_numpy())
 

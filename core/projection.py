@@ -1126,18 +1126,28 @@ def true_neighbours(X: np.ndarray, coords: np.ndarray, row: int, *, k: int = 10)
     (one matrix-vector product), so it holds for the sampled maps of large workspaces too.
     """
     X = np.asarray(X, dtype=np.float32)
-    coords = np.asarray(coords, dtype=np.float32)
     n = len(X)
-    if coords.shape[0] != n:
-        raise ValueError(f"coords must have one row per vector ({n}); got {coords.shape[0]}")
+    if np.asarray(coords).shape[0] != n:
+        raise ValueError(f"coords must have one row per vector ({n}); got {np.asarray(coords).shape[0]}")
     if not 0 <= row < n:
         raise ValueError(f"row must be in [0, {n}); got {row}")
+    U = unit_rows(X)
+    return neighbours_by_cosine(U @ U[row], coords, row, k=k)
+
+
+def neighbours_by_cosine(cos: np.ndarray, coords: np.ndarray, row: int, *, k: int = 10) -> pd.DataFrame:
+    """:func:`true_neighbours` from ``cos`` (n,), the cosine of the point at ``row`` with every mapped point
+    (computed any way, e.g. chunk by chunk), and the map's ``coords`` (n, dim)."""
+    cos = np.array(cos, dtype=np.float32)
+    coords = np.asarray(coords, dtype=np.float32)
+    n = len(cos)
+    if coords.shape[0] != n or not 0 <= row < n:
+        raise ValueError(f"cos and coords must have one row per point and 0 <= row < {n}; got {coords.shape[0]} "
+                         f"coordinates, row {row}")
     k = int(min(max(k, 1), n - 1))
     if k < 1:
         return pd.DataFrame({"row": np.zeros(0, np.int64), "cosine": np.zeros(0, np.float32),
                              "map_rank": np.zeros(0, np.int64)})
-    U = unit_rows(X)
-    cos = U @ U[row]
     cos[row] = -np.inf
     near = np.argpartition(-cos, k - 1)[:k]
     near = near[np.argsort(-cos[near], kind="stable")]

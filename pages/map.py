@@ -257,6 +257,41 @@ def plotly_3d(view, where) -> None:
     where.plotly_chart(ui.cached_figure(fig_key, build), key="map_chart_3d", config=MAP_CONFIG)
 
 
+URL_ZOOM = "zoom"  # query parameter: "<map>:x0,x1,y0,y1", the zoomed view of that map (a reload keeps it)
+
+
+def _map_tag(res) -> str:
+    """A short name of the drawn map (its file and added points): a view is kept for this map only."""
+    import hashlib
+
+    return hashlib.blake2b(view_key(res).encode(), digest_size=4).hexdigest()
+
+
+def keep_view(res, view: dict) -> None:
+    """Remember the view the browser reports for map ``res``, in the session and in the URL."""
+    st.session_state["map_webgl_view"] = {"map": _map_tag(res), "view": view}
+    text = f"{_map_tag(res)}:" + ",".join(f"{view[k]:.7g}" for k in ("x0", "x1", "y0", "y1"))
+    if st.query_params.get(URL_ZOOM) != text:
+        st.query_params[URL_ZOOM] = text
+
+
+def kept_view(res) -> dict | None:
+    """The view kept for map ``res`` (this session's, else the URL's after a reload); None for another map,
+    whose coordinates it would not fit."""
+    kept = st.session_state.get("map_webgl_view")
+    if isinstance(kept, dict) and kept.get("map") == _map_tag(res):
+        return kept["view"]
+    tag, _, numbers = str(st.query_params.get(URL_ZOOM) or "").partition(":")
+    if tag != _map_tag(res):
+        return None
+    try:
+        x0, x1, y0, y1 = (float(v) for v in numbers.split(","))
+    except ValueError:
+        return None
+    ok = all(np.isfinite([x0, x1, y0, y1])) and x1 > x0 and y1 > y0
+    return {"x0": x0, "x1": x1, "y0": y0, "y1": y1} if ok else None
+
+
 def webgl_map(ws, view, where) -> None:
     """The 2-D map (:func:`pages.ui.scatter.scatter_map`): what the user selected on it (lasso, box, click, a
     cluster's name) becomes the workspace's selection, drawn back in the same run."""
@@ -276,7 +311,7 @@ def webgl_map(ws, view, where) -> None:
         chosen = str(state["label_clicked"])
         ui.set_selection(ws, [i for lab in view.labels if str(lab["cluster"]) == chosen for i in lab["ids"]])
     if state["view"]:
-        ss["map_webgl_view"] = state["view"]
+        keep_view(res, state["view"])
     view = view.with_selection(ui.selection(ws))
     if view.note:
         where.caption(view.note)
@@ -302,7 +337,7 @@ def webgl_map(ws, view, where) -> None:
                     selected=view.selection if len(view.selection) else None,
                     lines=np.asarray(lines, dtype=np.int32).reshape(-1, 2) if lines else None,
                     density=view.density_grid() if params.density else None,
-                    view=ss.get("map_webgl_view"), hover_text=view.hover_text,
+                    view=kept_view(res), hover_text=view.hover_text,
                     thumbnails=view.thumbnail_items if params.thumbnails else None,
                     data_version=view_key(res))
 

@@ -218,7 +218,8 @@ def shown_map(at) -> dict:
     {name: count} (categories) or {"low", "high"} (a colour ramp) with ``legend_title``; cluster ``labels``
     (names) and their ``clusters``; ``selected`` (row count; 0 for none; None when this run sent only the key
     of rows the browser already holds); ``lines`` (segment count, same rule); ``density`` (drawn or not);
-    ``thumbnails`` (images sent for the view). Fails when no WebGL map was drawn."""
+    ``thumbnails`` (images sent for the view); ``view`` (the view it is asked to show, or None). Fails when no
+    WebGL map was drawn."""
     import json
 
     import pyarrow as pa
@@ -250,5 +251,5 @@ def shown_map(at) -> dict:
             "points": None if points is None else (points.column("x").to_numpy(), points.column("y").to_numpy()),
             "labels": [lab["name"] for lab in data.get("labels", [])],
             "clusters": [lab["cluster"] for lab in data.get("labels", [])], "selected": rows("selected"),
-            "lines": rows("lines"), "density": data.get("density_key") is not None,
+            "lines": rows("lines"), "density": data.get("density_key") is not None, "view": data.get("view"),
             "thumbnails": len(thumbs["items"]) if isinstance(thumbs, dict) else 0}

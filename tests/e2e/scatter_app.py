@@ -3,7 +3,8 @@
 It draws JOINTSCOPE_SCATTER_N synthetic points (default 200,000) in JOINTSCOPE_SCATTER_CLUSTERS Gaussian
 clusters with :func:`pages.ui.scatter.scatter_map`, passes the returned selection back in as ``selected``,
 keeps the view in the URL (``?view=x0,x1,y0,y1``, so a reload keeps it) and echoes the returned state as
-text (an st.code block) for the test to read. JOINTSCOPE_SCATTER_NAN=k gives the first k points NaN
+text (inline code in st.markdown, which needs no syntax highlighter: the page loads what the Map page
+loads) for the test to read. JOINTSCOPE_SCATTER_NAN=k gives the first k points NaN
 coordinates; ?n= and ?nan= in the URL override both. ?engine=plotly draws the same points with lean Plotly
 scattergl instead (the bench's baseline). Overlays, all off by default: ?density=W draws a W × W histogram of
 the points as the density layer, ?lines=a-b,c-d draws segments between those row pairs (as the Map draws a
@@ -96,7 +97,7 @@ if st.query_params.get("engine") == "plotly":
     fig.update_layout(height=600, margin={"l": 0, "r": 0, "t": 0, "b": 0}, dragmode="pan")
     event = st.plotly_chart(fig, key="plotly", on_select="rerun", selection_mode=("box", "lasso"))
     rows = event.selection.point_indices if event and event.selection else []
-    st.code(json.dumps({"selection": len(rows)}), language=None)
+    st.markdown(f"`{json.dumps({'selection': len(rows)})}`")
     st.button("Rerun")
     st.stop()
 qp = st.query_params.get("view")
@@ -105,7 +106,9 @@ if qp:
     vals = [float(v) for v in qp.split(",")]
     view = dict(zip(("x0", "x1", "y0", "y1"), vals))
 labels = [{"name": f"cluster {k}", "x": float(c[0]), "y": float(c[1]), "cluster": k} for k, c in enumerate(centres)]
-sel = current_state("map", N)["selection"]  # this run's selection, drawn in this run
+now = current_state("map", N)  # what the browser reported in this run: drawn back in this run (as the Map page does)
+sel = now["selection"]
+view = now["view"] or view  # the view it reports; the URL's only on a reload (a stale one would move the camera back)
 state = scatter_map(key="map", x=x, y=y, codes=codes, palette=PALETTE[:max(1, min(CLUSTERS, len(PALETTE)))],
                     categories=[f"cluster {k}" for k in range(CLUSTERS)], labels=labels,
                     selected=sel if len(sel) else None, view=view,
@@ -124,5 +127,5 @@ echo = {"last_label": st.session_state.get("last_label"), "selection": len(state
         "hovered": state["hovered"], "view": state["view"],
         "label_clicked": state["label_clicked"], "clicked": state["clicked"],
         "first_rows": [int(r) for r in state["selection"][:5]], "run_started": STARTED}
-st.code(json.dumps(echo), language=None)
+st.markdown(f"`{json.dumps(echo)}`")
 st.button("Rerun")

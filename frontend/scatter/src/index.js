@@ -272,8 +272,22 @@ class MapView {
     const x = columnArray(table, 'x');
     const y = columnArray(table, 'y');
     const rows = x ? x.length : 0;
+    // one pass: how many points have both coordinates, and their extent
     let finite = 0;
-    for (let i = 0; i < rows; i++) if (Number.isFinite(x[i]) && Number.isFinite(y[i])) finite++;
+    let x0 = Infinity;
+    let x1 = -Infinity;
+    let y0 = Infinity;
+    let y1 = -Infinity;
+    for (let i = 0; i < rows; i++) {
+      const xv = x[i];
+      const yv = y[i];
+      if (xv - xv !== 0 || yv - yv !== 0) continue; // NaN or ±Infinity
+      finite++;
+      if (xv < x0) x0 = xv;
+      if (xv > x1) x1 = xv;
+      if (yv < y0) y0 = yv;
+      if (yv > y1) y1 = yv;
+    }
     let xs;
     let ys;
     if (finite === rows) {
@@ -288,7 +302,7 @@ class MapView {
       const idxOf = new Int32Array(rows).fill(-1);
       let j = 0;
       for (let i = 0; i < rows; i++) {
-        if (Number.isFinite(x[i]) && Number.isFinite(y[i])) {
+        if (x[i] - x[i] === 0 && y[i] - y[i] === 0) {
           xs[j] = x[i];
           ys[j] = y[i];
           rowOf[j] = i;
@@ -303,18 +317,6 @@ class MapView {
     this.ys = ys;
     this.drawn = finite;
     // a square data domain around the points, so both axes keep one scale
-    let x0 = Infinity;
-    let x1 = -Infinity;
-    let y0 = Infinity;
-    let y1 = -Infinity;
-    for (let i = 0; i < finite; i++) {
-      const xv = xs[i];
-      const yv = ys[i];
-      if (xv < x0) x0 = xv;
-      if (xv > x1) x1 = xv;
-      if (yv < y0) y0 = yv;
-      if (yv > y1) y1 = yv;
-    }
     if (!finite) {
       x0 = -1; x1 = 1; y0 = -1; y1 = 1;
     }
@@ -322,18 +324,24 @@ class MapView {
     const cx = (x0 + x1) / 2;
     const cy = (y0 + y1) / 2;
     this.domain = { x0: cx - half, x1: cx + half, y0: cy - half, y1: cy + half };
-    this.nx = new Float32Array(finite);
-    this.ny = new Float32Array(finite);
+    const nx = new Float32Array(finite);
+    const ny = new Float32Array(finite);
     const sx = 2 / (this.domain.x1 - this.domain.x0);
     const sy = 2 / (this.domain.y1 - this.domain.y0);
+    const dx0 = this.domain.x0;
+    const dy0 = this.domain.y0;
+    // the spatial index (hover, click), built once per map from the typed arrays in the same pass:
+    // regl-scatterplot would build it from one JS array per point, in a worker it copies them to, at every draw
+    const index = new KDBush(finite, 64, Float32Array);
     for (let i = 0; i < finite; i++) {
-      this.nx[i] = -1 + (xs[i] - this.domain.x0) * sx;
-      this.ny[i] = -1 + (ys[i] - this.domain.y0) * sy;
+      const a = -1 + (xs[i] - dx0) * sx;
+      const b = -1 + (ys[i] - dy0) * sy;
+      nx[i] = a;
+      ny[i] = b;
+      index.add(a, b);
     }
-    // the spatial index (hover, click, lasso), built once per map from the typed arrays: regl-scatterplot
-    // would build it from one JS array per point, in a worker it copies them to at 1M points, at every draw
-    const index = new KDBush(finite, 16, Float32Array);
-    for (let i = 0; i < finite; i++) index.add(this.nx[i], this.ny[i]);
+    this.nx = nx;
+    this.ny = ny;
     index.finish();
     this.spatialIndex = index.data;
     this.ensurePlot();
@@ -477,7 +485,7 @@ class MapView {
     // a trigger: it goes up once; Python keeps it (a state value would ride along with every later rerun). A
     // rerun asked for by a state change at the same moment (a hover, a view) can replace the one that carries
     // it, so it is sent again (at most twice) until Python's data says it has it (selection_token)
-    this.pendingSelection = { value: { rows: b64FromInt32(rows), n: rows.length, token, clicked }, tries: 0 };
+    this.pendingSelection = { value: { rows: b64FromInt32(rows), n: rows.length, token, clicked }, misses: 0 };
     this.setTriggerValue('selection', this.pendingSelection.value);
     this.root.dataset.selectionSentAt = String(Date.now()); // wall clock, for bench/map_component.py
   }
@@ -493,13 +501,16 @@ class MapView {
     // called with every update from Python: the token of the last selection it holds
     const pending = this.pendingSelection;
     if (!pending) return;
-    if (token === pending.value.token || pending.tries >= 2) {
+    if (token === pending.value.token || pending.misses >= 4) {
       this.pendingSelection = null;
       return;
     }
-    pending.tries += 1;
-    this.root.dataset.selectionResent = String(pending.tries);
-    this.setTriggerValue('selection', pending.value);
+    // the first answer without it may come from a run that began before it was sent: wait for a second one
+    pending.misses += 1;
+    if (pending.misses % 2 === 0) {
+      this.root.dataset.selectionResent = String(pending.misses / 2);
+      this.setTriggerValue('selection', pending.value);
+    }
   }
 
   // -- hover ---------------------------------------------------------------------------------------------
