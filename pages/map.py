@@ -257,9 +257,6 @@ def plotly_3d(view, where) -> None:
     where.plotly_chart(ui.cached_figure(fig_key, build), key="map_chart_3d", config=MAP_CONFIG)
 
 
-URL_ZOOM = "zoom"  # query parameter: "<map>:x0,x1,y0,y1", the zoomed view of that map (a reload keeps it)
-
-
 def _map_tag(res) -> str:
     """A short name of the drawn map (its file and added points): a view is kept for this map only."""
     import hashlib
@@ -268,28 +265,16 @@ def _map_tag(res) -> str:
 
 
 def keep_view(res, view: dict) -> None:
-    """Remember the view the browser reports for map ``res``, in the session and in the URL."""
+    """Remember the view the browser reports for map ``res`` (this session; the browser keeps it over a rerun).
+    Not in the URL: a query parameter written from Python makes the browser draw the page's elements anew,
+    and the map would be sent again at every zoom."""
     st.session_state["map_webgl_view"] = {"map": _map_tag(res), "view": view}
-    text = f"{_map_tag(res)}:" + ",".join(f"{view[k]:.7g}" for k in ("x0", "x1", "y0", "y1"))
-    if st.query_params.get(URL_ZOOM) != text:
-        st.query_params[URL_ZOOM] = text
 
 
 def kept_view(res) -> dict | None:
-    """The view kept for map ``res`` (this session's, else the URL's after a reload); None for another map,
-    whose coordinates it would not fit."""
+    """The view kept for map ``res``; None for another map, whose coordinates it would not fit."""
     kept = st.session_state.get("map_webgl_view")
-    if isinstance(kept, dict) and kept.get("map") == _map_tag(res):
-        return kept["view"]
-    tag, _, numbers = str(st.query_params.get(URL_ZOOM) or "").partition(":")
-    if tag != _map_tag(res):
-        return None
-    try:
-        x0, x1, y0, y1 = (float(v) for v in numbers.split(","))
-    except ValueError:
-        return None
-    ok = all(np.isfinite([x0, x1, y0, y1])) and x1 > x0 and y1 > y0
-    return {"x0": x0, "x1": x1, "y0": y0, "y1": y1} if ok else None
+    return kept["view"] if isinstance(kept, dict) and kept.get("map") == _map_tag(res) else None
 
 
 def webgl_map(ws, view, where) -> None:
@@ -300,7 +285,7 @@ def webgl_map(ws, view, where) -> None:
 
     ss, res, params = st.session_state, view.res, view.params
     key = f"map_webgl_{ss.get(ui.WORKSPACE_ROUND, 0)}"  # kept through Clear selection: the map is not resent
-    state = current_state(key, res.n)
+    state = current_state(key, res.n, data_version=view_key(res))
     rows = state["selection"]
     if len(rows):
         digest = (view_key(res), state["token"], len(rows), hash(rows.tobytes()))

@@ -218,8 +218,8 @@ def shown_map(at) -> dict:
     {name: count} (categories) or {"low", "high"} (a colour ramp) with ``legend_title``; cluster ``labels``
     (names) and their ``clusters``; ``selected`` (row count; 0 for none; None when this run sent only the key
     of rows the browser already holds); ``lines`` (segment count, same rule); ``density`` (drawn or not);
-    ``thumbnails`` (images sent for the view); ``view`` (the view it is asked to show, or None). Fails when no
-    WebGL map was drawn."""
+    ``thumbnails`` (images sent for the view); ``view`` (the view it is asked to show, or None); ``points_key``
+    (names the points; the browser tags its views with it). Fails when no WebGL map was drawn."""
     import json
 
     import pyarrow as pa
@@ -252,4 +252,5 @@ def shown_map(at) -> dict:
             "labels": [lab["name"] for lab in data.get("labels", [])],
             "clusters": [lab["cluster"] for lab in data.get("labels", [])], "selected": rows("selected"),
             "lines": rows("lines"), "density": data.get("density_key") is not None, "view": data.get("view"),
+            "points_key": data.get("points_key"),
             "thumbnails": len(thumbs["items"]) if isinstance(thumbs, dict) else 0}

@@ -127,7 +127,22 @@ def _view_of(v: Any) -> dict | None:
     for k in ("w", "h"):  # the map's size in CSS pixels, when the browser reports it
         if isinstance(v.get(k), (int, float)) and math.isfinite(v[k]) and v[k] > 0:
             out[k] = float(v[k])
+    if isinstance(v.get("points"), str):  # the points it is a view of (see points_key)
+        out["points"] = v["points"]
     return out if ok else None
+
+
+def points_key(data_version: str | int, n: int) -> str:
+    """Names the points of a map drawn with ``data_version`` and ``n`` points (what a reported view belongs to)."""
+    return f"v:{data_version}:{n}"
+
+
+def _view_for(v: Any, key: str | None) -> dict | None:
+    """A reported view, if it is a view of the points ``key`` (a view that names no points is taken as is)."""
+    view = _view_of(v)
+    if view is None or (key is not None and view.get("points") not in (None, key)):
+        return None
+    return view
 
 
 def _jsonable(value: Any) -> Any:
@@ -174,16 +189,17 @@ def _selection(key: str, n: int, before: dict) -> dict:
     return kept
 
 
-def current_state(key: str, n: int) -> dict:
+def current_state(key: str, n: int, data_version: str | int | None = None) -> dict:
     """What :func:`scatter_map` with this ``key`` (and ``n`` points) returns in this run, readable before it is
-    drawn, so a page can draw the selection it gets in the same run (``selected=``)."""
+    drawn, so a page can draw the selection it gets in the same run (``selected=``). With ``data_version``, a
+    view the browser reported for other points (the last map, before it drew the new one) is None."""
     before = _before(key)
     sel = _selection(key, n, before)
     hovered = before.get("hovered")
     return {
         "selection": sel["rows"],
         "hovered": int(hovered) if isinstance(hovered, int) and 0 <= hovered < n else None,
-        "view": _view_of(before.get("view")),
+        "view": _view_for(before.get("view"), None if data_version is None else points_key(data_version, n)),
         "label_clicked": _jsonable(before.get("label_clicked")),
         "clicked": sel["clicked"],
         "token": sel["token"],  # names one selection the browser made (a new lasso of the same rows has another)
@@ -255,8 +271,8 @@ def scatter_map(*, key: str, x, y, codes=None, categories: Sequence[str] = (), p
             data[kind] = make()
             held[kind] = part_key
 
-    points_key = f"v:{data_version}" if data_version is not None else _digest(xa.tobytes(), ya.tobytes())
-    part("points", f"{points_key}:{n}", lambda: pa.table({"x": xa, "y": ya}))
+    drawn = points_key(data_version if data_version is not None else _digest(xa.tobytes(), ya.tobytes()), n)
+    part("points", drawn, lambda: pa.table({"x": xa, "y": ya}))
     if colour_codes is None:
         part("colours", None, dict)
     else:
@@ -294,11 +310,11 @@ def scatter_map(*, key: str, x, y, codes=None, categories: Sequence[str] = (), p
         if "density" in data:
             data["density_z"] = pa.table({"z": zf})
 
-    current_view = _view_of(before.get("view")) or _view_of(view)
+    current_view = _view_for(before.get("view"), drawn) or _view_of(view)
     if thumbnails is None or current_view is None or n == 0:
         part("thumbs", None, dict)
     else:
-        vkey = _digest(points_key, json.dumps(current_view, sort_keys=True))
+        vkey = _digest(drawn, json.dumps(current_view, sort_keys=True))
         cache_name = f"{held_name}::thumbs"
         cached = st.session_state.get(cache_name)
         if not (isinstance(cached, dict) and cached.get("key") == vkey):
@@ -322,4 +338,4 @@ def scatter_map(*, key: str, x, y, codes=None, categories: Sequence[str] = (), p
         key=key, data=data, height="content",
         on_selection_change=lambda: None, on_hovered_change=lambda: None, on_view_change=lambda: None,
         on_label_clicked_change=lambda: None, on_missing_change=lambda: None)
-    return current_state(key, n)  # the state and triggers of this run (as read before the element was drawn)
+    return current_state(key, n, data_version)  # the state and triggers of this run (read before it was drawn)

@@ -611,12 +611,14 @@ class MapView {
     if (!v) return;
     const r = (a) => Number(a.toPrecision(7));
     // with the map's size in CSS pixels (Python spreads thumbnails over cells of a fixed pixel size)
-    const view = { x0: r(v.x0), x1: r(v.x1), y0: r(v.y0), y1: r(v.y1), w: this.root.clientWidth, h: this.root.clientHeight };
+    // and the points it is a view of (a view of the last map must not be taken for one of a new map)
+    const view = { x0: r(v.x0), x1: r(v.x1), y0: r(v.y0), y1: r(v.y1), w: this.root.clientWidth, h: this.root.clientHeight,
+      points: this.pointsKey };
     const last = this.reportedView;
     // a camera that moved less than a ten-thousandth of the view (float noise after a redraw) is not a new view:
     // every report is a rerun, and a rerun that races a selection's can cost Python the selection
     const tol = (view.x1 - view.x0) * 1e-4;
-    if (last && last.w === view.w && last.h === view.h && ['x0', 'x1', 'y0', 'y1'].every((k) => Math.abs(last[k] - view[k]) <= tol)) return;
+    if (last && last.points === view.points && last.w === view.w && last.h === view.h && ['x0', 'x1', 'y0', 'y1'].every((k) => Math.abs(last[k] - view[k]) <= tol)) return;
     this.reportedView = view;
     this.root.dataset.view = JSON.stringify(view);
     this.setStateValue('view', view);
