@@ -292,7 +292,8 @@ def webgl_map(ws, view, where) -> None:
         if digest != ss.get("map_webgl_event"):  # a new lasso, box or click
             ss["map_webgl_event"] = digest
             ui.set_selection(ws, res.ids[rows].astype(str).tolist())
-    if state["label_clicked"] is not None:
+    if state["label_click"] is not None and state["label_click"] != ss.get("map_label_click"):  # a new click
+        ss["map_label_click"] = state["label_click"]
         chosen = str(state["label_clicked"])
         ui.set_selection(ws, [i for lab in view.labels if str(lab["cluster"]) == chosen for i in lab["ids"]])
     if state["view"]:

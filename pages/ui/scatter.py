@@ -189,6 +189,14 @@ def _selection(key: str, n: int, before: dict) -> dict:
     return kept
 
 
+def _label_click(event: Any) -> tuple[Any, Any]:
+    """``(cluster, click)`` of the last click on a name: the browser keeps it as a state value ``{cluster, click,
+    uid}`` (a count, so a rerun racing it cannot drop it); ``(None, None)`` before any click."""
+    if isinstance(event, dict) and "cluster" in event:
+        return _jsonable(event["cluster"]), (event.get("uid"), event.get("click"))
+    return (_jsonable(event), ("legacy", event)) if event is not None else (None, None)
+
+
 def current_state(key: str, n: int, data_version: str | int | None = None) -> dict:
     """What :func:`scatter_map` with this ``key`` (and ``n`` points) returns in this run, readable before it is
     drawn, so a page can draw the selection it gets in the same run (``selected=``). With ``data_version``, a
@@ -200,7 +208,8 @@ def current_state(key: str, n: int, data_version: str | int | None = None) -> di
         "selection": sel["rows"],
         "hovered": int(hovered) if isinstance(hovered, int) and 0 <= hovered < n else None,
         "view": _view_for(before.get("view"), None if data_version is None else points_key(data_version, n)),
-        "label_clicked": _jsonable(before.get("label_clicked")),
+        "label_clicked": _label_click(before.get("label_clicked"))[0],
+        "label_click": _label_click(before.get("label_clicked"))[1],  # names that click: act on a new one only
         "clicked": sel["clicked"],
         "token": sel["token"],  # names one selection the browser made (a new lasso of the same rows has another)
     }
@@ -235,7 +244,8 @@ def scatter_map(*, key: str, x, y, codes=None, categories: Sequence[str] = (), p
         data_version: names the (x, y) columns; the same version is not sent again. Default: their hash.
 
     Returns {"selection": (k,) int32 rows (lasso, box or click; empty when none), "hovered": row | None,
-    "view": {x0, x1, y0, y1} | None, "label_clicked": cluster | None (this run only), "clicked": row | None,
+    "view": {x0, x1, y0, y1} | None, "label_clicked": the cluster of the last click on a name (None before one),
+    "label_click": names that click (a new value: a new click), "clicked": row | None,
     "token": names the selection (None for none)}.
     """
     xa = np.ascontiguousarray(np.asarray(x, dtype=np.float32).reshape(-1))

@@ -53,7 +53,7 @@ def map_rows(home: Path, ids, method: str = "pca") -> list[int]:
     return [row_of[str(i)] for i in ids]
 
 
-TRIGGERS = ("selection", "label_clicked", "missing")  # sent once by the browser; state values stay
+TRIGGERS = ("selection", "missing")  # sent once by the browser; state values stay
 
 
 def browser_does(at: AppTest, key: str = MAP_KEY, **state) -> AppTest:
@@ -372,7 +372,7 @@ def test_named_clusters_are_drawn_listed_and_select_their_points(demo_home):
     assert table["items"].sum() == n_vectors(demo_home)
 
     # a click on the first name on the map: its members become the selection
-    browser_does(at, label_clicked=shown_map(at)["clusters"][0])
+    browser_does(at, label_clicked={"cluster": shown_map(at)["clusters"][0], "click": 1, "uid": MAP_KEY})
     assert not at.exception, at.exception
     n0 = int(table["items"].iloc[0])
     assert len(at.session_state["selection"]["ids"]) == n0

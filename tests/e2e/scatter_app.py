@@ -121,7 +121,8 @@ state = scatter_map(key="map", x=x, y=y, codes=codes, palette=PALETTE[:max(1, mi
 if state["view"]:
     v = state["view"]
     st.query_params["view"] = ",".join(f"{v[k]:.6g}" for k in ("x0", "x1", "y0", "y1"))
-if state["label_clicked"] is not None:  # a trigger: set for one run only; kept here for the test to read
+if state["label_click"] is not None and state["label_click"] != st.session_state.get("label_click"):  # a new click
+    st.session_state["label_click"] = state["label_click"]
     st.session_state["last_label"] = state["label_clicked"]
 echo = {"last_label": st.session_state.get("last_label"), "selection": len(state["selection"]),
         "hovered": state["hovered"], "view": state["view"],

@@ -22,7 +22,7 @@ import pytest
 
 import core
 
-from helpers import e2e_marks
+from helpers import MAP_ROW_XY_JS, box_select, e2e_marks
 
 pytestmark = e2e_marks()
 
@@ -119,39 +119,35 @@ def _check(page, name: str, *, literal: bool = True) -> None:
 
 
 # pixel position (in the plot div) of the first map point whose hover text holds ``needle``
-_POINT_JS = """([gd, needle]) => {
-  const fl = gd._fullLayout;
-  for (const t of gd._fullData) {  // decoded arrays (gd.data may hold base64 "bdata")
-    if (t.mode !== 'markers' || !t.text) continue;
-    for (let i = 0; i < t.text.length; i++) {
-      if (String(t.text[i]).includes(needle)) {
-        return [fl.xaxis._offset + fl.xaxis.l2p(t.x[i]), fl.yaxis._offset + fl.yaxis.l2p(t.y[i])];
-      }
-    }
-  }
-  return null;
-}"""
+def _hover_payload_point(page, home: Path, needle: str) -> str:
+    """Hover the mouse over a map point whose hover text holds a payload; returns the map's hover caption."""
+    from playwright.sync_api import expect
 
+    from core.mapview import MapParams, build_view
 
-def _hover_payload_point(page, plot, needle: str) -> str:
-    """Hover the mouse over a point whose caption/file name is a payload; returns plotly's hover label text."""
-    xy = page.evaluate(_POINT_JS, [plot.element_handle(), needle])
-    assert xy is not None, f"no map point has {needle!r} in its hover text"
-    box = plot.bounding_box()
-    for dx, dy in ((0, 0), (1, 0), (0, 1), (-1, 0), (0, -1), (2, 2)):
-        page.mouse.move(box["x"] + xy[0] + dx, box["y"] + xy[1] + dy)
-        page.wait_for_timeout(150)
-        txt = page.evaluate("() => [...document.querySelectorAll('.hoverlayer .hovertext')]"
-                            ".map(e => e.textContent).join(' | ')")
-        if txt:
-            return txt
+    ws = core.Workspace(home / "xss", create=False)
+    model = next(iter(ws.models_with_vectors()))
+    res = core.compute_map(ws, model, max_points=50_000)  # the Map page's saved map (read back, not refitted)
+    view = build_view(ws, model, MapParams(names="off"), res=res)
+    row = next((r for r in range(view.n) if needle in view.hover_text(r)), None)
+    assert row is not None, f"no map point has {needle!r} in its hover text"
+    tip = page.locator(".js-scatter .js-tip")
+    for dx, dy in ((0, 0), (1, 0), (0, 1), (-1, 0), (0, -1)):
+        xy = page.evaluate(MAP_ROW_XY_JS, row)
+        assert xy is not None, f"row {row} is not drawn"
+        page.mouse.move(xy[0] + dx, xy[1] + dy)
+        try:
+            expect(tip).to_be_visible(timeout=5_000)
+            return tip.text_content()
+        except AssertionError:
+            continue
     return ""
 
 
 def test_no_payload_runs_on_any_page(xss_server, browser, tmp_path):
     from playwright.sync_api import expect
 
-    base, _home = xss_server
+    base, home = xss_server
     page = browser.new_page(viewport={"width": 1440, "height": 1500})
     page.set_default_timeout(60_000)
     expect.set_options(timeout=60_000)
@@ -188,21 +184,14 @@ def test_no_payload_runs_on_any_page(xss_server, browser, tmp_path):
         expect(page.get_by_role("option", name=PAYLOAD_COLUMN, exact=True)).to_be_visible()  # a column name
         _check(page, "map_options", literal=False)
         page.get_by_role("option", name="note", exact=True).click()
-        plot = page.locator(".js-plotly-plot").filter(has=page.locator(".gl-container canvas")).first
-        expect(plot.locator(".legendtext").filter(has_text="<script>")).to_have_count(1)
+        legend = page.locator(".js-scatter .js-legend")
+        expect(legend).to_contain_text("<script>")  # a payload value, as text in the map's legend
         expect(page.get_by_text("Images on this map")).to_be_visible()
-        hover = _hover_payload_point(page, plot, "onerror=")
+        page.evaluate("document.querySelector('.js-scatter').scrollIntoView({block: 'center'})")
+        hover = _hover_payload_point(page, home, "onerror=")
         assert "onerror=" in hover, f"hover label: {hover!r}"  # shown literally, as text
         _check(page, "map_hover")
-        drag = plot.locator(".nsewdrag").first
-        box = drag.bounding_box()
-        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-        plot.locator('.modebar-btn[data-title="Box Select"]').click()
-        page.mouse.move(box["x"] + 2, box["y"] + 2)
-        page.mouse.down()
-        for i in range(1, 11):
-            page.mouse.move(box["x"] + 2 + (box["width"] - 4) * i / 10, box["y"] + 2 + (box["height"] - 4) * i / 10)
-        page.mouse.up()
+        box_select(page, margin=0.02)
         expect(page.get_by_role("heading", name="Selection")).to_be_visible()
         expect(page.get_by_test_id("stDataFrame").filter(has=page.locator("th", has_text="caption / text"))
                ).to_have_count(1)

@@ -207,7 +207,7 @@ class MapView {
       return;
     }
     this.showMessage('');
-    this.confirmSelection(data.selection_token === undefined ? null : data.selection_token);
+    if (data.selection_token !== undefined) this.confirmSelection(data.selection_token);
     const palette = (data.palette && data.palette.length ? data.palette : ['#1f77b4']).map(String);
     const paletteChanged = JSON.stringify(palette) !== JSON.stringify(this.palette);
     this.palette = palette;
@@ -485,14 +485,16 @@ class MapView {
     // a trigger: it goes up once; Python keeps it (a state value would ride along with every later rerun). A
     // rerun asked for by a state change at the same moment (a hover, a view) can replace the one that carries
     // it, so it is sent again (at most twice) until Python's data says it has it (selection_token)
-    this.pendingSelection = { value: { rows: b64FromInt32(rows), n: rows.length, token, clicked }, misses: 0 };
-    this.setTriggerValue('selection', this.pendingSelection.value);
+    if (this.pendingSelection) clearTimeout(this.pendingSelection.timer);
+    this.pendingSelection = { value: { rows: b64FromInt32(rows), n: rows.length, token, clicked }, tries: 0 };
+    this.sendSelection(this.pendingSelection);
     this.root.dataset.selectionSentAt = String(Date.now()); // wall clock, for bench/map_component.py
   }
 
   onDeselect() {
     if (this.root.dataset.lastSelection === '0') return;
     this.root.dataset.lastSelection = '0';
+    if (this.pendingSelection) clearTimeout(this.pendingSelection.timer);
     this.pendingSelection = null;
     this.setTriggerValue('selection', { rows: '', n: 0, token: null, clicked: null });
   }
@@ -500,17 +502,22 @@ class MapView {
   confirmSelection(token) {
     // called with every update from Python: the token of the last selection it holds
     const pending = this.pendingSelection;
-    if (!pending) return;
-    if (token === pending.value.token || pending.misses >= 4) {
+    if (pending && token === pending.value.token) {
+      clearTimeout(pending.timer);
       this.pendingSelection = null;
-      return;
     }
-    // the first answer without it may come from a run that began before it was sent: wait for a second one
-    pending.misses += 1;
-    if (pending.misses % 2 === 0) {
-      this.root.dataset.selectionResent = String(pending.misses / 2);
-      this.setTriggerValue('selection', pending.value);
-    }
+  }
+
+  sendSelection(pending) {
+    // send it, and again (at most twice) if no answer from Python has carried its token 2 s later
+    this.setTriggerValue('selection', pending.value);
+    clearTimeout(pending.timer);
+    pending.timer = setTimeout(() => {
+      if (this.pendingSelection !== pending || pending.tries >= 2) return;
+      pending.tries += 1;
+      this.root.dataset.selectionResent = String(pending.tries);
+      this.sendSelection(pending);
+    }, 2000);
   }
 
   // -- hover ---------------------------------------------------------------------------------------------
@@ -833,7 +840,9 @@ class MapView {
       b.title = `Select cluster ${lab.name}`;
       b.addEventListener('click', (e) => {
         e.stopPropagation();
-        this.setTriggerValue('label_clicked', lab.cluster);
+        // a state value with a click count, not a trigger: a rerun racing it cannot drop it
+        this.labelClicks = (this.labelClicks || 0) + 1;
+        this.setStateValue('label_clicked', { cluster: lab.cluster, click: this.labelClicks, uid: this.uid });
       });
       return b;
     });

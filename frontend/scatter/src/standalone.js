@@ -161,6 +161,10 @@ export function mount(element, payload) {
   }
 
   function setStateValue(name, value) {
+    if (name === 'label_clicked') {
+      setTriggerValue(name, value && typeof value === 'object' ? value.cluster : value);
+      return;
+    }
     if (name !== 'hovered') return; // the settled view needs no answer: every thumbnail is here already
     const row = Number.isInteger(value) && value >= 0 && value < n ? value : null;
     data.hover = row === null ? null : { row, text: captionOf(row) };
@@ -169,6 +173,7 @@ export function mount(element, payload) {
 
   function setTriggerValue(name, value) {
     if (name === 'selection') {
+      data.selection_token = value && value.token ? value.token : null; // answered here: no resend
       const rows = value && value.rows ? rowsOfB64(value.rows) : null;
       select(rows, rows && rows.length === 1 && value.clicked !== null ? 'one point' : '');
     } else if (name === 'label_clicked') {
