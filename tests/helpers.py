@@ -122,6 +122,13 @@ def map_view_js(expr: str) -> str:
 def box_select(page, margin: float = 0.2) -> None:
     """Box-select on the page's WebGL map with the mouse, ``margin`` of it left out on every side: the map
     toolbar's Box, then a drag in ten steps."""
+    # wait (up to 20 s) until the map has had a second answer from Python: a map the last run computed is
+    # drawn anew in the rerun that follows, and a selection made on the old one would be lost
+    import contextlib
+
+    with contextlib.suppress(Exception):  # a map read back from the workspace may get no second answer
+        page.wait_for_function(map_view_js("Number(view.root.dataset.updates) >= 2"), timeout=20_000)
+    page.wait_for_timeout(500)
     root = page.locator(".js-scatter:visible").first
     root.locator(".js-toolbar button[data-mode=box]").click()
     box = root.bounding_box()
