@@ -121,6 +121,17 @@ def wait_selection(page, at_least: int, limit: float = 60) -> float:
     raise RuntimeError(f"the selection never reached Python (last echo {echo(page)})")
 
 
+def rerun_cost(page, traffic: Traffic, first: int) -> dict:
+    """Websocket bytes received for a rerun that changes nothing (the Rerun button), and their share of the
+    first run's ``first`` bytes."""
+    down_before = traffic.down
+    page.get_by_role("button", name="Rerun").click()
+    page.wait_for_timeout(1500)
+    traffic.settle(page)
+    got = traffic.down - down_before
+    return {"rerun_bytes": got, "rerun_fraction": round(got / first, 5)}
+
+
 def p90(values: list[float]) -> float:
     return float(np.percentile(np.asarray(values), 90)) if values else float("nan")
 
@@ -243,12 +254,7 @@ def bench_component(browser, base: str, n: int, timeout: float, tool: str = "las
     traffic.settle(page)
 
     # a rerun that changes nothing
-    down_before = traffic.down
-    page.get_by_role("button", name="Rerun").click()
-    page.wait_for_timeout(1500)
-    traffic.settle(page)
-    out["rerun_bytes"] = traffic.down - down_before
-    out["rerun_fraction"] = round(out["rerun_bytes"] / first, 5)
+    out.update(rerun_cost(page, traffic, first))
     out["page_errors"] = errors[:5]
     page.close()
     return out
@@ -306,12 +312,7 @@ def bench_plotly(browser, base: str, n: int, timeout: float) -> dict:
     except RuntimeError as err:
         out["lasso_error"] = str(err)
     traffic.settle(page)
-    down_before = traffic.down
-    page.get_by_role("button", name="Rerun").click()
-    page.wait_for_timeout(1500)
-    traffic.settle(page)
-    out["rerun_bytes"] = traffic.down - down_before
-    out["rerun_fraction"] = round(out["rerun_bytes"] / first, 5)
+    out.update(rerun_cost(page, traffic, first))
     page.close()
     return out
 
