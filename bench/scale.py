@@ -113,7 +113,7 @@ def task_build(ws_path: str, n: int, d: int) -> dict:
     for s, X in embedding_like(n, d, seed=0):
         for dt, model in MODELS.items():
             t = time.perf_counter()
-            with ws._lock():
+            with ws.writing():
                 ws.store(model).append(X, ids[s:s + len(X)], dtype=dt)
             write_s[dt] += time.perf_counter() - t
     out = {"items_write_s": round(items_s, 2), "vectors_write_s": {k: round(v, 2) for k, v in write_s.items()},
@@ -191,7 +191,7 @@ def task_index(ws_path: str, n: int, d: int) -> dict:
     m = max(1, n // 100)
     new_ids = hex_ids(m, seed=n + 7)
     (_, Xn), = list(embedding_like(m, d, seed=99, like=n))
-    with ws._lock():
+    with ws.writing():
         ws.store(model).append(Xn, new_ids)
     ws.add_rows(pd.DataFrame({"id": new_ids, "modality": "row", "source": "synthetic-new"}))
     t0 = time.perf_counter()

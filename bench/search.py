@@ -165,7 +165,7 @@ def bench_one(name: str, X: np.ndarray, Q: np.ndarray, QB: np.ndarray, *, seed: 
 
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "hnsw.bin")
-        idx._hnsw.save_index(path)
+        idx.hnsw.save_index(path)
         hnsw_bytes = os.path.getsize(path)
     res["hnsw_bytes_per_vector"] = round(hnsw_bytes / n, 1)
     res["kept_vectors_bytes_per_vector"] = d * 4

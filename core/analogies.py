@@ -25,7 +25,7 @@ candidates by similarity to ``c`` alone (inputs excluded), the "plain nearest ne
 has to beat. Rows that cannot be evaluated are listed in ``skipped`` with the row number (1-based,
 header not counted) and the reason; they do not count in ``n``.
 
-Terms are described in :mod:`core.search`; every public name here is importable from ``core.search`` too.
+Terms are described in :mod:`core.search`.
 """
 from __future__ import annotations
 
@@ -47,16 +47,16 @@ from .terms import (
     Hit,
     ModalitySpec,
     Term,
-    _check_k,
-    _hits,
-    _index_mask,
-    _model_id,
-    _nonzero,
-    _top,
+    check_k,
     filter_mask,
+    index_mask,
+    make_hits,
+    model_id,
+    nonzero,
     parse_term,
     term_id,
     term_vectors,
+    top_indices,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -82,7 +82,7 @@ def analogy_scores(X: np.ndarray, plus: np.ndarray, minus: np.ndarray, method: s
     """
     method = _check_method(method)
     if method == "3cosadd":
-        q = _nonzero(np.asarray(plus).sum(0) - np.asarray(minus).reshape(-1, X.shape[1]).sum(0), "analogy")
+        q = nonzero(np.asarray(plus).sum(0) - np.asarray(minus).reshape(-1, X.shape[1]).sum(0), "analogy")
         return (X @ unit_rows(q)).astype(np.float32)
     cp = (X @ np.asarray(plus).T + 1.0) / 2.0
     cm = (X @ np.asarray(minus).reshape(-1, X.shape[1]).T + 1.0) / 2.0
@@ -112,7 +112,7 @@ def analogy(ws: Workspace, model: str, plus: Sequence[str | Term], minus: Sequen
     from .index import workspace_index
 
     method = _check_method(method)
-    k = _check_k(k)
+    k = check_k(k)
     plus, minus = list(plus), list(minus)
     if not plus:
         raise ValueError("an analogy needs at least one plus term")
@@ -123,11 +123,11 @@ def analogy(ws: Workspace, model: str, plus: Sequence[str | Term], minus: Sequen
     if V.shape[1] != idx.dim_:
         raise ValueError(f"term vectors have dim {V.shape[1]}; model {model!r} has dim {idx.dim_}")
     items = ws.items
-    mask = _index_mask(idx, items, filter, modality)
+    mask = index_mask(idx, items, filter, modality)
     if method == "3cosadd":
-        q = _nonzero(P.sum(0) - M.sum(0), "analogy")
+        q = nonzero(P.sum(0) - M.sum(0), "analogy")
         ids, scores = idx.query(q[None], k=min(k, len(idx.ids_)), filter=mask, exclude=own or None)
-        return _hits(ws, ids[0], scores[0])
+        return make_hits(ws, ids[0], scores[0])
     # 3CosMul: exact over the candidates that pass
     allowed = idx.ids_ if mask is None else idx.ids_[mask]
     if len(allowed) > COSMUL_EXACT_LIMIT:
@@ -142,8 +142,8 @@ def analogy(ws: Workspace, model: str, plus: Sequence[str | Term], minus: Sequen
     if not len(cand):
         return []
     s = analogy_scores(unit_rows(X), P, M, "3cosmul")
-    top = _top(s, k)
-    return _hits(ws, cand[top], s[top])
+    top = top_indices(s, k)
+    return make_hits(ws, cand[top], s[top])
 
 
 # ---- analogy evaluation -------------------------------------------------------------------------
@@ -379,7 +379,7 @@ def evaluate_analogies(space: Workspace | str | Encoder, rows, *, model: str | N
     ``category`` column, and the skipped rows with their reasons.
     """
     method = _check_method(method)
-    k = _check_k(k)
+    k = check_k(k)
     df = load_analogy_set(rows)
     from .workspace import Workspace
 
@@ -419,13 +419,13 @@ def _record(ev: AnalogyEvaluation, row_no: int, r: pd.Series, rank: int | None, 
 
 def _rank_of_first_hit(scores: np.ndarray, hit: np.ndarray, k: int) -> int | None:
     """1-based rank of the best-scored hit if it is within the top k (ties broken by position)."""
-    order = _top(scores, k)
+    order = top_indices(scores, k)
     where = np.flatnonzero(hit[order])
     return int(where[0]) + 1 if len(where) else None
 
 
 def _evaluate_vocabulary(model: str | Encoder, df: pd.DataFrame, *, k: int, method: str) -> AnalogyEvaluation:
-    ev = AnalogyEvaluation(method=method, k=k, space=f"vocabulary:{_model_id(model)}")
+    ev = AnalogyEvaluation(method=method, k=k, space=f"vocabulary:{model_id(model)}")
     valid = []
     for i, r in df.iterrows():
         empty = [c for c in ANALOGY_COLUMNS if not r[c]]
@@ -455,7 +455,7 @@ def _evaluate_vocabulary(model: str | Encoder, df: pd.DataFrame, *, k: int, meth
         base[[a, b, c]] = -np.inf
         hit = np.zeros(len(words), bool)
         hit[pos[r["d"]]] = True
-        top = _top(s, 1)
+        top = top_indices(s, 1)
         _record(ev, i + 1, r, _rank_of_first_hit(s, hit, k), _rank_of_first_hit(base, hit, k),
                 words[top[0]] if len(top) else None, 1)
     return ev
@@ -518,7 +518,7 @@ def _evaluate_workspace(ws: Workspace, model: str, df: pd.DataFrame, *, k: int, 
         base = (X_all @ V[2]).astype(np.float32)
         s[~cand] = -np.inf
         base[~cand] = -np.inf
-        top = _top(s, 1)
+        top = top_indices(s, 1)
         _record(ev, row_no, r, _rank_of_first_hit(s, hit, k), _rank_of_first_hit(base, hit, k),
                 str(ids_all[top[0]]) if len(top) else None, int(hit.sum()))
     return ev

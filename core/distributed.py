@@ -34,10 +34,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .embedding import EmbedReport, VectorCommit
 from .errors import one_line
 from .images import read_image_bytes
 from .progress import Progress
-from .workspace import EmbedReport, Workspace, content_id
+from .workspace import Workspace, content_id
 
 log = logging.getLogger(__name__)
 
@@ -239,13 +240,14 @@ def _str(v) -> str | None:
 
 # ---- the driver side: results -> workspace ------------------------------------------------------
 class _Sink:
-    """Collects EmbedBatches output on the driver; commits a vector shard every ``chunk_size`` items."""
+    """Collects EmbedBatches output on the driver; commits a vector shard every ``chunk_size`` items through
+    ``commit`` (the :class:`~core.embedding.VectorCommit` made before the run read which items need vectors)."""
 
-    def __init__(self, ws: Workspace, model: str, report: EngineReport, *, chunk_size: int, dtype: str | None,
+    def __init__(self, ws: Workspace, model: str, report: EngineReport, *, commit: VectorCommit, chunk_size: int,
                  collect_items: bool, progress: Progress | None, total: int):
         self.ws, self.model, self.report = ws, model, report
-        self.store = ws.store(model)
-        self.chunk_size, self.dtype = chunk_size, dtype
+        self.commit = commit
+        self.chunk_size = chunk_size
         self.collect_items = collect_items
         self.progress, self.total, self.done = progress, total, 0
         self._ids: list[np.ndarray] = []
@@ -309,10 +311,8 @@ class _Sink:
         if not self._pending:
             return
         X, ids = np.concatenate(self._X), np.concatenate(self._ids)
-        with self.ws.writing():
-            self.store.append(X, ids, dtype=self.dtype if self.store.dtype is None else None)
-        self.report.embedded += len(ids)
         self._X, self._ids, self._pending = [], [], 0
+        self.report.embedded += self.commit(X, ids)  # ids another writer stored meanwhile are left out
 
     def finish(self) -> None:
         """Commit the last vectors, then the items (vectors first: items without vectors would be embedded
@@ -514,10 +514,11 @@ def embed_workspace(ws: Workspace, model: str, *, engine: str = "ray", address: 
         return out
     _check_model(model)
     _import_ray()  # fail early and the same way whether or not there is work
+    commit = VectorCommit(ws, model, dtype=dtype)  # before the plan reads ids: a commit in between is caught
     plan = ws.plan_embed(model, dtype=dtype)  # the local engine's plan: same items, same checks
     todo = plan.todo
     report = EngineReport(model=model, cached=plan.cached, unsupported=plan.unsupported, engine="ray")
-    sink = _Sink(ws, model, report, chunk_size=chunk_size, dtype=dtype, collect_items=False, progress=progress,
+    sink = _Sink(ws, model, report, commit=commit, chunk_size=chunk_size, collect_items=False, progress=progress,
                  total=len(todo))
     if progress is not None:
         progress(0, len(todo))
@@ -561,6 +562,7 @@ def embed_manifest(ws: Workspace, manifest: str | os.PathLike, model: str, *, en
     files, fmt = manifest_files(manifest)
     img_col, txt_col, meta = manifest_columns(_manifest_schema(files, fmt), image_column, text_column)
     base_dir = str(Path(files[0]).resolve().parent)
+    commit = VectorCommit(ws, model, dtype=dtype)  # before the skip list is read: a commit in between is caught
     skip = ws.store(model).ids_array()
     ws.check_embed(model, dtype=dtype)
     fn_kwargs = {"model": model, "mode": "manifest", "device": device, "batch_size": batch_size,
@@ -568,7 +570,7 @@ def embed_manifest(ws: Workspace, manifest: str | os.PathLike, model: str, *, en
                  "source": Path(str(manifest)).name, "skip_ids": skip.tolist(), "reduced": reduced_decode}
     total = _count_rows(files, fmt)
     report = EngineReport(model=model, engine=engine)
-    sink = _Sink(ws, model, report, chunk_size=chunk_size, dtype=dtype, collect_items=True, progress=progress,
+    sink = _Sink(ws, model, report, commit=commit, chunk_size=chunk_size, collect_items=True, progress=progress,
                  total=total)
     if progress is not None:
         progress(0, total)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .items import captions, item_titles  # noqa: F401 - re-exported: core.export.captions keeps working
 from .storage import atomic_write, atomic_write_bytes, atomic_write_parquet
 from .workspace import ITEM_COLUMNS
 
@@ -106,7 +107,7 @@ SELECTION_COLUMNS = ("id", "modality", "caption", "file", "map_x", "map_y", "map
 
 def item_rows(ws, ids: Sequence[str]) -> pd.DataFrame:
     """The items of ``ids``, one row per id in that order; ValueError naming ids the workspace lacks."""
-    items = ws.items.drop_duplicates("id").set_index("id")
+    items = ws.items.set_index("id")
     ids = [str(i) for i in ids]
     missing = pd.Index(ids).difference(items.index)
     if len(missing):
@@ -115,31 +116,11 @@ def item_rows(ws, ids: Sequence[str]) -> pd.DataFrame:
     return items.loc[ids].reset_index()
 
 
-def captions(items: pd.DataFrame, rows: pd.DataFrame) -> pd.Series:
-    """The caption of each of ``rows``: a text's own text; an image's paired caption (the text its ``pair``
-    names, else the first text that names the image); None for the rest. ``items``: all the workspace's."""
-    texts = items[items["modality"] == "text"].drop_duplicates("id")
-    by_id = texts.set_index("id")["text"]
-    by_image = texts.dropna(subset=["pair"]).drop_duplicates("pair").set_index("pair")["text"]
-    paired = rows["pair"].map(by_id).astype(object)
-    paired = paired.where(paired.notna(), rows["id"].map(by_image).astype(object))
-    out = rows["text"].where(rows["modality"] != "image", paired)
-    return out.astype(object).where(out.notna(), None)
-
-
-def item_titles(items: pd.DataFrame, rows: pd.DataFrame, limit: int = 80) -> pd.Series:
-    """One short plain line per row for tables: its caption (:func:`captions`), else where it came from
-    (``source``), cut to ``limit`` characters."""
-    caption = captions(items, rows)
-    head = caption.where(caption.notna(), rows["source"])
-    return head.fillna("").astype(str).str.slice(0, limit)
-
-
 def selection_table(ws, ids: Sequence[str], coords: np.ndarray | None = None) -> pd.DataFrame:
     """Items for download: ``id, modality, caption, file``, every user metadata column, and ``map_x,
     map_y`` (``map_z``) when ``coords`` (len(ids), 2 or 3) are given; no internal image/thumbnail paths.
 
-    ``caption`` is a text's own text or an image's paired caption; ``file`` is where the item came from
+    ``caption`` is the item's caption (:func:`core.items.captions`); ``file`` is where the item came from
     (the ``source`` ingest recorded: ``photos.zip:IMG_1.jpg``, ``captions.csv row 3``, a manifest's path
     or URI). A user column named like one of these is exported as ``meta_<name>``.
     """

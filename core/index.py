@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from .artifacts import Codec, register_codec
 from .errors import not_fitted_getattr
-from .storage import atomic_save_npy, atomic_write, atomic_write_json, remove_temp_files
+from .storage import atomic_save_npy, atomic_write, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -156,23 +158,30 @@ class NeighborIndex:
 
     # ---- persistence -----------------------------------------------------------------------
     def save(self, folder: str | Path, *, extra: dict | None = None) -> Path:
-        """Write the index to a folder (atomic per file; meta.json is written last)."""
-        self._require_fitted()
+        """Write the index to a folder (atomic per file; meta.json, with ``extra``, is written last)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        atomic_save_npy(folder / "vectors.npy", self._X)
-        atomic_save_npy(folder / "ids.npy", self.ids_.astype(str))
+        meta = self.save_arrays(lambda name: folder / name)
+        atomic_write_json(folder / "meta.json", {**meta, **(extra or {})})
+        return folder
+
+    def save_arrays(self, path_of: Callable[[str], Path]) -> dict:
+        """Write the index's files but its ``meta.json``: ``vectors.npy``, ``ids.npy`` and, for an hnswlib
+        index, ``hnsw.bin``, each atomically to ``path_of(name)``. Returns the meta dict, which the caller
+        writes last as ``meta.json`` beside them (the commit point :meth:`load` reads)."""
+        self._require_fitted()
+        atomic_save_npy(path_of("vectors.npy"), self._X)
+        atomic_save_npy(path_of("ids.npy"), self.ids_.astype(str))
         if self._hnsw is not None:
-            tmp = folder / ".hnsw.bin.tmp"
+            graph = path_of("hnsw.bin")
+            tmp = graph.with_name(f".{graph.name}.hnswlib.tmp")  # a leftover is removed with hnsw.bin's temp files
             self._hnsw.save_index(str(tmp))
             # streamed, not read whole: at 1M x 512 the graph file is 2 GB
-            atomic_write(folder / "hnsw.bin", lambda f: _copy_file(tmp, f))
+            atomic_write(graph, lambda f: _copy_file(tmp, f))
             tmp.unlink(missing_ok=True)
-        meta = {"format": 1, "space": self.space, "dim": self.dim_, "n": len(self.ids_),
+        return {"format": 1, "space": self.space, "dim": self.dim_, "n": len(self.ids_),
                 "backend": self.backend_, "ef": self.ef_, "M": self.M, "ef_construction": self.ef_construction,
-                "exact_threshold": self.exact_threshold, "recall_target": self.recall_target, **(extra or {})}
-        atomic_write_json(folder / "meta.json", meta)
-        return folder
+                "exact_threshold": self.exact_threshold, "recall_target": self.recall_target}
 
     @classmethod
     def load(cls, folder: str | Path) -> NeighborIndex:
@@ -197,6 +206,12 @@ class NeighborIndex:
             self._hnsw.load_index(str(folder / "hnsw.bin"), max_elements=len(self.ids_))
             self._hnsw.set_ef(self.ef_)  # hnswlib does not store ef
         return self
+
+    @property
+    def hnsw(self):
+        """The hnswlib graph behind an approximate index (``backend_ == "hnsw"``), else None; read it only
+        (e.g. ``save_index`` to measure its size), the index keeps it in step with its items."""
+        return getattr(self, "_hnsw", None)  # None before fit / load too
 
     # ---- internals -------------------------------------------------------------------------
     @property
@@ -330,6 +345,33 @@ def _copy_file(src: Path, dst) -> None:
 
 
 # ---- the persistent index of a workspace ------------------------------------------------------
+INDEX_KEY = "meta"  # one index per model: derived/index/<model-slug>/meta.json (+ ids.npy, vectors.npy, hnsw.bin)
+
+
+def _save_index(f, idx: NeighborIndex) -> None:
+    """The index codec's save: the arrays as companions, then ``meta.json`` (the commit file) into ``f``."""
+    meta = idx.save_arrays(f.companion)
+    f.write(json.dumps(meta, indent=1, sort_keys=True).encode("utf-8"))
+
+
+def _load_index(path: Path) -> NeighborIndex | None:
+    if not path.is_file():
+        return None
+    try:
+        return NeighborIndex.load(path.parent)
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        log.warning("rebuilding the neighbour index in %s: %s", path.parent, e)
+        return None
+
+
+def _index_ids(path: Path) -> np.ndarray:
+    """The item ids a saved index holds: its ``ids.npy`` (n,) str."""
+    return np.load(path.parent / "ids.npy", allow_pickle=False).astype(str)
+
+
+INDEX_CODEC = register_codec("neighbour-index", Codec(".json", _save_index, _load_index, ids=_index_ids))
+
+
 def index_dir(ws, model: str) -> Path:
     """Folder of the saved neighbour index of ``model`` in workspace ``ws``."""
     return ws.derived_dir("index", model)
@@ -338,10 +380,10 @@ def index_dir(ws, model: str) -> Path:
 def workspace_index(ws, model: str, *, space: str = "cosine") -> NeighborIndex:
     """The neighbour index over every vector of ``model`` in ``ws``, kept on disk and brought up to date.
 
-    Loads the saved index when there is one; items embedded since are added (only their vectors are
-    read, and the index saved again); an index that holds items the workspace no longer has, or was
-    built for another space, is rebuilt. Raises ``ValueError`` when the workspace has no vectors for
-    the model.
+    Loads the saved index when there is one (a derived artifact, see core.artifacts); items embedded
+    since are added (only their vectors are read, and the index saved again); an index that holds items
+    the workspace no longer has, or was built for another space, is rebuilt. Raises ``ValueError`` when
+    the workspace has no vectors for the model.
     """
     import pandas as pd
 
@@ -349,30 +391,17 @@ def workspace_index(ws, model: str, *, space: str = "cosine") -> NeighborIndex:
     if not len(ids):
         raise ValueError(f"workspace {ws.name!r} has no vectors for model {model!r}; embed it first")
     dim = ws.store(model).dim
-    folder = index_dir(ws, model)
-    idx = None
-    if (folder / "meta.json").is_file():
-        try:
-            idx = NeighborIndex.load(folder)
-        except (OSError, ValueError, KeyError, RuntimeError) as e:
-            log.warning("rebuilding the neighbour index in %s: %s", folder, e)
-            idx = None
-    if idx is not None and (idx.space != space or idx.dim_ != dim or not pd.Index(idx.ids_).isin(ids).all()):
-        idx = None
-    changed = False
-    if idx is None:
-        X, ids = ws.vectors(model, ids=ids)
-        idx = NeighborIndex(space).fit(X, ids)
-        del X  # the index keeps its own (normalised) copy; 2 GB at 1M x 512
-        changed = True
-    else:
-        new = ~pd.Index(ids).isin(idx.ids_)
-        if new.any():  # incremental: read and add only the items embedded since the index was saved
-            X_new, ids_new = ws.vectors(model, ids=ids[new])
-            idx.add(X_new, ids_new)
-            changed = True
-    if changed:
-        with ws.writing():  # not Workspace.cached: the index grows in place, then is saved again
-            remove_temp_files(folder)  # left by a save that a crash interrupted (we hold the lock)
-            idx.save(folder, extra={"model": model})
+
+    def build() -> NeighborIndex:
+        X, got = ws.vectors(model, ids=ids)
+        return NeighborIndex(space).fit(X, got)  # X is freed on return: the index keeps its own normalised copy
+
+    idx = ws.artifact("index", model, INDEX_KEY, build, codec=INDEX_CODEC)
+    if idx.space != space or idx.dim_ != dim or not pd.Index(idx.ids_).isin(ids).all():
+        return ws.artifact("index", model, INDEX_KEY, build, codec=INDEX_CODEC, reuse=False)
+    new = ~pd.Index(ids).isin(idx.ids_)
+    if new.any():  # incremental: read and add only the items embedded since the index was saved
+        X_new, ids_new = ws.vectors(model, ids=ids[new])
+        idx.add(X_new, ids_new)
+        ws.artifact("index", model, INDEX_KEY, lambda: idx, codec=INDEX_CODEC, reuse=False)  # the index grows in place
     return idx

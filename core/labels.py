@@ -8,7 +8,8 @@ else, for clusters without text, the model's own text tower ranking a vocabulary
   coarse cluster split again into up to 3 (clip(round(sqrt(n_c / 2)), 1, 3)), so fine clusters nest in
   coarse ones. Above :data:`FIT_SAMPLE` points k-means is fitted on a seeded sample and every point goes
   to its nearest centre. On a gap-corrected map every modality is mean-centred first, as the map is.
-* Memory: the vectors are read from the store :data:`CHUNK` rows at a time (:class:`MapVectors`), never
+* Memory: the vectors are read from the store :data:`core.mapvectors.CHUNK` rows at a time
+  (:class:`core.mapvectors.MapVectors`), never
   all at once: k-means reads its sample, and the assignment to centres, the modality and cluster means and
   the items closest to each mean are computed chunk by chunk, so beyond a chunk and the sample only a few
   per-item scalars (cluster numbers) are held, however many items the map shows.
@@ -36,8 +37,9 @@ else, for clusters without text, the model's own text tower ranking a vocabulary
 
   Names are unique among siblings (:func:`_dedupe`): the runner-up, else a second word that sets the
   cluster apart ("cultivar A, high proline"). :func:`grounding` measures how well names fit the texts.
-* Cached beside the map: ``derived/labels/<model>/<map params>-<level>-<words>.json``, holding a key of
-  the map's ids and coordinates, the items' and vectors' versions; any change recomputes it.
+* Cached beside the map: a derived artifact (core.artifacts) ``derived/labels/<model>/<key>.json``, one per
+  map parameters, level and naming words, holding a key of the map's ids and coordinates and the items'
+  and vectors' versions; any change recomputes it, and deleting an item removes the names holding it.
 """
 from __future__ import annotations
 
@@ -48,19 +50,18 @@ import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import pandas as pd
 
+from . import mapvectors
+from .artifacts import Codec, artifact_key, register_codec
 from .encoders import modalities_of, unit_rows
-from .projection import map_vectors
+from .mapvectors import MapVectors, Rows, group_means, nearest_to_means, unit_rows_of
 from .vocabulary import default_vocabulary, naming_vocabulary, vocabulary_vectors, words_of
 
 LEVELS = ("coarse", "fine")
 FIT_SAMPLE = 20_000  # k-means is fitted on at most this many points; the rest go to their nearest centre
-CHUNK = 65_536  # mapped items whose vectors are read (and assigned, summed, scored) at a time
-TOP_IDS = 5
 FINE_SPLIT = 3
 TEXT_SAMPLE = 2_000  # texts per cluster counted for names (a seeded sample above)
 TEXT_SHARE = 0.5  # with a text model, a cluster is named from its texts when at least this share of it has text
@@ -79,51 +80,30 @@ def coarse_k(n: int) -> int:
     return max(1, min(n, min(12, max(2, round(math.sqrt(n / 2))))))
 
 
-class Rows(Protocol):
-    """Rows read on demand: ``len(rows)`` and ``rows[positions]`` -> (len(positions), d) float32 (an (n, d)
-    array is one; :class:`MapVectors` reads a map's vectors from the store)."""
-
-    def __len__(self) -> int: ...
-
-    def __getitem__(self, rows: np.ndarray) -> np.ndarray: ...
-
-
 def kmeans(X: Rows, k: int, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Seeded k-means of the unit rows of ``X``: ``(labels (n,) int, centres (k, d))``.
 
     ``X``: an (n, d) array, or any row source with ``len(X)`` and ``X[rows]`` -> (len(rows), d) rows (a
     :class:`MapVectors`), which is then read a sample and a chunk at a time. Up to :data:`FIT_SAMPLE` rows
     scikit-learn's ``KMeans`` (``n_init=3``) on all of them; above, on a seeded sample of that size, and
-    every row is assigned to its nearest centre, :data:`CHUNK` rows at a time."""
+    every row is assigned to its nearest centre, :data:`core.mapvectors.CHUNK` rows at a time."""
     from sklearn.cluster import KMeans
 
     n = len(X)
     k = max(1, min(int(k), n))
     whole = n <= FIT_SAMPLE
     fit_rows = np.arange(n) if whole else np.sort(np.random.default_rng(seed).choice(n, FIT_SAMPLE, replace=False))
-    km = KMeans(n_clusters=k, n_init=3, random_state=seed).fit(_unit_rows_of(X, fit_rows))
+    km = KMeans(n_clusters=k, n_init=3, random_state=seed).fit(unit_rows_of(X, fit_rows))
     C = km.cluster_centers_.astype(np.float32)
     if whole:
         return km.labels_.astype(np.int64), C
     labels = np.empty(n, np.int64)
     half = 0.5 * (C * C).sum(1)
-    for start in range(0, n, CHUNK):
-        rows = np.arange(start, min(n, start + CHUNK))
-        labels[rows] = np.argmax(_unit_rows_of(X, rows) @ C.T - half, axis=1)
+    chunk = mapvectors.CHUNK
+    for start in range(0, n, chunk):
+        rows = np.arange(start, min(n, start + chunk))
+        labels[rows] = np.argmax(unit_rows_of(X, rows) @ C.T - half, axis=1)
     return labels, C
-
-
-def _unit_rows_of(X: Rows, rows: np.ndarray) -> np.ndarray:
-    """Rows ``rows`` (an int array) of an array or row source ``X``, scaled to unit length: (len(rows), d)
-    float32. ``X[rows]`` is a copy of our own (fancy indexing, or a fresh read), so it is scaled in place."""
-    return _unit_in_place(np.asarray(X[rows], dtype=np.float32))
-
-
-def _unit_in_place(A: np.ndarray) -> np.ndarray:
-    """:func:`core.encoders.unit_rows` of a float32 array computed in the array itself (no second copy of a
-    chunk); the same values."""
-    A /= np.maximum(np.linalg.norm(A, axis=-1, keepdims=True), 1e-12)
-    return A
 
 
 class _Subset:
@@ -156,94 +136,6 @@ def clusters(X: Rows, level: str = "coarse", *, seed: int = 0) -> tuple[np.ndarr
         fine[rows] = c * FINE_SPLIT + (kmeans(_Subset(X, rows), k, seed=seed)[0] if k > 1 else 0)
     fine = _by_size(fine, coarse)
     return fine, coarse
-
-
-class MapVectors:
-    """The vectors of a map's points as a row source, read from the workspace's store in chunks.
-
-    ``ws``, ``model``: where the vectors are; ``ids`` (n,) the map's item ids; ``modality`` (n,) the
-    points' modalities, given for a gap-corrected map. ``vectors[rows]`` -> (len(rows), d) float32 are
-    the rows that are clustered: the unit vectors, on a gap-corrected map with every modality's mean
-    (over the map's points of that modality) subtracted and scaled to unit length again, as the map is.
-    :meth:`unit` gives the unit vectors themselves and :meth:`chunks` walks them all. Every read asks the
-    store for at most :data:`CHUNK` rows; ValueError (:func:`core.projection.map_vectors`) when an item
-    has lost its vector."""
-
-    def __init__(self, ws, model: str, ids: np.ndarray, *, modality: np.ndarray | None = None):
-        self.ws, self.model, self.ids = ws, model, np.asarray(ids)
-        self._codes = None
-        if modality is not None:
-            uniq, codes = np.unique(np.asarray(modality).astype(str), return_inverse=True)
-            self._codes, self._n_modalities = codes.reshape(-1).astype(np.int64), len(uniq)
-        self._shift = None  # (modalities, d) float32 mean of each modality's unit vectors, read on first use
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def unit(self, rows: np.ndarray) -> np.ndarray:
-        """The unit vectors of the points at ``rows`` (m,): (m, d) float32, read :data:`CHUNK` at a time."""
-        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
-        parts = [_unit_in_place(map_vectors(self.ws, self.model, ids=self.ids[rows[s:s + CHUNK]]))
-                 for s in range(0, max(len(rows), 1), CHUNK)]
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
-
-    def chunks(self):
-        """Every point's unit vector, :data:`CHUNK` points at a time: yields ``(rows (m,) int, (m, d))``."""
-        for start in range(0, len(self.ids), CHUNK):
-            rows = np.arange(start, min(len(self.ids), start + CHUNK))
-            yield rows, self.unit(rows)
-
-    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
-        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
-        X = self.unit(rows)
-        if self._codes is None:
-            return X
-        if self._shift is None:
-            self._shift = group_means(self, self._codes, self._n_modalities)[0]
-        codes = self._codes[rows]
-        for m in range(self._n_modalities):
-            X[codes == m] -= self._shift[m]
-        return _unit_in_place(X)
-
-
-def group_means(vectors: MapVectors, group: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean vectors of ``k`` groups of the points of ``vectors``, read chunk by chunk: ``(mean (k, d),
-    unit_mean (k, d))`` float32. ``group`` (n,) ints in 0..k-1. ``mean`` averages the unit vectors;
-    ``unit_mean`` the same rows scaled to unit length once more (what :func:`core.vocabulary.label_clusters`
-    averages; equal up to rounding). A group without points has zero means."""
-    sums = sums2 = None
-    for rows, X in vectors.chunks():
-        if sums is None:
-            sums, sums2 = np.zeros((k, X.shape[1]), np.float32), np.zeros((k, X.shape[1]), np.float32)
-        g = group[rows]
-        present = np.unique(g)
-        for c in present:
-            sums[c] += X[g == c].sum(0)
-        _unit_in_place(X)  # unit_rows(X) once more, as label_clusters scales its rows
-        for c in present:
-            sums2[c] += X[g == c].sum(0)
-    if sums is None:
-        return np.zeros((k, 0), np.float32), np.zeros((k, 0), np.float32)
-    counts = np.maximum(np.bincount(group, minlength=k)[:k], 1)[:, None]
-    return (sums / counts).astype(np.float32), (sums2 / counts).astype(np.float32)
-
-
-def nearest_to_means(vectors: MapVectors, cluster: np.ndarray, mean: np.ndarray,
-                     n_top: int = TOP_IDS) -> list[np.ndarray]:
-    """The points of each cluster closest (cosine) to the cluster's ``mean`` (k, d), read chunk by chunk:
-    one (≤ n_top,) int array of rows per cluster, closest first, ties by row."""
-    centre = unit_rows(mean)
-    best_s = [np.zeros(0, np.float32) for _ in range(len(mean))]
-    best_r = [np.zeros(0, np.int64) for _ in range(len(mean))]
-    for rows, X in vectors.chunks():
-        g = cluster[rows]
-        for c in np.unique(g):
-            at = np.flatnonzero(g == c)
-            s = np.concatenate([best_s[c], X[at] @ centre[c]])  # as one product over the cluster's rows would
-            r = np.concatenate([best_r[c], rows[at]])
-            keep = np.argsort(-s, kind="stable")[:n_top]  # earlier rows first among ties, as one sort would
-            best_s[c], best_r[c] = s[keep], r[keep]
-    return best_r
 
 
 def _by_size(labels: np.ndarray, parent: np.ndarray | None = None) -> np.ndarray:
@@ -554,9 +446,10 @@ def _dedupe(entries: list[dict], parent: np.ndarray, level: str, traits: list[di
 
 
 def _texts(ws, ids: np.ndarray, rows: pd.DataFrame | None = None) -> list[str]:
-    """Text standing for each item: its caption (a text's own, an image's paired one), else the values
+    """Text standing for each item: its caption (:func:`core.items.captions`), else the values
     of its text metadata columns; "" when it has none."""
-    from .export import captions, item_rows, user_columns
+    from .export import item_rows, user_columns
+    from .items import captions
 
     rows = item_rows(ws, ids) if rows is None else rows
     caps = captions(ws.items, rows)
@@ -714,22 +607,38 @@ def map_labels(ws, model: str, res, *, level: str = "coarse", words: Sequence[st
         return []
     words = [str(w).strip() for w in (words or ()) if str(w).strip()]
     key = _cache_key(ws, model, res, level, words, only_words)
-    spec = hashlib.sha1(json.dumps([words, bool(only_words)]).encode()).hexdigest()[:12] if words or only_words \
-        else "default"
-    name = f"{Path(res.path).parent.name if res.path else 'map'}-{level}-{spec}.json"
+    # one file per map parameters, level and naming words; it holds the names of the latest map of them
+    slot = artifact_key(params=dict(res.params), modalities=np.unique(np.asarray(res.modality).astype(str)).tolist(),
+                        level=level, words=words, only_words=bool(only_words))
 
-    def load(path: Path):
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        return data.get("labels") if isinstance(data, dict) and data.get("key") == key else None
+    def compute() -> dict:
+        return {"format": _FORMAT, "key": key, "labels": _compute(ws, model, res, level, words, only_words)}
 
-    def save(f, value) -> None:
-        f.write(json.dumps({"format": _FORMAT, "key": key, "labels": value}).encode("utf-8"))
+    data = ws.artifact("labels", model, slot, compute, codec=LABELS_CODEC, reuse=use_cache)
+    if data["key"] != key:  # the names of an earlier map of these parameters, or of other items or vectors
+        data = ws.artifact("labels", model, slot, compute, codec=LABELS_CODEC, reuse=False)
+    return data["labels"]
 
-    return ws.cached("labels", model, name, lambda: _compute(ws, model, res, level, words, only_words),
-                     load=load, save=save, reuse=use_cache)
+
+def _save_labels(f, data: dict) -> None:
+    f.write(json.dumps(data).encode("utf-8"))
+
+
+def _load_labels(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(data, dict) and data.get("format") == _FORMAT and isinstance(data.get("labels"), list)
+    return data if ok else None
+
+
+def _labels_ids(path: Path) -> list[str]:
+    """The item ids stored named clusters hold (every cluster's members)."""
+    return [i for d in json.loads(path.read_text(encoding="utf-8"))["labels"] for i in d["ids"]]
+
+
+LABELS_CODEC = register_codec("map-labels", Codec(".json", _save_labels, _load_labels, ids=_labels_ids))
 
 
 def grounding(labels: Sequence[dict], texts_by_id: dict[str, str], *, min_share: float = 0.25,

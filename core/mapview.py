@@ -89,15 +89,30 @@ class Parameter:
         return round(v) if isinstance(self.default, int) else v
 
 
+def _projector(name: str, help: str) -> Parameter:
+    """The map setting that is the Projector's parameter ``name`` (``n_components`` is the map's ``dim``,
+    ``random_state`` its ``seed``): its default, and its choices or bounds as
+    ``core.projection.Projector.parameter_constraints`` declares them (the one place they are written)."""
+    from .params import bounds, options
+    from .projection import Projector
+
+    C, label = Projector.parameter_constraints, {"n_components": "dim", "random_state": "seed"}.get(name, name)
+    default = Projector().get_params()[name]
+    try:
+        return Parameter(label, default, help, choices=options(C, name))
+    except ValueError:  # a number in an interval
+        low, high = bounds(C, name, step=0.01)
+        return Parameter(label, default, help, low=low, high=high)
+
+
 PARAMETERS: dict[str, Parameter] = {p.name: p for p in (
-    Parameter("method", "umap", "UMAP keeps local neighbourhoods; PCA is linear, fast and keeps global directions.",
-              choices=("umap", "pca")),
-    Parameter("dim", 2, "a 2-D or a 3-D map", choices=(2, 3)),
+    _projector("method", "UMAP keeps local neighbourhoods; PCA is linear, fast and keeps global directions."),
+    _projector("n_components", "a 2-D or a 3-D map"),
     Parameter("gap_corrected", False, "Subtract each modality's mean vector before projecting, so images and texts "
               "are not drawn as two separate islands (the modality gap)."),
-    Parameter("n_neighbors", 15, "UMAP neighbours: more give more global structure and are slower.", low=2, high=200),
-    Parameter("min_dist", 0.1, "UMAP minimum distance: smaller gives tighter clusters.", low=0.0, high=0.99),
-    Parameter("seed", 0, "random seed of the layout", low=0, high=2**31 - 1),
+    _projector("n_neighbors", "UMAP neighbours: more give more global structure and are slower."),
+    _projector("min_dist", "UMAP minimum distance: smaller gives tighter clusters."),
+    _projector("random_state", "random seed of the layout"),
     Parameter("colour", COLOUR_MODALITY, "what colours the points: modality, cluster, trust, similarity to a "
               "text, a quality score or a metadata column"),
     Parameter("k", 8, "clusters (k-means) when colouring by cluster", low=2, high=30),
@@ -335,28 +350,21 @@ class MapView:
         return self.memo["positions"]
 
     # -- hover texts
-    def _hover_lookup(self) -> tuple[dict, dict, list[str]]:
-        """(text by id, first text naming each image, shown metadata columns), built once per view."""
+    def _hover_lookup(self) -> tuple[np.ndarray, list[str]]:
+        """((n,) object caption of every point, :func:`core.items.captions`; shown metadata columns), built
+        once per view."""
         if "hover" not in self.memo:
             from .export import hover_columns, metadata_columns
+            from .items import captions
 
-            all_items = self.ws.items
-            texts = all_items[all_items["modality"] == "text"].drop_duplicates("id")
-            by_id = texts.set_index("id")["text"].to_dict()
-            by_image = texts.dropna(subset=["pair"]).drop_duplicates("pair").set_index("pair")["text"].to_dict()
-            self.memo["hover"] = (by_id, by_image, hover_columns(metadata_columns(self.items)))
+            caps = captions(self.ws.items, self.items).to_numpy(dtype=object)
+            self.memo["hover"] = (caps, hover_columns(metadata_columns(self.items)))
         return self.memo["hover"]
 
     def caption(self, row: int) -> str | None:
-        """The caption of the point at ``row`` (:func:`core.export.captions` for one row)."""
-        by_id, by_image, _ = self._hover_lookup()
-        item = self.items.iloc[int(row)]
-        if item["modality"] != "image":
-            return item["text"] if isinstance(item["text"], str) else None
-        cap = by_id.get(item["pair"]) if isinstance(item["pair"], str) else None
-        if not isinstance(cap, str):
-            cap = by_image.get(item["id"])
-        return cap if isinstance(cap, str) else None
+        """The caption of the point at ``row`` (:func:`core.items.captions`), None when it has none."""
+        caps, _ = self._hover_lookup()
+        return caps[int(row)]
 
     def hover_text(self, row: int) -> str:
         """Plain hover text of the point at ``row``: its text, or an image's caption and file, then its
@@ -365,7 +373,7 @@ class MapView:
 
         if not 0 <= int(row) < self.n:
             raise ValueError(f"row must be in [0, {self.n}); got {row}")
-        _, _, shown = self._hover_lookup()
+        _, shown = self._hover_lookup()
         return hover_line(self.items.iloc[int(row)].to_dict(), self.caption(row), shown)
 
     def hover_texts(self, rows: Sequence[int] | None = None) -> list[str]:
@@ -373,10 +381,10 @@ class MapView:
         if rows is not None:
             return [self.hover_text(r) for r in rows]
         if "hover_all" not in self.memo:
-            from .export import captions, hover_lines
+            from .export import hover_lines
 
-            _, _, shown = self._hover_lookup()
-            self.memo["hover_all"] = hover_lines(self.items, shown, captions=captions(self.ws.items, self.items))
+            caps, shown = self._hover_lookup()
+            self.memo["hover_all"] = hover_lines(self.items, shown, captions=caps)
         return self.memo["hover_all"]
 
     # -- thumbnails
@@ -428,8 +436,9 @@ class MapView:
         """The ``k`` true neighbours (original space) of the point at ``row``
         (:func:`core.projection.true_neighbours`): ``row, cosine, map_rank``, plus each neighbour's ``id``
         and ``item`` (its caption, else where it came from)."""
-        from .export import item_rows, item_titles
-        from .labels import MapVectors
+        from .export import item_rows
+        from .items import item_titles
+        from .mapvectors import MapVectors
         from .projection import neighbours_by_cosine
 
         if not 0 <= int(row) < self.n:
@@ -557,8 +566,7 @@ def colour_values(ws, model: str, params: MapParams, res, items: pd.DataFrame | 
 
 def map_items(ws, ids: Sequence[str]) -> pd.DataFrame:
     """The items of a map, one row per id in map order (every column of ``ws.items``)."""
-    items = ws.items.drop_duplicates("id").set_index("id")
-    return items.reindex([str(i) for i in ids]).reset_index()
+    return ws.items.set_index("id").reindex([str(i) for i in ids]).reset_index()
 
 
 def build_view(ws, model: str, params: MapParams, *, res=None, selection: Sequence[str] | None = None,

@@ -15,7 +15,8 @@ Modules
 -------
 Terms, filters and hits live in :mod:`core.terms`, analogies and analogy sets in :mod:`core.analogies`,
 vocabularies and zero-shot labels in :mod:`core.vocabulary`, the demo's worked example in
-:mod:`core.demo.examples`. Their public names are importable from here as well, as before they moved.
+:mod:`core.demo.examples`: import each name from the module that defines it. The terms, filters and hits
+that :func:`search` takes and returns are importable from here as well.
 """
 from __future__ import annotations
 
@@ -26,47 +27,20 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from .analogies import (
-    ANALOGY_COLUMNS,
-    COSMUL_EPS,
-    COSMUL_EXACT_LIMIT,
-    COSMUL_POOL,
-    METHODS,
-    AnalogyEvaluation,
-    analogy,
-    analogy_scores,
-    evaluate_analogies,
-    load_analogy_set,
-    suggested_space,
-)
-from .demo.examples import worked_example
 from .encoders import unit_rows
 from .terms import (
     FilterSpec,
     Hit,
     ModalitySpec,
     Term,
-    _check_k,
-    _hits,
-    _index_mask,
-    _nonzero,
+    check_k,
     filter_mask,
+    index_mask,
+    make_hits,
+    nonzero,
     parse_term,
     term_id,
     term_vectors,
-)
-from .vocabulary import (
-    KNOWN_WORDS_FILE,
-    VOCABULARY_FILE,
-    default_vocabulary,
-    known_words,
-    label_clusters,
-    model_vocabulary_file,
-    naming_vocabulary,
-    unknown_words,
-    vocabulary_vectors,
-    words_of,
-    zero_shot_labels,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -75,16 +49,8 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     # search, text axes, result views (this module)
     "search", "text_axes", "metadata_values", "hits_frame",
-    # terms, filters, hits (core.terms)
+    # the terms, filters and hits these take and return (core.terms)
     "Term", "parse_term", "term_id", "term_vectors", "Hit", "filter_mask", "FilterSpec", "ModalitySpec",
-    # analogies (core.analogies)
-    "METHODS", "COSMUL_EPS", "COSMUL_EXACT_LIMIT", "COSMUL_POOL", "ANALOGY_COLUMNS", "analogy_scores", "analogy",
-    "AnalogyEvaluation", "load_analogy_set", "suggested_space", "evaluate_analogies",
-    # vocabularies and zero-shot labels (core.vocabulary)
-    "VOCABULARY_FILE", "model_vocabulary_file", "default_vocabulary", "naming_vocabulary", "vocabulary_vectors",
-    "zero_shot_labels", "label_clusters", "KNOWN_WORDS_FILE", "words_of", "known_words", "unknown_words",
-    # the demo's worked example (core.demo.examples)
-    "worked_example",
 ]
 
 
@@ -97,13 +63,13 @@ def _query_vector(ws: Workspace, model: str, query) -> tuple[np.ndarray, list[st
         Q = np.atleast_2d(np.asarray(query, dtype=np.float32))
         if Q.ndim != 2 or not np.isfinite(Q).all():
             raise ValueError(f"query vector must be (d,) or (m, d) and finite; got shape {Q.shape}")
-        return _nonzero(unit_rows(unit_rows(Q).mean(0)), "query"), []
+        return nonzero(unit_rows(unit_rows(Q).mean(0)), "query"), []
     terms = list(query)
     if not terms:
         raise ValueError("query is empty; give a text, 'item:<id>', 'image:<path>' or a vector")
     V = term_vectors(ws, model, terms)
     exclude = [i for i in (term_id(t) for t in terms) if i is not None]
-    return _nonzero(unit_rows(V.mean(0)), "query"), exclude
+    return nonzero(unit_rows(V.mean(0)), "query"), exclude
 
 
 # ---- search -------------------------------------------------------------------------------------
@@ -119,15 +85,15 @@ def search(ws: Workspace, model: str, query, *, k: int = 10, modality: ModalityS
     """
     from .index import workspace_index
 
-    k = _check_k(k)
+    k = check_k(k)
     q, own = _query_vector(ws, model, query)
     idx = workspace_index(ws, model)
     if q.shape[0] != idx.dim_:
         raise ValueError(f"query vector has dim {q.shape[0]}; model {model!r} has dim {idx.dim_}")
-    mask = _index_mask(idx, ws.items, filter, modality)
+    mask = index_mask(idx, ws.items, filter, modality)
     ids, scores = idx.query(q[None], k=min(k, len(idx.ids_)), filter=mask,
                             exclude=(own + list(exclude or [])) or None)
-    return _hits(ws, ids[0], scores[0])
+    return make_hits(ws, ids[0], scores[0])
 
 
 # ---- text-defined axes --------------------------------------------------------------------------
@@ -154,7 +120,7 @@ def text_axes(ws: Workspace, model: str, x: tuple = ("day", "night"), y: tuple |
     out["modality"] = mods.reindex(out["id"]).to_numpy()
     for name, (pos, neg) in axes.items():
         V = term_vectors(ws, model, [pos, neg])
-        axis = _nonzero(V[0] - V[1], f"axis {name} ({pos!s} − {neg!s})")
+        axis = nonzero(V[0] - V[1], f"axis {name} ({pos!s} − {neg!s})")
         out[name] = X @ unit_rows(axis)
     return out
 
@@ -183,15 +149,16 @@ def metadata_values(items: pd.DataFrame, *, max_values: int = 200) -> dict[str, 
 
 def hits_frame(ws: Workspace, hits: Sequence[Hit | Mapping]) -> pd.DataFrame:
     """Results as a table, best first: ``rank, score, modality, text, source``, the user's metadata
-    columns, ``id``. An image's ``text`` is its paired caption (if any)."""
+    columns, ``id``. An image's ``text`` is its caption (:func:`core.items.captions`; None without one)."""
+    from .items import captions
     from .workspace import ITEM_COLUMNS
 
     rows = [h.to_dict() if isinstance(h, Hit) else dict(h) for h in hits]
-    items = ws.items.drop_duplicates("id").set_index("id", drop=False)
+    items = ws.items.set_index("id", drop=False)
     meta = [c for c in items.columns if c not in ITEM_COLUMNS]
     ids = [str(r["id"]) for r in rows]
     found = items.reindex(ids)
-    caption = found["text"].where(found["text"].notna(), found["pair"].map(items["text"]))
+    caption = captions(ws.items, found)
     out = pd.DataFrame({
         "rank": np.arange(1, len(rows) + 1),
         "score": np.array([float(r["score"]) for r in rows], dtype=np.float32),

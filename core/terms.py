@@ -1,13 +1,14 @@
 """What every query over a joint space shares: terms and their vectors, candidate filters, hits, ranking helpers.
 
 Used by :mod:`core.search` (search, text axes), :mod:`core.analogies` and :mod:`core.vocabulary`; the
-public names are importable from ``core.search`` as well. The term syntax is in docs/search.md and
+terms, filters and hits are importable from ``core.search`` as well. The term syntax is in docs/search.md and
 :mod:`core.search`.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from numbers import Integral
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .encoders import unit_rows
+from .params import Interval, validate
 
 if TYPE_CHECKING:  # pragma: no cover
     from .encoders import Encoder
@@ -60,11 +62,13 @@ def _encoder(model: str | Encoder) -> Encoder:
     return load_encoder(model) if isinstance(model, str) else model
 
 
-def _model_id(model: str | Encoder) -> str:
+def model_id(model: str | Encoder) -> str:
+    """The model id of a model id or an Encoder."""
     return model if isinstance(model, str) else model.id
 
 
-def _can_encode(model: str | Encoder, modality: str) -> bool:
+def can_encode(model: str | Encoder, modality: str) -> bool:
+    """Whether ``model`` (an id or an Encoder) encodes ``modality`` (``text`` or ``image``)."""
     from .encoders import modalities_of
 
     mods = modalities_of(model) if isinstance(model, str) else model.modalities
@@ -97,13 +101,13 @@ def term_vectors(ws: Workspace | None, model: str | Encoder,
     parsed = [parse_term(t) for t in terms]
     if not parsed:
         raise ValueError("no terms given")
-    mid = _model_id(model)
+    mid = model_id(model)
     out: list[np.ndarray | None] = [None] * len(parsed)
     by_kind: dict[str, list[int]] = {}
     for i, t in enumerate(parsed):
         by_kind.setdefault(t.kind, []).append(i)
     for kind in ("text", "image"):
-        if kind in by_kind and not _can_encode(model, kind):
+        if kind in by_kind and not can_encode(model, kind):
             t = parsed[by_kind[kind][0]]
             what = "texts" if kind == "text" else "images"
             raise ValueError(f"term {str(t)!r}: model {mid!r} cannot encode {what}; "
@@ -162,7 +166,8 @@ def _none(v):
     return None if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA else v
 
 
-def _hits(ws: Workspace, ids: Sequence[str], scores: Sequence[float]) -> list[Hit]:
+def make_hits(ws: Workspace, ids: Sequence[str], scores: Sequence[float]) -> list[Hit]:
+    """One :class:`Hit` per id (with its score), filled from the workspace's items; order kept."""
     items = ws.items.set_index("id", drop=False)
     out = []
     for item_id, s in zip(ids, scores):
@@ -205,26 +210,34 @@ def filter_mask(items: pd.DataFrame, filter: FilterSpec = None, modality: Modali
     return keep
 
 
-def _index_mask(idx, items: pd.DataFrame, filter: FilterSpec, modality: ModalitySpec) -> np.ndarray | None:
+def index_mask(idx, items: pd.DataFrame, filter: FilterSpec, modality: ModalitySpec) -> np.ndarray | None:
+    """Boolean mask over the index's ids ``(n,)`` of the items passing :func:`filter_mask`; None when unfiltered."""
     if filter is None and modality is None:
         return None
     allowed = items["id"].to_numpy()[filter_mask(items, filter, modality)]
     return np.asarray(pd.Index(idx.ids_).isin(allowed))
 
 
-def _check_k(k) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be an integer >= 1; got {k!r}")
+# the parameters every query shares, declared once (core.params): the CLI's --k reads them too
+QUERY_CONSTRAINTS: dict[str, list] = {"k": [Interval(Integral, 1, None)]}
+
+
+def check_k(k, owner: str = "query") -> int:
+    """``k`` as an int; raises ValueError (naming ``owner``) unless :data:`QUERY_CONSTRAINTS` allow it (an
+    integer >= 1)."""
+    validate({"k": k}, QUERY_CONSTRAINTS, owner)
     return int(k)
 
 
-def _nonzero(v: np.ndarray, what: str) -> np.ndarray:
+def nonzero(v: np.ndarray, what: str) -> np.ndarray:
+    """``v`` unchanged; raises ValueError naming ``what`` when its norm is (near) zero."""
     if not np.linalg.norm(v) > 1e-6:
         raise ValueError(f"the {what} vector is zero (its terms cancel out); change the terms")
     return v
 
 
-def _top(scores: np.ndarray, k: int) -> np.ndarray:
+def top_indices(scores: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the ``k`` highest finite scores of ``(n,)`` ``scores``, best first (ties by position)."""
     k = min(k, int(np.isfinite(scores).sum()))
     if k <= 0:
         return np.empty(0, dtype=np.int64)

@@ -250,6 +250,128 @@ def _load_weights(model, path: Path) -> None:
     model.load_state_dict(load_file(str(path)))
 
 
+def _model_config(cfg: TrainConfig) -> tuple[dict, dict, int, int, dict]:
+    """The model's open_clip config file as ``(full config, model_cfg, image size, context length,
+    preprocess_cfg)``; raises ``FileNotFoundError`` naming the file when it is missing."""
+    full_cfg = read_json(cfg.model_config)
+    if full_cfg is None:
+        raise FileNotFoundError(f"model config {cfg.model_config!r} not found")
+    model_cfg = full_cfg.get("model_cfg", full_cfg)
+    size = int(model_cfg["vision_cfg"]["image_size"])
+    ctx = int(model_cfg["text_cfg"].get("context_length", 77))
+    return full_cfg, model_cfg, size, ctx, full_cfg.get("preprocess_cfg", {})
+
+
+def _new_model(cfg: TrainConfig, model_cfg: dict, ctx: int):
+    """A freshly initialised model (seeded by ``cfg.seed``), its AdamW optimiser (no weight decay on biases,
+    norms and embeddings), open_clip's contrastive loss and the default CLIP BPE tokenizer."""
+    import open_clip
+    import torch
+
+    torch.manual_seed(cfg.seed)
+    model = _build_model(model_cfg)
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+    loss_fn = open_clip.ClipLoss()
+    tokenizer = open_clip.get_tokenizer("ViT-B-32", context_length=ctx)  # the default CLIP BPE tokenizer
+    return model, opt, loss_fn, tokenizer
+
+
+def _resume_state(cfg: TrainConfig, state_dir: Path, model, opt, resume: bool) -> int:
+    """Load the weights and optimiser state of a saved run in ``state_dir`` (when ``resume`` and there is one)
+    and return its step (0 otherwise); raises ``ValueError`` when the saved run has another recipe."""
+    import torch
+
+    step = 0
+    saved = read_json(state_dir / "state.json")
+    if resume and saved is not None:
+        if not _compatible(saved, cfg):
+            raise ValueError(f"{state_dir} holds a run with a different recipe; use another --out or --no-resume")
+        _load_weights(model, state_dir / "model.safetensors")
+        opt.load_state_dict(torch.load(state_dir / "optim.pt", weights_only=True))
+        step = int(saved["step"])
+        log.info("resuming at step %d", step)
+    return step
+
+
+def _save_state(state_dir: Path, model, opt, step: int, cfg: TrainConfig) -> None:
+    """Checkpoint a run: full-precision weights, the optimiser state and ``state.json`` (step, config) last."""
+    import torch
+
+    _save_weights(model, state_dir / "model.safetensors", half=False)
+    atomic_write(state_dir / "optim.pt", lambda f: torch.save(opt.state_dict(), f))
+    atomic_write_json(state_dir / "state.json", {"step": step, "config": asdict(cfg)})
+
+
+def _batch_indices(s: int, *, seed: int, n: int, per_epoch: int, batch_size: int) -> np.ndarray:
+    """The rows of step ``s``'s batch: depends only on the seed and the step, so a resumed run sees the same
+    data (one seeded permutation of the ``n`` pairs per epoch of ``per_epoch`` steps)."""
+    perm = np.random.default_rng((seed, s // per_epoch)).permutation(n)
+    j = s % per_epoch
+    return perm[j * batch_size:(j + 1) * batch_size]
+
+
+def _keep_last_tokens(model):
+    """Hook the last block of the vision transformer: returns ``(hook, tokens)``, ``tokens["last"]`` the
+    block's (B, tokens, width) output of the latest forward pass (for the dense loss)."""
+    tokens_out: dict = {}
+    blocks = model.visual.transformer.resblocks
+    batch_first = getattr(model.visual.transformer, "batch_first", True)
+
+    def keep_tokens(_m, _inp, out):
+        t = out[0] if isinstance(out, tuple) else out
+        tokens_out["last"] = t if batch_first else t.transpose(0, 1)
+
+    return blocks[len(blocks) - 1].register_forward_hook(keep_tokens), tokens_out
+
+
+def _train_step(model, opt, loss_fn, tokenizer, data, idx: np.ndarray, *, cfg: TrainConfig, step: int,
+                mean, std, tokens_out: dict) -> float:
+    """One optimiser step on the batch ``idx`` at ``step``'s learning rate: the contrastive loss, plus the
+    attribute terms and, in the third phase, the dense term on world data; gradients clipped to norm 1 and the
+    logit scale kept at most 100. Returns the batch's loss."""
+    import torch
+
+    for g in opt.param_groups:
+        g["lr"] = _lr_at(step, cfg)
+    if hasattr(data, "pattern_p"):
+        data.pattern_p = cfg.pattern_p if step >= cfg.steps else 0.0
+    imgs, caps = data.batch(idx)
+    x = torch.from_numpy(np.ascontiguousarray(imgs)).permute(0, 3, 1, 2).float().div_(255)
+    x = (x - mean) / std
+    tok = tokenizer(caps)
+    img_f, txt_f, scale = model(x, tok)
+    loss = loss_fn(img_f, txt_f, scale)
+    if (cfg.attr_loss or cfg.orth_loss) and hasattr(data, "attributes"):
+        loss = loss + _attribute_loss(model, tokenizer, data, idx, img_f, scale, cfg.attr_loss, cfg.orth_loss)
+    if cfg.dense_loss and step >= cfg.steps + cfg.pattern_steps and hasattr(data, "patch_labels"):
+        loss = loss + cfg.dense_loss * _dense_loss(model, tokenizer, data, idx, tokens_out["last"], scale)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    with torch.no_grad():
+        model.logit_scale.clamp_(0, math.log(100))
+    return loss.item()
+
+
+def _write_model_folder(out: Path, model, full_cfg: dict, cfg: TrainConfig, data) -> None:
+    """The shipped checkpoint: fp16 safetensors + config, loadable as openclip-local:<out>, the run's config and
+    the words its text tower was trained on (names, and the check of query words)."""
+    _save_weights(model, out / "open_clip_model.safetensors", half=True)
+    atomic_write_json(out / "open_clip_config.json", full_cfg)
+    atomic_write_json(out / "train_config.json", asdict(cfg))
+    if cfg.data == "world":
+        write_world_words(out)
+    else:
+        from .vocabulary import KNOWN_WORDS_FILE, words_of
+
+        _write_words(out / KNOWN_WORDS_FILE, "every word of the captions this model was trained on",
+                     sorted({w for c in data.captions for w in words_of(c)}))
+
+
 def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,
           progress: StepProgress | None = None, evaluate: bool = True) -> dict:
     """Run (or resume) training; writes an openclip-local folder to ``out_dir``.
@@ -264,56 +386,20 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,
     state_dir.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    full_cfg = read_json(cfg.model_config)
-    if full_cfg is None:
-        raise FileNotFoundError(f"model config {cfg.model_config!r} not found")
-    model_cfg = full_cfg.get("model_cfg", full_cfg)
-    size = int(model_cfg["vision_cfg"]["image_size"])
-    ctx = int(model_cfg["text_cfg"].get("context_length", 77))
-    pre = full_cfg.get("preprocess_cfg", {})
+    full_cfg, model_cfg, size, ctx, pre = _model_config(cfg)
     mean = torch.tensor(pre.get("mean", open_clip.OPENAI_DATASET_MEAN)).view(1, 3, 1, 1)
     std = torch.tensor(pre.get("std", open_clip.OPENAI_DATASET_STD)).view(1, 3, 1, 1)
-
-    torch.manual_seed(cfg.seed)
-    model = _build_model(model_cfg)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
-    loss_fn = open_clip.ClipLoss()
-    tokenizer = open_clip.get_tokenizer("ViT-B-32", context_length=ctx)  # the default CLIP BPE tokenizer
-
-    step = 0
-    saved = read_json(state_dir / "state.json")
-    if resume and saved is not None:
-        if not _compatible(saved, cfg):
-            raise ValueError(f"{state_dir} holds a run with a different recipe; use another --out or --no-resume")
-        _load_weights(model, state_dir / "model.safetensors")
-        opt.load_state_dict(torch.load(state_dir / "optim.pt", weights_only=True))
-        step = int(saved["step"])
-        log.info("resuming at step %d", step)
-    resumed_from = step
+    model, opt, loss_fn, tokenizer = _new_model(cfg, model_cfg, ctx)
+    step = resumed_from = _resume_state(cfg, state_dir, model, opt, resume)
 
     if cfg.data == "world":
         data = WorldPairs(cfg.n_train, seed=cfg.seed, image_size=size, p_two=cfg.p_two, workers=cfg.workers)
     else:
         data = WorkspacePairs(cfg.data, image_size=size)
-    # the order of batches depends only on the seed and the step, so a resumed run sees the same data
     n = len(data)
     per_epoch = max(1, n // cfg.batch_size)
-
-    def batch_indices(s: int) -> np.ndarray:
-        perm = np.random.default_rng((cfg.seed, s // per_epoch)).permutation(n)
-        j = s % per_epoch
-        return perm[j * cfg.batch_size:(j + 1) * cfg.batch_size]
-
     if hasattr(data, "rng"):
         data.rng = np.random.default_rng((cfg.seed, 7, step))
-
-    def save_state() -> None:
-        _save_weights(model, state_dir / "model.safetensors", half=False)
-        atomic_write(state_dir / "optim.pt", lambda f: torch.save(opt.state_dict(), f))
-        atomic_write_json(state_dir / "state.json", {"step": step, "config": asdict(cfg)})
 
     t0 = time.perf_counter()
     start_step = step
@@ -321,39 +407,12 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,
     metrics: dict = {}
     model.train()
     total = cfg.steps + (cfg.pattern_steps + cfg.dense_steps if cfg.data == "world" else 0)
-    tokens_out: dict = {}
-    blocks = model.visual.transformer.resblocks
-    batch_first = getattr(model.visual.transformer, "batch_first", True)
-
-    def keep_tokens(_m, _inp, out):
-        t = out[0] if isinstance(out, tuple) else out
-        tokens_out["last"] = t if batch_first else t.transpose(0, 1)
-
-    hook = blocks[len(blocks) - 1].register_forward_hook(keep_tokens)
+    hook, tokens_out = _keep_last_tokens(model)
     while step < total:
-        for g in opt.param_groups:
-            g["lr"] = _lr_at(step, cfg)
-        if hasattr(data, "pattern_p"):
-            data.pattern_p = cfg.pattern_p if step >= cfg.steps else 0.0
-        idx = batch_indices(step)
-        imgs, caps = data.batch(idx)
-        x = torch.from_numpy(np.ascontiguousarray(imgs)).permute(0, 3, 1, 2).float().div_(255)
-        x = (x - mean) / std
-        tok = tokenizer(caps)
-        img_f, txt_f, scale = model(x, tok)
-        loss = loss_fn(img_f, txt_f, scale)
-        if (cfg.attr_loss or cfg.orth_loss) and hasattr(data, "attributes"):
-            loss = loss + _attribute_loss(model, tokenizer, data, idx, img_f, scale, cfg.attr_loss, cfg.orth_loss)
-        if cfg.dense_loss and step >= cfg.steps + cfg.pattern_steps and hasattr(data, "patch_labels"):
-            loss = loss + cfg.dense_loss * _dense_loss(model, tokenizer, data, idx, tokens_out["last"], scale)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        with torch.no_grad():
-            model.logit_scale.clamp_(0, math.log(100))
+        idx = _batch_indices(step, seed=cfg.seed, n=n, per_epoch=per_epoch, batch_size=cfg.batch_size)
+        losses.append(_train_step(model, opt, loss_fn, tokenizer, data, idx, cfg=cfg, step=step, mean=mean, std=std,
+                                  tokens_out=tokens_out))
         step += 1
-        losses.append(loss.item())
         el = time.perf_counter() - t0
         rate = (step - start_step) / el
         info = {"step": step, "steps": total, "loss": float(np.mean(losses[-50:])),
@@ -361,7 +420,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,
         if progress is not None and (step % 10 == 0 or step == total):
             progress(info)
         if step % cfg.ckpt_every == 0 or step in (cfg.steps, total):
-            save_state()
+            _save_state(state_dir, model, opt, step, cfg)
         if evaluate and cfg.data == "world" and (step % cfg.eval_every == 0 or step in (cfg.steps, total)):
             metrics = _quick_eval(model, full_cfg, tokenizer, mean, std)
             log.info("step %d eval %s", step, metrics)
@@ -370,17 +429,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,
             model.train()
     hook.remove()
     model.eval()
-    # the shipped checkpoint: fp16 safetensors + config, loadable as openclip-local:<out>
-    _save_weights(model, out / "open_clip_model.safetensors", half=True)
-    atomic_write_json(out / "open_clip_config.json", full_cfg)
-    atomic_write_json(out / "train_config.json", asdict(cfg))
-    if cfg.data == "world":  # the words the text tower was trained on: names, and the check of query words
-        write_world_words(out)
-    else:
-        from .vocabulary import KNOWN_WORDS_FILE, words_of
-
-        _write_words(out / KNOWN_WORDS_FILE, "every word of the captions this model was trained on",
-                     sorted({w for c in data.captions for w in words_of(c)}))
+    _write_model_folder(out, model, full_cfg, cfg, data)
     result = {"checkpoint": str(out / "open_clip_model.safetensors"), "steps": step, "resumed_from": resumed_from,
               "seconds": round(time.perf_counter() - t0, 1),
               "metrics": {"final_loss": float(np.mean(losses[-50:])) if losses else None, **metrics}}

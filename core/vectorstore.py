@@ -23,6 +23,7 @@ import hashlib
 import logging
 import re
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -42,10 +43,14 @@ def model_slug(model_id: str) -> str:
 
 
 class VectorStore:
-    """Vectors of one model for items of one workspace."""
+    """Vectors of one model for items of one workspace.
 
-    def __init__(self, root: Path, model_id: str):
+    ``guard``: called before every write (:meth:`append`, :meth:`rewrite`, :meth:`remove`); a workspace's
+    stores raise there unless the writer holds the workspace's write lock (``Workspace.store``)."""
+
+    def __init__(self, root: Path, model_id: str, *, guard: Callable[[], None] | None = None):
         self.model_id = model_id
+        self._guard = guard
         self.path = Path(root) / model_slug(model_id)
         self._cache_key = None
         self._cache: _StoreView | None = None
@@ -120,11 +125,12 @@ class VectorStore:
         return set(self.ids_array().tolist())
 
     def append(self, X: np.ndarray, ids, *, extra: dict | None = None, dtype: str | None = None) -> None:
-        """Add a shard. Caller holds the workspace write lock.
+        """Add a shard. Needs the workspace write lock (checked by ``guard``).
 
         ``dtype``: storage dtype of a new store (``float32`` default, ``float16``, ``int8``); an existing
         store keeps its own, and a different explicit ``dtype`` is an error.
         """
+        self._check_writer()
         if dtype is not None and dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}; got {dtype!r}")
         X = np.ascontiguousarray(X, dtype=np.float32)
@@ -154,11 +160,12 @@ class VectorStore:
 
     def rewrite(self, *, dtype: str | None = None, shard_size: int = 262_144) -> dict:
         """Rewrite the store as few shards of ``shard_size`` rows, superseded duplicates dropped, in
-        ``dtype`` (default: keep the store's). Caller holds the workspace write lock.
+        ``dtype`` (default: keep the store's). Needs the workspace write lock (checked by ``guard``).
 
         The new shards are written beside the old ones and the manifest switches to them in one atomic
         write; the old files are removed afterwards. Returns ``{"n", "shards", "dtype", "bytes"}``.
         """
+        self._check_writer()
         m = self.manifest()
         if m is None:
             raise ValueError(f"no vectors for model {self.model_id!r} to rewrite")
@@ -182,13 +189,14 @@ class VectorStore:
         return {"n": len(view.ids), "shards": len(shards), "dtype": dtype, "bytes": int(nbytes)}
 
     def remove(self, ids) -> int:
-        """Drop every stored vector of ``ids``. Caller holds the workspace write lock.
+        """Drop every stored vector of ``ids``. Needs the workspace write lock (checked by ``guard``).
 
         Only the shards holding one of them are rewritten (without those rows, in the stored dtype, as new
         shards beside the old ones); the manifest switches to them in one atomic write (the commit point)
         and the old files are removed afterwards, as :meth:`rewrite` does. A store left without vectors is
         removed (its manifest first). Returns how many of ``ids`` had a vector.
         """
+        self._check_writer()
         m = self.manifest()
         if m is None:
             return 0
@@ -217,6 +225,10 @@ class VectorStore:
             remove_file(self.manifest_path)  # commit point: no store
             remove_uncommitted(self.path)
         return n
+
+    def _check_writer(self) -> None:
+        if self._guard is not None:
+            self._guard()
 
     def _write_shard(self, number: int, data: np.ndarray, scale: np.ndarray | None, ids: np.ndarray) -> dict:
         """Write one shard's files (vectors, int8 scales, ids), not yet named by the manifest."""

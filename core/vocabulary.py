@@ -1,7 +1,7 @@
 """Vocabularies and zero-shot labels: the default word lists (bundled, or a local model's own
 ``vocabulary.txt``), their prompt vectors, ranking words against items or vectors (:func:`zero_shot_labels`)
 naming clusters (:func:`label_clusters`) and the words a local model knows (:func:`known_words`,
-:func:`unknown_words`). Every public name is importable from ``core.search`` too.
+:func:`unknown_words`).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .encoders import unit_rows
-from .terms import ModalitySpec, _can_encode, _check_k, _model_id, _nonzero, _top, term_vectors
+from .terms import ModalitySpec, can_encode, check_k, model_id, nonzero, term_vectors, top_indices
 
 if TYPE_CHECKING:  # pragma: no cover
     from .encoders import Encoder
@@ -70,7 +70,7 @@ def known_words(model: str | Encoder | None) -> frozenset[str] | None:
     its ``vocabulary.txt`` (a folder that ships only a naming vocabulary). None when the model has no such
     list (hub models, whose BPE tokenizers read any word): nothing can be checked. Cached per file (and
     read again when it changes)."""
-    mid = None if model is None else _model_id(model)
+    mid = None if model is None else model_id(model)
     path = _model_file(mid, KNOWN_WORDS_FILE) or _model_file(mid, VOCABULARY_FILE)
     if path is None:
         return None
@@ -129,8 +129,8 @@ def vocabulary_vectors(model: str | Encoder, vocabulary: Sequence[str], template
         raise ValueError("the vocabulary is empty")
     if "{}" not in template:
         raise ValueError(f"template must contain '{{}}' where the word goes; got {template!r}")
-    if not _can_encode(model, "text"):
-        raise ValueError(f"model {_model_id(model)!r} cannot encode texts, so it cannot rank a vocabulary")
+    if not can_encode(model, "text"):
+        raise ValueError(f"model {model_id(model)!r} cannot encode texts, so it cannot rank a vocabulary")
     if not isinstance(model, str):
         return term_vectors(None, model, [template.format(w) for w in words])
     digest = hashlib.sha1("\0".join(words).encode()).hexdigest()
@@ -154,30 +154,30 @@ def zero_shot_labels(source: Workspace | np.ndarray, model: str | Encoder, vocab
     """
     from .workspace import Workspace
 
-    vocab = list(vocabulary) if vocabulary is not None else default_vocabulary(_model_id(model))
+    vocab = list(vocabulary) if vocabulary is not None else default_vocabulary(model_id(model))
     if isinstance(source, Workspace):
         want = [ids] if isinstance(ids, str) else ids
-        X, got = source.vectors(_model_id(model), modality=modality, ids=want)
+        X, got = source.vectors(model_id(model), modality=modality, ids=want)
         if want is not None and len(got) < len(set(want)):
             missing = sorted(set(want) - set(got.tolist()))
             raise ValueError(f"item(s) {', '.join(map(repr, missing[:3]))}{' ...' if len(missing) > 3 else ''} "
-                             f"not in workspace {source.name!r} or without a vector for {_model_id(model)!r}")
+                             f"not in workspace {source.name!r} or without a vector for {model_id(model)!r}")
         if not len(got):
-            raise ValueError(f"workspace {source.name!r} has no vectors for model {_model_id(model)!r}")
+            raise ValueError(f"workspace {source.name!r} has no vectors for model {model_id(model)!r}")
     else:
         X = np.atleast_2d(np.asarray(source, dtype=np.float32))
         if X.ndim != 2 or not len(X):
             raise ValueError(f"vectors must be (d,) or (m, d); got shape {np.shape(source)}")
-    centre = _nonzero(unit_rows(unit_rows(X).mean(0)), "selection")
+    centre = nonzero(unit_rows(unit_rows(X).mean(0)), "selection")
     T = vocabulary_vectors(model, vocab, template)
     if T.shape[1] != centre.shape[0]:
-        raise ValueError(f"vectors have dim {centre.shape[0]} but model {_model_id(model)!r} gives {T.shape[1]}")
+        raise ValueError(f"vectors have dim {centre.shape[0]} but model {model_id(model)!r} gives {T.shape[1]}")
     cos = T @ centre
     s = cos
     if contrast and isinstance(source, Workspace):
-        A, _ = source.vectors(_model_id(model), modality=modality)
-        s = cos - T @ _nonzero(unit_rows(unit_rows(A).mean(0)), "workspace")
-    top = _top(s, len(vocab) if k is None else _check_k(k))
+        A, _ = source.vectors(model_id(model), modality=modality)
+        s = cos - T @ nonzero(unit_rows(unit_rows(A).mean(0)), "workspace")
+    top = top_indices(s, len(vocab) if k is None else check_k(k))
     out = pd.DataFrame({"label": [vocab[j] for j in top], "prompt": [template.format(vocab[j]) for j in top],
                         "score": s[top].astype(np.float32)})
     if contrast:
@@ -202,7 +202,7 @@ def label_clusters(X: np.ndarray, labels: Sequence, vocab_vectors: np.ndarray, v
         raise ValueError(f"labels must have one entry per row of X ({len(X)}); got shape {labels.shape}")
     if T.shape != (len(vocab), X.shape[1]):
         raise ValueError(f"vocab_vectors must be (len(vocab)={len(vocab)}, d={X.shape[1]}); got {T.shape}")
-    k = _check_k(k)
+    k = check_k(k)
     names = list(pd.unique(labels))
     C = unit_rows(np.stack([X[labels == c].mean(0) for c in names]))
     S = C @ T.T
@@ -210,6 +210,6 @@ def label_clusters(X: np.ndarray, labels: Sequence, vocab_vectors: np.ndarray, v
         S = S - S.mean(0, keepdims=True)
     out = {}
     for c, s in zip(names, S):
-        top = _top(s, k)
+        top = top_indices(s, k)
         out[c.item() if hasattr(c, "item") else c] = [(vocab[j], float(s[j])) for j in top]
     return out

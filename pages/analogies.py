@@ -8,9 +8,10 @@ import re
 import pandas as pd
 import streamlit as st
 
-from core.analogies import bundled_analogy_sets, default_analogy_set
+from core.analogies import bundled_analogy_sets, default_analogy_set, load_analogy_set, suggested_space
+from core.demo.examples import worked_example
 from core.export import safe_csv_bytes
-from core.search import hits_frame, load_analogy_set, suggested_space, term_id, worked_example
+from core.search import hits_frame, term_id
 from pages import ui
 
 METHODS = {"3CosAdd": "3cosadd", "3CosMul": "3cosmul"}
@@ -118,7 +119,7 @@ def picker(ws, model: str) -> None:
         if not q.strip():
             return
         with ui.guard():
-            hits = ui.search_results(ui.data_key(ws, model), model, (q.strip(),), 6, None, ())
+            hits = ui.search_results(ui.data_key(ws, model), (q.strip(),), 6, None, ())
             ui.result_cards(hits, key="ana_pick", columns=6,
                            actions=[("plus", _add_plus, ":material/add:", "Add as a plus term"),
                                     ("minus", _add_minus, ":material/remove:", "Add as a minus term")])
@@ -126,7 +127,7 @@ def picker(ws, model: str) -> None:
 
 def terms_row(ws, plus: list[str], minus: list[str]) -> None:
     """The analogy as written: each term with its sign, images as small thumbnails."""
-    items = ui.items_frame(ws).drop_duplicates("id").set_index("id")
+    items = ui.items_frame(ws).set_index("id")
     terms = [("+", t) for t in plus] + [("−", t) for t in minus]
     cols = st.columns(min(len(terms), MAX_TERMS_SHOWN) + (len(terms) > MAX_TERMS_SHOWN))
     for col, (sign, t) in zip(cols, terms[:MAX_TERMS_SHOWN]):
@@ -160,9 +161,9 @@ def results(ws, model: str, plus: list[str], minus: list[str], present: dict[str
     terms_row(ws, plus, minus)
     ui.unknown_words_note(model, plus + minus, terms=True)
     with st.spinner("Computing…"):
-        hits = ui.analogy_results(key, model, tuple(plus), tuple(minus), METHODS[method], k, mod, ())
+        hits = ui.analogy_results(key, tuple(plus), tuple(minus), METHODS[method], k, mod, ())
         inputs = tuple(i for i in (term_id(t) for t in plus + minus) if i)
-        base = ui.search_results(key, model, (plus[0],), k, mod, (), inputs)
+        base = ui.search_results(key, (plus[0],), k, mod, (), inputs)
     got, plain_nn = [h["id"] for h in hits], [h["id"] for h in base]
     new = len(set(got) - set(plain_nn))
     if not minus and len(plus) == 1:
@@ -186,7 +187,7 @@ def results(ws, model: str, plus: list[str], minus: list[str], present: dict[str
         st.markdown(f"**Analogy · {method}**")
         ui.result_cards(hits, key="ana_res", captions=captions, columns=3)
     with right:
-        items = ui.items_frame(ws).drop_duplicates("id").set_index("id")
+        items = ui.items_frame(ws).set_index("id")
         st.markdown(f"**Baseline · nearest neighbours of {ui.plain(ui.term_label(plus[0], items), limit=50)}**")
         ui.result_cards(base, key="ana_base", captions=captions, columns=3)
     if table is not None:
@@ -254,9 +255,9 @@ def evaluation(ws, model: str | None) -> None:
     if not req or req["set"] != name or req["digest"] != digest:
         st.caption(f"{len(rows)} rows. Press Evaluate to score them.")
         return
-    key = ui.data_key(ws, req["model"]) if req["space"] == "workspace" else None
+    on = ui.data_key(ws, req["model"]) if req["space"] == "workspace" else req["model"]  # a workspace, or words
     with st.spinner(ui.plain(f"Scoring {len(rows)} analogies with {req['model']}…")):
-        ev = ui.analogy_evaluation(key, req["model"], name, data, req["method"], req["k"])
+        ev = ui.analogy_evaluation(on, name, data, req["method"], req["k"])
     show_evaluation(ev, name)
 
 
@@ -308,7 +309,7 @@ def show_evaluation(ev: dict, name: str) -> None:
 with ui.page("Analogies", purpose="to do arithmetic with its vectors",
              hint="A bundled analogy set can still be scored on a vocabulary below.") as (ws, model):
     if ws is not None:
-        present = ui.vector_modalities(ui.data_key(ws, model), model)
+        present = ui.vector_modalities(ui.data_key(ws, model))
         if not present:
             ui.no_vectors_info(ws, model)
         else:

@@ -50,23 +50,71 @@ CONCEPT_STAGES = {"patches": (0.0, 0.35, "reading patches"), "fit": (0.35, 0.85,
 
 
 def run(ws, model: str, params: dict, progress=None):
-    from core.concepts import explain
+    from core.concepts import default_estimator, explain
 
     p = dict(params)
-    return explain(ws, model, k=p["k"], ids=p["ids"], label=p["label"], prompts=p["prompts"],
+    estimator = default_estimator(n_concepts=p["k"], alpha=p["alpha"], use_attention=p.get("use_attention", True),
+                                  temperature=p.get("temperature", 1.0))
+    return explain(ws, model, estimator=estimator, ids=p["ids"], label=p["label"], prompts=p["prompts"],
                    templates=p.get("templates"), vocabulary=p["vocabulary"], block=p["block"], space=p.get("space"),
-                   alpha=p["alpha"],
-                   use_attention=p.get("use_attention", True), temperature=p.get("temperature", 1.0),
-                   attention_smoothing=p.get("attention_smoothing", 1.0),
-                   progress=progress)
+                   attention_smoothing=p.get("attention_smoothing", 1.0), progress=progress)
 
 
 # ---- sections -----------------------------------------------------------------------------------
+def advanced_controls(model: str) -> dict:
+    """The "Naming and advanced" choices: naming words, patch features and the concept model's settings, with
+    the bounds PACE (and explain) declare."""
+    from core.concepts import PACE
+    from core.concepts.explain import EXPLAIN_CONSTRAINTS as E
+    from core.concepts.explain import EXPLAIN_DEFAULTS
+    from core.concepts.patches import n_blocks
+    from core.params import bounds
+    from core.vocabulary import default_vocabulary
+
+    C, d = PACE.parameter_constraints, {**PACE().get_params(), **EXPLAIN_DEFAULTS}
+    with st.expander("Naming and advanced"):
+        words = st.text_input("Words to name concepts with (comma-separated)", key="concepts_words",
+                              help="Added to the model's default vocabulary, or used alone (below).")
+        only = st.checkbox("Name with these words only", key="concepts_words_only",
+                           help=f"The default vocabulary of {model} has {len(default_vocabulary(model))} words.")
+        nb = n_blocks(ui.get_encoder(model))
+        feature = st.selectbox("Patch features", ["joint", *range(nb)], key="concepts_block",
+                               format_func=lambda b: ("Joint space (last block, projected like the image vector)"
+                                                      if b == "joint" else f"ViT tokens of block {b}"),
+                               help="Concepts are found among these patch vectors. The joint space is where they "
+                                    "are named; earlier blocks keep more local detail.")
+        block, space = (nb - 1, "joint") if feature == "joint" else (int(feature), "tokens")
+        alpha = st.number_input("Dirichlet prior α", *bounds(C, "alpha", step=0.01), d["alpha"], step=0.05,
+                                key="concepts_alpha",
+                                help="Below 1 each image uses few concepts (sparser explanations).")
+        weighted = st.checkbox("Weight patches by the model's attention", True, key="concepts_attention",
+                               help="PACE weights each patch by the CLS token's attention to it, so concepts "
+                                    "follow what the model looks at. Untick to count every patch once: "
+                                    "image-level shares then describe what the image shows and move less when "
+                                    "the image is flipped or cropped.")
+        smoothing = st.number_input("Attention smoothing (patches)", *bounds(E, "attention_smoothing"), 1.0, step=0.25,
+                                    key="concepts_smoothing", disabled=not weighted,
+                                    help="Blur the attention over the patch grid (Gaussian σ in patches) before it "
+                                         "weights the patches: a flip or crop then moves the image-level shares "
+                                         "less. 0 uses the raw attention, as in the PACE paper.")
+        temperature = st.number_input("Likelihood temperature", *bounds(C, "temperature", step=0.1), d["temperature"],
+                                      step=1.0,
+                                      key="concepts_temperature",
+                                      help="Above 1 the patch likelihood is tempered, so the prior α gathers each "
+                                           "image in fewer concepts: sparser explanations with many concepts "
+                                           "(K = 64 at 10 is the benchmark's sparse setting), at the price of "
+                                           "purer and more stable concepts.")
+    return {"words": words, "only": only, "block": int(block), "space": space, "alpha": float(alpha),
+            "use_attention": bool(weighted), "attention_smoothing": float(smoothing),
+            "temperature": float(temperature)}
+
+
 def controls(ws, model: str, items: pd.DataFrame) -> dict | None:
     """The choices; returns the parameters when the button was pressed."""
-    from core.concepts.explain import check_templates
-    from core.concepts.patches import n_blocks
-    from core.search import default_vocabulary, naming_vocabulary
+    from core.concepts import PACE
+    from core.concepts.explain import EXPLAIN_DEFAULTS, check_templates
+    from core.params import bounds
+    from core.vocabulary import naming_vocabulary
 
     meta = metadata_columns(items)
     map_ids = ui.selection(ws)
@@ -84,7 +132,8 @@ def controls(ws, model: str, items: pd.DataFrame) -> dict | None:
         value = r1[0].selectbox("Value", values, key="concepts_filter_value")
     elif source == SRC_MAP:
         r1[0].caption(f"{n_map} images selected on the Map.")
-    k = r1[1].slider("Concepts (K)", 2, 100, 8, key="concepts_k",
+    k = r1[1].slider("Concepts (K)", *bounds(PACE.parameter_constraints, "n_concepts"), EXPLAIN_DEFAULTS["n_concepts"],
+                     key="concepts_k",
                      help="Parsimony: fewer concepts are easier to read; more split finer.")
     pred = r1[2].radio("Explain the model's", [PRED_VOCAB] + ([PRED_LABEL] if meta else []) + [PRED_PROMPTS],
                        key="concepts_pred", help="What the concepts should account for (PACE ties them to the "
@@ -101,35 +150,7 @@ def controls(ws, model: str, items: pd.DataFrame) -> dict | None:
                                 help="Each prompt is put where {} is in every template and the texts are "
                                      "averaged (a prompt ensemble, as CLIP's zero-shot classifiers do).")
         templates = [t.strip() for t in ttext.splitlines() if t.strip()] or None
-    with st.expander("Naming and advanced"):
-        words = st.text_input("Words to name concepts with (comma-separated)", key="concepts_words",
-                              help="Added to the model's default vocabulary, or used alone (below).")
-        only = st.checkbox("Name with these words only", key="concepts_words_only",
-                           help=f"The default vocabulary of {model} has {len(default_vocabulary(model))} words.")
-        nb = n_blocks(ui.get_encoder(model))
-        feature = st.selectbox("Patch features", ["joint", *range(nb)], key="concepts_block",
-                               format_func=lambda b: ("Joint space (last block, projected like the image vector)"
-                                                      if b == "joint" else f"ViT tokens of block {b}"),
-                               help="Concepts are found among these patch vectors. The joint space is where they "
-                                    "are named; earlier blocks keep more local detail.")
-        block, space = (nb - 1, "joint") if feature == "joint" else (int(feature), "tokens")
-        alpha = st.number_input("Dirichlet prior α", 0.01, 5.0, 0.1, step=0.05, key="concepts_alpha",
-                                help="Below 1 each image uses few concepts (sparser explanations).")
-        weighted = st.checkbox("Weight patches by the model's attention", True, key="concepts_attention",
-                               help="PACE weights each patch by the CLS token's attention to it, so concepts "
-                                    "follow what the model looks at. Untick to count every patch once: "
-                                    "image-level shares then describe what the image shows and move less when "
-                                    "the image is flipped or cropped.")
-        smoothing = st.number_input("Attention smoothing (patches)", 0.0, 4.0, 1.0, step=0.25,
-                                    key="concepts_smoothing", disabled=not weighted,
-                                    help="Blur the attention over the patch grid (Gaussian σ in patches) before it "
-                                         "weights the patches: a flip or crop then moves the image-level shares "
-                                         "less. 0 uses the raw attention, as in the PACE paper.")
-        temperature = st.number_input("Likelihood temperature", 1.0, 100.0, 1.0, step=1.0, key="concepts_temperature",
-                                      help="Above 1 the patch likelihood is tempered, so the prior α gathers each "
-                                           "image in fewer concepts: sparser explanations with many concepts "
-                                           "(K = 64 at 10 is the benchmark's sparse setting), at the price of "
-                                           "purer and more stable concepts.")
+    adv = advanced_controls(model)
     ids = image_ids_for(items, source, map_ids=map_ids, column=column, value=value)
     st.caption(f"{len(ids):,} images to explain.")
     if not st.button("Find concepts", type="primary", icon=":material/psychology:", key="concepts_run",
@@ -144,17 +165,16 @@ def controls(ws, model: str, items: pd.DataFrame) -> dict | None:
         st.warning(str(e), icon=":material/warning:")
         return None
     try:
-        vocabulary = naming_vocabulary(model, (words or "").split(","), only=only)
+        vocabulary = naming_vocabulary(model, (adv["words"] or "").split(","), only=adv["only"])
     except ValueError:
         st.warning("Type the words to name with, or untick “Name with these words only”.",
                    icon=":material/warning:")
         return None
     return {"k": int(k), "ids": None if source == SRC_ALL else ids, "label": label, "prompts": prompts,
-            "templates": templates, "vocabulary": vocabulary,
-            "block": int(block), "space": space, "alpha": float(alpha),
-            "use_attention": bool(weighted), "attention_smoothing": float(smoothing),
-            "temperature": float(temperature), "workspace": ws.name,
-            "model": model}
+            "templates": templates, "vocabulary": vocabulary, "block": adv["block"], "space": adv["space"],
+            "alpha": adv["alpha"], "use_attention": adv["use_attention"],
+            "attention_smoothing": adv["attention_smoothing"], "temperature": adv["temperature"],
+            "workspace": ws.name, "model": model}
 
 
 def metrics_row(res) -> None:
@@ -210,7 +230,7 @@ def concept_across_images(res, paths: dict) -> None:
 
 def image_level(res, paths: dict, items: pd.DataFrame) -> None:
     st.subheader("One image")
-    source = items.drop_duplicates("id").set_index("id")["source"]
+    source = items.set_index("id")["source"]
     choices = {f"{source.get(i, i)} ({i[:8]})": i for i in (str(x) for x in res.ids[:MAX_CHOICE_IMAGES])}
     item = choices[st.selectbox("Image", list(choices), key="concepts_image")]
     m = res.row_of(item)
@@ -232,7 +252,7 @@ def image_level(res, paths: dict, items: pd.DataFrame) -> None:
 
 def export(res, items: pd.DataFrame) -> None:
     df = res.assignments_frame()
-    src = items.drop_duplicates("id").set_index("id")["source"]
+    src = items.set_index("id")["source"]
     df.insert(1, "source", df["id"].map(src))
     st.download_button("Concept assignments (CSV)", safe_csv_bytes(df),  # sources may start with "="
                        file_name="concepts.csv", mime="text/csv", icon=":material/download:", key="concepts_csv",
@@ -260,7 +280,7 @@ def concepts_section(ws, model: str) -> None:
         res = run(ws, model, params)
     ui.unknown_words_note(model, [*(params.get("prompts") or []), *(params.get("templates") or []),
                                   *(params.get("vocabulary") or [])])
-    images = items[items["modality"] == "image"].drop_duplicates("id").set_index("id")["image"]
+    images = items[items["modality"] == "image"].set_index("id")["image"]
     paths = {str(i): ws.abspath(images[i]) for i in res.ids if i in images.index}
     metrics_row(res)
     export(res, items)

@@ -12,9 +12,10 @@ import streamlit as st
 
 import core
 from core.encoders import modalities_of
-from core.export import captions
 from core.ingest import ROLES, TABLE_EXTS, inspect_table
-from core.workspace import ITEM_COLUMNS, skipped_words
+from core.items import captions
+from core.messages import skipped_words, unsupported_hint
+from core.workspace import ITEM_COLUMNS
 from pages import ui
 
 TABLE_TYPES = ["csv", "tsv", "parquet", "json", "jsonl", "xlsx"]
@@ -251,7 +252,7 @@ def run_embedding(ws, model: str, refresh: bool) -> None:
     ss[ui.EMBED_RUN] = None
     ui.embed_runs().pop(run_id, None)
     bar.progress(1.0, text="done")
-    ss[ui.LAST_EMBED] = dict(rep.to_dict(), workspace=ws.name, hint=ws.unsupported_hint(rep))
+    ss[ui.LAST_EMBED] = dict(rep.to_dict(), workspace=ws.name, hint=unsupported_hint(ws, rep))
     st.rerun()  # the header, the counts and the models table were drawn before these vectors existed
 
 

@@ -10,13 +10,13 @@ from streamlit.errors import StreamlitAPIException
 
 from core.encoders import modalities_of
 from core.export import (
-    captions,
     map_html,
     metadata_columns,
     parquet_bytes,
     safe_csv_bytes,
     selection_table,
 )
+from core.items import captions, item_titles
 from core.mapview import (
     COLOUR_CLUSTER,
     COLOUR_LABELS,
@@ -155,7 +155,7 @@ def view_spinner(params: MapParams, model: str) -> str:
 
 
 def metrics_row(ws, model, res, last: dict | None) -> None:
-    gap = ui.modality_gap(ui.data_key(ws, model), model)
+    gap = ui.modality_gap(ui.data_key(ws, model))
     cols = st.columns(5)
     cols[0].metric("points", f"{res.n:,}", help="Items of the chosen modalities with a vector for this model"
                    + (f" (a sample of {res.n_total:,})." if res.sampled else "."))
@@ -371,10 +371,8 @@ def gallery(ws, items: pd.DataFrame, rows, *, width: int, captions: bool) -> Non
     if not rows:
         return
     caps = None
-    if captions:
-        text_of = items.set_index("id")["text"].to_dict()
-        caps = [ui.plain(text_of.get(items["pair"].iloc[i]) or items["source"].iloc[i] or "", limit=28)
-                for i in rows]
+    if captions:  # each image's caption, else its file (core.items.item_titles)
+        caps = [ui.plain(t, limit=28) for t in item_titles(ws.items, items.iloc[rows], limit=200)]
     st.image([str(ws.abspath(items["thumb"].iloc[i])) for i in rows], caption=caps, width=width)
 
 
@@ -389,7 +387,7 @@ def selection_labels(ws, model: str, sel: pd.DataFrame) -> None:
                           "that fit everything do not win."):
         return
     with ui.guard(), st.spinner("Labelling…"):
-        labels = ui.item_labels(ui.data_key(ws, model), model, tuple(sel["id"].astype(str)), contrast=True)
+        labels = ui.item_labels(ui.data_key(ws, model), tuple(sel["id"].astype(str)), contrast=True)
         st.dataframe(labels[["label", "score", "cosine"]], hide_index=True, key="selection_labels",
                      column_config={"score": st.column_config.NumberColumn("vs workspace", format="%+.3f"),
                                     "cosine": st.column_config.NumberColumn("cosine", format="%.3f")})
@@ -458,7 +456,7 @@ def selection_section(ws, items, selected_rows) -> None:
     meta = metadata_columns(sel)
     table = pd.DataFrame({"thumb": [ui.thumb_data_uri(str(ws.abspath(t))) if isinstance(t, str) else None
                                     for t in show["thumb"]]}, index=show.index)
-    caption = captions(ws.items, show)  # an image shows its paired caption
+    caption = captions(ws.items, show)  # an image shows its caption (core.items)
     table = pd.concat([table, show[["modality"]], caption.rename("text"), show[["source", *meta, "id"]]], axis=1)
     st.dataframe(table, hide_index=True, key="selection_table", row_height=56, placeholder="",  # a text: no thumb
                  column_config={"thumb": st.column_config.ImageColumn("thumb", width="small"),
@@ -494,7 +492,7 @@ def map_section(ws, model: str, present: dict[str, int]) -> None:
         key = ui.data_key(ws, model)
         status = map_col.empty()
         if opt.method == "umap":
-            coords, ids, mods = ui.pca_preview(key, model, params["modalities"], opt.dim, opt.gap_corrected,
+            coords, ids, mods = ui.pca_preview(key, params["modalities"], opt.dim, opt.gap_corrected,
                                               MAX_MAP_POINTS)
             with chart.container():
                 st.caption("Preview (PCA) — the UMAP map is being computed and replaces it when done.")
@@ -516,14 +514,13 @@ def map_section(ws, model: str, present: dict[str, int]) -> None:
         ui.unknown_words_note(model, [opt.text])
     if res.sampled and opt.colour == COLOUR_SIMILARITY and opt.text:
         with st.spinner(ui.plain(f"Searching every item for the best {MATCHES_ON_SAMPLE} matches…")):
-            res = ui.map_with_matches(ui.data_key(ws, model), model, str(res.path), opt.text, MATCHES_ON_SAMPLE,
-                                      res)
+            res = ui.map_with_matches(ui.data_key(ws, model), str(res.path), opt.text, MATCHES_ON_SAMPLE, res)
         st.caption(f"{res.extra.get('placed', 0)} of the text's {MATCHES_ON_SAMPLE} best matches among all items "
                    "were not in the sample; they are placed into the map (trust not measured for them).")
     quality = None
     if opt.colour in QUALITY_COLOURS:
         with st.spinner("Measuring quality…"):
-            quality = ui.quality_flags(ui.data_key(ws, model), model)
+            quality = ui.quality_flags(ui.data_key(ws, model))
     with st.spinner(view_spinner(opt, model)):
         view = ui.map_view(ws, model, res, opt, map_path=view_key(res), quality=quality)
     draw_map(ws, model, view, chart)
@@ -552,7 +549,7 @@ with ui.page("Map", purpose="to map its vectors") as (ws, model):
     if ws is not None:
         start_here(ws)
         ui.deleted_message(ws)
-        present = ui.vector_modalities(ui.data_key(ws, model), model)
+        present = ui.vector_modalities(ui.data_key(ws, model))
         n = sum(present.values())
         if n == 0:
             ui.no_vectors_info(ws, model)

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from core.items import captions
 from core.plots import gap_figure, histogram_figure, map_figure, recall_figure, spectrum_figure
 from pages import ui
 
@@ -27,10 +28,8 @@ def num(x, spec: str = ".3f") -> str:
 
 
 def item_table(ws, items: pd.DataFrame) -> pd.DataFrame:
-    """Items by id with ``caption``: a text's text, an image's caption."""
-    by_id = items.drop_duplicates("id").set_index("id")
-    caption = by_id["text"].where(by_id["text"].notna(), by_id["pair"].map(by_id["text"]))
-    return by_id.assign(caption=caption)
+    """Items by id with ``caption`` (:func:`core.items.captions`: a text's text, an image's caption)."""
+    return items.assign(caption=captions(items)).set_index("id")
 
 
 def cell(table: pd.DataFrame, item_id: str, col: str = "caption") -> str:
@@ -271,14 +270,14 @@ def compare_section(ws, model: str) -> None:
         st.caption("Choose a model to compare neighbourhoods (kNN overlap), whole spaces (linear CKA) and maps.")
         return
     key_a, key_b = ui.data_key(ws, model), ui.data_key(ws, other)
-    shared = [m for m in ui.vector_modalities(key_a, model) if m in ui.vector_modalities(key_b, other)]
+    shared = [m for m in ui.vector_modalities(key_a) if m in ui.vector_modalities(key_b)]
     if not shared:
         st.warning(ui.plain(f"{model} and {other} have no modality in common."), icon=":material/warning:")
         return
     modality = r[1].selectbox("Items", ["all shared", *shared], key="quality_compare_modality")
     method = r[2].radio("Maps", ["UMAP", "PCA"], horizontal=True, key="quality_compare_method")
     with st.spinner(ui.plain(f"Comparing {model} with {other}…")):
-        cmp = ui.model_comparison(key_a, key_b, model, other, None if modality == "all shared" else modality,
+        cmp = ui.model_comparison(key_a, key_b, None if modality == "all shared" else modality,
                                  method.lower())
     cols = st.columns(4)
     cols[0].metric("shared items", f"{cmp.n:,}", help="Items with vectors for both models (of the chosen kind).")
@@ -329,7 +328,7 @@ def quality_page(ws, model: str, fit: dict | None = None) -> None:
     k = st.select_slider("Neighbours (k)", K_CHOICES, value=ui.QUALITY_K, key="quality_k",
                          help="Neighbours used for hubness, outliers and the hubness-corrected pair score.")
     with st.spinner("Measuring the space…"):
-        qa = ui.quality_analysis(ui.data_key(ws, model), model, int(k))
+        qa = ui.quality_analysis(ui.data_key(ws, model), int(k))
     headline(qa.report)
     st.subheader("Effective rank and uniformity")
     rank_section(qa)
@@ -348,7 +347,7 @@ def quality_page(ws, model: str, fit: dict | None = None) -> None:
 # ---- page ---------------------------------------------------------------------------------------
 with ui.page("Quality", purpose="to measure its space") as (ws, model):
     if ws is not None:
-        n = sum(ui.vector_modalities(ui.data_key(ws, model), model).values())
+        n = sum(ui.vector_modalities(ui.data_key(ws, model)).values())
         if n == 0:
             ui.no_vectors_info(ws, model)
         elif n < MIN_ITEMS:

@@ -94,7 +94,7 @@ def query_section(ws, model: str) -> tuple[list[str] | None, str]:
             return [term], ui.upload_name(f.name)
         # items
         items = ui.items_frame(ws)
-        by_id = items.drop_duplicates("id").set_index("id")
+        by_id = items.set_index("id")
         ids = ss.get(QUERY_IDS) or []
         if ids and (by_id.index.get_indexer(ids) < 0).any():  # deleted since (e.g. in another tab)
             ids = ss[QUERY_IDS] = [i for i, j in zip(ids, by_id.index.get_indexer(ids)) if j >= 0]
@@ -168,12 +168,12 @@ def labels_panel(ws, model: str, terms: list[str]) -> None:
     vocab = tuple(dict.fromkeys(w.strip() for w in re.split(r"[\n,]+", words) if w.strip()))[:MAX_LABEL_WORDS]
     with table:
         with st.spinner("Ranking the vocabulary…"):
-            labels = ui.term_labels(ui.data_key(ws, model), model, tuple(terms), vocab or None, k=10)
+            labels = ui.term_labels(ui.data_key(ws, model), tuple(terms), vocab or None, k=10)
         ui.unknown_words_note(model, vocab)
         st.dataframe(labels[["label", "score"]], hide_index=True, key="search_labels", width="stretch",
                      column_config={"label": st.column_config.TextColumn("label"),
                                     "score": st.column_config.NumberColumn("cosine", format="%.3f")})
-        from core.search import model_vocabulary_file
+        from core.vocabulary import model_vocabulary_file
 
         st.caption("Zero-shot: " + ("your words" if vocab else "the bundled vocabulary"
                                     + (" of this model (the words it was trained on)" if model_vocabulary_file(model)
@@ -184,7 +184,7 @@ def labels_panel(ws, model: str, terms: list[str]) -> None:
 def results_section(ws, model: str, terms: list[str], desc: str, modality, filters: dict, k: int) -> None:
     key = ui.data_key(ws, model)
     with st.spinner("Searching…"):
-        hits = ui.search_results(key, model, tuple(terms), k, modality, ui.filter_key(filters))
+        hits = ui.search_results(key, tuple(terms), k, modality, ui.filter_key(filters))
     main, side = st.columns([4, 1])
     with main:
         what = ui.MODALITY_PLURAL.get(modality, "items") if modality else "items"
@@ -235,7 +235,7 @@ def axes_section(ws, model: str, meta: dict[str, list[str]]) -> None:
     ui.unknown_words_note(model, spec["x"] + spec["y"])
     colour = st.selectbox("Colour by", ["modality", *meta], key="axes_colour")
     with st.spinner("Placing the items on the axes…"):
-        df = ui.axes_frame(ui.data_key(ws, model), model, tuple(spec["x"]), tuple(spec["y"]))
+        df = ui.axes_frame(ui.data_key(ws, model), tuple(spec["x"]), tuple(spec["y"]))
     hover = [f"{cap if isinstance(cap, str) else src}\n{mod}" for cap, src, mod
              in zip(df["caption"], df["source"], df["modality"])]
     fig = axes_figure(df["x"].to_numpy(), df["y"].to_numpy(), x_terms=tuple(spec["x"]), y_terms=tuple(spec["y"]),
@@ -253,12 +253,12 @@ with ui.page("Search", purpose="to search its vectors") as (ws, model):
         st.session_state["search_mode"] = TEXT
     st.session_state["search_k"] = min(max(int(st.session_state["search_k"]), 1), 60)
     if ws is not None:
-        present = ui.vector_modalities(ui.data_key(ws, model), model)
+        present = ui.vector_modalities(ui.data_key(ws, model))
         if not present:
             ui.no_vectors_info(ws, model)
         else:
             ui.fit_note(ws, model)
-            meta = ui.metadata_options(ui.data_key(ws, model))
+            meta = ui.metadata_options(ui.data_key(ws))
             terms, desc = query_section(ws, model)
             modality, filters, k = result_controls(present, meta)
             if terms is None:

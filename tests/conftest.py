@@ -16,6 +16,20 @@ os.environ.setdefault("JOINTSCOPE_AUTODEMO", "0")
 import pytest  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _run_home(tmp_path_factory):
+    """JOINTSCOPE_HOME for the whole run, in pytest's temporary folder: a test that sets no home of its own
+    never touches ./workspaces or the user's workspaces, and two runs at once never share one."""
+    home = tmp_path_factory.mktemp("run_home")
+    before = os.environ.get("JOINTSCOPE_HOME")
+    os.environ["JOINTSCOPE_HOME"] = str(home)
+    yield home
+    if before is None:
+        os.environ.pop("JOINTSCOPE_HOME", None)
+    else:
+        os.environ["JOINTSCOPE_HOME"] = before
+
+
 @pytest.fixture(scope="session")
 def demo_ws_template(tmp_path_factory):
     """A demo-world workspace (400 images + their captions, embedded with `demo`), built once per run.

@@ -56,10 +56,11 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 
 
 def e2e_marks() -> list:
-    """``pytestmark`` of a browser test module: marked e2e, skipped without Debian chromium."""
+    """``pytestmark`` of a browser test module: marked e2e, skipped without Debian chromium, and given 600 s
+    (a module's first test also starts its server and browser, and may build the demo workspace)."""
     import pytest
 
-    return [pytest.mark.e2e,
+    return [pytest.mark.e2e, pytest.mark.timeout(600),
             pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed at /usr/bin/chromium "
                                                              "(run `make chromium`)")]
 
@@ -84,6 +85,56 @@ def wait_until_healthy(base: str, proc: subprocess.Popen, log, what: str, timeou
             log.seek(0)
             pytest.fail(f"{what} did not start (exit {proc.poll()}):\n{log.read().decode()[-3000:]}")
         time.sleep(0.3)
+
+
+def wait_until(check, *, timeout: float = 30.0, interval: float = 0.1, what: str = "the condition", page=None,
+               fail: bool = True):
+    """Call ``check()`` every ``interval`` seconds until it returns a truthy value, and return that value; once
+    ``timeout`` seconds have passed, fail the test (naming ``what`` and the last value), or with ``fail=False``
+    return the last value (the caller's own assert then says what differs). With a Playwright ``page`` the
+    pause between calls is ``page.wait_for_timeout`` (Playwright delivers a page's events only inside its own
+    calls). Exceptions of ``check`` propagate."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            if not fail:
+                return value
+            raise AssertionError(f"{what}: not reached within {timeout:g} s (last value {value!r})")
+        if page is not None:
+            page.wait_for_timeout(interval * 1000)
+        else:
+            time.sleep(interval)
+
+
+# Streamlit's stApp element carries the script's run state (notRunning, running, rerunRequested, ...);
+# true once it has been notRunning for ``ms`` milliseconds without a break (a rerun that a widget has just
+# asked for starts within that)
+_APP_IDLE_JS = """(ms) => {
+  const app = document.querySelector('[data-testid=stApp]');
+  const now = performance.now();
+  if (!app || app.dataset.testScriptState !== 'notRunning') { window.__jsIdleSince = null; return false; }
+  if (window.__jsIdleSince == null) window.__jsIdleSince = now;
+  return now - window.__jsIdleSince >= ms;
+}"""
+
+
+def wait_for_paint(page) -> None:
+    """Return once the browser has painted the page as it is now (two animation frames)."""
+    page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+
+
+def wait_for_app_idle(page, *, quiet_ms: int = 300, timeout: float = 60) -> None:
+    """Wait until the Streamlit app in ``page`` has finished its runs (no run under way or asked for during
+    ``quiet_ms``), every image of the page has loaded or failed, and the page is painted; a timeout fails."""
+    page.evaluate("() => { window.__jsIdleSince = null; }")
+    page.wait_for_function(_APP_IDLE_JS, arg=quiet_ms, polling=50, timeout=timeout * 1000)
+    page.wait_for_function("() => [...document.images].every(i => i.complete)", timeout=timeout * 1000)
+    wait_for_paint(page)
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
@@ -119,16 +170,24 @@ def map_view_js(expr: str) -> str:
             f" const view = window.jointscopeScatter.get(root.dataset.uid); return view ? ({expr}) : null; }}")
 
 
+# the shown map has drawn its current points and reported its view of them to Python
+MAP_VIEW_REPORTED_JS = map_view_js(
+    "view.root.dataset.ready === '1' && view.root.dataset.drawnKey === String(view.pointsKey)"
+    " && !!view.root.dataset.view && JSON.parse(view.root.dataset.view).points === view.pointsKey")
+
+
+def wait_for_map_settled(page, timeout: float = 60) -> None:
+    """Wait until the page's WebGL map has drawn its points, reported its view (a rerun) and the app's runs are
+    over: a map the last run computed is drawn anew in the rerun that follows, and a selection made on the
+    old one would be lost."""
+    page.wait_for_function(MAP_VIEW_REPORTED_JS, timeout=timeout * 1000)
+    wait_for_app_idle(page, timeout=timeout)
+
+
 def box_select(page, margin: float = 0.2) -> None:
     """Box-select on the page's WebGL map with the mouse, ``margin`` of it left out on every side: the map
     toolbar's Box, then a drag in ten steps."""
-    # wait (up to 20 s) until the map has had a second answer from Python: a map the last run computed is
-    # drawn anew in the rerun that follows, and a selection made on the old one would be lost
-    import contextlib
-
-    with contextlib.suppress(Exception):  # a map read back from the workspace may get no second answer
-        page.wait_for_function(map_view_js("Number(view.root.dataset.updates) >= 2"), timeout=20_000)
-    page.wait_for_timeout(500)
+    wait_for_map_settled(page)
     root = page.locator(".js-scatter:visible").first
     root.locator(".js-toolbar button[data-mode=box]").click()
     box = root.bounding_box()

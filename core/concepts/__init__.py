@@ -1,12 +1,22 @@
 """Concept explanations (PACE) of ViT image towers: patches, the estimator, metrics, workspace results.
 
-``explain(ws, model, k=8)`` is the workspace-level entry point; :class:`PACE` the estimator on arrays.
-Heavy imports (torch, open_clip, scikit-learn) happen inside the functions that need them.
+``explain(ws, model, estimator=PACE(8))`` is the workspace-level entry point; :class:`PACE` the estimator on
+arrays (a scikit-learn ``BaseEstimator``), :func:`default_estimator` the PACE model ``explain`` fits unless
+given one. Heavy imports (torch, open_clip) happen inside the functions that need them.
 """
 from __future__ import annotations
 
 from ..errors import not_fitted_getattr
-from .explain import Concept, ConceptsResult, explain, input_frame, name_concepts, patch_crop, zero_shot
+from .explain import (
+    Concept,
+    ConceptsResult,
+    default_estimator,
+    explain,
+    input_frame,
+    name_concepts,
+    patch_crop,
+    zero_shot,
+)
 from .metrics import augmentation, faithfulness, recovery, sparsity, stability
 from .pace import PACE
 from .patches import NotViTError, PatchData, extract_patches, project_tokens, workspace_patches
@@ -22,6 +32,7 @@ __all__ = [
     "NotViTError",
     "PatchData",
     "augmentation",
+    "default_estimator",
     "explain",
     "explain_concepts",
     "extract_patches",

@@ -1,6 +1,6 @@
 """Workspace-level concept explanations: patches -> PACE -> named concepts, θ, φ and metrics (cached).
 
-``explain(ws, model, k=8, ...)`` explains the image items of a workspace with one model:
+``explain(ws, model, estimator=PACE(8, ...), ...)`` explains the image items of a workspace with one model:
 
 1. patch tokens, CLS attention and joint-space patch vectors (``core.concepts.patches``, cached);
 2. the model's predictions ỹ: a metadata column (``label``: one-hot), a zero-shot softmax over the user's
@@ -9,23 +9,26 @@
 3. PACE fitted on all of it; per concept: names, share, prototype patches;
 4. metrics: faithfulness (θ -> predicted label), stability (θ of augmented views), sparsity, parsimony.
 
-Results are saved in ``derived/concepts/<model-slug>/<key>.{json,npz}`` where the key hashes the model,
-the item ids and every parameter; the same call again reads them back.
+Results are saved as derived artifacts (core.artifacts) ``derived/concepts/<model-slug>/<key>.{json,npz}``
+where the key (:func:`core.artifacts.artifact_key`) hashes the model, the item ids, the vocabulary and
+every parameter; the same call again reads them back, and deleting an explained item removes them.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from numbers import Integral, Real
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ..artifacts import Codec, artifact_key, npz_array, register_codec
 from ..encoders import unit_rows
+from ..params import Interval, Options, validate
 from ..progress import StageProgress
 from .pace import PACE
 
@@ -188,7 +191,7 @@ def zero_shot(encoder, image_vectors: np.ndarray, prompts: Sequence[str | Sequen
     mean), as concept naming does. Over a long word list this keeps generic words that sit near every
     image ("object", "photo") from winning every image; the prediction is then relative to these images.
     """
-    from ..search import vocabulary_vectors
+    from ..vocabulary import vocabulary_vectors
 
     groups = [[p] if isinstance(p, str) else [str(q) for q in p] for p in prompts]
     if not groups or any(not g for g in groups):
@@ -317,10 +320,6 @@ def input_frame(image, input_size: tuple[int, int], *, size: int | None = None) 
 
 
 # ---- the workspace function -------------------------------------------------------------------------
-def _key(parts: dict) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
-
-
 def concepts_dir(ws, model: str) -> Path:
     return ws.derived_dir("concepts", model)
 
@@ -341,29 +340,29 @@ def _image_ids(ws, ids: Sequence[str] | None) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def _save(ws, base: Path, res: ConceptsResult) -> None:
-    from ..storage import atomic_write, remove_temp_files
-
+def _save(f, res: ConceptsResult) -> None:
+    """The concepts codec's save: the arrays into the companion ``<key>.npz``, then the JSON (the commit file,
+    renamed last) into ``f``."""
     arrays = {"format": np.int64(RESULT_FORMAT), "ids": res.ids.astype(str), "theta": res.theta,
               "phi": res.phi.astype(np.float16), "attention": res.attention, "predicted": res.predicted.astype(str)}
     meta = {"format": RESULT_FORMAT, "model": res.model, "k": res.k, "grid": list(res.grid),
             "image_size": list(res.image_size), "metrics": res.metrics, "params": res.params,
             "prediction_source": res.prediction_source, "seconds": res.seconds,
             "concepts": [c.to_dict() for c in res.concepts], "extra": res.extra}
-
-    def save(f) -> None:  # under the workspace's write lock
-        remove_temp_files(base.parent, base.with_suffix(".npz").name)
-        atomic_write(base.with_suffix(".npz"), lambda g: np.savez(g, **arrays))
-        f.write(json.dumps(meta, indent=1, sort_keys=True, default=str).encode("utf-8"))
-
-    ws.publish(base.with_suffix(".json"), save)  # the json is renamed last: the commit point
+    f.companion(f.path.with_suffix(".npz").name, lambda g: np.savez(g, **arrays))
+    f.write(json.dumps(meta, indent=1, sort_keys=True, default=str).encode("utf-8"))
 
 
-def _load(base: Path) -> ConceptsResult | None:
+def _load(path: Path) -> ConceptsResult | None:
+    """A saved result: the JSON commit file ``path`` and its ``.npz`` (None when missing, unreadable or older)."""
     from ..storage import read_json
 
-    meta = read_json(base.with_suffix(".json"))
-    if not meta or meta.get("format") != RESULT_FORMAT:
+    base = path.with_suffix("")
+    try:
+        meta = read_json(base.with_suffix(".json"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict) or meta.get("format") != RESULT_FORMAT:
         return None
     try:
         with np.load(base.with_suffix(".npz"), allow_pickle=False) as z:
@@ -378,88 +377,212 @@ def _load(base: Path) -> ConceptsResult | None:
                           base.with_suffix(".json"), True, meta.get("extra") or {})
 
 
-def explain(ws, model: str, *, k: int = 8, ids: Sequence[str] | None = None, label: str | None = None,
-            prompts: Sequence[str] | None = None, templates: Sequence[str] | None = None,
-            vocabulary: Sequence[str] | None = None, block: int | None = None, attn_block: int | None = None,
-            space: str | None = None,
-            alpha: float = 0.1,
-            n_components: int = 32, covariance: str = "isotropic", n_init: int = 4, max_iter: int = 30,
-            use_attention: bool = True, attention_smoothing: float = 1.0, temperature: float = 1.0,
-            random_state: int = 0,
-            stability_sample: int = 200, n_names: int = 5, n_prototypes: int = 8, encoder=None,
-            progress: StageProgress | None = None, use_cache: bool = True) -> ConceptsResult:
-    """Concept explanations (PACE) of a workspace's images with an open_clip ViT model.
+def _result_ids(path: Path) -> np.ndarray:
+    """The image ids a saved result explains (its ``.npz``'s ``ids``)."""
+    return npz_array(path.with_suffix(".npz"), "ids")
 
-    ``ids``: image item ids to explain (default: every image). Predictions ỹ: ``label`` (a metadata
-    column; one-hot, missing values form their own class) or ``prompts`` (zero-shot softmax over them);
-    with neither, the zero-shot softmax over ``vocabulary`` with both modalities mean-centred is used.
-    ``templates`` (with ``prompts``): each prompt is put into every template ("a photo of a {}.") and the
-    class is the average of those texts (a prompt ensemble; the predicted label stays the prompt).
-    ``vocabulary`` names the concepts
-    (default: :func:`core.search.default_vocabulary` of the model). ``block`` / ``attn_block``: ViT blocks of the
-    tokens and of the attention (default: the last). ``stability_sample`` images (at most) get an
-    augmented view for the stability metric (0 skips it). ``space``: the patch features PACE is fitted on —
-    ``"joint"`` (the last block's patch tokens projected into the joint space like the pooled output, the
-    space the concepts are named in) or ``"tokens"`` (the residual stream after ``block``); default
-    ``"joint"``, or ``"tokens"`` when an earlier ``block`` is asked for. ``use_attention``: weight each
-    patch by J times its CLS attention, as PACE does (False: every patch counts once; θ is then the
-    concepts' share of the image's patches, and does not move with the attention of an augmented view).
-    ``attention_smoothing``: σ in patches of a Gaussian blur of the
-    attention over the patch grid before it weights the patches (:func:`~core.concepts.patches.smooth_attention`;
-    0 = the raw attention as in the paper). ``temperature`` > 1 tempers the patch likelihood so that the
-    Dirichlet prior gathers each image's patches in fewer concepts (sparser θ; see :class:`PACE`).
-    ``progress(stage, done, total)`` with stages
-    ``patches``, ``fit``, ``stability``.
 
-    Raises ValueError for bad parameters, an unknown label column, a non-ViT model (NotViTError).
-    """
-    from ..encoders import load_encoder
-    from ..search import default_vocabulary
-    from . import metrics as mt
-    from .patches import check_smoothing, extract_patches, n_blocks, project_tokens, smooth_attention, workspace_patches
+CONCEPTS_CODEC = register_codec("concepts", Codec(".json", _save, _load, ids=_result_ids))
 
-    t0 = time.perf_counter()
+
+# ---- the workspace function: parameters --------------------------------------------------------
+EXPLAIN_DEFAULTS = {"n_concepts": 8, "covariance": "isotropic", "n_init": 4}  # where explain's PACE differs
+# explain's own parameters; those of the concept model are PACE.parameter_constraints
+EXPLAIN_CONSTRAINTS: dict[str, list] = {
+    "block": [Interval(Integral, None, None), None],
+    "attn_block": [Interval(Integral, None, None), None],
+    "space": [Options(SPACES), None],
+    "attention_smoothing": [Interval(Real, 0, None)],
+    "stability_sample": [Interval(Integral, 0, None)],
+    "n_names": [Interval(Integral, 1, None)],
+    "n_prototypes": [Interval(Integral, 1, None)],
+}
+
+
+def default_estimator(**params) -> PACE:
+    """The PACE model :func:`explain` fits unless given one: PACE's defaults except
+    :data:`EXPLAIN_DEFAULTS` (8 concepts, isotropic covariance, the best of 4 EM starts), with ``params``
+    (PACE's keywords) on top."""
+    return PACE(**{**EXPLAIN_DEFAULTS, **params})
+
+
+def _check_estimator(estimator) -> PACE:
+    """A fresh, unfitted copy of ``estimator`` (None: :func:`default_estimator`), its parameters checked
+    against ``PACE.parameter_constraints`` before any patch is read."""
+    from sklearn.base import clone
+
+    if estimator is None:
+        estimator = default_estimator()
+    if not isinstance(estimator, PACE):
+        raise ValueError(f"estimator must be a core.concepts.PACE model; got {type(estimator).__name__}")
+    validate(estimator.get_params(deep=False), PACE.parameter_constraints, "PACE")
+    return clone(estimator)
+
+
+def _check_texts(items: pd.DataFrame, ws_name: str, label, prompts, templates) -> tuple[list | None, list | None]:
+    """``(prompts, templates)`` cleaned; ValueError for a label with prompts, fewer than 2 prompts, a bad
+    template or a label column the workspace lacks."""
     if label is not None and prompts is not None:
         raise ValueError("give either label (a metadata column) or prompts, not both")
-    check_smoothing(attention_smoothing)
-    if not isinstance(k, (int, np.integer)) or not 1 <= k <= 200:
-        raise ValueError(f"k must be an integer in [1, 200]; got {k!r}")
     prompts = None if prompts is None else [str(p).strip() for p in prompts if str(p).strip()]
     if prompts is not None and len(set(prompts)) < 2:
         raise ValueError(f"prompts need at least 2 different texts; got {prompts!r}")
     templates = check_templates(templates, prompts)
-    items = ws.items
     if label is not None and label not in items.columns:
         from ..workspace import ITEM_COLUMNS
 
         meta = [c for c in items.columns if c not in ITEM_COLUMNS]
-        raise ValueError(f"label column {label!r} is not in workspace {ws.name!r}; metadata columns: "
+        raise ValueError(f"label column {label!r} is not in workspace {ws_name!r}; metadata columns: "
                          f"{', '.join(meta) or 'none'}")
-    enc = encoder if encoder is not None else load_encoder(model)
+    return prompts, templates
+
+
+def _blocks(enc, block: int | None, attn_block: int | None, space: str | None) -> tuple[int, int, str, int]:
+    """``(token block, attention block, space, number of blocks)`` of the model's ViT (NotViTError for others);
+    negative blocks count from the end. ValueError for space "joint" with an earlier block."""
+    from .patches import n_blocks
+
     nb = n_blocks(enc)  # raises NotViTError for other image towers
     bi = (nb - 1) if block is None else (block + nb if block < 0 else block)
     ai = (nb - 1) if attn_block is None else (attn_block + nb if attn_block < 0 else attn_block)
     if space is None:
         space = "joint" if bi == nb - 1 else "tokens"
-    if space not in SPACES:
-        raise ValueError(f"space must be one of {', '.join(SPACES)}; got {space!r}")
     if space == "joint" and bi != nb - 1:
         raise ValueError(f"space 'joint' projects the last block ({nb - 1}); use space='tokens' for block {bi}")
-    ids = _image_ids(ws, ids)
+    return bi, ai, space, nb
+
+
+def _vocabulary(model: str, vocabulary: Sequence[str] | None) -> list[str]:
+    from ..vocabulary import default_vocabulary
+
     vocab = [str(w) for w in (default_vocabulary(model) if vocabulary is None else vocabulary) if str(w).strip()]
     vocab = list(dict.fromkeys(vocab))
     if not vocab:
         raise ValueError("the vocabulary is empty")
-    params = {"k": int(k), "block": int(bi), "attn_block": int(ai), "space": space, "alpha": float(alpha),
-              "n_components": int(n_components), "covariance": covariance, "n_init": int(n_init),
-              "max_iter": int(max_iter), "use_attention": bool(use_attention),
-              "attention_smoothing": float(attention_smoothing), "temperature": float(temperature),
-              "random_state": random_state, "stability_sample": int(stability_sample), "label": label,
-              "prompts": prompts, "templates": templates, "n_names": int(n_names), "n_prototypes": int(n_prototypes)}
-    key = _key({"model": model, "ids": sorted(ids), "vocab": vocab, "params": params, "format": RESULT_FORMAT})
-    base = concepts_dir(ws, model) / key
+    return vocab
+
+
+def _predictions(ws, model: str, enc, ids: list[str], files: list[Path], *, label, prompts, templates,
+                 vocab: list[str]) -> tuple[np.ndarray, np.ndarray, str]:
+    """The model's predictions ỹ to explain: ``(P (M, C) probabilities, predicted (M,) labels, source)``."""
+    items = ws.items
+    if label is not None:
+        values = items.set_index("id")[label].reindex(ids)
+        P, predicted, _ = label_predictions(values.tolist())
+        return P, predicted, f"label:{label}"
+    texts = prompts if prompts is not None else vocab
+    classes = texts if templates is None else [[t.format(p) for t in templates] for p in texts]
+    # the default word list holds generic words; centred, the words that tell the images apart win
+    P = zero_shot(enc, _image_vectors(ws, model, enc, ids, files), classes, centred=prompts is None)
+    predicted = np.asarray([texts[j] for j in P.argmax(1)], dtype=object)
+    return P, predicted, "prompts" if prompts is not None else "vocabulary"
+
+
+def _named_concepts(pace: PACE, enc, data, X: np.ndarray, A: np.ndarray, ids: list[str], *, space: str, block: int,
+                    n_blocks: int, vocab: list[str], n_names: int, n_prototypes: int) -> list[Concept]:
+    """The fitted concepts with names from ``vocab`` (in the joint space), shares, use counts and prototypes."""
+    from ..vocabulary import vocabulary_vectors
+    from .patches import project_tokens
+
+    theta, phi = pace.theta_, pace.phi_
+    W = A * data.n_patches
+    if space == "joint":  # the prototypes are joint-space vectors already
+        joint_protos = pace.prototypes_
+    elif block == n_blocks - 1:  # the fitted tokens are the last block's: project them like the pooled output
+        joint_protos = project_tokens(enc, pace.prototypes_)
+    else:  # an earlier block: the φ·w-weighted mean of the same patches' last-block joint vectors
+        R = phi * W[:, :, None]
+        joint_protos = np.einsum("mjk,mje->ke", R, data.joint) / np.maximum(R.sum((0, 1)), 1e-12)[:, None]
+    names = name_concepts(joint_protos, data.joint.reshape(-1, data.joint.shape[2]), vocabulary_vectors(enc, vocab),
+                          vocab, n=n_names, patch_weights=W.ravel())
+    protos = pace.prototype_patches(X, phi, n=n_prototypes)
+    K = theta.shape[1]
+    used = (theta >= 0.1 / K).sum(0)
+    return [Concept(c, [w for w, _ in names[c]], [s for _, s in names[c]], float(pace.shares_[c]), int(used[c]),
+                    [(str(ids[m]), int(j)) for m, j in protos[c] if m >= 0]) for c in range(K)]
+
+
+def _stability(pace: PACE, enc, files: list[Path], X: np.ndarray, A: np.ndarray, *, sample: int, space: str,
+               blocks: tuple[int, int], smoothing: float, progress) -> float | None:
+    """Stability of θ under augmentation on a seeded sample of at most ``sample`` images (None for 0)."""
+    if sample <= 0:
+        return None
+    import torch
+
+    from . import metrics as mt
+    from .patches import extract_patches, smooth_attention
+
+    seed = pace.random_state
+    rows = np.sort(np.random.default_rng(seed).choice(len(files), size=min(len(files), int(sample)), replace=False))
+    with torch.random.fork_rng():
+        torch.manual_seed(0 if seed is None else int(seed))
+        aug = extract_patches(enc, [files[r] for r in rows], block=blocks[0], attn_block=blocks[1],
+                              transform=mt.augmentation(), progress=progress)
+    theta0, _ = pace.transform(X[rows], A[rows])
+    theta1, _ = pace.transform(aug.joint if space == "joint" else aug.tokens,
+                               smooth_attention(aug.attention, aug.grid, smoothing))
+    return mt.stability(theta0, theta1)
+
+
+def _result_params(pace: PACE, block: int, attn_block: int, space: str, *, attention_smoothing: float,
+                   stability_sample: int, label, prompts, templates, n_names: int, n_prototypes: int) -> dict:
+    """The ``params`` of a result (its JSON): the concept model's main parameters and explain's own."""
+    alpha = pace.alpha
+    return {"k": int(pace.n_concepts), "block": int(block), "attn_block": int(attn_block), "space": space,
+            "alpha": float(alpha) if np.ndim(alpha) == 0 else [float(a) for a in np.ravel(alpha)],
+            "n_components": int(pace.n_components), "covariance": pace.covariance, "n_init": int(pace.n_init),
+            "max_iter": int(pace.max_iter), "use_attention": bool(pace.use_attention),
+            "attention_smoothing": float(attention_smoothing), "temperature": float(pace.temperature),
+            "random_state": pace.random_state, "stability_sample": int(stability_sample), "label": label,
+            "prompts": prompts, "templates": templates, "n_names": int(n_names), "n_prototypes": int(n_prototypes)}
+
+
+def explain(ws, model: str, *, estimator: PACE | None = None, ids: Sequence[str] | None = None,
+            label: str | None = None, prompts: Sequence[str] | None = None, templates: Sequence[str] | None = None,
+            vocabulary: Sequence[str] | None = None, block: int | None = None, attn_block: int | None = None,
+            space: str | None = None, attention_smoothing: float = 1.0, stability_sample: int = 200,
+            n_names: int = 5, n_prototypes: int = 8, encoder=None, progress: StageProgress | None = None,
+            use_cache: bool = True) -> ConceptsResult:
+    """Concept explanations of a workspace's images with an open_clip ViT model, by the concept model
+    ``estimator`` (a :class:`PACE`, unfitted; default :func:`default_estimator`: ``PACE(8,
+    covariance="isotropic", n_init=4)``). A clone is fitted; ``estimator.random_state`` also seeds the
+    stability sample and the faithfulness split.
+
+    ``ids``: image item ids (default: every image). Predictions ỹ: ``label`` (a metadata column; one-hot,
+    missing values form their own class), ``prompts`` (zero-shot softmax over them; ``templates`` put each
+    prompt into every template and average the texts), or else the zero-shot softmax over ``vocabulary``
+    with both modalities mean-centred. ``vocabulary`` names the concepts (default: the model's
+    :func:`core.vocabulary.default_vocabulary`). ``block`` / ``attn_block``: ViT blocks of the tokens and
+    the attention (default: the last). ``space``: the patch features PACE is fitted on, ``"joint"`` (the
+    last block's patch tokens projected into the joint space, where concepts are named) or ``"tokens"``
+    (the residual stream after ``block``); default "joint", or "tokens" for an earlier block.
+    ``attention_smoothing``: σ in patches of a Gaussian blur of the attention before it weights the
+    patches (0: the raw attention, as in the paper). ``stability_sample`` images (at most) get an augmented
+    view for the stability metric (0 skips it). ``progress(stage, done, total)``: stages ``patches``,
+    ``fit``, ``stability``. ValueError for a value outside :data:`EXPLAIN_CONSTRAINTS` or
+    ``PACE.parameter_constraints``, an unknown label column, a non-ViT model (NotViTError)."""
+    from ..encoders import load_encoder
+    from .patches import smooth_attention, workspace_patches
+
+    t0 = time.perf_counter()
+    validate({"block": block, "attn_block": attn_block, "space": space, "attention_smoothing": attention_smoothing,
+              "stability_sample": stability_sample, "n_names": n_names, "n_prototypes": n_prototypes},
+             EXPLAIN_CONSTRAINTS, "explain")
+    pace = _check_estimator(estimator)
+    items = ws.items
+    prompts, templates = _check_texts(items, ws.name, label, prompts, templates)
+    enc = encoder if encoder is not None else load_encoder(model)
+    bi, ai, space, nb = _blocks(enc, block, attn_block, space)
+    ids = _image_ids(ws, ids)
+    vocab = _vocabulary(model, vocabulary)
+    params = _result_params(pace, bi, ai, space, attention_smoothing=attention_smoothing,
+                            stability_sample=stability_sample, label=label, prompts=prompts, templates=templates,
+                            n_names=n_names, n_prototypes=n_prototypes)
+    key = artifact_key(model=model, ids=sorted(ids), vocab=vocab, params=params, format=RESULT_FORMAT,
+                       estimator=pace.get_params(deep=False))
+    path = ws.artifact_path("concepts", model, key, CONCEPTS_CODEC)
     if use_cache:
-        hit = _load(base)
+        hit = _load(path)
         if hit is not None:
             return hit
 
@@ -468,67 +591,29 @@ def explain(ws, model: str, *, k: int = 8, ids: Sequence[str] | None = None, lab
 
     data = workspace_patches(ws, model, ids, block=bi, attn_block=ai, encoder=enc, progress=stage("patches"),
                              use_cache=use_cache)
-    rel = items[items["modality"] == "image"].drop_duplicates("id").set_index("id")["image"].astype(str)
+    rel = items[items["modality"] == "image"].set_index("id")["image"].astype(str)
     files = [ws.abspath(rel[i]) for i in ids]
-    # predictions ỹ of the model
-    if label is not None:
-        values = items.drop_duplicates("id").set_index("id")[label].reindex(ids)
-        P, predicted, classes = label_predictions(values.tolist())
-        source = f"label:{label}"
-    else:
-        texts = prompts if prompts is not None else vocab
-        classes = texts if templates is None else [[t.format(p) for t in templates] for p in texts]
-        # the default word list holds generic words; centred, the words that tell the images apart win
-        P = zero_shot(enc, _image_vectors(ws, model, enc, ids, files), classes, centred=prompts is None)
-        predicted = np.asarray([texts[j] for j in P.argmax(1)], dtype=object)
-        source = "prompts" if prompts is not None else "vocabulary"
-    pace = PACE(int(k), alpha=alpha, n_components=n_components, covariance=covariance, n_init=n_init,
-                max_iter=max_iter, use_attention=use_attention, temperature=temperature, random_state=random_state)
+    P, predicted, source = _predictions(ws, model, enc, ids, files, label=label, prompts=prompts,
+                                        templates=templates, vocab=vocab)
     X = data.joint if space == "joint" else data.tokens
     A = smooth_attention(data.attention, data.grid, attention_smoothing)  # the patch weights (÷ J)
     pace.fit(X, A, P, progress=stage("fit"))
-    theta, phi = pace.theta_, pace.phi_
-    # names in the joint space
-    W = A * data.n_patches
-    R = phi * W[:, :, None]
-    if space == "joint":  # the prototypes are joint-space vectors already
-        joint_protos = pace.prototypes_
-    elif bi == nb - 1:  # the fitted tokens are the last block's: project the prototypes like the pooled output
-        joint_protos = project_tokens(enc, pace.prototypes_)
-    else:  # an earlier block: the φ·w-weighted mean of the same patches' last-block joint vectors
-        joint_protos = np.einsum("mjk,mje->ke", R, data.joint) / np.maximum(R.sum((0, 1)), 1e-12)[:, None]
-    from ..search import vocabulary_vectors
+    concepts = _named_concepts(pace, enc, data, X, A, ids, space=space, block=bi, n_blocks=nb, vocab=vocab,
+                               n_names=n_names, n_prototypes=n_prototypes)
+    from . import metrics as mt
 
-    names = name_concepts(joint_protos, data.joint.reshape(-1, data.joint.shape[2]), vocabulary_vectors(enc, vocab),
-                          vocab, n=n_names, patch_weights=W.ravel())
-    protos = pace.prototype_patches(X, phi, n=n_prototypes)
-    used = (theta >= 0.1 / k).sum(0)
-    concepts = [Concept(c, [w for w, _ in names[c]], [s for _, s in names[c]], float(pace.shares_[c]), int(used[c]),
-                        [(str(ids[m]), int(j)) for m, j in protos[c] if m >= 0]) for c in range(int(k))]
-    # metrics
-    stab = None
-    if stability_sample > 0:
-        import torch
-
-        rng = np.random.default_rng(random_state)
-        rows = np.sort(rng.choice(len(ids), size=min(len(ids), int(stability_sample)), replace=False))
-        with torch.random.fork_rng():
-            torch.manual_seed(0 if random_state is None else int(random_state))
-            aug = extract_patches(enc, [files[r] for r in rows], block=bi, attn_block=ai,
-                                  transform=mt.augmentation(), progress=stage("stability"))
-        theta0, _ = pace.transform(X[rows], A[rows])
-        theta1, _ = pace.transform(aug.joint if space == "joint" else aug.tokens,
-                                   smooth_attention(aug.attention, aug.grid, attention_smoothing))
-        stab = mt.stability(theta0, theta1)
-    metrics = {"faithfulness": mt.faithfulness(theta, predicted.astype(str), random_state=random_state or 0),
-               "stability": stab, "sparsity": mt.sparsity(theta), "parsimony": int(k)}
-    res = ConceptsResult(model, int(k), np.asarray(ids, dtype=object), concepts, theta, phi,
-                         A, predicted, data.grid, data.image_size, metrics, params,
-                         source, time.perf_counter() - t0, None, False,
+    K = int(pace.n_concepts)
+    metrics = {"faithfulness": mt.faithfulness(pace.theta_, predicted.astype(str),
+                                               random_state=pace.random_state or 0),
+               "stability": _stability(pace, enc, files, X, A, sample=stability_sample, space=space, blocks=(bi, ai),
+                                       smoothing=attention_smoothing, progress=stage("stability")),
+               "sparsity": mt.sparsity(pace.theta_), "parsimony": K}
+    res = ConceptsResult(model, K, np.asarray(ids, dtype=object), concepts, pace.theta_, pace.phi_, A, predicted,
+                         data.grid, data.image_size, metrics, params, source, time.perf_counter() - t0, None, False,
                          {"fit_seconds": round(pace.fit_seconds_, 3), "n_iter": int(pace.n_iter_),
                           "converged": bool(pace.converged_)})
     if use_cache:
-        _save(ws, base, res)
-        res.path = base.with_suffix(".json")
-    log.info("concepts of %d images with %s: K=%d in %.1fs", len(ids), model, k, res.seconds)
+        ws.artifact("concepts", model, key, lambda: res, codec=CONCEPTS_CODEC, reuse=False)
+        res.path = path
+    log.info("concepts of %d images with %s: K=%d in %.1fs", len(ids), model, K, res.seconds)
     return res

@@ -36,10 +36,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from numbers import Integral, Real
+from typing import ClassVar
 
 import numpy as np
+from sklearn.base import BaseEstimator
 
 from ..errors import not_fitted_getattr
+from ..params import Interval, Options, validate
 from ..progress import Progress
 
 log = logging.getLogger(__name__)
@@ -98,8 +102,9 @@ def as_predictions(predictions, n: int) -> np.ndarray | None:
     return p / s
 
 
-class PACE:
-    """Probabilistic concept explainer over patch embeddings (scikit-learn style estimator).
+class PACE(BaseEstimator):
+    """Probabilistic concept explainer over patch embeddings (a scikit-learn estimator: ``get_params``,
+    ``set_params`` and ``sklearn.base.clone`` work).
 
     Parameters
     ----------
@@ -125,6 +130,11 @@ class PACE:
     init_sample, pca_sample : at most this many patches for the k-means initialisation / the PCA fit.
     random_state : seed of the samples and of k-means.
 
+    The allowed values of every parameter are declared once, in :attr:`parameter_constraints`
+    (:mod:`core.params`); ``fit`` checks them (and that ``n_concepts`` does not exceed the number of
+    patches, and a per-concept ``alpha`` has one value per concept). The CLI's ``concepts`` options and the
+    Concepts page's widgets read their bounds from there.
+
     Learned attributes: ``components_`` (D, d) PCA axes, ``mean_`` (d,), ``concepts_`` (K, D) means in PCA
     space, ``covariances_`` ((K, D) or (K, D, D)), ``prototypes_`` (K, d) full-dimension means,
     ``shares_`` (K,) weighted share of the training patches, ``coef_`` H (K, C) or None, ``theta_`` (M, K)
@@ -132,6 +142,28 @@ class PACE:
     ``score_`` (attention-weighted mean log-likelihood of the patches under their image's concept mixture,
     the criterion between starts) and ``init_scores_`` (the score of every start).
     """
+
+    parameter_constraints: ClassVar[dict[str, list]] = {
+        "n_concepts": [Interval(Integral, 1, 200)],
+        "alpha": [Interval(Real, 0, None, closed="neither"), "array-like"],
+        "n_components": [Interval(Integral, 1, None)],
+        "max_iter": [Interval(Integral, 1, None)],
+        "tol": [Interval(Real, 0, None)],
+        "e_steps": [Interval(Integral, 1, None)],
+        "pred_weight": [Interval(Real, 0, None)],
+        "h_steps": [Interval(Integral, 0, None)],
+        "h_lr": [Interval(Real, 0, None)],
+        "h_l2": [Interval(Real, 0, None)],
+        "covariance": [Options(COVARIANCES)],
+        "shrinkage": [Interval(Real, 0, 1)],
+        "reg_covar": [Interval(Real, 0, None, closed="neither")],
+        "use_attention": [bool],
+        "temperature": [Interval(Real, 0, None, closed="neither")],
+        "n_init": [Interval(Integral, 1, None)],
+        "init_sample": [Interval(Integral, 1, None)],
+        "pca_sample": [Interval(Integral, 1, None)],
+        "random_state": [Interval(Integral, 0, 2**32 - 1), None],
+    }
 
     def __init__(self, n_concepts: int = 8, *, alpha: float | np.ndarray = 0.1, n_components: int = 32,
                  max_iter: int = 30, tol: float = 1e-3, e_steps: int = 10, pred_weight: float = 1.0,
@@ -159,33 +191,17 @@ class PACE:
         self.pca_sample = pca_sample
         self.random_state = random_state
 
-    def __repr__(self) -> str:
-        return (f"PACE(n_concepts={self.n_concepts}, alpha={self.alpha}, n_components={self.n_components}, "
-                f"covariance={self.covariance!r})")
-
     # ---- validation -----------------------------------------------------------------------------
     def _check_params(self, n_patches: int) -> None:
+        """Every parameter against :attr:`parameter_constraints`, then what depends on the data: ``n_concepts``
+        at most ``n_patches``, ``alpha`` positive and a scalar or one value per concept."""
+        validate(self.get_params(deep=False), self.parameter_constraints, type(self).__name__)
         K = self.n_concepts
-        if not isinstance(K, (int, np.integer)) or not 1 <= K <= n_patches:
-            raise ValueError(f"n_concepts must be an integer in [1, n_patches={n_patches}]; got {K!r}")
+        if n_patches < K:
+            raise ValueError(f"PACE: n_concepts must be an integer in [1, n_patches={n_patches}]; got {K!r}")
         a = np.asarray(self.alpha, dtype=np.float64)
-        if a.ndim > 1 or (a.ndim == 1 and a.shape != (K,)) or not np.all(a > 0):
-            raise ValueError(f"alpha must be > 0, a scalar or one value per concept ({K}); got {self.alpha!r}")
-        if not isinstance(self.n_components, (int, np.integer)) or self.n_components < 1:
-            raise ValueError(f"n_components must be an integer >= 1; got {self.n_components!r}")
-        t = self.temperature
-        if not isinstance(t, (int, float, np.integer, np.floating)) or not np.isfinite(t) or t <= 0:
-            raise ValueError(f"temperature must be a finite number > 0; got {t!r}")
-        for name in ("max_iter", "e_steps", "n_init"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{name} must be an integer >= 1; got {v!r}")
-        if self.covariance not in COVARIANCES:
-            raise ValueError(f"covariance must be one of {', '.join(map(repr, COVARIANCES))}; got {self.covariance!r}")
-        if not 0.0 <= float(self.shrinkage) <= 1.0:
-            raise ValueError(f"shrinkage must be in [0, 1]; got {self.shrinkage!r}")
-        if self.pred_weight < 0 or self.reg_covar <= 0:
-            raise ValueError(f"pred_weight must be >= 0 and reg_covar > 0; got {self.pred_weight}, {self.reg_covar}")
+        if a.ndim > 1 or (a.ndim == 1 and a.shape != (K,)) or not (np.isfinite(a).all() and np.all(a > 0)):
+            raise ValueError(f"PACE: alpha must be > 0, a scalar or one value per concept ({K}); got {self.alpha!r}")
 
     @staticmethod
     def _check_input(patches, attention) -> tuple[np.ndarray, np.ndarray]:

@@ -19,7 +19,6 @@ attention block, one file per set of item ids (incremental: only missing items a
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -29,6 +28,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..artifacts import Codec, artifact_key, npz_array, register_codec
 from ..progress import Progress
 
 if TYPE_CHECKING:
@@ -301,23 +301,23 @@ def patches_dir(ws, model_id: str) -> Path:
     return ws.derived_dir("patches", model_id)
 
 
-def _cache_name(bi: int, ai: int, ids: Sequence[str]) -> str:
-    digest = hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:16]
-    return f"b{bi}-a{ai}-{digest}.npz"
+def _cache_key(bi: int, ai: int, ids: Sequence[str]) -> str:
+    return f"b{bi}-a{ai}-{artifact_key(ids=sorted(ids))}"
 
 
-def _load(path: Path) -> dict | None:
+def _load(path: Path) -> PatchData | None:
+    """The patch cache ``path`` (a derived artifact), or None when it is missing, unreadable or of another format."""
     try:
         with np.load(path, allow_pickle=False) as z:
             if int(z["format"]) != CACHE_FORMAT:
                 return None
-            return {k: z[k] for k in z.files}
+            return _from_arrays({k: z[k] for k in z.files})
     except (OSError, ValueError, KeyError):
         return None
 
 
 def _save(f, data: PatchData) -> None:
-    """Write ``data`` into the (binary) file ``f``; Workspace.cached publishes it atomically."""
+    """Write ``data`` into the (binary) file ``f``; Workspace.artifact publishes it atomically."""
     arrays = {"format": np.int64(CACHE_FORMAT), "ids": data.ids.astype(str), "tokens": data.tokens.astype(np.float16),
               "attention": data.attention, "joint": data.joint.astype(np.float16),
               "grid": np.asarray(data.grid, np.int64), "image_size": np.asarray(data.image_size, np.int64),
@@ -331,12 +331,16 @@ def _from_arrays(z: dict) -> PatchData:
                      tuple(int(v) for v in z["image_size"]), int(z["blocks"][0]), int(z["blocks"][1]))
 
 
+PATCHES_CODEC = register_codec("patches", Codec(".npz", _save, _load, ids=npz_array))
+
+
 def workspace_patches(ws, model_id: str, ids: Sequence[str] | None = None, *, block: int | None = None,
                       attn_block: int | None = None, encoder=None, batch_size: int = 64,
                       progress: Progress | None = None, use_cache: bool = True) -> PatchData:
     """Patch features of a workspace's images (``ids``; default every image item), cached.
 
-    The cache lives in ``derived/patches/<model-slug>/b<block>-a<attn_block>-<hash of the ids>.npz``
+    The cache is a derived artifact (core.artifacts),
+    ``derived/patches/<model-slug>/b<block>-a<attn_block>-<artifact_key of the ids>.npz``
     (tokens and joint vectors stored as float16). Images that cannot be read raise ValueError naming
     the item.
     """
@@ -359,20 +363,8 @@ def workspace_patches(ws, model_id: str, ids: Sequence[str] | None = None, *, bl
     if not ids:
         raise ValueError(f"workspace {ws.name!r} has no images to explain")
 
-    def load(path: Path) -> PatchData | None:
-        z = _load(path)
-        if z is None:
-            return None
-        data = _from_arrays(z)
-        pos = {k: n for n, k in enumerate(data.ids.tolist())}
-        if not all(i in pos for i in ids):
-            return None
-        if progress is not None:
-            progress(len(ids), len(ids))
-        return data.subset([pos[i] for i in ids])
-
     def compute() -> PatchData:
-        rel = images.drop_duplicates("id").set_index("id")["image"].astype(str)
+        rel = images.set_index("id")["image"].astype(str)
         files = []
         for i in ids:
             p = ws.abspath(rel.get(i))
@@ -385,4 +377,21 @@ def workspace_patches(ws, model_id: str, ids: Sequence[str] | None = None, *, bl
 
     if not use_cache:
         return compute()
-    return ws.cached("patches", model_id, _cache_name(bi, ai, ids), compute, load=load, save=_save)
+    computed: list[bool] = []
+
+    def compute_once() -> PatchData:
+        computed.append(True)
+        return compute()
+
+    key = _cache_key(bi, ai, ids)
+    data = ws.artifact("patches", model_id, key, compute_once, codec=PATCHES_CODEC)
+    if data.ids.tolist() != ids:
+        pos = {k: n for n, k in enumerate(data.ids.tolist())}
+        if all(i in pos for i in ids):
+            data = data.subset([pos[i] for i in ids])
+        else:  # other ids under the same key: computed again
+            data = ws.artifact("patches", model_id, key, compute_once, codec=PATCHES_CODEC, reuse=False)
+    if not computed and progress is not None:
+        progress(len(ids), len(ids))
+    return data
+

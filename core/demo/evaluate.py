@@ -124,7 +124,7 @@ def cluster_names(ws, labels: Sequence[dict]) -> dict:
     "other": clusters}, "wrong": [{name, n, majority_colour, majority_shape}]}``."""
     from collections import Counter
 
-    items = ws.items.drop_duplicates("id").set_index("id")
+    items = ws.items.set_index("id")
 
     def majority(rows, first: str, second: str) -> str:
         counts = Counter()

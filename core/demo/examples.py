@@ -17,7 +17,7 @@ def worked_example(ws: Workspace, model: str) -> dict | None:
     ``colour=red, shape=circle`` and a vector for ``model``. Returns ``{"plus": [terms], "minus":
     [terms], "modality": "image", "expect": {"colour": "blue", "shape": "circle"}, "item": id}``.
     """
-    items = ws.items.drop_duplicates("id")
+    items = ws.items
     if not {"colour", "shape"} <= set(items.columns):
         return None
     have = set(ws.store(model).ids()) if model in ws.models() else set()

@@ -8,6 +8,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
+from ..artifacts import Codec, npz_keys, prune_npz_keys, register_codec
 from ..encoders import load_encoder
 from ..progress import StageProgress
 
@@ -16,6 +17,8 @@ log = logging.getLogger(__name__)
 DEMO_WORKSPACE = "demo"
 DEMO_MODEL = "demo"
 DEMO_SEED = 2026  # not the training seed: the demo images are not training images
+MASKS_KEY = "world"  # the masks' artifact: derived/masks/world.npz
+LEGACY_MASKS = "world_masks.npz"  # where workspaces made before derived artifacts hold them, under derived/
 
 
 def create_demo_workspace(path: str | os.PathLike, *, n: int = 2000, seed: int = DEMO_SEED,
@@ -24,9 +27,9 @@ def create_demo_workspace(path: str | os.PathLike, *, n: int = 2000, seed: int =
     """Create (or complete) a workspace of ``n`` world images + captions, embedded with ``model``.
 
     Every image is paired with its caption; attributes (shape, colour, size, position, background, ...)
-    become metadata columns; per-pixel object masks are saved to ``derived/world_masks.npz`` keyed by
-    item id. Idempotent: running it again adds nothing. ``progress(stage, done, total)``.
-    Returns the Workspace.
+    become metadata columns; per-pixel object masks are saved to ``derived/masks/world.npz`` (a derived
+    artifact, see core.artifacts) keyed by item id: deleting an item drops its mask. Idempotent: running it
+    again adds nothing. ``progress(stage, done, total)``. Returns the Workspace.
 
     On a new workspace the model loads while the images are drawn and encodes them while they are stored
     (storing is mostly waiting for the disk), in a background thread; its vectors are committed after the
@@ -45,10 +48,9 @@ def create_demo_workspace(path: str | os.PathLike, *, n: int = 2000, seed: int =
         report = ws.add_candidates(cands, progress=(lambda d, t: progress("store", d, t)) if progress else None)
         # masks by item id (image ids are content hashes, so recompute them the same way)
         ids = [ws.candidate_id(c) for c in cands[0::2]]
-        mask_path = ws.derived_root / "world_masks.npz"
-        if report.added or not mask_path.exists():
+        if report.added or not ws.artifact_path("masks", None, MASKS_KEY, MASKS_CODEC).exists():
             arrays = {cid: masks[i] for i, cid in enumerate(ids)}
-            ws.publish(mask_path, lambda f: np.savez_compressed(f, **arrays))
+            ws.artifact("masks", None, MASKS_KEY, lambda: arrays, codec=MASKS_CODEC, reuse=False)
         log.info("demo workspace %s: %d added, %d already there", ws.path, report.added, report.skipped)
         if encoded is not None:
             _commit_vectors(ws, model, encoded, state, progress)
@@ -128,9 +130,26 @@ def _commit_vectors(ws, model: str, encoded: Future, state: dict, progress: Stag
 
 
 def load_world_masks(ws) -> dict[str, np.ndarray]:
-    """Per-pixel object masks of a demo workspace, by image item id ({} if none)."""
-    p = ws.derived_root / "world_masks.npz"
-    if not p.exists():
-        return {}
-    with np.load(p) as z:
-        return {k: z[k] for k in z.files}
+    """Per-pixel object masks of a demo workspace, by image item id ({} if none). A workspace made before
+    derived artifacts has them in ``derived/world_masks.npz``, read as it is."""
+    masks = _load_masks(ws.artifact_path("masks", None, MASKS_KEY, MASKS_CODEC))
+    if masks is None:
+        masks = _load_masks(ws.derived_root / LEGACY_MASKS)
+    return masks or {}
+
+
+def _save_masks(f, masks: dict[str, np.ndarray]) -> None:
+    np.savez_compressed(f, **masks)
+
+
+def _load_masks(path) -> dict[str, np.ndarray] | None:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError):
+        return None
+
+
+# the masks are keyed by item id: a deletion prunes the deleted items' masks in place
+MASKS_CODEC = register_codec("world-masks", Codec(".npz", _save_masks, _load_masks, ids=npz_keys,
+                                                  prune=prune_npz_keys))

@@ -23,6 +23,11 @@ Design notes
 * ``HELDOUT_COMBOS`` are (colour, shape) pairs never produced with
   ``combos="train"``; each colour is held out with exactly one shape, so every
   colour and every shape still occurs in training with other partners.
+
+This module renders scenes and generates items; what a scene is made of (vocabulary, combos, the data
+classes, :func:`sample_objects`) is :mod:`core.demo.objects`, and its language (captions, prompts, the
+words a model trained on the world knows) :mod:`core.demo.captions`.  Every name of both stays importable
+from here.
 """
 
 from __future__ import annotations
@@ -33,10 +38,26 @@ import logging
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from .captions import BACKGROUND_PROMPT, caption_for, prompts_for, world_vocabulary, world_words
+from .objects import (
+    BACKGROUNDS,
+    COLOURS,
+    COMBO_CHOICES,
+    HELDOUT_COMBOS,
+    POSITIONS,
+    SHAPES,
+    SIZES,
+    TRAIN_COMBOS,
+    Combos,
+    WorldItem,
+    WorldObject,
+    pick,
+    sample_objects,
+)
 
 __all__ = [
     "SHAPES",
@@ -55,56 +76,13 @@ __all__ = [
     "generate",
     "iter_generate",
     "prompts_for",
+    "BACKGROUND_PROMPT",
+    "world_vocabulary",
+    "world_words",
 ]
 
 logger = logging.getLogger(__name__)
 
-# --------------------------------------------------------------------------
-# Vocabulary
-# --------------------------------------------------------------------------
-
-SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross", "ring")
-
-#: Canonical RGB of every object colour name.  Chosen bright/saturated so they
-#: stand out on the muted backgrounds and are far apart from each other.
-COLOURS: dict[str, tuple[int, int, int]] = {
-    "red": (230, 35, 35),
-    "orange": (255, 140, 20),
-    "yellow": (250, 228, 40),
-    "green": (40, 200, 60),
-    "cyan": (30, 220, 230),
-    "blue": (40, 90, 250),
-    "purple": (165, 60, 230),
-    "white": (245, 245, 245),
-}
-
-SIZES: tuple[str, ...] = ("small", "large")
-POSITIONS: tuple[str, ...] = ("left", "right", "top", "bottom", "center")
-BACKGROUNDS: tuple[str, ...] = ("plain", "gradient", "stripes", "checkers", "noise", "blotches")
-
-#: (colour, shape) pairs that never occur with ``combos="train"``.  Every
-#: colour is held out with exactly one shape; triangle and square are held out
-#: twice, the other shapes once, so each shape keeps >= 6 training colours.
-HELDOUT_COMBOS: frozenset[tuple[str, str]] = frozenset(
-    {
-        ("red", "triangle"),
-        ("orange", "circle"),
-        ("yellow", "square"),
-        ("green", "star"),
-        ("cyan", "cross"),
-        ("blue", "ring"),
-        ("purple", "square"),
-        ("white", "triangle"),
-    }
-)
-
-_ALL_COMBOS: tuple[tuple[str, str], ...] = tuple((c, s) for c in COLOURS for s in SHAPES)
-#: (colour, shape) pairs used for training, in a fixed order.
-TRAIN_COMBOS: tuple[tuple[str, str], ...] = tuple(p for p in _ALL_COMBOS if p not in HELDOUT_COMBOS)
-_HELDOUT_SORTED: tuple[tuple[str, str], ...] = tuple(p for p in _ALL_COMBOS if p in HELDOUT_COMBOS)
-
-Combos = Literal["train", "heldout", "all"]
-_COMBO_CHOICES = ("train", "heldout", "all")
 
 # Size ranges as fractions of the image side (extent of the unrotated shape).
 _SIZE_RANGE: dict[str, tuple[float, float]] = {"small": (0.26, 0.34), "large": (0.42, 0.55)}
@@ -193,123 +171,13 @@ _VALUE_JITTER = 0.08
 
 
 # --------------------------------------------------------------------------
-# Data classes
+# Small fast random helper (Generator.uniform is slow for scalars)
 # --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class WorldObject:
-    """One object of a scene: a named shape, colour, size and position."""
-
-    shape: str
-    colour: str
-    size: str
-    position: str
-
-
-@dataclass
-class WorldItem:
-    """A generated image with its caption, objects, background kind and mask.
-
-    ``mask`` is ``(H, W)`` uint8: 0 = background, ``i`` = pixel belongs to the
-    ``i``-th object of ``objects`` (1-based).  Where objects overlap, the
-    object drawn later wins (larger objects are drawn first).
-    """
-
-    image: Image.Image
-    mask: np.ndarray
-    caption: str
-    objects: tuple[WorldObject, ...]
-    background: str
-
-    def attrs(self) -> dict[str, Any]:
-        """Flat, JSON-able metadata of the item (second-object keys are None if absent)."""
-        o1 = self.objects[0]
-        o2 = self.objects[1] if len(self.objects) > 1 else None
-        return {
-            "n_objects": len(self.objects),
-            "shape": o1.shape,
-            "colour": o1.colour,
-            "size": o1.size,
-            "position": o1.position,
-            "shape2": o2.shape if o2 else None,
-            "colour2": o2.colour if o2 else None,
-            "size2": o2.size if o2 else None,
-            "position2": o2.position if o2 else None,
-            "background": self.background,
-        }
-
-
-# --------------------------------------------------------------------------
-# Small fast random helpers (Generator.choice/integers are slow for scalars)
-# --------------------------------------------------------------------------
-
-
-def _pick(rng: np.random.Generator, seq: Sequence[Any]) -> Any:
-    """Uniformly pick one element of a non-empty sequence."""
-    return seq[min(int(rng.random() * len(seq)), len(seq) - 1)]
 
 
 def _uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
     """Uniform float in [lo, hi)."""
     return lo + (hi - lo) * rng.random()
-
-
-def _weighted(rng: np.random.Generator, options: Sequence[tuple[float, Any]]) -> Any:
-    """Pick the value of one ``(weight, value)`` option proportionally to its weight."""
-    total = sum(w for w, _ in options)
-    u = rng.random() * total
-    for w, v in options:
-        u -= w
-        if u < 0:
-            return v
-    return options[-1][1]
-
-
-# --------------------------------------------------------------------------
-# Sampling objects
-# --------------------------------------------------------------------------
-
-
-def sample_objects(
-    rng: np.random.Generator, *, p_two: float = 0.35, combos: Combos | str = "train"
-) -> tuple[WorldObject, ...]:
-    """Sample the objects of one scene.
-
-    One object, or two with probability ``p_two``.  Two objects never share a
-    position, never have the same (colour, shape), and at most one of them is
-    large (two large objects cannot both fit on the canvas).
-
-    ``combos``: ``"train"`` -- every object is a training (colour, shape)
-    combo; ``"heldout"`` -- the first object is a held-out combo and the second
-    (if any) a training combo; ``"all"`` -- any combo.
-    """
-    if combos not in _COMBO_CHOICES:
-        raise ValueError(f"combos must be one of {_COMBO_CHOICES}, got {combos!r}")
-    if not 0.0 <= p_two <= 1.0:
-        raise ValueError(f"p_two must be in [0, 1], got {p_two}")
-    first_pool = {"train": TRAIN_COMBOS, "heldout": _HELDOUT_SORTED, "all": _ALL_COMBOS}[combos]
-    second_pool = _ALL_COMBOS if combos == "all" else TRAIN_COMBOS
-
-    two = rng.random() < p_two
-    colour, shape = _pick(rng, first_pool)
-    size = _pick(rng, SIZES)
-    pos = _pick(rng, POSITIONS)
-    first = WorldObject(shape=shape, colour=colour, size=size, position=pos)
-    if not two:
-        return (first,)
-    while True:
-        c2, s2 = _pick(rng, second_pool)
-        if (c2, s2) != (colour, shape):
-            break
-    size2 = _pick(rng, SIZES)
-    pos2 = _pick(rng, [p for p in POSITIONS if p != pos])
-    if size == "large" and size2 == "large":
-        if rng.random() < 0.5:
-            first = WorldObject(shape=shape, colour=colour, size="small", position=pos)
-        else:
-            size2 = "small"
-    return (first, WorldObject(shape=s2, colour=c2, size=size2, position=pos2))
 
 
 # --------------------------------------------------------------------------
@@ -365,7 +233,7 @@ def _background(rng: np.random.Generator, size: int, kind: str) -> np.ndarray:
         t = (xx - 0.5) * math.cos(a) + (yy - 0.5) * math.sin(a)
         t = t * (1.0 / math.sqrt(2)) + 0.5
     elif kind == "stripes":
-        a = _pick(rng, (0.0, 0.25, 0.5, 0.75)) * math.pi + _uniform(rng, -0.2, 0.2)
+        a = pick(rng, (0.0, 0.25, 0.5, 0.75)) * math.pi + _uniform(rng, -0.2, 0.2)
         period = _uniform(rng, 5.0, 14.0) / size
         u = (xx * math.cos(a) + yy * math.sin(a)) * (2 * math.pi / period) + rng.random() * 2 * math.pi
         # soft-edged square wave (no staircase aliasing at 64 px); offset varies the duty cycle
@@ -522,7 +390,7 @@ def render(
         raise ValueError(f"image_size must be >= 16, got {image_size}")
     if not objects:
         raise ValueError("need at least one object")
-    kind = background if background is not None else _pick(rng, BACKGROUNDS)
+    kind = background if background is not None else pick(rng, BACKGROUNDS)
     if kind not in BACKGROUNDS:
         raise ValueError(f"unknown background kind {kind!r}; expected one of {BACKGROUNDS}")
     hi = image_size * _SUPERSAMPLE
@@ -544,179 +412,6 @@ def render(
     np.clip(img, 0.0, 255.0, out=img)
     image = Image.fromarray((img + 0.5).astype(np.uint8))
     return image, mask, kind
-
-
-# --------------------------------------------------------------------------
-# Captions
-# --------------------------------------------------------------------------
-
-_SIZE_WORDS: dict[str, tuple[tuple[float, str], ...]] = {
-    "small": ((0.8, "small"), (0.2, "little")),
-    "large": ((0.8, "large"), (0.2, "big")),
-}
-_POS_PHRASES: dict[str, tuple[tuple[float, str], ...]] = {
-    "left": ((0.85, "on the left"), (0.15, "on the left side")),
-    "right": ((0.85, "on the right"), (0.15, "on the right side")),
-    "top": ((0.85, "at the top"), (0.15, "at the top of the image")),
-    "bottom": ((0.85, "at the bottom"), (0.15, "at the bottom of the image")),
-    "center": ((0.8, "in the center"), (0.2, "in the middle")),
-}
-_P_PARTIAL = 0.2
-
-# Single-object full captions.  Fields: {sz} size word, {c} colour, {s} shape, {p} position phrase.
-_FULL_ONE: tuple[tuple[float, str], ...] = (
-    (5.0, "a {sz} {c} {s} {p}"),
-    (2.5, "a {c} {s} {p}"),
-    (2.0, "a {sz} {c} {s}"),
-    (2.0, "a {c} {s}"),
-    (1.5, "{c} {s}"),
-    (1.0, "there is a {c} {s} {p}"),
-    (1.0, "there is a {sz} {c} {s} {p}"),
-    (1.0, "a picture of a {sz} {c} {s} {p}"),
-    (0.7, "a photo of a {c} {s}"),
-    (0.7, "{p}, a {sz} {c} {s}"),
-    (0.6, "a {s} that is {c}"),
-    (0.5, "a {c} {s} on a dark background"),
-)
-# Two-object full captions.  {n1}/{n2} noun phrases ("a [size] colour shape"), {p1}/{p2} positions.
-_FULL_TWO: tuple[tuple[float, str], ...] = (
-    (3.0, "{n1} {p1} next to {n2}"),
-    (3.0, "{n1} {p1} and {n2} {p2}"),
-    (2.0, "{n1} and {n2}"),
-    (1.0, "there is {n1} {p1} and {n2} {p2}"),
-    (1.0, "a picture of {n1} {p1} next to {n2}"),
-    (1.0, "{c1} {s1} and {c2} {s2}"),
-    (0.7, "two shapes: {n1} and {n2}"),
-)
-# Partial captions (about one object): only colour, only shape, or neither.
-_PARTIAL: tuple[tuple[float, str], ...] = (
-    (3.0, "a {c} object"),
-    (1.0, "something {c}"),
-    (0.7, "a {c} shape"),
-    (0.7, "a {c} object {p}"),
-    (3.0, "a {s}"),
-    (1.0, "a {sz} {s}"),
-    (0.7, "a {s} {p}"),
-    (1.0, "a {sz} shape {p}"),
-    (1.0, "a {sz} object"),
-    (1.0, "an object {p}"),
-)
-
-_VOWEL_START = ("a", "e", "i", "o", "u")
-
-
-def _fix_articles(text: str) -> str:
-    """Turn "a" into "an" before a vowel ("an orange ring", "an object")."""
-    words = text.split(" ")
-    for i in range(len(words) - 1):
-        if words[i] in ("a", "A") and words[i + 1][:1].lower() in _VOWEL_START:
-            words[i] = words[i] + "n"
-    return " ".join(words)
-
-
-# Captions of objects painted with a multicolour pattern (see :func:`paint_patterns`): the templates
-# above without the colour word ("a large triangle on the left", "a triangle").
-_NO_COLOUR_ONE: tuple[tuple[float, str], ...] = tuple(
-    (w, t.replace("{c} ", "")) for w, t in _FULL_ONE if "that is" not in t
-) + tuple((w, t) for w, t in _PARTIAL if "{s}" in t)
-_NO_COLOUR_TWO: tuple[tuple[float, str], ...] = tuple(
-    (w, t.replace("{c1} ", "").replace("{c2} ", "")) for w, t in _FULL_TWO
-)
-
-
-# The noun phrase of two-object captions: {sz} and {c} are a size / colour word and a space, or empty.
-_NOUN_PHRASE = "a {sz}{c}{s}"
-
-
-def _noun_phrase(rng: np.random.Generator, o: WorldObject, p_size: float = 0.6, colour: bool = True) -> str:
-    """'a [size] colour shape' (size word included with probability ``p_size``)."""
-    sz = f"{_weighted(rng, _SIZE_WORDS[o.size])} " if rng.random() < p_size else ""
-    return _NOUN_PHRASE.format(sz=sz, c=f"{o.colour} " if colour else "", s=o.shape)
-
-
-def _one_object_caption(rng: np.random.Generator, templates, o: WorldObject) -> str:
-    tpl = _weighted(rng, templates)
-    text = tpl.format(
-        c=o.colour,
-        s=o.shape,
-        sz=_weighted(rng, _SIZE_WORDS[o.size]),
-        p=_weighted(rng, _POS_PHRASES[o.position]),
-    )
-    return _fix_articles(text)
-
-
-def world_vocabulary() -> list[str]:
-    """The words of the world's captions worth naming concepts with: colours, shapes, "object", "shape"
-    and "background" (the bundled ``demo`` model learns it for background patches).  Size and position
-    words are left out on purpose: they describe where an object sits in a whole image, so a patch of
-    plain background lands near "middle" as easily as near "background".  Written to a trained model's
-    folder as ``vocabulary.txt`` (see core.search.default_vocabulary); pass more words with ``--vocab``."""
-    return list(dict.fromkeys([*COLOURS, *SHAPES, "object", "shape", "background"]))
-
-
-def world_words() -> frozenset[str]:
-    """Every word the world's text reaches a model with: the words of all caption templates (with and
-    without colour), the values their fields take (colours, shapes, size words, position phrases, the
-    noun phrase of two-object captions), "an" where :func:`_fix_articles` makes one, the zero-shot
-    prompts of :func:`prompts_for` and :data:`BACKGROUND_PROMPT` (training's attribute and patch terms).
-
-    Derived from those data structures, so a new template or colour is a known word at once. Written to
-    a trained model's folder as ``known_words.txt`` (see core.vocabulary.known_words): a query word
-    outside it is one the bundled ``demo`` model never saw."""
-    import string
-
-    from ..vocabulary import words_of
-
-    templates = [t for group in (_FULL_ONE, _FULL_TWO, _PARTIAL, _NO_COLOUR_ONE, _NO_COLOUR_TWO) for _, t in group]
-    values = [w for table in (_SIZE_WORDS, _POS_PHRASES) for options in table.values() for _, w in options]
-    prompts = [v for attribute in ("colour", "shape", "size", "position") for v in prompts_for(attribute).values()]
-    texts = [*templates, _NOUN_PHRASE, *values, *COLOURS, *SHAPES, *prompts, BACKGROUND_PROMPT]
-    words = set(words_of(" ".join(lit for t in texts for lit, *_ in string.Formatter().parse(t))))
-    return frozenset(words | {_fix_articles(f"a {w}").split(" ")[0] for w in words})
-
-
-def caption_for(objects: Sequence[WorldObject], rng: np.random.Generator, *, colour: bool = True) -> str:
-    """Sample a caption for a scene.
-
-    About 80 % are *full* captions that name the colour and shape of every
-    object (with size/position words in many templates); about 20 % are
-    *partial* captions about one object that mention only its colour, only its
-    shape, or only size/position ("a red object", "a triangle", "a small shape
-    on the right").  Synonyms (big/little/middle) are used sparingly.
-
-    ``colour=False`` gives captions without colour words, for objects painted
-    with :func:`paint_patterns` ("a large triangle on the left", "a triangle").
-    """
-    if not objects:
-        raise ValueError("need at least one object")
-    if not colour:
-        if len(objects) == 1:
-            return _one_object_caption(rng, _NO_COLOUR_ONE, objects[0])
-        o1, o2 = (objects[1], objects[0]) if rng.random() < 0.5 else (objects[0], objects[1])
-        return _fix_articles(_weighted(rng, _NO_COLOUR_TWO).format(
-            n1=_noun_phrase(rng, o1, colour=False), n2=_noun_phrase(rng, o2, colour=False),
-            p1=_weighted(rng, _POS_PHRASES[o1.position]), p2=_weighted(rng, _POS_PHRASES[o2.position]),
-            s1=o1.shape, s2=o2.shape))
-    if rng.random() < _P_PARTIAL:
-        o = objects[0] if len(objects) == 1 or rng.random() < 0.6 else objects[1]
-        return _one_object_caption(rng, _PARTIAL, o)
-    if len(objects) == 1:
-        return _one_object_caption(rng, _FULL_ONE, objects[0])
-    o1, o2 = objects[0], objects[1]
-    if rng.random() < 0.5:  # mention either object first
-        o1, o2 = o2, o1
-    tpl = _weighted(rng, _FULL_TWO)
-    text = tpl.format(
-        n1=_noun_phrase(rng, o1),
-        n2=_noun_phrase(rng, o2),
-        p1=_weighted(rng, _POS_PHRASES[o1.position]),
-        p2=_weighted(rng, _POS_PHRASES[o2.position]),
-        c1=o1.colour,
-        s1=o1.shape,
-        c2=o2.colour,
-        s2=o2.shape,
-    )
-    return _fix_articles(text)
 
 
 # --------------------------------------------------------------------------
@@ -770,35 +465,6 @@ def paint_patterns(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator
 
 
 # --------------------------------------------------------------------------
-# Zero-shot prompts
-# --------------------------------------------------------------------------
-
-
-#: The prompt training ranks background patches against (core.train's dense term).
-BACKGROUND_PROMPT = "the background"
-
-
-def prompts_for(attribute: str) -> dict[str, str]:
-    """Zero-shot prompts for one attribute, phrased as in the partial captions.
-
-    ``"colour"`` (or ``"color"``) -> ``{"red": "a red object", ...}``;
-    ``"shape"`` -> ``{"circle": "a circle", ...}``; ``"size"`` ->
-    ``{"small": "a small object", ...}``; ``"position"`` ->
-    ``{"left": "an object on the left", ...}``.
-    """
-    attr = attribute.lower()
-    if attr in ("colour", "color"):
-        return {c: _fix_articles(f"a {c} object") for c in COLOURS}
-    if attr == "shape":
-        return {s: _fix_articles(f"a {s}") for s in SHAPES}
-    if attr == "size":
-        return {s: f"a {s} object" for s in SIZES}
-    if attr == "position":
-        return {p: f"an object {_POS_PHRASES[p][0][1]}" for p in POSITIONS}
-    raise ValueError(f"unknown attribute {attribute!r}; expected colour, shape, size or position")
-
-
-# --------------------------------------------------------------------------
 # Generation
 # --------------------------------------------------------------------------
 
@@ -829,8 +495,8 @@ def iter_generate(
     """
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
-    if combos not in _COMBO_CHOICES:
-        raise ValueError(f"combos must be one of {_COMBO_CHOICES}, got {combos!r}")
+    if combos not in COMBO_CHOICES:
+        raise ValueError(f"combos must be one of {COMBO_CHOICES}, got {combos!r}")
     if image_size < 16:
         raise ValueError(f"image_size must be >= 16, got {image_size}")
     logger.debug("generating %d world items (seed=%s, start=%d, size=%d, combos=%s)",

@@ -24,10 +24,11 @@ own folder.
 Modules
 -------
 ``sources`` (files, folders, ZIP archives and their safety limits), ``tables`` (table readers and
-row errors), ``stream`` (large vector tables read in chunks), ``rowids`` (content ids of table rows),
-``roles`` (column roles), ``images`` (image checks; resolving the images tables refer to),
-``candidates`` (candidate items from table rows and text) and ``common`` (limits, errors, helpers).
-Every public name is importable from ``core.ingest``.
+row errors), ``stream`` (large vector tables read in chunks; its CSV/TSV readers in ``delimited``),
+``rowids`` (content ids of table rows), ``roles`` (column roles), ``images`` (image checks; resolving
+the images tables refer to), ``candidates`` (candidate items from table rows and text) and ``common``
+(limits, errors, helpers). The names in ``__all__`` are the package's API, importable from
+``core.ingest``; the modules' other public names are the helpers they share with each other.
 """
 
 from __future__ import annotations
@@ -39,14 +40,14 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
-from .candidates import Candidate, ScanResult, _table_candidates, _TableResult, _text_candidates
-from .common import IMAGE_EXTS, TABLE_EXTS, IngestError, Limits, _decode_text, _Problem, _split_lines
+from .candidates import Candidate, ScanResult, TableResult, table_candidates, text_candidates
+from .common import IMAGE_EXTS, TABLE_EXTS, IngestError, Limits, Problem, decode_text, split_lines
 from .common import TEXT_EXTS as TEXT_EXTS
-from .images import _ImageCache, _ImageResolver
-from .roles import ROLES, _check_roles, detect_roles, inspect_table
-from .sources import _Entry, _Expander
+from .images import ImageCache, ImageResolver
+from .roles import ROLES, check_roles, detect_roles, inspect_table
+from .sources import Entry, Expander
 from .stream import RowTable, stream_table
-from .tables import _load_table, read_table
+from .tables import load_table, read_table
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ def scan(
             in the call has). Problems with files, members and rows are reported, not raised.
     """
     limits = limits or Limits()
-    overrides = _check_roles(roles)
+    overrides = check_roles(roles)
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     if isinstance(texts, str):
@@ -100,16 +101,16 @@ def scan(
 
     with contextlib.ExitStack() as stack:
         items = _expand(paths, limits, stack)
-        entries = [it for it in items if isinstance(it, _Entry)]
+        entries = [it for it in items if isinstance(it, Entry)]
         # Tables are read first: they decide which images are paired and which stand alone.
         frames = _read_tables(entries, limits)
         _check_overrides(overrides, frames)
-        resolver = _ImageResolver([e for e in entries if e.kind == "image"], limits)
-        cache = _ImageCache(limits)
+        resolver = ImageResolver([e for e in entries if e.kind == "image"], limits)
+        cache = ImageCache(limits)
         table_results = _scan_tables(entries, frames, overrides, resolver, cache, limits)
         candidates, errors = _collect(items, frames, table_results, cache, limits)
 
-    candidates.extend(_text_candidates(_pasted_lines(texts), limits, errors))
+    candidates.extend(text_candidates(_pasted_lines(texts), limits, errors))
     logger.info("scanned %d path(s): %d candidate(s), %d error(s)", len(paths), len(candidates), len(errors))
     return ScanResult(candidates, errors)
 
@@ -118,9 +119,9 @@ _Frame = tuple[pd.DataFrame, list[tuple[str, str]]] | tuple[str, str]  # (frame,
 
 
 def _expand(paths: Sequence[str | os.PathLike], limits: Limits,
-            stack: contextlib.ExitStack) -> list[_Entry | tuple[str, str]]:
+            stack: contextlib.ExitStack) -> list[Entry | tuple[str, str]]:
     """Every path's entries and errors, in order."""
-    expander = _Expander(limits, stack)
+    expander = Expander(limits, stack)
     for p in paths:
         try:
             expander.add_path(p)
@@ -130,13 +131,13 @@ def _expand(paths: Sequence[str | os.PathLike], limits: Limits,
     return expander.items
 
 
-def _read_tables(entries: list[_Entry], limits: Limits) -> dict[int, _Frame]:
+def _read_tables(entries: list[Entry], limits: Limits) -> dict[int, _Frame]:
     """Every table entry read: ``{id(entry): (frame, row errors) or (source, reason)}``."""
     frames: dict[int, _Frame] = {}
     for e in (e for e in entries if e.kind == "table"):
         try:
-            frames[id(e)] = _load_table(e.read(limits), e.ext, e.source, limits)
-        except _Problem as p:
+            frames[id(e)] = load_table(e.read(limits), e.ext, e.source, limits)
+        except Problem as p:
             frames[id(e)] = (e.source, p.reason)
         except IngestError as err:
             frames[id(e)] = (err.source, err.reason)
@@ -162,32 +163,32 @@ def _check_overrides(overrides: dict[str, str], frames: dict[int, _Frame]) -> No
             raise IngestError("roles", f"unknown column {col!r}; valid columns: {', '.join(known)}")
 
 
-def _scan_tables(entries: list[_Entry], frames: dict[int, _Frame], overrides: dict[str, str],
-                 resolver: _ImageResolver, cache: _ImageCache, limits: Limits) -> dict[int, _TableResult]:
+def _scan_tables(entries: list[Entry], frames: dict[int, _Frame], overrides: dict[str, str],
+                 resolver: ImageResolver, cache: ImageCache, limits: Limits) -> dict[int, TableResult]:
     """The candidates and errors of every table read: ``{id(entry): result}``."""
-    results: dict[int, _TableResult] = {}
+    results: dict[int, TableResult] = {}
     for e in (e for e in entries if e.kind == "table"):
         frame = frames[id(e)]
         if not isinstance(frame[0], pd.DataFrame):
             continue
         df, row_errors = frame  # type: ignore[misc]
         if len(df) == 0:  # no rows to read: say so, not "no usable columns" (nothing shows a role)
-            results[id(e)] = _TableResult([], list(row_errors) or [(e.source, "table has no data rows")], set())
+            results[id(e)] = TableResult([], list(row_errors) or [(e.source, "table has no data rows")], set())
             continue
         try:
             detected = detect_roles(df)
             detected.update({c: r for c, r in overrides.items() if c in detected})
-            res = _table_candidates(df, e, detected, resolver, cache, limits)
+            res = table_candidates(df, e, detected, resolver, cache, limits)
         except Exception as ex:
             logger.exception("unexpected error while scanning table %s", e.source)
-            res = _TableResult([], [(e.source, f"could not be read ({type(ex).__name__}: {ex})")], set())
+            res = TableResult([], [(e.source, f"could not be read ({type(ex).__name__}: {ex})")], set())
         res.errors[:0] = row_errors
         results[id(e)] = res
     return results
 
 
-def _collect(items: list[_Entry | tuple[str, str]], frames: dict[int, _Frame],
-             table_results: dict[int, _TableResult], cache: _ImageCache,
+def _collect(items: list[Entry | tuple[str, str]], frames: dict[int, _Frame],
+             table_results: dict[int, TableResult], cache: ImageCache,
              limits: Limits) -> tuple[list[Candidate], list[tuple[str, str]]]:
     """Candidates and errors in input order: loose images (not used by a table row), tables' rows, texts."""
     used: set[int] = set()
@@ -196,7 +197,7 @@ def _collect(items: list[_Entry | tuple[str, str]], frames: dict[int, _Frame],
     candidates: list[Candidate] = []
     errors: list[tuple[str, str]] = []
     for it in items:
-        if not isinstance(it, _Entry):
+        if not isinstance(it, Entry):
             errors.append(it)
             continue
         try:
@@ -215,13 +216,13 @@ def _collect(items: list[_Entry | tuple[str, str]], frames: dict[int, _Frame],
                 candidates.extend(res.candidates)
                 errors.extend(res.errors)
             else:
-                text = _decode_text(it.read(limits))
-                lines = ((f"{it.source} line {k}", ln) for k, ln in enumerate(_split_lines(text), 1))
-                found = _text_candidates(lines, limits, errors)
+                text = decode_text(it.read(limits))
+                lines = ((f"{it.source} line {k}", ln) for k, ln in enumerate(split_lines(text), 1))
+                found = text_candidates(lines, limits, errors)
                 if not found:
                     errors.append((it.source, "no text lines"))
                 candidates.extend(found)
-        except _Problem as p:
+        except Problem as p:
             errors.append((it.source, p.reason))
         except Exception as ex:
             logger.exception("unexpected error while reading %s", it.source)
@@ -234,7 +235,7 @@ def _pasted_lines(texts: Sequence[str]) -> list[tuple[str, str]]:
     pasted = []
     k = 0
     for chunk in texts:
-        for line in _split_lines(str(chunk)):
+        for line in split_lines(str(chunk)):
             k += 1
             pasted.append((f"pasted line {k}", line))
     return pasted

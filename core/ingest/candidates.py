@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .common import Limits, _is_missing, _Problem
-from .images import _check_image, _ImageCache, _ImageResolver, _inline_image_bytes
-from .roles import ROLES, _parse_vector, _vector_groups
-from .sources import _Entry
+from .common import Limits, Problem, is_missing
+from .images import ImageCache, ImageResolver, check_image, inline_image_bytes
+from .roles import ROLES, parse_vector, vector_groups
+from .sources import Entry
 
 
 @dataclass
@@ -59,7 +59,7 @@ class ScanResult:
     errors: list[tuple[str, str]]
 
 
-def _jsonable(v: Any) -> Any:
+def jsonable(v: Any) -> Any:
     """Convert a cell value to a JSON-able scalar (str/int/float/bool/None)."""
     if isinstance(v, np.ndarray):
         v = v.tolist()
@@ -70,7 +70,7 @@ def _jsonable(v: Any) -> Any:
             return json.dumps(v, default=str)
     if isinstance(v, (bytes, bytearray, memoryview)):
         return None
-    if _is_missing(v):
+    if is_missing(v):
         return None
     if isinstance(v, (bool, np.bool_)):
         return bool(v)
@@ -93,7 +93,9 @@ def _cell_text(v: Any) -> str:
 
 
 @dataclass
-class _TableResult:
+class TableResult:
+    """The candidates and errors of one table, and the ``id()`` of the image entries its rows used."""
+
     candidates: list[Candidate]
     errors: list[tuple[str, str]]
     used_images: set[int]
@@ -113,20 +115,20 @@ class _RowProblems:
         self.bad[i] = True
 
 
-def _table_candidates(
+def table_candidates(
     df: pd.DataFrame,
-    table: _Entry,
+    table: Entry,
     roles: dict[str, str],
-    resolver: _ImageResolver,
-    images: _ImageCache,
+    resolver: ImageResolver,
+    images: ImageCache,
     limits: Limits,
-) -> _TableResult:
+) -> TableResult:
     """The candidates of a table's rows (images, texts, a bare "row" for vectors only) and the row errors."""
     src = table.source
     cols = [str(c) for c in df.columns]
     by_role = {role: [c for c in cols if roles.get(c) == role] for role in ROLES}
     if not (by_role["image"] or by_role["text"] or by_role["vector"] or by_role["numeric"]):
-        return _TableResult([], [(
+        return TableResult([], [(
             src,
             "no usable columns: no column has the role text, image, vector or numeric "
             f"(columns: {', '.join(cols) or 'none'}); set a column's role",
@@ -152,7 +154,7 @@ def _table_candidates(
             rows.errors.extend(problems.errors[i])
             continue
         candidates.extend(rows.candidates(i, f"{src} row {rowno}", f"{src}#{rowno}"))
-    return _TableResult(candidates, rows.errors, rows.used)
+    return TableResult(candidates, rows.errors, rows.used)
 
 
 def _table_vectors(
@@ -161,7 +163,7 @@ def _table_vectors(
     """Each row's vector per vector: scalar numeric columns grouped by ``<prefix>_<i>``, others parsed per cell."""
     scalar = [c for c in vector_cols if pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])]
     vectors: dict[str, list[np.ndarray | None]] = {}
-    for name, members in _vector_groups(scalar).items():
+    for name, members in vector_groups(scalar).items():
         mat = (
             df[members].apply(pd.to_numeric, errors="coerce")
             .to_numpy(dtype=np.float64, na_value=np.nan).astype(np.float32)
@@ -180,8 +182,8 @@ def _cell_vectors(values: list[Any], c: str, problems: _RowProblems) -> list[np.
     parsed: list[np.ndarray | None] = []
     for i, v in enumerate(values):
         try:
-            parsed.append(_parse_vector(v))
-        except _Problem as p:
+            parsed.append(parse_vector(v))
+        except Problem as p:
             parsed.append(None)
             problems.fail(i, f"vector '{c}' {p.reason}")
     lengths = Counter(a.size for a in parsed if a is not None)
@@ -215,7 +217,7 @@ def _numeric_features(df: pd.DataFrame, numeric_cols: list[str], problems: _RowP
     for j, c in enumerate(numeric_cols):
         coerced = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
         for i, (raw, x) in enumerate(zip(df[c].tolist(), coerced)):
-            if np.isnan(x) and not _is_missing(raw) and not (isinstance(raw, str) and not raw.strip()):
+            if np.isnan(x) and not is_missing(raw) and not (isinstance(raw, str) and not raw.strip()):
                 problems.fail(i, f"numeric column '{c}' has a non-numeric value {str(raw)[:40]!r}")
             elif np.isinf(x):
                 problems.fail(i, f"numeric column '{c}' has an infinite value")
@@ -237,9 +239,9 @@ def _numeric_features(df: pd.DataFrame, numeric_cols: list[str], problems: _RowP
 class _Rows:
     """A table's columns by role (``{column: values}``) and what turns one of its rows into candidates."""
 
-    table: _Entry
-    resolver: _ImageResolver
-    images: _ImageCache
+    table: Entry
+    resolver: ImageResolver
+    images: ImageCache
     limits: Limits
     image: dict[str, list[Any]]
     text: dict[str, list[Any]]
@@ -255,19 +257,19 @@ class _Rows:
         for values in self.image.values():
             v = values[i]
             if isinstance(v, str) and v.strip():
-                with contextlib.suppress(_Problem):
+                with contextlib.suppress(Problem):
                     self.used.add(id(self.resolver.resolve(v, self.table)))
 
     def candidates(self, i: int, rsrc: str, pair_key: str) -> list[Candidate]:
         """Row ``i``'s image and text candidates (paired), or a bare "row" carrying only vectors."""
-        meta = {c: _jsonable(values[i]) for c, values in self.meta.items()}
-        meta.update({c: _jsonable(values[i]) for c, values in self.numeric.items()})
+        meta = {c: jsonable(values[i]) for c, values in self.meta.items()}
+        meta.update({c: jsonable(values[i]) for c, values in self.numeric.items()})
         row_cands, referenced = self._images(i, rsrc, meta)
         texts, referenced_text = self._texts(i, rsrc, meta)
         row_cands += texts
         referenced = referenced or referenced_text
         row_vectors = {f"precomputed:{name}": vals[i] for name, vals in self.vectors.items() if vals[i] is not None}
-        has_numeric = self.features is not None and any(not _is_missing(v[i]) for v in self.numeric.values())
+        has_numeric = self.features is not None and any(not is_missing(v[i]) for v in self.numeric.values())
         if self.features is not None and (has_numeric or row_cands or row_vectors):
             row_vectors["precomputed:numeric"] = self.features[i]
         if not row_cands and row_vectors and not referenced:
@@ -290,31 +292,31 @@ class _Rows:
         referenced = False
         for c, values in self.image.items():
             v = values[i]
-            inline = _inline_image_bytes(v)
+            inline = inline_image_bytes(v)
             if inline is not None:
                 referenced = True
                 try:
-                    ext = _check_image(inline, self.limits)
-                except _Problem as p:
+                    ext = check_image(inline, self.limits)
+                except Problem as p:
                     self.errors.append((rsrc, f"image in column '{c}' is unusable: {p.reason}"))
                     continue
                 out.append(Candidate("image", rsrc, image_bytes=inline, image_ext=ext, meta=dict(meta)))
                 continue
             if isinstance(v, dict) and isinstance(v.get("path"), str):
                 v = v["path"]
-            if _is_missing(v) or not str(v).strip():
+            if is_missing(v) or not str(v).strip():
                 continue
             ref = _cell_text(v).strip()
             referenced = True
             try:
                 entry = self.resolver.resolve(ref, self.table)
-            except _Problem as p:
+            except Problem as p:
                 self.errors.append((rsrc, p.reason))
                 continue
             self.used.add(id(entry))
             try:
                 data, ext = self.images.get(entry)
-            except _Problem as p:
+            except Problem as p:
                 self.errors.append((rsrc, f"image '{ref}' ({entry.source}) is unusable: {p.reason}"))
                 continue
             out.append(Candidate("image", entry.source, image_bytes=data, image_ext=ext, meta=dict(meta),
@@ -327,7 +329,7 @@ class _Rows:
         referenced = False
         for c, values in self.text.items():
             v = values[i]
-            if _is_missing(v) or isinstance(v, (bytes, bytearray)):
+            if is_missing(v) or isinstance(v, (bytes, bytearray)):
                 continue
             text = _cell_text(v).strip()
             if not text:
@@ -343,9 +345,10 @@ class _Rows:
         return out, referenced
 
 
-def _text_candidates(
+def text_candidates(
     lines: Iterable[tuple[str, str]], limits: Limits, errors: list[tuple[str, str]]
 ) -> list[Candidate]:
+    """Text candidates of ``(source, line)`` pairs: blank lines skipped, over-long ones appended to ``errors``."""
     out = []
     for src, line in lines:
         text = line.strip()

@@ -1,5 +1,5 @@
 """The types and small helpers every part of ingestion shares: the extension sets, :class:`Limits`,
-:class:`IngestError`, the internal ``_Problem`` and byte/text/value helpers."""
+:class:`IngestError`, :class:`Problem` (one item's reason, raised inside ingestion) and byte/text/value helpers."""
 
 from __future__ import annotations
 
@@ -52,15 +52,16 @@ class IngestError(ValueError):
         super().__init__(f"{self.source}: {self.reason}")
 
 
-class _Problem(Exception):
-    """Internal: a reason why one item is unusable; the caller attaches the source."""
+class Problem(Exception):
+    """A reason why one item is unusable, raised inside ingestion; the caller attaches the source."""
 
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(reason)
 
 
-def _fmt_bytes(n: float) -> str:
+def fmt_bytes(n: float) -> str:
+    """A byte count for people: ``"512 bytes"``, ``"1.5 KB"``, ``"20 MB"``."""
     for unit in ("bytes", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "bytes" or n >= 10 else f"{n:.1f} {unit}"
@@ -68,11 +69,13 @@ def _fmt_bytes(n: float) -> str:
     return f"{n:.0f} GB"  # pragma: no cover
 
 
-def _ext_of(name: str) -> str:
+def ext_of(name: str) -> str:
+    """The lower-case extension of a file or member name, without the dot (``""`` when none)."""
     return posixpath.splitext(name)[1].lower().lstrip(".")
 
 
-def _is_missing(v: Any) -> bool:
+def is_missing(v: Any) -> bool:
+    """Whether a cell value is missing (None, NaN, pandas NA); strings, bytes and containers never are."""
     if v is None:
         return True
     if isinstance(v, (float, np.floating)):
@@ -85,21 +88,22 @@ def _is_missing(v: Any) -> bool:
         return False
 
 
-def _decode_text(data: bytes) -> str:
-    """Decode UTF-8 (BOM tolerated) or BOM-marked UTF-16; raise _Problem with the byte offset."""
+def decode_text(data: bytes) -> str:
+    """Decode UTF-8 (BOM tolerated) or BOM-marked UTF-16; raise Problem with the byte offset."""
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         try:
             return data.decode("utf-16")
         except UnicodeDecodeError as e:
-            raise _Problem(f"not valid UTF-16 text at byte {e.start}") from None
+            raise Problem(f"not valid UTF-16 text at byte {e.start}") from None
     offset = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
     try:
         return data[offset:].decode("utf-8")
     except UnicodeDecodeError as e:
-        raise _Problem(f"not valid UTF-8 text at byte {e.start + offset}") from None
+        raise Problem(f"not valid UTF-8 text at byte {e.start + offset}") from None
 
 
-def _split_lines(text: str) -> list[str]:
+def split_lines(text: str) -> list[str]:
+    """The lines of a text split on ``\\r\\n``, ``\\r`` and ``\\n`` only, so line numbers match an editor's."""
     # str.splitlines() also splits on \f, \x1c, \u2028 ..., which would shift line numbers
     # away from what an editor shows.
     return re.split(r"\r\n|\r|\n", text)

@@ -12,8 +12,8 @@ from collections import defaultdict
 from pathlib import PurePath
 from typing import Any
 
-from .common import Limits, _fmt_bytes, _Problem
-from .sources import _Entry, _inside, disk_entry
+from .common import Limits, Problem, fmt_bytes
+from .sources import Entry, disk_entry, is_inside
 
 logger = logging.getLogger(__name__)
 
@@ -52,18 +52,18 @@ def _bomb_reason(w: int, h: int, limits: Limits) -> str:
     )
 
 
-def _check_image(data: bytes, limits: Limits) -> str:
+def check_image(data: bytes, limits: Limits) -> str:
     """Decode ``data`` fully (first frame) and return the canonical extension of its format.
 
-    Raises _Problem with a plain-words reason; never lets Pillow's exceptions or
+    Raises Problem with a plain-words reason; never lets Pillow's exceptions or
     DecompressionBombWarning escape.
     """
     from PIL import Image, UnidentifiedImageError
 
     if not data:
-        raise _Problem("empty file")
+        raise Problem("empty file")
     if len(data) > limits.max_file_bytes:
-        raise _Problem(f"file is {_fmt_bytes(len(data))}, over the {_fmt_bytes(limits.max_file_bytes)} limit")
+        raise Problem(f"file is {fmt_bytes(len(data))}, over the {fmt_bytes(limits.max_file_bytes)} limit")
     fmt = None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -71,34 +71,34 @@ def _check_image(data: bytes, limits: Limits) -> str:
             with Image.open(io.BytesIO(data), formats=_PIL_OPENERS) as im:
                 w, h = im.size
                 if w * h > limits.max_image_pixels:
-                    raise _Problem(_bomb_reason(w, h, limits))
+                    raise Problem(_bomb_reason(w, h, limits))
                 if w <= 0 or h <= 0:
-                    raise _Problem("unreadable or truncated image (zero width or height)")
+                    raise Problem("unreadable or truncated image (zero width or height)")
                 fmt = im.format
                 if fmt == "JPEG" and min(w, h) >= 16:  # every coefficient is still read and checked, at 1/8 the work
                     im.draft(None, (max(1, w // 8), max(1, h // 8)))
                 im.load()  # for GIF/TIFF this decodes the first frame, which is what counts
-        except _Problem:
+        except Problem:
             raise
         except Image.DecompressionBombError as e:
             size = _png_size(data)
             if size is not None:
-                raise _Problem(_bomb_reason(size[0], size[1], limits)) from None
-            raise _Problem(f"image is too large to decode safely (decompression bomb?): {e}") from None
+                raise Problem(_bomb_reason(size[0], size[1], limits)) from None
+            raise Problem(f"image is too large to decode safely (decompression bomb?): {e}") from None
         except UnidentifiedImageError:
-            raise _Problem(
+            raise Problem(
                 "unreadable or truncated image (not a PNG, JPEG, WebP, GIF, BMP or TIFF file)"
             ) from None
         except Exception as e:  # noqa: BLE001 - Pillow raises OSError, ValueError, SyntaxError, struct.error ...
-            raise _Problem(f"unreadable or truncated image ({e or type(e).__name__})") from None
+            raise Problem(f"unreadable or truncated image ({e or type(e).__name__})") from None
     for w in caught:
         if issubclass(w.category, Image.DecompressionBombWarning):
-            raise _Problem(f"image is too large to decode safely (decompression bomb?): {w.message}")
+            raise Problem(f"image is too large to decode safely (decompression bomb?): {w.message}")
         logger.debug("pillow warning: %s", w.message)
     return _PIL_FORMATS.get(fmt or "", (fmt or "").lower())
 
 
-def _inline_image_bytes(v: Any) -> bytes | None:
+def inline_image_bytes(v: Any) -> bytes | None:
     """Image bytes stored in a table cell (bytes, or a Hugging Face style {"bytes": ...} dict)."""
     if isinstance(v, (bytes, bytearray, memoryview)):
         return bytes(v)
@@ -107,19 +107,19 @@ def _inline_image_bytes(v: Any) -> bytes | None:
     return None
 
 
-class _ImageResolver:
+class ImageResolver:
     """Finds the image a table cell refers to among the images of the same ``scan`` call."""
 
-    def __init__(self, images: list[_Entry], limits: Limits) -> None:
+    def __init__(self, images: list[Entry], limits: Limits) -> None:
         self.limits = limits
         self.by_key = {(e.container, e.key): e for e in images}
-        self.by_name: dict[str, list[_Entry]] = defaultdict(list)
+        self.by_name: dict[str, list[Entry]] = defaultdict(list)
         for e in images:
             self.by_name[e.match_parts[-1]].append(e)
-        self._disk_extra: dict[str, _Entry] = {}
+        self._disk_extra: dict[str, Entry] = {}
 
-    def resolve(self, ref: str, table: _Entry) -> _Entry:
-        """Return the image entry for ``ref`` or raise _Problem (not found / ambiguous)."""
+    def resolve(self, ref: str, table: Entry) -> Entry:
+        """Return the image entry for ``ref`` or raise Problem (not found / ambiguous)."""
         ref_clean = ref.strip().replace("\\", "/")
         if ref_clean.startswith("file://"):
             ref_clean = ref_clean[len("file://"):]
@@ -141,10 +141,10 @@ class _ImageResolver:
                 return extra
         return self._by_suffix(ref_clean)
 
-    def _from_disk(self, full: str, table_dir: str, table: _Entry) -> _Entry | None:
+    def _from_disk(self, full: str, table_dir: str, table: Entry) -> Entry | None:
         if full in self._disk_extra:
             return self._disk_extra[full]
-        if not os.path.isfile(full) or not _inside(os.path.realpath(full), os.path.realpath(table_dir)):
+        if not os.path.isfile(full) or not is_inside(os.path.realpath(full), os.path.realpath(table_dir)):
             return None
         rel = os.path.relpath(full, table_dir).replace(os.sep, "/")
         base = posixpath.dirname(table.source)
@@ -152,13 +152,13 @@ class _ImageResolver:
         self._disk_extra[full] = entry
         return entry
 
-    def _by_suffix(self, ref: str) -> _Entry:
+    def _by_suffix(self, ref: str) -> Entry:
         parts = tuple(p for p in ref.split("/") if p not in ("", ".", ".."))
         if not parts:
-            raise _Problem(f"image '{ref}' not found in the upload")
+            raise Problem(f"image '{ref}' not found in the upload")
         cands = self.by_name.get(parts[-1], [])
         if not cands:
-            raise _Problem(f"image '{ref}' not found in the upload")
+            raise Problem(f"image '{ref}' not found in the upload")
         scored = []
         for e in cands:
             k = 0
@@ -169,32 +169,32 @@ class _ImageResolver:
         top = [e for k, e in scored if k == best]
         if len(top) > 1:
             names = ", ".join(e.source for e in top[:5]) + (", ..." if len(top) > 5 else "")
-            raise _Problem(
+            raise Problem(
                 f"image '{ref}' matches {len(top)} files in the upload ({names}); use a longer relative path"
             )
         return top[0]
 
 
-class _ImageCache:
+class ImageCache:
     """Decodes each image entry once per scan; remembers the result or the reason it failed."""
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
         self._done: dict[int, tuple[bytes, str] | str] = {}
 
-    def get(self, entry: _Entry) -> tuple[bytes | None, str]:
+    def get(self, entry: Entry) -> tuple[bytes | None, str]:
         """(bytes, canonical extension) of a readable image; bytes None for a file on disk (read it again
         with ``entry.reader``)."""
         key = id(entry)
         if key not in self._done:
             try:
                 data = entry.read(self.limits)
-                ext = _check_image(data, self.limits)
+                ext = check_image(data, self.limits)
                 # files on disk are read again when stored (Candidate.image_reader): not held meanwhile
                 self._done[key] = (None if entry.container == "" and entry.disk_path else data, ext)
-            except _Problem as p:
+            except Problem as p:
                 self._done[key] = p.reason
         result = self._done[key]
         if isinstance(result, str):
-            raise _Problem(result)
+            raise Problem(result)
         return result

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .common import IMAGE_EXTS, IngestError, _ext_of, _is_missing, _Problem
-from .images import _inline_image_bytes
+from .common import IMAGE_EXTS, IngestError, Problem, ext_of, is_missing
+from .images import inline_image_bytes
 from .tables import read_table
 
 ROLES = ("text", "image", "vector", "numeric", "metadata", "ignore")
@@ -46,14 +46,14 @@ def inspect_table(
     return df.head(n_preview), detect_roles(df)
 
 
-def _parse_vector(v: Any) -> np.ndarray:
+def parse_vector(v: Any) -> np.ndarray:
     """Parse one vector cell (list/array, JSON list string, or separated numbers) to float64 (d,)."""
-    if _is_missing(v):
-        raise _Problem("is missing")
+    if is_missing(v):
+        raise Problem("is missing")
     if isinstance(v, str):
         s = v.strip()
         if not s:
-            raise _Problem("is missing")
+            raise Problem("is missing")
         obj: Any = None
         if s.startswith("["):
             try:
@@ -65,26 +65,26 @@ def _parse_vector(v: Any) -> np.ndarray:
             try:
                 obj = [float(t) for t in tokens]
             except ValueError:
-                raise _Problem("is not a list of numbers") from None
+                raise Problem("is not a list of numbers") from None
         v = obj
     if isinstance(v, (list, tuple, np.ndarray)):
         seq = v.tolist() if isinstance(v, np.ndarray) and v.dtype == object else v
         if isinstance(seq, (list, tuple)):
             seq = [np.nan if x is None else x for x in seq]
             if any(isinstance(x, (str, bytes, bool)) for x in seq):
-                raise _Problem("is not a list of numbers")
+                raise Problem("is not a list of numbers")
         try:
             arr = np.asarray(seq, dtype=np.float64)
         except (TypeError, ValueError):
-            raise _Problem("is not a flat list of numbers") from None
+            raise Problem("is not a flat list of numbers") from None
     elif isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
         arr = np.array([float(v)])
     else:
-        raise _Problem("is not a list of numbers")
+        raise Problem("is not a list of numbers")
     if arr.ndim != 1:
-        raise _Problem("is not a flat list of numbers")
+        raise Problem("is not a flat list of numbers")
     if arr.size == 0:
-        raise _Problem("is empty")
+        raise Problem("is empty")
     return arr
 
 
@@ -97,8 +97,8 @@ def _looks_like_vector(v: Any) -> bool:
     elif not isinstance(v, (list, tuple, np.ndarray)):
         return False
     try:
-        return _parse_vector(v).size >= 2
-    except _Problem:
+        return parse_vector(v).size >= 2
+    except Problem:
         return False
 
 
@@ -106,7 +106,7 @@ def _is_image_ref(v: Any) -> bool:
     if not isinstance(v, str):
         return False
     s = v.strip().split("?", 1)[0].split("#", 1)[0]
-    return _ext_of(s) in IMAGE_EXTS
+    return ext_of(s) in IMAGE_EXTS
 
 
 def _is_number(v: Any) -> bool:
@@ -115,7 +115,7 @@ def _is_number(v: Any) -> bool:
 
 def _column_kind(s: pd.Series) -> str:
     """One of: empty, bool, datetime, numeric, vector, image_data, string, other."""
-    nonnull = s[~s.map(_is_missing)] if s.dtype == object else s.dropna()
+    nonnull = s[~s.map(is_missing)] if s.dtype == object else s.dropna()
     if nonnull.empty:
         return "empty"
     if pd.api.types.is_bool_dtype(s):
@@ -125,7 +125,7 @@ def _column_kind(s: pd.Series) -> str:
     if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_complex_dtype(s):
         return "numeric"
     sample = nonnull.iloc[:200].tolist()
-    if all(_inline_image_bytes(v) is not None for v in sample):
+    if all(inline_image_bytes(v) is not None for v in sample):
         return "image_data"
     head = sample[:50]
     if all(isinstance(v, str) for v in sample):
@@ -164,7 +164,7 @@ def _group_name(col: str) -> tuple[str, int] | None:
     return m.group(1), int(m.group(2))
 
 
-def _vector_groups(columns: Iterable[str]) -> dict[str, list[str]]:
+def vector_groups(columns: Iterable[str]) -> dict[str, list[str]]:
     """Group scalar vector columns by their ``<prefix>_<i>`` name, ordered by index."""
     groups: dict[str, list[tuple[int, str]]] = defaultdict(list)
     for c in columns:
@@ -178,7 +178,7 @@ def _vector_groups(columns: Iterable[str]) -> dict[str, list[str]]:
 
 def _string_stats(s: pd.Series) -> tuple[float, float, float, float]:
     """(fraction that look like image paths, fraction multi-word, mean length, unique ratio)."""
-    vals = [str(v).strip() for v in s.iloc[:5000].tolist() if not _is_missing(v)]
+    vals = [str(v).strip() for v in s.iloc[:5000].tolist() if not is_missing(v)]
     if not vals:
         return 0.0, 0.0, 0.0, 0.0
     n = len(vals)
@@ -277,7 +277,8 @@ def _low_cardinality(s: pd.Series) -> bool:
     return nunique <= 10 and len(vals) >= 3 * nunique
 
 
-def _check_roles(roles: Mapping[str, str] | None) -> dict[str, str]:
+def check_roles(roles: Mapping[str, str] | None) -> dict[str, str]:
+    """``{column: role}`` overrides checked: raises IngestError for a non-mapping or an unknown role."""
     if roles is None:
         return {}
     if not isinstance(roles, Mapping):

@@ -1,5 +1,5 @@
 """Where uploads come from: files, folders (walked without leaving them) and ZIP archives (read with
-the archive safety limits), turned into ordered, not-yet-read entries (``_Entry``) and errors."""
+the archive safety limits), turned into ordered, not-yet-read entries (``Entry``) and errors."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import PurePath
 
-from .common import IMAGE_EXTS, TABLE_EXTS, TEXT_EXTS, Limits, _ext_of, _fmt_bytes, _Problem
+from .common import IMAGE_EXTS, TABLE_EXTS, TEXT_EXTS, Limits, Problem, ext_of, fmt_bytes
 
 # ZIP-based document formats that are not archives of uploads.
 _ZIP_DOCUMENT_EXTS = {"docx", "pptx", "xlsm", "odt", "ods", "odp", "epub", "jar", "apk", "whl", "npz"}
@@ -36,7 +36,9 @@ def _is_junk(name: str) -> bool:
 
 
 @dataclass(eq=False)
-class _Entry:
+class Entry:
+    """One file on disk or archive member found in the upload: where it came from, its extension and how to read it."""
+
     source: str
     ext: str
     container: str  # "" for files on disk, else the source of the archive holding it
@@ -49,8 +51,8 @@ class _Entry:
 
     def read(self, limits: Limits) -> bytes:
         if self.size is not None and self.size > limits.max_file_bytes:
-            raise _Problem(
-                f"file is {_fmt_bytes(self.size)}, over the {_fmt_bytes(limits.max_file_bytes)} limit"
+            raise Problem(
+                f"file is {fmt_bytes(self.size)}, over the {fmt_bytes(limits.max_file_bytes)} limit"
             )
         return self.reader()
 
@@ -63,23 +65,25 @@ class _Entry:
         return "text"
 
 
-def _disk_reader(path: str) -> Callable[[], bytes]:
+def disk_reader(path: str) -> Callable[[], bytes]:
+    """A reader of the file's bytes that raises :class:`Problem` (with the OS reason) when it cannot be read."""
+
     def read() -> bytes:
         try:
             with open(path, "rb") as fh:
                 return fh.read()
         except OSError as e:
-            raise _Problem(f"could not read the file ({e.strerror or e})") from None
+            raise Problem(f"could not read the file ({e.strerror or e})") from None
 
     return read
 
 
-def disk_entry(path: str, source: str, match_parts: tuple[str, ...]) -> _Entry:
+def disk_entry(path: str, source: str, match_parts: tuple[str, ...]) -> Entry:
     """The entry of a file on disk, shown as ``source``, keyed and read by its absolute path;
     ``match_parts`` are the path parts a table's image reference may end with."""
     ap = os.path.abspath(path)
-    return _Entry(source=source, ext=_ext_of(path), container="", key=PurePath(ap).parts, match_parts=match_parts,
-                  size=os.path.getsize(path), reader=_disk_reader(ap), disk_path=ap)
+    return Entry(source=source, ext=ext_of(path), container="", key=PurePath(ap).parts, match_parts=match_parts,
+                  size=os.path.getsize(path), reader=disk_reader(ap), disk_path=ap)
 
 
 def _member_reader(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> Callable[[], bytes]:
@@ -95,15 +99,15 @@ def _member_reader(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> Callable[[], b
                     # zipfile already stops at the declared size; this guards against a
                     # reader that does not.
                     if len(buf) > info.file_size:
-                        raise _Problem("zip bomb: member decompresses to more than its declared size")
-        except _Problem:
+                        raise Problem("zip bomb: member decompresses to more than its declared size")
+        except Problem:
             raise
         except NotImplementedError as e:
-            raise _Problem(f"archive member uses an unsupported compression method ({e})") from None
+            raise Problem(f"archive member uses an unsupported compression method ({e})") from None
         except (zipfile.BadZipFile, EOFError, OSError, ValueError, RuntimeError) as e:
-            raise _Problem(f"corrupt archive member ({e})") from None
+            raise Problem(f"corrupt archive member ({e})") from None
         except Exception as e:  # noqa: BLE001 - zlib.error, lzma.LZMAError ...
-            raise _Problem(f"corrupt archive member ({e})") from None
+            raise Problem(f"corrupt archive member ({e})") from None
         return bytes(buf)
 
     return read
@@ -119,13 +123,13 @@ def _member_parts(raw: str) -> tuple[tuple[str, ...] | None, str | None]:
     return parts, None
 
 
-class _Expander:
+class Expander:
     """Turns the ``paths`` argument into an ordered list of entries and errors."""
 
     def __init__(self, limits: Limits, stack: contextlib.ExitStack) -> None:
         self.limits = limits
         self.stack = stack
-        self.items: list[_Entry | tuple[str, str]] = []
+        self.items: list[Entry | tuple[str, str]] = []
         self._display_names: set[str] = set()
 
     def _display(self, p: str) -> str:
@@ -158,7 +162,7 @@ class _Expander:
                 if _is_junk(d):
                     continue
                 if os.path.islink(full):
-                    if not _inside(os.path.realpath(full), root_real):
+                    if not is_inside(os.path.realpath(full), root_real):
                         rel = os.path.relpath(full, root).replace(os.sep, "/")
                         self.items.append(
                             (f"{display}/{rel}", "symbolic link to a folder outside the uploaded folder, not followed")
@@ -174,7 +178,7 @@ class _Expander:
                 found.append((rel, full))
         for rel, full in sorted(found):
             src = display + "/" + "/".join(rel)
-            if os.path.islink(full) and not _inside(os.path.realpath(full), root_real):
+            if os.path.islink(full) and not is_inside(os.path.realpath(full), root_real):
                 self.items.append((src, "symbolic link to a file outside the uploaded folder, not followed"))
                 continue
             if not os.path.isfile(full):
@@ -182,7 +186,7 @@ class _Expander:
                 continue
             self._classify(disk_entry(full, src, (display, *rel)))
 
-    def _classify(self, entry: _Entry) -> None:
+    def _classify(self, entry: Entry) -> None:
         ext = entry.ext
         if ext in IMAGE_EXTS or ext in TABLE_EXTS or ext in TEXT_EXTS:
             if entry.size == 0:
@@ -207,7 +211,7 @@ class _Expander:
                     return
                 data = entry.read(self.limits)
                 is_zip = zipfile.is_zipfile(io.BytesIO(data))
-        except _Problem as p:
+        except Problem as p:
             self.items.append((entry.source, p.reason))
             return
         if is_zip:
@@ -224,7 +228,7 @@ class _Expander:
             f"{self.limits.max_archive_depth} levels of archives are opened"
         )
 
-    def _open_archive(self, entry: _Entry, data: bytes | None) -> None:
+    def _open_archive(self, entry: Entry, data: bytes | None) -> None:
         depth = entry.depth + 1
         if depth > self.limits.max_archive_depth:
             self.items.append((entry.source, self._too_deep(depth)))
@@ -239,11 +243,11 @@ class _Expander:
             self.items.append(
                 (entry.source, f"a PyTorch checkpoint (pickle), not an archive of data: {_CHECKPOINT_HINT}"))
             return
-        for member in _safe_members(zf, entry.source, self.limits, self.items):
+        for member in safe_members(zf, entry.source, self.limits, self.items):
             parts, info = member
-            child = _Entry(
+            child = Entry(
                 source=f"{entry.source}:{'/'.join(parts)}",
-                ext=_ext_of(parts[-1]),
+                ext=ext_of(parts[-1]),
                 container=entry.source,
                 key=parts,
                 match_parts=parts,
@@ -263,11 +267,12 @@ def _is_torch_checkpoint(names: list[str]) -> bool:
     return f"{top}/data.pkl" in names and (f"{top}/version" in names or f"{top}/.format_version" in names)
 
 
-def _inside(real: str, root_real: str) -> bool:
+def is_inside(real: str, root_real: str) -> bool:
+    """Whether the resolved path ``real`` is the folder ``root_real`` or lies under it."""
     return real == root_real or real.startswith(root_real.rstrip(os.sep) + os.sep)
 
 
-def _safe_members(
+def safe_members(
     zf: zipfile.ZipFile, source: str, limits: Limits, errors: list
 ) -> list[tuple[tuple[str, ...], zipfile.ZipInfo]]:
     """Return the members that are safe to read, sorted by path; append errors for the rest.
@@ -284,8 +289,8 @@ def _safe_members(
     if total_u > limits.max_archive_total_bytes:
         errors.append((
             source,
-            f"zip bomb: archive expands to {_fmt_bytes(total_u)}, over the "
-            f"{_fmt_bytes(limits.max_archive_total_bytes)} limit",
+            f"zip bomb: archive expands to {fmt_bytes(total_u)}, over the "
+            f"{fmt_bytes(limits.max_archive_total_bytes)} limit",
         ))
         return []
     if total_u and (total_c == 0 or total_u / total_c > limits.max_archive_ratio):
@@ -315,8 +320,8 @@ def _safe_members(
         if info.file_size > limits.max_file_bytes:
             errors.append((
                 msrc,
-                f"zip bomb: member expands to {_fmt_bytes(info.file_size)}, over the "
-                f"{_fmt_bytes(limits.max_file_bytes)} per-file limit",
+                f"zip bomb: member expands to {fmt_bytes(info.file_size)}, over the "
+                f"{fmt_bytes(limits.max_file_bytes)} per-file limit",
             ))
             continue
         if info.file_size and (

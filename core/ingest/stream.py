@@ -1,10 +1,11 @@
 """Streaming reads of large vector tables: Parquet, CSV and TSV files whose rows become bare "row" items
 (vector, numeric and metadata columns; no image or text column).
 
-:func:`stream_table` reads such a table in chunks (``pyarrow.parquet.ParquetFile.iter_batches``, or
-Python's csv reader over the open file) into columns: vector cells are parsed a chunk at a time with
-pyarrow (list columns are flattened, strings like ``"[0.1, 0.2]"`` are split and cast), never one
-Python object per row, and the content ids are hashed in one pass (:mod:`.rowids`). The result is
+:func:`stream_table` reads such a table in chunks (``pyarrow.parquet.ParquetFile.iter_batches``, or the
+CSV/TSV readers of :mod:`.delimited`: pyarrow's streaming CSV reader, else Python's csv reader over the open
+file) into columns: vector cells are parsed a chunk at a time with pyarrow (list columns are flattened,
+strings like ``"[0.1, 0.2]"`` are split and cast), never one Python object per row, and the content ids
+are hashed in one pass (:mod:`.rowids`). The result is
 what the row-by-row reader gives for the same file: the same rows, values, ids and row errors (with
 their 1-based data-row numbers), in the same order. A cell the fast parse does not accept is parsed
 on its own by the row-by-row rules, so its error names the row and the reason as before.
@@ -16,8 +17,6 @@ the file, a malformed or undecodable line), files over the size limit.
 """
 from __future__ import annotations
 
-import csv
-import itertools
 import logging
 import os
 import re
@@ -27,11 +26,20 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .candidates import _jsonable
-from .common import IngestError, Limits, _ext_of, _is_missing, _Problem
-from .roles import _check_roles, _parse_vector, _vector_groups, detect_roles
+from .candidates import jsonable
+from .common import IngestError, Limits, Problem, ext_of, is_missing
+from .delimited import (
+    Chunk,
+    CsvText,
+    Fallback,
+    Irregular,
+    infer_csv_text,
+    infer_strings,
+    read_delimited,
+    read_delimited_arrow,
+)
+from .roles import check_roles, detect_roles, parse_vector, vector_groups
 from .rowids import row_content_ids
-from .tables import _NA_STRINGS, _dedupe_header, _infer_column, _sniff_delimiter
 
 logger = logging.getLogger(__name__)
 
@@ -41,14 +49,6 @@ STREAM_EXTS = ("parquet", "csv", "tsv")
 _NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
 _VEC_RE = rf"^\s*\[?\s*{_NUM}(?:(?:\s*[,;]\s*|\s+){_NUM})*\s*\]?\s*$"
 _INDEX_COL = re.compile(r"^__index_level_\d+__$")
-
-
-class _Fallback(Exception):
-    """The table needs the row-by-row reader."""
-
-
-class _Irregular(Exception):
-    """The CSV file needs Python's csv reader (pyarrow's reader does not number its rows the same way)."""
 
 
 @dataclass
@@ -84,10 +84,10 @@ def stream_table(path: str | os.PathLike, *, roles: Mapping[str, str] | None = N
         IngestError: a role override names a column the table does not have (as :func:`core.ingest.scan`).
     """
     limits = limits or Limits()
-    overrides = _check_roles(roles)
+    overrides = check_roles(roles)
     sp = os.fspath(path)
     source = os.path.basename(sp) or sp
-    ext = _ext_of(sp)
+    ext = ext_of(sp)
     if ext not in STREAM_EXTS or not os.path.isfile(sp) or os.path.getsize(sp) > limits.max_file_bytes:
         return None
     if chunk_rows < 1:
@@ -96,23 +96,17 @@ def stream_table(path: str | os.PathLike, *, roles: Mapping[str, str] | None = N
         if ext == "parquet":
             return _Builder(source, overrides).run(*_parquet(sp, chunk_rows))
         try:
-            return _Builder(source, overrides).run(*_delimited_arrow(sp, ext, chunk_rows))
-        except _Irregular as e:  # a ragged or blank line, quotes...: Python's csv reader, row by row
+            return _Builder(source, overrides).run(*read_delimited_arrow(sp, ext, chunk_rows, ROLE_ROWS))
+        except Irregular as e:  # a ragged or blank line, quotes...: Python's csv reader, row by row
             logger.info("%s: %s; reading it with the csv module", source, e)
-        return _Builder(source, overrides).run(*_delimited(sp, ext, source, chunk_rows))
-    except _Fallback as e:
+        return _Builder(source, overrides).run(*read_delimited(sp, ext, source, chunk_rows, ROLE_ROWS))
+    except Fallback as e:
         logger.info("%s: read row by row (%s)", source, e)
         return None
 
 
-# ---- readers: (first rows as a frame for role detection, chunk iterator, reader errors) --------------
-@dataclass
-class _Chunk:
-    rows: np.ndarray  # (c,) int64 data-row numbers (rows whose every cell is missing are left out)
-    cols: dict  # column -> pyarrow array (Parquet) or list of str/None (CSV, NA strings as None)
-    raw: dict  # CSV: column -> list of the raw strings (for type inference over the whole column)
-
-
+# ---- the Parquet reader: (first rows as a frame for role detection, chunk iterator, reader errors) ----
+# (the CSV/TSV readers, which return the same, are in .delimited)
 def _parquet(sp: str, chunk_rows: int):
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -122,23 +116,23 @@ def _parquet(sp: str, chunk_rows: int):
         pf = pq.ParquetFile(sp)
         schema = pf.schema_arrow
     except Exception as e:  # noqa: BLE001 - let the row-by-row reader report a broken file
-        raise _Fallback(f"not readable as Parquet ({e})") from None
+        raise Fallback(f"not readable as Parquet ({e})") from None
     meta = (schema.metadata or {}).get(b"pandas")
     if meta:
         import json
 
         index_cols = json.loads(meta).get("index_columns", [])
         if any(isinstance(c, str) and not _INDEX_COL.match(c) for c in index_cols):
-            raise _Fallback("a named pandas index")
+            raise Fallback("a named pandas index")
     names = [n for n in schema.names if not _INDEX_COL.match(n)]
     if len(set(names)) != len(names):
-        raise _Fallback("repeated column names")
+        raise Fallback("repeated column names")
 
     def batches(size: int):
         try:
             yield from pf.iter_batches(batch_size=size, columns=names)
         except Exception as e:  # noqa: BLE001
-            raise _Fallback(f"not readable as Parquet ({e})") from None
+            raise Fallback(f"not readable as Parquet ({e})") from None
 
     def missing_rows(batch) -> np.ndarray:
         m = np.ones(batch.num_rows, bool)
@@ -148,7 +142,7 @@ def _parquet(sp: str, chunk_rows: int):
 
     first = next(batches(ROLE_ROWS), None)
     if first is None or first.num_rows == 0:
-        raise _Fallback("no data rows")
+        raise Fallback("no data rows")
     head = first.to_pandas()
     for c in head.columns:
         if isinstance(head[c].dtype, pd.CategoricalDtype):
@@ -156,7 +150,7 @@ def _parquet(sp: str, chunk_rows: int):
     head.index = pd.RangeIndex(1, len(head) + 1)
     head = head.loc[~missing_rows(first)]
 
-    def chunks() -> Iterator[_Chunk]:
+    def chunks() -> Iterator[Chunk]:
         start = 1
         for b in batches(chunk_rows):
             keep = ~missing_rows(b)
@@ -164,214 +158,9 @@ def _parquet(sp: str, chunk_rows: int):
             start += b.num_rows
             if not keep.all():
                 b = b.filter(pa.array(keep))
-            yield _Chunk(rows, {n: b.column(i) for i, n in enumerate(b.schema.names)}, {})
+            yield Chunk(rows, {n: b.column(i) for i, n in enumerate(b.schema.names)}, {})
 
     return head, chunks(), []
-
-
-def _head_text(sp: str) -> str:
-    """The first MiB of a UTF-8 text file, cut after its last complete line."""
-    with open(sp, "rb") as f:
-        if f.read(2) in (b"\xff\xfe", b"\xfe\xff"):
-            raise _Fallback("UTF-16 text")
-    try:
-        with open(sp, encoding="utf-8-sig", newline="") as fh:
-            text = fh.read(1 << 20)
-    except UnicodeDecodeError:
-        raise _Fallback("not UTF-8 text") from None
-    if len(text) == 1 << 20 and "\n" in text:
-        text = text[: text.rindex("\n") + 1]
-    return text
-
-
-def _delimited_arrow(sp: str, ext: str, chunk_rows: int):
-    """pyarrow's streaming CSV reader, every column as text; :class:`_Irregular` (before or while the
-    chunks are read) for anything it would number or split differently from Python's csv reader: a
-    blank line that is not empty, a row with another number of fields, a BOM, a header on another line."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.csv as pacsv
-
-    text = _head_text(sp)
-    with open(sp, "rb") as f:
-        if f.read(3) == b"\xef\xbb\xbf":
-            raise _Irregular("a byte-order mark")
-    delim = "\t" if ext == "tsv" else _sniff_delimiter(text)
-    first_line = text.splitlines()[0] if text else ""
-    try:
-        header = next(csv.reader([first_line], delimiter=delim))
-    except (csv.Error, StopIteration):
-        raise _Irregular("no header on the first line") from None
-    if not "".join(header).strip():
-        raise _Irregular("no header on the first line")
-    columns = _dedupe_header(header)
-
-    seen: list[str] = []
-
-    def irregular(row) -> str:  # noted and skipped here; the chunks raise _Irregular (pyarrow swallows raises)
-        seen.append(f"a row with {row.actual_columns} fields, expected {row.expected_columns}")
-        return "skip"
-
-    try:
-        reader = pacsv.open_csv(
-            sp, read_options=pacsv.ReadOptions(skip_rows=1, column_names=columns, block_size=1 << 24),
-            parse_options=pacsv.ParseOptions(delimiter=delim, newlines_in_values=True,
-                                             invalid_row_handler=irregular),
-            convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in columns},
-                                                 strings_can_be_null=False))
-    except _Irregular:
-        raise
-    except Exception as e:  # noqa: BLE001 - pyarrow raises ArrowInvalid and others for a file it cannot read
-        raise _Irregular(f"pyarrow cannot read it ({e})") from None
-    na_set = pa.array(sorted(_NA_STRINGS), type=pa.string())
-    null = pa.scalar(None, pa.string())
-
-    def batches() -> Iterator:
-        pending = None
-        try:
-            for b in reader:
-                if seen:
-                    raise _Irregular(seen[0])
-                pending = b if pending is None else pa.Table.from_batches([pending, b]).combine_chunks().to_batches()[0]
-                while pending is not None and pending.num_rows >= chunk_rows:
-                    yield pending.slice(0, chunk_rows)
-                    pending = pending.slice(chunk_rows) if pending.num_rows > chunk_rows else None
-        except _Irregular:
-            raise
-        except Exception as e:  # noqa: BLE001
-            raise _Irregular(f"pyarrow cannot read it ({e})") from None
-        if seen:
-            raise _Irregular(seen[0])
-        if pending is not None and pending.num_rows:
-            yield pending
-
-    def chunks() -> Iterator[_Chunk]:
-        start = 1
-        for b in batches():
-            arrays = {c: b.column(i) for i, c in enumerate(columns)}
-            rows = np.arange(start, start + b.num_rows, dtype=np.int64)
-            start += b.num_rows
-            missing = {c: pc.is_in(pc.utf8_lower(pc.utf8_trim_whitespace(a)), value_set=na_set)
-                       for c, a in arrays.items()}
-            blank = np.ones(b.num_rows, bool)  # every field whitespace: Python's csv reader skips the record
-            na = np.ones(b.num_rows, bool)
-            for c, a in arrays.items():
-                blank &= pc.equal(pc.utf8_trim_whitespace(a), "").to_numpy(zero_copy_only=False)
-                na &= missing[c].to_numpy(zero_copy_only=False)
-            if blank.any():
-                raise _Irregular("a blank line")
-            clean = {c: pc.if_else(missing[c], null, a) for c, a in arrays.items()}
-            if na.any():
-                keep = pa.array(~na)
-                rows = rows[~na]
-                arrays = {c: a.filter(keep) for c, a in arrays.items()}
-                clean = {c: a.filter(keep) for c, a in clean.items()}
-            yield _Chunk(rows, clean, {c: _CsvText(a) for c, a in arrays.items()})
-
-    it = chunks()
-    head_chunks, n_head = [], 0
-    for ch in it:
-        head_chunks.append(ch)
-        n_head += len(ch.rows)
-        if n_head >= ROLE_ROWS:
-            break
-    if not head_chunks:
-        raise _Irregular("no data rows")
-    raw = {c: [v for ch in head_chunks for v in ch.raw[c].array.to_pylist()][:ROLE_ROWS] for c in columns}
-    head = pd.DataFrame({c: _infer(raw[c]) for c in columns})
-    head.index = pd.Index(np.concatenate([ch.rows for ch in head_chunks])[:ROLE_ROWS], dtype="int64")
-    return head, itertools.chain(head_chunks, it), []
-
-
-def _delimited(sp: str, ext: str, source: str, chunk_rows: int):
-    with open(sp, "rb") as f:
-        if f.read(2) in (b"\xff\xfe", b"\xfe\xff"):
-            raise _Fallback("UTF-16 text")
-    if csv.field_size_limit() < 2**26:
-        csv.field_size_limit(2**26)
-    fh = open(sp, encoding="utf-8-sig", newline="")  # noqa: SIM115 - closed by the generator below
-    try:
-        head_text = fh.read(1 << 20)
-        if len(head_text) == 1 << 20 and "\n" in head_text:
-            head_text = head_text[: head_text.rindex("\n") + 1]
-        fh.seek(0)
-    except UnicodeDecodeError:
-        fh.close()
-        raise _Fallback("not UTF-8 text") from None
-    delim = "\t" if ext == "tsv" else _sniff_delimiter(head_text)
-    errors: list[tuple[str, str]] = []
-    state = {"header": None}
-
-    def records() -> Iterator[tuple[int, list[str]]]:
-        n = 0
-        reader = csv.reader(fh, delimiter=delim)
-        last_span = 1
-        try:
-            before = 0
-            for rec in reader:
-                last_span, before = reader.line_num - before, reader.line_num
-                if not "".join(rec).strip():
-                    continue  # a blank record
-                if state["header"] is None:
-                    state["header"] = rec
-                    continue
-                n += 1
-                width = len(state["header"])
-                if len(rec) != width:
-                    if len(rec) > width and not any(f.strip() for f in rec[width:]):
-                        rec = rec[:width]
-                    else:
-                        errors.append((f"{source} row {n}",
-                                       f"has {len(rec)} fields, expected {width} (as in the header)"))
-                        continue
-                yield n, rec
-        except (csv.Error, UnicodeDecodeError) as e:
-            raise _Fallback(f"CSV the row-by-row reader handles ({e})") from None
-        finally:
-            fh.close()
-        if last_span > 1:  # the last record ran over several lines: maybe a quote left open
-            raise _Fallback("the last record spans several lines")
-
-    it = records()
-    first = list(itertools.islice(it, ROLE_ROWS))
-    if state["header"] is None or not first:
-        raise _Fallback("no header or no data rows")
-    columns = _dedupe_header(state["header"])
-    cols = list(zip(*[r for _, r in first]))
-    head = pd.DataFrame({c: _infer(cols[i]) for i, c in enumerate(columns)})
-    head.index = pd.Index([n for n, _ in first], dtype="int64")
-    head = head.loc[~head.isna().all(axis=1)]
-
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    na_set = pa.array(sorted(_NA_STRINGS), type=pa.string())
-    null = pa.scalar(None, pa.string())
-
-    def chunks() -> Iterator[_Chunk]:
-        rest = itertools.chain(first, it)
-        while True:
-            part = list(itertools.islice(rest, chunk_rows))
-            if not part:
-                return
-            rows = np.fromiter((n for n, _ in part), np.int64, len(part))
-            raw = {c: list(v) for c, v in zip(columns, zip(*[r for _, r in part]))}
-            arrays = {c: pa.array(v, type=pa.string()) for c, v in raw.items()}
-            # the NA strings ("", "na", "null", ...) are missing values, as the row-by-row reader has them
-            missing = {c: pc.is_in(pc.utf8_lower(pc.utf8_trim_whitespace(a)), value_set=na_set)
-                       for c, a in arrays.items()}
-            na = np.ones(len(part), bool)
-            for m in missing.values():
-                na &= m.to_numpy(zero_copy_only=False)
-            clean = {c: pc.if_else(missing[c], null, a) for c, a in arrays.items()}
-            if na.any():
-                keep = np.flatnonzero(~na)
-                rows = rows[keep]
-                raw = {c: [v[i] for i in keep] for c, v in raw.items()}
-                clean = {c: a.take(pa.array(keep)) for c, a in clean.items()}
-            yield _Chunk(rows, clean, raw)
-
-    return head, chunks(), errors
 
 
 # ---- building the rows -------------------------------------------------------------------------------
@@ -494,8 +283,8 @@ class _CellVectors:
         pieces: dict[int, np.ndarray] = {}
         for i in slow.tolist():
             try:
-                a = _parse_vector(values[i])
-            except _Problem as p:
+                a = parse_vector(values[i])
+            except Problem as p:
                 self.problems.add(g0 + i, self.order, f"vector '{self.name}' {p.reason}")
                 continue
             pieces[i] = _to_f32(a)
@@ -515,8 +304,8 @@ class _CellVectors:
         pieces = []
         for i, v in enumerate(values):
             try:
-                a = _parse_vector(v)
-            except _Problem as p:
+                a = parse_vector(v)
+            except Problem as p:
                 self.problems.add(g0 + i, self.order, f"vector '{self.name}' {p.reason}")
                 continue
             lens[i] = a.size
@@ -536,24 +325,24 @@ class _Builder:
         self.source = source
         self.overrides = overrides
 
-    def run(self, head: pd.DataFrame, chunks: Iterator[_Chunk], reader_errors: list) -> RowTable:
+    def run(self, head: pd.DataFrame, chunks: Iterator[Chunk], reader_errors: list) -> RowTable:
         cols = [str(c) for c in head.columns]
         for col in self.overrides:
             if col not in cols:
                 raise IngestError("roles", f"unknown column {col!r}; valid columns: {', '.join(cols)}")
         if not len(head):
-            raise _Fallback("no data rows in the first rows")
+            raise Fallback("no data rows in the first rows")
         roles = detect_roles(head)
         roles.update({c: r for c, r in self.overrides.items() if c in roles})
         by_role = {r: [c for c in cols if roles.get(c) == r]
                    for r in ("image", "text", "vector", "numeric", "metadata")}
         if by_role["image"] or by_role["text"]:
-            raise _Fallback("image or text columns")
+            raise Fallback("image or text columns")
         if not (by_role["vector"] or by_role["numeric"]):
-            raise _Fallback("no usable columns")
+            raise Fallback("no usable columns")
         scalar = [c for c in by_role["vector"]
                   if pd.api.types.is_numeric_dtype(head[c]) and not pd.api.types.is_bool_dtype(head[c])]
-        groups = _vector_groups(scalar)
+        groups = vector_groups(scalar)
         problems = _Problems()
         cells = {c: _CellVectors(c, 1 + j, problems)
                  for j, c in enumerate(c for c in by_role["vector"] if c not in scalar)}
@@ -578,7 +367,7 @@ class _Builder:
         rows = np.concatenate(row_parts) if row_parts else np.zeros(0, np.int64)
         n = len(rows)
         if not n:
-            raise _Fallback("no data rows")
+            raise Fallback("no data rows")
         bad = np.zeros(n, bool)
         vectors: dict[str, np.ndarray] = {}
         for g, parts in group_parts.items():
@@ -630,7 +419,7 @@ class _Builder:
                 vals = s.to_numpy()
                 for i in nan_rows.tolist():
                     raw = vals[i]
-                    if not _is_missing(raw) and not (isinstance(raw, str) and not raw.strip()):
+                    if not is_missing(raw) and not (isinstance(raw, str) and not raw.strip()):
                         problems.add(i, order0 + j, f"numeric column '{c}' has a non-numeric value {str(raw)[:40]!r}")
             inf = np.flatnonzero(np.isinf(coerced))
             if len(inf):
@@ -660,50 +449,13 @@ def _numeric(col) -> np.ndarray:
     return pd.to_numeric(col.to_pandas(), errors="coerce").to_numpy(np.float64, na_value=np.nan)
 
 
-@dataclass
-class _CsvText:
-    """A chunk of one CSV column as pyarrow text (the raw cells, typed over the whole column at the end)."""
-
-    array: object
-
-
-def _infer_arrow(parts: list[_CsvText]) -> pd.Series:
-    """:func:`_infer` of a column read by pyarrow's CSV reader, without a Python string per cell when
-    the column is text."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    arr = pa.chunked_array([p.array for p in parts], type=pa.string())
-    na = pc.is_in(pc.utf8_lower(pc.utf8_trim_whitespace(arr)), value_set=pa.array(sorted(_NA_STRINGS)))
-    clean = pc.if_else(na, pa.scalar(None, pa.string()), arr)
-    present = clean.drop_null()
-    if len(present):
-        try:
-            float(present[0].as_py().strip())
-        except ValueError:
-            return pd.Series(clean.to_pandas().to_numpy(dtype=object), dtype=object)
-    return _infer_column(arr.to_pylist())
-
-
-def _infer(values: list) -> pd.Series:
-    """:func:`_infer_column` (numbers when every present cell is one, else text), answered without
-    ``pd.to_numeric`` over the column when its first present cell is not a number (then not all are)."""
-    first = next((v for v in values if v.strip().lower() not in _NA_STRINGS), None)
-    if first is not None:
-        try:
-            float(first.strip())
-        except ValueError:
-            return pd.Series([None if v.strip().lower() in _NA_STRINGS else v for v in values], dtype=object)
-    return _infer_column(values)
-
-
 def _column(parts: list) -> pd.Series:
     """A metadata/numeric column from its chunks: CSV strings typed over the whole column (as the
     row-by-row reader does), Parquet chunks as pandas gives them."""
-    if parts and isinstance(parts[0], _CsvText):
-        s = _infer_arrow(parts)
+    if parts and isinstance(parts[0], CsvText):
+        s = infer_csv_text(parts)
     elif parts and isinstance(parts[0], list):
-        s = _infer([v for p in parts for v in p])
+        s = infer_strings([v for p in parts for v in p])
     else:
         import pyarrow as pa
 
@@ -724,7 +476,7 @@ def _jsonable_frame(meta: pd.DataFrame) -> pd.DataFrame:
         elif pd.api.types.is_object_dtype(dt) and pd.api.types.infer_dtype(s, skipna=True) in ("string", "empty"):
             out[c] = s.where(s.notna(), None)  # missing: None
         else:
-            out[c] = pd.Series([_jsonable(v) for v in s.tolist()], dtype=object)
+            out[c] = pd.Series([jsonable(v) for v in s.tolist()], dtype=object)
     return pd.DataFrame(out, index=meta.index)
 
 

@@ -15,17 +15,17 @@ from typing import Any
 
 import pandas as pd
 
-from .common import TABLE_EXTS, IngestError, Limits, _decode_text, _ext_of, _fmt_bytes, _Problem, _split_lines
-from .sources import _disk_reader, _safe_members
+from .common import TABLE_EXTS, IngestError, Limits, Problem, decode_text, ext_of, fmt_bytes, split_lines
+from .sources import disk_reader, safe_members
 
 logger = logging.getLogger(__name__)
 
 
-_NA_STRINGS = {"", "na", "n/a", "nan", "null", "#n/a"}
+NA_STRINGS = {"", "na", "n/a", "nan", "null", "#n/a"}
 _CSV_DELIMITERS = (",", "\t", ";", "|")
 
 
-def _sniff_delimiter(text: str) -> str:
+def sniff_delimiter(text: str) -> str:
     """Pick the delimiter whose header has > 1 field and whose first rows agree with it most."""
     best: tuple[float, int, str] | None = None
     for pref, delim in enumerate(_CSV_DELIMITERS):
@@ -53,7 +53,8 @@ def _islice_records(text: str, delim: str, n: int) -> list[list[str]]:
     return out
 
 
-def _dedupe_header(header: list[str]) -> list[str]:
+def dedupe_header(header: list[str]) -> list[str]:
+    """Column names made unique (``name``, ``name.1``, ...); a blank name becomes ``column_<n>``."""
     seen: Counter[str] = Counter()
     out = []
     for i, h in enumerate(header):
@@ -72,9 +73,9 @@ def _dedupe_header(header: list[str]) -> list[str]:
     return out
 
 
-def _infer_column(values: Sequence[str]) -> pd.Series:
+def infer_column(values: Sequence[str]) -> pd.Series:
     """Strings from a CSV cell -> numeric Series when every present value is a number."""
-    cleaned = [None if v.strip().lower() in _NA_STRINGS else v for v in values]
+    cleaned = [None if v.strip().lower() in NA_STRINGS else v for v in values]
     s = pd.Series(cleaned, dtype=object)
     present = s.notna()
     if present.any():
@@ -86,10 +87,10 @@ def _infer_column(values: Sequence[str]) -> pd.Series:
 
 def _read_delimited(data: bytes, ext: str, source: str) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
     try:
-        text = _decode_text(data)
-    except _Problem as p:
+        text = decode_text(data)
+    except Problem as p:
         raise IngestError(source, f"{p.reason} (save the table as UTF-8)") from None
-    delim = "\t" if ext == "tsv" else _sniff_delimiter(text)
+    delim = "\t" if ext == "tsv" else sniff_delimiter(text)
     if csv.field_size_limit() < 2**26:
         # Long captions / vector strings exceed the default 128 KiB field limit.
         csv.field_size_limit(2**26)
@@ -142,10 +143,10 @@ def _read_delimited(data: bytes, ext: str, source: str) -> tuple[pd.DataFrame, l
         errors.append((f"{source} row {n + 1}", f"malformed CSV ({e}); the rest of the file was skipped"))
     if header is None:
         raise IngestError(source, "empty table (no header row)")
-    columns = _dedupe_header(header)
+    columns = dedupe_header(header)
     if rows:
         cols = list(zip(*rows))
-        df = pd.DataFrame({c: _infer_column(cols[i]) for i, c in enumerate(columns)})
+        df = pd.DataFrame({c: infer_column(cols[i]) for i, c in enumerate(columns)})
     else:
         df = pd.DataFrame({c: pd.Series([], dtype=object) for c in columns})
     df.index = pd.Index(numbers, dtype="int64")
@@ -172,8 +173,8 @@ def _json_kind(obj: Any) -> str:
 
 def _read_json(data: bytes, source: str) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
     try:
-        text = _decode_text(data)
-    except _Problem as p:
+        text = decode_text(data)
+    except Problem as p:
         raise IngestError(source, p.reason) from None
     try:
         obj = json.loads(text)
@@ -197,11 +198,11 @@ def _read_json(data: bytes, source: str) -> tuple[pd.DataFrame, list[tuple[str, 
 
 def _read_jsonl(data: bytes, source: str) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
     try:
-        text = _decode_text(data)
-    except _Problem as p:
+        text = decode_text(data)
+    except Problem as p:
         raise IngestError(source, p.reason) from None
     records, numbers, errors = [], [], []
-    for i, line in enumerate(_split_lines(text), 1):
+    for i, line in enumerate(split_lines(text), 1):
         if not line.strip():
             continue
         try:
@@ -237,14 +238,14 @@ def _zip_container_check(data: bytes, source: str, limits: Limits) -> None:
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
             errors: list[tuple[str, str]] = []
-            _safe_members(zf, source, limits, errors)
+            safe_members(zf, source, limits, errors)
     except zipfile.BadZipFile as e:
         raise IngestError(source, f"not a valid XLSX workbook ({e})") from None
     if errors:
         raise IngestError(source, f"not a safe XLSX workbook ({errors[0][1]})")
 
 
-def _load_table(
+def load_table(
     data: bytes, ext: str, source: str, limits: Limits
 ) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
     """Parse table bytes. Returns the frame (index = 1-based row numbers) and row errors.
@@ -302,19 +303,19 @@ def read_table(path: str | os.PathLike, *, limits: Limits | None = None) -> pd.D
     limits = limits or Limits()
     sp = os.fspath(path)
     source = os.path.basename(sp) or sp
-    ext = _ext_of(sp)
+    ext = ext_of(sp)
     if ext not in TABLE_EXTS:
         raise IngestError(source, f"unsupported table type '.{ext}' (supported: {', '.join(sorted(TABLE_EXTS))})")
     if not os.path.isfile(sp):
         raise IngestError(source, "file not found")
     size = os.path.getsize(sp)
     if size > limits.max_file_bytes:
-        raise IngestError(source, f"file is {_fmt_bytes(size)}, over the {_fmt_bytes(limits.max_file_bytes)} limit")
+        raise IngestError(source, f"file is {fmt_bytes(size)}, over the {fmt_bytes(limits.max_file_bytes)} limit")
     try:
-        data = _disk_reader(sp)()
-    except _Problem as p:
+        data = disk_reader(sp)()
+    except Problem as p:
         raise IngestError(source, p.reason) from None
-    df, errors = _load_table(data, ext, source, limits)
+    df, errors = load_table(data, ext, source, limits)
     for src, reason in errors:
         logger.warning("%s: %s", src, reason)
     df.attrs["ingest_errors"] = errors

@@ -1,9 +1,14 @@
 """Helpers the pages share, split by role (the pages import this package as ``ui``):
 
-* :mod:`pages.ui.state` — session-state keys and defaults, the chosen workspace and model;
-* :mod:`pages.ui.cached` — ``st.cache_data`` / ``st.cache_resource`` wrappers around core;
+* :mod:`pages.ui.opening` — :func:`page`, the opening of every page: defaults, the first start, the lookup
+  of the chosen workspace and model;
 * :mod:`pages.ui.widgets` — error display, progress bars, summary line, result cards, uploads;
+* :mod:`pages.ui.state` — session-state keys, the chosen workspace and model, the selection, the URL;
+* :mod:`pages.ui.cached` — ``st.cache_data`` / ``st.cache_resource`` wrappers around core, keyed by
+  :func:`data_key`; beside it :mod:`pages.ui.scatter`, the WebGL map component (the Map page imports it);
 * :mod:`pages.ui.text` — escaping of user text (:func:`plain`) and plain labels (no Streamlit).
+
+Each module imports only those listed below it (``lint-imports`` checks it; see pyproject.toml).
 
 No analysis lives here: every number comes from :mod:`core`. Streamlit routes only the pages that
 app.py lists (``st.navigation``), so this package never shows up as a page.
@@ -13,6 +18,7 @@ from __future__ import annotations
 from core.errors import one_line
 from pages.ui.cached import (
     QUALITY_K,
+    DataKey,
     analogy_evaluation,
     analogy_results,
     axes_frame,
@@ -45,8 +51,13 @@ from pages.ui.cached import (
     thumb_data_uri,
     true_neighbours,
     vector_modalities,
-    vectors_key,
     workspace_summary,
+)
+from pages.ui.opening import (
+    current,
+    init_state,
+    open_workspace_and_model,
+    page,
 )
 from pages.ui.state import (
     DEMO_MODEL,
@@ -65,16 +76,12 @@ from pages.ui.state import (
     can_encode,
     clear_selection,
     create_workspace,
-    current,
     default_model,
     fit_model,
     get_workspace,
-    init_state,
     list_workspaces,
     model_note,
     models_with_vectors,
-    open_workspace_and_model,
-    page,
     select,
     selection,
     set_selection,
@@ -153,7 +160,7 @@ __all__ = [
     "items_frame",
     "thumb_data_uri",
     "start_umap_warm_up",
-    "vectors_key",
+    "DataKey",
     "data_key",
     "stored_map",
     "map_with_matches",

@@ -215,6 +215,95 @@ def current_state(key: str, n: int, data_version: str | int | None = None) -> di
     }
 
 
+class _Parts:
+    """The heavy parts of one run's ``data``: each part has a key, and a part whose key the browser already holds
+    (``held``: kind -> key, kept in the session state) goes down as its key alone."""
+
+    def __init__(self, data: dict[str, Any], held: dict[str, str]):
+        self.data, self.held = data, held
+
+    def put(self, kind: str, part_key: str | None, make: Callable[[], Any]) -> None:
+        """Name part ``kind`` by ``part_key`` (None: no such part) and send ``make()`` when the browser lacks it."""
+        self.data[f"{kind}_key"] = part_key
+        if part_key is None:
+            self.held.pop(kind, None)
+            return
+        if self.held.get(kind) != part_key:
+            self.data[kind] = make()
+            self.held[kind] = part_key
+
+
+def _held(key: str, before: dict) -> dict[str, str]:
+    """The parts (kind -> key) the browser holds for the element ``key``, less those it says it lacks."""
+    held: dict[str, str] = st.session_state.setdefault(f"_scatter_held::{key}", {})
+    missing = before.get("missing")
+    if isinstance(missing, list):
+        for kind in KINDS:
+            if held.get(kind) in missing:
+                held.pop(kind, None)
+    return held
+
+
+def _selected_part(parts: _Parts, selected, n: int, token: str | None, reported: np.ndarray) -> None:
+    """The selected rows (None: no selection); rows the browser itself reported under ``token`` go by that
+    token. Raises ``ValueError`` for a row outside the points."""
+    if selected is None:
+        parts.put("selected", None, dict)
+        return
+    rows = np.ascontiguousarray(np.asarray(selected).astype(np.int32).reshape(-1))
+    if len(rows) and (rows.min() < 0 or rows.max() >= n):
+        raise ValueError(f"scatter_map: selected holds row numbers outside 0–{n - 1}")
+    same = token and len(rows) == len(reported) and np.array_equal(np.sort(rows), reported)
+    parts.put("selected", token if same else _digest(rows.tobytes()), lambda: pa.table({"row": rows}))
+
+
+def _lines_part(parts: _Parts, lines) -> None:
+    """The (m, 2) row pairs drawn as segments (None or empty: none); raises ``ValueError`` for another shape."""
+    if lines is None or len(lines) == 0:
+        parts.put("lines", None, dict)
+        return
+    pairs = np.asarray(lines).astype(np.int32)
+    if pairs.ndim != 2 or pairs.shape[1] != 2:
+        raise ValueError(f"scatter_map: lines must be (m, 2) row pairs; got shape {pairs.shape}")
+    pairs = np.ascontiguousarray(pairs)
+    parts.put("lines", _digest(pairs.tobytes()),
+              lambda: pa.table({"a": np.ascontiguousarray(pairs[:, 0]), "b": np.ascontiguousarray(pairs[:, 1])}))
+
+
+def _density_part(parts: _Parts, density: tuple | None) -> None:
+    """The density grid ``(gx, gy, z)`` as the box it covers (JSON) and, when sent, its cells (``density_z``)."""
+    if density is None:
+        parts.put("density", None, dict)
+        return
+    try:
+        layer = density_layer(*density)
+    except ValueError as err:
+        raise ValueError(f"scatter_map: {err}") from None
+    zf = layer.pop("z")
+    meta = layer
+    parts.put("density", _digest(zf.tobytes(), json.dumps(meta)), lambda: meta)
+    if "density" in parts.data:
+        parts.data["density_z"] = pa.table({"z": zf})
+
+
+def _thumbs_part(parts: _Parts, key: str, thumbnails: Callable[[dict], Sequence[tuple[int, str]]] | None,
+                 current_view: dict | None, drawn: str, n: int) -> None:
+    """The thumbnails of the settled view: ``thumbnails(view)`` runs once per view (kept in the session state);
+    only ``data:image/`` URLs of rows among the points are kept."""
+    if thumbnails is None or current_view is None or n == 0:
+        parts.put("thumbs", None, dict)
+        return
+    vkey = _digest(drawn, json.dumps(current_view, sort_keys=True))
+    cache_name = f"_scatter_held::{key}::thumbs"
+    cached = st.session_state.get(cache_name)
+    if not (isinstance(cached, dict) and cached.get("key") == vkey):
+        items = [{"row": int(r), "url": u} for r, u in thumbnails(current_view)
+                 if isinstance(u, str) and u.startswith("data:image/") and 0 <= int(r) < n]
+        cached = {"key": vkey, "items": items}
+        st.session_state[cache_name] = cached
+    parts.put("thumbs", vkey, lambda: {"items": cached["items"]})
+
+
 def scatter_map(*, key: str, x, y, codes=None, categories: Sequence[str] = (), palette: Sequence[str] = (),
                 values=None, colorscale: Sequence[str] | None = None,
                 value_range: tuple[float, float] | None = None, colour_title: str = "", labels: Sequence[dict] = (),
@@ -255,84 +344,27 @@ def scatter_map(*, key: str, x, y, codes=None, categories: Sequence[str] = (), p
     ya = np.ascontiguousarray(_column("y", y, n, np.float32))
     colour_codes, pal = encode_colours(n, codes=codes, palette=palette, categories=categories, values=values,
                                        colorscale=colorscale, value_range=value_range)
-    held_name = f"_scatter_held::{key}"
-    held: dict[str, str] = st.session_state.setdefault(held_name, {})
     before = _before(key)
-    # parts the browser says it lacks are sent again
-    missing = before.get("missing")
-    if isinstance(missing, list):
-        for kind in KINDS:
-            if held.get(kind) in missing:
-                held.pop(kind, None)
+    held = _held(key, before)  # parts the browser says it lacks are sent again
     sel_kept = _selection(key, n, before)
     reported, token = sel_kept["rows"], sel_kept["token"]
-    if token and st.session_state.get(f"{held_name}::token") != token:
-        st.session_state[f"{held_name}::token"] = token
+    if token and st.session_state.get(f"_scatter_held::{key}::token") != token:
+        st.session_state[f"_scatter_held::{key}::token"] = token
         held["selected"] = token  # the browser stored the rows it reported under this token
     data: dict[str, Any] = {"uid": str(key), "n": n, "height": int(height), "palette": pal,
                             "point_size": float(point_size) if point_size else None}
-
-    def part(kind: str, part_key: str | None, make: Callable[[], Any]) -> None:
-        data[f"{kind}_key"] = part_key
-        if part_key is None:
-            held.pop(kind, None)
-            return
-        if held.get(kind) != part_key:
-            data[kind] = make()
-            held[kind] = part_key
+    parts = _Parts(data, held)
 
     drawn = points_key(data_version if data_version is not None else _digest(xa.tobytes(), ya.tobytes()), n)
-    part("points", drawn, lambda: pa.table({"x": xa, "y": ya}))
+    parts.put("points", drawn, lambda: pa.table({"x": xa, "y": ya}))
     if colour_codes is None:
-        part("colours", None, dict)
+        parts.put("colours", None, dict)
     else:
-        part("colours", _digest(colour_codes.tobytes()), lambda: pa.table({"c": colour_codes}))
-
-    if selected is None:
-        part("selected", None, dict)
-    else:
-        rows = np.ascontiguousarray(np.asarray(selected).astype(np.int32).reshape(-1))
-        if len(rows) and (rows.min() < 0 or rows.max() >= n):
-            raise ValueError(f"scatter_map: selected holds row numbers outside 0–{n - 1}")
-        same = token and len(rows) == len(reported) and np.array_equal(np.sort(rows), reported)
-        part("selected", token if same else _digest(rows.tobytes()), lambda: pa.table({"row": rows}))
-
-    if lines is None or len(lines) == 0:
-        part("lines", None, dict)
-    else:
-        pairs = np.asarray(lines).astype(np.int32)
-        if pairs.ndim != 2 or pairs.shape[1] != 2:
-            raise ValueError(f"scatter_map: lines must be (m, 2) row pairs; got shape {pairs.shape}")
-        pairs = np.ascontiguousarray(pairs)
-        part("lines", _digest(pairs.tobytes()),
-             lambda: pa.table({"a": np.ascontiguousarray(pairs[:, 0]), "b": np.ascontiguousarray(pairs[:, 1])}))
-
-    if density is None:
-        part("density", None, dict)
-    else:
-        try:
-            layer = density_layer(*density)
-        except ValueError as err:
-            raise ValueError(f"scatter_map: {err}") from None
-        zf = layer.pop("z")
-        meta = layer
-        part("density", _digest(zf.tobytes(), json.dumps(meta)), lambda: meta)
-        if "density" in data:
-            data["density_z"] = pa.table({"z": zf})
-
-    current_view = _view_for(before.get("view"), drawn) or _view_of(view)
-    if thumbnails is None or current_view is None or n == 0:
-        part("thumbs", None, dict)
-    else:
-        vkey = _digest(drawn, json.dumps(current_view, sort_keys=True))
-        cache_name = f"{held_name}::thumbs"
-        cached = st.session_state.get(cache_name)
-        if not (isinstance(cached, dict) and cached.get("key") == vkey):
-            items = [{"row": int(r), "url": u} for r, u in thumbnails(current_view)
-                     if isinstance(u, str) and u.startswith("data:image/") and 0 <= int(r) < n]
-            cached = {"key": vkey, "items": items}
-            st.session_state[cache_name] = cached
-        part("thumbs", vkey, lambda: {"items": cached["items"]})
+        parts.put("colours", _digest(colour_codes.tobytes()), lambda: pa.table({"c": colour_codes}))
+    _selected_part(parts, selected, n, token, reported)
+    _lines_part(parts, lines)
+    _density_part(parts, density)
+    _thumbs_part(parts, key, thumbnails, _view_for(before.get("view"), drawn) or _view_of(view), drawn, n)
 
     data["labels"] = _labels(labels)
     data["legend"] = colour_legend(colour_codes, pal, categories=categories, title=colour_title, values=values,

@@ -17,7 +17,8 @@ import streamlit as st
 import core
 from core.errors import one_line
 from core.images import IMAGE_EXTENSIONS
-from pages.ui.cached import _stale, vectors_key, workspace_summary
+from pages.ui.cached import data_key, fit_verdict, stale_vectors, workspace_summary
+from pages.ui.state import after_delete, models_with_vectors, select
 from pages.ui.text import hit_caption, plain, upload_name
 
 log = logging.getLogger("jointscope.app")
@@ -90,8 +91,6 @@ def stage_progress(bar, spans: dict[str, tuple[float, float, str]], prefix: str 
 def no_vectors_info(ws, model: str) -> None:
     """The message of a page that needs vectors of ``model`` when ``ws`` has none yet: the models that do
     have vectors here, each with a button that switches to it, and how to embed with ``model``."""
-    from pages.ui.state import models_with_vectors, select
-
     have = models_with_vectors(ws)
     if not have:
         st.info(plain(f"No vectors for {model} in workspace {ws.name} yet. Open the Data page and embed the "
@@ -141,28 +140,27 @@ def stale_warning(ws: core.Workspace, model: str) -> None:
     """A warning when the stored vectors of a model whose weights live in a local folder (bundled models,
     local checkpoints) are not what the model gives now; checked again when either changes."""
     from core.encoders import weights_key
-    from core.workspace import stale_reason
+    from core.messages import stale_vectors_warning
 
     wkey = weights_key(model)
     if wkey is None:
         return
-    stale = _stale(str(ws.path), model, vectors_key(ws, model), wkey)
+    stale = stale_vectors(data_key(ws, model), wkey)
     if stale is not None:
-        st.warning(plain(f"Stale vectors: {stale_reason(model, stale)}, so text queries and new items land in "
-                         f"another space. On the Data page, tick “Embed everything again” and embed.",
-                         limit=1000), icon=":material/sync_problem:")
+        remedy = "On the Data page, tick “Embed everything again” and embed."
+        st.warning(plain(stale_vectors_warning(model, stale, remedy), limit=1000), icon=":material/sync_problem:")
 
 
 def unknown_words_note(model: str, texts, *, terms: bool = False) -> None:
     """A warning naming the words of the user's ``texts`` that ``model`` never saw in training
-    (core.search.unknown_words; ``terms=True``: item and image terms are skipped); nothing for a model
+    (core.vocabulary.unknown_words; ``terms=True``: item and image terms are skipped); nothing for a model
     without a list of known words (hub models)."""
-    from core.search import unknown_words
+    from core.messages import unknown_words_warning
+    from core.vocabulary import unknown_words
 
     words = unknown_words(model, texts, terms=terms)
     if words:
-        st.warning(plain(f"Model {model} never saw these words in training: {', '.join(words)}. Results for them "
-                         "are guesses; words it knows give better ones.", limit=600), icon=":material/spellcheck:")
+        st.warning(plain(unknown_words_warning(model, words), limit=600), icon=":material/spellcheck:")
 
 
 def errors_frame(errors) -> pd.DataFrame:
@@ -270,8 +268,6 @@ def delete_items_button(ws, df: pd.DataFrame, *, what: str, key: str, on_done=No
         ss[CONFIRM_DELETE] = None
         with guard(), st.spinner("Deleting…"):
             rep = ws.delete_items(ids)
-            from pages.ui.state import after_delete
-
             after_delete(ws.name, rep.ids)  # queries, typed ids, selections and results that named them
             gone = f"{items_word(rep.deleted)} ({count_words(df[df['id'].isin(rep.ids)]['modality'])})"
             ss[LAST_DELETE] = {"workspace": ws.name, "text": f"Deleted {gone}; {rep.items} left."}
@@ -295,12 +291,10 @@ def model_fit(ws, model: str | None) -> dict | None:
     """The cached :func:`core.quality.fit_verdict` of ``model`` on ``ws`` (``{"verdict", "evidence",
     "reason"}``); None without a workspace or model, or when it cannot be measured (logged: the pages work
     without it)."""
-    from pages.ui.cached import data_key, fit_verdict
-
     if ws is None or not model:
         return None
     try:
-        return fit_verdict(data_key(ws, model), model)
+        return fit_verdict(data_key(ws, model))
     except Exception as e:  # noqa: BLE001 - the verdict is a note; the page itself still works
         log.warning("fit of %s on %s not measured: %s", model, getattr(ws, "name", ws), one_line(e))
         return None

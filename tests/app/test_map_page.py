@@ -362,7 +362,7 @@ def test_named_clusters_are_drawn_listed_and_select_their_points(demo_home):
     assert not at.exception, at.exception
     names = shown_map(at)["labels"]
     assert len(names) >= 2
-    from core.search import default_vocabulary
+    from core.vocabulary import default_vocabulary
 
     # named by the demo world's own words (its metadata values, its captions' words); a second word after a
     # comma only tells two clusters with the same name apart

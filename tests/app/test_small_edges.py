@@ -56,9 +56,9 @@ def _analogies_with(monkeypatch, reorder):
 
     real = ui.search_results
 
-    def fake(key, model, plus, minus, method, k, mod, flt):
+    def fake(key, plus, minus, method, k, mod, flt):
         inputs = tuple(i for i in (term_id(t) for t in plus + minus) if i)
-        return reorder(list(real(key, model, (plus[0],), k, mod, (), inputs)))
+        return reorder(list(real(key, (plus[0],), k, mod, (), inputs)))
 
     monkeypatch.setattr(ui, "analogy_results", fake)
     return page("analogies", workspace="demo", model="demo", ana_plus="a blue object", ana_minus="a red object")
@@ -120,6 +120,6 @@ def test_progress_has_no_rate_until_one_is_measured():
     bar.texts.clear()
     cb = make_progress(bar)
     cb(0, 100)
-    time.sleep(0.25)
+    time.sleep(0.25)  # time passes between two reports: that is what a rate and an ETA are made of
     cb(50, 100)
     assert " items/s · ETA " in bar.texts[-1] and not bar.texts[-1].startswith("50/100 · 0.0")

@@ -10,9 +10,20 @@ from pathlib import Path
 
 import pytest
 
-from helpers import CHROMIUM, CHROMIUM_ARGS, OfflineBrowser, free_port, stop_process, wait_until_healthy
+from helpers import CHROMIUM, CHROMIUM_ARGS, OfflineBrowser, e2e_marks, free_port, stop_process, wait_until_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects
+def pytest_collection_modifyitems(config, items) -> None:
+    """Every test of tests/e2e is a browser test: one whose module forgot ``pytestmark = e2e_marks()`` still
+    gets its marks (so ``-m "not e2e"`` never starts a browser)."""
+    here = Path(__file__).resolve().parent
+    for item in items:
+        if item.path.resolve().is_relative_to(here) and item.get_closest_marker("e2e") is None:
+            for mark in e2e_marks():
+                item.add_marker(mark)
 
 
 @contextlib.contextmanager

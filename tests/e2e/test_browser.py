@@ -1,7 +1,7 @@
 """The whole app once in a real browser: streamlit server + Playwright + Debian chromium.
 
 Creates a workspace through the sidebar, uploads three PNGs and a two-line .txt on the Data page,
-imports them, and checks the listing. Leaves a screenshot at /tmp/jointscope_data_page.png.
+imports them, and checks the listing. Leaves a screenshot in pytest's temporary folder.
 """
 from __future__ import annotations
 
@@ -9,9 +9,7 @@ import io
 import re
 from pathlib import Path
 
-from helpers import e2e_marks
-
-SCREENSHOT = Path("/tmp/jointscope_data_page.png")
+from helpers import e2e_marks, wait_for_app_idle
 
 pytestmark = e2e_marks()
 
@@ -66,8 +64,8 @@ def test_create_workspace_upload_and_list(server, browser, tmp_path):
         expect(page.get_by_text("Showing all 5 rows")).to_be_visible()
         grid = page.get_by_test_id("stDataFrame").first
         expect(grid).to_be_visible()
-        page.wait_for_timeout(800)  # let the grid paint its thumbnails before the screenshot
-        page.screenshot(path=str(SCREENSHOT), full_page=True)
+        wait_for_app_idle(page)  # the grid painted before the screenshot
+        page.screenshot(path=str(tmp_path / "data_page.png"), full_page=True)
         # the other pages open from the sidebar and say what they will do
         sidebar.get_by_role("link", name="Map").click()
         expect(page.get_by_text("No vectors for demo in workspace")).to_be_visible()  # the map asks to embed

@@ -3,21 +3,19 @@ Embed continues from there.
 
 The workspace holds 900 small images and a text; the model is a mid-sized random open_clip ViT (224-px
 input, so each image costs the model a few milliseconds) saved as an ``openclip-local:`` folder. The text
-was embedded beforehand, so the model is listed in the sidebar. Leaves a screenshot at
-/tmp/jointscope_embed_stopped.png.
+was embedded beforehand, so the model is listed in the sidebar. Leaves a screenshot in
+pytest's temporary folder.
 """
 from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from helpers import e2e_marks
+from helpers import e2e_marks, wait_for_app_idle
 
-SHOT = Path("/tmp/jointscope_embed_stopped.png")
 N_IMAGES = 900
 
 pytestmark = e2e_marks()
@@ -71,7 +69,7 @@ def stop_server(stop_home, tmp_path_factory, serve_home):
         yield base, home, model_id
 
 
-def test_stop_keeps_what_was_embedded_and_embed_continues(stop_server, browser):
+def test_stop_keeps_what_was_embedded_and_embed_continues(stop_server, browser, tmp_path):
     from playwright.sync_api import expect
 
     import core
@@ -110,8 +108,8 @@ def test_stop_keeps_what_was_embedded_and_embed_continues(stop_server, browser):
         assert ws.store(model_id).count() == have, "the page reports what is committed on disk"
         expect(page.get_by_text(f"Workspace photos: {total} items (900 images, 1 text) · {have} vectors for "
                                 f"{model_id}", exact=False)).to_be_visible()  # the header too
-        page.wait_for_timeout(500)
-        page.screenshot(path=str(SHOT), full_page=True)
+        wait_for_app_idle(page)  # painted before the screenshot
+        page.screenshot(path=str(tmp_path / "embed_stopped.png"), full_page=True)
 
         page.get_by_role("button", name=re.compile(r"^Embed with openclip-local:")).click()
         done = page.get_by_text(re.compile(rf"embedded, {have} already had vectors"))

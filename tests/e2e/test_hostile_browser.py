@@ -4,8 +4,8 @@ A mixed batch — truncated/corrupt/bomb/rotated/CMYK/16-bit images, ZIP slip, s
 archives, too-deep nesting, ragged/unterminated/formula CSVs, a fake XLSX, a JSON object, NaN vectors,
 binary text, empty files, HTML in file names and captions — goes through the page's st.file_uploader
 together with good files. The page must report every bad file/member/row by name in its error table,
-keep every good item (exact counts) and run no script. Leaves a screenshot at
-/tmp/jointscope_hostile_upload.png.
+keep every good item (exact counts) and run no script. Leaves a screenshot in
+pytest's temporary folder.
 """
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from hardening.corpus import CASES, uploadable
 from helpers import e2e_marks, make_png
 
 ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOT = Path("/tmp/jointscope_hostile_upload.png")
 
 pytestmark = e2e_marks()
 
@@ -118,6 +117,6 @@ def test_hostile_batch_through_the_data_page(server, browser, tmp_path):
             expect(items.locator("td").filter(has_text=wanted).first).to_be_attached()
         assert page.evaluate(NO_SCRIPT_JS)
         assert not page.get_by_test_id("stException").count()
-        page.screenshot(path=str(SCREENSHOT), full_page=True)
+        page.screenshot(path=str(tmp_path / "hostile_upload.png"), full_page=True)
     finally:
         page.close()

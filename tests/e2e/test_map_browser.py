@@ -11,7 +11,7 @@ import re
 
 import core
 
-from helpers import MAP_POINTS_JS, MAP_ROW_XY_JS, box_select, e2e_marks, map_view_js
+from helpers import MAP_POINTS_JS, MAP_ROW_XY_JS, box_select, e2e_marks, map_view_js, wait_for_app_idle
 
 pytestmark = e2e_marks()
 
@@ -40,8 +40,7 @@ def test_map_draws_points_and_box_selection_lists_items(demo_server, browser, tm
         # preview's place; the next run draws it anew)
         page.reload()
         page.wait_for_function(f"() => ({MAP_POINTS_JS})() === {n}")
-        page.wait_for_timeout(1500)  # its view is reported (one rerun)
-        box_select(page)  # the middle of the map
+        box_select(page)  # the middle of the map, once its view is reported (one rerun) and the run is over
 
         caption = page.get_by_text(re.compile(r"^\d+ selected: "))
         expect(caption).to_be_visible()
@@ -52,7 +51,7 @@ def test_map_draws_points_and_box_selection_lists_items(demo_server, browser, tm
         expect(page.get_by_role("button", name="Search from here")).to_be_visible()
         expect(page.get_by_test_id("stDownloadButton")).to_have_count(3)  # map as HTML, selection CSV, Parquet
         page.set_viewport_size({"width": 1440, "height": 2300})  # the app scrolls inside; show it all
-        page.wait_for_timeout(1500)  # let the grid and gallery paint before the screenshot
+        wait_for_app_idle(page)  # the grid and gallery painted before the screenshot
         page.screenshot(path=str(tmp_path / "map_page.png"), full_page=True)
         assert not page.get_by_test_id("stException").count()
 

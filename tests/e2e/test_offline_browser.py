@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from helpers import OfflineBrowser, e2e_marks, is_local_url
+from helpers import OfflineBrowser, e2e_marks, is_local_url, wait_for_app_idle
 
 pytestmark = e2e_marks()
 
@@ -59,7 +59,8 @@ def test_every_page_stays_on_this_machine(demo_server, browser):
             expect(page.get_by_role("heading", name=re.compile(name)).first).to_be_visible()
             running = page.locator("[data-testid=stStatusWidgetRunningIcon]")
             expect(running).to_have_count(0, timeout=120_000)  # the whole run, late images included
-            page.wait_for_timeout(500)
+            wait_for_app_idle(page, timeout=120)  # its images loaded or failed, the page painted
+            page.evaluate("() => document.fonts.ready.then(() => true)")  # and every font it asked for
         # the tab icon is the app's own file, served by its own server (or inline)
         icons = page.eval_on_selector_all("link[rel~=icon]", "els => els.map(e => e.href)")
         assert icons, "the page has a tab icon"

@@ -4,7 +4,7 @@ A table with a vector column is imported into a new workspace: the app switches 
 vectors and the Map draws them; a reload keeps the workspace, model and map settings (they live in the
 URL); a box selection on the Map is the workspace's selection for the CSV download and for Concepts; a
 word the demo model never saw is flagged on Search; deleted items are gone from Search and the Map.
-Leaves a screenshot at /tmp/jointscope_own_data.png.
+Leaves a screenshot in pytest's temporary folder.
 """
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from helpers import MAP_POINTS_JS, box_select, e2e_marks
 
 pytestmark = e2e_marks()
 
-SCREENSHOT = Path("/tmp/jointscope_own_data.png")
 N_ROWS = 40
 
 def _table(path: Path) -> Path:
@@ -139,7 +138,7 @@ def test_own_table_reload_selection_unknown_words(serve_home, browser, tmp_path,
             expect(page.get_by_role("heading", name="Concepts")).to_be_visible()
             page.get_by_test_id("stRadio").filter(has_text="Images").get_by_text("Selected on the Map").click()
             expect(page.get_by_text(re.compile(r"^\d+ images selected on the Map"))).to_be_visible()
-            page.screenshot(path=str(SCREENSHOT), full_page=True)
+            page.screenshot(path=str(tmp_path / "own_data.png"), full_page=True)
             assert not page.get_by_test_id("stException").count()
         finally:
             page.close()

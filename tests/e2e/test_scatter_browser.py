@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import e2e_marks
+from helpers import e2e_marks, wait_for_paint, wait_until
 
 pytestmark = e2e_marks()
 
@@ -143,7 +143,7 @@ def drag(page, points: list[tuple[float, float]], steps: int = 8) -> None:
     for (x0, y0), (x1, y1) in itertools.pairwise(points):
         for i in range(1, steps + 1):
             page.mouse.move(x0 + (x1 - x0) * i / steps, y0 + (y1 - y0) * i / steps)
-            page.wait_for_timeout(12)
+            page.wait_for_timeout(12)  # a hand's pace: the drag is the behaviour under test
     page.mouse.up()
 
 
@@ -235,11 +235,14 @@ def test_thumbnails_appear_after_a_zoom(open_map, data):
     m.settle()
     for _zoom in range(2):  # zooming further shows the thumbnails of the new view
         before = m.page.evaluate("() => window.jointscopeScatter.get('map').thumbsKey")
+        view_before = m.attr("view")
         m.page.mouse.move(*m.screen_of(centres[5][0] + 1.0, centres[5][1] + 1.0))  # beside the label
         for _ in range(4):
             m.page.mouse.wheel(0, -300)
-            m.page.wait_for_timeout(30)
-        m.page.wait_for_timeout(250)  # the view settles (the component's debounce)
+            m.page.wait_for_timeout(30)  # a wheel's pace: the zoom is the behaviour under test
+        # the view settles (the component's debounce) and is reported to Python
+        m.page.wait_for_function("(v) => window.jointscopeScatter.get('map').root.dataset.view !== v",
+                                 arg=view_before, timeout=10_000)
         t0 = time.monotonic()
         m.page.wait_for_function(
             "(before) => { const m = window.jointscopeScatter.get('map');"
@@ -255,9 +258,8 @@ def test_unchanged_rerun_sends_under_one_percent(open_map):
     first = m.received
     assert first > N * 8, f"the first render received {first} bytes for {N} points"
     m.page.get_by_role("button", name="Rerun").click()
-    deadline = time.monotonic() + 30
-    while m.received == first and time.monotonic() < deadline:  # the rerun's first frame (a busy machine)
-        m.page.wait_for_timeout(100)
+    # the rerun's first frame (a busy machine); the assert below says what arrived
+    wait_until(lambda: m.received != first, timeout=30, page=m.page, fail=False)
     m.settle(1.5)
     rerun = m.received - first
     assert 0 < rerun <= first * 0.01, f"rerun sent {rerun} bytes; first render {first}"
@@ -269,16 +271,21 @@ def test_reload_keeps_the_view(open_map, data):
     m.page.mouse.move(*m.screen_of(centres[1][0] + 1.0, centres[1][1] + 1.0))  # beside the label
     for _ in range(3):
         m.page.mouse.wheel(0, -300)
-        m.page.wait_for_timeout(30)
+        m.page.wait_for_timeout(30)  # a wheel's pace: the zoom is the behaviour under test
     m.page.wait_for_function("() => window.location.search.includes('view=')", timeout=10_000)
     m.settle()
     zoomed = m.view()
     url = m.page.url
     m.page.goto(url)
     m.wait_ready()
-    m.page.wait_for_timeout(500)
-    after = m.view()
     width = zoomed["x1"] - zoomed["x0"]
+
+    def kept() -> bool:
+        after = m.view()
+        return all(abs(after[k] - zoomed[k]) <= width * 0.01 for k in ("x0", "x1", "y0", "y1"))
+
+    wait_until(kept, timeout=10, page=m.page, fail=False)  # the saved view is applied once the map is drawn
+    after = m.view()
     for k in ("x0", "x1", "y0", "y1"):
         assert abs(after[k] - zoomed[k]) <= width * 0.01, (zoomed, after)
 
@@ -334,7 +341,9 @@ def overlays_drawn(m: MapPage) -> None:
     """Wait until the overlays were drawn at least once for the settled view (then an empty canvas means it)."""
     m.page.wait_for_selector(".js-scatter[data-labels-shown]", timeout=20_000)
     m.settle()
-    m.page.wait_for_timeout(300)
+    m.page.wait_for_function("() => { const m = window.jointscopeScatter.get('map');"
+                             " return !m.overlayQueued && m.root.dataset.lod !== '1'; }", timeout=10_000)
+    wait_for_paint(m.page)
 
 
 def nearest_row(x: np.ndarray, y: np.ndarray, at) -> int:

@@ -3,22 +3,18 @@ demo workspace.
 
 Types "a red circle" into the Search box, presses Enter and checks that result images with scores
 appear; then loads the worked example on the Analogies page and checks both galleries. Leaves
-screenshots at /tmp/jointscope_search_page.png and /tmp/jointscope_analogies_page.png.
+screenshots in pytest's temporary folder.
 """
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
-from helpers import e2e_marks
-
-SEARCH_SHOT = Path("/tmp/jointscope_search_page.png")
-ANALOGIES_SHOT = Path("/tmp/jointscope_analogies_page.png")
+from helpers import e2e_marks, wait_for_app_idle
 
 pytestmark = e2e_marks()
 
 
-def test_search_by_text_shows_images_with_scores(demo_server, browser):
+def test_search_by_text_shows_images_with_scores(demo_server, browser, tmp_path):
     from playwright.sync_api import expect
 
     page = browser.new_page(viewport={"width": 1440, "height": 1400})
@@ -47,8 +43,8 @@ def test_search_by_text_shows_images_with_scores(demo_server, browser):
         expect(page.get_by_text("Zero-shot: the bundled vocabulary", exact=False)).to_be_visible()
         expect(main.get_by_test_id("stDataFrame").filter(visible=True)).to_have_count(1)  # the labels
         page.set_viewport_size({"width": 1440, "height": 1700})  # the app scrolls inside; show it all
-        page.wait_for_timeout(1000)  # let the label grid paint before the screenshot
-        page.screenshot(path=str(SEARCH_SHOT), full_page=True)
+        wait_for_app_idle(page)  # the label grid painted before the screenshot
+        page.screenshot(path=str(tmp_path / "search_page.png"), full_page=True)
         assert not page.get_by_test_id("stException").count()
 
         page.get_by_role("button", name="More like this").first.click()
@@ -58,7 +54,7 @@ def test_search_by_text_shows_images_with_scores(demo_server, browser):
         page.close()
 
 
-def test_analogies_worked_example(demo_server, browser):
+def test_analogies_worked_example(demo_server, browser, tmp_path):
     from playwright.sync_api import expect
 
     page = browser.new_page(viewport={"width": 1440, "height": 1400})
@@ -79,8 +75,8 @@ def test_analogies_worked_example(demo_server, browser):
                                ".filter(i => i.complete && i.naturalWidth > 0).length >= 18")
         page.set_viewport_size({"width": 1440, "height": 2900})  # the app scrolls inside; show it all
         page.evaluate("() => document.querySelectorAll('*').forEach(e => { if (e.scrollTop) e.scrollTop = 0; })")
-        page.wait_for_timeout(1500)
-        page.screenshot(path=str(ANALOGIES_SHOT), full_page=True)
+        wait_for_app_idle(page)  # painted at the new size before the screenshot
+        page.screenshot(path=str(tmp_path / "analogies_page.png"), full_page=True)
         assert not page.get_by_test_id("stException").count()
     finally:
         page.close()

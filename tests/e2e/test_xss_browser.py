@@ -7,8 +7,8 @@ Search, Analogies, Quality and Concepts the way a user does — the tables, gall
 hover labels and legend, a box selection, search results, analogy terms and results, concept images —
 and after each page checks that no payload ran (``window.__xss`` stays undefined), that no element came
 from a payload (``img[src=x]``, ``javascript:`` links, ``svg[onload]``, iframes, Markdown bold/links) and
-that the payloads are shown literally as text. On a failure it leaves a screenshot at
-/tmp/jointscope_xss_<step>.png.
+that the payloads are shown literally as text. On a failure it leaves a screenshot of the step in
+pytest's temporary folder.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import pytest
 
 import core
 
-from helpers import MAP_ROW_XY_JS, box_select, e2e_marks
+from helpers import MAP_ROW_XY_JS, box_select, e2e_marks, wait_for_app_idle
 
 pytestmark = e2e_marks()
 
@@ -106,16 +106,16 @@ def xss_server(tmp_path_factory, serve_home):
         yield base, home
 
 
-def _check(page, name: str, *, literal: bool = True) -> None:
+def _check(page, shots: Path, name: str, *, literal: bool = True) -> None:
     """Nothing ran or became an element; the payloads show as text (``literal``)."""
-    page.wait_for_timeout(200)  # let onerror/onload fire if anything was injected
+    wait_for_app_idle(page)  # the run is over, every image loaded or failed: onerror/onload fired if injected
     bad = page.evaluate(CHECK_JS)
     shown = [s for s in LITERALS if s in page.evaluate("() => document.body.textContent")]
     problems = bad + ([f"payloads not shown as text (found {shown})"] if literal and len(shown) < 3 else [])
     problems += ["exception box"] if page.get_by_test_id("stException").count() else []
     if problems:
-        page.screenshot(path=f"/tmp/jointscope_xss_{name}.png", full_page=True)
-    assert not problems, f"{name}: {problems} (screenshot /tmp/jointscope_xss_{name}.png)"
+        page.screenshot(path=str(shots / f"xss_{name}.png"), full_page=True)
+    assert not problems, f"{name}: {problems} (screenshot {shots / f'xss_{name}.png'})"
 
 
 # pixel position (in the plot div) of the first map point whose hover text holds ``needle``
@@ -172,7 +172,7 @@ def test_no_payload_runs_on_any_page(xss_server, browser, tmp_path):
         box.press("Enter")
         n_match = 2 * sum("window.__xss" in p for p in PAYLOADS)  # the caption and the image's file name
         expect(page.get_by_text(f"Showing all {n_match} rows")).to_be_visible()
-        _check(page, "data")
+        _check(page, tmp_path, "data")
         checks.append("data")
 
         # ---- Map: legend of a payload metadata column, hover labels, side gallery captions, box selection
@@ -182,7 +182,7 @@ def test_no_payload_runs_on_any_page(xss_server, browser, tmp_path):
         expect(page.get_by_text(re.compile(r"^Named clusters \("))).to_be_visible()
         page.get_by_test_id("stSelectbox").filter(has=page.get_by_text("Colour by", exact=True)).click()
         expect(page.get_by_role("option", name=PAYLOAD_COLUMN, exact=True)).to_be_visible()  # a column name
-        _check(page, "map_options", literal=False)
+        _check(page, tmp_path, "map_options", literal=False)
         page.get_by_role("option", name="note", exact=True).click()
         legend = page.locator(".js-scatter .js-legend")
         expect(legend).to_contain_text("<script>")  # a payload value, as text in the map's legend
@@ -190,12 +190,12 @@ def test_no_payload_runs_on_any_page(xss_server, browser, tmp_path):
         page.evaluate("document.querySelector('.js-scatter').scrollIntoView({block: 'center'})")
         hover = _hover_payload_point(page, home, "onerror=")
         assert "onerror=" in hover, f"hover label: {hover!r}"  # shown literally, as text
-        _check(page, "map_hover")
+        _check(page, tmp_path, "map_hover")
         box_select(page, margin=0.02)
         expect(page.get_by_role("heading", name="Selection")).to_be_visible()
         expect(page.get_by_test_id("stDataFrame").filter(has=page.locator("th", has_text="caption / text"))
                ).to_have_count(1)
-        _check(page, "map")
+        _check(page, tmp_path, "map")
         checks.append("map")
 
         # ---- Search: a payload as the query; result cards with payload captions, as images and as texts
@@ -205,10 +205,10 @@ def test_no_payload_runs_on_any_page(xss_server, browser, tmp_path):
         query.fill(PAYLOADS[0])
         query.press("Enter")
         expect(page.get_by_text(re.compile(r"nearest images to"))).to_be_visible()
-        _check(page, "search_images", literal=False)  # which images come first depends on the model
+        _check(page, tmp_path, "search_images", literal=False)  # which images come first depends on the model
         page.get_by_test_id("stRadio").filter(has_text="Results").get_by_text("texts", exact=True).click()
         expect(page.get_by_text(re.compile(r"nearest texts to"))).to_be_visible()
-        _check(page, "search")
+        _check(page, tmp_path, "search")
         checks.append("search")
 
         # ---- Analogies: payloads as typed terms (shown in the terms row) and in the result cards
@@ -220,7 +220,7 @@ def test_no_payload_runs_on_any_page(xss_server, browser, tmp_path):
         page.get_by_text("Results (k)").click()  # leave the text areas so they send their values
         expect(page.get_by_text(re.compile(r"^Analogy · "))).to_be_visible()
         expect(page.get_by_text(re.compile(r"^Baseline · nearest neighbours of"))).to_be_visible()
-        _check(page, "analogies")
+        _check(page, tmp_path, "analogies")
         checks.append("analogies")
 
         # ---- Quality: galleries of noisy pairs / hubs / outliers with captions, item tables
@@ -228,8 +228,8 @@ def test_no_payload_runs_on_any_page(xss_server, browser, tmp_path):
         expect(page.get_by_role("heading", name="Flagged items")).to_be_visible()
         for tab in page.get_by_role("tab").all():
             tab.click()
-            page.wait_for_timeout(200)
-        _check(page, "quality", literal=False)  # what is flagged depends on the model; no payload may run
+            wait_for_app_idle(page)  # the tab's tables and images drawn
+        _check(page, tmp_path, "quality", literal=False)  # what is flagged depends on the model; no payload may run
         checks.append("quality")
 
         # ---- Concepts: find concepts; image captions are the payload file names
@@ -242,7 +242,7 @@ def test_no_payload_runs_on_any_page(xss_server, browser, tmp_path):
         page.keyboard.type("onerror=")  # the option list is virtualised: search it
         page.get_by_role("option").filter(has_text="onerror=").first.click()
         expect(page.get_by_test_id("stImageCaption").filter(has_text="onerror=").first).to_be_visible()
-        _check(page, "concepts", literal=False)
+        _check(page, tmp_path, "concepts", literal=False)
         checks.append("concepts")
     finally:
         page.close()

@@ -43,7 +43,13 @@ BOMB = "decompression bomb"
 ESCAPES = "archive member escapes the archive"
 FORMULAS = ["=cmd|' /C calc'!A0", "+SUM(1+1)*cmd|' /C calc'!A0", "-2+3+cmd|' /C calc'!A0",
             "@SUM(1+1)*cmd|' /C calc'!A0", "=HYPERLINK(\"http://evil.example\",\"click\")"]
-PICKLE_MARKER = Path("/tmp/jointscope_pwned")  # what tests/unit/test_encoders.py's Evil payload writes
+# the file tests/unit/test_encoders.py's Evil payload writes, beside the case's files, if it is ever unpickled
+PICKLE_MARKER_NAME = "jointscope_pwned"
+
+
+def pickle_payload_ran(root: Path) -> list[Path]:
+    """The markers a code-carrying pickle of the corpus wrote anywhere under ``root`` (none: it never ran)."""
+    return sorted(root.rglob(PICKLE_MARKER_NAME))
 
 
 @dataclass(frozen=True)
@@ -693,30 +699,25 @@ CASES.append(Case("control_chars_in_name", "name",
 
 # -- checkpoints: never unpickled
 def _evil_checkpoint(folder: Path, name: str) -> Path:
-    """A torch checkpoint whose pickle runs ``echo pwned > /tmp/jointscope_pwned`` if ever unpickled."""
+    """A torch checkpoint whose pickle writes ``folder/PICKLE_MARKER_NAME`` if ever unpickled."""
     import torch
     from unit.test_encoders import Evil  # imported here: it pulls in torch
 
     path = folder / name
-    torch.save({"state_dict": {"x": torch.zeros(1)}, "payload": Evil()}, path)
+    torch.save({"state_dict": {"x": torch.zeros(1)}, "payload": Evil(folder / PICKLE_MARKER_NAME)}, path)
     return path
 
 
-def _evil_pickle() -> bytes:
+def _evil_pickle(folder: Path) -> bytes:
     from unit.test_encoders import Evil
 
-    return pickle.dumps(Evil())
-
-
-def _no_payload(ws, folder):
-    assert not PICKLE_MARKER.exists(), "the pickle payload ran"
+    return pickle.dumps(Evil(folder / PICKLE_MARKER_NAME))
 
 
 CASES.append(Case("pickle_checkpoint_upload", "checkpoint",
                   lambda f: [_evil_checkpoint(f, "model.pt"), _evil_checkpoint(f, "pytorch_model.bin"),
-                             write(f / "payload.pkl", _evil_pickle()),
+                             write(f / "payload.pkl", _evil_pickle(f)),
                              write(f / "pickle_ok.png", img("pickle_ok"))],
                   ("pickle_ok.png",),
                   (("model.pt", "never opened as data"), ("pytorch_model.bin", "a PyTorch checkpoint (pickle)"),
-                   ("payload.pkl", "never opened as data")),
-                  _no_payload))
+                   ("payload.pkl", "never opened as data"))))  # the tests look for PICKLE_MARKER_NAME after

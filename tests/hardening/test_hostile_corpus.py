@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hardening.corpus import CASES, PICKLE_MARKER, uploadable
+from hardening.corpus import CASES, pickle_payload_ran, uploadable
 
 import core
 from core.cli import main as cli_main
@@ -73,7 +73,6 @@ def assert_stored_inside(ws: core.Workspace) -> None:
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_case_through_the_cli(case, tmp_path):
     paths = case.files(tmp_path / "in")
-    PICKLE_MARKER.unlink(missing_ok=True)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         rc = cli_main(["ingest", str(tmp_path / "ws"), *map(str, paths), "--json"])
@@ -86,7 +85,7 @@ def test_case_through_the_cli(case, tmp_path):
     assert_stored_inside(ws)
     if case.check is not None:
         case.check(ws, tmp_path)
-    assert not PICKLE_MARKER.exists()
+    assert not pickle_payload_ran(tmp_path)
     # nothing was written beside the upload (no archive member was extracted anywhere)
     written = {p for p in tmp_path.rglob("*") if p.is_file()} - {p for p in tmp_path.rglob("*")
                                                                    if p.is_relative_to(tmp_path / "ws")}
@@ -125,11 +124,11 @@ def assert_batch(cases, report_errors: list[tuple[str, str]], ws: core.Workspace
             case.check(ws, sub)
 
 
+@pytest.mark.slow  # 70 s on a busy 2-core machine
 def test_whole_corpus_in_one_cli_call(tmp_path):
     """`python -m core ingest` once with every case's files and good files mixed in: exit 0, all reported."""
     paths = [p for case in CASES for p in case.files(tmp_path / "in" / case.name)]
     paths[len(paths) // 2:len(paths) // 2] = good_files(tmp_path / "good")
-    PICKLE_MARKER.unlink(missing_ok=True)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.run([sys.executable, "-m", "core", "ingest", str(tmp_path / "ws"), *map(str, paths), "--json"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
@@ -139,9 +138,10 @@ def test_whole_corpus_in_one_cli_call(tmp_path):
     ws = core.Workspace(tmp_path / "ws", create=False)
     assert report["added"] == len(ws.items)
     assert_batch(CASES, error_pairs(report), ws, tmp_path)
-    assert not PICKLE_MARKER.exists()
+    assert not pickle_payload_ran(tmp_path)
 
 
+@pytest.mark.slow  # 80 s on a busy 2-core machine
 def test_uploadable_corpus_through_the_data_page(tmp_path, monkeypatch):
     """Every case a browser can upload, at once, through the Data page's uploader and Import button."""
     from streamlit.testing.v1 import AppTest
@@ -175,3 +175,4 @@ def test_uploadable_corpus_through_the_data_page(tmp_path, monkeypatch):
                for w in (e.value for e in at.warning)), [e.value for e in at.warning]
     [errs] = [d.value for d in at.dataframe if list(d.value.columns) == ["source", "reason"]]
     assert_batch(cases, list(zip(errs["source"], errs["reason"])), ws, tmp_path)
+    assert not pickle_payload_ran(tmp_path)

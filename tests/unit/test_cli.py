@@ -117,10 +117,10 @@ def test_search_flags_words_the_model_never_saw(capsys, demo_ws):
     code, doc, err = run_json(capsys, "search", ws, "--model", "demo", "--text", "a crimson disc", "--k", "3", "--json")
     assert code == 0 and len(doc["results"]) == 3
     assert doc["unknown_words"] == ["crimson", "disc"]
-    assert err.strip() == ("warning: the model 'demo' never saw these words in training: crimson, disc; results "
-                           "for them are guesses")
+    assert err.strip() == ("warning: Model demo never saw these words in training: crimson, disc. Results for them "
+                           "are guesses; words it knows give better ones.")
     code, doc, err = run_json(capsys, "search", ws, "--model", "demo", "--text", "a red circle", "--k", "3", "--json")
     assert code == 0 and doc["unknown_words"] == [] and "never saw" not in err
     assert main(["search", ws, "--model", "demo", "--text", "a crimson square", "--k", "2"]) == 0
     out, err = capsys.readouterr()
-    assert "unknown_words: [\"crimson\"]" in out and "never saw these words in training: crimson;" in err
+    assert "unknown_words: [\"crimson\"]" in out and "never saw these words in training: crimson." in err

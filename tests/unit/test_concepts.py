@@ -12,6 +12,7 @@ from core.concepts import (
     PACE,
     NotFittedError,
     NotViTError,
+    default_estimator,
     extract_patches,
     faithfulness,
     project_tokens,
@@ -163,16 +164,20 @@ def test_parameter_errors_and_not_fitted():
     X, _, _ = mixture(M=10)
     with pytest.raises(NotFittedError, match="not fitted"):
         PACE(3).transform(X)
-    with pytest.raises(ValueError, match=r"n_concepts must be an integer in \[1, n_patches=200\]; got 500"):
+    with pytest.raises(ValueError, match=r"PACE: n_concepts must be an integer in \[1, 200\]; got 500"):
         PACE(500).fit(X)
+    with pytest.raises(ValueError, match=r"n_concepts must be an integer in \[1, n_patches=40\]; got 50"):
+        PACE(50).fit(X[:2])
     with pytest.raises(ValueError, match="covariance must be one of 'isotropic', 'tied', 'full', 'diag'"):
         PACE(3, covariance="spherical").fit(X)
     with pytest.raises(ValueError, match="n_init must be an integer >= 1"):
         PACE(3, n_init=0).fit(X)
     with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
         PACE(3, temperature=0).fit(X)
-    with pytest.raises(ValueError, match="alpha must be > 0"):
+    with pytest.raises(ValueError, match="PACE: alpha must be a finite number > 0 or an array; got 0"):
         PACE(3, alpha=0).fit(X)
+    with pytest.raises(ValueError, match=r"alpha must be > 0, a scalar or one value per concept \(3\)"):
+        PACE(3, alpha=[0.1, 0.2]).fit(X)
     with pytest.raises(ValueError, match="patches must be"):
         PACE(3).fit(X[0])
     with pytest.raises(ValueError, match="attention must be"):
@@ -342,7 +347,7 @@ def test_zero_shot_prompt_ensembles_name_the_colours_of_two_object_images(demo_e
     # an ensemble's class vector is the normalised mean of its prompts' unit vectors
     from core.concepts.explain import _logit_scale
     from core.encoders import unit_rows
-    from core.search import vocabulary_vectors
+    from core.vocabulary import vocabulary_vectors
 
     V = unit_rows(vocabulary_vectors(demo_encoder, ["a red object", "a red circle", "a blue object"]), np.float64)
     T = unit_rows(np.stack([V[:2].mean(0), V[2]]), np.float64)
@@ -391,7 +396,7 @@ def explained(demo_ws_template, tmp_path_factory):
     shutil.copytree(demo_ws_template.path, dst)
     ws = core.Workspace(dst, create=False)
     stages = []
-    res = explain(ws, "demo", k=4, label="colour", stability_sample=40,
+    res = explain(ws, "demo", estimator=default_estimator(n_concepts=4), label="colour", stability_sample=40,
                   progress=lambda s, d, t: stages.append(s))
     return ws, res, stages
 
@@ -420,17 +425,21 @@ def test_explain_reads_its_cache_and_checks_input(explained):
     from core.concepts import explain
 
     ws, res, _ = explained
-    again = explain(ws, "demo", k=4, label="colour", stability_sample=40)
+    again = explain(ws, "demo", estimator=default_estimator(n_concepts=4), label="colour", stability_sample=40)
     assert again.cached and np.allclose(again.theta, res.theta)
     assert [c.names for c in again.concepts] == [c.names for c in res.concepts]
     with pytest.raises(ValueError, match="label column 'nope' is not in workspace"):
-        explain(ws, "demo", k=4, label="nope")
+        explain(ws, "demo", estimator=default_estimator(n_concepts=4), label="nope")
     with pytest.raises(ValueError, match="either label"):
         explain(ws, "demo", label="colour", prompts=["a", "b"])
-    with pytest.raises(ValueError, match="k must be"):
-        explain(ws, "demo", k=0)
+    with pytest.raises(ValueError, match=r"PACE: n_concepts must be an integer in \[1, 200\]; got 0"):
+        explain(ws, "demo", estimator=PACE(0))
+    with pytest.raises(ValueError, match=r"explain: stability_sample must be an integer >= 0; got -1"):
+        explain(ws, "demo", stability_sample=-1)
+    with pytest.raises(ValueError, match=r"estimator must be a core\.concepts\.PACE model; got dict"):
+        explain(ws, "demo", estimator={"n_concepts": 3})
     with pytest.raises(ValueError, match=r"cannot encode images|image tower"):
-        explain(ws, "minilm", k=3)
+        explain(ws, "minilm", estimator=PACE(3))
 
 
 def test_cli_concepts_json(explained, tmp_path, capsys):
@@ -466,7 +475,7 @@ def test_prompt_templates_make_an_ensemble_per_prompt(explained, tmp_path, capsy
 
     ws, _, _ = explained
     ids = ws.items.loc[ws.items["modality"] == "image", "id"].tolist()[:40]
-    kw = {"k": 3, "ids": ids, "stability_sample": 0, "use_cache": False}
+    kw = {"estimator": default_estimator(n_concepts=3), "ids": ids, "stability_sample": 0, "use_cache": False}
     words = list(COLOURS)
     templated = explain(ws, "demo", prompts=words, templates=["a {} object"], **kw)
     plain = explain(ws, "demo", prompts=[f"a {w} object" for w in words], **kw)
@@ -513,7 +522,7 @@ def test_cli_concepts_names_with_the_given_words_only(explained, tmp_path, capsy
     out = capsys.readouterr()
     doc = json.loads(out.out)
     assert all(set(c["names"]) <= {"red", "crimson", "circle"} for c in doc["concepts"])
-    assert doc["unknown_words"] == ["crimson"] and "never saw these words in training: crimson;" in out.err
+    assert doc["unknown_words"] == ["crimson"] and "never saw these words in training: crimson." in out.err
     assert main([*args, "--vocab-only"]) == 1
     assert "--vocab-only needs the words" in capsys.readouterr().err
 
@@ -526,7 +535,7 @@ def test_demo_concepts_are_named_after_what_they_cover(explained):
     from core.demo import COLOURS, load_world_masks
 
     ws, _, _ = explained
-    res = explain(ws, "demo", k=9, stability_sample=0)
+    res = explain(ws, "demo", estimator=default_estimator(n_concepts=9), stability_sample=0)
     # the default prediction: zero-shot over the vocabulary, centred, so a colour word rather than a
     # generic one ("object", "background") is what the model predicts for an image; θ explains it
     assert res.prediction_source == "vocabulary"
@@ -570,8 +579,9 @@ def test_without_attention_every_patch_counts_once(explained, tmp_path, capsys):
     assert main([*args, "--no-attention"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["params"]["use_attention"] is False
-    plain = explain(ws, "demo", k=3, ids=ids, use_attention=False, stability_sample=0)
-    weighted = explain(ws, "demo", k=3, ids=ids, stability_sample=0)
+    plain = explain(ws, "demo", estimator=default_estimator(n_concepts=3, use_attention=False), ids=ids,
+                    stability_sample=0)
+    weighted = explain(ws, "demo", estimator=default_estimator(n_concepts=3), ids=ids, stability_sample=0)
     J = plain.phi.shape[1]
 
     def counted(res, w):
@@ -591,8 +601,9 @@ def test_temperature_gives_sparser_explanations(explained, tmp_path, capsys):
 
     ws, _, _ = explained
     ids = ws.items.loc[ws.items["modality"] == "image", "id"].tolist()[:80]
-    plain = explain(ws, "demo", k=24, ids=ids, stability_sample=0, n_init=1)
-    tempered = explain(ws, "demo", k=24, ids=ids, stability_sample=0, n_init=1, temperature=10.0)
+    plain = explain(ws, "demo", estimator=default_estimator(n_concepts=24, n_init=1), ids=ids, stability_sample=0)
+    tempered = explain(ws, "demo", estimator=default_estimator(n_concepts=24, n_init=1, temperature=10.0), ids=ids,
+                       stability_sample=0)
     assert tempered.params["temperature"] == 10.0 and plain.params["temperature"] == 1.0
     used = lambda res: (res.theta >= 0.1 / res.k).sum(1).mean()  # noqa: E731 - concepts per image
     assert used(tempered) < used(plain) - 0.5
@@ -636,7 +647,8 @@ def test_explain_weights_patches_by_the_smoothed_attention(explained, tmp_path, 
     ids = ws.items.loc[ws.items["modality"] == "image", "id"].tolist()[:30]
     raw = workspace_patches(ws, "demo", ids)
     for sigma in (0.0, 1.5):
-        res = explain(ws, "demo", k=3, ids=ids, stability_sample=0, n_init=1, attention_smoothing=sigma)
+        res = explain(ws, "demo", estimator=default_estimator(n_concepts=3, n_init=1), ids=ids, stability_sample=0,
+                      attention_smoothing=sigma)
         assert res.params["attention_smoothing"] == sigma
         np.testing.assert_allclose(res.attention, smooth_attention(raw.attention, raw.grid, sigma), atol=1e-6)
     assert not np.allclose(smooth_attention(raw.attention, raw.grid, 1.5), raw.attention, atol=1e-3)

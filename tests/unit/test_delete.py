@@ -128,7 +128,7 @@ def test_search_index_and_maps_never_return_deleted_items(ws, tiny_clip_id, monk
     gone = texts["id"].tolist()[:3] + ws.items[ws.items.modality == "image"]["id"].tolist()[:2]
     ws.delete_items(gone)
     assert not index_dir(ws, tiny_clip_id).exists(), "a saved index holding deleted items is removed"
-    assert not (before.path.exists() or (before.path.parent / "latest.json").exists())
+    assert not before.path.exists() and not list(before.path.parent.glob("*.npz*")), "the map holding them is removed"
     hits = core.search_items(ws, tiny_clip_id, "a query no item holds", k=50)
     assert len(hits) == len(ws.items) and not {h.id for h in hits} & set(gone)
     idx = workspace_index(ws, tiny_clip_id)
@@ -139,19 +139,21 @@ def test_search_index_and_maps_never_return_deleted_items(ws, tiny_clip_id, monk
     assert after.cache == "fit"
 
 
-def test_patch_and_concept_caches_holding_deleted_items_are_removed(ws, tiny_clip_id):
-    keep = ws.derived_dir("patches", tiny_clip_id) / "b0-a0-keep.npz"
-    hit = ws.derived_dir("concepts", tiny_clip_id) / "k.npz"
-    gone = _id(ws, text="a red thing")
-    for path, ids in ((keep, ["x"]), (hit, [gone, "y"])):
-        ws.publish(path, lambda f, ids=ids: np.savez(f, ids=np.asarray(ids)))
-    ws.publish(hit.with_suffix(".json"), lambda f: f.write(b"{}"))
-    masks = ws.derived_root / "world_masks.npz"
-    ws.publish(masks, lambda f: np.savez(f, **{gone: np.ones(2), "other": np.zeros(2)}))
+def test_patch_caches_holding_deleted_items_are_removed_and_masks_pruned(ws, tiny_clip_id):
+    from core.concepts.patches import workspace_patches
+    from core.demo.workspace import MASKS_CODEC, MASKS_KEY, load_world_masks
+
+    images = sorted(ws.items[ws.items.modality == "image"]["id"])
+    gone = images[0]
+    workspace_patches(ws, tiny_clip_id, images[2:4])
+    workspace_patches(ws, tiny_clip_id, images[:2])
+    ws.artifact("masks", None, MASKS_KEY, lambda: {gone: np.ones(2), "other": np.zeros(2)}, codec=MASKS_CODEC)
+    before = sorted(ws.derived_dir("patches", tiny_clip_id).glob("*.npz"))
+    assert len(before) == 2
     ws.delete_items([gone])
-    assert keep.exists() and not hit.exists() and not hit.with_suffix(".json").exists()
-    with np.load(masks) as z:
-        assert z.files == ["other"]
+    after = sorted(ws.derived_dir("patches", tiny_clip_id).glob("*.npz"))
+    assert len(after) == 1 and set(np.load(after[0])["ids"]) == set(images[2:4])
+    assert list(load_world_masks(ws)) == ["other"]
 
 
 def test_a_deletion_killed_after_its_commit_point_is_invisible_and_finished_later(ws, tiny_clip_id, monkeypatch):
@@ -186,7 +188,7 @@ def test_a_deletion_killed_before_its_commit_point_leaves_the_old_state(ws, tiny
     def crash(self, df):
         raise KeyboardInterrupt("killed")
 
-    monkeypatch.setattr(Workspace, "_write_items", crash)
+    monkeypatch.setattr(Workspace, "write_items", crash)
     with pytest.raises(KeyboardInterrupt):
         ws.delete_items([gone])
     monkeypatch.undo()

@@ -131,7 +131,7 @@ def test_train_checkpoints_resumes_and_ships_a_loadable_model(capsys, tmp_path):
     words = (out / "vocabulary.txt").read_text().split()
     assert {"red", "triangle", "background"} <= set(words), "a world model ships the words it was trained on"
     from core.demo import world_words
-    from core.search import known_words, unknown_words
+    from core.vocabulary import known_words, unknown_words
 
     assert known_words(f"openclip-local:{out}") == world_words(), "... and every word of its captions"
     assert unknown_words(f"openclip-local:{out}", "a crimson circle") == ["crimson"]
@@ -192,6 +192,6 @@ def test_train_from_workspace_pairs(capsys, tmp_path):
     assert main(["train", "--out", str(tmp_path / "r"), "--data", str(tmp_path / "ws"), "--model-config", str(cfg),
                  "--steps", "2", "--batch-size", "4", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["steps"] == 2
-    from core.search import known_words
+    from core.vocabulary import known_words
 
     assert known_words(f"openclip-local:{tmp_path / 'r'}") == {"colour"}, "the words of the captions it saw"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -106,24 +107,36 @@ def test_local_checkpoint_problems_give_one_clear_error(tmp_path, case):
 
 
 class Evil:
+    """Pickles to a call of ``os.system`` that writes the file ``marker`` if it is ever unpickled."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
     def __reduce__(self):
         import os
+        import shlex
 
-        return (os.system, ("echo pwned > /tmp/jointscope_pwned",))
+        return (os.system, (f"echo pwned > {shlex.quote(str(self.marker))}",))
+
+
+def test_evil_payload_runs_when_unpickled(tmp_path):
+    """The payload below is live: plain unpickling writes its marker (so its absence proves a refusal)."""
+    import pickle
+
+    marker = tmp_path / "pwned"
+    pickle.loads(pickle.dumps(Evil(marker)))
+    assert marker.read_text().strip() == "pwned"
 
 
 def test_pickle_checkpoint_with_code_is_refused(tmp_path):
-    import os
-
     d = tmp_path / "evil"
     d.mkdir()
+    marker = tmp_path / "pwned"
     (d / "open_clip_config.json").write_text(json.dumps(TINY_CFG))
-    torch.save({"state_dict": {"x": torch.zeros(1)}, "payload": Evil()}, d / "open_clip_pytorch_model.bin")
-    if os.path.exists("/tmp/jointscope_pwned"):
-        os.unlink("/tmp/jointscope_pwned")
+    torch.save({"state_dict": {"x": torch.zeros(1)}, "payload": Evil(marker)}, d / "open_clip_pytorch_model.bin")
     with pytest.raises(ModelLoadError, match="could not load"):
         core.load_encoder(f"openclip-local:{d}")
-    assert not os.path.exists("/tmp/jointscope_pwned")
+    assert not marker.exists()
 
 
 def test_hub_model_offline_and_uncached_fails_with_what_to_do(monkeypatch, tmp_path):
@@ -186,7 +199,7 @@ def test_hub_probe_gives_up_after_its_timeout(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     def never_answers(*args, **kwargs):
-        time.sleep(3)
+        time.sleep(3)  # a host that does not answer: the probe must give up long before this returns
         raise OSError("too late")
 
     monkeypatch.setattr(socket, "create_connection", never_answers)

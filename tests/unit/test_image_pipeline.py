@@ -98,7 +98,7 @@ def test_prefetch_map_keeps_order_and_bounds_the_work_ahead():
         with lock:
             state["started"] += 1
             state["max_ahead"] = max(state["max_ahead"], state["started"] - state["taken"])
-        time.sleep(0.002 * (x % 3))
+        time.sleep(0.002 * (x % 3))  # uneven work: results finish out of order, the output must not
         return x * x
 
     out = []
@@ -216,6 +216,8 @@ print(json.dumps({"embedded": rep.embedded, "kb": kb}))
 """
 
 
+@pytest.mark.slow  # 144 full 4.3-MP JPEG decodes in two interpreters: 200 s on a busy 2-core machine
+@pytest.mark.timeout(600)
 def test_memory_does_not_grow_with_the_number_of_images(tiny_clip_id, tmp_path):
     """Full decodes of 4.3-MP JPEGs (13 MB each as RGB), one chunk far larger than the batch: embedding 120
     of them peaks within 150 MB of embedding 24 (decoding a chunk at once would need 1.2 GB more)."""

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 import core.labels
+import core.mapvectors
 from core.cli import main
 from core.demo.evaluate import cluster_names
 from core.export import map_html
@@ -244,6 +245,8 @@ def test_restricted_unpickler_refuses_anything_but_a_bunch_of_arrays(tmp_path):
         real_text.load_bunch(bad)
 
 
+@pytest.mark.slow  # MiniLM embeds 150+ news posts: 140 s on a busy 2-core machine
+@pytest.mark.timeout(600)
 def test_news_posts_embedded_with_minilm_get_names_grounded_in_their_texts(tmp_path):
     import real_text
 
@@ -288,7 +291,7 @@ def test_a_table_is_named_by_the_categorical_column_that_separates_its_clusters(
 
 
 def test_images_without_any_text_are_named_zero_shot(demo_ws, tmp_path):
-    from core.search import default_vocabulary
+    from core.vocabulary import default_vocabulary
 
     images = demo_ws.items[demo_ws.items["modality"] == "image"].head(60)
     ws = Workspace(tmp_path / "bare")
@@ -308,7 +311,7 @@ def _comparable(labels: list[dict]) -> list[tuple]:
 
 @pytest.mark.parametrize("gap", [False, True])
 def test_names_read_chunk_by_chunk_are_those_of_every_vector_at_once(demo_ws, monkeypatch, gap):
-    """Naming reads the map's vectors :data:`core.labels.CHUNK` rows at a time; with chunks of 64 rows (12 of
+    """Naming reads the map's vectors :data:`core.mapvectors.CHUNK` rows at a time; with chunks of 64 rows (12 of
     them) the clusters, names and closest items are those read in one chunk, and they match what the
     cluster means of every vector held at once give (the items closest to the mean; the zero-shot ranking
     of core.vocabulary.label_clusters)."""
@@ -321,7 +324,7 @@ def test_names_read_chunk_by_chunk_are_those_of_every_vector_at_once(demo_ws, mo
     words = ["red", "blue", "green", "disc", "square", "triangle"]
     runs = [{"level": "coarse"}, {"level": "fine"}, {"level": "coarse", "words": words, "only_words": True}]
     whole = [map_labels(demo_ws, "demo", res, use_cache=False, **kw) for kw in runs]
-    monkeypatch.setattr(core.labels, "CHUNK", 64)
+    monkeypatch.setattr(core.mapvectors, "CHUNK", 64)
     parts = [map_labels(demo_ws, "demo", res, use_cache=False, **kw) for kw in runs]
     for a, b in zip(whole, parts):
         assert _comparable(a) == _comparable(b)
@@ -374,6 +377,7 @@ def _synthetic_map(path, n: int, dim: int):
 
 
 @pytest.mark.slow  # ~60 s: two workspaces of 50,000 and 200,000 256-d vectors named
+@pytest.mark.timeout(600)
 def test_naming_a_large_map_reads_its_vectors_in_chunks_and_its_memory_does_not_grow_with_it(tmp_path,
                                                                                                 monkeypatch):
     """No read of the vector store asks for more than CHUNK rows (the k-means sample included), and the
@@ -384,7 +388,7 @@ def test_naming_a_large_map_reads_its_vectors_in_chunks_and_its_memory_does_not_
     from core import vectorstore
 
     dim, chunk = 256, 16_384
-    monkeypatch.setattr(core.labels, "CHUNK", chunk)  # the same chunks at both sizes (both above it)
+    monkeypatch.setattr(core.mapvectors, "CHUNK", chunk)  # the same chunks at both sizes (both above it)
     reads: list[int] = []
     take = vectorstore._StoreView.take
 

@@ -90,7 +90,8 @@ def _checkout_copy(dst: Path) -> Path:
     return dst
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # builds and installs a wheel, then runs the CLI, AppTest and a server from it
+@pytest.mark.timeout(600)
 def test_wheel_installs_and_runs(tmp_path):
     t0 = time.monotonic()
     src = _checkout_copy(tmp_path / "src")

@@ -3,6 +3,9 @@ is placed from its nearest sample items (core.projection). The fit sample is for
 placement path runs quickly; the million-item numbers are in bench/million.py."""
 from __future__ import annotations
 
+import os
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -60,7 +63,7 @@ def test_every_item_gets_finite_coordinates(tmp_path):
 @pytest.mark.parametrize("place_dim", [128, 12])
 def test_placed_items_keep_their_groups_as_well_as_the_fitted_ones(tmp_path, monkeypatch, place_dim):
     # place_dim 12 < 32 dimensions: the sample is searched in its 12 leading singular directions
-    monkeypatch.setattr("core.projection.PLACE_DIM", place_dim)
+    monkeypatch.setattr("core.maps.PLACE_DIM", place_dim)
     n, m = 6000, 1000
     X, lab = clusters(n, 32, 30, seed=1)
     ids = ids_for(n, seed=1)
@@ -130,7 +133,8 @@ def test_cache_follows_the_fit_size_and_method(tmp_path):
     a = compute_map(ws, MODEL, method="pca", max_points=300)
     b = compute_map(ws, MODEL, method="pca", max_points=500)
     whole = compute_map(ws, MODEL, method="pca")  # the default fit size covers every item: fitted whole
-    assert len({a.path.parent, b.path.parent, whole.path.parent}) == 3
+    assert len({r.path.name.partition("-")[0] for r in (a, b, whole)}) == 3  # one map per parameter set
+    assert sorted(p.name for p in a.path.parent.glob("*.npz")) == sorted(r.path.name for r in (a, b, whole))
     assert whole.fitted is None and whole.n_fitted == n
     hit = cached_map(core.Workspace(ws.path, create=False), MODEL, method="pca", max_points=300)
     assert hit is not None and hit.cache == "hit"
@@ -159,3 +163,34 @@ def test_max_points_is_validated(tmp_path):
     ws = workspace(tmp_path / "w", *[clusters(20, 8, 2)[0], ids_for(20)])
     with pytest.raises(ValueError, match="max_points must be an integer >= 4"):
         compute_map(ws, MODEL, method="pca", max_points=2)
+
+
+def test_the_map_cache_keeps_one_artifact_per_parameter_set_and_places_new_items_into_the_newest(tmp_path):
+    """Map files are derived artifacts (core.artifacts: a sidecar beside each); a parameter set keeps one map,
+    new items are placed into the newest map, and two maps left by an interrupted save are cleaned up."""
+    from core.artifacts import SIDECAR, stored_artifacts
+
+    X, _ = clusters(260, 8, 4, seed=3)
+    ids = ids_for(260, seed=3)
+    ws = workspace(tmp_path / "w", X[:200], ids[:200])
+    first = compute_map(ws, MODEL, method="pca")
+    assert first.cache == "fit" and first.path.with_name(first.path.name + SIDECAR).is_file()
+    assert [a.codec for a in stored_artifacts(ws) if a.path == first.path] == ["map"]
+    with ws.writing():
+        ws.store(MODEL).append(X[200:], ids[200:])
+    ws.add_rows(pd.DataFrame({"id": list(ids[200:]), "modality": "row", "source": "synthetic"}))
+    second = compute_map(ws, MODEL, method="pca")
+    assert second.cache == "incremental" and second.n_new == 60 and second.path != first.path
+    pos = pd.Index(second.ids).get_indexer(first.ids)
+    np.testing.assert_array_equal(second.coords[pos], first.coords)  # the mapped items did not move
+    assert not first.path.exists() and not first.path.with_name(first.path.name + SIDECAR).exists()
+    assert [p.name for p in second.path.parent.glob("*.npz")] == [second.path.name]
+    # a save killed before the older map was removed leaves two: the newest is read, a cache hit cleans up
+    stale = second.path.with_name(second.path.name.partition("-")[0] + "-" + "0" * 20 + ".npz")
+    shutil.copy(second.path, stale)
+    shutil.copy(second.path.with_name(second.path.name + SIDECAR), stale.with_name(stale.name + SIDECAR))
+    os.utime(stale, ns=(1, 1))  # older than the map of the current items
+    hit = compute_map(ws, MODEL, method="pca")
+    assert hit.cache == "hit" and hit.path == second.path and not stale.exists()
+    with pytest.raises(ValueError, match=r"compute_map: dim must be one of 2, 3; got 4"):
+        compute_map(ws, MODEL, method="pca", dim=4)

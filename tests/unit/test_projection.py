@@ -41,7 +41,7 @@ def test_warm_up_waits_for_its_gate(monkeypatch):
     monkeypatch.setattr(projection, "warm_up", lambda: calls.append(time.perf_counter()))
     gate = threading.Event()
     t = projection.start_warm_up(after=gate)
-    time.sleep(0.3)
+    time.sleep(0.3)  # the behaviour under test: a while passes and the closed gate still holds the compile
     assert not calls and t.is_alive()
     opened = time.perf_counter()
     gate.set()
@@ -119,7 +119,7 @@ def test_gap_correction_removes_the_centroid_offset(umap_warm):
     X = np.concatenate([base + g + 0.02 * rng.normal(size=base.shape), base - g]).astype(np.float32)
     mods = np.array(["image"] * 150 + ["text"] * 150)
     p = Projector("umap", gap_corrected=True).fit(X, modalities=mods)
-    Z = p._prepare(X, mods)
+    Z = p.prepare(X, mods)
     assert np.linalg.norm(Z[:150].mean(0) - Z[150:].mean(0)) < 0.05
     raw = Projector("umap").fit(X).embedding_
     from sklearn.neighbors import NearestNeighbors
@@ -138,9 +138,9 @@ def test_gap_correction_removes_the_centroid_offset(umap_warm):
 
 @pytest.mark.parametrize("kw,match", [
     ({"method": "tsne"}, "method must be one of"),
-    ({"n_components": 4}, "n_components must be 2 or 3"),
+    ({"n_components": 4}, r"Projector: n_components must be one of 2, 3; got 4"),
     ({"n_neighbors": 1}, "n_neighbors must be"),
-    ({"min_dist": 2.0}, "min_dist must be in"),
+    ({"min_dist": 2.0}, r"min_dist must be a finite number in \[0, 0.99\]; got 2.0"),
 ])
 def test_bad_parameters_name_the_parameter(kw, match):
     with pytest.raises(ValueError, match=match):

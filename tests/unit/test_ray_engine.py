@@ -58,6 +58,8 @@ def comparable_items(ws) -> pd.DataFrame:
     return ws.items.drop(columns=["added"]).sort_values("id").reset_index(drop=True)
 
 
+@pytest.mark.slow  # every Ray test is: the first also starts Ray (45 s on a busy 2-core machine, 120 s its run)
+@pytest.mark.timeout(600)
 def test_ray_manifest_equals_local_engine(ray_local, manifest, tmp_path):
     local = core.Workspace(tmp_path / "local")
     on_ray = core.Workspace(tmp_path / "ray")
@@ -89,6 +91,8 @@ def test_ray_manifest_equals_local_engine(ray_local, manifest, tmp_path):
     assert set(ingested.items["id"]) <= set(a["id"])
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_ray_manifest_rerun_is_incremental(ray_local, manifest, tmp_path):
     ws = core.Workspace(tmp_path / "w")
     embed_manifest(ws, manifest, MODEL, engine="ray", dtype="float16")
@@ -97,6 +101,7 @@ def test_ray_manifest_rerun_is_incremental(ray_local, manifest, tmp_path):
     assert ws.store(MODEL).dtype == "float16" and ws.store(MODEL).count() == 13
 
 
+@pytest.mark.slow
 def test_ray_workspace_equals_local_engine(ray_local, image_files, tmp_path):
     src = core.Workspace(tmp_path / "a")
     src.ingest([tmp_path / "imgs"], texts=["a red square", "a blue circle", "green"])
@@ -113,6 +118,7 @@ def test_ray_workspace_equals_local_engine(ray_local, image_files, tmp_path):
     assert again.embedded == 0 and again.cached == 6
 
 
+@pytest.mark.slow
 def test_cli_embed_engine_ray(ray_local, manifest, tmp_path, capsys):
     ws = tmp_path / "cli"
     assert main(["embed", str(ws), "--model", MODEL, "--engine", "ray", "--manifest", str(manifest),
@@ -175,6 +181,7 @@ def test_local_engine_reads_a_folder_of_csv_manifests(tmp_path):
         embed_manifest(ws, folder, MODEL, engine="local")
 
 
+@pytest.mark.slow
 def test_engines_refuse_to_add_to_vectors_the_model_no_longer_gives(ray_local, manifest, image_files, tmp_path,
                                                                     capsys):
     """Weights replaced under the same local model id: the Ray engine (workspace or manifest) and the local
@@ -207,6 +214,7 @@ def test_engines_refuse_to_add_to_vectors_the_model_no_longer_gives(ray_local, m
         clear_encoder_cache()
 
 
+@pytest.mark.slow
 def test_ray_engine_gives_the_local_engines_vectors_for_photos(ray_local, tmp_path):
     """Photo-sized JPEGs (reduced decoding, EXIF rotation, one unreadable file): both engines go through the
     same image pipeline and give the same vectors, sizes and errors."""

@@ -12,23 +12,15 @@ import pytest
 
 import core
 import core.analogies
+from core.analogies import AnalogyEvaluation, analogy, analogy_scores, evaluate_analogies, load_analogy_set
 from core.cli import main
 from core.demo.world import COLOURS, SHAPES
 from core.encoders import ASSETS_DIR
-from core.search import (
-    AnalogyEvaluation,
-    Hit,
-    analogy,
-    analogy_scores,
+from core.search import Hit, parse_term, search, term_vectors, text_axes
+from core.vocabulary import (
     default_vocabulary,
-    evaluate_analogies,
     known_words,
     label_clusters,
-    load_analogy_set,
-    parse_term,
-    search,
-    term_vectors,
-    text_axes,
     unknown_words,
     vocabulary_vectors,
     words_of,
@@ -376,7 +368,7 @@ def test_cli_search_and_analogy_json(capsys, ws, items):
     code, doc, err = run(capsys, "analogy", str(ws.path), "--model", "demo", "--plus", f"item:{src}", "a navy disc",
                          "--minus", f"a {colour} object", "--k", "3", "--json")
     assert code == 0 and doc["unknown_words"] == ["navy", "disc"], "the text terms' words; not the item id"
-    assert "never saw these words in training: navy, disc;" in err
+    assert "never saw these words in training: navy, disc." in err
 
 
 def test_cli_analogy_eval_json(capsys, ws, tmp_path):
@@ -428,7 +420,7 @@ def test_load_analogy_set_from_uploaded_bytes():
 
 
 def test_suggested_space_tells_workspace_sets_from_word_sets():
-    from core.search import suggested_space
+    from core.analogies import suggested_space
 
     assert suggested_space(MINILM_SET) == "vocabulary"
     assert suggested_space(DEMO_SET) == "workspace"
@@ -459,7 +451,7 @@ def test_metadata_values_and_hits_frame(ws, items):
 
 
 def test_worked_example_is_a_red_circle_that_turns_blue(ws, items):
-    from core.search import worked_example
+    from core.demo.examples import worked_example
 
     ex = worked_example(ws, "demo")
     assert ex is not None and ex["minus"] == ["a red object"] and ex["plus"][1] == "a blue object"

@@ -289,7 +289,7 @@ def test_reader_sees_other_process_changes(tmp_path):
     assert len(b.items) == 1
 
 
-# ---- the write / cache protocol: writing(), derived_dir(), version tokens, cached() --------------
+# ---- the write protocol: writing(), derived_dir(), version tokens (artifacts: test_artifacts.py) ----
 def _try_writing(path, timeout):
     from filelock import Timeout
 
@@ -372,60 +372,6 @@ def test_version_tokens_change_on_ingest_and_embed_only(tmp_path, tiny_clip_id):
     assert ws.vectors_version("minilm") is None
 
 
-def _json_load(path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _json_save(f, value):
-    f.write(json.dumps(value).encode())
-
-
-def test_cached_computes_once_and_publishes_atomically(tmp_path, monkeypatch):
-    ws = Workspace(tmp_path / "w")
-    calls = []
-
-    def compute():
-        calls.append(1)
-        return {"n": len(calls)}
-
-    def get(**kw):
-        return ws.cached("maps", "demo", "result.json", compute, load=_json_load, save=_json_save, **kw)
-
-    path = ws.derived_dir("maps", "demo") / "result.json"
-    path.parent.mkdir(parents=True)
-    (path.parent / ".result.json.12345.tmp").write_bytes(b"left by a killed save")
-    assert get() == {"n": 1} and path.is_file()
-    assert not list(path.parent.glob(".*.tmp")), "a killed save's temp file is removed under the lock"
-    assert get() == {"n": 1} and Workspace(tmp_path / "w").cached(
-        "maps", "demo", "result.json", compute, load=_json_load, save=_json_save) == {"n": 1}
-    assert len(calls) == 1, "computed once, then reused"
-    assert get(reuse=False) == {"n": 2} and _json_load(path) == {"n": 2}
-    path.write_bytes(b"{half a fi")  # unreadable: load says None, computed again
-    assert get() == {"n": 3} and _json_load(path) == {"n": 3}
-
-    def crash(src, dst):  # the temp file is fully written, then the process "dies" before rename
-        raise KeyboardInterrupt("simulated crash")
-
-    other = ws.derived_dir("maps", "demo") / "other.json"
-    monkeypatch.setattr(storage.os, "replace", crash)
-    with pytest.raises(KeyboardInterrupt):
-        ws.cached("maps", "demo", "other.json", compute, load=_json_load, save=_json_save)
-    with pytest.raises(KeyboardInterrupt):
-        get(reuse=False)
-    monkeypatch.undo()
-    assert not other.exists() and _json_load(path) == {"n": 3}, "the old file or none, never a half one"
-    assert not list(path.parent.glob(".*.tmp")), "no temp files left behind"
-    assert ws.cached("maps", "demo", "other.json", compute, load=_json_load, save=_json_save) == {"n": 6}
-    for bad in ["", "../x.json", "/tmp/x.json"]:
-        with pytest.raises(ValueError, match="cache file name"):
-            ws.cached("maps", "demo", bad, compute, load=_json_load, save=_json_save)
-    with pytest.raises(ValueError, match="not inside"):
-        ws.publish(tmp_path / "w" / "items.parquet", lambda f: None)
-
-
 def test_skipped_items_say_whether_they_were_already_there_or_repeated_in_the_upload(tmp_path):
     ws = core.Workspace(tmp_path / "ws")
     rep = ws.ingest(texts=["a cat", "a dog", "a cat", "a cat"])
@@ -454,14 +400,14 @@ def test_images_of_an_import_are_stored_at_once_and_a_bad_one_is_reported_alone(
         return buf.getvalue()
 
     ws = Workspace(tmp_path / "ws")
-    threads, real = set(), Workspace._store_image
+    threads, real = set(), Workspace.store_image
 
     def slow_store(self, *args):
         threads.add(threading.get_ident())
-        time.sleep(0.05)
+        time.sleep(0.05)  # a slow disk: the writes overlap only if the import runs several at a time
         return real(self, *args)
 
-    monkeypatch.setattr(Workspace, "_store_image", slow_store)
+    monkeypatch.setattr(Workspace, "store_image", slow_store)
     cands = [Candidate(modality="image", source=f"img{i}.png", image_bytes=png((i * 20, 0, 0)), image_ext="png")
              for i in range(12)]
     cands.insert(5, Candidate(modality="image", source="broken.png", image_bytes=b"not an image", image_ext="png"))

@@ -5,11 +5,9 @@ from __future__ import annotations
 import collections
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from core.demo import world
 from core.demo.world import (
@@ -374,27 +372,10 @@ def test_other_image_sizes() -> None:
         generate(1, seed=0, image_size=8)
 
 
-def test_contact_sheet(tmp_path: Path) -> None:
-    """Save a 8x6 contact sheet (2x upscaled) to /tmp/world_sheet.png for eyeballing."""
-    samples = generate(48, seed=0)
-    cell = 128
-    sheet = Image.new("RGB", (8 * cell, 6 * cell))
-    for k, it in enumerate(samples):
-        r, c = divmod(k, 8)
-        sheet.paste(it.image.resize((cell, cell), Image.NEAREST), (c * cell, r * cell))
-    out = Path("/tmp/world_sheet.png")
-    try:
-        sheet.save(out)
-    except OSError:
-        out = tmp_path / "world_sheet.png"
-        sheet.save(out)
-    assert out.exists()
-
-
 def test_world_words_are_exactly_the_words_of_captions_and_prompts() -> None:
     """world_words() (derived from the grammar) holds every word of thousands of sampled captions, with
     and without colour words, of the zero-shot prompts and of the background prompt, and nothing else."""
-    from core.search import words_of
+    from core.vocabulary import words_of
 
     known, seen = world_words(), set()
     rng = np.random.default_rng(11)

@@ -16,6 +16,7 @@ const INSTANCES = new WeakMap(); // parentElement -> MapView
 const REGISTRY = window.jointscopeScatter || (window.jointscopeScatter = new Map()); // uid -> MapView (tests, tools)
 const VIEW_SETTLE_MS = 250;
 const HOVER_SETTLE_MS = 120;
+const HOVER_RADIUS_PX = 6; // the pointer hovers the nearest point at most this far away
 // while the camera moves, a map above LOD_MIN points draws an even sample of about LOD_POINTS of them
 // (software WebGL spends about a microsecond a point a frame); all of them again once the view settles
 const LOD_MIN = 400000;
@@ -176,6 +177,11 @@ class MapView {
     this.resizeObserver = new ResizeObserver(() => this.resize());
     this.resizeObserver.observe(this.root);
     this.boxCatch.addEventListener('pointerdown', (e) => this.boxStart(e));
+    this.root.addEventListener('pointermove', (e) => this.onPointerMove(e), { passive: true });
+    this.root.addEventListener('pointerleave', () => {
+      this.pointerAt = null;
+      if (this.hoverRow !== null) this.onHover(null);
+    });
   }
 
   // -- Streamlit bridge ----------------------------------------------------------------------------------
@@ -344,6 +350,7 @@ class MapView {
     this.ny = ny;
     index.finish();
     this.spatialIndex = index.data;
+    this.kd = index;
     this.ensurePlot();
     this.plot.set({
       xScale: linearScale([this.domain.x0, this.domain.x1], [0, 1]),
@@ -358,6 +365,15 @@ class MapView {
 
   ensurePlot() {
     if (this.plot) return;
+    // hover is found here, from the spatial index (pointerHover): regl-scatterplot's own hover redraws every
+    // point each time the hovered point changes, seconds per pointer move for a million points in software GL.
+    // It hovers only while it believes the pointer is inside its canvas; these listeners, added before its own,
+    // keep it believing the pointer is outside (its clicks, pans and zooms do not depend on that).
+    for (const type of ['mouseenter', 'mouseleave']) {
+      this.canvas.addEventListener(type, (e) => {
+        if (!this.passPointerEvent) e.stopImmediatePropagation();
+      }, true);
+    }
     // our own renderer on an offscreen canvas the size of the map: regl-scatterplot's default one is as large
     // as the window, and every frame clears, tone-maps and copies all of it (most of a frame in software GL)
     const width = Math.max(1, this.root.clientWidth);
@@ -388,8 +404,55 @@ class MapView {
     this.plot.subscribe('view', () => this.onView());
     this.plot.subscribe('select', ({ points }) => this.onSelect(points));
     this.plot.subscribe('deselect', () => this.onDeselect());
-    this.plot.subscribe('pointOver', (i) => this.onHover(i));
-    this.plot.subscribe('pointOut', () => this.onHover(null));
+    this.passPointerEvent = true;
+    this.canvas.dispatchEvent(new MouseEvent('mouseleave'));
+    this.passPointerEvent = false;
+  }
+
+  // -- hover -----------------------------------------------------------------------------------------------
+  onPointerMove(e) {
+    this.pointerAt = [e.clientX, e.clientY];
+    if (this.hoverQueued) return;
+    this.hoverQueued = true;
+    requestAnimationFrame(() => {
+      this.hoverQueued = false;
+      this.pointerHover();
+    });
+  }
+
+  pointerHover() {
+    // the drawn point nearest the pointer within HOVER_RADIUS_PX, from the spatial index (in the [-1, 1] square
+    // the points are drawn in); none while a drag, lasso or box is under way or the camera moves
+    if (!this.pointerAt || !this.kd || !this.plot || this.pointerDown || this.lod || this.mode !== 'pan') return;
+    const rect = this.canvas.getBoundingClientRect();
+    const px = this.pointerAt[0] - rect.left;
+    const py = this.pointerAt[1] - rect.top;
+    if (px < 0 || py < 0 || px > rect.width || py > rect.height) {
+      if (this.hoverRow !== null) this.onHover(null);
+      return;
+    }
+    const d = this.domain;
+    const [x, y] = this.dataOfClient(rect, this.pointerAt[0], this.pointerAt[1]);
+    const [xr, yr] = this.dataOfClient(rect, this.pointerAt[0] + HOVER_RADIUS_PX, this.pointerAt[1] + HOVER_RADIUS_PX);
+    const sx = 2 / (d.x1 - d.x0);
+    const sy = 2 / (d.y1 - d.y0);
+    const a = -1 + (x - d.x0) * sx;
+    const b = -1 + (y - d.y0) * sy;
+    const ra = Math.abs(xr - x) * sx;
+    const rb = Math.abs(yr - y) * sy;
+    let best = -1;
+    let bestD = 1;
+    for (const i of this.kd.range(a - ra, b - rb, a + ra, b + rb)) {
+      const u = (this.nx[i] - a) / ra;
+      const v = (this.ny[i] - b) / rb;
+      const dd = u * u + v * v;
+      if (dd <= bestD) {
+        bestD = dd;
+        best = i;
+      }
+    }
+    const row = best < 0 ? null : (this.rowOf ? this.rowOf[best] : best);
+    if (row !== this.hoverRow) this.onHover(best < 0 ? null : best);
   }
 
   colourCodes() {
@@ -520,7 +583,6 @@ class MapView {
     }, 2000);
   }
 
-  // -- hover ---------------------------------------------------------------------------------------------
   onHover(i) {
     const row = i === null || i === undefined ? null : (this.rowOf ? this.rowOf[i] : i);
     this.hoverRow = row;
