@@ -75,7 +75,7 @@ def drawn_with_plotly(at: AppTest) -> bool:
     return any(t.get("type") == "scattergl" for c in charts for t in c["data"])
 
 
-@pytest.mark.slow  # 58 s on an idle 2-core machine: the first map of a million items
+@pytest.mark.slow  # 60-80 s on 2 cores: the first map of a million items
 def test_app_opens_a_million_item_workspace(big_home, rows_read):
     """app.py opens on the Map with every item on it: the map is fitted on a sample and the rest placed, and
     the points are drawn with the WebGL map, not plotly."""
@@ -95,7 +95,7 @@ def test_app_opens_a_million_item_workspace(big_home, rows_read):
     print(f"app.py (Map page) on {N:,} items: {seconds:.1f} s, {sum(rows_read):,} vector rows read")
 
 
-@pytest.mark.slow  # 30 s on an idle 2-core machine
+@pytest.mark.slow  # 30 s on 2 cores
 def test_map_page_maps_every_one_of_a_million_items(big_home, rows_read):
     at = AppTest.from_file(str(ROOT / "pages" / "map.py"), default_timeout=TIMEOUT)
     at.session_state["workspace"] = "big"

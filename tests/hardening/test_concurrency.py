@@ -108,7 +108,8 @@ def _expected_ids(data: Path, plan: dict) -> dict[str, str]:
     return out
 
 
-@pytest.mark.slow  # ~30 s: four interpreters load torch and the demo model
+@pytest.mark.slow  # ~80 s on 2 cores: four interpreters load torch and the demo model
+@pytest.mark.timeout(600)
 def test_four_processes_create_ingest_embed_index_and_map_one_workspace(tmp_path):
     from core.index import workspace_index
     from core.projection import cached_map

@@ -40,8 +40,8 @@ HARNESS = HERE / "crash_harness.py"
 sys.path.insert(0, str(HERE))
 import crash_harness as H  # noqa: E402
 
-# slow: the harness and the reference runs take 100 s on a busy 2-core machine before the first kill, and each
-# job is killed and resumed at every write point (6 min in all)
+# slow: the harness and the reference runs take 20 s before the first kill, and each job is killed and resumed
+# at every write point (70 s in all on 2 cores, 6 min when they are busy)
 pytestmark = [pytest.mark.skipif(not hasattr(os, "fork"), reason="the crash harness forks"), pytest.mark.slow]
 
 N_BATCHES, IMAGES_PER_BATCH, EXTRA_TEXTS = 3, 8, 4  # 3 x (8 images + 8 captions + 4 texts) = 60 items

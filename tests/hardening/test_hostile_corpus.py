@@ -124,7 +124,6 @@ def assert_batch(cases, report_errors: list[tuple[str, str]], ws: core.Workspace
             case.check(ws, sub)
 
 
-@pytest.mark.slow  # 70 s on a busy 2-core machine
 def test_whole_corpus_in_one_cli_call(tmp_path):
     """`python -m core ingest` once with every case's files and good files mixed in: exit 0, all reported."""
     paths = [p for case in CASES for p in case.files(tmp_path / "in" / case.name)]
@@ -141,7 +140,6 @@ def test_whole_corpus_in_one_cli_call(tmp_path):
     assert not pickle_payload_ran(tmp_path)
 
 
-@pytest.mark.slow  # 80 s on a busy 2-core machine
 def test_uploadable_corpus_through_the_data_page(tmp_path, monkeypatch):
     """Every case a browser can upload, at once, through the Data page's uploader and Import button."""
     from streamlit.testing.v1 import AppTest

@@ -216,7 +216,7 @@ print(json.dumps({"embedded": rep.embedded, "kb": kb}))
 """
 
 
-@pytest.mark.slow  # 144 full 4.3-MP JPEG decodes in two interpreters: 200 s on a busy 2-core machine
+@pytest.mark.slow  # 144 full 4.3-MP JPEG decodes in two interpreters: 48 s on 2 cores, 200 s when they are busy
 @pytest.mark.timeout(600)
 def test_memory_does_not_grow_with_the_number_of_images(tiny_clip_id, tmp_path):
     """Full decodes of 4.3-MP JPEGs (13 MB each as RGB), one chunk far larger than the batch: embedding 120

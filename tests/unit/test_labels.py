@@ -245,7 +245,7 @@ def test_restricted_unpickler_refuses_anything_but_a_bunch_of_arrays(tmp_path):
         real_text.load_bunch(bad)
 
 
-@pytest.mark.slow  # MiniLM embeds 150+ news posts: 140 s on a busy 2-core machine
+@pytest.mark.slow  # MiniLM embeds 150+ news posts: 24 s on 2 cores, 140 s when they are busy
 @pytest.mark.timeout(600)
 def test_news_posts_embedded_with_minilm_get_names_grounded_in_their_texts(tmp_path):
     import real_text

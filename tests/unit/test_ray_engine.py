@@ -58,7 +58,7 @@ def comparable_items(ws) -> pd.DataFrame:
     return ws.items.drop(columns=["added"]).sort_values("id").reset_index(drop=True)
 
 
-@pytest.mark.slow  # every Ray test is: the first also starts Ray (45 s on a busy 2-core machine, 120 s its run)
+@pytest.mark.slow  # every Ray test is (15-40 s each on 2 cores); the first also starts Ray
 @pytest.mark.timeout(600)
 def test_ray_manifest_equals_local_engine(ray_local, manifest, tmp_path):
     local = core.Workspace(tmp_path / "local")
