@@ -125,7 +125,7 @@ def main() -> None:
             cdp.on("Network.webSocketFrameReceived",
                    lambda e: received.__setitem__("bytes", received["bytes"] + len(e["response"]["payloadData"])))
             t0 = time.perf_counter()
-            page.goto(f"{base}/map")
+            page.goto(f"{base}/")
             try:
                 page.wait_for_function(f"() => ({POINTS_JS})() === {args.n}", polling=200,
                                        timeout=args.timeout * 1000)

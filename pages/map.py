@@ -210,10 +210,10 @@ def point_neighbours(view, row: int) -> pd.DataFrame:
 
 
 def draw_map(ws, model, view, where) -> None:
-    """The map of ``view`` into ``where``: a 2-D map with the WebGL map (:mod:`pages.ui.scatter`) — every point
-    drawn, lasso/box/click and cluster names select, hover captions and thumbnails fetched for the rows that need
-    them — or a 3-D map with plotly (no selection)."""
-    box = where.container()  # ``where`` is a placeholder (it showed the preview): one container for all of it
+    """The map of ``view`` into the container ``where``: a 2-D map with the WebGL map (:mod:`pages.ui.scatter`) —
+    every point drawn, lasso/box/click and cluster names select, hover captions and thumbnails fetched for the rows
+    that need them — or a 3-D map with plotly (no selection)."""
+    box = where
     if view.res.dim == 2:
         webgl_map(ws, view, box)
     else:
@@ -299,8 +299,7 @@ def webgl_map(ws, view, where) -> None:
     if state["view"]:
         keep_view(res, state["view"])
     view = view.with_selection(ui.selection(ws))
-    if view.note:
-        where.caption(view.note)
+    notes = [view.note] if view.note else []  # written below the map: the map stays the container's first element
     lines = []
     if len(view.selection) == 1:  # one point: its true neighbours
         row = int(view.selection[0])
@@ -308,9 +307,9 @@ def webgl_map(ws, view, where) -> None:
     if params.pairs:
         pairs = view.pair_rows()
         if not len(pairs):
-            where.caption("No image–caption pairs among the mapped items.")
+            notes.append("No image–caption pairs among the mapped items.")
         elif len(pairs) > MAX_PAIR_LINES:
-            where.caption(f"Lines for a sample of {MAX_PAIR_LINES:,} of {len(pairs):,} pairs.")
+            notes.append(f"Lines for a sample of {MAX_PAIR_LINES:,} of {len(pairs):,} pairs.")
             pairs = pairs[sample_rows(np.ones(len(pairs), bool), MAX_PAIR_LINES)]
         lines.append([tuple(map(int, p)) for p in pairs])
     lines = [p for part in lines for p in part]
@@ -326,6 +325,8 @@ def webgl_map(ws, view, where) -> None:
                     view=kept_view(res), hover_text=view.hover_text,
                     thumbnails=view.thumbnail_items if params.thumbnails else None,
                     data_version=view_key(res))
+        for note in notes:
+            st.caption(note)
 
 
 METHOD_NOTES = {
@@ -486,8 +487,10 @@ def map_section(ws, model: str, present: dict[str, int]) -> None:
               "max_points": MAX_MAP_POINTS}
     metrics_box = st.container()
     map_col, side_col = st.columns([3, 1])
-    chart = map_col.empty()
     res = ui.stored_map(ws, model, params)
+    # the map's block keeps its place and kind from run to run: an ``st.empty`` sent first and filled later
+    # would let the browser draw the empty slot in between and mount the map anew (a lost lasso, a redraw)
+    chart = map_col.container() if res is not None else map_col.empty()
     if res is None:
         key = ui.data_key(ws, model)
         status = map_col.empty()
@@ -508,6 +511,7 @@ def map_section(ws, model: str, present: dict[str, int]) -> None:
             status.empty()
         st.session_state["map_last"] = {"path": str(res.path), "seconds": time.perf_counter() - t0,
                                         "cache": res.cache, "n_new": res.n_new}
+        chart = chart.container()  # the map takes the preview's place
     with metrics_box:
         metrics_row(ws, model, res, st.session_state.get("map_last"))
     if opt.colour == COLOUR_SIMILARITY and opt.text:

@@ -148,15 +148,15 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
 
 
 # ---- the Map in a browser (Playwright) ------------------------------------------------------------------
-_MAP_ROOT_JS = "[...document.querySelectorAll('.js-scatter')].find(r => r.getClientRects().length)"  # the shown one
+MAP_ROOT_JS = "[...document.querySelectorAll('.js-scatter')].find(r => r.getClientRects().length)"  # the shown one
 MAP_POINTS_JS = """() => {
-  const root = """ + _MAP_ROOT_JS + """;
+  const root = """ + MAP_ROOT_JS + """;
   return root && root.dataset.ready === '1' ? Number(root.dataset.points) : 0;
 }"""  # the number of points the WebGL map (pages.ui.scatter) has drawn
 
 # the page position of a map row: the map's scales are in its canvas's CSS pixels
 MAP_ROW_XY_JS = """(row) => {
-  const root = """ + _MAP_ROOT_JS + """;
+  const root = """ + MAP_ROOT_JS + """;
   const view = window.jointscopeScatter.get(root.dataset.uid);
   const p = view.screenOfRow(row);
   const box = view.canvas.getBoundingClientRect();
@@ -166,7 +166,7 @@ MAP_ROW_XY_JS = """(row) => {
 
 def map_view_js(expr: str) -> str:
     """A JS function returning ``expr`` evaluated with ``view``, the page's WebGL map (its MapView)."""
-    return (f"() => {{ const root = {_MAP_ROOT_JS}; if (!root) return null;"
+    return (f"() => {{ const root = {MAP_ROOT_JS}; if (!root) return null;"
             f" const view = window.jointscopeScatter.get(root.dataset.uid); return view ? ({expr}) : null; }}")
 
 
@@ -178,8 +178,7 @@ MAP_VIEW_REPORTED_JS = map_view_js(
 
 def wait_for_map_settled(page, timeout: float = 60) -> None:
     """Wait until the page's WebGL map has drawn its points, reported its view (a rerun) and the app's runs are
-    over: a map the last run computed is drawn anew in the rerun that follows, and a selection made on the
-    old one would be lost."""
+    over, so that what a test does next on the map does not race those runs."""
     page.wait_for_function(MAP_VIEW_REPORTED_JS, timeout=timeout * 1000)
     wait_for_app_idle(page, timeout=timeout)
 

@@ -11,7 +11,16 @@ import re
 
 import core
 
-from helpers import MAP_POINTS_JS, MAP_ROW_XY_JS, box_select, e2e_marks, map_view_js, wait_for_app_idle
+from helpers import (
+    MAP_POINTS_JS,
+    MAP_ROOT_JS,
+    MAP_ROW_XY_JS,
+    box_select,
+    e2e_marks,
+    map_view_js,
+    wait_for_app_idle,
+    wait_for_map_settled,
+)
 
 pytestmark = e2e_marks()
 
@@ -24,7 +33,7 @@ def test_map_draws_points_and_box_selection_lists_items(demo_server, browser, tm
     page.set_default_timeout(60_000)
     expect.set_options(timeout=60_000)  # first run: models listed, UMAP computed on 2 busy cores
     try:
-        page.goto(f"{base}/map")
+        page.goto(f"{base}/")  # the Map is the app's default page
         expect(page.get_by_role("heading", name="Map")).to_be_visible()
         # the real map (not the PCA preview) is there once its metrics are
         expect(page.get_by_test_id("stMetricLabel").filter(has_text="trustworthiness")).to_be_visible()
@@ -36,14 +45,18 @@ def test_map_draws_points_and_box_selection_lists_items(demo_server, browser, tm
         expect(legend).to_contain_text(re.compile(r"image \(\d+\)"))
         expect(page.get_by_text("Images on this map")).to_be_visible()
 
-        # the map is read back from the workspace from now on (the run that computed it drew it in the
-        # preview's place; the next run draws it anew)
+        # the map is read back from the workspace from now on
         page.reload()
         page.wait_for_function(f"() => ({MAP_POINTS_JS})() === {n}")
-        box_select(page)  # the middle of the map, once its view is reported (one rerun) and the run is over
+        wait_for_map_settled(page)
+        page.evaluate(f"() => {{ window.__mapRoot = ({MAP_ROOT_JS}); }}")
+        box_select(page)  # the middle of the map
 
         caption = page.get_by_text(re.compile(r"^\d+ selected: "))
         expect(caption).to_be_visible()
+        wait_for_app_idle(page)
+        # the map lived through the runs of the selection: not mounted anew (a redraw, a lost view or lasso)
+        assert page.evaluate(f"() => window.__mapRoot.isConnected && window.__mapRoot === ({MAP_ROOT_JS})")
         n_sel = int(caption.inner_text().split()[0])
         assert 0 < n_sel < n
         expect(page.get_by_role("heading", name="Selection")).to_be_visible()
