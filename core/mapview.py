@@ -541,19 +541,21 @@ def colour_values(ws, model: str, params: MapParams, res, items: pd.DataFrame | 
         scale, label = QUALITY_COLOURS[colour]
         return scores, label, {"categorical": False, "colorscale": scale}
     if colour == COLOUR_CLUSTER:
-        from .projection import cluster_labels, map_vectors
+        from .mapvectors import MapVectors
+        from .projection import cluster_labels
 
-        return cluster_labels(map_vectors(ws, model, ids=res.ids), k=params.k, seed=0), f"cluster (k={params.k})", {}
+        return cluster_labels(MapVectors(ws, model, res.ids), k=params.k, seed=0), f"cluster (k={params.k})", {}
     if colour == COLOUR_SIMILARITY:
         if not params.text:
             return None, "", {}
-        from .projection import map_vectors, similarity_to_text
+        from .mapvectors import MapVectors
+        from .projection import similarity_to_text
 
         if encoder is None:
             from .encoders import get_encoder
 
             encoder = get_encoder(model)
-        sim = similarity_to_text(map_vectors(ws, model, ids=res.ids), text=params.text, encoder=encoder)
+        sim = similarity_to_text(MapVectors(ws, model, res.ids), text=params.text, encoder=encoder)
         return sim, "similarity", {"categorical": False}
     items = map_items(ws, res.ids) if items is None else items
     if colour not in items.columns:

@@ -529,30 +529,63 @@ def neighbour_label_agreement(coords: np.ndarray, labels, *, k: int = TRUST_K, r
 
 # ---- colouring a map ---------------------------------------------------------------------------
 KMEANS_FULL_MAX = 20_000  # rows up to which cluster_labels runs full KMeans; MiniBatchKMeans above
+CLUSTER_FIT_MAX = 100_000  # rows MiniBatchKMeans is fitted on at most (a seeded sample); the rest are assigned
+ROWS_AT_ONCE = 65_536  # rows of an array scaled and scored at a time
 
 
-def cluster_labels(X: np.ndarray, *, k: int, seed: int = 0) -> list[str]:
-    """KMeans clusters of the rows of ``X`` (n, d) in cosine geometry (rows scaled to unit length first).
+def _rows_of(X, rows: np.ndarray) -> np.ndarray:
+    """The unit rows ``rows`` of ``X``: an (n, d) array, or a row source with ``unit(rows)`` that reads them
+    from a store (:class:`core.mapvectors.MapVectors`)."""
+    return X.unit(rows) if hasattr(X, "unit") else unit_rows(np.asarray(X)[rows])
 
+
+def _unit_chunks(X):
+    """Every unit row of ``X`` (an array or a row source, see :func:`_rows_of`), a chunk at a time:
+    yields ``(rows (m,) int, (m, d) float32)``; a row source reads each chunk from its store."""
+    if hasattr(X, "chunks"):
+        yield from X.chunks()
+        return
+    for start in range(0, len(X), ROWS_AT_ONCE):
+        rows = np.arange(start, min(len(X), start + ROWS_AT_ONCE))
+        yield rows, _rows_of(X, rows)
+
+
+def cluster_labels(X, *, k: int, seed: int = 0) -> list[str]:
+    """KMeans clusters of the rows of ``X`` in cosine geometry (rows scaled to unit length first).
+
+    ``X``: an (n, d) array, or a row source (``len``, ``unit(rows)``, ``chunks()``, e.g.
+    :class:`core.mapvectors.MapVectors`) whose rows are read from the workspace a chunk at a time.
     Returns n labels ``"cluster 1"`` .. ``"cluster k"``; ``k`` is clipped to ``[1, n]``. Up to
-    :data:`KMEANS_FULL_MAX` rows scikit-learn's ``KMeans`` (``n_init=3``), above that ``MiniBatchKMeans``
-    (``batch_size=4096``), both with ``random_state=seed``, so the same input gives the same clusters.
+    :data:`KMEANS_FULL_MAX` rows scikit-learn's ``KMeans`` (``n_init=3``); above that ``MiniBatchKMeans``
+    (``batch_size=4096``) fitted on every row up to :data:`CLUSTER_FIT_MAX` rows, else on a seeded sample of
+    that many, and every row assigned to its nearest centre chunk by chunk (memory bounded by the sample);
+    both with ``random_state=seed``, so the same input gives the same clusters.
     """
     from sklearn.cluster import KMeans, MiniBatchKMeans
 
-    X = unit_rows(X)
-    k = max(1, min(int(k), len(X)))
-    algo = (KMeans(n_clusters=k, n_init=3, random_state=seed) if len(X) <= KMEANS_FULL_MAX
-            else MiniBatchKMeans(n_clusters=k, n_init=3, random_state=seed, batch_size=4096))
-    return [f"cluster {int(v) + 1}" for v in algo.fit_predict(X)]
+    n = len(X)
+    k = max(1, min(int(k), n))
+    if n <= KMEANS_FULL_MAX:
+        return [f"cluster {int(v) + 1}" for v in
+                KMeans(n_clusters=k, n_init=3, random_state=seed).fit_predict(_rows_of(X, np.arange(n)))]
+    fit_rows = (np.arange(n) if n <= CLUSTER_FIT_MAX else
+                np.sort(np.random.default_rng(seed).choice(n, size=CLUSTER_FIT_MAX, replace=False)))
+    algo = MiniBatchKMeans(n_clusters=k, n_init=3, random_state=seed, batch_size=4096).fit(_rows_of(X, fit_rows))
+    codes = np.empty(n, dtype=np.int64)
+    for rows, U in _unit_chunks(X):
+        codes[rows] = algo.predict(U)
+    return [f"cluster {int(v) + 1}" for v in codes]
 
 
-def similarity_to_text(X: np.ndarray, *, text: str, encoder) -> np.ndarray:
-    """Cosine of every row of ``X`` (n, d) with ``text`` encoded by ``encoder`` (``encode_texts``):
-    (n,) float32. The rows are scaled to unit length; the text vector is used as the encoder gives it
-    (unit length for encoder models)."""
-    q = np.asarray(encoder.encode_texts([text])[0])
-    return (unit_rows(X) @ q).astype(np.float32)
+def similarity_to_text(X, *, text: str, encoder) -> np.ndarray:
+    """Cosine of every row of ``X`` with ``text`` encoded by ``encoder`` (``encode_texts``): (n,) float32.
+    ``X``: an (n, d) array or a row source read chunk by chunk (see :func:`cluster_labels`). The rows are
+    scaled to unit length; the text vector is used as the encoder gives it (unit length for encoder models)."""
+    q = np.asarray(encoder.encode_texts([text])[0], dtype=np.float32)
+    out = np.empty(len(X), dtype=np.float32)
+    for rows, U in _unit_chunks(X):
+        out[rows] = U @ q
+    return out
 
 
 def true_neighbours(X: np.ndarray, coords: np.ndarray, row: int, *, k: int = 10) -> pd.DataFrame:

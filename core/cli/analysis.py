@@ -57,7 +57,7 @@ def _check_html_args(args, ws) -> None:
 def _map(args):
     from ..export import write_map_html
     from ..projection import compute_map, map_to_json
-    from ..quality import modality_gap, pair_positions
+    from ..quality import workspace_modality_gap
 
     ws = read_ws(args)
     _check_html_args(args, ws)
@@ -92,8 +92,7 @@ def _map(args):
     except ValueError as e:
         raise CLIError(str(e)) from e
     out = map_to_json(res)
-    X, _ = ws.vectors(args.model, ids=res.ids)
-    out["modality_gap"] = modality_gap(X, res.modality, pair_positions(ws.items, res.ids))
+    out["modality_gap"] = workspace_modality_gap(ws, args.model, ids=res.ids)  # on a sample above GAP_SAMPLE items
     labels = None
     if args.labels is not None:
         from ..labels import map_labels
@@ -244,11 +243,16 @@ command("analogy", "vector arithmetic over terms (a text, item:<id>, image:<path
 
 # ---- quality ------------------------------------------------------------------------------------
 def _quality_configure(p):
+    from ..params import describe
+    from ..quality import QUALITY_CONSTRAINTS
+
     p.add_argument("workspace")
     p.add_argument("--model", required=True, help="model id, see `jointscope models`")
-    p.add_argument("--k", type=int, default=10, help="neighbours for hubness, outliers and pair scores (default 10)")
+    p.add_argument("--k", type=int, default=10, help="neighbours for hubness, outliers and pair scores; "
+                   + describe(QUALITY_CONSTRAINTS, "k", default=10))
     p.add_argument("--sample", type=int, default=10_000,
-                   help="at most this many items (RankMe, uniformity, separability) and pairs (retrieval)")
+                   help="at most this many items (RankMe, uniformity, separability) and pairs (retrieval); "
+                   + describe(QUALITY_CONSTRAINTS, "sample", default=10_000))
     p.add_argument("--compare", metavar="MODEL_B", help="also compare with another model on the items both have")
     p.add_argument("--compare-method", choices=["umap", "pca"], default="umap",
                    help="projection of the two maps aligned by Procrustes (default umap)")
@@ -256,12 +260,13 @@ def _quality_configure(p):
 
 
 def _quality(args):
-    from ..quality import compare_models, fit_verdict, quality_report
+    from ..params import describe_value, is_valid
+    from ..quality import QUALITY_CONSTRAINTS, compare_models, fit_verdict, quality_report
 
-    if args.k < 1:
-        raise argparse.ArgumentTypeError(f"--k must be >= 1; got {args.k}")
-    if args.sample < 10:
-        raise argparse.ArgumentTypeError(f"--sample must be >= 10; got {args.sample}")
+    for flag, name in (("--k", "k"), ("--sample", "sample")):
+        if not is_valid(getattr(args, name), QUALITY_CONSTRAINTS, name):
+            raise argparse.ArgumentTypeError(
+                f"{flag} must be {describe_value(QUALITY_CONSTRAINTS, name)}; got {getattr(args, name)}")
     if args.modality and not args.compare:
         raise argparse.ArgumentTypeError("--modality applies to --compare only")
     ws = read_ws(args)

@@ -34,6 +34,7 @@ from ``core.quality``.
 from __future__ import annotations
 
 from .analysis import (
+    QUALITY_CONSTRAINTS,
     QualityAnalysis,
     item_flags,
     quality_analysis,
@@ -107,6 +108,7 @@ __all__ = [
     "ModelComparison",
     "NOISY_Z",
     "OUTLIER_LOF",
+    "QUALITY_CONSTRAINTS",
     "QualityAnalysis",
     "RETRIEVAL_KS",
     "TOP",

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..encoders import unit_rows
+from ..params import Interval, validate
 from ..progress import StageProgress
 from .metrics import (
     HUB_SIGMA,
@@ -32,6 +33,16 @@ from .metrics import (
 from .metrics import json_float as _f
 
 log = logging.getLogger("core.quality")  # the name its log lines always had
+
+# :func:`quality_analysis`'s parameters, declared once (core.params): read by the CLI for its checks and help
+QUALITY_CONSTRAINTS: dict[str, list] = {
+    "k": [Interval(int, 1, None)],
+    "sample": [Interval(int, 10, None)],
+    "seed": [Interval(int, 0, None)],
+    "noisy_threshold": [Interval(float, 0, None, closed="neither")],
+    "outlier_threshold": [Interval(float, 0, None, closed="neither")],
+    "hub_sigma": [Interval(float, 0, None, closed="neither")],
+}
 
 
 # ---- workspace level ---------------------------------------------------------------------------
@@ -241,8 +252,11 @@ def quality_analysis(ws, model: str, *, k: int = 10, sample: int = 10_000, seed:
     ``k``: neighbours for hubness, outliers and CSLS. ``sample``: at most this many items for RankMe,
     uniformity and separability, and at most this many pairs for retrieval and the noisy-pair flags
     (seeded samples; hubness and outliers always cover every item, through the workspace's index).
-    Raises ``ValueError`` when the workspace has no vectors for the model.
+    Raises ``ValueError`` when the workspace has no vectors for the model, or for a parameter outside
+    :data:`QUALITY_CONSTRAINTS`.
     """
+    validate({"k": k, "sample": sample, "seed": seed, "noisy_threshold": noisy_threshold,
+              "outlier_threshold": outlier_threshold, "hub_sigma": hub_sigma}, QUALITY_CONSTRAINTS, "quality_analysis")
     t0 = time.perf_counter()
 
     def step(stage: str, i: int) -> None:

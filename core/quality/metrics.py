@@ -196,19 +196,21 @@ def gap_sample_ids(ids: Sequence[str], items: pd.DataFrame, *, max_items: int = 
     return np.unique(np.concatenate([sample, partners[np.isin(partners, ids)]]))
 
 
-def workspace_modality_gap(ws, model: str, *, max_items: int = GAP_SAMPLE) -> dict:
+def workspace_modality_gap(ws, model: str, *, ids: Sequence[str] | None = None, max_items: int = GAP_SAMPLE) -> dict:
     """:func:`modality_gap` of the model's vectors in ``ws`` (uncorrected space), true pairs included.
 
-    Above ``max_items`` vectors it measures :func:`gap_sample_ids` (reading every vector would take too
-    long); ``"sampled"`` is then the number of items measured, else None.
+    ``ids``: the items to measure (e.g. a map's; default every item with a vector for ``model``). Above
+    ``max_items`` of them it measures :func:`gap_sample_ids` (reading every vector would take too long);
+    ``"sampled"`` is then the number of items measured, else None.
     """
     items = ws.items
-    ids = gap_sample_ids(ws.vector_ids(model), items, max_items=max_items)
-    X, ids = ws.vectors(model, ids=ids)
-    ids = ids.astype(str)
-    mods = items.set_index("id")["modality"].reindex(ids).fillna("row").to_numpy()
-    out = modality_gap(X, mods, pair_positions(items, ids))
-    out["sampled"] = len(ids) if len(ids) < ws.store(model).count() else None
+    among = ws.vector_ids(model) if ids is None else np.asarray(ids).astype(str)
+    chosen = gap_sample_ids(among, items, max_items=max_items)
+    X, chosen = ws.vectors(model, ids=chosen)
+    chosen = chosen.astype(str)
+    mods = items.set_index("id")["modality"].reindex(chosen).fillna("row").to_numpy()
+    out = modality_gap(X, mods, pair_positions(items, chosen))
+    out["sampled"] = len(chosen) if len(chosen) < len(among) else None
     return out
 
 # ---- hubness -----------------------------------------------------------------------------------

@@ -138,6 +138,20 @@ def test_cli_options_are_checked_against_the_declared_constraints(tmp_path, caps
     assert "--seed must be an integer in [0, 4294967295]; got -1" in capsys.readouterr().err
     assert main(["search", str(tmp_path / "missing"), "--model", "demo", "--text", "x", "--k", "0"]) == 2
     assert "--k must be an integer >= 1; got 0" in capsys.readouterr().err
+    quality = ["quality", str(tmp_path / "missing"), "--model", "demo"]
+    assert main([*quality, "--k", "0"]) == 2
+    assert "--k must be an integer >= 1; got 0" in capsys.readouterr().err
+    assert main([*quality, "--sample", "9"]) == 2
+    assert "--sample must be an integer >= 10; got 9" in capsys.readouterr().err
+
+
+def test_quality_analysis_checks_its_declared_parameters_before_reading_anything():
+    from core.quality import QUALITY_CONSTRAINTS, quality_analysis
+
+    assert describe(QUALITY_CONSTRAINTS, "k", default=10) == "an integer >= 1; default 10"
+    for bad in ({"k": 0}, {"sample": 5}, {"hub_sigma": 0.0}, {"k": 2.5}):
+        with pytest.raises(ValueError, match=f"quality_analysis.*{next(iter(bad))}"):
+            quality_analysis(None, "demo", **bad)  # no workspace is read: the check comes first
 
 
 def test_a_command_configures_only_its_own_options(tmp_path):

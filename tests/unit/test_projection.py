@@ -231,6 +231,7 @@ def test_map_cli_json(demo_ws, umap_warm, capsys):
     for key in ("n", "method", "seconds", "trustworthiness", "path", "modality_gap"):
         assert key in out
     assert out["method"] == "pca" and os.path.isfile(out["path"])
+    assert out["modality_gap"]["sampled"] is None and out["modality_gap"]["n_pairs"] > 0  # every item measured
     assert main(["map", str(demo_ws.path), "--model", "minilm", "--json"]) == 1
     assert "no vectors" in capsys.readouterr().err
     assert main(["map", str(demo_ws.path), "--model", "demo", "--dim", "4"]) == 2
@@ -284,6 +285,42 @@ def test_similarity_to_text_is_the_cosine_with_the_encoded_text():
     sim = similarity_to_text(X, text="a red circle", encoder=enc)
     assert enc.seen == ["a red circle"] and sim.dtype == np.float32 and sim.shape == (5,)
     np.testing.assert_allclose(sim, [1, 0, np.sqrt(0.5), -1, 0], atol=1e-6)  # lengths do not matter
+
+
+def test_cluster_and_similarity_colours_of_a_large_map_read_its_vectors_chunk_by_chunk(tmp_path, monkeypatch):
+    """Colouring a map by cluster or by similarity reads the workspace's vectors a chunk at a time (a
+    million-item map must not hold every vector at once) and gives what the same rows in memory give."""
+    import pandas as pd
+    from sklearn.metrics import adjusted_rand_score
+
+    import core.mapvectors as mv
+    import core.projection as proj
+    from core import vectorstore
+
+    X, y = blobs(n_per=600, centres=4, d=16, seed=7)
+    ids = np.array([f"r{i:05d}" for i in range(len(X))])
+    ws = core.Workspace(tmp_path / "ws")
+    ws.add_rows(pd.DataFrame({"id": ids, "modality": "row", "source": "blobs.parquet"}))
+    with ws.writing():
+        ws.store("precomputed:emb").append(X, ids, dtype="float32")
+    monkeypatch.setattr(proj, "KMEANS_FULL_MAX", 300)
+    monkeypatch.setattr(proj, "CLUSTER_FIT_MAX", 1000)  # MiniBatchKMeans fitted on a sample of 1000 of 2400
+    monkeypatch.setattr(mv, "CHUNK", 256)
+    reads: list[int] = []
+    take = vectorstore._StoreView.take
+    monkeypatch.setattr(vectorstore._StoreView, "take", lambda view, rows: reads.append(len(rows)) or take(view, rows))
+
+    rows = mv.MapVectors(ws, "precomputed:emb", ids)
+    labels = proj.cluster_labels(rows, k=4, seed=0)
+    assert reads and max(reads) <= 256 and sum(reads) == 1000 + len(X)  # the sample, then every row once
+    assert adjusted_rand_score(y, labels) == pytest.approx(1.0)
+    assert adjusted_rand_score(proj.cluster_labels(X, k=4, seed=0), labels) == pytest.approx(1.0)
+
+    reads.clear()
+    enc = _FixedEncoder(np.eye(16, dtype=np.float32)[3])
+    sim = proj.similarity_to_text(rows, text="anything", encoder=enc)
+    assert max(reads) <= 256 and sum(reads) == len(X)
+    np.testing.assert_allclose(sim, proj.similarity_to_text(X, text="anything", encoder=enc), atol=1e-6)
 
 
 def test_similarity_to_text_with_the_demo_model_ranks_matching_captions_first(demo_ws_template):

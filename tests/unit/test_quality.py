@@ -399,4 +399,10 @@ def test_workspace_modality_gap_matches_modality_gap_and_samples_whole_pairs(dem
     # every sampled item came with its partner: no image or text of the sample is left without a pair
     assert small["n_pairs"] >= max(small["n_a"], small["n_b"]) and small["n_a"] + small["n_b"] == small["sampled"]
     assert small["pair_cosine"] > small["random_pair_cosine"] + 0.2
+    # of some items only (a map's): the images alone have no gap to measure; 300 items, on a sample of <= 100
+    images = ws.items.loc[ws.items["modality"] == "image", "id"].astype(str).tolist()
+    only = q.workspace_modality_gap(ws, "demo", ids=images)
+    assert (only["n_a"], only["n_b"], only["centroid_distance"], only["sampled"]) == (len(images), 0, None, None)
+    part = q.workspace_modality_gap(ws, "demo", ids=ids[:300], max_items=100)
+    assert part["sampled"] is not None and part["n_a"] + part["n_b"] == part["sampled"] <= 100
     assert core.workspace_modality_gap is q.workspace_modality_gap
