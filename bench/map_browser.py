@@ -1,11 +1,12 @@
-"""The Map page with 100k points in a real browser; prints one JSON document.
+"""The Map page with 100k points in a real browser (the WebGL map); prints one JSON document.
 
 Builds a workspace of N text items with precomputed 128-d vectors (50 clusters), computes its UMAP map
 (timed; cached in the workspace like the app does), starts the app on 127.0.0.1 and opens the Map page
 in Debian chromium (Playwright), then measures:
 
-* ``first_render_s``: from navigation until plotly holds all N points (WebGL);
-* ``zoom_ms``: median time of a plotly zoom (``Plotly.relayout``) on the N points — interactivity;
+* ``first_render_s``: from navigation until the WebGL map (pages/ui/scatter.py) has drawn all N points;
+* ``zoom_ms``: median time of a zoom of the WebGL map (in and out by 2×, six times) until the new view is
+  drawn and painted — interactivity;
 * websocket bytes the browser received for the first page run vs a rerun that changes nothing on the
   map (pressing "r"): Streamlit sends unchanged large elements as a hash reference only.
 
@@ -17,7 +18,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,23 +27,20 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
-POINTS_JS = """() => {
-  for (const gd of document.querySelectorAll('.js-plotly-plot')) {
-    const traces = (gd._fullData || []).filter(t => t.mode === 'markers' && t.customdata);
-    if (traces.length) return traces.reduce((n, t) => n + (t._length || 0), 0);
-  }
-  return 0;
-}"""
+sys.path.insert(0, str(ROOT / "tests"))
+from helpers import CHROMIUM, CHROMIUM_ARGS, MAP_POINTS_JS, free_port, map_view_js  # noqa: E402
+
+# a zoom of the WebGL map by factor f around the view's centre: from the call until the map has drawn the
+# new view (regl-scatterplot's next "draw") and the browser has painted it
 ZOOM_JS = """async (f) => {
-  const gd = [...document.querySelectorAll('.js-plotly-plot')].find(g => (g._fullData || []).some(t => t.customdata));
-  const xr = gd._fullLayout.xaxis.range, yr = gd._fullLayout.yaxis.range;
-  const cx = (xr[0] + xr[1]) / 2, cy = (yr[0] + yr[1]) / 2, w = (xr[1] - xr[0]) * f / 2, h = (yr[1] - yr[0]) * f / 2;
+  const view = (""" + map_view_js("view") + """)();
+  const v = view.currentView();
+  const cx = (v.x0 + v.x1) / 2, cy = (v.y0 + v.y1) / 2, w = (v.x1 - v.x0) * f / 2, h = (v.y1 - v.y0) * f / 2;
   const t0 = performance.now();
-  await Plotly.relayout(gd, {'xaxis.range': [cx - w, cx + w], 'yaxis.range': [cy - h, cy + h]});
-  await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
+  const drawn = new Promise((r) => view.plot.subscribe('draw', r, 1));
+  view.applyView({x0: cx - w, x1: cx + w, y0: cy - h, y1: cy + h});
+  await drawn;
+  await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
   return performance.now() - t0;
 }"""
 
@@ -65,12 +62,6 @@ def build_workspace(path: Path, n: int, seed: int = 0):
              for i in range(n)]
     ws.add_candidates(cands)
     return ws
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> None:
@@ -127,12 +118,12 @@ def main() -> None:
             t0 = time.perf_counter()
             page.goto(f"{base}/")
             try:
-                page.wait_for_function(f"() => ({POINTS_JS})() === {args.n}", polling=200,
+                page.wait_for_function(f"() => ({MAP_POINTS_JS})() === {args.n}", polling=200,
                                        timeout=args.timeout * 1000)
             except Exception:  # noqa: BLE001 - a timeout or a crashed page: both end in the report below
                 shot = tmp.parent / "jointscope_map_browser_timeout.png"
                 page.screenshot(path=str(shot), full_page=True)
-                out.update(error="points not drawn in time", points_seen=page.evaluate(POINTS_JS),
+                out.update(error="points not drawn in time", points_seen=page.evaluate(MAP_POINTS_JS),
                            screenshot=str(shot), page_text=page.inner_text("body")[-2000:])
                 print(json.dumps(out, indent=1))
                 raise SystemExit(1) from None
@@ -149,7 +140,7 @@ def main() -> None:
             page.wait_for_timeout(8000)
             out["rerun_ws_bytes"] = received["bytes"]
             out["rerun_vs_first_bytes"] = round(received["bytes"] / max(out["first_run_ws_bytes"], 1), 4)
-            assert page.evaluate(POINTS_JS) == args.n
+            assert page.evaluate(MAP_POINTS_JS) == args.n
             page.screenshot(path=str(tmp.parent / "jointscope_map_100k.png"))
             browser.close()
         out["screenshot"] = str(tmp.parent / "jointscope_map_100k.png")
