@@ -35,9 +35,9 @@ from .encoders import unit_rows
 from .params import validate
 from .progress import StageProgress
 from .projection import (
+    PROJECTOR_CONSTRAINTS,
     TRUST_K,
     TRUST_SAMPLE,
-    Projector,
     knn_graph,
     neighbour_overlap,
     sampled_trustworthiness,
@@ -246,7 +246,7 @@ def compute_map(ws, model: str, *, method: str = "umap", dim: int = 2, modalitie
     (see the module docstring); ``fitted`` of the result marks the sample. Vectors are read in chunks.
     """
     t0 = time.perf_counter()
-    C = Projector.parameter_constraints  # the map's projection settings: the Projector's, checked before the cache
+    C = PROJECTOR_CONSTRAINTS  # the map's projection settings: the Projector's, checked before the cache
     validate({"method": method, "dim": dim, "gap_corrected": gap_corrected, "n_neighbors": n_neighbors,
               "min_dist": min_dist, "random_state": random_state}, {**C, "dim": C["n_components"]}, "compute_map")
     fit_points = _fit_points(max_points)
@@ -290,6 +290,8 @@ def compute_map(ws, model: str, *, method: str = "umap", dim: int = 2, modalitie
 def _whole_map(ws, model, ids, mod, params, modalities, old, progress):
     """Fit (or extend) a map of every item, all vectors in memory: (coords, trust, trustworthiness, state,
     cache, n_new)."""
+    from .projector import Projector  # imports scikit-learn: only where a map is fitted or extended
+
     X, got = ws.vectors(model, ids=ids)
     if len(got) != len(ids):  # a vector vanished between the two reads
         raise ValueError(f"the vectors of {model!r} changed while the map was being prepared; try again")
@@ -357,6 +359,8 @@ def _sampled_map(ws, model, ids, mod, params, fit_points, old, progress):
     """A map of every item fitted on a seeded sample of ``fit_points`` of them, the rest placed; or the
     cached map ``old`` extended by placing the new items. Returns (coords, trust, trustworthiness, state,
     fitted mask, cache, n_new). Vectors are read in chunks of :data:`PLACE_CHUNK` items."""
+    from .projector import Projector  # imports scikit-learn: only where a map is fitted or extended
+
 
     n = len(ids)
     method, dim, seed = params["method"], params["n_components"], params["random_state"]
@@ -414,6 +418,8 @@ def _fit_sample(X_fit: np.ndarray, mod_fit: np.ndarray, proj_params: dict, seed:
     """Fit a projector on the sample rows ``X_fit`` (m, d): (projector, :class:`_SampleSearch` over the
     prepared sample rows (UMAP only, else None), the sample's cosine kNN graph (self first, >= TRUST_K + 1
     columns))."""
+    from .projector import Projector  # imports scikit-learn: only where a map is fitted or extended
+
     proj = Projector(**proj_params)
     k = min(max(proj.n_neighbors, TRUST_K + 1), len(X_fit) - 1)
     if proj.gap_corrected:  # the neighbours are those of the centred rows, known after the fit
@@ -531,6 +537,8 @@ def place_in_map(ws, model: str, result: MapResult, ids: Sequence[str]) -> MapRe
     Ids without a vector for ``model`` are skipped. Placed points get trust NaN (not measured) and come
     after the map's own points; ``extra["placed"]`` counts them. Nothing is written to the workspace.
     """
+    from .projector import Projector  # imports scikit-learn: only where a map is fitted or extended
+
     on_map = set(result.ids.tolist())
     want = [str(i) for i in dict.fromkeys(ids) if str(i) not in on_map]
     X_new, new_ids = ws.vectors(model, ids=want)

@@ -92,12 +92,13 @@ class Parameter:
 def _projector(name: str, help: str) -> Parameter:
     """The map setting that is the Projector's parameter ``name`` (``n_components`` is the map's ``dim``,
     ``random_state`` its ``seed``): its default, and its choices or bounds as
-    ``core.projection.Projector.parameter_constraints`` declares them (the one place they are written)."""
+    ``core.projection.PROJECTOR_CONSTRAINTS`` (the Projector's ``parameter_constraints``) declares them (the
+    one place they are written)."""
     from .params import bounds, options
-    from .projection import Projector
+    from .projection import PROJECTOR_CONSTRAINTS, PROJECTOR_DEFAULTS
 
-    C, label = Projector.parameter_constraints, {"n_components": "dim", "random_state": "seed"}.get(name, name)
-    default = Projector().get_params()[name]
+    C, label = PROJECTOR_CONSTRAINTS, {"n_components": "dim", "random_state": "seed"}.get(name, name)
+    default = PROJECTOR_DEFAULTS[name]
     try:
         return Parameter(label, default, help, choices=options(C, name))
     except ValueError:  # a number in an interval

@@ -155,8 +155,9 @@ def test_quality_analysis_checks_its_declared_parameters_before_reading_anything
 
 
 def test_a_command_configures_only_its_own_options(tmp_path):
-    """Reading the declarations of `map` and `concepts` imports scikit-learn; `jointscope info` does not wait
-    for that (only the subcommand asked for gets its options)."""
+    """Reading the declarations of `concepts` imports scikit-learn (PACE is its estimator); `jointscope info`
+    and `jointscope map`'s options do not wait for that (only the subcommand asked for gets its options, and
+    the map's settings are declared outside its estimator)."""
     import subprocess
     import sys
 
@@ -164,5 +165,22 @@ def test_a_command_configures_only_its_own_options(tmp_path):
             f"assert core.cli.main(['info', {str(tmp_path / 'none')!r}]) == 1\n"
             "assert core.cli.main(['--version']) == 0\n"
             "assert 'sklearn' not in sys.modules, 'scikit-learn imported for info'\n"
-            "assert core.cli.main(['map', '--help']) == 0 and 'sklearn' in sys.modules\n")
+            "assert core.cli.main(['map', '--help']) == 0 and 'sklearn' not in sys.modules, 'map settings'\n"
+            "assert core.cli.main(['concepts', '--help']) == 0 and 'sklearn' in sys.modules\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300, capture_output=True)
+
+
+def test_reading_a_cached_map_and_its_settings_does_not_import_scikit_learn(tmp_path):
+    """The map's settings and cached maps are read without the estimator, whose module imports scikit-learn
+    (seconds): opening the Map on a saved map must not wait for it. The declared defaults are the estimator's."""
+    import subprocess
+    import sys
+
+    code = ("import sys, core.projection, core.maps, core.mapview, core.workspace\n"
+            "from core.mapview import MapParams\n"
+            "MapParams(method='umap', n_neighbors=30)\n"
+            "assert 'sklearn' not in sys.modules, 'scikit-learn imported'\n"
+            "from core.projection import PROJECTOR_DEFAULTS, Projector\n"
+            "assert Projector().get_params() == PROJECTOR_DEFAULTS and 'sklearn' in sys.modules\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300, capture_output=True)
+
