@@ -553,9 +553,9 @@ def colour_values(ws, model: str, params: MapParams, res, items: pd.DataFrame | 
         from .projection import similarity_to_text
 
         if encoder is None:
-            from .encoders import get_encoder
+            from .encoders import load_encoder
 
-            encoder = get_encoder(model)
+            encoder = load_encoder(model)
         sim = similarity_to_text(MapVectors(ws, model, res.ids), text=params.text, encoder=encoder)
         return sim, "similarity", {"categorical": False}
     items = map_items(ws, res.ids) if items is None else items

@@ -20,6 +20,7 @@ from .encoders import unit_rows
 from .params import validate
 from .progress import StageProgress
 from .projection import PROJECTOR_CONSTRAINTS, enable_jit_cache, knn_graph
+from .projection import PROJECTOR_DEFAULTS as _D
 
 __all__ = ["Projector"]
 
@@ -114,9 +115,11 @@ class Projector(BaseEstimator):
 
     parameter_constraints: ClassVar[dict[str, list]] = PROJECTOR_CONSTRAINTS
 
-    def __init__(self, method: str = "umap", *, n_components: int = 2, n_neighbors: int = 15,
-                 min_dist: float = 0.1, n_epochs: int | None = None, init: str = "pca",
-                 gap_corrected: bool = False, random_state: int = 0):
+    # the defaults are declared once, in core.projection (read there without scikit-learn)
+    def __init__(self, method: str = _D["method"], *, n_components: int = _D["n_components"],
+                 n_neighbors: int = _D["n_neighbors"], min_dist: float = _D["min_dist"],
+                 n_epochs: int | None = _D["n_epochs"], init: str = _D["init"],
+                 gap_corrected: bool = _D["gap_corrected"], random_state: int = _D["random_state"]):
         self.method = method
         self.n_components = n_components
         self.n_neighbors = n_neighbors

@@ -146,6 +146,15 @@ def test_cluster_and_trust_colours(ws, res):
     assert none.colour_kind == "none" and "Type a text" in none.note
 
 
+def test_similarity_colour_loads_the_model_when_no_encoder_is_given(ws, res):
+    """The Python API's similarity colour without an encoder loads the map's model itself; a caption scores
+    highest against its own text."""
+    text = str(ws.items.loc[ws.items["modality"] == "text", "text"].iloc[0])
+    view = view_of(ws, res, colour="similarity", text=text)
+    assert view.colour_kind == "values" and view.colour_title == "similarity"
+    assert view.items["text"].iloc[int(np.argmax(view.values))] == text
+
+
 def test_the_figure_from_a_view_matches_the_figure_from_values(ws, res):
     view = view_of(ws, res, colour="colour")
     old = map_figure(res.coords, color=view.items["colour"].to_numpy(), color_title="colour",
