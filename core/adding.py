@@ -101,47 +101,60 @@ def add_candidates(ws: Workspace, candidates: Iterable, *, errors: Sequence[tupl
 def add_row_table(ws: Workspace, table) -> IngestReport:
     """Commit a streamed table's rows (core.ingest.RowTable) in bulk, as :meth:`add_candidates` commits
     the same rows one by one: first row of an id wins, ids already here are skipped, vectors stored
-    for items that have none of that model, the table's row errors first in the report."""
+    for items that have none of that model, the table's row errors first in the report.
+
+    The new item rows are put together in a worker thread while the vectors are written (writing and
+    syncing the vector files waits for the disk); the vectors commit first, then the items."""
+    from concurrent.futures import ThreadPoolExecutor
+
     report = IngestReport(errors=list(table.errors))
     ids = np.asarray(table.ids, dtype=str)
-    sources = table.sources()
-    index = pd.Index(ids)
-    with ws.writing():
+    keys = pd.Index(table.keys if table.keys is not None else ids)  # equal keys, equal ids (no strings hashed)
+    with ws.writing(), ThreadPoolExecutor(1, thread_name_prefix="jointscope-rows") as pool:
         items = ws.items
-        first = ~index.duplicated(keep="first")
-        in_ws = index.isin(items["id"]) if len(items) else np.zeros(len(ids), bool)
+        first = ~keys.duplicated(keep="first")
+        in_ws = pd.Index(ids).isin(items["id"]) if len(items) else np.zeros(len(ids), bool)
         new = first & ~in_ws
         report.added = int(new.sum())
         report.skipped = len(ids) - report.added
         report.repeated = int((~first & ~in_ws).sum())
-        report.ids = ids[new].tolist()
+        frame = pool.submit(_row_items, items, table, ids, new) if report.added else None
         for model, X in table.vectors.items():
             store = ws.store(model)
             todo = np.flatnonzero(store.positions(ids) < 0)
             dim = store.dim
             if dim is not None and X.shape[1] != dim:
+                sources = table.sources()
                 report.errors += [(sources[i], f"vector for {model!r} has {X.shape[1]} values, expected {dim} "
                                                "(the dimension already in this workspace)") for i in todo]
                 continue
-            todo = todo[~pd.Index(ids[todo]).duplicated(keep="first")]
+            todo = todo[~keys[todo].duplicated(keep="first")]
             if len(todo):
-                store.append(X[todo], ids[todo])
-        if report.added:
-            none = pd.Series(pd.NA, index=pd.RangeIndex(report.added), dtype="Int64")
-            rows = {"id": ids[new], "modality": "row", "text": None, "image": None, "thumb": None,
-                    "source": sources[new], "pair": None, "width": none, "height": none,
-                    "added": pd.Timestamp.now(tz="UTC")}
-            meta = table.meta.loc[new].reset_index(drop=True)
-            df_new = pd.DataFrame(rows, index=pd.RangeIndex(report.added))
-            for k in meta.columns:
-                df_new[f"meta_{k}" if k in ITEM_COLUMNS else str(k)] = meta[k].to_numpy()
-            with warnings.catch_warnings():  # all-NA columns in one part are expected
-                warnings.simplefilter("ignore", FutureWarning)
-                df = pd.concat([items, df_new], ignore_index=True) if len(items) else df_new
-            ws.write_items(df)
+                store.append(X[todo] if len(todo) < len(X) else X, ids[todo])
+        report.ids = ids[new].tolist()
+        if frame is not None:
+            ws.write_items(frame.result())
     log.info("ingest into %s: %d added, %d skipped, %d errors", ws.name, report.added,
              report.skipped, len(report.errors))
     return report
+
+
+def _row_items(items: pd.DataFrame, table, ids: np.ndarray, new: np.ndarray) -> pd.DataFrame:
+    """The items frame with the table's ``new`` rows appended (bare "row" items, metadata as columns)."""
+    n = int(new.sum())
+    none = pd.Series(pd.NA, index=pd.RangeIndex(n), dtype="Int64")
+    rows = {"id": ids[new].astype(object), "modality": "row", "text": None, "image": None, "thumb": None,
+            "source": table.sources()[new], "pair": None, "width": none, "height": none,
+            "added": pd.Timestamp.now(tz="UTC")}
+    meta = table.meta.loc[new].reset_index(drop=True)
+    df_new = pd.DataFrame(rows, index=pd.RangeIndex(n))
+    for k in meta.columns:
+        df_new[f"meta_{k}" if k in ITEM_COLUMNS else str(k)] = meta[k].to_numpy()
+    if not len(items):
+        return df_new
+    with warnings.catch_warnings():  # all-NA columns in one part are expected
+        warnings.simplefilter("ignore", FutureWarning)
+        return pd.concat([items, df_new], ignore_index=True)
 
 
 def add_rows(ws: Workspace, rows: pd.DataFrame) -> int:

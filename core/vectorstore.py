@@ -343,6 +343,8 @@ class _StoreView:
     def positions(self, ids) -> np.ndarray:
         import pandas as pd
 
+        if not len(self.ids):  # an empty store: no look-up (and no object copy of the ids)
+            return np.full(len(ids), -1, dtype=np.int64)
         if self._index is None:
             self._index = pd.Index(self.ids)
         return self._index.get_indexer(np.asarray(ids, dtype=object)).astype(np.int64)

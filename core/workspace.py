@@ -610,7 +610,7 @@ def _all_none(values: np.ndarray) -> bool:
 
 def _normalise_columns(df: pd.DataFrame) -> pd.DataFrame:
     """Make the frame writable as Parquet: fixed types for core columns, mixed metadata as text."""
-    df = df.copy()
+    df = df.copy(deep=False)  # columns are replaced below, never changed in place: the caller's frame stays
     for c in ("id", "modality", "text", "image", "thumb", "source", "pair"):
         if df[c].dtype != object:
             df[c] = df[c].astype("object")

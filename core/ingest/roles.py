@@ -115,7 +115,7 @@ def _is_number(v: Any) -> bool:
 
 def _column_kind(s: pd.Series) -> str:
     """One of: empty, bool, datetime, numeric, vector, image_data, string, other."""
-    nonnull = s[~s.map(is_missing)] if s.dtype == object else s.dropna()
+    nonnull = s.dropna()  # (object columns: None, NaN, NaT and NA, as is_missing judges one cell)
     if nonnull.empty:
         return "empty"
     if pd.api.types.is_bool_dtype(s):

@@ -103,13 +103,12 @@ def _chain(h: np.ndarray, words) -> np.ndarray:
     return _mix(h * _GOLDEN + words)
 
 
-def row_content_ids(meta: pd.DataFrame, vectors: Mapping[str, np.ndarray]) -> np.ndarray:
-    """Content ids (n,) str of n rows: ``meta`` (n rows, one column per metadata/numeric column, JSON-able
-    values) and ``vectors`` ``{name: (n, d) array}``."""
+def row_content_keys(meta: pd.DataFrame, vectors: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The 64-bit hashes (n,) uint64 behind :func:`row_content_ids` (for deduplicating rows without strings)."""
     n = len(meta)
-    if n == 0:
-        return np.zeros(0, dtype="U16")
     h = np.full(n, _SEED, dtype=np.uint64)
+    if n == 0:
+        return h
     for c in sorted(meta.columns, key=str):
         h = _chain(h, _sha_word(b"c" + str(c).encode("utf-8")))
         h = _chain(h, _column_words(meta[c]))
@@ -117,13 +116,29 @@ def row_content_ids(meta: pd.DataFrame, vectors: Mapping[str, np.ndarray]) -> np
         X = np.asarray(vectors[name], dtype=np.float32).reshape(n, -1)
         h = _chain(h, _sha_word(b"v" + name.encode("utf-8")))
         h = _chain(h, np.uint64(X.shape[1]))
-        R = (X.round(6) + np.float32(0.0)).astype("<f4")  # + 0.0: -0.0 and 0.0 are the same value
+        R = X.round(6)  # a new float32 array: changed in place below (no further copies of n x d floats)
+        np.add(R, np.float32(0.0), out=R)  # -0.0 and 0.0 are the same value
+        R = R.astype("<f4", copy=False)
         if R.shape[1] % 2:
             R = np.hstack([R, np.zeros((n, 1), "<f4")])
         W = np.ascontiguousarray(R).view("<u8")  # (n, ceil(d / 2)) words of two floats
         for j in range(W.shape[1]):
             h = _chain(h, W[:, j])
-    return np.frombuffer(h.astype(">u8").tobytes().hex().encode("ascii"), dtype="S16").astype("U16")
+    return h
+
+
+def ids_of_keys(keys: np.ndarray) -> np.ndarray:
+    """Content ids (n,) str (16 hex digits) of the hashes of :func:`row_content_keys`."""
+    keys = np.asarray(keys, dtype=np.uint64)
+    if not len(keys):
+        return np.zeros(0, dtype="U16")
+    return np.frombuffer(keys.astype(">u8").tobytes().hex().encode("ascii"), dtype="S16").astype("U16")
+
+
+def row_content_ids(meta: pd.DataFrame, vectors: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Content ids (n,) str of n rows: ``meta`` (n rows, one column per metadata/numeric column, JSON-able
+    values) and ``vectors`` ``{name: (n, d) array}``."""
+    return ids_of_keys(row_content_keys(meta, vectors))
 
 
 def row_content_id(meta: Mapping[str, Any], vectors: Mapping[str, np.ndarray]) -> str:

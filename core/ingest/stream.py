@@ -39,7 +39,7 @@ from .delimited import (
     read_delimited_arrow,
 )
 from .roles import check_roles, detect_roles, parse_vector, vector_groups
-from .rowids import row_content_ids
+from .rowids import ids_of_keys, row_content_keys
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,8 @@ class RowTable:
 
     ``rows`` (n,) int64 1-based data-row numbers; ``ids`` (n,) str content ids (repeats possible: rows
     with the same content); ``meta`` (n rows) the metadata and numeric columns; ``vectors``
-    ``{"precomputed:<name>": (n, d) float32}``; ``errors`` ``(source, reason)`` of the rows left out.
+    ``{"precomputed:<name>": (n, d) float32}``; ``errors`` ``(source, reason)`` of the rows left out;
+    ``keys`` (n,) uint64 the hashes the ids are written from (equal keys, equal ids), or None.
     """
 
     source: str
@@ -66,13 +67,20 @@ class RowTable:
     meta: pd.DataFrame
     vectors: dict[str, np.ndarray]
     errors: list[tuple[str, str]] = field(default_factory=list)
+    keys: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def sources(self) -> np.ndarray:
         """(n,) object: ``"<file> row <N>"`` of every row (what items list as their source)."""
-        return (f"{self.source} row " + pd.Series(self.rows).astype(str)).to_numpy(dtype=object)
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if not len(self.rows):
+            return np.zeros(0, dtype=object)
+        numbers = pc.cast(pa.array(np.asarray(self.rows, dtype=np.int64)), pa.string())
+        return pc.binary_join_element_wise(f"{self.source} row ", numbers, "").to_numpy(zero_copy_only=False)
 
 
 def stream_table(path: str | os.PathLike, *, roles: Mapping[str, str] | None = None, limits: Limits | None = None,
@@ -207,14 +215,15 @@ class _CellVectors:
             if not len(ok):
                 continue
             if len(ok) == len(lens):
-                block = flat.reshape(len(lens), expected)
+                block = out[g0:g0 + len(lens)]
+                block[:] = flat.reshape(len(lens), expected)
             else:
                 starts = np.concatenate([[0], np.cumsum(np.maximum(lens, 0))[:-1]])
                 block = flat[starts[ok][:, None] + np.arange(expected)]
+                out[g0 + ok] = block
             finite = np.isfinite(block).all(1)
             if not finite.all():
                 self.problems.add(g0 + ok[~finite], self.order, f"vector '{self.name}' has NaN/inf values")
-            out[g0 + ok] = block
         return out
 
     def _parse(self, col, g0: int) -> tuple[np.ndarray, np.ndarray]:
@@ -314,8 +323,11 @@ class _CellVectors:
 
 
 def _to_f32(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a)
+    if a.dtype == np.float32:
+        return a
     with np.errstate(over="ignore", invalid="ignore"):  # beyond float32: inf, reported as NaN/inf
-        return np.asarray(a, dtype=np.float64).astype(np.float32)
+        return (a if a.dtype.kind == "f" else a.astype(np.float64)).astype(np.float32)
 
 
 class _Builder:
@@ -399,12 +411,13 @@ class _Builder:
         good = ~bad
         good[empty] = False
         idx = np.flatnonzero(good)
-        out_vectors = {f"precomputed:{k}": np.ascontiguousarray(v[idx]) for k, v in vectors.items()}
+        every = len(idx) == n  # the common case: no copies
+        out_vectors = {f"precomputed:{k}": v if every else np.ascontiguousarray(v[idx]) for k, v in vectors.items()}
         if features is not None:
             out_vectors["precomputed:numeric"] = features[idx]
-        meta = _jsonable_frame(meta.iloc[idx].reset_index(drop=True))
-        ids = row_content_ids(meta, out_vectors)
-        return RowTable(self.source, rows[idx], ids, meta, out_vectors, errors)
+        meta = _jsonable_frame(meta if every else meta.iloc[idx].reset_index(drop=True))
+        keys = row_content_keys(meta, out_vectors)
+        return RowTable(self.source, rows[idx], ids_of_keys(keys), meta, out_vectors, errors, keys)
 
     @staticmethod
     def _features(meta: pd.DataFrame, numeric_cols: list[str], problems: _Problems, n: int, order0: int):
