@@ -103,8 +103,9 @@ def add_row_table(ws: Workspace, table) -> IngestReport:
     the same rows one by one: first row of an id wins, ids already here are skipped, vectors stored
     for items that have none of that model, the table's row errors first in the report.
 
-    The new item rows are put together in a worker thread while the vectors are written (writing and
-    syncing the vector files waits for the disk); the vectors commit first, then the items."""
+    The new items file is put together in a worker thread (rows, columns, Parquet bytes) while the vectors
+    are written (writing and syncing the vector files waits for the disk); the vectors commit first, then
+    the items."""
     from concurrent.futures import ThreadPoolExecutor
 
     report = IngestReport(errors=list(table.errors))
@@ -118,7 +119,7 @@ def add_row_table(ws: Workspace, table) -> IngestReport:
         report.added = int(new.sum())
         report.skipped = len(ids) - report.added
         report.repeated = int((~first & ~in_ws).sum())
-        frame = pool.submit(_row_items, items, table, ids, new) if report.added else None
+        prepared = pool.submit(lambda: ws.prepare_items(_row_items(items, table, ids, new))) if report.added else None
         for model, X in table.vectors.items():
             store = ws.store(model)
             todo = np.flatnonzero(store.positions(ids) < 0)
@@ -132,8 +133,8 @@ def add_row_table(ws: Workspace, table) -> IngestReport:
             if len(todo):
                 store.append(X[todo] if len(todo) < len(X) else X, ids[todo])
         report.ids = ids[new].tolist()
-        if frame is not None:
-            ws.write_items(frame.result())
+        if prepared is not None:
+            ws.write_items(prepared.result())
     log.info("ingest into %s: %d added, %d skipped, %d errors", ws.name, report.added,
              report.skipped, len(report.errors))
     return report

@@ -42,7 +42,6 @@ from .progress import Progress
 from .storage import (
     atomic_write_bytes,
     atomic_write_json,
-    atomic_write_parquet,
     read_json,
     remove_temp_files,
 )
@@ -89,6 +88,14 @@ def list_workspaces(home: str | os.PathLike | None = None) -> list[str]:
 def content_id(kind: str, payload: bytes) -> str:
     """Stable 16-hex-digit id of a piece of content."""
     return hashlib.sha256(kind.encode() + b"\0" + payload).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class ItemsFile:
+    """An items frame ready to be written (:meth:`Workspace.prepare_items`): normalised, and as Parquet bytes."""
+
+    frame: pd.DataFrame
+    data: bytes
 
 
 @dataclass
@@ -371,18 +378,29 @@ class Workspace:
         atomic_write_bytes(self.path / trel, buf.getvalue())
         return {"image": rel, "thumb": trel, "width": int(w), "height": int(h)}
 
-    def write_items(self, df: pd.DataFrame) -> None:
-        """Replace ``items.parquet`` with ``df`` (atomically) and finish a deletion interrupted after its commit
-        point. For writers of items: raises RuntimeError unless this thread holds :meth:`writing`."""
+    @staticmethod
+    def prepare_items(df: pd.DataFrame) -> ItemsFile:
+        """``df`` made ready for :meth:`write_items`: its columns normalised and its Parquet bytes encoded.
+        Needs no lock, so a writer can prepare the items (the slow part of writing a million rows) while
+        it writes other files, then commit them quickly."""
+        df = _normalise_columns(df)
+        buf = io.BytesIO()
+        df.to_parquet(buf, index=False)
+        return ItemsFile(df, buf.getvalue())
+
+    def write_items(self, df: pd.DataFrame | ItemsFile) -> None:
+        """Replace ``items.parquet`` with ``df`` (a frame, or one made ready by :meth:`prepare_items`;
+        atomically) and finish a deletion interrupted after its commit point. For writers of items: raises
+        RuntimeError unless this thread holds :meth:`writing`."""
         from .deletion import finish_delete
 
         self.require_writing("writing the items")
-        df = _normalise_columns(df)
+        prepared = df if isinstance(df, ItemsFile) else self.prepare_items(df)
         remove_temp_files(self.path, self.items_path.name)  # we hold the lock: temp files here are a crash's
-        atomic_write_parquet(self.items_path, df)
+        atomic_write_bytes(self.items_path, prepared.data)
         with self._mutex:
             self._items, self._items_key = None, None
-        finish_delete(self, df)  # a deletion interrupted after its commit point
+        finish_delete(self, prepared.frame)  # a deletion interrupted after its commit point
 
     # ---- vectors ---------------------------------------------------------------------------
     def store(self, model: str) -> VectorStore:

@@ -424,3 +424,19 @@ def test_images_of_an_import_are_stored_at_once_and_a_bad_one_is_reported_alone(
         with Image.open(ws.abspath(rel)) as im:
             im.load()
     assert (imgs["width"] == 40).all() and seen[-1] == (len(cands), len(cands))
+
+
+def test_items_prepared_without_the_lock_are_written_as_they_were_given(tmp_path):
+    """A writer may prepare the items file outside the lock (while it writes vectors) and commit it later."""
+    ws = Workspace(tmp_path / "w")
+    rows = pd.DataFrame({"id": ["a", "b"], "modality": ["row", "row"], "colour": ["red", 3]})
+    ws.add_rows(rows)
+    prepared = Workspace.prepare_items(ws.items)  # no lock held
+    assert prepared.frame["colour"].tolist() == ["red", "3"]  # mixed metadata as text, as write_items keeps it
+    with pytest.raises(RuntimeError, match="needs its write lock"):
+        ws.write_items(prepared)
+    before = ws.items_version()
+    with ws.writing():
+        ws.write_items(prepared)
+    assert ws.items_version() != before
+    pd.testing.assert_frame_equal(ws.items, prepared.frame)
