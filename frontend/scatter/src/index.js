@@ -16,11 +16,18 @@ const INSTANCES = new WeakMap(); // parentElement -> MapView
 const REGISTRY = window.jointscopeScatter || (window.jointscopeScatter = new Map()); // uid -> MapView (tests, tools)
 const VIEW_SETTLE_MS = 250;
 const HOVER_SETTLE_MS = 120;
-const HOVER_RADIUS_PX = 6; // the pointer hovers the nearest point at most this far away
+const HOVER_RADIUS_PX = 6; // the pointer hovers (and a click selects) the nearest point at most this far away
 // while the camera moves, a map above LOD_MIN points draws an even sample of about LOD_POINTS of them
 // (software WebGL spends about a microsecond a point a frame); all of them again once the view settles
 const LOD_MIN = 400000;
 const LOD_POINTS = 200000;
+// regl-scatterplot is handed an empty spatial index: it would only use one for its own hover and click, and this
+// map finds both itself (nearestAt) in its own index, built after the first draw (see buildIndex)
+const EMPTY_INDEX = (() => {
+  const index = new KDBush(0, 64, Float32Array);
+  index.finish();
+  return index.data;
+})();
 const MAX_RINGED = 50; // a selection of at most this many points is ringed as well (one point among many greys)
 
 // ---- small helpers -------------------------------------------------------------------------------------
@@ -336,21 +343,13 @@ class MapView {
     const sy = 2 / (this.domain.y1 - this.domain.y0);
     const dx0 = this.domain.x0;
     const dy0 = this.domain.y0;
-    // the spatial index (hover, click), built once per map from the typed arrays in the same pass:
-    // regl-scatterplot would build it from one JS array per point, in a worker it copies them to, at every draw
-    const index = new KDBush(finite, 64, Float32Array);
     for (let i = 0; i < finite; i++) {
-      const a = -1 + (xs[i] - dx0) * sx;
-      const b = -1 + (ys[i] - dy0) * sy;
-      nx[i] = a;
-      ny[i] = b;
-      index.add(a, b);
+      nx[i] = -1 + (xs[i] - dx0) * sx;
+      ny[i] = -1 + (ys[i] - dy0) * sy;
     }
     this.nx = nx;
     this.ny = ny;
-    index.finish();
-    this.spatialIndex = index.data;
-    this.kd = index;
+    this.kd = null; // built after the first draw of these points (buildIndex), or at the first hover or click
     this.ensurePlot();
     this.plot.set({
       xScale: linearScale([this.domain.x0, this.domain.x1], [0, 1]),
@@ -420,20 +419,44 @@ class MapView {
     });
   }
 
+  buildIndex() {
+    // the spatial index of the drawn points (hover, click), from the typed arrays: once per map, after its first
+    // draw (at a million points it takes about half a second that the first render need not wait for)
+    if (this.kd || !this.nx) return this.kd;
+    const n = this.drawn;
+    const index = new KDBush(n, 64, Float32Array);
+    const nx = this.nx;
+    const ny = this.ny;
+    for (let i = 0; i < n; i++) index.add(nx[i], ny[i]);
+    index.finish();
+    this.kd = index;
+    this.root.dataset.indexed = String(this.pointsKey);
+    return index;
+  }
+
   pointerHover() {
-    // the drawn point nearest the pointer within HOVER_RADIUS_PX, from the spatial index (in the [-1, 1] square
-    // the points are drawn in); none while a drag, lasso or box is under way or the camera moves
+    // the drawn point nearest the pointer; none while a drag, lasso or box is under way or the camera moves
     if (!this.pointerAt || !this.kd || !this.plot || this.pointerDown || this.lod || this.mode !== 'pan') return;
-    const rect = this.canvas.getBoundingClientRect();
-    const px = this.pointerAt[0] - rect.left;
-    const py = this.pointerAt[1] - rect.top;
-    if (px < 0 || py < 0 || px > rect.width || py > rect.height) {
+    const best = this.nearestAt(this.pointerAt[0], this.pointerAt[1]);
+    if (best === null) {
       if (this.hoverRow !== null) this.onHover(null);
       return;
     }
+    const row = best < 0 ? null : (this.rowOf ? this.rowOf[best] : best);
+    if (row !== this.hoverRow) this.onHover(best < 0 ? null : best);
+  }
+
+  nearestAt(clientX, clientY) {
+    // the drawn point nearest a client position within HOVER_RADIUS_PX (-1: none), from the spatial index (in
+    // the [-1, 1] square the points are drawn in); null when the position is outside the map
+    const rect = this.canvas.getBoundingClientRect();
+    const px = clientX - rect.left;
+    const py = clientY - rect.top;
+    if (px < 0 || py < 0 || px > rect.width || py > rect.height || !this.drawn) return null;
+    const kd = this.buildIndex();
     const d = this.domain;
-    const [x, y] = this.dataOfClient(rect, this.pointerAt[0], this.pointerAt[1]);
-    const [xr, yr] = this.dataOfClient(rect, this.pointerAt[0] + HOVER_RADIUS_PX, this.pointerAt[1] + HOVER_RADIUS_PX);
+    const [x, y] = this.dataOfClient(rect, clientX, clientY);
+    const [xr, yr] = this.dataOfClient(rect, clientX + HOVER_RADIUS_PX, clientY + HOVER_RADIUS_PX);
     const sx = 2 / (d.x1 - d.x0);
     const sy = 2 / (d.y1 - d.y0);
     const a = -1 + (x - d.x0) * sx;
@@ -442,7 +465,7 @@ class MapView {
     const rb = Math.abs(yr - y) * sy;
     let best = -1;
     let bestD = 1;
-    for (const i of this.kd.range(a - ra, b - rb, a + ra, b + rb)) {
+    for (const i of kd.range(a - ra, b - rb, a + ra, b + rb)) {
       const u = (this.nx[i] - a) / ra;
       const v = (this.ny[i] - b) / rb;
       const dd = u * u + v * v;
@@ -451,8 +474,7 @@ class MapView {
         best = i;
       }
     }
-    const row = best < 0 ? null : (this.rowOf ? this.rowOf[best] : best);
-    if (row !== this.hoverRow) this.onHover(best < 0 ? null : best);
+    return best;
   }
 
   colourCodes() {
@@ -498,7 +520,7 @@ class MapView {
     const started = performance.now();
     this.endLod();
     this.redrawing = true;
-    this.plot.draw({ x: this.nx, y: this.ny, z }, { zDataType: 'categorical', spatialIndex: this.spatialIndex }).then(() => {
+    this.plot.draw({ x: this.nx, y: this.ny, z }, { zDataType: 'categorical', spatialIndex: EMPTY_INDEX }).then(() => {
       this.root.dataset.ready = '1';
       this.root.dataset.drawMs = String(Math.round(performance.now() - started));
       this.root.dataset.tDrawn = String(Math.round(performance.now()));
@@ -508,6 +530,7 @@ class MapView {
       this.viewTimer = setTimeout(() => this.settle(), VIEW_SETTLE_MS);
       this.root.dataset.drawnKey = String(this.pointsKey);
       this.queueOverlay();
+      if (!this.kd) setTimeout(() => this.buildIndex(), 0); // hover and click, once the points are on screen
     }).catch((err) => {
       this.redrawing = false;
       this.showMessage(`The map could not be drawn: ${err && err.message ? err.message : err}`);
@@ -1159,8 +1182,17 @@ export default function render(component) {
     };
     window.addEventListener('pointerup', view.onWindowPointerUp, true);
     view.canvas.addEventListener('pointerup', (e) => {
+      // a click (no drag) on a point in pan mode selects it: found here in the map's own index (regl-scatterplot's
+      // own click finds nothing: it is handed an empty index)
       const d = view.downAt;
-      view.lastSelectWasClick = !!d && Math.hypot(e.clientX - d[0], e.clientY - d[1]) < 4 && view.mode !== 'lasso';
+      const click = !!d && Math.hypot(e.clientX - d[0], e.clientY - d[1]) < 4 && view.mode === 'pan';
+      view.lastSelectWasClick = false;
+      if (!click || !view.plot || !view.drawn) return;
+      const best = view.nearestAt(e.clientX, e.clientY);
+      if (best !== null && best >= 0) {
+        view.lastSelectWasClick = true;
+        view.onSelect([best]);
+      }
     }, true);
   }
   view.update(data, setStateValue, setTriggerValue);
