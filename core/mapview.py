@@ -543,9 +543,12 @@ def colour_values(ws, model: str, params: MapParams, res, items: pd.DataFrame | 
         return scores, label, {"categorical": False, "colorscale": scale}
     if colour == COLOUR_CLUSTER:
         from .mapvectors import MapVectors
-        from .projection import cluster_labels
+        from .projection import cluster_codes
 
-        return cluster_labels(MapVectors(ws, model, res.ids), k=params.k, seed=0), f"cluster (k={params.k})", {}
+        codes = cluster_codes(MapVectors(ws, model, res.ids), k=params.k, seed=0)
+        names = [f"cluster {c + 1}" for c in range(int(codes.max()) + 1 if len(codes) else 0)]
+        # the labels of cluster_labels as a Categorical: no string per point (a million points colour fast)
+        return pd.Categorical.from_codes(codes, categories=names), f"cluster (k={params.k})", {}
     if colour == COLOUR_SIMILARITY:
         if not params.text:
             return None, "", {}

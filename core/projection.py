@@ -265,22 +265,27 @@ def cluster_labels(X, *, k: int, seed: int = 0) -> list[str]:
     :data:`KMEANS_FULL_MAX` rows scikit-learn's ``KMeans`` (``n_init=3``); above that ``MiniBatchKMeans``
     (``batch_size=4096``) fitted on every row up to :data:`CLUSTER_FIT_MAX` rows, else on a seeded sample of
     that many, and every row assigned to its nearest centre chunk by chunk (memory bounded by the sample);
-    both with ``random_state=seed``, so the same input gives the same clusters.
+    both with ``random_state=seed``, so the same input gives the same clusters. :func:`cluster_codes` gives
+    the same clusters as numbers (no string per row).
     """
+    return [f"cluster {int(v) + 1}" for v in cluster_codes(X, k=k, seed=seed)]
+
+
+def cluster_codes(X, *, k: int, seed: int = 0) -> np.ndarray:
+    """The clusters of :func:`cluster_labels` as (n,) int64 codes: code ``c`` is ``"cluster {c + 1}"``."""
     from sklearn.cluster import KMeans, MiniBatchKMeans
 
     n = len(X)
     k = max(1, min(int(k), n))
     if n <= KMEANS_FULL_MAX:
-        return [f"cluster {int(v) + 1}" for v in
-                KMeans(n_clusters=k, n_init=3, random_state=seed).fit_predict(_rows_of(X, np.arange(n)))]
+        return KMeans(n_clusters=k, n_init=3, random_state=seed).fit_predict(_rows_of(X, np.arange(n))).astype(np.int64)
     fit_rows = (np.arange(n) if n <= CLUSTER_FIT_MAX else
                 np.sort(np.random.default_rng(seed).choice(n, size=CLUSTER_FIT_MAX, replace=False)))
     algo = MiniBatchKMeans(n_clusters=k, n_init=3, random_state=seed, batch_size=4096).fit(_rows_of(X, fit_rows))
     codes = np.empty(n, dtype=np.int64)
     for rows, U in _unit_chunks(X):
         codes[rows] = algo.predict(U)
-    return [f"cluster {int(v) + 1}" for v in codes]
+    return codes
 
 
 def similarity_to_text(X, *, text: str, encoder) -> np.ndarray:

@@ -87,6 +87,11 @@ def category_codes(values, max_categories: int = MAX_CATEGORIES) -> tuple[np.nda
     ``max_categories``); ``codes[i]`` indexes them; ``palette[j]`` is category j's colour
     (:func:`category_colours`: its own colour for a CSS colour name, else the safe palette in order; grey,
     :data:`OTHER_COLOUR`, for "(missing)" and "other")."""
+    fast = _few_categories(values, max_categories)
+    if fast is not None:  # none missing, no "other": the same codes without a label per point
+        codes, order = fast
+        colours = category_colours(order)
+        return codes.astype(np.uint8 if len(order) <= 256 else np.uint16), order, [colours[c][0] for c in order]
     labels, order = categories(values, max_categories)
     n_coloured = len(order) - 1 - (MISSING in order)  # position of "other (N values)" when present
     has_other = pd.Series(values).nunique(dropna=True) > max_categories
@@ -205,6 +210,36 @@ def colour_legend(codes: np.ndarray | None, palette: Sequence[str], *, categorie
 
 def _natural_key(s: str):
     return [(0, int(t), "") if t.isdigit() else (1, 0, t.lower()) for t in re.split(r"(\d+)", s) if t]
+
+
+def _few_categories(values, max_categories: int) -> tuple[np.ndarray, list[str]] | None:
+    """``(codes, order)`` as :func:`categories` orders them, computed without a Python call per point, for
+    values that are a Categorical or all strings, none missing, with at most ``max_categories`` distinct ones
+    (e.g. a million points coloured by cluster or modality); None for anything else."""
+    s = pd.Series(values).reset_index(drop=True)
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        if s.isna().any():
+            return None
+        s = s.cat.remove_unused_categories()
+        order = [str(c) for c in s.cat.categories]
+        codes = s.cat.codes.to_numpy()
+    elif s.dtype == object and len(s) and pd.api.types.infer_dtype(s, skipna=False) == "string":
+        first, uniques = pd.factorize(s)
+        if len(uniques) > max_categories:
+            return None
+        keys = [tuple(_natural_key(u)) for u in uniques]
+        if len(set(keys)) != len(keys):  # names equal but for case or leading zeros: the general path's order
+            return None
+        by_name = sorted(range(len(uniques)), key=keys.__getitem__)
+        rank = np.empty(len(uniques), np.int64)
+        rank[by_name] = np.arange(len(uniques))
+        order = [str(uniques[j]) for j in by_name]
+        codes = rank[first]
+    else:
+        return None
+    if len(order) > max_categories or len(set(order)) != len(order):
+        return None
+    return codes, order
 
 
 def is_categorical(values) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from core.plots import MAX_CATEGORIES, categories, gap_figure, map_figure, plot_text
@@ -152,3 +153,26 @@ def test_colour_names_are_drawn_in_their_colours_and_other_values_in_a_safe_pale
     assert got["white"].line.width > 0, "light named colours get an outline on the white background"
     others = [got["apples"].color, got["pears"].color]
     assert others == list(qualitative.Safe[:2]) and got["apples"].line.width is None
+
+
+@pytest.mark.parametrize("values", [
+    np.array(["image", "text", "row", "text"] * 50, dtype=object),
+    np.array([f"cluster {i}" for i in (1, 12, 3, 2, 12)] * 20, dtype=object),  # natural order: 2 before 12
+    pd.Categorical.from_codes([0, 4, 2, 2], categories=[f"cluster {i}" for i in range(1, 8)]),  # unused left out
+    np.array(["red", "blue", "Red"] * 10, dtype=object),  # names equal but for case
+    np.array(["a1", "a01", "a2"] * 5, dtype=object),
+    np.array([f"v{i}" for i in range(40)] * 3, dtype=object),  # more than fit: "other"
+    np.array(["x", None, "y"] * 4, dtype=object),
+    pd.Categorical(["b", "a", None, "b"]),
+    np.array([3, 1, 2, 2]),
+])
+def test_category_codes_are_the_same_on_the_fast_path(values, monkeypatch):
+    """Few strings or a Categorical (a million points by cluster or modality) are coded without a label per
+    point; the codes, legend order and colours are what the general path gives."""
+    from core.plots import style
+
+    fast = style.category_codes(values)
+    monkeypatch.setattr(style, "_few_categories", lambda *a: None)
+    slow = style.category_codes(values)
+    np.testing.assert_array_equal(fast[0], slow[0])
+    assert fast[0].dtype == slow[0].dtype and fast[1] == slow[1] and fast[2] == slow[2]
