@@ -28,6 +28,7 @@ _IMAGE_COLUMN_NAMES = {
     "file_path", "file_name", "img", "img_path", "image_file", "image_filename", "image_name",
 }
 _ID_NAMES = {"id", "idx", "index", "uid", "uuid", "key", "pk"}
+RUNNING_MIN = 20  # a numeric column of at least this many consecutive distinct integers numbers the rows
 
 
 def _norm_name(name: str) -> str:
@@ -198,7 +199,7 @@ def detect_roles(df: pd.DataFrame) -> dict[str, str]:
       prompt, else the mostly multi-word column with the longest mean length);
     - ``vector``: columns of numeric lists (or JSON-list strings), and numeric columns named
       ``<prefix>_0..<prefix>_N`` / ``<prefix>0..`` (>= 2 columns, indices from 0 or 1);
-    - ``numeric``: other numeric columns (ids and low-cardinality integers are ``metadata``);
+    - ``numeric``: other numeric columns (ids, running numbers and low-cardinality integers are ``metadata``);
     - ``metadata``: everything else; ``ignore``: empty columns.
     """
     roles: dict[str, str] = {}
@@ -260,7 +261,8 @@ def detect_roles(df: pd.DataFrame) -> dict[str, str]:
         elif kind == "vector" or c in grouped:
             role = "vector"
         elif kind == "numeric":
-            role = "metadata" if _is_id_name(c) or _low_cardinality(series[c]) else "numeric"
+            role = ("metadata" if _is_id_name(c) or _low_cardinality(series[c]) or _running_number(series[c])
+                    else "numeric")
         else:
             role = "metadata"
         roles[c] = role
@@ -275,6 +277,18 @@ def _low_cardinality(s: pd.Series) -> bool:
         return False
     nunique = int(vals.nunique())
     return nunique <= 10 and len(vals) >= 3 * nunique
+
+
+def _running_number(s: pd.Series) -> bool:
+    """Whether a numeric column numbers the rows (an index such as ``image_no``: at least
+    :data:`RUNNING_MIN` values, none missing, distinct consecutive integers in any order): a feature that
+    would make a one-number "embedding" of the row order."""
+    if len(s) < RUNNING_MIN or s.isna().any() or pd.api.types.is_bool_dtype(s):
+        return False
+    vals = pd.to_numeric(s, errors="coerce")
+    if vals.isna().any() or not np.all(np.isfinite(vals)) or not np.all(np.equal(np.mod(vals, 1), 0)):
+        return False
+    return bool(vals.is_unique and vals.max() - vals.min() + 1 == len(vals))
 
 
 def check_roles(roles: Mapping[str, str] | None) -> dict[str, str]:

@@ -722,3 +722,19 @@ def test_scan_is_deterministic(tmp_path: Path) -> None:
     first = [c.source for c in scan([archive]).candidates]
     assert first == ["p.zip:a.png", "p.zip:b.png", "p.zip:c.png", "p.zip:d.png"]
     assert [c.source for c in scan([archive]).candidates] == first
+
+
+def test_a_running_number_is_metadata_not_a_feature() -> None:
+    """A row index (e.g. scikit-learn's digits written with an ``image_no`` column) must not become a one-number
+    "embedding" of the row order; a measured integer column stays a feature."""
+    rng = np.random.default_rng(0)
+    n = 40
+    df = pd.DataFrame({"image_no": rng.permutation(np.arange(100, 100 + n)),  # shuffled: still a counter
+                       "size_mm": rng.integers(0, 1000, n),  # integers, but not consecutive
+                       "score": rng.normal(size=n),
+                       "pixels": [[float(i), 1.0] for i in range(n)]})
+    roles = detect_roles(df)
+    assert roles["image_no"] == "metadata" and roles["size_mm"] == "numeric" and roles["score"] == "numeric"
+    assert detect_roles(df.head(10))["image_no"] == "numeric"  # too few rows to tell
+    with_gap = df.assign(image_no=np.r_[np.arange(n - 1), n + 5])
+    assert detect_roles(with_gap)["image_no"] == "numeric"
