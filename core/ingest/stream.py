@@ -410,8 +410,12 @@ class _Builder:
         errors += [(s, r) for _, _, s, r in row_errors]
         good = ~bad
         good[empty] = False
-        idx = np.flatnonzero(good)
-        every = len(idx) == n  # the common case: no copies
+        return self._table(np.flatnonzero(good), rows, meta, vectors, features, errors)
+
+    def _table(self, idx: np.ndarray, rows: np.ndarray, meta: pd.DataFrame, vectors: dict[str, np.ndarray],
+               features: np.ndarray | None, errors: list) -> RowTable:
+        """The :class:`RowTable` of the usable rows ``idx`` (positions in ``rows``), hashed into content ids."""
+        every = len(idx) == len(rows)  # the common case: no copies
         out_vectors = {f"precomputed:{k}": v if every else np.ascontiguousarray(v[idx]) for k, v in vectors.items()}
         if features is not None:
             out_vectors["precomputed:numeric"] = features[idx]
