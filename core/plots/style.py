@@ -224,6 +224,8 @@ def _few_categories(values, max_categories: int) -> tuple[np.ndarray, list[str]]
         order = [str(c) for c in s.cat.categories]
         codes = s.cat.codes.to_numpy()
     elif s.dtype == object and len(s) and pd.api.types.infer_dtype(s, skipna=False) == "string":
+        if len(pd.unique(s.iloc[:10_000])) > max_categories:  # many values (ids, captions): no factorizing of all
+            return None
         first, uniques = pd.factorize(s)
         if len(uniques) > max_categories:
             return None
